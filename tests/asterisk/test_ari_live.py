@@ -1,0 +1,106 @@
+"""The ARI client against the real sandboxed Asterisk 22."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from hitcall_pbx.ari import AriNotFound
+
+pytestmark = pytest.mark.asterisk
+
+
+def _cid() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+async def test_originate_answer_enters_stasis_with_our_channel_id(ari):
+    cid = _cid()
+    ch = await ari.rest.originate("Local/answer@sim-customer", cid, app=ari.app, app_args="customer,42", timeout=20)
+    assert ch.id == cid
+    ev = await ari.events_log.wait_for("StasisStart", lambda e: e.channel.id == cid)
+    assert ev.args == ["customer", "42"]
+    assert ev.channel.state == "Up"
+    got = await ari.rest.get_channel(cid)
+    assert got.id == cid and got.state == "Up"
+    await ari.rest.hangup(cid)
+    destroyed = await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == cid)
+    assert destroyed.cause == 16
+
+
+async def test_busy_customer_gives_cause_17(ari):
+    cid = _cid()
+    await ari.rest.originate("Local/busy@sim-customer", cid, app=ari.app, timeout=20)
+    ev = await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == cid)
+    assert ev.cause == 17
+    assert not ari.events_log.of_type("StasisStart") or all(
+        e.channel.id != cid for e in ari.events_log.of_type("StasisStart"))
+
+
+async def test_no_answer_times_out_with_cause_19(ari):
+    cid = _cid()
+    t0 = time.monotonic()
+    await ari.rest.originate("Local/noanswer@sim-customer", cid, app=ari.app, timeout=2)
+    ev = await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == cid, timeout=10)
+    assert ev.cause == 19
+    assert 1.5 <= time.monotonic() - t0 < 6
+
+
+async def test_product_outbound_context_reaches_customer_through_trunk(ari):
+    """Local/<E.164>@hitcall-outbound dials the (sandbox) trunk; busy propagates as 17."""
+    ok, busy = _cid(), _cid()
+    await ari.rest.originate("Local/+358401000001@hitcall-outbound", ok, app=ari.app, timeout=20)
+    await ari.rest.originate("Local/+358402000001@hitcall-outbound", busy, app=ari.app, timeout=20)
+    start = await ari.events_log.wait_for("StasisStart", lambda e: e.channel.id == ok)
+    assert start.channel.state == "Up"
+    gone = await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == busy)
+    assert gone.cause == 17
+
+
+async def test_dtmf_from_the_far_end_is_received(ari):
+    cid = _cid()
+    await ari.rest.originate("Local/dtmf@sim-customer", cid, app=ari.app, timeout=20)
+    await ari.events_log.wait_for("StasisStart", lambda e: e.channel.id == cid)
+    d1 = await ari.events_log.wait_for("ChannelDtmfReceived", lambda e: e.channel.id == cid and e.digit == "1")
+    d2 = await ari.events_log.wait_for("ChannelDtmfReceived", lambda e: e.channel.id == cid and e.digit == "#")
+    assert d1.digit == "1" and d2.digit == "#"
+
+
+async def test_bridge_add_and_hangup_race_maps_to_not_found(ari):
+    cid = _cid()
+    await ari.rest.originate("Local/answer@sim-customer", cid, app=ari.app, timeout=20)
+    await ari.events_log.wait_for("StasisStart", lambda e: e.channel.id == cid)
+    bridge = await ari.rest.create_bridge(bridge_id=f"t-b-{cid}", type="mixing")
+    await ari.rest.add_channel(bridge.id, cid)
+    entered = await ari.events_log.wait_for("ChannelEnteredBridge", lambda e: e.channel and e.channel.id == cid)
+    assert entered.bridge.id == bridge.id
+    await ari.rest.hangup(cid)
+    await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == cid)
+    with pytest.raises(AriNotFound):
+        await ari.rest.hangup(cid)
+    await ari.rest.destroy_bridge(bridge.id)
+    with pytest.raises(AriNotFound):
+        await ari.rest.get_bridge(bridge.id)
+
+
+async def test_resync_after_socket_cut_sees_live_channels(ari):
+    """The events socket drops while Asterisk stays up: the client reconnects and the
+    resync snapshot contains the call that is still up."""
+    snapshots = []
+    ari.on_resync(snapshots.append)
+    cid = _cid()
+    await ari.rest.originate("Local/answer@sim-customer", cid, app=ari.app, timeout=20)
+    await ari.events_log.wait_for("StasisStart", lambda e: e.channel.id == cid)
+    before = ari.stats.reconnects
+    await ari.drop_connection()
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(ari.connected.wait(), 5)
+    assert ari.stats.reconnects == before + 1
+    assert snapshots and snapshots[-1].reconnect
+    assert cid in {c.id for c in snapshots[-1].channels}
+    # And events flow again on the new socket.
+    await ari.rest.hangup(cid)
+    await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == cid)

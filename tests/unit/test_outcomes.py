@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hitcall_pbx.core.outcomes import (
+    CAUSE_OUTCOMES,
+    DEFAULT_RETRY_DELAYS,
+    CallFacts,
+    Outcome,
+    classify_outcome,
+    counts_as_abandon,
+    counts_as_connect,
+    is_invalid_number_cause,
+    next_retry,
+    outcome_for_cause,
+)
+from hitcall_pbx.errors import ValidationFailed
+
+NOW = datetime(2024, 6, 5, 9, 0, tzinfo=UTC)
+
+
+def test_outcome_values_are_stable() -> None:
+    assert [o.value for o in Outcome] == [
+        "answered_human",
+        "answered_machine",
+        "busy",
+        "no_answer",
+        "congestion",
+        "failed",
+        "abandoned",
+        "cancelled",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cause", "outcome"),
+    [
+        (17, "busy"),
+        (18, "no_answer"),
+        (19, "no_answer"),
+        (20, "no_answer"),
+        (21, "no_answer"),
+        (16, "no_answer"),
+        (1, "failed"),
+        (3, "failed"),
+        (28, "failed"),
+        (34, "congestion"),
+        (38, "congestion"),
+        (41, "congestion"),
+        (42, "congestion"),
+        (0, "failed"),
+        (None, "failed"),
+        (127, "failed"),
+        (999, "failed"),
+    ],
+)
+def test_unanswered_by_cause(cause: int | None, outcome: str) -> None:
+    assert outcome_for_cause(cause) == outcome
+    assert classify_outcome(CallFacts(answered=False, hangup_cause=cause)) == outcome
+
+
+def test_invalid_number_causes() -> None:
+    assert is_invalid_number_cause(1) and is_invalid_number_cause(28)
+    assert not is_invalid_number_cause(17) and not is_invalid_number_cause(None)
+
+
+def test_answered_and_bridged_in_time_is_human() -> None:
+    f = CallFacts(answered=True, bridged=True, answer_to_bridge_ms=12, hangup_cause=16)
+    assert classify_outcome(f) is Outcome.ANSWERED_HUMAN
+    assert classify_outcome(CallFacts(answered=True, bridged=True, answer_to_bridge_ms=2000)) == "answered_human"
+
+
+@pytest.mark.parametrize(
+    "facts",
+    [
+        CallFacts(answered=True, bridged=False, hangup_cause=16),  # no agent: information message
+        CallFacts(answered=True, bridged=True, answer_to_bridge_ms=2001),  # bridged too late
+        CallFacts(answered=True, amd_status="NOTSURE"),
+        CallFacts(answered=True, amd_status="hangup"),  # customer gone during AMD
+        CallFacts(answered=True, cancelled=True),  # service hung up an answered call
+    ],
+)
+def test_answered_without_agent_in_time_is_abandoned(facts: CallFacts) -> None:
+    assert classify_outcome(facts) is Outcome.ABANDONED
+    assert counts_as_abandon(classify_outcome(facts))
+
+
+def test_machine() -> None:
+    assert classify_outcome(CallFacts(answered=True, amd_status="MACHINE")) == "answered_machine"
+    # a machine is never a connect, even when bridged
+    out = classify_outcome(CallFacts(answered=True, amd_status="MACHINE", bridged=True, answer_to_bridge_ms=5))
+    assert out == "answered_machine" and not counts_as_connect(out) and not counts_as_abandon(out)
+
+
+def test_cancelled_only_before_answer() -> None:
+    assert classify_outcome(CallFacts(answered=False, cancelled=True, hangup_cause=16)) == "cancelled"
+
+
+def test_connect_accounting() -> None:
+    assert counts_as_connect("answered_human") and not counts_as_connect("abandoned")
+
+
+@pytest.mark.parametrize(
+    ("kw", "field"),
+    [
+        ({"answered": False, "bridged": True}, "bridged"),
+        ({"answered": True, "answer_to_bridge_ms": -1}, "answer_to_bridge_ms"),
+        ({"answered": True, "amd_status": "DOG"}, "amd_status"),
+        ({"answered": True, "bridge_limit_ms": 0}, "bridge_limit_ms"),
+    ],
+)
+def test_facts_validation(kw: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationFailed) as err:
+        CallFacts(**kw)  # type: ignore[arg-type]
+    assert err.value.details["field"] == field
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    answered=st.booleans(),
+    cause=st.one_of(st.none(), st.integers(0, 130)),
+    bridged=st.booleans(),
+    ms=st.one_of(st.none(), st.integers(0, 10_000)),
+    amd=st.sampled_from([None, "HUMAN", "MACHINE", "NOTSURE", "HANGUP"]),
+    cancelled=st.booleans(),
+)
+def test_classification_is_total_and_consistent(
+    answered: bool, cause: int | None, bridged: bool, ms: int | None, amd: str | None, cancelled: bool
+) -> None:
+    if bridged and not answered:
+        bridged = False
+    out = classify_outcome(
+        CallFacts(
+            answered=answered, hangup_cause=cause, bridged=bridged, answer_to_bridge_ms=ms, amd_status=amd,
+            cancelled=cancelled,
+        )
+    )
+    assert isinstance(out, Outcome)
+    answered_outcomes = {Outcome.ANSWERED_HUMAN, Outcome.ANSWERED_MACHINE, Outcome.ABANDONED}
+    assert (out in answered_outcomes) == answered
+    if out is Outcome.ANSWERED_HUMAN:
+        assert bridged and (ms is None or ms <= 2000) and amd != "MACHINE"
+    if not answered and not cancelled:
+        assert out == CAUSE_OUTCOMES.get(cause, Outcome.FAILED)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def test_retry_delays_default() -> None:
+    assert next_retry("busy", None, 1, 3, NOW) == NOW + timedelta(minutes=10)
+    assert next_retry(Outcome.NO_ANSWER, None, 1, 3, NOW) == NOW + timedelta(hours=2)
+    assert next_retry("cancelled", None, 0, 3, NOW) == NOW
+
+
+def test_final_outcomes() -> None:
+    assert next_retry("answered_human", None, 1, 3, NOW) is None
+    assert next_retry("failed", None, 1, 3, NOW) is None
+    assert next_retry("busy", None, 3, 3, NOW) is None
+    assert next_retry("busy", None, 4, 3, NOW) is None
+
+
+def test_campaign_delays() -> None:
+    delays = {"busy": 60, Outcome.ANSWERED_MACHINE: timedelta(days=1), "failed": 3600.5}
+    assert next_retry("busy", delays, 1, 5, NOW) == NOW + timedelta(seconds=60)
+    assert next_retry("answered_machine", delays, 1, 5, NOW) == NOW + timedelta(days=1)
+    assert next_retry("failed", delays, 1, 5, NOW) == NOW + timedelta(seconds=3600.5)
+    assert next_retry("no_answer", delays, 1, 5, NOW) is None  # no delay configured: final
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (("busy", {"busy": -1}, 1, 3, NOW), "retry_delays.busy"),
+        (("busy", {"nonsense": 5}, 1, 3, NOW), "retry_delays.nonsense"),
+        (("busy", {"busy": "soon"}, 1, 3, NOW), "retry_delays.busy"),
+        (("bogus", None, 1, 3, NOW), "outcome"),
+        (("busy", None, -1, 3, NOW), "attempts"),
+        (("busy", None, 1, 0, NOW), "max_attempts"),
+        (("busy", None, 1, 3, datetime(2024, 6, 5)), "now"),
+    ],
+)
+def test_retry_validation(args: tuple[object, ...], field: str) -> None:
+    with pytest.raises(ValidationFailed) as err:
+        next_retry(*args)  # type: ignore[arg-type]
+    assert err.value.details["field"] == field
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(list(Outcome)), st.integers(0, 10), st.integers(1, 10))
+def test_retry_never_before_now_and_respects_max(outcome: Outcome, attempts: int, max_attempts: int) -> None:
+    r = next_retry(outcome, DEFAULT_RETRY_DELAYS, attempts, max_attempts, NOW)
+    if attempts >= max_attempts or outcome in (Outcome.ANSWERED_HUMAN, Outcome.FAILED):
+        assert r is None
+    else:
+        assert r is not None and r >= NOW
