@@ -4,16 +4,17 @@ Pure: no I/O, no asyncio, no clock. The dialer (and the simulator) builds a
 `PacingSnapshot` of the campaign at time `now`, keeps one `PacingStats` per campaign
 fed with observations, and asks a pacer for a `PacingDecision`:
 
-* `decide(snapshot, stats)` — predictive. It models, over the next ring period, how
-  many agents become free (ready now, wrap-up ending, calls ending according to the
-  talk-time distribution's hazard given each call's elapsed time) and how many calls
-  get answered (calls already ringing, given how long they have rung; and the new
-  calls), and adds new calls while the marginal call's probability of being
-  abandoned stays under a threshold. The threshold follows the measured abandon
-  rate (today's and the last 30 days') against a target below the cap; near the cap
-  the campaign slows down, over the cap it falls back to progressive for the rest of
-  the day. Tail sums are exact Poisson-binomial for small teams and a normal
-  approximation for large ones.
+* `decide(snapshot, stats)` — predictive. It looks one ring timeout ahead: agents
+  becoming free (ready now, wrap-up ending, calls ending by the talk-time hazard
+  given each call's elapsed time) against calls being answered (calls ringing, given
+  how long they have rung, and the new ones), as a step-by-step distribution of idle
+  agents. A new call is placed while the agent idle time it saves is worth the
+  abandons it adds at the current price of an abandon. The price follows today's
+  abandon count against what the target rate allows (feedback; the 30-day rate
+  lowers the target when it runs high); near the cap it climbs steeply, over the cap
+  the campaign falls back to progressive for the rest of the day. Step
+  distributions are exact Poisson-binomial / binomial while few calls ring, Poisson
+  otherwise.
 * `decide_progressive(snapshot)` — one call per ready agent, the agent reserved.
 * `AdaptiveBaseline` — the classic adaptive dial level (level × ready agents),
   kept as a reference point for the simulator and benchmarks.
@@ -24,7 +25,9 @@ false positives (humans hung up as machines) count as abandoned.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -45,14 +48,16 @@ __all__ = [
     "PacingSettings",
     "PacingSnapshot",
     "PacingStats",
+    "abandon_price",
     "abandon_rate",
+    "binomial_pmf",
     "decide",
     "decide_progressive",
-    "dial_threshold",
     "effective_abandoned",
     "line_room",
     "make_pacer",
     "poisson_binomial_pmf",
+    "poisson_pmf",
 ]
 
 MODE_PREDICTIVE: Final = "predictive"
@@ -62,21 +67,26 @@ MODE_FALLBACK: Final = "progressive-fallback"
 MODE_IDLE: Final = "idle"
 PACING_MODES: Final = (MODE_PREDICTIVE, MODE_PROGRESSIVE, MODE_ADAPTIVE_BASELINE)
 
-# Times after "now" (seconds) at which answered calls are compared with free agents;
-# the ring timeout is always the last one.
-_CHECKPOINTS: Final = (3.0, 6.0, 10.0, 15.0)
-# Exact Poisson-binomial sums up to this many agents that may become free; normal
-# approximation above.
-_EXACT_MAX_AGENTS: Final = 24
-# Feedback: dial threshold = base × exp(gain × (target − smoothed rate) / target).
-_BASE_THRESHOLD: Final = 0.15
-_GAIN: Final = 4.0
-_MIN_THRESHOLD: Final = 0.002
-_MAX_THRESHOLD: Final = 0.6
-# Today's rate is smoothed as if the day had started with this many calls at the cap.
-_PRIOR_CALLS: Final = 100.0
-# "Near cap" slow-down starts to count once today has this many answered calls.
+# The predictive model looks one ring timeout ahead in steps of about this many seconds.
+_STEP_S: Final = 2.5
+# Exact Poisson-binomial step distributions while at most this many calls ring.
+_EXACT_MAX_CALLS: Final = 12
+# Feedback: price of an abandon (idle agent-seconds it must save) =
+# base × e^(−gain × slack), slack = allowed − actual abandons today.
+_BASE_PRICE: Final = 240.0
+_GAIN: Final = 0.25
+_CUSHION: Final = 3.0
+_MIN_PRICE: Final = 5.0
+_MAX_PRICE: Final = 1e6
 _NEAR_CAP_MIN_CALLS: Final = 30
+_NEAR_CAP_STEEPNESS: Final = 10.0
+# Idle-agent distributions: probability below this at the top is folded down.
+_TRIM: Final = 1e-7
+# Above this many agents that may take a call within the horizon, normal steps.
+_GAUSSIAN_MIN_AGENTS: Final = 30
+_EXPERIMENT: dict = {}
+# A new call must save at least this much idle agent time (seconds).
+_MIN_SAVING_S: Final = 0.01
 
 _SQRT1_2: Final = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI: Final = 1.0 / math.sqrt(2.0 * math.pi)
@@ -172,16 +182,16 @@ class PacingDecision:
     """`dial_now`: calls to place now. `reserve_agents`: each new call reserves one ready
     agent (progressive). `mode_effective`: predictive, progressive,
     progressive-fallback (over the cap today), adaptive-baseline or idle.
-    `expected_abandons`: the model's expected abandoned calls over the ring period
-    after dialling (predictive). `threshold`: the marginal abandon probability the
-    predictive controller accepted."""
+    `expected_abandons`: the model's expected abandoned calls over the next ring
+    timeout after dialling (predictive). `abandon_price`: idle agent-seconds one more
+    expected abandon had to save (predictive)."""
 
     dial_now: int
     reason: str
     mode_effective: str
     reserve_agents: bool = False
     expected_abandons: float = 0.0
-    threshold: float = 0.0
+    abandon_price: float = 0.0
 
 
 # --------------------------------------------------------------------------- abandon accounting
@@ -317,6 +327,10 @@ class PacingStats:
         self._today = AbandonTally()
         self._today_peak_rate = 0.0
         self.day_index = 0
+        self._answer_cdf: _AnswerCdf | None = None
+        self._answer_key: tuple[float, float, float] | None = None
+        self._talk_surv: _TalkSurvival | None = None
+        self._talk_key: tuple[float, float] | None = None
 
     # -- observations
     def observe_attempt(self, ring_s: float, answered: bool) -> None:
@@ -389,6 +403,25 @@ class PacingStats:
     def wrap_mean_s(self) -> float:
         return max(self._wrap.mean, 0.0)
 
+    def answer_cdf(self, timeout: float) -> Callable[[float], float]:
+        """CDF of ring-to-answer seconds of answered calls (answered before `timeout`).
+        Tabulated; the table is rebuilt when the estimate moves by about 1 %."""
+        mu, sigma = self.ring_log_params
+        key = (round(mu, 2), round(sigma, 2), timeout)
+        if self._answer_cdf is None or key != self._answer_key:
+            self._answer_cdf = _AnswerCdf(key[0], max(key[1], 0.05), timeout)
+            self._answer_key = key
+        return self._answer_cdf
+
+    def talk_survival(self) -> Callable[[float], float]:
+        """P(talk time > x) under the log-normal fitted to the talk mean and sd."""
+        mu, sigma = _lognormal_params(self.talk_mean_s, self.talk_sd_s)
+        key = (round(mu, 2), round(sigma, 2))
+        if self._talk_surv is None or key != self._talk_key:
+            self._talk_surv = _TalkSurvival(key[0], max(key[1], 0.05))
+            self._talk_key = key
+        return self._talk_surv
+
     @property
     def today(self) -> AbandonTally:
         return self._today
@@ -414,7 +447,7 @@ class PacingStats:
         return self._today_peak_rate
 
 
-# --------------------------------------------------------------------------- tail computations
+# --------------------------------------------------------------------------- distributions
 
 
 def poisson_binomial_pmf(probs: Sequence[float], size: int | None = None) -> list[float]:
@@ -432,82 +465,174 @@ def poisson_binomial_pmf(probs: Sequence[float], size: int | None = None) -> lis
     return pmf
 
 
-def _normal_excess(mean: float, var: float) -> float:
-    """E[max(X, 0)] for X ~ Normal(mean, var)."""
-    if var <= 1e-12:
-        return mean if mean > 0.0 else 0.0
-    sd = math.sqrt(var)
-    z = mean / sd
-    return sd * _INV_SQRT_2PI * math.exp(-0.5 * z * z) + mean * 0.5 * math.erfc(-z * _SQRT1_2)
+def binomial_pmf(n: int, p: float) -> list[float]:
+    """P(Binomial(n, p) = k) for k = 0 .. n."""
+    if n <= 0 or p <= 0.0:
+        return [1.0]
+    if p >= 1.0:
+        return [0.0] * n + [1.0]
+    q = 1.0 - p
+    out = [q**n]
+    ratio = p / q
+    for k in range(1, n + 1):
+        out.append(out[-1] * ratio * (n - k + 1) / k)
+    return out
 
 
-class _ExactCheckpoint:
-    """E[max(c + X + B − Y, 0)] with X, B, Y Poisson-binomial: X calls in flight, B the
-    new calls (added one by one), Y agents becoming free; c a constant."""
+def poisson_pmf(mean: float, tail: float = 1e-4) -> list[float]:
+    """P(Poisson(mean) = k), cut where the remaining tail is below `tail`; the tail's
+    mass is added to the last term (the mean is kept within `tail`)."""
+    if mean <= 1e-12:
+        return [1.0]
+    if mean > 600.0:  # beyond exp() range; never reached with capped lines
+        mean = 600.0
+    p = math.exp(-mean)
+    out = [p]
+    acc = p
+    k = 0
+    limit = mean + 12.0 * math.sqrt(mean) + 12.0
+    while acc < 1.0 - tail and k < limit:
+        k += 1
+        p *= mean / k
+        out.append(p)
+        acc += p
+    out[-1] += max(0.0, 1.0 - acc)
+    return out
 
-    __slots__ = ("c", "py", "px", "ex", "g", "size")
 
-    def __init__(self, c: int, answer_probs: list[float], free_probs: list[float], g: float) -> None:
-        self.c = c
-        self.py = poisson_binomial_pmf(free_probs)
-        self.size = max(1, len(free_probs) - c + 1)
-        self.px = poisson_binomial_pmf(answer_probs, self.size)
-        self.ex = math.fsum(answer_probs)
-        self.g = g
+def _convolve(pmf: list[float], kernel: list[float]) -> list[float]:
+    """Distribution of X + Y (X ~ pmf, Y ~ kernel)."""
+    if len(kernel) == 1:
+        return pmf
+    size = len(pmf)
+    out = [0.0] * (size + len(kernel) - 1)
+    for j, w in enumerate(kernel):
+        if w < 1e-15:
+            continue
+        out[j : j + size] = [a + w * b for a, b in zip(out[j : j + size], pmf)]
+    while len(out) > 1 and out[-1] < 1e-13:
+        out.pop()
+    return out
 
-    def add_call(self) -> None:
-        g = self.g
-        q = 1.0 - g
-        px = self.px
-        shifted = [0.0, *px]
-        px.append(0.0)
-        px = [a * q + b * g for a, b in zip(px, shifted)]
-        del px[self.size :]
-        self.px = px
-        self.ex += g
 
-    def excess(self) -> float:
-        c = self.c
-        ex = self.ex
-        px = self.px
-        # cum1[u] = P(X < u), cum2[u] = E[X; X < u]
-        cum1 = [0.0]
-        cum2 = [0.0]
-        s1 = s2 = 0.0
-        for x, p in enumerate(px):
-            s1 += p
-            s2 += x * p
-            cum1.append(s1)
-            cum2.append(s2)
-        top = len(cum1) - 1
-        total = 0.0
-        for y, p in enumerate(self.py):
-            if p == 0.0:
+def _consume(pmf: list[float], kernel: list[float]) -> tuple[list[float], float]:
+    """Idle agents X (~ pmf) take answered calls A (~ kernel) one each: returns the
+    distribution of max(X − A, 0) and E[max(A − X, 0)] (calls left without an agent)."""
+    size = len(pmf)
+    w0 = kernel[0]
+    out = [w0 * b for b in pmf] if w0 != 1.0 else list(pmf)
+    if len(kernel) == 1:
+        return out, 0.0
+    below = [0.0, *itertools.accumulate(pmf)]  # below[a] = P(X < a)
+    below_x = [0.0, *itertools.accumulate(map(operator.mul, range(size), pmf))]  # E[X; X < a]
+    short = 0.0
+    for a in range(1, len(kernel)):
+        w = kernel[a]
+        if w < 1e-15:
+            continue
+        if a < size:
+            out[: size - a] = [o + w * b for o, b in zip(out, pmf[a:])]
+            p_lt, x_lt = below[a], below_x[a]
+        else:
+            p_lt, x_lt = below[size], below_x[size]
+        out[0] += w * p_lt
+        short += w * (a * p_lt - x_lt)
+    return out, short
+
+
+class _AnswerCdf:
+    """Ring-to-answer CDF of answered calls, truncated at the ring timeout, on a grid."""
+
+    __slots__ = ("timeout", "inv_step", "table")
+
+    STEP = 0.25
+
+    def __init__(self, mu: float, sigma: float, timeout: float) -> None:
+        self.timeout = timeout
+        self.inv_step = 1.0 / self.STEP
+        inv = _SQRT1_2 / sigma
+        norm = max(0.5 * math.erfc(-(math.log(timeout) - mu) * inv), 1e-12)
+        n = int(timeout * self.inv_step) + 1
+        table = [0.0]
+        for i in range(1, n + 1):
+            x = min(i * self.STEP, timeout)
+            table.append(min(1.0, 0.5 * math.erfc(-(math.log(x) - mu) * inv) / norm))
+        table[-1] = 1.0
+        self.table = table
+
+    def __call__(self, x: float) -> float:
+        if x >= self.timeout:
+            return 1.0
+        if x <= 0.0:
+            return 0.0
+        f = x * self.inv_step
+        i = int(f)
+        t = self.table
+        return t[i] + (t[i + 1] - t[i]) * (f - i)
+
+    def grid(self, start: float, dt: float, count: int) -> list[float]:
+        """CDF at start, start + dt, … (count values)."""
+        t = self.table
+        step = self.inv_step
+        timeout = self.timeout
+        out = []
+        for k in range(count):
+            x = start + k * dt
+            if x >= timeout:
+                out.append(1.0)
                 continue
-            u = y - c
-            h = ex - u
-            if u > 0:
-                k = u if u <= top else top
-                h += u * cum1[k] - cum2[k]
-            total += p * h
-        return total if total > 0.0 else 0.0
+            if x <= 0.0:
+                out.append(0.0)
+                continue
+            f = x * step
+            i = int(f)
+            a = t[i]
+            out.append(a + (t[i + 1] - a) * (f - i))
+        return out
 
 
-class _NormalCheckpoint:
-    __slots__ = ("mean", "var", "g", "gv")
+class _TalkSurvival:
+    """Survival function of the (log-normal) talk time on a grid, analytic beyond it."""
 
-    def __init__(self, mean: float, var: float, g: float) -> None:
-        self.mean = mean
-        self.var = var
-        self.g = g
-        self.gv = g * (1.0 - g)
+    __slots__ = ("mu", "inv", "inv_step", "table", "end")
 
-    def add_call(self) -> None:
-        self.mean += self.g
-        self.var += self.gv
+    STEP = 0.5
 
-    def excess(self) -> float:
-        return _normal_excess(self.mean, self.var)
+    def __init__(self, mu: float, sigma: float) -> None:
+        self.mu = mu
+        self.inv = _SQRT1_2 / sigma
+        self.inv_step = 1.0 / self.STEP
+        self.end = min(4 * 3600.0, math.exp(mu + 4.0 * sigma))
+        n = int(self.end * self.inv_step) + 2
+        inv = self.inv
+        self.table = [1.0] + [0.5 * math.erfc((math.log(i * self.STEP) - mu) * inv) for i in range(1, n + 1)]
+
+    def __call__(self, x: float) -> float:
+        if x <= 0.0:
+            return 1.0
+        if x < self.end:
+            f = x * self.inv_step
+            i = int(f)
+            t = self.table
+            return t[i] + (t[i + 1] - t[i]) * (f - i)
+        return 0.5 * math.erfc((math.log(x) - self.mu) * self.inv)
+
+    def many(self, xs: Sequence[float]) -> list[float]:
+        table = self.table
+        step = self.inv_step
+        end = self.end
+        out = []
+        for x in xs:
+            if x <= 0.0:
+                out.append(1.0)
+            elif x < end:
+                f = x * step
+                i = int(f)
+                a = table[i]
+                out.append(a + (table[i + 1] - a) * (f - i))
+            else:
+                out.append(0.5 * math.erfc((math.log(x) - self.mu) * self.inv))
+        return out
 
 
 # --------------------------------------------------------------------------- policies
@@ -538,11 +663,15 @@ def decide_progressive(snapshot: PacingSnapshot) -> PacingDecision:
     return PacingDecision(n, f"progressive: {snapshot.agents_ready} ready agents without a call", MODE_PROGRESSIVE, True)
 
 
-def dial_threshold(stats: PacingStats, settings: PacingSettings) -> tuple[float, str]:
-    """The marginal abandon probability (per answered call) the predictive controller
-    accepts now, and why. Feedback from today's rate (smoothed from a prior at the cap,
-    so a day starts carefully), slowed down near the cap; the 30-day rate lowers the
-    target when it runs above it."""
+def abandon_price(stats: PacingStats, settings: PacingSettings) -> tuple[float, str]:
+    """How many seconds of agent idle time one more expected abandoned call must save
+    to be worth it, and why.
+
+    Feedback on today's count: the day may have abandoned min(target × answered,
+    cap × answered − cushion) calls so far (the cushion makes the start of a day
+    careful); each abandon above that raises the price by a factor e^gain, each one
+    below lowers it. A 30-day rate above the target lowers the target; a day whose
+    rate runs above the target is near its cap and the price climbs steeply."""
     cap = settings.abandon_cap
     target = settings.abandon_target
     notes = []
@@ -556,16 +685,15 @@ def dial_threshold(stats: PacingStats, settings: PacingSettings) -> tuple[float,
     today = stats.today
     a = today.effective_abandoned(fp)
     n = a + today.connected
-    smoothed = (a + cap * _PRIOR_CALLS) / (n + _PRIOR_CALLS)
-    lam = _BASE_THRESHOLD * math.exp(_GAIN * (target - smoothed) / target)
-    notes.append(f"today {a:g}/{n:g} abandoned, smoothed {smoothed:.2%} vs target {target:.2%}")
-    if n >= _NEAR_CAP_MIN_CALLS and n > 0:
-        raw = a / n
-        if raw > target:
-            lam *= max(0.0, (cap - raw) / (cap - target)) if cap > target else 0.0
-            notes.append(f"near cap ({raw:.2%})")
-    lam = min(_MAX_THRESHOLD, max(_MIN_THRESHOLD, lam))
-    return lam, "; ".join(notes)
+    allowed = min(target * n, cap * n - _CUSHION)
+    slack = allowed - a
+    price = _BASE_PRICE * math.exp(-_GAIN * max(-40.0, min(40.0, slack)))
+    notes.append(f"today {a:g} abandoned of {n:g}, {slack:+.1f} vs allowed")
+    if n >= _NEAR_CAP_MIN_CALLS and a / n > target:
+        price *= 1.0 + _NEAR_CAP_STEEPNESS * (a / n - target) / max(cap - target, 1e-9)
+        notes.append(f"near cap ({a / n:.2%})")
+    price = min(_MAX_PRICE, max(_MIN_PRICE, price))
+    return price, "; ".join(notes)
 
 
 def decide(snapshot: PacingSnapshot, stats: PacingStats) -> PacingDecision:
@@ -585,99 +713,280 @@ def decide(snapshot: PacingSnapshot, stats: PacingStats) -> PacingDecision:
     room = line_room(snapshot)
     if room <= 0:
         return PacingDecision(0, "line cap reached", MODE_PREDICTIVE)
-    lam, why = dial_threshold(stats, settings)
-    n, expected = _plan(snapshot, stats, lam, room)
+    price, why = abandon_price(stats, settings)
+    if _EXPERIMENT.get("price") is not None:
+        price = _EXPERIMENT["price"]
+    model = _Horizon(snapshot, stats)
+    n = model.best(price, room)
+    expected, idle_s = model.run(n)
     return PacingDecision(
         n,
-        f"predictive: {n} new calls, {expected:.2f} expected abandons; threshold {lam:.3f} ({why})",
+        f"predictive: {n} new calls; expected {expected:.2f} abandons, {idle_s:.0f} idle agent-s "
+        f"in the next {settings.ring_timeout_s:g} s; price {price:.0f} s/abandon ({why})",
         MODE_PREDICTIVE,
         False,
         expected,
-        lam,
+        price,
     )
 
 
-def _plan(snapshot: PacingSnapshot, stats: PacingStats, lam: float, room: int) -> tuple[int, float]:
-    """Largest n ≤ room such that each added call raises the expected abandons by at
-    most lam × its answer probability; returns (n, expected abandons with n)."""
-    settings = snapshot.settings
-    timeout = settings.ring_timeout_s
-    limit = settings.connect_limit_s
-    p = min(0.999, stats.contact_rate + stats.contact_rate_sd)
-    mu_r, sg_r = stats.ring_log_params
-    inv_r = _SQRT1_2 / sg_r
-    erfc = math.erfc
-    log = math.log
-    norm_t = 0.5 * erfc(-(log(timeout) - mu_r) * inv_r)
-    if norm_t <= 1e-12:
-        norm_t = 1e-12
+class _Horizon:
+    """The next ring-timeout seconds, in steps of about `_STEP_S`.
 
-    def answer_cdf(x: float) -> float:
-        # ring-to-answer CDF of answered calls, truncated at the ring timeout
-        if x <= 0.0:
-            return 0.0
-        if x >= timeout:
-            return 1.0
-        return 0.5 * erfc(-(log(x) - mu_r) * inv_r) / norm_t
+    State: the number of idle agents ("tokens"). An agent counts from the moment it
+    is free minus the connect limit (an answered call may wait that long), less half
+    a step (an answer and a free in the same step are equally likely in either
+    order). Each step adds the agents whose wrap-up ends (known) and whose calls end
+    (Poisson with the talk-time hazard given each call's elapsed time), then takes
+    the step's answered calls (calls ringing, given how long they have rung, plus n
+    new ones): answers with no idle agent are abandoned. Exact Poisson-binomial /
+    binomial step distributions when few calls ring, Poisson otherwise.
+    Returns expected abandons and idle agent-seconds over the horizon."""
 
-    points = [s for s in _CHECKPOINTS if s < timeout] + [timeout]
-    mu_t, sg_t = _lognormal_params(stats.talk_mean_s, stats.talk_sd_s)
-    inv_t = _SQRT1_2 / sg_t
-    wrap = stats.wrap_mean_s
-    horizons = [s + limit - wrap for s in points]
+    __slots__ = ("p", "steps", "dt", "pm0", "det", "free_mean", "free_k", "inflight_k", "inflight_var",
+                 "inflight_probs", "new_k", "late_k", "waiting", "exact", "gaussian", "_memo")
 
-    # per agent on a call: P(free by s + limit | talked e so far)
-    free_by_point: list[list[float]] = [[] for _ in points]
-    for e in snapshot.talk_elapsed_s:
-        surv_e = 0.5 * erfc((log(e) - mu_t) * inv_t) if e > 0.0 else 1.0
-        for k, h in enumerate(horizons):
-            if h <= 0.0:
-                free_by_point[k].append(0.0)
+    def __init__(self, snapshot: PacingSnapshot, stats: PacingStats) -> None:
+        settings = snapshot.settings
+        timeout = settings.ring_timeout_s
+        steps = max(1, math.ceil(timeout / _EXPERIMENT.get("step", _STEP_S) - 1e-9))
+        dt = timeout / steps
+        self.steps = steps
+        self.dt = dt
+        lead = settings.connect_limit_s - dt / 2.0
+        p = min(0.999, stats.contact_rate + _EXPERIMENT.get("psd", 1.0) * stats.contact_rate_sd)
+        self.p = p
+        cdf = stats.answer_cdf(timeout)
+        wrap = stats.wrap_mean_s
+
+        ready = snapshot.agents_ready
+        det = [0] * (steps + 1)
+        for w in snapshot.wrap_remaining_s:
+            k = math.ceil((w - lead) / dt - 1e-9)
+            if k <= 0:
+                ready += 1
+            elif k <= steps:
+                det[k] += 1
+        self.det = det
+        self.pm0 = [0.0] * ready + [1.0]
+        self.gaussian = ready + len(snapshot.talk_elapsed_s) + sum(det) > _GAUSSIAN_MIN_AGENTS
+
+        # Agents on a call free up when talk ends + wrap-up; in step k if the talk ends
+        # within (k−1)·dt + lead − wrap .. k·dt + lead − wrap from now. Per agent the
+        # conditional probability over the two halves of that window, each spread
+        # evenly over its steps (the hazard changes little within seconds).
+        free = [0.0] * (steps + 1)
+        start = lead - wrap  # window position of "now" (talk end + wrap − lead = 0)
+        end = steps * dt + lead - wrap
+        if end > 0.0 and snapshot.talk_elapsed_s:
+            lo = max(0.0, start)
+            mid = (lo + end) / 2.0
+            surv = stats.talk_survival()
+            first = second = 0.0
+            for e in snapshot.talk_elapsed_s:
+                s_e, s_lo, s_mid, s_end = surv.many((e, e + lo, e + mid, e + end))
+                if s_e <= 1e-12:
+                    continue
+                first += (s_lo - s_mid) / s_e
+                second += (s_mid - s_end) / s_e
+            for k in range(1, steps + 1):
+                a = (k - 1) * dt + start
+                b = k * dt + start
+                share = 0.0
+                if mid > lo:
+                    share += first * max(0.0, min(b, mid) - max(a, lo)) / (mid - lo)
+                if end > mid:
+                    share += second * max(0.0, min(b, end) - max(a, mid)) / (end - mid)
+                free[k] = share
+        self.free_mean = free
+        self.free_k = [] if self.gaussian else [poisson_pmf(x) if x > 1e-9 else None for x in free]
+
+        # Calls ringing, grouped by elapsed time on the CDF's grid: probability of an
+        # answer inside each step given no answer so far.
+        groups: dict[int, int] = {}
+        inv = 1.0 / _AnswerCdf.STEP
+        for r in snapshot.dialling_elapsed_s:
+            if r < timeout:
+                key = int(r * inv + 0.5)
+                groups[key] = groups.get(key, 0) + 1
+        self.exact = not self.gaussian and len(snapshot.dialling_elapsed_s) <= _EXACT_MAX_CALLS
+        inflight = [0.0] * (steps + 1)
+        inflight_var = [0.0] * (steps + 1)
+        probs: list[list[float]] = [[] for _ in range(steps + 1)]
+        exact = self.exact
+        for key, count in groups.items():
+            r = key * _AnswerCdf.STEP
+            values = cdf.grid(r, dt, steps + 1)
+            g_r = values[0]
+            rest = 1.0 - p * g_r
+            if rest <= 1e-12:
                 continue
-            if surv_e < 1e-12:
-                q = h / (h + e)
+            scale = p / rest
+            for k in range(1, steps + 1):
+                x = scale * (values[k] - values[k - 1])
+                if x > 1e-12:
+                    inflight[k] += x * count
+                    inflight_var[k] += x * (1.0 - x) * count
+                    if exact:
+                        probs[k].extend([x] * count)
+                elif values[k] >= 1.0:
+                    break
+        self.inflight_k = inflight
+        self.inflight_var = inflight_var
+        # exact step distributions only matter when some call is likely to answer in a step
+        if exact and max((max(x) for x in probs if x), default=0.0) < 0.05:
+            self.exact = exact = False
+        self.inflight_probs = [poisson_binomial_pmf(x) for x in probs] if exact else []
+        self.new_k = [0.0] + [p * (cdf(k * dt) - cdf((k - 1) * dt)) for k in range(1, steps + 1)]
+        delay = _EXPERIMENT.get("defer", 2.0)
+        self.late_k = [0.0] + [p * (cdf(k * dt - delay) - cdf((k - 1) * dt - delay)) for k in range(1, steps + 1)]
+        self.waiting = snapshot.answered_waiting
+        self._memo: dict[tuple[int, int], tuple[float, float]] = {}
+
+    def run(self, n: int, late: int = 0) -> tuple[float, float]:
+        """(expected abandons, expected idle agent-seconds) with n new calls placed now
+        and `late` more placed a little later."""
+        key = (n, late)
+        memo = self._memo.get(key)
+        if memo is not None:
+            return memo
+        result = self._run_gaussian(n, late) if self.gaussian else self._run_exact(n, late)
+        self._memo[key] = result
+        return result
+
+    def _run_gaussian(self, n: int, late: int) -> tuple[float, float]:
+        """Large teams: Z_k = answers − frees − idle now, a random walk with normal
+        steps; abandons = max(0, Z_1 … Z_K), idle_k = abandons so far − Z_k. The
+        running maximum is carried as a normal variable (Clark's moments of the
+        maximum of two correlated normals)."""
+        mu_z = -float(len(self.pm0) - 1)
+        var_z = 0.0
+        mu_m = var_m = cov_mz = 0.0
+        idle = 0.0
+        erfc = math.erfc
+        exp = math.exp
+        sqrt = math.sqrt
+        for k in range(1, self.steps + 1):
+            g = self.new_k[k]
+            gl = self.late_k[k]
+            f = self.free_mean[k]
+            mu_z += self.inflight_k[k] + n * g + late * gl - f - self.det[k]
+            var_z += self.inflight_var[k] + n * g * (1.0 - g) + late * gl * (1.0 - gl) + f
+            if k == 1:
+                mu_z += self.waiting
+            a2 = var_m + var_z - 2.0 * cov_mz
+            if a2 <= 1e-12:
+                if mu_z > mu_m:
+                    mu_m, var_m, cov_mz = mu_z, var_z, var_z
             else:
-                q = 1.0 - 0.5 * erfc((log(e + h) - mu_t) * inv_t) / surv_e
-            free_by_point[k].append(q if q > 0.0 else 0.0)
-    # per ringing call: P(answered within the next s | not answered after r)
-    answers_by_point: list[list[float]] = [[] for _ in points]
-    for r in snapshot.dialling_elapsed_s:
-        g_r = answer_cdf(r)
-        rest = 1.0 - p * g_r
-        if rest <= 1e-12:
-            continue
-        for k, s in enumerate(points):
-            answers_by_point[k].append(p * (answer_cdf(r + s) - g_r) / rest)
+                a = sqrt(a2)
+                alpha = (mu_m - mu_z) / a
+                cdf_a = 0.5 * erfc(-alpha * _SQRT1_2)
+                cdf_b = 1.0 - cdf_a
+                pdf = _INV_SQRT_2PI * exp(-0.5 * alpha * alpha)
+                mean = mu_m * cdf_a + mu_z * cdf_b + a * pdf
+                second = (mu_m * mu_m + var_m) * cdf_a + (mu_z * mu_z + var_z) * cdf_b + (mu_m + mu_z) * a * pdf
+                cov_mz = cov_mz * cdf_a + var_z * cdf_b
+                mu_m = mean
+                var_m = max(0.0, second - mean * mean)
+            idle += mu_m - mu_z
+        return mu_m, idle * self.dt
 
-    waiting = snapshot.answered_waiting
-    ready = snapshot.agents_ready
-    exact = len(snapshot.talk_elapsed_s) + len(snapshot.wrap_remaining_s) + ready <= _EXACT_MAX_AGENTS
-    checks: list[_ExactCheckpoint] | list[_NormalCheckpoint] = []
-    for k, s in enumerate(points):
-        wrap_done = sum(1 for w in snapshot.wrap_remaining_s if w <= s + limit)
-        g = p * answer_cdf(s)
-        const = waiting - ready - wrap_done
-        if exact:
-            checks.append(_ExactCheckpoint(const, answers_by_point[k], free_by_point[k], g))  # type: ignore[arg-type]
-        else:
-            a = answers_by_point[k]
-            q = free_by_point[k]
-            mean = const + math.fsum(a) - math.fsum(q)
-            var = math.fsum(x * (1.0 - x) for x in a) + math.fsum(x * (1.0 - x) for x in q)
-            checks.append(_NormalCheckpoint(mean, var, g))  # type: ignore[arg-type]
+    def _run_exact(self, n: int, late: int) -> tuple[float, float]:
+        pm = self.pm0
+        short = 0.0
+        idle = 0.0
+        exact = self.exact
+        det = self.det
+        free_k = self.free_k
+        new_k = self.new_k
+        for k in range(1, self.steps + 1):
+            # agents becoming free
+            d = det[k]
+            if d:
+                pm = [0.0] * d + pm
+            fk = free_k[k]
+            if fk is not None:
+                out = [0.0] * (len(pm) + len(fk) - 1)
+                for i, x in enumerate(pm):
+                    if x > 1e-12:
+                        for j, w in enumerate(fk, i):
+                            out[j] += x * w
+                while out[-1] < _TRIM:
+                    tail = out.pop()
+                    out[-1] += tail
+                pm = out
+            if k == 1 and self.waiting:
+                out = [0.0] * len(pm)
+                wait = self.waiting
+                for r, x in enumerate(pm):
+                    if r >= wait:
+                        out[r - wait] += x
+                    else:
+                        out[0] += x
+                        short += x * (wait - r)
+                pm = out
+            # calls answered
+            g = new_k[k]
+            gl = self.late_k[k]
+            if exact:
+                kernel = self.inflight_probs[k]
+                if n and g > 0.0:
+                    kernel = _convolve(kernel, binomial_pmf(n, g))
+                if late and gl > 0.0:
+                    kernel = _convolve(kernel, binomial_pmf(late, gl))
+            else:
+                kernel = poisson_pmf(self.inflight_k[k] + n * g + late * gl)
+            out = [0.0] * len(pm)
+            for r, x in enumerate(pm):
+                if x <= 1e-12:
+                    continue
+                for a, w in enumerate(kernel):
+                    if a <= r:
+                        out[r - a] += x * w
+                    else:
+                        out[0] += x * w
+                        short += x * w * (a - r)
+            while len(out) > 1 and out[-1] < _TRIM:
+                tail = out.pop()
+                out[-1] += tail
+            pm = out
+            idle += sum([r * x for r, x in enumerate(pm)])
+        return short, idle * self.dt
 
-    current = max(c.excess() for c in checks)
-    allowance = lam * p
-    n = 0
-    while n < room:
-        for c in checks:
-            c.add_call()
-        nxt = max(c.excess() for c in checks)
-        if nxt - current > allowance:
-            break
-        n += 1
-        current = nxt
-    return n, current
+    def _worth(self, n: int, price: float) -> bool:
+        """Is the (n+1)-th new call worth it: idle time saved ≥ price × abandons added?"""
+        a0, i0 = self.run(n)
+        a1, i1 = self.run(n + 1)
+        saved = i0 - i1
+        if _EXPERIMENT.get("risk") is not None:
+            return saved > _MIN_SAVING_S and (a1 - a0) <= _EXPERIMENT["risk"] * self.p
+        value = saved - price * (a1 - a0)
+        if saved <= _MIN_SAVING_S or value < 0.0:
+            return False
+        if _EXPERIMENT.get("defer") is not None:
+            al, il = self.run(n, 1)
+            if (i0 - il) - price * (al - a0) > value:
+                return False
+        return True
+
+    def best(self, price: float, room: int) -> int:
+        """The number of new calls: the first n whose next call is not worth it (the
+        criterion is monotone in n), found by doubling then bisection."""
+        if room <= 0 or not self._worth(0, price):
+            return 0
+        lo, hi = 0, 1  # _worth(lo) holds; find the first failing n in (lo, room]
+        while hi < room and self._worth(hi, price):
+            lo, hi = hi, min(room, hi * 2)
+        if hi >= room and self._worth(room - 1, price):
+            return room
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._worth(mid, price):
+                lo = mid
+            else:
+                hi = mid
+        return hi
 
 
 class AdaptiveBaseline:

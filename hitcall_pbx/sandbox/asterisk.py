@@ -199,6 +199,10 @@ class Sandbox:
 
     def start(self, *, timeout: float = 60.0) -> SandboxInfo:
         if self.pid() is not None:
+            # Already running: bring its configs up to date with the clone's dialplan/.
+            self.install_configs()
+            self.cli("dialplan reload")
+            self.cli("module reload res_pjsip.so")
             return self.status()
         self.build()
         self.install_configs()

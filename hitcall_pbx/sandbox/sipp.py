@@ -51,7 +51,7 @@ class SippAgents:
         cmd = [
             "chroot", str(self.sandbox.root), "sipp",
             "-sf", str(inner / self.scenario), "-inf", str(inner / "agents.csv"),
-            "-i", "127.0.0.1", "-p", str(self.port), "-mi", "127.0.0.1", "-mp", str(self.port + 10000),
+            "-i", "127.0.0.1", "-p", str(self.port), "-mi", "127.0.0.1", "-mp", str(self.port + 20000),
             "-s", self.service, "-m", str(n), "-l", str(n), "-r", str(self.rate), "-rp", "1000",
             "-nostdin", "-trace_err", "-error_file", str(inner / "errors.log"),
             f"127.0.0.1:{SIP_PORT}",

@@ -106,7 +106,11 @@ async def connect(dsn: str, *, connect_timeout: float = 10.0) -> asyncpg.Connect
         conn = await asyncpg.connect(dsn, timeout=connect_timeout)
     except _CONNECT_ERRORS as exc:
         raise _unavailable(dsn, exc) from exc
-    await _init_connection(conn)
+    try:
+        await _init_connection(conn)
+    except BaseException:
+        conn.terminate()
+        raise
     return conn
 
 

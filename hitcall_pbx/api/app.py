@@ -1,0 +1,74 @@
+"""The aiohttp application: `create_app(deps)` builds the routes of the registry under
+/api/v1 (plus /healthz, /readyz, /metrics), the error and metrics middlewares and the
+OpenAPI document."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from ..auth import AuthService
+from .deps import ApiDeps
+from .errors import error_middleware
+from .openapi import build_openapi
+from .registry import CSV_LIMIT, Registry
+from .routes import agents, auth, calls, campaigns, contacts, dnc, meta, records, users, webhooks
+
+MODULES = (auth, users, campaigns, contacts, dnc, agents, calls, records, webhooks, meta)
+
+
+def build_registry() -> Registry:
+    reg = Registry()
+    for module in MODULES:
+        module.register(reg)
+    return reg
+
+
+def _metrics_middleware(deps: ApiDeps) -> Any:
+    requests = Counter(
+        "hitcall_http_requests", "REST API requests", ["method", "operation", "status"], registry=deps.metrics
+    )
+    latency = Histogram(
+        "hitcall_http_request_duration_seconds",
+        "REST API request time",
+        ["operation"],
+        registry=deps.metrics,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+    )
+
+    @web.middleware
+    async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            route = request.match_info.route
+            operation = route.name or "unmatched"
+            requests.labels(request.method, operation, str(status)).inc()
+            latency.labels(operation).observe(time.perf_counter() - started)
+
+    return metrics_middleware
+
+
+def create_app(deps: ApiDeps, *, registry: Registry | None = None) -> web.Application:
+    """The REST API application. The composition root runs it (web.AppRunner) and owns
+    the pool and services in `deps`."""
+    registry = registry or build_registry()
+    auth_service = AuthService(
+        deps.pool,
+        passwords=deps.passwords,
+        policy=deps.throttle,
+        session_ttl=deps.session_ttl,
+        clock=deps.clock,
+        role_scopes=registry.role_scopes(),
+    )
+    app = web.Application(middlewares=[_metrics_middleware(deps), error_middleware], client_max_size=CSV_LIMIT)
+    app[meta.SPEC_KEY] = build_openapi(registry)
+    registry.install(app, deps, auth_service)
+    return app

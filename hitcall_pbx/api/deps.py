@@ -1,0 +1,290 @@
+"""What the REST API needs from the rest of the service, injected by the composition root.
+
+`ApiDeps` holds the pool and the services. The Protocols below are implemented by other
+layers (dialing engine, records, privacy, webhooks); their data types are pydantic models,
+so the API's OpenAPI document describes exactly what they return. Every mutating call
+takes the `Actor` and writes its own audit row inside the transaction of its change.
+Errors are the typed errors of `hitcall_pbx.errors` (NotFound, Conflict, ValidationFailed …).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import asyncpg
+from prometheus_client import CollectorRegistry
+from pydantic import AwareDatetime, Field, model_validator
+
+from ..auth import Actor, Passwords, ThrottlePolicy, utcnow
+from .types import Email, In, Out, Patch, Phone, Query, TimeZone
+
+Outcome = Literal[
+    "answered_human", "answered_machine", "busy", "no_answer", "congestion", "failed", "abandoned", "cancelled"
+]
+CallMode = Literal["preview", "progressive", "predictive"]
+CallState = Literal["reserved", "originating", "ringing", "answered", "bridged", "ended"]
+
+
+# ------------------------------------------------------------------------ dialer
+
+
+class LiveCall(Out):
+    attempt_id: uuid.UUID
+    campaign_id: int
+    agent_id: int | None = None
+    contact_id: int | None = None
+    number: str | None = None
+    state: CallState
+    mode: CallMode | None = None
+    originated_at: datetime | None = None
+    answered_at: datetime | None = None
+    bridged_at: datetime | None = None
+
+
+class DialerControl(Protocol):
+    """The dialing engine's controls. Agent methods raise NotFound for an agent that is not
+    logged in (or has no open offer / call) and Conflict for a transition its state refuses."""
+
+    async def campaign_changed(self, campaign_id: int) -> None:
+        """Called after a change to a campaign committed (settings, state, lists, agents):
+        the engine re-reads the campaign and starts, pauses or stops its work. The database
+        is the truth; this is a prompt, so it should not raise for ordinary conditions."""
+
+    async def agent_changed(self, agent_id: int) -> None:
+        """Called after an agent's settings or campaign assignments changed (or it was
+        created or deleted)."""
+
+    async def pause_agent(self, agent_id: int, pause_code: str, *, actor: Actor) -> None: ...
+
+    async def unpause_agent(self, agent_id: int, *, actor: Actor) -> None: ...
+
+    async def end_wrap_up(self, agent_id: int, *, actor: Actor) -> None: ...
+
+    async def set_disposition(
+        self, agent_id: int, disposition: str, *, attempt_id: uuid.UUID | None, actor: Actor
+    ) -> None:
+        """Disposition of the agent's call `attempt_id` (None = its current or last call)."""
+
+    async def accept_offer(self, agent_id: int, *, actor: Actor) -> uuid.UUID:
+        """Accept the agent's open preview offer; returns the new attempt id."""
+
+    async def skip_offer(self, agent_id: int, reason: str | None, *, actor: Actor) -> None: ...
+
+    async def live_calls(self, *, campaign_id: int | None = None, agent_id: int | None = None) -> list[LiveCall]: ...
+
+    async def hang_up(self, attempt_id: uuid.UUID, *, actor: Actor) -> None:
+        """Hang up a live call; NotFound when the attempt has no live call."""
+
+
+# ------------------------------------------------------------------------ records
+
+
+class CdrFilter(Query):
+    campaign_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    agent_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    since: AwareDatetime | None = Field(default=None, description="created_at >= since")
+    until: AwareDatetime | None = Field(default=None, description="created_at < until")
+    outcome: Outcome | None = None
+
+
+class Cdr(Out):
+    id: uuid.UUID
+    campaign_id: int
+    contact_id: int | None = None
+    attempt_no: int
+    dialled_number: str | None = None
+    caller_id: str
+    agent_id: int | None = None
+    mode: CallMode
+    state: CallState
+    created_at: datetime
+    originated_at: datetime | None = None
+    ringing_at: datetime | None = None
+    answered_at: datetime | None = None
+    bridged_at: datetime | None = None
+    ended_at: datetime | None = None
+    ring_s: float | None = None
+    talk_s: float | None = None
+    answer_to_bridge_ms: int | None = None
+    outcome: Outcome | None = None
+    hangup_cause: int | None = None
+    hangup_cause_txt: str | None = None
+    amd_status: str | None = None
+    amd_cause: str | None = None
+    abandoned: bool
+    disposition: str | None = None
+    recording_id: uuid.UUID | None = None
+    retention_until: datetime
+    anonymised_at: datetime | None = None
+
+
+class CdrPage(Out):
+    items: list[Cdr]
+    next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page")
+
+
+class CdrQuery(Protocol):
+    async def query(self, flt: CdrFilter, *, limit: int, cursor: str | None) -> CdrPage:
+        """Newest first. ValidationFailed(field "cursor") for a cursor it did not issue."""
+
+    def export_csv(self, flt: CdrFilter) -> AsyncIterator[bytes]:
+        """The matching CDRs as CSV (header line first), streamed in chunks."""
+
+
+class RecordingFilter(Query):
+    campaign_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    attempt_id: uuid.UUID | None = None
+    since: AwareDatetime | None = Field(default=None, description="created_at >= since")
+    until: AwareDatetime | None = Field(default=None, description="created_at < until")
+    held: bool | None = Field(default=None, description="only held (true) or not held (false) recordings")
+
+
+class Recording(Out):
+    id: uuid.UUID
+    attempt_id: uuid.UUID
+    campaign_id: int
+    sha256: str
+    size_bytes: int
+    duration_s: float
+    format: str
+    created_at: datetime
+    retention_until: datetime
+    hold_reason: str | None = None
+    hold_case_id: str | None = None
+    held_until: datetime | None = None
+    purged_at: datetime | None = None
+    purge_reason: Literal["retention", "erasure"] | None = None
+
+
+class RecordingPage(Out):
+    items: list[Recording]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordingFile:
+    path: Path
+    content_type: str  # e.g. audio/wav
+    filename: str  # download name, e.g. <id>.wav
+
+
+class RecordingsService(Protocol):
+    async def list(self, flt: RecordingFilter, *, limit: int, cursor: str | None) -> RecordingPage: ...
+
+    async def get(self, recording_id: uuid.UUID) -> Recording: ...
+
+    async def open(self, recording_id: uuid.UUID) -> RecordingFile:
+        """The audio file; NotFound when unknown or purged. The API audits each download
+        and listen itself before sending any byte."""
+
+    async def hold(
+        self, recording_id: uuid.UUID, *, reason: str, case_id: str | None, until: datetime | None, actor: Actor
+    ) -> Recording:
+        """Complaint hold until `until` (None = the longest allowed, 18 months from the call);
+        ValidationFailed(field "until") beyond that. Audited as recording.hold."""
+
+    async def release(self, recording_id: uuid.UUID, *, actor: Actor) -> Recording:
+        """Release a hold; the policy deadline applies again. Audited as recording.release."""
+
+
+# ------------------------------------------------------------------------ privacy
+
+
+class SubjectRef(In):
+    """A data subject, identified by phone number or e-mail (exactly one)."""
+
+    phone: Phone | None = None
+    email: Email | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SubjectRef:
+        if (self.phone is None) == (self.email is None):
+            raise ValueError("give exactly one of phone or email")
+        return self
+
+
+class Rectification(Patch):
+    """Field changes for every contact of the subject: only the fields sent change, null clears."""
+
+    name: str | None = Field(default=None, max_length=200)
+    title: str | None = Field(default=None, max_length=200)
+    email: Email | None = None
+    organisation: str | None = Field(default=None, max_length=200)
+    phone: Phone = None  # type: ignore[assignment]
+    timezone: TimeZone | None = None
+
+
+class SubjectResult(Out):
+    action: Literal["rectify", "erase", "restrict", "unrestrict", "object"]
+    contacts: int = Field(description="contacts affected")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetainedRecording(Out):
+    recording_id: uuid.UUID
+    reason: str
+
+
+class ErasureResult(SubjectResult):
+    recordings_deleted: int = 0
+    recordings_retained: list[RetainedRecording] = Field(default_factory=list)
+    suppressed: bool = Field(description="the number is in the suppression list")
+
+
+@dataclass(frozen=True)
+class SubjectExport:
+    data: dict[str, Any]  # machine-readable JSON export
+    archive: Path | None = (
+        None  # zip with the JSON and audio, when audio was asked for; the API deletes it after sending
+    )
+
+
+class PrivacyService(Protocol):
+    """Data-subject rights. NotFound for a subject nothing is held about. Each call audits
+    itself (subject.export, subject.rectify, subject.erase, subject.restrict, subject.object)."""
+
+    async def export(self, subject: SubjectRef, *, include_audio: bool, actor: Actor) -> SubjectExport: ...
+
+    async def rectify(self, subject: SubjectRef, changes: Rectification, *, actor: Actor) -> SubjectResult: ...
+
+    async def erase(self, subject: SubjectRef, *, actor: Actor) -> ErasureResult: ...
+
+    async def restrict(self, subject: SubjectRef, restricted: bool, *, actor: Actor) -> SubjectResult: ...
+
+    async def object_to_marketing(self, subject: SubjectRef, *, actor: Actor) -> SubjectResult: ...
+
+
+# ------------------------------------------------------------------------ webhooks
+
+
+class WebhookReplay(Protocol):
+    async def replay(
+        self, delivery_ids: Sequence[int], *, actor: str, actor_role: str | None = None, source_ip: str | None = None
+    ) -> list[int]:
+        """Move the dead deliveries among `delivery_ids` back to pending (deliveries that are
+        not dead are left alone), audited as webhook.replay in the same transaction; returns
+        the ids replayed."""
+
+
+# ------------------------------------------------------------------------ ApiDeps
+
+
+@dataclass
+class ApiDeps:
+    pool: asyncpg.Pool
+    metrics: CollectorRegistry  # /metrics serves this registry; the API adds its HTTP metrics to it
+    dialer: DialerControl
+    cdrs: CdrQuery
+    recordings: RecordingsService
+    privacy: PrivacyService
+    webhooks: WebhookReplay
+    ari_connected: Callable[[], bool]
+    passwords: Passwords = field(default_factory=Passwords)
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+    session_ttl: timedelta = timedelta(hours=12)
+    clock: Callable[[], datetime] = utcnow

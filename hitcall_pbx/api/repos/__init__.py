@@ -1,0 +1,1 @@
+"""SQL for the API's resources; handlers call these inside their transactions."""

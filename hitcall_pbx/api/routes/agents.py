@@ -1,0 +1,362 @@
+"""Agents: CRUD, state, and the dialing engine's agent controls (pause, wrap-up,
+disposition, preview offers). An agent may act only on itself."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ...auth import Role
+from ...errors import Conflict, NotFound, ValidationFailed
+from ..registry import V1, Ctx, Registry
+from ..repos import agents as repo
+from ..types import BIGINT_MAX, Code, Id, In, Out, Patch, Query, Text
+
+MANAGE = frozenset({Role.ADMIN, Role.SUPERVISOR})
+CONTROL = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT})
+State = Literal["ready", "reserved", "on_call", "wrap_up", "paused", "logged_out"]
+NUMBER = r"^[0-9]{1,10}$"
+PIN = r"^[0-9]{4,12}$"
+ENDPOINT = r"^[A-Za-z0-9_.-]{1,80}$"
+CampaignIds = list[Id]
+
+
+class AgentCreate(In):
+    number: str = Field(pattern=NUMBER, description="typed on the phone keypad at login")
+    name: Text
+    pin: str | None = Field(default=None, pattern=PIN, description="login PIN; stored as an argon2id hash")
+    endpoint: str | None = Field(default=None, pattern=ENDPOINT, description="PJSIP endpoint of the agent's phone")
+    user_id: Id | None = Field(default=None, description="the user (role agent) who is this agent")
+    disabled: bool = False
+    campaign_ids: CampaignIds = Field(default_factory=list, max_length=1000)
+
+
+class AgentUpdate(Patch):
+    number: str = Field(default=None, pattern=NUMBER)  # type: ignore[assignment]
+    name: Text = None  # type: ignore[assignment]
+    pin: str | None = Field(default=None, pattern=PIN, description="null removes the PIN")
+    endpoint: str | None = Field(default=None, pattern=ENDPOINT)
+    user_id: Id | None = None
+    disabled: bool = None  # type: ignore[assignment]
+    campaign_ids: CampaignIds = Field(default=None, max_length=1000)  # type: ignore[assignment]
+
+
+class Agent(Out):
+    id: int
+    number: str
+    name: str
+    endpoint: str | None
+    user_id: int | None
+    disabled: bool
+    has_pin: bool
+    state: State
+    pause_code: str | None
+    state_since: datetime
+    campaign_ids: list[int]
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentList(Out):
+    items: list[Agent]
+
+
+class AgentFilter(Query):
+    state: State | None = None
+    campaign_id: int | None = Field(default=None, ge=1, le=BIGINT_MAX)
+
+
+class AgentStatus(Out):
+    agent_id: int
+    state: State
+    pause_code: str | None
+    state_since: datetime
+
+
+class PauseIn(In):
+    pause_code: Code = Field(examples=["lunch"])
+
+
+class DispositionIn(In):
+    disposition: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["sale"])
+    attempt_id: uuid.UUID | None = Field(default=None, description="null = the agent's current or last call")
+
+
+class SkipIn(In):
+    reason: str | None = Field(default=None, max_length=200)
+
+
+class PreviewOffer(Out):
+    id: int
+    agent_id: int
+    campaign_id: int
+    contact_id: int
+    phone: str
+    name: str | None
+    title: str | None
+    organisation: str | None
+    external_id: str | None
+    extra: dict[str, Any]
+    offered_at: datetime
+    expires_at: datetime
+
+
+class Accepted(Out):
+    attempt_id: uuid.UUID
+
+
+async def _load(conn: Any, agent_id: int, *, for_update: bool = False) -> Any:
+    row = await repo.get(conn, agent_id, for_update=for_update)
+    if row is None:
+        raise NotFound(f"agent {agent_id} not found", details={"agent_id": agent_id})
+    return row
+
+
+async def _existing(ctx: Ctx) -> int:
+    """The path's agent id, 404 when there is no such agent."""
+    return (await _load(ctx.pool, ctx.params["agent_id"]))["id"]
+
+
+async def _status(ctx: Ctx) -> AgentStatus:
+    row = await _load(ctx.pool, ctx.params["agent_id"])
+    return AgentStatus(
+        agent_id=row["id"], state=row["state"], pause_code=row["pause_code"], state_since=row["state_since"]
+    )
+
+
+async def _prepare(ctx: Ctx, conn: Any, data: dict[str, Any]) -> list[int] | None:
+    """Check references and hash the PIN; returns the campaign ids to assign (None = keep)."""
+    if data.get("user_id") is not None:
+        role = await repo.user_role(conn, data["user_id"])
+        if role is None:
+            raise ValidationFailed(f"user {data['user_id']} does not exist", details={"field": "user_id"})
+        if role != Role.AGENT:
+            raise ValidationFailed("the linked user must have role agent", details={"field": "user_id"})
+    campaign_ids = data.pop("campaign_ids", None)
+    if campaign_ids:
+        missing = await repo.missing_campaigns(conn, campaign_ids)
+        if missing:
+            raise ValidationFailed(f"campaigns do not exist: {missing}", details={"field": "campaign_ids"})
+    if "pin" in data:
+        pin = data.pop("pin")
+        data["pin_hash"] = None if pin is None else await ctx.deps.passwords.hash_async(pin)
+    return campaign_ids
+
+
+def register(reg: Registry) -> None:
+    @reg.add(
+        "GET",
+        f"{V1}/agents",
+        summary="List agents",
+        tag="agents",
+        roles=MANAGE,
+        scope="agents:read",
+        query=AgentFilter,
+        response=AgentList,
+    )
+    async def list_agents(ctx: Ctx) -> AgentList:
+        rows = await repo.list_all(ctx.pool, state=ctx.query.state, campaign_id=ctx.query.campaign_id)
+        return AgentList(items=[Agent.model_validate(dict(r)) for r in rows])
+
+    @reg.add(
+        "POST",
+        f"{V1}/agents",
+        summary="Create an agent",
+        tag="agents",
+        roles=MANAGE,
+        scope="agents:write",
+        body=AgentCreate,
+        response=Agent,
+        status=201,
+    )
+    async def create_agent(ctx: Ctx) -> Agent:
+        data = ctx.body.model_dump()
+        async with ctx.tx() as conn:
+            campaign_ids = await _prepare(ctx, conn, data)
+            agent_id = await repo.insert(conn, data)
+            await repo.set_campaigns(conn, agent_id, campaign_ids or [])
+            await ctx.audit(conn, "agent.create", "agent", agent_id, {"campaign_ids": campaign_ids or []})
+            row = await _load(conn, agent_id)
+        await ctx.notify_dialer(ctx.deps.dialer.agent_changed(agent_id))
+        return Agent.model_validate(dict(row))
+
+    @reg.add(
+        "GET",
+        f"{V1}/agents/{{agent_id}}",
+        summary="Get an agent",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:read",
+        own_agent=True,
+        response=Agent,
+    )
+    async def get_agent(ctx: Ctx) -> Agent:
+        return Agent.model_validate(dict(await _load(ctx.pool, ctx.params["agent_id"])))
+
+    @reg.add(
+        "PATCH",
+        f"{V1}/agents/{{agent_id}}",
+        summary="Change an agent",
+        tag="agents",
+        roles=MANAGE,
+        scope="agents:write",
+        body=AgentUpdate,
+        response=Agent,
+        description="campaign_ids replaces the agent's campaign assignments.",
+    )
+    async def update_agent(ctx: Ctx) -> Agent:
+        agent_id = ctx.params["agent_id"]
+        data = ctx.body.changes()
+        fields = sorted(data)
+        async with ctx.tx() as conn:
+            await _load(conn, agent_id, for_update=True)
+            campaign_ids = await _prepare(ctx, conn, data)
+            await repo.update(conn, agent_id, data)
+            if campaign_ids is not None:
+                await repo.set_campaigns(conn, agent_id, campaign_ids)
+            await ctx.audit(conn, "agent.update", "agent", agent_id, {"fields": fields})
+            row = await _load(conn, agent_id)
+        await ctx.notify_dialer(ctx.deps.dialer.agent_changed(agent_id))
+        return Agent.model_validate(dict(row))
+
+    @reg.add(
+        "DELETE",
+        f"{V1}/agents/{{agent_id}}",
+        summary="Delete an agent that never worked",
+        tag="agents",
+        roles=MANAGE,
+        scope="agents:write",
+        description="An agent with state history or calls cannot be deleted (409): disable it instead, so"
+        " that its time accounting stays.",
+    )
+    async def delete_agent(ctx: Ctx) -> None:
+        agent_id = ctx.params["agent_id"]
+        async with ctx.tx() as conn:
+            await _load(conn, agent_id, for_update=True)
+            if await repo.has_history(conn, agent_id):
+                raise Conflict("the agent has worked; disable it instead", code="in_use")
+            await repo.delete(conn, agent_id)
+            await ctx.audit(conn, "agent.delete", "agent", agent_id)
+        await ctx.notify_dialer(ctx.deps.dialer.agent_changed(agent_id))
+
+    @reg.add(
+        "GET",
+        f"{V1}/agents/{{agent_id}}/state",
+        summary="An agent's current state",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:read",
+        own_agent=True,
+        response=AgentStatus,
+    )
+    async def get_agent_state(ctx: Ctx) -> AgentStatus:
+        return await _status(ctx)
+
+    @reg.add(
+        "POST",
+        f"{V1}/agents/{{agent_id}}/pause",
+        summary="Pause an agent (with a pause code)",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:control",
+        own_agent=True,
+        body=PauseIn,
+        response=AgentStatus,
+    )
+    async def pause_agent(ctx: Ctx) -> AgentStatus:
+        await ctx.deps.dialer.pause_agent(await _existing(ctx), ctx.body.pause_code, actor=ctx.actor)
+        return await _status(ctx)
+
+    @reg.add(
+        "POST",
+        f"{V1}/agents/{{agent_id}}/unpause",
+        summary="End an agent's pause",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:control",
+        own_agent=True,
+        response=AgentStatus,
+    )
+    async def unpause_agent(ctx: Ctx) -> AgentStatus:
+        await ctx.deps.dialer.unpause_agent(await _existing(ctx), actor=ctx.actor)
+        return await _status(ctx)
+
+    @reg.add(
+        "POST",
+        f"{V1}/agents/{{agent_id}}/wrap-up/end",
+        summary="End an agent's wrap-up",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:control",
+        own_agent=True,
+        response=AgentStatus,
+    )
+    async def end_wrap_up(ctx: Ctx) -> AgentStatus:
+        await ctx.deps.dialer.end_wrap_up(await _existing(ctx), actor=ctx.actor)
+        return await _status(ctx)
+
+    @reg.add(
+        "POST",
+        f"{V1}/agents/{{agent_id}}/disposition",
+        summary="Set the disposition of the agent's call",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:control",
+        own_agent=True,
+        body=DispositionIn,
+    )
+    async def set_disposition(ctx: Ctx) -> None:
+        agent_id = await _existing(ctx)
+        b: DispositionIn = ctx.body
+        if b.attempt_id is not None:
+            found, owner = await repo.attempt_agent(ctx.pool, b.attempt_id)
+            if not found or owner != agent_id:
+                raise NotFound("the agent has no call with this attempt_id", details={"field": "attempt_id"})
+        await ctx.deps.dialer.set_disposition(agent_id, b.disposition, attempt_id=b.attempt_id, actor=ctx.actor)
+
+    @reg.add(
+        "GET",
+        f"{V1}/agents/{{agent_id}}/offer",
+        summary="The agent's open preview offer",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:read",
+        own_agent=True,
+        response=PreviewOffer,
+        description="404 when the agent has no open offer.",
+    )
+    async def get_offer(ctx: Ctx) -> PreviewOffer:
+        row = await repo.open_offer(ctx.pool, await _existing(ctx))
+        if row is None:
+            raise NotFound("the agent has no open preview offer", code="no_offer")
+        return PreviewOffer.model_validate({**dict(row), "phone": row["phone_e164"]})
+
+    @reg.add(
+        "POST",
+        f"{V1}/agents/{{agent_id}}/offer/accept",
+        summary="Accept the preview offer (dial it)",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:control",
+        own_agent=True,
+        response=Accepted,
+    )
+    async def accept_offer(ctx: Ctx) -> Accepted:
+        attempt_id = await ctx.deps.dialer.accept_offer(await _existing(ctx), actor=ctx.actor)
+        return Accepted(attempt_id=attempt_id)
+
+    @reg.add(
+        "POST",
+        f"{V1}/agents/{{agent_id}}/offer/skip",
+        summary="Skip the preview offer",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:control",
+        own_agent=True,
+        body=SkipIn,
+    )
+    async def skip_offer(ctx: Ctx) -> None:
+        await ctx.deps.dialer.skip_offer(await _existing(ctx), ctx.body.reason, actor=ctx.actor)

@@ -1,0 +1,133 @@
+"""Do-not-call / marketing prohibition entries, global or per campaign."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ...auth import Role
+from ...errors import Forbidden, NotFound, ValidationFailed
+from ..registry import V1, Ctx, Registry
+from ..repos import campaigns as campaigns_repo
+from ..repos import dnc as repo
+from ..types import BIGINT_MAX, Id, In, Out, Page, Phone
+
+ROLES = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.COMPLIANCE, Role.INTEGRATION})
+PERSON_SOURCES = frozenset({"ivr_optout", "subject_request"})
+Source = Literal["manual", "import", "api", "agent", "ivr_optout", "subject_request", "registry"]
+
+
+class DncIn(In):
+    phone: Phone
+    campaign_id: Id | None = Field(default=None, description="null = every campaign")
+    reason: str | None = Field(default=None, max_length=500)
+    source: Literal["manual", "api", "registry"] = "api"
+
+
+class DncEntry(Out):
+    id: int
+    phone: str
+    campaign_id: int | None
+    reason: str | None
+    source: Source
+    created_at: datetime
+
+
+class DncPage(Out):
+    items: list[DncEntry]
+
+
+class DncFilter(Page):
+    phone: Phone | None = None
+    scope: Literal["all", "global", "campaign"] = Field(default="all", description="campaign needs campaign_id")
+    campaign_id: int | None = Field(default=None, ge=1, le=BIGINT_MAX)
+
+    @model_validator(mode="after")
+    def _campaign(self) -> DncFilter:
+        if self.scope == "campaign" and self.campaign_id is None:
+            raise ValidationFailed("scope=campaign needs campaign_id", details={"field": "campaign_id"})
+        return self
+
+
+def _out(row: object) -> DncEntry:
+    return DncEntry.model_validate({**dict(row), "phone": row["phone_e164"]})  # type: ignore[index]
+
+
+def register(reg: Registry) -> None:
+    @reg.add(
+        "GET",
+        f"{V1}/dnc",
+        summary="List do-not-call entries",
+        tag="dnc",
+        roles=ROLES,
+        scope="dnc:read",
+        query=DncFilter,
+        response=DncPage,
+    )
+    async def list_dnc(ctx: Ctx) -> DncPage:
+        q: DncFilter = ctx.query
+        rows = await repo.find(
+            ctx.pool, phone=q.phone, campaign_id=q.campaign_id, scope=q.scope, limit=q.limit, after_id=q.after_id
+        )
+        return DncPage(items=[_out(r) for r in rows])
+
+    @reg.add(
+        "POST",
+        f"{V1}/dnc",
+        summary="Add a do-not-call entry",
+        tag="dnc",
+        roles=ROLES,
+        scope="dnc:write",
+        body=DncIn,
+        response=DncEntry,
+        status=201,
+        description="Checked before every dial. 409 when the number is already blocked in that scope.",
+    )
+    async def add_dnc(ctx: Ctx) -> DncEntry:
+        b: DncIn = ctx.body
+        async with ctx.tx() as conn:
+            if b.campaign_id is not None and not await campaigns_repo.exists(conn, b.campaign_id):
+                raise ValidationFailed(f"campaign {b.campaign_id} does not exist", details={"field": "campaign_id"})
+            row = await repo.add(conn, b.phone, b.campaign_id, b.reason, b.source)
+            await ctx.audit(conn, "dnc.add", "dnc_entry", row["id"], {"campaign_id": b.campaign_id, "source": b.source})
+        return _out(row)
+
+    @reg.add(
+        "GET",
+        f"{V1}/dnc/{{entry_id}}",
+        summary="Get a do-not-call entry",
+        tag="dnc",
+        roles=ROLES,
+        scope="dnc:read",
+        response=DncEntry,
+    )
+    async def get_dnc(ctx: Ctx) -> DncEntry:
+        row = await repo.get(ctx.pool, ctx.params["entry_id"])
+        if row is None:
+            raise NotFound(f"do-not-call entry {ctx.params['entry_id']} not found")
+        return _out(row)
+
+    @reg.add(
+        "DELETE",
+        f"{V1}/dnc/{{entry_id}}",
+        summary="Remove a do-not-call entry",
+        tag="dnc",
+        roles=ROLES,
+        scope="dnc:write",
+    )
+    async def remove_dnc(ctx: Ctx) -> None:
+        entry_id = ctx.params["entry_id"]
+        async with ctx.tx() as conn:
+            row = await repo.get(conn, entry_id)
+            if row is None:
+                raise NotFound(f"do-not-call entry {entry_id} not found")
+            if row["source"] in PERSON_SOURCES and ctx.me.role not in (Role.ADMIN, Role.COMPLIANCE):
+                raise Forbidden(
+                    "an opt-out made by the person can only be removed by compliance", code="forbidden_role"
+                )
+            await repo.delete(conn, entry_id)
+            await ctx.audit(
+                conn, "dnc.remove", "dnc_entry", entry_id, {"campaign_id": row["campaign_id"], "source": row["source"]}
+            )

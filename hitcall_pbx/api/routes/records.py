@@ -1,0 +1,258 @@
+"""Recordings (list, download, listen, complaint holds) and data-subject rights. Every
+download and listen is audited before a byte is sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import AwareDatetime, Field, RootModel
+
+from ...auth import Role
+from ..deps import ErasureResult, Recording, RecordingFilter, RecordingPage, Rectification, SubjectRef, SubjectResult
+from ..registry import V1, Ctx, Registry
+from ..types import In
+
+LISTEN = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.COMPLIANCE})
+COMPLIANCE = frozenset({Role.ADMIN, Role.COMPLIANCE})
+
+
+class RecordingParams(RecordingFilter):
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+class HoldIn(In):
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
+    case_id: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"\S", description="complaint case")
+    until: AwareDatetime | None = Field(default=None, description="null = the longest allowed, 18 months from the call")
+
+
+class SubjectIn(In):
+    subject: SubjectRef
+
+
+class RectifyIn(In):
+    subject: SubjectRef
+    changes: Rectification
+
+
+class RestrictIn(In):
+    subject: SubjectRef
+    restricted: bool = Field(default=True, description="false lifts the restriction")
+
+
+class SubjectData(RootModel[dict[str, Any]]):
+    """Everything held about the subject, machine-readable."""
+
+
+async def _read_and_delete(path: Path) -> AsyncIterator[bytes]:
+    try:
+        with path.open("rb") as f:
+            while chunk := await asyncio.to_thread(f.read, 1 << 20):
+                yield chunk
+    finally:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+
+
+def _range_from_start(request: web.Request) -> bool:
+    rng = request.headers.get("Range", "").replace(" ", "")
+    return rng in ("", "bytes=0-") or rng.startswith("bytes=0-")
+
+
+async def _serve(ctx: Ctx, *, inline: bool) -> web.StreamResponse:
+    recording_id = ctx.params["recording_id"]
+    f = await ctx.deps.recordings.open(recording_id)
+    # A player fetches a stream in byte ranges; the listen is audited once, at its start.
+    if not inline or _range_from_start(ctx.request):
+        await ctx.audit(ctx.pool, "recording.listen" if inline else "recording.download", "recording", recording_id)
+    disposition = "inline" if inline else "attachment"
+    return web.FileResponse(
+        f.path,
+        headers={
+            "Content-Type": f.content_type,
+            "Content-Disposition": f'{disposition}; filename="{f.filename}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def register(reg: Registry) -> None:
+    @reg.add(
+        "GET",
+        f"{V1}/recordings",
+        summary="List recordings",
+        tag="recordings",
+        roles=LISTEN,
+        scope="recordings:read",
+        query=RecordingParams,
+        response=RecordingPage,
+    )
+    async def list_recordings(ctx: Ctx) -> RecordingPage:
+        q: RecordingParams = ctx.query
+        flt = RecordingFilter.model_validate(q.model_dump(include=set(RecordingFilter.model_fields)))
+        return await ctx.deps.recordings.list(flt, limit=q.limit, cursor=q.cursor)
+
+    @reg.add(
+        "GET",
+        f"{V1}/recordings/{{recording_id}}",
+        summary="Get a recording's metadata",
+        tag="recordings",
+        roles=LISTEN,
+        scope="recordings:read",
+        response=Recording,
+    )
+    async def get_recording(ctx: Ctx) -> Recording:
+        return await ctx.deps.recordings.get(ctx.params["recording_id"])
+
+    @reg.add(
+        "GET",
+        f"{V1}/recordings/{{recording_id}}/download",
+        summary="Download a recording",
+        tag="recordings",
+        roles=LISTEN,
+        scope="recordings:read",
+        media="audio/*",
+        description="Audited (recording.download).",
+    )
+    async def download_recording(ctx: Ctx) -> web.StreamResponse:
+        return await _serve(ctx, inline=False)
+
+    @reg.add(
+        "GET",
+        f"{V1}/recordings/{{recording_id}}/stream",
+        summary="Listen to a recording (byte ranges)",
+        tag="recordings",
+        roles=LISTEN,
+        scope="recordings:read",
+        media="audio/*",
+        description="Supports Range requests. Audited (recording.listen) once per listen: on the request that"
+        " starts at byte 0.",
+    )
+    async def stream_recording(ctx: Ctx) -> web.StreamResponse:
+        return await _serve(ctx, inline=True)
+
+    @reg.add(
+        "POST",
+        f"{V1}/recordings/{{recording_id}}/hold",
+        summary="Put a recording on complaint hold",
+        tag="recordings",
+        roles=COMPLIANCE,
+        scope="recordings:hold",
+        body=HoldIn,
+        response=Recording,
+        description="Keeps the recording past its policy deadline, at most 18 months from the call. Audited.",
+    )
+    async def hold_recording(ctx: Ctx) -> Recording:
+        b: HoldIn = ctx.body
+        return await ctx.deps.recordings.hold(
+            ctx.params["recording_id"], reason=b.reason, case_id=b.case_id, until=b.until, actor=ctx.actor
+        )
+
+    @reg.add(
+        "POST",
+        f"{V1}/recordings/{{recording_id}}/release",
+        summary="Release a complaint hold",
+        tag="recordings",
+        roles=COMPLIANCE,
+        scope="recordings:hold",
+        response=Recording,
+        description="The policy deadline applies again (purged at once when it has passed). Audited.",
+    )
+    async def release_recording(ctx: Ctx) -> Recording:
+        return await ctx.deps.recordings.release(ctx.params["recording_id"], actor=ctx.actor)
+
+    # ---------------------------------------------------------------- data subjects
+
+    @reg.add(
+        "POST",
+        f"{V1}/subjects/export",
+        summary="Export everything held about a person (JSON)",
+        tag="subjects",
+        roles=COMPLIANCE,
+        scope="subjects:read",
+        body=SubjectIn,
+        response=SubjectData,
+    )
+    async def export_subject(ctx: Ctx) -> SubjectData:
+        export = await ctx.deps.privacy.export(ctx.body.subject, include_audio=False, actor=ctx.actor)
+        return SubjectData(export.data)
+
+    @reg.add(
+        "POST",
+        f"{V1}/subjects/export.zip",
+        summary="Export everything held about a person, with audio (zip)",
+        tag="subjects",
+        roles=COMPLIANCE,
+        scope="subjects:read",
+        body=SubjectIn,
+        media="application/zip",
+    )
+    async def export_subject_zip(ctx: Ctx) -> web.StreamResponse:
+        export = await ctx.deps.privacy.export(ctx.body.subject, include_audio=True, actor=ctx.actor)
+        if export.archive is None:
+            raise RuntimeError("privacy export returned no archive for include_audio")
+        headers = {
+            "Content-Type": "application/zip",
+            "Content-Disposition": 'attachment; filename="subject-export.zip"',
+            "Cache-Control": "no-store",
+        }
+        return await ctx.stream(headers, _read_and_delete(export.archive))
+
+    @reg.add(
+        "POST",
+        f"{V1}/subjects/rectify",
+        summary="Rectify a person's data",
+        tag="subjects",
+        roles=COMPLIANCE,
+        scope="subjects:write",
+        body=RectifyIn,
+        response=SubjectResult,
+    )
+    async def rectify_subject(ctx: Ctx) -> SubjectResult:
+        return await ctx.deps.privacy.rectify(ctx.body.subject, ctx.body.changes, actor=ctx.actor)
+
+    @reg.add(
+        "POST",
+        f"{V1}/subjects/erase",
+        summary="Erase a person",
+        tag="subjects",
+        roles=COMPLIANCE,
+        scope="subjects:write",
+        body=SubjectIn,
+        response=ErasureResult,
+        description="Personal data deleted or anonymised, recordings deleted unless held (reported as"
+        " retained, with the reason); the number is suppressed so it is never dialled again.",
+    )
+    async def erase_subject(ctx: Ctx) -> ErasureResult:
+        return await ctx.deps.privacy.erase(ctx.body.subject, actor=ctx.actor)
+
+    @reg.add(
+        "POST",
+        f"{V1}/subjects/restrict",
+        summary="Restrict (or lift restriction of) processing",
+        tag="subjects",
+        roles=COMPLIANCE,
+        scope="subjects:write",
+        body=RestrictIn,
+        response=SubjectResult,
+    )
+    async def restrict_subject(ctx: Ctx) -> SubjectResult:
+        return await ctx.deps.privacy.restrict(ctx.body.subject, ctx.body.restricted, actor=ctx.actor)
+
+    @reg.add(
+        "POST",
+        f"{V1}/subjects/object",
+        summary="Objection to direct marketing",
+        tag="subjects",
+        roles=COMPLIANCE,
+        scope="subjects:write",
+        body=SubjectIn,
+        response=SubjectResult,
+        description="A marketing prohibition across all campaigns, effective before the next dial.",
+    )
+    async def object_subject(ctx: Ctx) -> SubjectResult:
+        return await ctx.deps.privacy.object_to_marketing(ctx.body.subject, actor=ctx.actor)

@@ -1,0 +1,823 @@
+"""The dialing engine: campaigns, pacing, originate, answer → agent bridge, outcomes.
+
+It is the adapter around the pure core (pacing, compliance, outcomes, states):
+ARI events come in through `handle_event` (one at a time, in order), a pacing
+tick decides how many calls each running campaign places, the hopper creates
+the attempt rows (committed before originate), and every finished attempt
+leaves one CDR through the injected sink.
+
+Never dial twice: an attempt's ARI channel id is its attempt id, the row exists
+before originate, and an attempt is originated at most once by this process;
+after a restart, attempts without a live channel are closed, never re-dialled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+from ..agents.sessions import KEY_HANGUP_CUSTOMER, KEY_PREVIEW_ACCEPT, KEY_PREVIEW_SKIP, DISPOSITION_KEYS
+from ..agents.sessions import AgentSession, AgentSessions
+from ..ari import AriClient, AriError, AriNotFound, Resync
+from ..core import pacing
+from ..core.compliance import CampaignMode
+from ..core.outcomes import CallFacts, Outcome, classify_outcome, next_retry
+from ..core.states import AgentEvent, AgentState, AgentTransition
+from ..errors import Conflict, NotFound
+from ..hooks.events import enqueue
+from ..logs import get_logger
+from .hopper import Hopper
+from .models import Attempt, Campaign
+
+log = get_logger("hitcall.dialer")
+
+CONNECT_LIMIT_S = 2.0
+HOPPER_EMPTY_BACKOFF_S = 2.0
+INFO_MESSAGE_MAX_S = 30.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CdrSink(Protocol):
+    def submit(self, record: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class LiveCall:
+    attempt: Attempt
+    campaign: Campaign
+    state: str = "originating"
+    agent_id: int | None = None  # reserved (progressive/preview) or connected agent
+    reserved: bool = False
+    placed_mono: float = field(default_factory=time.monotonic)
+    originated_at: datetime | None = None
+    ringing_at: datetime | None = None
+    answered_at: datetime | None = None
+    answered_mono: float | None = None
+    bridged_at: datetime | None = None
+    answer_to_bridge_ms: int | None = None
+    ended_at: datetime | None = None
+    hangup_cause: int | None = None
+    hangup_cause_txt: str | None = None
+    amd_status: str | None = None
+    amd_cause: str | None = None
+    disposition: str | None = None
+    cancelled: bool = False
+    abandoned: bool = False
+    info_playback: str | None = None
+    timer: asyncio.TimerHandle | None = None
+    recording_id: uuid.UUID | None = None
+
+    @property
+    def channel_id(self) -> str:
+        return self.attempt.channel_id
+
+
+@dataclass
+class Offer:
+    offer_id: int
+    agent_id: int
+    campaign: Campaign
+    contact_id: int
+    number: str
+    contact: dict[str, Any]
+    expires: asyncio.TimerHandle | None = None
+
+
+class Dialer:
+    def __init__(
+        self,
+        ari: AriClient,
+        pool: asyncpg.Pool,
+        sessions: AgentSessions,
+        hopper: Hopper,
+        cdr: CdrSink,
+        *,
+        tick_s: float = 0.25,
+        campaign_refresh_s: float = 1.0,
+        outbound_context: str = "hitcall-outbound",
+        amd_context: str = "hitcall-amd",
+    ) -> None:
+        self.ari = ari
+        self.pool = pool
+        self.sessions = sessions
+        self.hopper = hopper
+        self.cdr = cdr
+        self.tick_s = tick_s
+        self.campaign_refresh_s = campaign_refresh_s
+        self.outbound_context = outbound_context
+        self.amd_context = amd_context
+        self.calls: dict[str, LiveCall] = {}
+        self.waiting: deque[LiveCall] = deque()
+        self.campaigns: dict[int, Campaign] = {}
+        self.stats: dict[int, pacing.PacingStats] = {}
+        self.offers: dict[int, Offer] = {}
+        self.blocked: dict[int, dict[str, int]] = {}
+        self._empty_until: dict[int, float] = {}
+        self._stats_day: dict[int, str] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._dialing_paused_reason: str | None = None
+        self._recovered = False
+        self.on_call_end: list[Callable[[LiveCall, Outcome], None]] = []
+        sessions.on_transition(self._agent_changed)
+        sessions.on_dtmf(self._agent_key)
+
+    # ------------------------------------------------------------ life ---
+    async def start(self) -> None:
+        await self.refresh_campaigns()
+        self._loop_task = asyncio.create_task(self._loop(), name="dialer-loop")
+
+    async def close(self, *, hangup_calls: bool = False) -> None:
+        """Stop dialling. Calls in progress are left to finish unless `hangup_calls`."""
+        self._closing = True
+        if self._loop_task:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+        for offer in list(self.offers.values()):
+            await self._decide_offer(offer, "timeout", None)
+        if hangup_calls:
+            for call in list(self.calls.values()):
+                await self._hangup(call.channel_id)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("dialer.task_failed", error=repr(task.exception()))
+
+    async def idle(self, timeout: float = 30.0) -> None:
+        """Wait until no call is live (tests, demo)."""
+        deadline = time.monotonic() + timeout
+        while (self.calls or self._tasks) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    # ------------------------------------------------------- campaigns ---
+    async def refresh_campaigns(self) -> None:
+        rows = await self.pool.fetch("SELECT * FROM campaigns WHERE state = 'running'")
+        fresh = {r["id"]: Campaign.from_row(r) for r in rows}
+        for cid in fresh:
+            if cid not in self.stats:
+                self.stats[cid] = await self._load_stats(fresh[cid])
+        self.campaigns = fresh
+
+    async def _load_stats(self, campaign: Campaign) -> pacing.PacingStats:
+        """Seed the pacing statistics with today's and the last 30 days' abandon counts."""
+        stats = pacing.PacingStats()
+        rows = await self.pool.fetch(
+            """SELECT (created_at AT TIME ZONE 'UTC')::date AS day,
+                      count(*) FILTER (WHERE abandoned) AS abandoned,
+                      count(*) FILTER (WHERE outcome = 'answered_human') AS connected
+               FROM call_attempts
+               WHERE campaign_id = $1 AND created_at >= now() - interval '30 days' AND state = 'ended'
+               GROUP BY 1 ORDER BY 1""",
+            campaign.id,
+        )
+        today = _now().date()
+        for r in rows:
+            if r["day"] != today:
+                stats.observe_abandon(r["abandoned"]) if r["abandoned"] else None
+                stats.observe_connect(r["connected"]) if r["connected"] else None
+                stats.new_day()
+        for r in rows:
+            if r["day"] == today:
+                if r["abandoned"]:
+                    stats.observe_abandon(r["abandoned"])
+                if r["connected"]:
+                    stats.observe_connect(r["connected"])
+        self._stats_day[campaign.id] = today.isoformat()
+        return stats
+
+    def _campaign_stats(self, campaign: Campaign) -> pacing.PacingStats:
+        stats = self.stats[campaign.id]
+        today = _now().date().isoformat()
+        if self._stats_day.get(campaign.id) != today:
+            stats.new_day()
+            self._stats_day[campaign.id] = today
+        return stats
+
+    # ------------------------------------------------------------ loop ---
+    async def _loop(self) -> None:
+        last_refresh = time.monotonic()
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.tick_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                if time.monotonic() - last_refresh >= self.campaign_refresh_s:
+                    await self.refresh_campaigns()
+                    await self.sessions.refresh_campaigns()
+                    last_refresh = time.monotonic()
+                await self.tick()
+                self._dialing_paused_reason = None
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # Postgres down: no attempt can get its stored id, so nothing is dialled.
+                if self._dialing_paused_reason is None:
+                    log.warning("dialer.paused_db_unavailable", error=str(exc))
+                self._dialing_paused_reason = f"database unavailable: {exc}"
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("dialer.tick_failed")
+                await asyncio.sleep(0.5)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def tick(self) -> None:
+        if not self.ari.connected.is_set() or not self._recovered:
+            return
+        for campaign in sorted(self.campaigns.values(), key=lambda c: -c.priority):
+            if campaign.mode is CampaignMode.PREVIEW:
+                await self._offer_previews(campaign)
+            else:
+                await self._pace(campaign)
+
+    def _snapshot(self, campaign: Campaign) -> pacing.PacingSnapshot:
+        now = time.monotonic()
+        agents = [s for s in self.sessions.by_agent.values() if campaign.id in s.campaigns and not s.pin_pending]
+        wrap, talk = [], []
+        for s in agents:
+            if s.state is AgentState.WRAP_UP and s.fsm.wrap_until is not None:
+                wrap.append(max(0.0, (s.fsm.wrap_until - _now()).total_seconds()))
+            elif s.state is AgentState.ON_CALL:
+                call = self.calls.get(s.attempt_id or "")
+                talk.append(max(0.0, now - call.answered_mono) if call and call.answered_mono else 0.0)
+        dialling, reserved_calls, waiting = [], 0, 0
+        for c in self.calls.values():
+            if c.campaign.id != campaign.id:
+                continue
+            if c.state in ("originating", "ringing"):
+                if c.reserved:
+                    reserved_calls += 1
+                else:
+                    dialling.append(now - c.placed_mono)
+            elif c.state == "answered" and c.agent_id is None:
+                waiting += 1
+        return pacing.PacingSnapshot(
+            now=now,
+            agents_logged_in=len(agents),
+            agents_ready=len(self.sessions.ready_agents(campaign.id)),
+            wrap_remaining_s=tuple(wrap),
+            talk_elapsed_s=tuple(talk),
+            dialling_elapsed_s=tuple(dialling),
+            answered_waiting=waiting,
+            reserved_calls=reserved_calls,
+            agents_paused=sum(1 for s in agents if s.state is AgentState.PAUSED),
+            settings=campaign.pacing_settings(),
+        )
+
+    async def _pace(self, campaign: Campaign) -> None:
+        snap = self._snapshot(campaign)
+        if campaign.mode is CampaignMode.PREDICTIVE:
+            decision = pacing.decide(snap, self._campaign_stats(campaign))
+        else:
+            decision = pacing.decide_progressive(snap)
+        if decision.dial_now <= 0:
+            return
+        if time.monotonic() < self._empty_until.get(campaign.id, 0.0):
+            return
+        result = await self.hopper.take(campaign, decision.dial_now, _now())
+        self._note_blocks(campaign, result.blocked)
+        if not result.attempts:
+            # Nothing due now: look again in a while, not on every tick.
+            self._empty_until[campaign.id] = time.monotonic() + HOPPER_EMPTY_BACKOFF_S
+            return
+        if not decision.reserve_agents:
+            for attempt in result.attempts:
+                self._originate(campaign, attempt, None)
+            return
+        # Progressive: each call is placed for one ready agent, reserved now.
+        agents = self.sessions.ready_agents(campaign.id)
+        for attempt, agent in zip(result.attempts, agents):
+            self.sessions.reserve(agent, attempt.channel_id, campaign.id)
+            self._originate(campaign, attempt, agent)
+        for attempt in result.attempts[len(agents):]:
+            # The agent went away while the contact was taken: never dialled.
+            await self._cancel_undialled(campaign, attempt)
+
+    async def _cancel_undialled(self, campaign: Campaign, attempt: Attempt) -> None:
+        call = LiveCall(attempt=attempt, campaign=campaign, cancelled=True)
+        call.hangup_cause_txt = "no agent left to reserve"
+        self.calls[call.channel_id] = call
+        self._finish(call, cause=None)
+
+    def _note_blocks(self, campaign: Campaign, blocked: dict[str, int]) -> None:
+        mine = self.blocked.setdefault(campaign.id, {})
+        for k, v in blocked.items():
+            mine[k] = mine.get(k, 0) + v
+
+    # --------------------------------------------------------- originate ---
+    def _originate(self, campaign: Campaign, attempt: Attempt, agent: AgentSession | None) -> None:
+        call = LiveCall(attempt=attempt, campaign=campaign, agent_id=agent.agent_id if agent else None,
+                        reserved=agent is not None)
+        # Registered before the request: events for this channel can arrive before the answer.
+        self.calls[call.channel_id] = call
+        self._spawn(self._send_originate(call))
+
+    async def _send_originate(self, call: LiveCall) -> None:
+        a = call.attempt
+        try:
+            await self.ari.rest.originate(
+                f"Local/{a.number}@{self.outbound_context}",
+                a.channel_id,
+                app=self.ari.app,
+                app_args=f"customer,{a.id}",
+                caller_id=a.caller_id or None,
+                timeout=call.campaign.ring_timeout_s,
+                variables={"HITCALL_ATTEMPT": str(a.id), "HITCALL_CAMPAIGN": str(a.campaign_id)},
+            )
+            call.originated_at = _now()
+        except AriError as exc:
+            # Not retried: one attempt id, at most one originate.
+            log.warning("dialer.originate_failed", attempt_id=str(a.id), error=exc.message)
+            call.hangup_cause_txt = f"originate failed: {exc.message}"
+            if call.channel_id in self.calls:
+                self._finish(call, cause=None)
+
+    # ------------------------------------------------------------ events ---
+    async def handle_event(self, ev: Any) -> None:
+        etype = getattr(ev, "type", None)
+        channel = getattr(ev, "channel", None)
+        cid = channel.id if channel is not None else None
+        if etype == "StasisStart":
+            args = list(ev.args or [])
+            kind = args[0] if args else ""
+            if kind == "agent-login":
+                endpoint = args[1] if len(args) > 1 else ""
+                await self.sessions.login(cid, endpoint)
+            elif kind in ("customer", "amd") and cid in self.calls:
+                await self._answered(self.calls[cid], ev, args)
+            elif kind in ("customer", "amd"):
+                # A customer channel this process does not know (e.g. after a restart): end it.
+                log.warning("dialer.unknown_customer_channel", channel_id=cid)
+                await self._hangup(cid)
+        elif etype == "ChannelStateChange" and cid in self.calls:
+            call = self.calls[cid]
+            if channel.state == "Ringing" and call.ringing_at is None:
+                call.ringing_at = ev.timestamp or _now()
+                call.state = "ringing" if call.state == "originating" else call.state
+        elif etype == "ChannelEnteredBridge" and cid in self.calls:
+            self._bridged(self.calls[cid], ev)
+        elif etype == "ChannelDestroyed":
+            if cid in self.calls:
+                self._finish(self.calls[cid], cause=ev.cause, cause_txt=ev.cause_txt, at=ev.timestamp)
+            elif cid in self.sessions.by_channel:
+                await self._agent_gone(cid)
+        elif etype == "StasisEnd" and cid in self.sessions.by_channel:
+            await self._agent_gone(cid)
+        elif etype == "ChannelDtmfReceived" and cid in self.sessions.by_channel:
+            self.sessions.dtmf(cid, ev.digit)
+        elif etype == "PlaybackFinished":
+            target = (ev.playback.target_uri or "").removeprefix("channel:")
+            call = self.calls.get(target)
+            if call is not None and call.info_playback == ev.playback.id:
+                await self._hangup(call.channel_id)
+
+    async def _agent_gone(self, channel_id: str) -> None:
+        session = self.sessions.by_channel.get(channel_id)
+        if session is None:
+            return
+        if session.attempt_id and session.attempt_id in self.calls:
+            call = self.calls[session.attempt_id]
+            if call.state == "bridged":
+                await self._hangup(call.channel_id)
+            elif call.reserved:
+                call.reserved = False
+                call.agent_id = None
+        offer = self.offers.get(session.agent_id)
+        if offer is not None:
+            await self._decide_offer(offer, "timeout", None)
+        await self.sessions.logout(channel_id)
+
+    # ------------------------------------------------------------ answer ---
+    async def _answered(self, call: LiveCall, ev: Any, args: list[str]) -> None:
+        if args[0] == "amd":
+            call.amd_status = args[1] if len(args) > 1 and args[1] else None
+            call.amd_cause = args[2] if len(args) > 2 and args[2] else None
+            if call.amd_status == "MACHINE":
+                await self._hangup(call.channel_id)
+                return
+        else:
+            call.answered_at = ev.timestamp or _now()
+            call.answered_mono = time.monotonic()
+            call.state = "answered"
+            if call.ringing_at is None:
+                call.ringing_at = call.originated_at or call.answered_at
+            self._emit("call.answered", call)
+            if call.campaign.amd_enabled:
+                await self._run_amd(call)
+                return
+        self._connect_or_wait(call)
+
+    async def _run_amd(self, call: LiveCall) -> None:
+        # Keep events for the channel while it runs AMD in the dialplan.
+        try:
+            await self.ari.rest.subscribe(self.ari.app, f"channel:{call.channel_id}")
+            await self.ari.rest.continue_in_dialplan(call.channel_id, context=self.amd_context, extension="s",
+                                                     priority=1)
+        except AriError as exc:
+            log.warning("dialer.amd_failed", attempt_id=str(call.attempt.id), error=exc.message)
+            self._connect_or_wait(call)
+
+    def _connect_or_wait(self, call: LiveCall) -> None:
+        agent = self._agent_for(call)
+        if agent is not None:
+            self._connect(call, agent)
+            return
+        self.waiting.append(call)
+        remaining = CONNECT_LIMIT_S - (time.monotonic() - (call.answered_mono or time.monotonic()))
+        call.timer = asyncio.get_running_loop().call_later(max(0.0, remaining), self._connect_timeout, call)
+
+    def _agent_for(self, call: LiveCall) -> AgentSession | None:
+        if call.agent_id is not None:
+            session = self.sessions.by_agent.get(call.agent_id)
+            if session is not None and session.state is AgentState.RESERVED:
+                return session
+            call.agent_id = None
+            call.reserved = False
+        ready = self.sessions.ready_agents(call.campaign.id)
+        return ready[0] if ready else None
+
+    def _connect(self, call: LiveCall, agent: AgentSession) -> None:
+        """Give the answered call to the agent (synchronously, so no one else takes
+        the agent), then add it to the agent's bridge."""
+        call.agent_id = agent.agent_id
+        if call.timer:
+            call.timer.cancel()
+            call.timer = None
+        self.sessions.connect(agent, call.channel_id, call.campaign.id)
+        self._spawn(self._add_to_bridge(call, agent))
+
+    async def _add_to_bridge(self, call: LiveCall, agent: AgentSession) -> None:
+        try:
+            await self.ari.rest.add_channel(agent.bridge_id, call.channel_id)
+        except AriNotFound:
+            # The customer (or the agent's bridge) is gone: the destroy event finishes the call.
+            log.info("dialer.bridge_target_gone", attempt_id=str(call.attempt.id), agent_id=agent.agent_id)
+
+    def _bridged(self, call: LiveCall, ev: Any) -> None:
+        if call.bridged_at is not None:
+            return
+        call.bridged_at = ev.timestamp or _now()
+        call.state = "bridged"
+        if call.answered_at is not None:
+            call.answer_to_bridge_ms = max(0, int((call.bridged_at - call.answered_at).total_seconds() * 1000))
+        self._campaign_stats(call.campaign).observe_connect()
+        self._emit("call.bridged", call)
+        if call.campaign.record_calls:
+            self._spawn(self._start_recording(call))
+
+    async def _start_recording(self, call: LiveCall) -> None:
+        agent = self.sessions.by_agent.get(call.agent_id or -1)
+        if agent is None:
+            return
+        rec_id = uuid.uuid4()
+        try:
+            await self.ari.rest.record_bridge(agent.bridge_id, str(rec_id), "wav", if_exists="fail")
+            call.recording_id = rec_id
+        except AriError as exc:
+            log.warning("dialer.record_failed", attempt_id=str(call.attempt.id), error=exc.message)
+
+    def _connect_timeout(self, call: LiveCall) -> None:
+        call.timer = None
+        if call.state != "answered" or call.channel_id not in self.calls:
+            return
+        try:
+            self.waiting.remove(call)
+        except ValueError:
+            pass
+        call.abandoned = True
+        self._campaign_stats(call.campaign).observe_abandon()
+        self._emit("call.abandoned", call)
+        self._spawn(self._info_message(call))
+
+    async def _info_message(self, call: LiveCall) -> None:
+        media = call.campaign.info_message_sound
+        if not media:
+            await self._hangup(call.channel_id)
+            return
+        try:
+            pb = await self.ari.rest.play(call.channel_id, media)
+            call.info_playback = pb.id
+            call.timer = asyncio.get_running_loop().call_later(
+                INFO_MESSAGE_MAX_S, lambda: self._spawn(self._hangup(call.channel_id)))
+        except AriError:
+            await self._hangup(call.channel_id)
+
+    # --------------------------------------------------------- agent side ---
+    def _agent_changed(self, session: AgentSession, tr: AgentTransition) -> None:
+        if tr.agent.state is AgentState.READY:
+            # A waiting answered call gets this agent first (oldest first).
+            for call in list(self.waiting):
+                if call.campaign.id in session.campaigns:
+                    self.waiting.remove(call)
+                    self._connect(call, session)
+                    return
+            self.wake()
+
+    def _agent_key(self, session: AgentSession, digit: str) -> bool:
+        if digit == KEY_HANGUP_CUSTOMER and session.state is AgentState.ON_CALL and session.attempt_id:
+            self._spawn(self._hangup(session.attempt_id))
+            return True
+        if digit in DISPOSITION_KEYS and session.state in (AgentState.ON_CALL, AgentState.WRAP_UP):
+            self._spawn(self.set_disposition(session.agent_id, DISPOSITION_KEYS[digit]))
+            return True
+        offer = self.offers.get(session.agent_id)
+        if offer is not None and digit in (KEY_PREVIEW_ACCEPT, KEY_PREVIEW_SKIP):
+            decision = "accept" if digit == KEY_PREVIEW_ACCEPT else "skip"
+            self._spawn(self._decide_offer(offer, decision, "agent_key" if decision == "skip" else None))
+            return True
+        return False
+
+    async def set_disposition(self, agent_id: int, code: str) -> None:
+        session = self.sessions.get(agent_id)
+        attempt_id = session.attempt_id
+        if attempt_id is None:
+            raise Conflict("agent has no current or last call", details={"agent_id": agent_id})
+        call = self.calls.get(attempt_id)
+        if call is not None:
+            call.disposition = code
+        await self.pool.execute("UPDATE call_attempts SET disposition = $2 WHERE id = $1", uuid.UUID(attempt_id), code)
+
+    # ----------------------------------------------------------- preview ---
+    async def _offer_previews(self, campaign: Campaign) -> None:
+        for agent in self.sessions.ready_agents(campaign.id):
+            if agent.agent_id in self.offers:
+                continue
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await self.hopper.claim_one(campaign, _now(), conn)
+                if row is None:
+                    return
+                offer_id = await conn.fetchval(
+                    """INSERT INTO preview_offers (agent_id, campaign_id, contact_id, expires_at)
+                       VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING id""",
+                    agent.agent_id, campaign.id, row["id"], campaign.preview_offer_timeout_s,
+                )
+                contact = {"name": row["name"], "title": row["title"], "organisation": row["organisation"],
+                           "extra": row["extra"]}
+                await enqueue(conn, "preview.offered", f"agent:{agent.agent_id}",
+                              {"offer_id": offer_id, "agent_id": agent.agent_id, "campaign_id": campaign.id,
+                               "contact_id": row["id"], "number": row["phone_e164"], "contact": contact,
+                               "expires_in_s": campaign.preview_offer_timeout_s})
+            offer = Offer(offer_id, agent.agent_id, campaign, row["id"], row["phone_e164"], contact)
+            self.offers[agent.agent_id] = offer
+            self.sessions.reserve(agent, None, campaign.id)
+            offer.expires = asyncio.get_running_loop().call_later(
+                campaign.preview_offer_timeout_s, lambda o=offer: self._spawn(self._decide_offer(o, "timeout", None)))
+            log.info("preview.offered", agent_id=agent.agent_id, offer_id=offer_id, contact_id=row["id"])
+
+    async def accept_offer(self, agent_id: int) -> Attempt:
+        offer = self.offers.get(agent_id)
+        if offer is None:
+            raise NotFound("no open preview offer for this agent", details={"agent_id": agent_id})
+        attempt = await self._decide_offer(offer, "accept", None)
+        assert attempt is not None
+        return attempt
+
+    async def skip_offer(self, agent_id: int, reason: str) -> None:
+        offer = self.offers.get(agent_id)
+        if offer is None:
+            raise NotFound("no open preview offer for this agent", details={"agent_id": agent_id})
+        await self._decide_offer(offer, "skip", reason)
+
+    async def _decide_offer(self, offer: Offer, decision: str, reason: str | None) -> Attempt | None:
+        if self.offers.get(offer.agent_id) is not offer:
+            return None
+        del self.offers[offer.agent_id]
+        if offer.expires:
+            offer.expires.cancel()
+        session = self.sessions.by_agent.get(offer.agent_id)
+        now = _now()
+        attempt: Attempt | None = None
+        async with self.pool.acquire() as conn, conn.transaction():
+            if decision == "accept" and session is not None:
+                attempt = await self.hopper.attempt_for_contact(conn, offer.campaign, offer.contact_id, now,
+                                                                offer.agent_id)
+            if attempt is None:
+                await conn.execute(
+                    "UPDATE contacts SET status = CASE WHEN attempts > 0 THEN 'retry' ELSE 'new' END "
+                    "WHERE id = $1 AND status = 'in_progress'", offer.contact_id)
+                decision = "skip" if decision == "accept" else decision
+                reason = reason or ("agent gone" if session is None else None)
+            await conn.execute(
+                """UPDATE preview_offers SET decision = $2, decided_at = now(), skip_reason = $3, attempt_id = $4
+                   WHERE id = $1""",
+                offer.offer_id, decision, reason if decision == "skip" else None,
+                attempt.id if attempt else None,
+            )
+        if attempt is not None and session is not None:
+            session.attempt_id = attempt.channel_id
+            self._originate(offer.campaign, attempt, session)
+        elif session is not None:
+            self.sessions.release(session)
+        log.info("preview.decided", agent_id=offer.agent_id, offer_id=offer.offer_id, decision=decision)
+        return attempt
+
+    # ------------------------------------------------------------- end ---
+    def _finish(self, call: LiveCall, *, cause: int | None, cause_txt: str | None = None,
+                at: datetime | None = None) -> None:
+        if self.calls.pop(call.channel_id, None) is None:
+            return
+        if call.timer:
+            call.timer.cancel()
+        try:
+            self.waiting.remove(call)
+        except ValueError:
+            pass
+        call.ended_at = at or _now()
+        call.hangup_cause = cause
+        call.hangup_cause_txt = cause_txt or call.hangup_cause_txt
+        answered = call.answered_at is not None
+        outcome = classify_outcome(CallFacts(
+            answered=answered, hangup_cause=cause, bridged=call.bridged_at is not None,
+            answer_to_bridge_ms=call.answer_to_bridge_ms, amd_status=call.amd_status, cancelled=call.cancelled,
+        ))
+        if outcome is Outcome.ABANDONED and not call.abandoned:
+            # Answered but gone before the 2 s were up (or AMD undecided): it still counts.
+            call.abandoned = True
+            self._campaign_stats(call.campaign).observe_abandon()
+            self._emit("call.abandoned", call)
+        stats = self._campaign_stats(call.campaign)
+        ring_s = ((call.answered_at or call.ended_at) - (call.originated_at or call.attempt.created_at)).total_seconds()
+        stats.observe_attempt(max(0.0, ring_s), answered)
+        if outcome is Outcome.ANSWERED_MACHINE:
+            stats.observe_amd_machine()
+        session = self.sessions.by_agent.get(call.agent_id) if call.agent_id is not None else None
+        if session is not None and session.attempt_id == call.channel_id:
+            if session.state is AgentState.ON_CALL:
+                if call.bridged_at:
+                    stats.observe_talk((call.ended_at - call.bridged_at).total_seconds())
+                self.sessions.customer_gone(session, call.campaign.wrap_up_s)
+            elif session.state is AgentState.RESERVED:
+                self.sessions.release(session)
+        record = self._cdr_record(call, outcome)
+        self.cdr.submit(record)
+        self._spawn(self._close_attempt(call, outcome, record))
+        for fn in self.on_call_end:
+            fn(call, outcome)
+        log.info("call.ended", attempt_id=str(call.attempt.id), outcome=outcome.value, cause=cause,
+                 answer_to_bridge_ms=call.answer_to_bridge_ms, agent_id=call.agent_id)
+        self.wake()
+
+    def _cdr_record(self, call: LiveCall, outcome: Outcome) -> dict[str, Any]:
+        a = call.attempt
+        start = call.originated_at or a.created_at
+        ring_end = call.answered_at or call.ended_at
+        ring_s = max(0.0, (ring_end - start).total_seconds()) if ring_end else None
+        talk_s = max(0.0, (call.ended_at - call.bridged_at).total_seconds()) if call.bridged_at and call.ended_at else 0.0
+        return {
+            "id": a.id, "campaign_id": a.campaign_id, "contact_id": a.contact_id, "attempt_no": a.attempt_no,
+            "dialled_number": a.number, "caller_id": a.caller_id, "agent_id": call.agent_id if call.bridged_at else a.agent_id,
+            "mode": a.mode.value, "state": "ended", "created_at": a.created_at, "originated_at": call.originated_at,
+            "ringing_at": call.ringing_at, "answered_at": call.answered_at, "bridged_at": call.bridged_at,
+            "ended_at": call.ended_at, "ring_s": round(ring_s, 3) if ring_s is not None else None,
+            "talk_s": round(talk_s, 3), "answer_to_bridge_ms": call.answer_to_bridge_ms, "outcome": outcome.value,
+            "hangup_cause": call.hangup_cause, "hangup_cause_txt": call.hangup_cause_txt,
+            "amd_status": call.amd_status, "amd_cause": call.amd_cause, "abandoned": call.abandoned,
+            "disposition": call.disposition, "skip_reason": None, "recording_id": call.recording_id,
+            "retention_until": a.retention_until,
+        }
+
+    async def _close_attempt(self, call: LiveCall, outcome: Outcome, record: dict[str, Any]) -> None:
+        """Contact bookkeeping for the next attempt, and the call.ended event."""
+        a = call.attempt
+        retry_at = next_retry(outcome, call.campaign.retry_delays, a.attempt_no, call.campaign.max_attempts,
+                              call.ended_at or _now())
+        if outcome is Outcome.ANSWERED_HUMAN:
+            status = "done"
+        elif retry_at is None:
+            status = "failed" if outcome is not Outcome.ANSWERED_MACHINE else "done"
+        else:
+            status = "retry"
+        if outcome is Outcome.CANCELLED:
+            status, retry_at = "retry", None
+        event = "call.ended"
+        payload = {k: (str(v) if isinstance(v, (uuid.UUID, datetime)) else v) for k, v in record.items()}
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """UPDATE contacts SET status = $2, next_attempt_at = $3, last_outcome = $4
+                   WHERE id = $1 AND status = 'in_progress'""",
+                a.contact_id, status, retry_at, outcome.value,
+            )
+            await enqueue(conn, event, f"attempt:{a.id}", payload)
+
+    def _emit(self, event_type: str, call: LiveCall) -> None:
+        payload = {"attempt_id": str(call.attempt.id), "campaign_id": call.campaign.id,
+                   "contact_id": call.attempt.contact_id, "agent_id": call.agent_id,
+                   "at": _now().isoformat()}
+
+        async def write() -> None:
+            async with self.pool.acquire() as conn:
+                await enqueue(conn, event_type, f"attempt:{call.attempt.id}", payload)
+
+        self._spawn(write())
+
+    # ---------------------------------------------------------- control ---
+    async def hangup_call(self, attempt_id: str) -> None:
+        if attempt_id not in self.calls:
+            raise NotFound("no live call with this attempt id", details={"attempt_id": attempt_id})
+        await self._hangup(attempt_id)
+
+    async def _hangup(self, channel_id: str) -> None:
+        try:
+            await self.ari.rest.hangup(channel_id)
+        except AriError:
+            pass
+
+    def live_calls(self) -> list[dict[str, Any]]:
+        return [
+            {"attempt_id": str(c.attempt.id), "campaign_id": c.campaign.id, "number": c.attempt.number,
+             "state": c.state, "agent_id": c.agent_id, "answered_at": c.answered_at, "bridged_at": c.bridged_at}
+            for c in self.calls.values()
+        ]
+
+    # ---------------------------------------------------------- recovery ---
+    async def handle_resync(self, snap: Resync) -> None:
+        """After (re)connect: close attempts whose channels are gone, re-attach agents' phones."""
+        live = {c.id: c for c in snap.channels}
+        for cid, call in list(self.calls.items()):
+            if cid not in live:
+                call.hangup_cause_txt = "channel gone while ARI was disconnected"
+                self._finish(call, cause=None)
+        for channel_id in list(self.sessions.by_channel):
+            if channel_id not in live:
+                await self._agent_gone(channel_id)
+        # Agents' phones still parked in their holding bridges stay logged in.
+        for bridge in snap.bridges:
+            if not bridge.id.startswith("hitcall-agent-"):
+                continue
+            try:
+                agent_id = int(bridge.id.removeprefix("hitcall-agent-"))
+            except ValueError:
+                continue
+            phones = [c for c in bridge.channels if c in live and live[c].name.startswith("PJSIP/")]
+            if phones and agent_id not in self.sessions.by_agent:
+                if not self._recovered:
+                    await self._recover_attempts(live)
+                    self._recovered = True
+                await self.sessions.adopt(phones[0], agent_id)
+        if not self._recovered:
+            await self._recover_attempts(live)
+            self._recovered = True
+        self.wake()
+
+    async def _recover_attempts(self, live: dict[str, Any]) -> None:
+        """First connect after a start: attempts left open by a previous process are
+        closed (and their channels hung up); they are never dialled again."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM call_attempts WHERE state <> 'ended' ORDER BY created_at")
+        for r in rows:
+            cid = str(r["id"])
+            if cid in self.calls:
+                continue
+            if cid in live:
+                await self._hangup(cid)
+            answered = r["answered_at"] is not None
+            outcome = Outcome.ABANDONED if answered and r["bridged_at"] is None else (
+                Outcome.ANSWERED_HUMAN if r["bridged_at"] is not None else Outcome.CANCELLED)
+            now = _now()
+            record = {k: r[k] for k in r.keys()}
+            record.update(state="ended", ended_at=now, outcome=outcome.value,
+                          abandoned=outcome is Outcome.ABANDONED,
+                          hangup_cause_txt="recovered after service restart")
+            self.cdr.submit(record)
+            await self.pool.execute(
+                """UPDATE contacts SET status = CASE WHEN $2 THEN 'done' ELSE 'retry' END
+                   WHERE id = $1 AND status = 'in_progress'""",
+                r["contact_id"], outcome is Outcome.ANSWERED_HUMAN)
+            log.warning("dialer.attempt_recovered", attempt_id=cid, outcome=outcome.value, live=cid in live)
+        await self.pool.execute(
+            "UPDATE preview_offers SET decision = 'timeout', decided_at = now() WHERE decision IS NULL")
+        # Contacts left in progress without an open attempt or offer go back to the hopper.
+        await self.pool.execute(
+            """UPDATE contacts c SET status = CASE WHEN attempts > 0 THEN 'retry' ELSE 'new' END
+               WHERE status = 'in_progress'
+                 AND NOT EXISTS (SELECT 1 FROM call_attempts a WHERE a.contact_id = c.id AND a.state <> 'ended')
+                 AND NOT EXISTS (SELECT 1 FROM preview_offers p WHERE p.contact_id = c.id AND p.decision IS NULL)""")
+        await self.pool.execute(
+            "UPDATE agent_state_log SET ended_at = now() WHERE ended_at IS NULL")
+        await self.pool.execute(
+            "UPDATE agents SET state = 'logged_out', pause_code = NULL, state_since = now() WHERE state <> 'logged_out'")

@@ -1,0 +1,233 @@
+"""The hopper: the next contacts to dial, taken from Postgres with SKIP LOCKED.
+
+Several service processes can take from the same campaign at once and never
+take the same contact. Every candidate passes the pure pre-dial check
+(core.compliance.check_dial) inside the same transaction that creates its
+attempt row, so the attempt id exists in Postgres before anything is dialled.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from ..core.compliance import DialContext, DialReason, DialVerdict, check_dial, salted_number_hash
+from ..core.retention import cdr_deadline
+from ..hooks.events import enqueue
+from ..logs import get_logger
+from .models import Attempt, Campaign
+
+log = get_logger("hitcall.hopper")
+
+# Reasons that end the contact for good, and the contact status they leave.
+_FINAL_STATUS = {
+    DialReason.SUPPRESSED: "dnc",
+    DialReason.PROCESSING_RESTRICTED: "dnc",
+    DialReason.DNC_GLOBAL: "dnc",
+    DialReason.MARKETING_PROHIBITED: "dnc",
+    DialReason.DNC_CAMPAIGN: "dnc",
+    DialReason.MAX_ATTEMPTS: "failed",
+}
+
+_CANDIDATES_TEMPLATE = """
+SELECT c.id, c.phone_e164, c.name, c.timezone, c.attempts, c.next_attempt_at, c.status,
+       c.marketing_prohibited, c.processing_restricted, c.extra, c.title, c.organisation,
+       EXISTS (SELECT 1 FROM dnc_entries d WHERE d.phone_e164 = c.phone_e164 AND d.campaign_id IS NULL)
+           AS dnc_global,
+       EXISTS (SELECT 1 FROM dnc_entries d WHERE d.phone_e164 = c.phone_e164 AND d.campaign_id = $1)
+           AS dnc_campaign,
+       EXISTS (SELECT 1 FROM contacts o WHERE o.phone_e164 = c.phone_e164 AND o.id <> c.id
+               AND (o.marketing_prohibited OR o.processing_restricted)) AS prohibited_elsewhere,
+       (SELECT max(coalesce(a.ended_at, a.answered_at)) FROM call_attempts a
+         WHERE a.dialled_number = c.phone_e164 AND a.abandoned) AS last_abandoned_at
+FROM contacts c
+WHERE c.id IN (
+    SELECT c2.id FROM contacts c2
+    JOIN campaign_lists cl ON cl.list_id = c2.list_id AND cl.campaign_id = $1
+    WHERE {where}
+    ORDER BY (c2.status = 'callback') DESC, c2.callback_at NULLS LAST, c2.next_attempt_at NULLS FIRST, c2.id
+    LIMIT $3
+    FOR UPDATE OF c2 SKIP LOCKED
+)
+ORDER BY (c.status = 'callback') DESC, c.next_attempt_at NULLS FIRST, c.id
+"""
+# Due contacts of the campaign; callbacks first.
+_CANDIDATES = _CANDIDATES_TEMPLATE.format(
+    where="(c2.status IN ('new', 'retry') AND (c2.next_attempt_at IS NULL OR c2.next_attempt_at <= $2))"
+    " OR (c2.status = 'callback' AND c2.callback_at <= $2)"
+)
+# One contact already held by a preview offer ($2 is unused but keeps the parameter list).
+_OFFERED = _CANDIDATES_TEMPLATE.format(where="c2.id = $4 AND c2.status = 'in_progress' AND $2::timestamptz IS NOT NULL")
+
+
+@dataclass
+class TakeResult:
+    attempts: list[Attempt] = field(default_factory=list)
+    blocked: dict[str, int] = field(default_factory=dict)
+    candidates: int = 0
+
+
+class Hopper:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._salt: bytes | None = None
+
+    async def _suppression_salt(self, conn: asyncpg.Connection) -> bytes:
+        if self._salt is None:
+            self._salt = bytes(await conn.fetchval("SELECT suppression_salt FROM installation"))
+        return self._salt
+
+    async def take(
+        self, campaign: Campaign, n: int, now: datetime, *, agent_id: int | None = None
+    ) -> TakeResult:
+        """Create up to `n` attempts (rows committed) for contacts that may be dialled now."""
+        result = TakeResult()
+        if n <= 0:
+            return result
+        async with self.pool.acquire() as conn, conn.transaction():
+            allowed = await self._select(conn, campaign, n, now, result)
+            for row in allowed:
+                result.attempts.append(await self._create_attempt(conn, campaign, row, now, agent_id))
+        return result
+
+    async def claim_one(self, campaign: Campaign, now: datetime, conn: asyncpg.Connection) -> asyncpg.Record | None:
+        """Lock one dialable contact in the caller's transaction (preview offers) and mark it in progress."""
+        result = TakeResult()
+        allowed = await self._select(conn, campaign, 1, now, result)
+        if not allowed:
+            return None
+        row = allowed[0]
+        await conn.execute("UPDATE contacts SET status = 'in_progress' WHERE id = $1", row["id"])
+        return row
+
+    async def attempt_for_contact(
+        self, conn: asyncpg.Connection, campaign: Campaign, contact_id: int, now: datetime, agent_id: int
+    ) -> Attempt | None:
+        """An accepted preview offer: the contact is re-checked (an opt-out may have
+        arrived while the agent looked at it) and its attempt row created."""
+        rows = await conn.fetch(_OFFERED, campaign.id, now, 1, contact_id)
+        result = TakeResult()
+        allowed = await self._check(conn, campaign, rows, 1, now, result)
+        return await self._create_attempt(conn, campaign, allowed[0], now, agent_id) if allowed else None
+
+    async def _select(
+        self, conn: asyncpg.Connection, campaign: Campaign, n: int, now: datetime, result: TakeResult
+    ) -> list[asyncpg.Record]:
+        # Take a few more than needed: some candidates may be blocked by the checks.
+        rows = await conn.fetch(_CANDIDATES, campaign.id, now, n + max(2, n // 2))
+        return await self._check(conn, campaign, rows, n, now, result)
+
+    async def _check(
+        self, conn: asyncpg.Connection, campaign: Campaign, rows: list[asyncpg.Record], n: int, now: datetime,
+        result: TakeResult,
+    ) -> list[asyncpg.Record]:
+        result.candidates = len(rows)
+        salt = await self._suppression_salt(conn)
+        hashes = {r["id"]: salted_number_hash(r["phone_e164"], salt) for r in rows}
+        suppressed = set()
+        if hashes:
+            found = await conn.fetch(
+                "SELECT hash FROM suppression_hashes WHERE hash = ANY($1::text[])", list(hashes.values())
+            )
+            suppressed = {r["hash"] for r in found}
+        allowed: list[asyncpg.Record] = []
+        for r in rows:
+            verdict = check_dial(
+                DialContext(
+                    phone=r["phone_e164"],
+                    now=now,
+                    mode=campaign.mode,
+                    max_attempts=campaign.max_attempts,
+                    attempts=r["attempts"],
+                    contact_tz=r["timezone"],
+                    marketing_prohibited=r["marketing_prohibited"] or r["prohibited_elsewhere"],
+                    processing_restricted=r["processing_restricted"],
+                    dnc_global=r["dnc_global"],
+                    dnc_campaign=r["dnc_campaign"],
+                    suppressed=hashes[r["id"]] in suppressed,
+                    next_attempt_at=r["next_attempt_at"],
+                    last_abandoned_at=r["last_abandoned_at"],
+                    window=campaign.window,
+                )
+            )
+            if verdict.allowed:
+                if len(allowed) < n:
+                    allowed.append(r)
+                continue
+            await self._block(conn, campaign, r, verdict, now)
+            key = verdict.reason.value if verdict.reason else "blocked"
+            result.blocked[key] = result.blocked.get(key, 0) + 1
+        return allowed
+
+    async def _block(
+        self, conn: asyncpg.Connection, campaign: Campaign, r: asyncpg.Record, verdict: DialVerdict, now: datetime
+    ) -> None:
+        assert verdict.reason is not None
+        status = _FINAL_STATUS.get(verdict.reason)
+        if status is not None:
+            await conn.execute("UPDATE contacts SET status = $2 WHERE id = $1", r["id"], status)
+        else:
+            await conn.execute("UPDATE contacts SET next_attempt_at = $2 WHERE id = $1", r["id"], verdict.retry_at)
+        await conn.execute(
+            """INSERT INTO dial_blocks (campaign_id, day, reason, blocked)
+               VALUES ($1, ($2::timestamptz AT TIME ZONE 'UTC')::date, $3, 1)
+               ON CONFLICT (campaign_id, day, reason) DO UPDATE SET blocked = dial_blocks.blocked + 1""",
+            campaign.id,
+            now,
+            verdict.reason.value,
+        )
+
+    async def _create_attempt(
+        self,
+        conn: asyncpg.Connection,
+        campaign: Campaign,
+        r: Any,
+        now: datetime,
+        agent_id: int | None,
+    ) -> Attempt:
+        attempt = Attempt(
+            id=uuid.uuid4(),
+            campaign_id=campaign.id,
+            contact_id=r["id"],
+            attempt_no=r["attempts"] + 1,
+            number=r["phone_e164"],
+            caller_id=campaign.caller_id or "",
+            agent_id=agent_id,
+            mode=campaign.mode,
+            created_at=now,
+            retention_until=cdr_deadline(now, campaign.retention),
+            contact={"name": r["name"], "title": r["title"], "organisation": r["organisation"],
+                     "extra": r["extra"]},
+        )
+        await conn.execute(
+            """INSERT INTO call_attempts (id, campaign_id, contact_id, attempt_no, dialled_number, caller_id,
+                                          agent_id, mode, state, created_at, retention_until)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'originating', $9, $10)""",
+            attempt.id,
+            campaign.id,
+            attempt.contact_id,
+            attempt.attempt_no,
+            attempt.number,
+            attempt.caller_id,
+            agent_id,
+            campaign.mode.value,
+            now,
+            attempt.retention_until,
+        )
+        await conn.execute(
+            "UPDATE contacts SET status = 'in_progress', attempts = attempts + 1 WHERE id = $1",
+            attempt.contact_id,
+        )
+        await enqueue(
+            conn,
+            "call.originated",
+            f"attempt:{attempt.id}",
+            {"attempt_id": str(attempt.id), "campaign_id": campaign.id, "contact_id": attempt.contact_id,
+             "number": attempt.number, "agent_id": agent_id, "mode": campaign.mode.value,
+             "at": now.isoformat()},
+        )
+        return attempt

@@ -1,0 +1,616 @@
+"""Call detail records: the final ``call_attempts`` row of every attempt, written in batches.
+
+The dialer inserts the attempt row before originate; when the call ends it hands a
+`CdrRecord` to `CdrWriter.submit`, which returns at once. A background task upserts
+batches keyed by the attempt id (COPY into a session temp table, then one
+``INSERT ... SELECT ... ON CONFLICT (id) DO UPDATE`` in one transaction). When
+Postgres is unreachable the batches go to a durable spool (`Spool`) and are replayed
+in submit order when it returns; while anything is spooled, new batches queue behind
+it in the spool, so a later record of an attempt is never overtaken by an older one.
+
+Precedence when the row already exists (a replay therefore changes nothing):
+
+* ``campaign_id``, ``contact_id``, ``created_at``, ``retention_until`` keep the stored
+  values: they are stamped when the attempt is created (a deadline is changed only by
+  the explicit, audited recompute), and a contact deleted meanwhile stays NULL.
+* ``disposition`` and ``recording_id``: the stored value wins; the record fills them
+  only while they are NULL. Wrap-up corrections and the recordings registry update
+  the row directly, and a late replay never undoes them.
+* Every other column is a call fact from the call model: the record wins, but a NULL
+  in the record never erases a stored value.
+* An anonymised row (``anonymised_at`` set) is never rewritten.
+
+Rows the database refuses as invalid (a data or constraint error, e.g. an unknown
+campaign) are isolated row by row; the rest of the batch is written and the refused
+rows are kept in the spool's ``rejected.jsonl`` and counted in `CdrWriterStats.rejected`.
+Any other error counts as Postgres being unavailable: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import operator
+import re
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from ..core.backoff import Backoff
+from ..core.compliance import CampaignMode
+from ..core.outcomes import AMD_HANGUP, AMD_HUMAN, AMD_MACHINE, AMD_NOTSURE, Outcome
+from ..errors import Unavailable, ValidationFailed
+from ..logs import get_logger
+from .spool import Spool
+
+_log = get_logger("hitcall.records.cdr")
+
+# Column -> value kind, in call_attempts column order.
+_KINDS: dict[str, str] = {
+    "id": "uuid",
+    "campaign_id": "int",
+    "contact_id": "int",
+    "attempt_no": "int",
+    "dialled_number": "text",
+    "caller_id": "text",
+    "agent_id": "int",
+    "mode": "text",
+    "state": "text",
+    "created_at": "ts",
+    "originated_at": "ts",
+    "ringing_at": "ts",
+    "answered_at": "ts",
+    "bridged_at": "ts",
+    "ended_at": "ts",
+    "ring_s": "dec",
+    "talk_s": "dec",
+    "answer_to_bridge_ms": "int",
+    "outcome": "text",
+    "hangup_cause": "int",
+    "hangup_cause_txt": "text",
+    "amd_status": "text",
+    "amd_cause": "text",
+    "abandoned": "bool",
+    "disposition": "text",
+    "skip_reason": "text",
+    "recording_id": "uuid",
+    "retention_until": "ts",
+}
+COLUMNS: tuple[str, ...] = tuple(_KINDS)
+_REQUIRED = frozenset(
+    {"id", "campaign_id", "attempt_no", "caller_id", "mode", "state", "created_at", "ended_at",
+     "outcome", "abandoned", "retention_until"}
+)
+
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_DISPOSITION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_MILLIS = Decimal("0.001")
+_BIGINT = 2**63 - 1
+
+
+def _one_of(values: frozenset[str]) -> tuple[Callable[[Any], bool], str]:
+    return values.__contains__, "must be one of " + ", ".join(sorted(values))
+
+
+def _between(low: int, high: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: low <= v <= high), f"must be between {low} and {high}"
+
+
+# Per-column rules, the same as the CHECK constraints of call_attempts.
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "campaign_id": _between(1, _BIGINT),
+    "contact_id": _between(1, _BIGINT),
+    "agent_id": _between(1, _BIGINT),
+    "attempt_no": _between(1, 32767),
+    "answer_to_bridge_ms": _between(0, 2**31 - 1),
+    "hangup_cause": _between(0, 127),
+    "dialled_number": (lambda v: bool(_E164.match(v)), "must be an E.164 number like +358401234567"),
+    "caller_id": (lambda v: bool(_E164.match(v)), "must be an E.164 number like +358401234567"),
+    "mode": _one_of(frozenset(m.value for m in CampaignMode)),
+    "state": _one_of(frozenset({"ended"})),
+    "outcome": _one_of(frozenset(o.value for o in Outcome)),
+    "amd_status": _one_of(frozenset({AMD_HUMAN, AMD_MACHINE, AMD_NOTSURE, AMD_HANGUP})),
+    "disposition": (lambda v: bool(_DISPOSITION.match(v)), "must be 1-64 of A-Z a-z 0-9 _ . -"),
+    "ring_s": (lambda v: 0 <= v < 10**7, "must be >= 0 and < 10000000 seconds"),
+    "talk_s": (lambda v: 0 <= v < 10**7, "must be >= 0 and < 10000000 seconds"),
+}
+
+
+def _invalid(name: str, message: str, value: Any = None) -> ValidationFailed:
+    return ValidationFailed(f"CDR {name} {message}", details={"field": name, "value": repr(value)})
+
+
+def _clean(name: str, kind: str, value: Any) -> Any:
+    """The value in its canonical type, or ValidationFailed naming the column."""
+    if kind == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _invalid(name, "must be an integer", value)
+    if kind == "text":
+        if isinstance(value, str) and "\x00" not in value:
+            return value
+        raise _invalid(name, "must be text without NUL characters", value)
+    if kind == "ts":
+        if isinstance(value, datetime) and value.utcoffset() is not None:
+            return value.astimezone(UTC)
+        raise _invalid(name, "must be a timezone-aware datetime", value)
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise _invalid(name, "must be true or false", value)
+    if kind == "uuid":
+        if isinstance(value, UUID):
+            return value
+        try:
+            return UUID(value)
+        except (TypeError, ValueError, AttributeError):
+            raise _invalid(name, "must be a UUID", value) from None
+    # dec: seconds, stored as numeric(10,3)
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        try:
+            dec = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+            if dec.is_finite():
+                return dec.quantize(_MILLIS)
+        except InvalidOperation:
+            pass
+    raise _invalid(name, "must be a finite number of seconds", value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CdrRecord:
+    """The final state of one call attempt: every ``call_attempts`` column the dialer fills.
+
+    Validated on construction with the table's own rules (ValidationFailed names the
+    column). Datetimes are normalised to UTC, ``ring_s``/``talk_s`` to Decimal with
+    millisecond precision (floats are taken by their shortest repr), so a record equals
+    the one read back from the database or from its JSON form.
+    """
+
+    id: UUID
+    campaign_id: int
+    contact_id: int | None = None
+    attempt_no: int = 1
+    dialled_number: str | None = None
+    caller_id: str
+    agent_id: int | None = None
+    mode: str
+    state: str = "ended"
+    created_at: datetime
+    originated_at: datetime | None = None
+    ringing_at: datetime | None = None
+    answered_at: datetime | None = None
+    bridged_at: datetime | None = None
+    ended_at: datetime
+    ring_s: Decimal | None = None
+    talk_s: Decimal | None = None
+    answer_to_bridge_ms: int | None = None
+    outcome: str
+    hangup_cause: int | None = None
+    hangup_cause_txt: str | None = None
+    amd_status: str | None = None
+    amd_cause: str | None = None
+    abandoned: bool = False
+    disposition: str | None = None
+    skip_reason: str | None = None
+    recording_id: UUID | None = None
+    retention_until: datetime
+
+    def __post_init__(self) -> None:
+        for name, kind in _KINDS.items():
+            value = getattr(self, name)
+            if value is None:
+                if name in _REQUIRED:
+                    raise _invalid(name, "is required")
+                continue
+            clean = _clean(name, kind, value)
+            if clean is not value:
+                object.__setattr__(self, name, clean)
+            rule = _RULES.get(name)
+            if rule is not None and not rule[0](clean):
+                raise _invalid(name, rule[1], value)
+        if self.outcome == Outcome.ABANDONED and not self.abandoned:
+            raise _invalid("abandoned", "must be true when the outcome is abandoned", self.abandoned)
+        if self.retention_until <= self.created_at:
+            raise _invalid("retention_until", "must be after created_at", self.retention_until)
+
+    def to_row(self) -> tuple[Any, ...]:
+        """Values in `COLUMNS` order."""
+        return _row(self)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> CdrRecord:
+        """From a database row holding (at least) `COLUMNS`."""
+        return cls(**{name: row[name] for name in COLUMNS})
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe dict: UUIDs and decimals as strings, datetimes as ISO 8601 UTC."""
+        out: dict[str, Any] = {}
+        for name, kind in _KINDS.items():
+            value = getattr(self, name)
+            if value is not None and kind in ("uuid", "dec"):
+                value = str(value)
+            elif value is not None and kind == "ts":
+                value = value.isoformat()
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CdrRecord:
+        """Inverse of `to_json`; ValidationFailed on unknown keys or bad values."""
+        unknown = set(data) - _KINDS.keys()
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ValidationFailed(f"CDR has unknown field {name}", details={"field": name})
+        values = dict(data)
+        for name, value in data.items():
+            kind = _KINDS[name]
+            if isinstance(value, str) and kind == "ts":
+                try:
+                    values[name] = datetime.fromisoformat(value)
+                except ValueError:
+                    raise _invalid(name, "must be an ISO 8601 datetime", value) from None
+            elif isinstance(value, str) and kind == "dec":
+                try:
+                    values[name] = Decimal(value)
+                except InvalidOperation:
+                    raise _invalid(name, "must be a decimal number", value) from None
+        return cls(**values)
+
+
+_row = operator.attrgetter(*COLUMNS)
+
+# -- SQL -------------------------------------------------------------------------------
+_COLS = ", ".join(COLUMNS)
+_KEPT = frozenset({"id", "campaign_id", "contact_id", "created_at", "retention_until"})
+_STORED_WINS = frozenset({"disposition", "recording_id"})
+_ON_CONFLICT = "ON CONFLICT (id) DO UPDATE SET " + ", ".join(
+    f"{c} = COALESCE(call_attempts.{c}, EXCLUDED.{c})"
+    if c in _STORED_WINS
+    else f"{c} = COALESCE(EXCLUDED.{c}, call_attempts.{c})"
+    for c in COLUMNS
+    if c not in _KEPT
+) + " WHERE call_attempts.anonymised_at IS NULL"
+_STAGE = "hitcall_cdr_stage"
+_CREATE_STAGE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS"
+    f" AS SELECT {_COLS} FROM call_attempts WITH NO DATA"
+)
+_UPSERT_STAGE = f"INSERT INTO call_attempts ({_COLS}) SELECT {_COLS} FROM {_STAGE} {_ON_CONFLICT}"
+_UPSERT_ONE = (
+    f"INSERT INTO call_attempts ({_COLS}) VALUES"
+    f" ({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))}) {_ON_CONFLICT}"
+)
+
+
+def _rounds(records: Sequence[CdrRecord]) -> list[Sequence[CdrRecord]]:
+    """Split so that no round holds an id twice (one statement may touch a row once);
+    the rounds run in order, so a later record of an attempt lands after the earlier."""
+    keys = [r.id.int for r in records]
+    if len(set(keys)) == len(keys):
+        return [records]
+    rounds: list[list[CdrRecord]] = []
+    depth: dict[int, int] = {}
+    for key, record in zip(keys, records):
+        n = depth.get(key, 0)
+        depth[key] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(record)
+    return rounds
+
+
+async def upsert_cdrs(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -> None:
+    """Upsert the records in one transaction (or inside the caller's), in order."""
+    nested = conn.is_in_transaction()  # the stage is emptied at commit: maybe not yet
+    async with conn.transaction():
+        await conn.execute(_CREATE_STAGE)
+        for n, batch in enumerate(_rounds(records)):
+            if n or nested:
+                await conn.execute(f"TRUNCATE {_STAGE}")
+            await conn.copy_records_to_table(_STAGE, records=map(_row, batch), columns=COLUMNS)
+            await conn.execute(_UPSERT_STAGE)
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """The database (or the driver's encoder) refused the data itself: retrying cannot help."""
+    return isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)) or (
+        isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
+    )
+
+
+async def _upsert_each(
+    conn: asyncpg.Connection, records: Sequence[CdrRecord]
+) -> list[tuple[CdrRecord, str]]:
+    """Upsert row by row (a savepoint each); return the rows refused and why."""
+    refused: list[tuple[CdrRecord, str]] = []
+    async with conn.transaction():
+        for record in records:
+            try:
+                async with conn.transaction():
+                    await conn.execute(_UPSERT_ONE, *_row(record))
+            except Exception as exc:
+                if not _is_data_error(exc):
+                    raise
+                refused.append((record, f"{type(exc).__name__}: {exc}"))
+    return refused
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+class _DatabaseDown(Exception):
+    """Postgres could not take the batch; spool and retry."""
+
+
+@dataclass(frozen=True)
+class CdrWriterStats:
+    written: int
+    """Rows committed straight from memory."""
+    spooled: int
+    """Rows appended to the spool."""
+    replayed: int
+    """Rows committed from the spool."""
+    rejected: int
+    """Rows the database refused as invalid (kept in ``rejected.jsonl``)."""
+    pending: int
+    """Rows submitted and not yet durable (in memory)."""
+    spool_backlog: int
+    """Rows in the spool waiting for Postgres."""
+    last_error: str | None
+
+
+class CdrWriter:
+    """Batched, spooled CDR writer. Use one per process and spool directory.
+
+    ``submit`` is synchronous and never blocks or raises on database trouble;
+    ``flush`` waits until everything submitted before it is in Postgres or the spool.
+    The spool directory is ``<data_dir>/spool/cdr``: see `default_spool_dir`.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        spool_dir: Path | str,
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        concurrency: int = 2,
+        max_batch_size: int = 5000,
+        write_timeout: float = 30.0,
+        backoff: Backoff = Backoff(base=0.2, cap=5.0),
+    ) -> None:
+        if min(batch_size, concurrency) < 1 or max_batch_size < batch_size:
+            raise ValueError("need batch_size >= 1, concurrency >= 1, max_batch_size >= batch_size")
+        if flush_interval <= 0 or write_timeout <= 0:
+            raise ValueError("flush_interval and write_timeout must be > 0")
+        self._pool = pool
+        self._spool = Spool(spool_dir)
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._concurrency = concurrency
+        self._max_batch_size = max_batch_size
+        self._write_timeout = write_timeout
+        self._backoff = backoff
+        self._queue: deque[CdrRecord] = deque()
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._submitted = 0
+        self._durable = 0
+        self._written = 0
+        self._spooled = 0
+        self._replayed = 0
+        self._rejected = 0
+        self._failures = 0
+        self._retry_at = 0.0
+        self._last_error: str | None = None
+
+    # -- public ----------------------------------------------------------------------
+    def submit(self, record: CdrRecord) -> None:
+        """Queue the final CDR of an attempt. Returns at once."""
+        if self._closing:
+            raise Unavailable("the CDR writer is closed", code="cdr_writer_closed")
+        if not isinstance(record, CdrRecord):
+            raise ValidationFailed("a CDR must be a CdrRecord", details={"field": "record"})
+        self._queue.append(record)
+        self._submitted += 1
+        if len(self._queue) >= self._batch_size:
+            self._wake.set()
+
+    async def start(self) -> None:
+        """Open the spool (replaying what an earlier run left) and start writing."""
+        if self._task is not None:
+            return
+        await asyncio.to_thread(self._spool.open)
+        self._task = asyncio.create_task(self._run(), name="cdr-writer")
+
+    async def flush(self) -> None:
+        """Wait until every record submitted so far is in Postgres or in the spool."""
+        target = self._submitted
+        task = self._task
+        if task is None:
+            raise Unavailable("the CDR writer is not started", code="cdr_writer_closed")
+        self._wake.set()
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._durable >= target or task.done())
+        if self._durable < target:
+            raise Unavailable(
+                f"the CDR writer stopped with {target - self._durable} records not written",
+                code="cdr_writer_failed",
+                details={"last_error": self._last_error},
+            )
+
+    async def close(self) -> None:
+        """Flush, stop, release the spool. Spooled rows wait there for the next start."""
+        if self._task is None:
+            self._closing = True
+            return
+        try:
+            await self.flush()
+        finally:
+            self._closing = True
+            self._wake.set()
+            task, self._task = self._task, None
+            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.to_thread(self._spool.close)
+
+    @property
+    def spool_backlog(self) -> int:
+        return self._spool.backlog
+
+    @property
+    def stats(self) -> CdrWriterStats:
+        return CdrWriterStats(
+            written=self._written,
+            spooled=self._spooled,
+            replayed=self._replayed,
+            rejected=self._rejected,
+            pending=len(self._queue),
+            spool_backlog=self._spool.backlog,
+            last_error=self._last_error,
+        )
+
+    # -- worker ----------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not (self._closing and not self._queue):
+            if len(self._queue) < self._batch_size and not self._wake.is_set():
+                try:
+                    async with asyncio.timeout(self._flush_interval):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+            self._wake.clear()
+            if self._spool.backlog and loop.time() >= self._retry_at:
+                with contextlib.suppress(_DatabaseDown):
+                    await self._replay()
+            while self._queue:
+                take = min(len(self._queue), self._max_batch_size * self._concurrency)
+                chunk = [self._queue.popleft() for _ in range(take)]
+                await self._store(chunk)
+                self._durable += take
+                async with self._progress:
+                    self._progress.notify_all()
+
+    async def _store(self, records: list[CdrRecord]) -> None:
+        """Make the records durable: in Postgres while nothing waits in the spool (so that
+        the spool is always older), else in the spool. Retries until one of them works."""
+        while True:
+            if not self._spool.backlog:
+                failed = await self._write_parts(records)
+                self._written += len(records) - len(failed)
+                if not failed:
+                    return
+                records = failed
+            was_empty = not self._spool.backlog
+            try:
+                await asyncio.to_thread(self._spool.append, [r.to_json() for r in records])
+            except OSError as exc:
+                self._last_error = f"spool: {_describe(exc)}"
+                _log.error("cdr_spool_write_failed", error=self._last_error,
+                           pending=len(records) + len(self._queue))
+                await asyncio.sleep(self._backoff.cap)
+                continue
+            if was_empty:
+                _log.warning("cdr_spooling", error=self._last_error)
+            self._spooled += len(records)
+            return
+
+    async def _write_parts(self, records: list[CdrRecord]) -> list[CdrRecord]:
+        """Write up to `concurrency` parts of at least `batch_size` concurrently, one
+        connection each; return the records Postgres did not take, in their original order.
+        Parts are split by attempt id: the records of one attempt stay in one part, in order."""
+        n = min(self._concurrency, -(-len(records) // self._batch_size))
+        parts = [records] if n == 1 else [[r for r in records if r.id.int % n == k] for k in range(n)]
+        results = await asyncio.gather(*map(self._write, parts), return_exceptions=True)
+        failed = {k for k, result in enumerate(results) if isinstance(result, _DatabaseDown)}
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, _DatabaseDown):
+                raise result
+        if len(failed) == n:
+            return records
+        return [r for r in records if r.id.int % n in failed] if failed else []
+
+    async def _replay(self) -> None:
+        replayed = 0
+        try:
+            for segment in await asyncio.to_thread(self._spool.segments):
+                read = await asyncio.to_thread(self._spool.read, segment)
+                records: list[CdrRecord] = []
+                invalid: list[tuple[dict[str, Any], str]] = []
+                for item in read.items:
+                    try:
+                        records.append(CdrRecord.from_json(item))
+                    except ValidationFailed as exc:
+                        invalid.append((item, exc.message))
+                step = self._max_batch_size * self._concurrency
+                for start in range(0, len(records), step):
+                    if await self._write_parts(records[start : start + step]):
+                        raise _DatabaseDown
+                if invalid:
+                    await self._keep_rejected(invalid)
+                await asyncio.to_thread(self._spool.remove, segment)
+                replayed += len(records)
+        finally:
+            self._replayed += replayed
+        _log.info("cdr_spool_replayed", rows=replayed)
+
+    async def _write(self, records: Sequence[CdrRecord]) -> None:
+        """Commit the records; refused rows are set aside. `_DatabaseDown` otherwise."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._write_timeout), self._pool.acquire() as conn:
+                try:
+                    await upsert_cdrs(conn, records)
+                    refused = []
+                except Exception as exc:
+                    if not _is_data_error(exc):
+                        raise
+                    refused = await _upsert_each(conn, records)
+        except Exception as exc:
+            self._failures += 1
+            self._retry_at = loop.time() + self._backoff.delay(self._failures - 1)
+            self._last_error = _describe(exc)
+            _log.warning("cdr_write_failed", error=self._last_error, rows=len(records),
+                         retry_in_s=round(self._retry_at - loop.time(), 3))
+            raise _DatabaseDown from exc
+        self._failures = 0
+        if refused:
+            await self._keep_rejected([(r.to_json(), why) for r, why in refused])
+
+    async def _keep_rejected(self, items: list[tuple[dict[str, Any], str]]) -> None:
+        self._rejected += len(items)
+        self._last_error = f"rejected: {items[-1][1]}"
+        _log.error("cdr_rejected", rows=len(items), error=items[-1][1])
+        try:
+            await asyncio.to_thread(
+                self._spool.reject, [{"error": why, "record": item} for item, why in items]
+            )
+        except OSError as exc:
+            _log.error("cdr_reject_file_failed", error=_describe(exc),
+                       records=[item for item, _ in items])
+
+
+def default_spool_dir(data_dir: Path | str) -> Path:
+    """Where the service keeps its CDR spool: ``<data_dir>/spool/cdr``."""
+    return Path(data_dir) / "spool" / "cdr"
+
+
+__all__ = [
+    "COLUMNS",
+    "CdrRecord",
+    "CdrWriter",
+    "CdrWriterStats",
+    "default_spool_dir",
+    "upsert_cdrs",
+]

@@ -1,0 +1,197 @@
+"""Durable local spool: an on-disk FIFO of JSON objects for when Postgres is unreachable.
+
+Layout of the spool directory (mode 0700, files 0600; it holds personal data):
+
+* ``NNNNNNNNNNNN.jsonl`` segments, replayed in name order. One JSON object per line.
+  `append` writes a whole batch with one ``write`` and one ``fsync``; a failed write is
+  truncated away. Segments are append-only and never reopened after `seal` or a
+  restart, so only the last line of a segment can be torn (a crash mid-write): `read`
+  skips it, and any line that is not a JSON object, without losing the others.
+* ``rejected.jsonl``: items the database refused as invalid, kept for the operator.
+* ``.lock``: held (``flock``) while a process has the spool open; a second process on
+  the same directory is refused.
+
+Blocking file I/O: call from async code through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import Conflict
+from ..logs import get_logger
+
+_log = get_logger("hitcall.records.spool")
+
+_SEGMENT_RE = re.compile(r"^[0-9]{12}\.jsonl$")
+_REJECTED = "rejected.jsonl"
+
+
+@dataclass(frozen=True)
+class SegmentRead:
+    items: list[dict[str, Any]]
+    skipped: int
+    """Lines that were torn or not a JSON object."""
+
+
+def _dump(items: Sequence[Mapping[str, Any]]) -> bytes:
+    return "".join(
+        json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n" for item in items
+    ).encode("utf-8")
+
+
+class Spool:
+    """A directory of append-only segment files; see the module docstring."""
+
+    def __init__(self, directory: Path | str, *, segment_items: int = 10_000) -> None:
+        if segment_items < 1:
+            raise ValueError("segment_items must be >= 1")
+        self.directory = Path(directory)
+        self._segment_items = segment_items
+        self._counts: dict[Path, int] = {}
+        self._open_path: Path | None = None
+        self._open_fd: int | None = None
+        self._lock_fd: int | None = None
+        self._next_seq = 1
+
+    # -- lifecycle -------------------------------------------------------------------
+    def open(self) -> None:
+        """Lock the directory and index the segments left by earlier runs."""
+        if self._lock_fd is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock_fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise Conflict(
+                f"spool directory {self.directory} is in use by another process",
+                details={"spool_dir": str(self.directory)},
+            ) from None
+        self._lock_fd = lock_fd
+        self._counts = {
+            path: path.read_bytes().count(b"\n")
+            for path in sorted(self.directory.iterdir())
+            if _SEGMENT_RE.match(path.name)
+        }
+        if self._counts:
+            self._next_seq = int(max(self._counts).name[:12]) + 1
+            _log.info("spool_found", spool_dir=str(self.directory), segments=len(self._counts),
+                      items=self.backlog)
+
+    def close(self) -> None:
+        self.seal()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    @property
+    def backlog(self) -> int:
+        """Items waiting in segments (torn lines not counted)."""
+        return sum(self._counts.values())
+
+    # -- writing ---------------------------------------------------------------------
+    def append(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Append the items durably (one write, one fsync); all or nothing."""
+        if not items:
+            return
+        self._require_open()
+        if self._open_fd is None or self._counts[self._open_path] >= self._segment_items:
+            self._start_segment()
+        fd, path = self._open_fd, self._open_path
+        assert fd is not None and path is not None
+        data = _dump(items)
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                self.seal()  # cannot clean up: never append after the torn bytes
+            raise
+        self._counts[path] += len(items)
+
+    def reject(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Keep items the database refused in ``rejected.jsonl`` (durable, outside the backlog)."""
+        if not items:
+            return
+        self._require_open()
+        fd = os.open(self.directory / _REJECTED, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, _dump(items))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def seal(self) -> None:
+        """Close the segment being appended to; the next `append` starts a new one."""
+        if self._open_fd is not None:
+            os.close(self._open_fd)
+            self._open_fd = None
+            self._open_path = None
+
+    # -- replay ----------------------------------------------------------------------
+    def segments(self) -> list[Path]:
+        """Seal the open segment; every segment, oldest first."""
+        self.seal()
+        return sorted(self._counts)
+
+    def read(self, segment: Path) -> SegmentRead:
+        lines = segment.read_bytes().split(b"\n")
+        skipped = 0
+        if lines[-1]:
+            skipped += 1
+            _log.warning("spool_torn_line", segment=segment.name, line=len(lines))
+        items: list[dict[str, Any]] = []
+        for number, line in enumerate(lines[:-1], start=1):
+            try:
+                item = json.loads(line)
+            except ValueError:
+                item = None
+            if isinstance(item, dict):
+                items.append(item)
+            else:
+                skipped += 1
+                _log.warning("spool_bad_line", segment=segment.name, line=number)
+        return SegmentRead(items, skipped)
+
+    def remove(self, segment: Path) -> None:
+        """Delete a segment whose items are safely stored elsewhere."""
+        if segment == self._open_path:
+            self.seal()
+        segment.unlink(missing_ok=True)
+        self._counts.pop(segment, None)
+        self._fsync_directory()
+
+    # -- helpers ---------------------------------------------------------------------
+    def _require_open(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError("spool is not open")
+
+    def _start_segment(self) -> None:
+        self.seal()
+        path = self.directory / f"{self._next_seq:012d}.jsonl"
+        self._next_seq += 1
+        self._open_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        self._open_path = path
+        self._counts[path] = 0
+        self._fsync_directory()
+
+    def _fsync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
