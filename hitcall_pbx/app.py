@@ -7,15 +7,34 @@ here, so tests and the demo run exactly what `hitcall serve` runs.
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
 from .agents.sessions import AgentSessions
+from .agi.scripts import default_handlers
+from .agi.server import AgiServer
+from .api.app import create_app
+from .api.deps import ApiDeps
 from .ari import AriClient
+from .dialer.control import EngineControl
 from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
+from .hooks.dispatcher import WebhookDispatcher
 from .logs import get_logger
-from .records.cdr import CdrWriter
+from .metrics import ServiceMetrics
+from .privacy.api import ApiPrivacy
+from .privacy.service import PrivacyService
+from .records.api import ApiCdrs, ApiRecordings
+from .records.cdr import CdrRecord, CdrWriter
+from .records.purge import PurgeWorker
+from .records.recorder import Recorder
+from .records.recordings import RecordingStore
 from .settings import Settings
 from .store import migrations
 from .store.db import Database
@@ -25,12 +44,27 @@ log = get_logger("hitcall.app")
 
 @dataclass
 class Options:
-    """What to run. `hitcall serve` runs everything; tests switch parts off."""
+    """What to run. `hitcall serve` runs everything; tests and the demo switch parts off."""
 
     dialer_tick_s: float = 0.25
     campaign_refresh_s: float = 1.0
     migrate: bool = True
     ari_wait_s: float | None = 15.0
+    http: bool = False
+    agi: bool = False
+    webhooks: bool = True
+    purge_interval_s: float | None = None  # None: no scheduled purge
+    shutdown_grace_s: float = 30.0
+
+
+class CdrSink:
+    """The dialer hands over plain dicts; the writer takes validated records."""
+
+    def __init__(self, writer: CdrWriter) -> None:
+        self.writer = writer
+
+    def submit(self, record: dict[str, Any]) -> None:
+        self.writer.submit(CdrRecord.from_row(record))
 
 
 @dataclass
@@ -42,19 +76,37 @@ class HitCall:
     sessions: AgentSessions | None = None
     dialer: Dialer | None = None
     cdr: CdrWriter | None = None
-    _stack: list[Any] = field(default_factory=list)
+    store: RecordingStore | None = None
+    recorder: Recorder | None = None
+    webhooks: WebhookDispatcher | None = None
+    metrics: ServiceMetrics | None = None
+    http_runner: web.AppRunner | None = None
+    http_port: int | None = None
+    agi: AgiServer | None = None
+    _stack: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def start(self) -> "HitCall":
-        s = self.settings
-        self.db = Database(s)
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        s, o = self.settings, self.options
+        self.db = Database(s, max_size=20)
         await self.db.open()
         self._stack.append(self.db.close)
         pool = self.db.pool
-        if self.options.migrate:
+        if o.migrate:
             applied = await migrations.apply(pool)
             if applied:
                 log.info("app.migrated", applied=applied)
 
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = RecordingStore(s.data_dir / "recordings")
         self.cdr = CdrWriter(pool, s.data_dir / "spool" / "cdr")
         await self.cdr.start()
         self._stack.append(self.cdr.close)
@@ -64,19 +116,77 @@ class HitCall:
         self.sessions = AgentSessions(self.ari, pool)
         await self.sessions.start()
         self._stack.append(self.sessions.close)
-        self.dialer = Dialer(self.ari, pool, self.sessions, Hopper(pool), self.cdr,
-                             tick_s=self.options.dialer_tick_s,
-                             campaign_refresh_s=self.options.campaign_refresh_s)
+        self.dialer = Dialer(self.ari, pool, self.sessions, Hopper(pool), CdrSink(self.cdr),
+                             tick_s=o.dialer_tick_s, campaign_refresh_s=o.campaign_refresh_s)
+        self.recorder = Recorder(self.ari, pool, self.store, s.data_dir / "spool" / "recordings")
+        self.dialer.on_call_end.append(self.recorder.call_ended)
         self.ari.on_event(self.dialer.handle_event)
+        self.ari.on_event(self.recorder.handle_event)
         self.ari.on_resync(self.dialer.handle_resync)
         await self.dialer.start()
-        self._stack.append(self.dialer.close)
-        await self.ari.start(wait=self.options.ari_wait_s)
+        self._stack.append(self._stop_dialer)
+
+        self.webhooks = WebhookDispatcher(pool, aiohttp.ClientSession)
+        if o.webhooks:
+            await self.webhooks.start()
+            self._stack.append(self.webhooks.close)
+
+        registry = CollectorRegistry()
+        self.metrics = ServiceMetrics(registry, self)
+        if o.http:
+            privacy = PrivacyService(pool, self.store, export_dir=s.data_dir / "exports")
+            deps = ApiDeps(
+                pool=pool, metrics=registry, dialer=EngineControl(self.dialer, self.sessions),
+                cdrs=ApiCdrs(pool), recordings=ApiRecordings(pool, self.store), privacy=ApiPrivacy(privacy),
+                webhooks=self.webhooks,
+                ari_connected=self.ari.connected.is_set,
+            )
+            self.http_runner = web.AppRunner(create_app(deps), handle_signals=False)
+            await self.http_runner.setup()
+            site = web.TCPSite(self.http_runner, s.http_host, s.http_port)
+            await site.start()
+            self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self._stack.append(self.http_runner.cleanup)
+            log.info("app.http_listening", host=s.http_host, port=self.http_port)
+        if o.agi:
+            self.agi = AgiServer(pool, s.http_host, s.agi_port, default_handlers())
+            await self.agi.start()
+            self._stack.append(self.agi.close)
+        if o.purge_interval_s:
+            purge = PurgeWorker(pool, self.store)
+            self._tasks.append(asyncio.create_task(self._purge_loop(purge, o.purge_interval_s), name="purge"))
+
+        await self.ari.start(wait=o.ari_wait_s)
         # Closed first: no new events while the rest shuts down.
         self._stack.append(self.ari.close)
-        return self
+
+    async def _stop_dialer(self) -> None:
+        assert self.dialer is not None
+        await self.dialer.close()
+
+    async def _purge_loop(self, worker: PurgeWorker, interval: float) -> None:
+        while True:
+            try:
+                report = await worker.run_once()
+                if self.metrics:
+                    self.metrics.purge_done(report)
+            except Exception:
+                log.exception("purge.failed")
+                if self.metrics:
+                    self.metrics.purge_failed()
+            await asyncio.sleep(interval)
+
+    async def drain_calls(self, timeout: float) -> None:
+        """Graceful shutdown: stop dialling, let calls in progress finish (up to `timeout`)."""
+        if self.dialer is None:
+            return
+        await self.dialer.close()
+        await self.dialer.idle(timeout)
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
         while self._stack:
             closer = self._stack.pop()
             try:
@@ -90,5 +200,24 @@ class HitCall:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def run_forever(self, stop: asyncio.Event) -> None:
+
+async def serve(settings: Settings) -> int:
+    """`hitcall serve`: everything in one process until SIGTERM / SIGINT."""
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    options = Options(http=True, agi=True, purge_interval_s=float(os.environ.get("HITCALL_PURGE_INTERVAL_S", 3600)),
+                      ari_wait_s=None)
+    app = HitCall(settings, options)
+    await app.start()
+    log.info("app.serving", pid=os.getpid())
+    try:
         await stop.wait()
+        log.info("app.stopping", grace_s=options.shutdown_grace_s)
+        await app.drain_calls(options.shutdown_grace_s)
+    finally:
+        await app.close()
+    return 0

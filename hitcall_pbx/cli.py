@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import inspect
 import json
 import sys
 from collections.abc import Callable
@@ -116,11 +118,45 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=float, default=3.0)
     demo.add_argument("--keep-sandbox", action="store_true", help="leave Asterisk running afterwards")
 
-    from .sim import command as sim_command
+    sv = sub.add_parser("serve", help="run the service: ARI, dialer, REST API, FastAGI, webhooks, purge")
+    sv.set_defaults(handler=_serve)
 
-    sim_command.add_parser(sub)
+    import importlib
+
+    for module_name in _COMMAND_MODULES:
+        module = importlib.import_module(module_name, __package__)
+        before = set(sub.choices)
+        module.add_parser(sub)
+        run = module.run
+        if len(inspect.signature(run).parameters) == 1:  # run(args): needs no settings
+            run = functools.partial(_without_settings, run)
+        for name in set(sub.choices) - before:
+            sub.choices[name].set_defaults(handler=run)
+    for name, handler in _ASYNC.items():
+        sub.choices[name].set_defaults(handler=handler)
     return p
 
+
+def _without_settings(run: Callable[[argparse.Namespace], int], settings: Settings, args: argparse.Namespace) -> int:
+    return run(args)
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from .app import serve
+
+    return await serve(settings)
+
+
+# Sub-commands that live with their feature: each module has add_parser() and run().
+_COMMAND_MODULES = (
+    ".auth.command",
+    ".hooks.command",
+    ".agi.command",
+    ".records.command",
+    ".records.records_command",
+    ".report.command",
+    ".sim.command",
+)
 
 _ASYNC: dict[str, Callable[[Settings, argparse.Namespace], object]] = {
     "migrate": _migrate,
@@ -141,12 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sandbox":
             return _sandbox(args)
-        if args.command == "simulate":
-            from .sim import command as sim_command
-
-            return sim_command.run(args)
-        handler = _ASYNC[args.command]
-        return asyncio.run(handler(settings, args))  # type: ignore[arg-type]
+        result = args.handler(settings, args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result)
     except ConfigError as exc:
         sys.stderr.write(f"hitcall: {exc.message}\n")
         return 2

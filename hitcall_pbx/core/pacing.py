@@ -84,6 +84,8 @@ _NEAR_CAP_STEEPNESS: Final = 10.0
 _TRIM: Final = 1e-7
 # Above this many agents that may take a call within the horizon, normal steps.
 _GAUSSIAN_MIN_AGENTS: Final = 30
+# Fitted log-normal parameters are rounded to this (tables are rebuilt when they move).
+_PARAM_QUANTUM: Final = 0.02
 _EXPERIMENT: dict = {}
 # A new call must save at least this much idle agent time (seconds).
 _MIN_SAVING_S: Final = 0.01
@@ -162,8 +164,9 @@ class PacingSnapshot:
         for name in ("wrap_remaining_s", "talk_elapsed_s", "dialling_elapsed_s"):
             values = getattr(self, name)
             if not isinstance(values, tuple):
-                object.__setattr__(self, name, tuple(values))
-            if any(not (v >= 0.0) or math.isinf(v) for v in getattr(self, name)):
+                values = tuple(values)
+                object.__setattr__(self, name, values)
+            if values and not (min(values) >= 0.0 and math.isfinite(math.fsum(values))):
                 raise ValueError(f"{name} entries must be finite and >= 0")
         if not math.isfinite(self.now):
             raise ValueError("now must be finite")
@@ -260,6 +263,10 @@ class _Moments:
     def sd(self) -> float:
         m = self.s1 / self.w
         return math.sqrt(max(0.0, self.s2 / self.w - m * m))
+
+
+def _quantize(x: float) -> float:
+    return round(x / _PARAM_QUANTUM) * _PARAM_QUANTUM
 
 
 def _lognormal_params(mean: float, sd: float) -> tuple[float, float]:
@@ -403,20 +410,21 @@ class PacingStats:
     def wrap_mean_s(self) -> float:
         return max(self._wrap.mean, 0.0)
 
-    def answer_cdf(self, timeout: float) -> Callable[[float], float]:
+    def answer_cdf(self, timeout: float) -> _AnswerCdf:
         """CDF of ring-to-answer seconds of answered calls (answered before `timeout`).
-        Tabulated; the table is rebuilt when the estimate moves by about 1 %."""
+        Tabulated from the estimate rounded to `_PARAM_QUANTUM` (log seconds)."""
         mu, sigma = self.ring_log_params
-        key = (round(mu, 2), round(sigma, 2), timeout)
+        key = (_quantize(mu), _quantize(sigma), timeout)
         if self._answer_cdf is None or key != self._answer_key:
             self._answer_cdf = _AnswerCdf(key[0], max(key[1], 0.05), timeout)
             self._answer_key = key
         return self._answer_cdf
 
-    def talk_survival(self) -> Callable[[float], float]:
-        """P(talk time > x) under the log-normal fitted to the talk mean and sd."""
+    def talk_survival(self) -> _TalkSurvival:
+        """P(talk time > x) under the log-normal fitted to the talk mean and sd
+        (parameters rounded to `_PARAM_QUANTUM`)."""
         mu, sigma = _lognormal_params(self.talk_mean_s, self.talk_sd_s)
-        key = (round(mu, 2), round(sigma, 2))
+        key = (_quantize(mu), _quantize(sigma))
         if self._talk_surv is None or key != self._talk_key:
             self._talk_surv = _TalkSurvival(key[0], max(key[1], 0.05))
             self._talk_key = key
@@ -541,9 +549,10 @@ def _consume(pmf: list[float], kernel: list[float]) -> tuple[list[float], float]
 
 
 class _AnswerCdf:
-    """Ring-to-answer CDF of answered calls, truncated at the ring timeout, on a grid."""
+    """Ring-to-answer CDF of answered calls, truncated at the ring timeout, on a grid,
+    with the per-step answer probabilities of a call by its elapsed ring time."""
 
-    __slots__ = ("timeout", "inv_step", "table")
+    __slots__ = ("timeout", "inv_step", "table", "_steps")
 
     STEP = 0.25
 
@@ -559,6 +568,7 @@ class _AnswerCdf:
             table.append(min(1.0, 0.5 * math.erfc(-(math.log(x) - mu) * inv) / norm))
         table[-1] = 1.0
         self.table = table
+        self._steps: dict[tuple[int, float, int], tuple[float, tuple[float, ...]]] = {}
 
     def __call__(self, x: float) -> float:
         if x >= self.timeout:
@@ -570,33 +580,28 @@ class _AnswerCdf:
         t = self.table
         return t[i] + (t[i + 1] - t[i]) * (f - i)
 
-    def grid(self, start: float, dt: float, count: int) -> list[float]:
-        """CDF at start, start + dt, … (count values)."""
-        t = self.table
-        step = self.inv_step
-        timeout = self.timeout
-        out = []
-        for k in range(count):
-            x = start + k * dt
-            if x >= timeout:
-                out.append(1.0)
-                continue
-            if x <= 0.0:
-                out.append(0.0)
-                continue
-            f = x * step
-            i = int(f)
-            a = t[i]
-            out.append(a + (t[i + 1] - a) * (f - i))
-        return out
+    def steps(self, slot: int, dt: float, count: int) -> tuple[float, tuple[float, ...]]:
+        """For a call that has rung slot × STEP seconds: (CDF now, CDF increments over
+        the next `count` steps of dt; index 0 unused)."""
+        key = (slot, dt, count)
+        hit = self._steps.get(key)
+        if hit is None:
+            r = slot * self.STEP
+            values = [self(r + k * dt) for k in range(count + 1)]
+            hit = (values[0], (0.0, *(values[k] - values[k - 1] for k in range(1, count + 1))))
+            if len(self._steps) > 4096:
+                self._steps.clear()
+            self._steps[key] = hit
+        return hit
 
 
 class _TalkSurvival:
-    """Survival function of the (log-normal) talk time on a grid, analytic beyond it."""
+    """Survival function of the (log-normal) talk time on a grid, analytic beyond it,
+    with the probability of a call ending inside a window ahead by its elapsed time."""
 
-    __slots__ = ("mu", "inv", "inv_step", "table", "end")
+    __slots__ = ("mu", "inv", "inv_step", "table", "end", "_windows")
 
-    STEP = 0.5
+    STEP = 1.0
 
     def __init__(self, mu: float, sigma: float) -> None:
         self.mu = mu
@@ -606,6 +611,7 @@ class _TalkSurvival:
         n = int(self.end * self.inv_step) + 2
         inv = self.inv
         self.table = [1.0] + [0.5 * math.erfc((math.log(i * self.STEP) - mu) * inv) for i in range(1, n + 1)]
+        self._windows: dict[tuple[float, float, float], dict[int, tuple[float, float]]] = {}
 
     def __call__(self, x: float) -> float:
         if x <= 0.0:
@@ -617,22 +623,24 @@ class _TalkSurvival:
             return t[i] + (t[i + 1] - t[i]) * (f - i)
         return 0.5 * math.erfc((math.log(x) - self.mu) * self.inv)
 
-    def many(self, xs: Sequence[float]) -> list[float]:
-        table = self.table
-        step = self.inv_step
-        end = self.end
-        out = []
-        for x in xs:
-            if x <= 0.0:
-                out.append(1.0)
-            elif x < end:
-                f = x * step
-                i = int(f)
-                a = table[i]
-                out.append(a + (table[i + 1] - a) * (f - i))
-            else:
-                out.append(0.5 * math.erfc((math.log(x) - self.mu) * self.inv))
-        return out
+    def window(self, lo: float, mid: float, end: float) -> dict[int, tuple[float, float]]:
+        """Cache for `ending`: half-second slot of elapsed talk → P(call ends within
+        (lo, mid], (mid, end] from now | talked that long)."""
+        key = (lo, mid, end)
+        cache = self._windows.get(key)
+        if cache is None:
+            if len(self._windows) > 16:
+                self._windows.clear()
+            cache = self._windows[key] = {}
+        return cache
+
+    def ending(self, slot: int, lo: float, mid: float, end: float) -> tuple[float, float]:
+        e = slot * 0.5
+        s_e = self(e)
+        if s_e <= 1e-12:
+            return 0.0, 0.0
+        s_mid = self(e + mid)
+        return (self(e + lo) - s_mid) / s_e, (s_mid - self(e + end)) / s_e
 
 
 # --------------------------------------------------------------------------- policies
@@ -744,7 +752,7 @@ class _Horizon:
     Returns expected abandons and idle agent-seconds over the horizon."""
 
     __slots__ = ("p", "steps", "dt", "pm0", "det", "free_mean", "free_k", "inflight_k", "inflight_var",
-                 "inflight_probs", "new_k", "late_k", "waiting", "exact", "gaussian", "_memo")
+                 "inflight_probs", "new_k", "waiting", "exact", "gaussian", "_memo")
 
     def __init__(self, snapshot: PacingSnapshot, stats: PacingStats) -> None:
         settings = snapshot.settings
@@ -757,7 +765,7 @@ class _Horizon:
         p = min(0.999, stats.contact_rate + _EXPERIMENT.get("psd", 1.0) * stats.contact_rate_sd)
         self.p = p
         cdf = stats.answer_cdf(timeout)
-        wrap = stats.wrap_mean_s
+        wrap = round(stats.wrap_mean_s * 2.0) / 2.0
 
         ready = snapshot.agents_ready
         det = [0] * (steps + 1)
@@ -777,18 +785,20 @@ class _Horizon:
         # evenly over its steps (the hazard changes little within seconds).
         free = [0.0] * (steps + 1)
         start = lead - wrap  # window position of "now" (talk end + wrap − lead = 0)
-        end = steps * dt + lead - wrap
+        end = steps * dt + start
         if end > 0.0 and snapshot.talk_elapsed_s:
             lo = max(0.0, start)
             mid = (lo + end) / 2.0
             surv = stats.talk_survival()
+            cache = surv.window(lo, mid, end)
             first = second = 0.0
             for e in snapshot.talk_elapsed_s:
-                s_e, s_lo, s_mid, s_end = surv.many((e, e + lo, e + mid, e + end))
-                if s_e <= 1e-12:
-                    continue
-                first += (s_lo - s_mid) / s_e
-                second += (s_mid - s_end) / s_e
+                slot = int(e * 2.0 + 0.5)
+                hit = cache.get(slot)
+                if hit is None:
+                    hit = cache[slot] = surv.ending(slot, lo, mid, end)
+                first += hit[0]
+                second += hit[1]
             for k in range(1, steps + 1):
                 a = (k - 1) * dt + start
                 b = k * dt + start
@@ -807,54 +817,47 @@ class _Horizon:
         inv = 1.0 / _AnswerCdf.STEP
         for r in snapshot.dialling_elapsed_s:
             if r < timeout:
-                key = int(r * inv + 0.5)
-                groups[key] = groups.get(key, 0) + 1
-        self.exact = not self.gaussian and len(snapshot.dialling_elapsed_s) <= _EXACT_MAX_CALLS
+                slot = int(r * inv + 0.5)
+                groups[slot] = groups.get(slot, 0) + 1
+        exact = not self.gaussian and len(snapshot.dialling_elapsed_s) <= _EXACT_MAX_CALLS
         inflight = [0.0] * (steps + 1)
         inflight_var = [0.0] * (steps + 1)
         probs: list[list[float]] = [[] for _ in range(steps + 1)]
-        exact = self.exact
-        for key, count in groups.items():
-            r = key * _AnswerCdf.STEP
-            values = cdf.grid(r, dt, steps + 1)
-            g_r = values[0]
+        likely = 0.0
+        for slot, count in groups.items():
+            g_r, incs = cdf.steps(slot, dt, steps)
             rest = 1.0 - p * g_r
             if rest <= 1e-12:
                 continue
             scale = p / rest
             for k in range(1, steps + 1):
-                x = scale * (values[k] - values[k - 1])
+                x = scale * incs[k]
                 if x > 1e-12:
                     inflight[k] += x * count
                     inflight_var[k] += x * (1.0 - x) * count
                     if exact:
                         probs[k].extend([x] * count)
-                elif values[k] >= 1.0:
-                    break
+                        if x > likely:
+                            likely = x
+        # exact step distributions only matter when some call is likely to answer in a step
+        self.exact = exact = exact and likely >= 0.05
         self.inflight_k = inflight
         self.inflight_var = inflight_var
-        # exact step distributions only matter when some call is likely to answer in a step
-        if exact and max((max(x) for x in probs if x), default=0.0) < 0.05:
-            self.exact = exact = False
         self.inflight_probs = [poisson_binomial_pmf(x) for x in probs] if exact else []
-        self.new_k = [0.0] + [p * (cdf(k * dt) - cdf((k - 1) * dt)) for k in range(1, steps + 1)]
-        delay = _EXPERIMENT.get("defer", 2.0)
-        self.late_k = [0.0] + [p * (cdf(k * dt - delay) - cdf((k - 1) * dt - delay)) for k in range(1, steps + 1)]
+        self.new_k = [p * x for x in cdf.steps(0, dt, steps)[1]]
         self.waiting = snapshot.answered_waiting
-        self._memo: dict[tuple[int, int], tuple[float, float]] = {}
+        self._memo: dict[int, tuple[float, float]] = {}
 
-    def run(self, n: int, late: int = 0) -> tuple[float, float]:
-        """(expected abandons, expected idle agent-seconds) with n new calls placed now
-        and `late` more placed a little later."""
-        key = (n, late)
-        memo = self._memo.get(key)
+    def run(self, n: int) -> tuple[float, float]:
+        """(expected abandons, expected idle agent-seconds) with n new calls placed now."""
+        memo = self._memo.get(n)
         if memo is not None:
             return memo
-        result = self._run_gaussian(n, late) if self.gaussian else self._run_exact(n, late)
-        self._memo[key] = result
+        result = self._run_gaussian(n) if self.gaussian else self._run_exact(n)
+        self._memo[n] = result
         return result
 
-    def _run_gaussian(self, n: int, late: int) -> tuple[float, float]:
+    def _run_gaussian(self, n: int) -> tuple[float, float]:
         """Large teams: Z_k = answers − frees − idle now, a random walk with normal
         steps; abandons = max(0, Z_1 … Z_K), idle_k = abandons so far − Z_k. The
         running maximum is carried as a normal variable (Clark's moments of the
@@ -868,10 +871,9 @@ class _Horizon:
         sqrt = math.sqrt
         for k in range(1, self.steps + 1):
             g = self.new_k[k]
-            gl = self.late_k[k]
             f = self.free_mean[k]
-            mu_z += self.inflight_k[k] + n * g + late * gl - f - self.det[k]
-            var_z += self.inflight_var[k] + n * g * (1.0 - g) + late * gl * (1.0 - gl) + f
+            mu_z += self.inflight_k[k] + n * g - f - self.det[k]
+            var_z += self.inflight_var[k] + n * g * (1.0 - g) + f
             if k == 1:
                 mu_z += self.waiting
             a2 = var_m + var_z - 2.0 * cov_mz
@@ -892,7 +894,7 @@ class _Horizon:
             idle += mu_m - mu_z
         return mu_m, idle * self.dt
 
-    def _run_exact(self, n: int, late: int) -> tuple[float, float]:
+    def _run_exact(self, n: int) -> tuple[float, float]:
         pm = self.pm0
         short = 0.0
         idle = 0.0
@@ -928,15 +930,12 @@ class _Horizon:
                 pm = out
             # calls answered
             g = new_k[k]
-            gl = self.late_k[k]
             if exact:
                 kernel = self.inflight_probs[k]
                 if n and g > 0.0:
                     kernel = _convolve(kernel, binomial_pmf(n, g))
-                if late and gl > 0.0:
-                    kernel = _convolve(kernel, binomial_pmf(late, gl))
             else:
-                kernel = poisson_pmf(self.inflight_k[k] + n * g + late * gl)
+                kernel = poisson_pmf(self.inflight_k[k] + n * g)
             out = [0.0] * len(pm)
             for r, x in enumerate(pm):
                 if x <= 1e-12:
@@ -961,14 +960,7 @@ class _Horizon:
         saved = i0 - i1
         if _EXPERIMENT.get("risk") is not None:
             return saved > _MIN_SAVING_S and (a1 - a0) <= _EXPERIMENT["risk"] * self.p
-        value = saved - price * (a1 - a0)
-        if saved <= _MIN_SAVING_S or value < 0.0:
-            return False
-        if _EXPERIMENT.get("defer") is not None:
-            al, il = self.run(n, 1)
-            if (i0 - il) - price * (al - a0) > value:
-                return False
-        return True
+        return saved > _MIN_SAVING_S and saved >= price * (a1 - a0)
 
     def best(self, price: float, room: int) -> int:
         """The number of new calls: the first n whose next call is not worth it (the

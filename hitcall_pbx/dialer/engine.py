@@ -31,9 +31,11 @@ from ..core import pacing
 from ..core.compliance import CampaignMode
 from ..core.outcomes import CallFacts, Outcome, classify_outcome, next_retry
 from ..core.states import AgentEvent, AgentState, AgentTransition
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..hooks.events import enqueue
 from ..logs import get_logger
+from ..records.cdr import COLUMNS as CDR_COLUMNS
+from ..records.cdr import CdrRecord
 from .hopper import Hopper
 from .models import Attempt, Campaign
 
@@ -49,7 +51,7 @@ def _now() -> datetime:
 
 
 class CdrSink(Protocol):
-    def submit(self, record: dict[str, Any]) -> None: ...
+    def submit(self, record: CdrRecord) -> None: ...
 
 
 @dataclass
@@ -674,13 +676,19 @@ class Dialer:
             elif session.state is AgentState.RESERVED:
                 self.sessions.release(session)
         record = self._cdr_record(call, outcome)
-        self.cdr.submit(record)
+        self._submit_cdr(record)
         self._spawn(self._close_attempt(call, outcome, record))
         for fn in self.on_call_end:
             fn(call, outcome)
         log.info("call.ended", attempt_id=str(call.attempt.id), outcome=outcome.value, cause=cause,
                  answer_to_bridge_ms=call.answer_to_bridge_ms, agent_id=call.agent_id)
         self.wake()
+
+    def _submit_cdr(self, record: dict[str, Any]) -> None:
+        try:
+            self.cdr.submit(CdrRecord(**{k: record[k] for k in CDR_COLUMNS}))
+        except (ValidationFailed, Unavailable) as exc:
+            log.error("dialer.cdr_refused", attempt_id=str(record["id"]), error=exc.message, details=exc.details)
 
     def _cdr_record(self, call: LiveCall, outcome: Outcome) -> dict[str, Any]:
         a = call.attempt
@@ -803,7 +811,7 @@ class Dialer:
             record.update(state="ended", ended_at=now, outcome=outcome.value,
                           abandoned=outcome is Outcome.ABANDONED,
                           hangup_cause_txt="recovered after service restart")
-            self.cdr.submit(record)
+            self._submit_cdr(record)
             await self.pool.execute(
                 """UPDATE contacts SET status = CASE WHEN $2 THEN 'done' ELSE 'retry' END
                    WHERE id = $1 AND status = 'in_progress'""",

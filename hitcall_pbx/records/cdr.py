@@ -374,6 +374,12 @@ class CdrWriter:
     ``submit`` is synchronous and never blocks or raises on database trouble;
     ``flush`` waits until everything submitted before it is in Postgres or the spool.
     The spool directory is ``<data_dir>/spool/cdr``: see `default_spool_dir`.
+
+    A write starts when `batch_size` records wait or `flush_interval` seconds passed.
+    With a backlog (a burst, a spool replay) transactions grow to `max_batch_size`
+    rows and up to `concurrency` run at once, on separate pool connections, split by
+    attempt id. A write taking longer than `write_timeout` counts as Postgres being
+    unavailable; replays are retried after `backoff` delays.
     """
 
     def __init__(
@@ -475,7 +481,7 @@ class CdrWriter:
             spooled=self._spooled,
             replayed=self._replayed,
             rejected=self._rejected,
-            pending=len(self._queue),
+            pending=self._submitted - self._durable,
             spool_backlog=self._spool.backlog,
             last_error=self._last_error,
         )

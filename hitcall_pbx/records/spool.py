@@ -11,7 +11,8 @@ Layout of the spool directory (mode 0700, files 0600; it holds personal data):
 * ``.lock``: held (``flock``) while a process has the spool open; a second process on
   the same directory is refused.
 
-Blocking file I/O: call from async code through ``asyncio.to_thread``.
+Blocking file I/O: call from async code through ``asyncio.to_thread``, one call at a
+time; `backlog` may be read from any thread meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,7 @@ class Spool:
         self.directory = Path(directory)
         self._segment_items = segment_items
         self._counts: dict[Path, int] = {}
+        self._counts_lock = threading.Lock()
         self._open_path: Path | None = None
         self._open_fd: int | None = None
         self._lock_fd: int | None = None
@@ -77,15 +80,17 @@ class Spool:
                 details={"spool_dir": str(self.directory)},
             ) from None
         self._lock_fd = lock_fd
-        self._counts = {
+        counts = {
             path: path.read_bytes().count(b"\n")
             for path in sorted(self.directory.iterdir())
             if _SEGMENT_RE.match(path.name)
         }
-        if self._counts:
-            self._next_seq = int(max(self._counts).name[:12]) + 1
-            _log.info("spool_found", spool_dir=str(self.directory), segments=len(self._counts),
-                      items=self.backlog)
+        with self._counts_lock:
+            self._counts = counts
+        if counts:
+            self._next_seq = int(max(counts).name[:12]) + 1
+            _log.info("spool_found", spool_dir=str(self.directory), segments=len(counts),
+                      items=sum(counts.values()))
 
     def close(self) -> None:
         self.seal()
@@ -96,7 +101,8 @@ class Spool:
     @property
     def backlog(self) -> int:
         """Items waiting in segments (torn lines not counted)."""
-        return sum(self._counts.values())
+        with self._counts_lock:
+            return sum(self._counts.values())
 
     # -- writing ---------------------------------------------------------------------
     def append(self, items: Sequence[Mapping[str, Any]]) -> None:
@@ -121,7 +127,8 @@ class Spool:
             except OSError:
                 self.seal()  # cannot clean up: never append after the torn bytes
             raise
-        self._counts[path] += len(items)
+        with self._counts_lock:
+            self._counts[path] += len(items)
 
     def reject(self, items: Sequence[Mapping[str, Any]]) -> None:
         """Keep items the database refused in ``rejected.jsonl`` (durable, outside the backlog)."""
@@ -146,7 +153,8 @@ class Spool:
     def segments(self) -> list[Path]:
         """Seal the open segment; every segment, oldest first."""
         self.seal()
-        return sorted(self._counts)
+        with self._counts_lock:
+            return sorted(self._counts)
 
     def read(self, segment: Path) -> SegmentRead:
         lines = segment.read_bytes().split(b"\n")
@@ -172,7 +180,8 @@ class Spool:
         if segment == self._open_path:
             self.seal()
         segment.unlink(missing_ok=True)
-        self._counts.pop(segment, None)
+        with self._counts_lock:
+            self._counts.pop(segment, None)
         self._fsync_directory()
 
     # -- helpers ---------------------------------------------------------------------
@@ -186,7 +195,8 @@ class Spool:
         self._next_seq += 1
         self._open_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         self._open_path = path
-        self._counts[path] = 0
+        with self._counts_lock:
+            self._counts[path] = 0
         self._fsync_directory()
 
     def _fsync_directory(self) -> None:

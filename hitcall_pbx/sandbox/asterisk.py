@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -12,6 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -303,6 +306,26 @@ class Sandbox:
             sip=f"udp:127.0.0.1:{SIP_PORT}",
             asterisk_version=version,
         )
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float = 1800.0) -> Iterator[None]:
+        """Hold the sandbox for one user at a time (a test session, the demo): they all
+        register the same Stasis app and log in the same agent phones."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.root.parent / f"{self.root.name}.lock", "w") as fh:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise SandboxError("the Asterisk sandbox is busy (another test run or demo)") from None
+                    time.sleep(0.5)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     @property
     def recordings_dir(self) -> Path:

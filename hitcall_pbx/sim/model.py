@@ -450,6 +450,8 @@ class _Simulation:
         gap = self.sc.decision_gap_s
         self.last_decision = -math.inf
         self.decide_pending = False
+        dirty = False
+        changed = True
         t = start
         while heap:
             t, kind, _, obj = pop(heap)
@@ -473,12 +475,18 @@ class _Simulation:
                 if not self.dialing_open:
                     continue
                 self.push(t + tick, _TICK)
+                # time passing is a change once the pacer has not run for a tick
+                changed = t - self.last_decision >= tick - 1e-9
             elif kind == _DECIDE:
                 self.decide_pending = False
-            if self.dialing_open and (not heap or heap[0][0] > t):
+            if changed:
+                dirty = True
+            changed = True
+            if dirty and self.dialing_open and (not heap or heap[0][0] > t):
                 # once per batch of simultaneous changes, at most every decision_gap_s
                 if t - self.last_decision >= gap - 1e-9:
                     self.last_decision = t
+                    dirty = False
                     self._decide(t)
                 elif not self.decide_pending:
                     self.decide_pending = True

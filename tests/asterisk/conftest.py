@@ -23,11 +23,12 @@ ARI_URL = "http://127.0.0.1:8088/ari"
 @pytest.fixture(scope="session")
 def sandbox():
     box = Sandbox()
-    started = box.pid() is None
-    box.start()
-    yield box
-    if started:
-        box.stop()
+    with box.exclusive():
+        started = box.pid() is None
+        box.start()
+        yield box
+        if started:
+            box.stop()
 
 
 class EventLog:

@@ -1,0 +1,98 @@
+"""The dialing engine's controls as the REST API sees them (api.deps.DialerControl).
+
+A thin adapter: each call maps to the engine or the agent sessions and writes
+its audit row.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from ..agents.sessions import AgentSessions
+from ..api.deps import LiveCall
+from ..auth import Actor
+from ..errors import NotFound
+from ..store import audit
+from .engine import Dialer
+
+
+class EngineControl:
+    def __init__(self, dialer: Dialer, sessions: AgentSessions) -> None:
+        self.dialer = dialer
+        self.sessions = sessions
+
+    async def _audit(self, actor: Actor, action: str, agent_id: int | None = None, **details: object) -> None:
+        await audit.record(
+            self.dialer.pool,
+            actor=actor.name,
+            actor_role=actor.role,
+            action=action,
+            object_type="agent" if agent_id is not None else "call",
+            object_id=agent_id if agent_id is not None else details.get("attempt_id"),  # type: ignore[arg-type]
+            details={k: str(v) for k, v in details.items() if v is not None},
+            source_ip=actor.source_ip,
+        )
+
+    async def campaign_changed(self, campaign_id: int) -> None:
+        await self.dialer.refresh_campaigns()
+        self.dialer.wake()
+
+    async def agent_changed(self, agent_id: int) -> None:
+        await self.sessions.refresh_campaigns()
+        self.dialer.wake()
+
+    async def pause_agent(self, agent_id: int, pause_code: str, *, actor: Actor) -> None:
+        self.sessions.pause(agent_id, pause_code)
+        await self._audit(actor, "agent.pause", agent_id, pause_code=pause_code)
+
+    async def unpause_agent(self, agent_id: int, *, actor: Actor) -> None:
+        self.sessions.unpause(agent_id)
+        await self._audit(actor, "agent.unpause", agent_id)
+
+    async def end_wrap_up(self, agent_id: int, *, actor: Actor) -> None:
+        self.sessions.end_wrap(agent_id)
+        await self._audit(actor, "agent.end_wrap_up", agent_id)
+
+    async def set_disposition(self, agent_id: int, disposition: str, *, attempt_id: uuid.UUID | None,
+                              actor: Actor) -> None:
+        if attempt_id is None:
+            await self.dialer.set_disposition(agent_id, disposition)
+        else:
+            done = await self.dialer.pool.execute(
+                "UPDATE call_attempts SET disposition = $3 WHERE id = $1 AND agent_id = $2",
+                attempt_id, agent_id, disposition)
+            if done == "UPDATE 0":
+                raise NotFound("no call of this agent with that attempt id",
+                               details={"attempt_id": str(attempt_id), "agent_id": agent_id})
+            call = self.dialer.calls.get(str(attempt_id))
+            if call is not None:
+                call.disposition = disposition
+        await self._audit(actor, "call.disposition", agent_id, disposition=disposition, attempt_id=attempt_id)
+
+    async def accept_offer(self, agent_id: int, *, actor: Actor) -> uuid.UUID:
+        attempt = await self.dialer.accept_offer(agent_id)
+        await self._audit(actor, "preview.accept", agent_id, attempt_id=attempt.id)
+        return attempt.id
+
+    async def skip_offer(self, agent_id: int, reason: str | None, *, actor: Actor) -> None:
+        await self.dialer.skip_offer(agent_id, reason or "skipped")
+        await self._audit(actor, "preview.skip", agent_id, reason=reason)
+
+    async def live_calls(self, *, campaign_id: int | None = None, agent_id: int | None = None) -> list[LiveCall]:
+        out = []
+        for c in self.dialer.calls.values():
+            if campaign_id is not None and c.campaign.id != campaign_id:
+                continue
+            if agent_id is not None and c.agent_id != agent_id:
+                continue
+            out.append(LiveCall(
+                attempt_id=c.attempt.id, campaign_id=c.campaign.id, agent_id=c.agent_id,
+                contact_id=c.attempt.contact_id, number=c.attempt.number, state=c.state,  # type: ignore[arg-type]
+                mode=c.attempt.mode.value, originated_at=c.originated_at, answered_at=c.answered_at,  # type: ignore[arg-type]
+                bridged_at=c.bridged_at,
+            ))
+        return out
+
+    async def hang_up(self, attempt_id: uuid.UUID, *, actor: Actor) -> None:
+        await self.dialer.hangup_call(str(attempt_id))
+        await self._audit(actor, "call.hangup", None, attempt_id=attempt_id)

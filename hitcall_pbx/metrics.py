@@ -1,0 +1,58 @@
+"""Prometheus metrics of the running service, read at scrape time from the live parts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class _Live(Collector):
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        app = self.app
+        ari = GaugeMetricFamily("hitcall_ari_connected", "1 when the ARI events socket is connected")
+        ari.add_metric([], 1.0 if app.ari is not None and app.ari.connected.is_set() else 0.0)
+        yield ari
+        rec = GaugeMetricFamily("hitcall_ari_reconnects", "ARI reconnects since start")
+        rec.add_metric([], float(app.ari.stats.reconnects) if app.ari else 0.0)
+        yield rec
+        agents = GaugeMetricFamily("hitcall_agents", "logged-in agents by state", labels=["state"])
+        for state, n in (app.sessions.counts() if app.sessions else {}).items():
+            agents.add_metric([state], float(n))
+        yield agents
+        calls = GaugeMetricFamily("hitcall_calls_in_progress", "live calls by campaign", labels=["campaign_id"])
+        abandon = GaugeMetricFamily("hitcall_abandon_rate_today", "abandoned / (abandoned + connected) today",
+                                    labels=["campaign_id"])
+        if app.dialer is not None:
+            per: dict[int, int] = {}
+            for c in app.dialer.calls.values():
+                per[c.campaign.id] = per.get(c.campaign.id, 0) + 1
+            for cid, n in per.items():
+                calls.add_metric([str(cid)], float(n))
+            for cid, stats in app.dialer.stats.items():
+                abandon.add_metric([str(cid)], stats.today_rate)
+        yield calls
+        yield abandon
+        spool = GaugeMetricFamily("hitcall_cdr_spool_backlog", "CDRs waiting in the local spool for Postgres")
+        spool.add_metric([], float(app.cdr.spool_backlog) if app.cdr is not None else 0.0)
+        yield spool
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry, app: Any) -> None:
+        registry.register(_Live(app))
+        self.purged = Counter("hitcall_purged", "items purged", ["kind"], registry=registry)
+        self.purge_failures = Counter("hitcall_purge_failures", "failed purge runs", registry=registry)
+
+    def purge_done(self, report: Any) -> None:
+        self.purged.labels("recordings").inc(report.recordings_purged)
+        self.purged.labels("cdrs").inc(report.attempts_anonymised)
+
+    def purge_failed(self) -> None:
+        self.purge_failures.inc()

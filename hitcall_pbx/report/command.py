@@ -1,0 +1,64 @@
+"""`hitcall report`: the daily compliance report per campaign."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from ..errors import HitCallError, NotFound, ValidationFailed
+from ..settings import Settings
+from ..store.db import Database
+from .compute import CampaignDay
+from .query import load_report
+from .render import FORMATS, render
+
+
+def parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed(f"--date must be a date as YYYY-MM-DD, got {text!r}",
+                               details={"field": "date"}) from None
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="daily compliance report per campaign (html, csv or json)")
+    p.add_argument("--date", default=None, help="UTC day as YYYY-MM-DD (default: today)")
+    p.add_argument("--campaign", type=int, default=None, help="campaign id (default: every campaign active that day)")
+    p.add_argument("--format", choices=FORMATS, default="html")
+    p.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
+
+
+def write_files(reports: list[CampaignDay], day: date, directory: Path, stem: str) -> list[Path]:
+    """Write the report in every format into `directory`; returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    paths = []
+    for fmt in FORMATS:
+        path = directory / f"{stem}.{fmt}"
+        path.write_text(render(reports, fmt, day=day, generated_at=now), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        day = parse_day(args.date) if args.date else datetime.now(UTC).date()
+        async with Database(settings) as db:
+            reports = await load_report(db.pool, day, args.campaign)
+    except (ValidationFailed, NotFound) as exc:
+        sys.stderr.write(f"hitcall report: {exc.message}\n")
+        return 2
+    except HitCallError as exc:
+        sys.stderr.write(f"hitcall report: {exc.message}\n")
+        return 1
+    text = render(reports, args.format, day=day)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+        sys.stderr.write(f"wrote {args.out}\n")
+    return 0

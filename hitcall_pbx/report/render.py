@@ -1,0 +1,212 @@
+"""Rendering daily reports: JSON, CSV and one self-contained HTML page with inline SVG."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from html import escape
+
+from .compute import CSV_COLUMNS, CampaignDay, csv_row
+
+FORMATS = ("html", "csv", "json")
+
+OUTCOME_COLOURS = {
+    "answered_human": "#2e9d6a", "answered_machine": "#8a6fd1", "busy": "#e0a030", "no_answer": "#9aa5b8",
+    "congestion": "#c96f3b", "failed": "#6b7280", "abandoned": "#d64545", "cancelled": "#c4cad6",
+    "in_progress": "#4b8fe2",
+}
+GOOD, BAD, INK, MUTED, ACCENT = "#2e9d6a", "#d64545", "#1f2a3d", "#6b778c", "#3b6fd8"
+
+
+def render(reports: list[CampaignDay], fmt: str, *, day: date, generated_at: datetime | None = None) -> str:
+    if fmt == "json":
+        return json.dumps({"day": day.isoformat(), "campaigns": [r.as_dict() for r in reports]},
+                          indent=2, default=str) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(CSV_COLUMNS)
+        for r in reports:
+            w.writerow(csv_row(r))
+        return out.getvalue()
+    if fmt == "html":
+        return html_page(reports, day=day, generated_at=generated_at or datetime.now(UTC))
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+# ------------------------------------------------------------------- helpers ---
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{x * 100:.{digits}f} %"
+
+
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f} ms"
+
+
+def _bar_chart(values: Sequence[float | None], labels: Sequence[str], *, ymax: float, fmt: Callable[[float], str],
+               colour: Callable[[float], str], line: float | None = None, line_label: str = "",
+               width: int = 520, height: int = 210, label_every: int = 1) -> str:
+    """A bar chart as inline SVG; None values are drawn as gaps."""
+    left, right, top, bottom = 44, 10, 14, 26
+    pw, ph = width - left - right, height - top - bottom
+    n = max(1, len(values))
+    slot = pw / n
+    ymax = ymax or 1.0
+    parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" xmlns="http://www.w3.org/2000/svg">']
+    for i in range(5):
+        v = ymax * i / 4
+        y = top + ph - ph * i / 4
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6e9f0"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="ax">{escape(fmt(v))}</text>')
+    for i, v in enumerate(values):
+        x = left + i * slot + slot * 0.14
+        if i % label_every == 0:
+            parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - 8}" text-anchor="middle" '
+                         f'class="ax">{escape(labels[i])}</text>')
+        if v is None:
+            continue
+        h = ph * min(v, ymax) / ymax
+        parts.append(f'<rect x="{x:.1f}" y="{top + ph - h:.1f}" width="{slot * 0.72:.1f}" height="{max(h, 0.8):.1f}" '
+                     f'rx="2" fill="{colour(v)}"><title>{escape(labels[i])}: {escape(fmt(v))}</title></rect>')
+    if line is not None:
+        y = top + ph - ph * min(line, ymax) / ymax
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{BAD}" '
+                     f'stroke-width="1.5" stroke-dasharray="6 4"/>')
+        parts.append(f'<text x="{width - right}" y="{y - 5:.1f}" text-anchor="end" class="cap">'
+                     f'{escape(line_label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _meter(value: float | None, cap: float) -> str:
+    """A horizontal meter of a rate against its cap (the cap sits at 2/3 of the width)."""
+    full = cap * 1.5 or 0.01
+    v = 0.0 if value is None else value
+    w = min(v / full, 1.0) * 100
+    colour = GOOD if v <= cap else BAD
+    return (f'<div class="meter"><div class="fill" style="width:{w:.1f}%;background:{colour}"></div>'
+            f'<div class="capmark" title="cap {cap * 100:.1f} %"></div></div>')
+
+
+def _stacked(outcomes: dict[str, int]) -> str:
+    total = sum(outcomes.values())
+    if not total:
+        return '<p class="muted">No calls.</p>'
+    segs, legend = [], []
+    for name, n in outcomes.items():
+        colour = OUTCOME_COLOURS.get(name, MUTED)
+        segs.append(f'<div style="flex:{n};background:{colour}" title="{escape(name)}: {n}"></div>')
+        legend.append(f'<span><i style="background:{colour}"></i>{escape(name.replace("_", " "))} '
+                      f'<b>{n}</b> <span class="muted">({n / total * 100:.0f} %)</span></span>')
+    return f'<div class="stack">{"".join(segs)}</div><div class="legend">{"".join(legend)}</div>'
+
+
+def _tile(label: str, value: str, sub: str = "", tone: str = "") -> str:
+    return (f'<div class="tile {tone}"><div class="label">{escape(label)}</div>'
+            f'<div class="value">{value}</div><div class="sub">{sub}</div></div>')
+
+
+# ---------------------------------------------------------------------- page ---
+def _campaign_section(r: CampaignDay) -> str:
+    ok = r.within_cap_day and r.within_cap_30d
+    pill = (f'<span class="pill ok">Within abandon cap</span>' if ok
+            else f'<span class="pill bad">Abandon cap exceeded</span>')
+    cap = r.abandon_cap
+    tiles = "".join([
+        _tile("Calls", f"{r.calls}", f"{r.answered} answered"),
+        _tile("Connected to agent", f"{r.connects}",
+              _pct(r.connects / r.calls if r.calls else None, 0) + " of calls"),
+        _tile("Abandoned", f"{r.abandoned}", "heard the information message", "bad" if r.abandoned else ""),
+        _tile("Abandon rate today", _pct(r.abandon_rate_day), f"cap {cap * 100:.1f} %" + _meter(r.abandon_rate_day, cap),
+              "ok" if r.within_cap_day else "bad"),
+        _tile("Abandon rate 30 days", _pct(r.abandon_rate_30d),
+              f"{r.abandoned_30d} / {r.abandoned_30d + r.connects_30d}" + _meter(r.abandon_rate_30d, cap),
+              "ok" if r.within_cap_30d else "bad"),
+        _tile("Answer → agent within 2 s", _pct(r.answer_to_agent_within_2s, 0),
+              f"p50 {_ms(r.answer_to_agent_p50_ms)} · p99 {_ms(r.answer_to_agent_p99_ms)}",
+              "" if r.answer_to_agent_within_2s is None else ("ok" if r.answer_to_agent_within_2s >= 0.99 else "bad")),
+    ])
+    hours = [f"{h:02d}" for h in range(24)]
+    rates = [h.abandon_rate for h in r.hours]
+    ymax_rate = max([cap * 1.5] + [v for v in rates if v is not None])
+    abandon_svg = _bar_chart(rates, hours, ymax=ymax_rate, fmt=lambda v: f"{v * 100:.0f}%",
+                             colour=lambda v: BAD if v > cap else GOOD, line=cap, line_label=f"cap {cap * 100:.0f} %",
+                             label_every=3)
+    occupancy_svg = _bar_chart([h.occupancy for h in r.hours], hours, ymax=1.0, fmt=lambda v: f"{v * 100:.0f}%",
+                               colour=lambda v: ACCENT, label_every=3)
+    ring_counts = [float(n) for _, n in r.ring_histogram]
+    ring_svg = _bar_chart(ring_counts, [b for b, _ in r.ring_histogram], ymax=max(ring_counts + [1.0]),
+                          fmt=lambda v: f"{v:.0f}", colour=lambda v: "#6c8fd6")
+    calls_svg = _bar_chart([float(h.calls) if h.calls else None for h in r.hours], hours,
+                           ymax=max([h.calls for h in r.hours] + [1]), fmt=lambda v: f"{v:.0f}",
+                           colour=lambda v: "#9aa5b8", label_every=3)
+    blocks = "".join(f"<tr><td>{escape(k.replace('_', ' '))}</td><td class='num'>{v}</td></tr>"
+                     for k, v in r.blocks.items()) or "<tr><td class='muted' colspan='2'>none</td></tr>"
+    return f"""
+<section class="campaign">
+  <div class="head"><h2>{escape(r.campaign_name)} <span class="muted">#{r.campaign_id}</span></h2>{pill}</div>
+  <div class="tiles">{tiles}</div>
+  <div class="grid">
+    <div class="card"><h3>Abandon rate by hour</h3><p class="hint">Red bars are hours over the cap (dashed line).</p>
+      {abandon_svg}</div>
+    <div class="card"><h3>Agent occupancy by hour</h3><p class="hint">Time on calls and wrap-up / time staffed.</p>
+      {occupancy_svg}</div>
+    <div class="card"><h3>Ring time until answer or give-up</h3>
+      <p class="hint">Calls per bin; median {'–' if r.ring_p50_s is None else f'{r.ring_p50_s:.1f} s'}.</p>{ring_svg}</div>
+    <div class="card"><h3>Calls by hour</h3><p class="hint">Attempts placed (UTC hours).</p>{calls_svg}</div>
+  </div>
+  <div class="card wide"><h3>Outcomes</h3>{_stacked(r.outcomes)}</div>
+  <div class="grid">
+    <div class="card"><h3>Dialling blocked before the call</h3>
+      <div class="tiles small">{_tile("Outside calling window", str(r.blocked_outside_window))}
+      {_tile("Do-not-call / prohibited", str(r.blocked_dnc))}</div>
+      <table>{blocks}</table></div>
+    <div class="card"><h3>Recordings</h3>
+      <div class="tiles small">{_tile("Stored today", str(r.recordings_stored))}
+      {_tile("Purged today", str(r.recordings_purged))}
+      {_tile("On complaint hold", str(r.recordings_on_hold))}</div></div>
+  </div>
+</section>"""
+
+
+_CSS = """
+*{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+background:#f3f5f9;color:#1f2a3d}header{background:linear-gradient(120deg,#1f2a3d,#2f4a7a);color:#fff;
+padding:22px 32px}header h1{margin:0;font-size:22px;font-weight:600}header p{margin:4px 0 0;opacity:.8}
+main{padding:20px 32px 40px;max-width:1280px;margin:auto}.campaign{margin-bottom:36px}
+.head{display:flex;align-items:center;gap:14px;margin:8px 0 14px}.head h2{margin:0;font-size:20px}
+.pill{padding:4px 12px;border-radius:999px;font-weight:600;font-size:12px}.pill.ok{background:#dff3e9;color:#1c7a4f}
+.pill.bad{background:#fbe3e3;color:#b42828}.tiles{display:grid;grid-template-columns:repeat(6,1fr);gap:12px}
+.tiles.small{grid-template-columns:repeat(3,1fr);margin-bottom:10px}.tile{background:#fff;border-radius:10px;
+padding:12px 14px;box-shadow:0 1px 2px rgba(20,30,60,.08);border-top:3px solid #d5dbe6}.tile.ok{border-top-color:#2e9d6a}
+.tile.bad{border-top-color:#d64545}.tile .label{font-size:12px;color:#6b778c;text-transform:uppercase;letter-spacing:.03em}
+.tile .value{font-size:26px;font-weight:650;margin:2px 0}.tile .sub{font-size:12px;color:#6b778c}
+.tiles.small .tile{box-shadow:none;background:#f7f8fb}.tiles.small .value{font-size:20px}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:14px;margin-top:14px}.card{background:#fff;border-radius:10px;
+padding:14px 16px;box-shadow:0 1px 2px rgba(20,30,60,.08)}.card.wide{margin-top:14px}.card h3{margin:0;font-size:15px}
+.hint{margin:2px 0 6px;color:#6b778c;font-size:12px}.ax{font-size:10px;fill:#6b778c}.cap{font-size:11px;fill:#d64545;
+font-weight:600}.meter{position:relative;height:6px;background:#edf0f5;border-radius:3px;margin-top:6px}
+.meter .fill{height:6px;border-radius:3px}.meter .capmark{position:absolute;left:66.7%;top:-3px;width:2px;height:12px;
+background:#1f2a3d}.stack{display:flex;height:22px;border-radius:6px;overflow:hidden;margin:10px 0}
+.legend{display:flex;flex-wrap:wrap;gap:6px 18px;font-size:13px}.legend i{display:inline-block;width:10px;height:10px;
+border-radius:2px;margin-right:6px}table{width:100%;border-collapse:collapse}td{padding:4px 0;border-bottom:1px solid #eef1f5}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#6b778c;font-weight:400}
+footer{color:#6b778c;font-size:12px;max-width:1280px;margin:auto;padding:0 32px 30px}
+"""
+
+
+def html_page(reports: list[CampaignDay], *, day: date, generated_at: datetime) -> str:
+    body = "".join(_campaign_section(r) for r in reports) or '<p class="muted">No campaign activity on this day.</p>'
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>HitCall compliance report {day.isoformat()}</title><style>{_CSS}</style></head>
+<body><header><h1>HitCall · Daily compliance report</h1>
+<p>{day.strftime('%A %d %B %Y')} (UTC) · {len(reports)} campaign{'s' if len(reports) != 1 else ''}</p></header>
+<main>{body}</main>
+<footer>Abandon rate = abandoned / (abandoned + connected to an agent); a call is abandoned when a person answered and
+no agent took it within 2 seconds. The 30-day rate covers the 30 days ending with this day. Generated
+{generated_at.strftime('%Y-%m-%d %H:%M UTC')}.</footer></body></html>
+"""
