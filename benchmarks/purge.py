@@ -135,12 +135,10 @@ async def raw_batched(pool: asyncpg.Pool, statement: str, batch: int) -> int:
         done += n
 
 
-RAW_UPDATE = """UPDATE call_attempts SET dialled_number = NULL, contact_id = NULL, anonymised_at = now()
-                WHERE id IN (SELECT id FROM call_attempts WHERE anonymised_at IS NULL AND retention_until <= now()
-                             ORDER BY retention_until LIMIT $1)"""
-RAW_DELETE = """DELETE FROM call_attempts
-                WHERE id IN (SELECT id FROM call_attempts WHERE anonymised_at IS NULL AND retention_until <= now()
-                             ORDER BY retention_until LIMIT $1)"""
+_RAW_BATCH = """id = ANY(ARRAY(SELECT id FROM call_attempts WHERE anonymised_at IS NULL AND retention_until <= now()
+                                ORDER BY retention_until LIMIT $1))"""
+RAW_UPDATE = f"UPDATE call_attempts SET dialled_number = NULL, contact_id = NULL, anonymised_at = now() WHERE {_RAW_BATCH}"
+RAW_DELETE = f"DELETE FROM call_attempts WHERE {_RAW_BATCH}"
 
 
 async def bench(dsn: str, args: argparse.Namespace, work: Path) -> dict:

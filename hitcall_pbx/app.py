@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from .agents.sessions import AgentSessions
+from .alarms import AlarmMonitor, gather_from_app
 from .agi.scripts import default_handlers
 from .agi.server import AgiServer
 from .api.app import create_app
@@ -54,6 +55,7 @@ class Options:
     agi: bool = False
     webhooks: bool = True
     purge_interval_s: float | None = None  # None: no scheduled purge
+    alarm_interval_s: float | None = 5.0  # None: no alarm monitor
     shutdown_grace_s: float = 30.0
 
 
@@ -83,6 +85,7 @@ class HitCall:
     http_runner: web.AppRunner | None = None
     http_port: int | None = None
     agi: AgiServer | None = None
+    alarms: AlarmMonitor | None = None
     _stack: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -133,6 +136,8 @@ class HitCall:
 
         registry = CollectorRegistry()
         self.metrics = ServiceMetrics(registry, self)
+        if o.alarm_interval_s:
+            self.alarms = AlarmMonitor(pool, gather_from_app(self), registry=registry, interval=o.alarm_interval_s)
         if o.http:
             privacy = PrivacyService(pool, self.store, export_dir=s.data_dir / "exports")
             deps = ApiDeps(
@@ -159,6 +164,9 @@ class HitCall:
         await self.ari.start(wait=o.ari_wait_s)
         # Closed first: no new events while the rest shuts down.
         self._stack.append(self.ari.close)
+        if self.alarms is not None:
+            await self.alarms.start()
+            self._stack.append(self.alarms.close)
 
     async def _stop_dialer(self) -> None:
         assert self.dialer is not None

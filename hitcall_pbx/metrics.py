@@ -49,10 +49,13 @@ class ServiceMetrics:
         registry.register(_Live(app))
         self.purged = Counter("hitcall_purged", "items purged", ["kind"], registry=registry)
         self.purge_failures = Counter("hitcall_purge_failures", "failed purge runs", registry=registry)
+        self.purge_last_failed: bool | None = None
 
     def purge_done(self, report: Any) -> None:
         self.purged.labels("recordings").inc(report.recordings_purged)
         self.purged.labels("cdrs").inc(report.attempts_anonymised)
+        self.purge_last_failed = False
 
     def purge_failed(self) -> None:
         self.purge_failures.inc()
+        self.purge_last_failed = True

@@ -72,18 +72,17 @@ _STEP_S: Final = 2.5
 # Exact Poisson-binomial step distributions while at most this many calls ring.
 _EXACT_MAX_CALLS: Final = 12
 # Feedback: price of an abandon (idle agent-seconds it must save) =
-# base × e^(−gain × slack), slack = allowed − actual abandons today.
-_BASE_PRICE: Final = 240.0
+# base × e^(gain × abandons over target) × e^(cap_gain × (cushion − abandons left to cap)).
+_BASE_PRICE: Final = 200.0
 _GAIN: Final = 0.25
-_CUSHION: Final = 3.0
+_CAP_GAIN: Final = 1.0
+_CUSHION: Final = 4.0
 _MIN_PRICE: Final = 5.0
 _MAX_PRICE: Final = 1e6
-_NEAR_CAP_MIN_CALLS: Final = 30
-_NEAR_CAP_STEEPNESS: Final = 10.0
 # Idle-agent distributions: probability below this at the top is folded down.
 _TRIM: Final = 1e-7
 # Above this many agents that may take a call within the horizon, normal steps.
-_GAUSSIAN_MIN_AGENTS: Final = 30
+_GAUSSIAN_MIN_AGENTS: Final = 12
 # Fitted log-normal parameters are rounded to this (tables are rebuilt when they move).
 _PARAM_QUANTUM: Final = 0.02
 _EXPERIMENT: dict = {}
@@ -112,7 +111,7 @@ class PacingSettings:
     max_lines_per_agent: float = 5.0
     ring_timeout_s: float = 25.0
     connect_limit_s: float = 2.0
-    target_fraction: float = 0.8
+    target_fraction: float = 0.9
 
     def __post_init__(self) -> None:
         if not 0.0 < self.abandon_cap < 1.0:
@@ -675,11 +674,12 @@ def abandon_price(stats: PacingStats, settings: PacingSettings) -> tuple[float, 
     """How many seconds of agent idle time one more expected abandoned call must save
     to be worth it, and why.
 
-    Feedback on today's count: the day may have abandoned min(target × answered,
-    cap × answered − cushion) calls so far (the cushion makes the start of a day
-    careful); each abandon above that raises the price by a factor e^gain, each one
-    below lowers it. A 30-day rate above the target lowers the target; a day whose
-    rate runs above the target is near its cap and the price climbs steeply."""
+    Feedback on today's counts (A abandoned, N answered = abandoned + connected):
+    each abandon above what the target rate allows (target × N) multiplies the price
+    by e^gain, each one below divides it. Near the cap the price climbs steeply: when
+    fewer than `_CUSHION` more abandons would put today over the cap (counted on at
+    least the volume from which the over-cap fallback applies), each missing one
+    multiplies it by e^cap_gain. A 30-day rate above the target lowers the target."""
     cap = settings.abandon_cap
     target = settings.abandon_target
     notes = []
@@ -693,15 +693,15 @@ def abandon_price(stats: PacingStats, settings: PacingSettings) -> tuple[float, 
     today = stats.today
     a = today.effective_abandoned(fp)
     n = a + today.connected
-    allowed = min(target * n, cap * n - _CUSHION)
-    slack = allowed - a
-    price = _BASE_PRICE * math.exp(-_GAIN * max(-40.0, min(40.0, slack)))
-    notes.append(f"today {a:g} abandoned of {n:g}, {slack:+.1f} vs allowed")
-    if n >= _NEAR_CAP_MIN_CALLS and a / n > target:
-        price *= 1.0 + _NEAR_CAP_STEEPNESS * (a / n - target) / max(cap - target, 1e-9)
-        notes.append(f"near cap ({a / n:.2%})")
-    price = min(_MAX_PRICE, max(_MIN_PRICE, price))
-    return price, "; ".join(notes)
+    over_target = a - target * n
+    to_cap = cap * max(n, stats.trusted_volume) - a
+    exponent = _GAIN * max(-40.0, min(40.0, over_target))
+    notes.append(f"today {a:g} abandoned of {n:g} ({over_target:+.1f} vs target {target:.2%})")
+    if to_cap < _CUSHION:
+        exponent += _CAP_GAIN * (_CUSHION - to_cap)
+        notes.append(f"near cap: {max(0.0, to_cap):.1f} abandons left")
+    price = _BASE_PRICE * math.exp(min(50.0, exponent))
+    return min(_MAX_PRICE, max(_MIN_PRICE, price)), "; ".join(notes)
 
 
 def decide(snapshot: PacingSnapshot, stats: PacingStats) -> PacingDecision:
@@ -830,15 +830,16 @@ class _Horizon:
             if rest <= 1e-12:
                 continue
             scale = p / rest
-            for k in range(1, steps + 1):
-                x = scale * incs[k]
-                if x > 1e-12:
-                    inflight[k] += x * count
-                    inflight_var[k] += x * (1.0 - x) * count
-                    if exact:
+            if exact:
+                for k in range(1, steps + 1):
+                    x = scale * incs[k]
+                    if x > 1e-12:
                         probs[k].extend([x] * count)
                         if x > likely:
                             likely = x
+            w = scale * count
+            inflight = [a + w * x for a, x in zip(inflight, incs)]
+            inflight_var = [v + w * x * (1.0 - scale * x) for v, x in zip(inflight_var, incs)]
         # exact step distributions only matter when some call is likely to answer in a step
         self.exact = exact = exact and likely >= 0.05
         self.inflight_k = inflight

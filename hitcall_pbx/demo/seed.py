@@ -56,3 +56,16 @@ def sim_numbers(behaviour: int, count: int, start: int = 1) -> list[str]:
     if not 0 <= behaviour <= 9:
         raise ValueError("behaviour digit 0..9")
     return [f"+35840{behaviour}{n:06d}" for n in range(start, start + count)]
+
+
+async def ensure_agent(conn: asyncpg.Connection | asyncpg.Pool, number: str, endpoint: str,
+                       campaign_ids: list[int]) -> int:
+    """The agent on this endpoint (created if missing), assigned to the campaigns."""
+    agent_id = await conn.fetchval("SELECT id FROM agents WHERE endpoint = $1", endpoint)
+    if agent_id is None:
+        return await create_agent(conn, number, endpoint, campaign_ids)
+    await conn.execute("UPDATE agents SET disabled = false WHERE id = $1", agent_id)
+    for cid in campaign_ids:
+        await conn.execute("INSERT INTO agent_campaigns (agent_id, campaign_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                           agent_id, cid)
+    return agent_id

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -34,8 +34,6 @@ from ..core.states import AgentEvent, AgentState, AgentTransition
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..hooks.events import enqueue
 from ..logs import get_logger
-from ..records.cdr import COLUMNS as CDR_COLUMNS
-from ..records.cdr import CdrRecord
 from .hopper import Hopper
 from .models import Attempt, Campaign
 
@@ -51,7 +49,7 @@ def _now() -> datetime:
 
 
 class CdrSink(Protocol):
-    def submit(self, record: CdrRecord) -> None: ...
+    def submit(self, record: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -293,10 +291,14 @@ class Dialer:
 
     async def _pace(self, campaign: Campaign) -> None:
         snap = self._snapshot(campaign)
+        decision = pacing.decide_progressive(snap)
         if campaign.mode is CampaignMode.PREDICTIVE:
+            # Never fewer calls than ready agents waiting with no call on the way:
+            # one call per free agent cannot abandon, and agents must not sit idle.
+            floor = decision.dial_now
             decision = pacing.decide(snap, self._campaign_stats(campaign))
-        else:
-            decision = pacing.decide_progressive(snap)
+            if decision.dial_now < floor:
+                decision = replace(decision, dial_now=floor, reserve_agents=False)
         if decision.dial_now <= 0:
             return
         if time.monotonic() < self._empty_until.get(campaign.id, 0.0):
@@ -686,7 +688,7 @@ class Dialer:
 
     def _submit_cdr(self, record: dict[str, Any]) -> None:
         try:
-            self.cdr.submit(CdrRecord(**{k: record[k] for k in CDR_COLUMNS}))
+            self.cdr.submit(record)
         except (ValidationFailed, Unavailable) as exc:
             log.error("dialer.cdr_refused", attempt_id=str(record["id"]), error=exc.message, details=exc.details)
 

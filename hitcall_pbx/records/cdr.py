@@ -604,7 +604,7 @@ class CdrWriter:
             )
         except OSError as exc:
             _log.error("cdr_reject_file_failed", error=_describe(exc),
-                       records=[item for item, _ in items])
+                       ids=[item.get("id") for item, _ in items])
 
 
 def default_spool_dir(data_dir: Path | str) -> Path:

@@ -181,13 +181,12 @@ class PurgeWorker:
                 # the WAL flush, which also keeps it out of the way of concurrent CDR commits.
                 await conn.execute("SET LOCAL synchronous_commit = off")
                 row = await conn.fetchrow(
-                    f"""WITH due AS (
-                            SELECT id, retention_until FROM call_attempts
-                            WHERE {_ATTEMPTS_DUE} AND retention_until >= $3
-                            ORDER BY retention_until LIMIT $2 FOR UPDATE SKIP LOCKED),
-                        done AS (
-                            UPDATE call_attempts c SET dialled_number = NULL, contact_id = NULL, anonymised_at = $1
-                            FROM due WHERE c.id = due.id RETURNING due.retention_until)
+                    f"""WITH done AS (
+                            UPDATE call_attempts SET dialled_number = NULL, contact_id = NULL, anonymised_at = $1
+                            WHERE id = ANY(ARRAY(
+                                SELECT id FROM call_attempts WHERE {_ATTEMPTS_DUE} AND retention_until >= $3
+                                ORDER BY retention_until LIMIT $2 FOR UPDATE SKIP LOCKED))
+                            RETURNING retention_until)
                         SELECT count(*) AS n, max(retention_until) AS last FROM done""",
                     now, self._batch, floor,
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from html import escape
@@ -18,7 +19,14 @@ OUTCOME_COLOURS = {
     "congestion": "#c96f3b", "failed": "#6b7280", "abandoned": "#d64545", "cancelled": "#c4cad6",
     "in_progress": "#4b8fe2",
 }
-GOOD, BAD, INK, MUTED, ACCENT = "#2e9d6a", "#d64545", "#1f2a3d", "#6b778c", "#3b6fd8"
+BLOCK_LABELS = {
+    "outside_window": "outside the calling window", "dnc_global": "do-not-call list (all campaigns)",
+    "dnc_campaign": "do-not-call list (this campaign)", "marketing_prohibited": "objected to direct marketing",
+    "suppressed": "erased person (suppressed number)", "processing_restricted": "processing restricted",
+    "abandoned_72h": "abandoned in the last 72 h", "max_attempts": "attempts used up",
+    "retry_not_reached": "retry time not reached",
+}
+GOOD, BAD, MUTED, ACCENT = "#2e9d6a", "#d64545", "#6b778c", "#3b6fd8"
 
 
 def render(reports: list[CampaignDay], fmt: str, *, day: date, generated_at: datetime | None = None) -> str:
@@ -46,6 +54,18 @@ def _ms(x: float | None) -> str:
     return "–" if x is None else f"{x:.0f} ms"
 
 
+def _nice_max(v: float, *, steps: int = 4, integer: bool = False) -> float:
+    """The smallest round axis maximum >= v whose `steps` gridlines fall on round values."""
+    if v <= 0:
+        return float(steps) if integer else 1.0
+    raw = v / steps
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 1.5, 2, 2.5, 3, 5, 10) if m * mag >= raw * (1 - 1e-9))
+    if integer:
+        step = max(1.0, math.ceil(step))
+    return step * steps
+
+
 def _bar_chart(values: Sequence[float | None], labels: Sequence[str], *, ymax: float, fmt: Callable[[float], str],
                colour: Callable[[float], str], line: float | None = None, line_label: str = "",
                width: int = 520, height: int = 210, label_every: int = 1) -> str:
@@ -54,7 +74,6 @@ def _bar_chart(values: Sequence[float | None], labels: Sequence[str], *, ymax: f
     pw, ph = width - left - right, height - top - bottom
     n = max(1, len(values))
     slot = pw / n
-    ymax = ymax or 1.0
     parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" xmlns="http://www.w3.org/2000/svg">']
     for i in range(5):
         v = ymax * i / 4
@@ -112,14 +131,14 @@ def _tile(label: str, value: str, sub: str = "", tone: str = "") -> str:
 # ---------------------------------------------------------------------- page ---
 def _campaign_section(r: CampaignDay) -> str:
     ok = r.within_cap_day and r.within_cap_30d
-    pill = (f'<span class="pill ok">Within abandon cap</span>' if ok
-            else f'<span class="pill bad">Abandon cap exceeded</span>')
+    pill = ('<span class="pill ok">Within abandon cap</span>' if ok
+            else '<span class="pill bad">Abandon cap exceeded</span>')
     cap = r.abandon_cap
     tiles = "".join([
         _tile("Calls", f"{r.calls}", f"{r.answered} answered"),
         _tile("Connected to agent", f"{r.connects}",
               _pct(r.connects / r.calls if r.calls else None, 0) + " of calls"),
-        _tile("Abandoned", f"{r.abandoned}", "heard the information message", "bad" if r.abandoned else ""),
+        _tile("Abandoned", f"{r.abandoned}", "heard the information message"),
         _tile("Abandon rate today", _pct(r.abandon_rate_day), f"cap {cap * 100:.1f} %" + _meter(r.abandon_rate_day, cap),
               "ok" if r.within_cap_day else "bad"),
         _tile("Abandon rate 30 days", _pct(r.abandon_rate_30d),
@@ -131,19 +150,19 @@ def _campaign_section(r: CampaignDay) -> str:
     ])
     hours = [f"{h:02d}" for h in range(24)]
     rates = [h.abandon_rate for h in r.hours]
-    ymax_rate = max([cap * 1.5] + [v for v in rates if v is not None])
-    abandon_svg = _bar_chart(rates, hours, ymax=ymax_rate, fmt=lambda v: f"{v * 100:.0f}%",
+    ymax_rate = _nice_max(max([cap * 1.5] + [v for v in rates if v is not None]))
+    abandon_svg = _bar_chart(rates, hours, ymax=ymax_rate, fmt=lambda v: f"{v * 100:g}%",
                              colour=lambda v: BAD if v > cap else GOOD, line=cap, line_label=f"cap {cap * 100:.0f} %",
                              label_every=3)
     occupancy_svg = _bar_chart([h.occupancy for h in r.hours], hours, ymax=1.0, fmt=lambda v: f"{v * 100:.0f}%",
                                colour=lambda v: ACCENT, label_every=3)
     ring_counts = [float(n) for _, n in r.ring_histogram]
-    ring_svg = _bar_chart(ring_counts, [b for b, _ in r.ring_histogram], ymax=max(ring_counts + [1.0]),
+    ring_svg = _bar_chart(ring_counts, [b for b, _ in r.ring_histogram], ymax=_nice_max(max(ring_counts), integer=True),
                           fmt=lambda v: f"{v:.0f}", colour=lambda v: "#6c8fd6")
     calls_svg = _bar_chart([float(h.calls) if h.calls else None for h in r.hours], hours,
-                           ymax=max([h.calls for h in r.hours] + [1]), fmt=lambda v: f"{v:.0f}",
+                           ymax=_nice_max(max(h.calls for h in r.hours), integer=True), fmt=lambda v: f"{v:.0f}",
                            colour=lambda v: "#9aa5b8", label_every=3)
-    blocks = "".join(f"<tr><td>{escape(k.replace('_', ' '))}</td><td class='num'>{v}</td></tr>"
+    blocks = "".join(f"<tr><td>{escape(BLOCK_LABELS.get(k, k.replace('_', ' ')))}</td><td class='num'>{v}</td></tr>"
                      for k, v in r.blocks.items()) or "<tr><td class='muted' colspan='2'>none</td></tr>"
     return f"""
 <section class="campaign">

@@ -171,7 +171,10 @@ class _Simulation:
         self.rng = random.Random(scenario.seed)
         self.stats = stats if stats is not None else PacingStats()
         self.pacer = make_pacer(scenario.mode)
+        target = {} if scenario.abandon_target is None else {
+            "target_fraction": scenario.abandon_target / scenario.abandon_cap}
         self.settings = PacingSettings(
+            **target,
             abandon_cap=scenario.abandon_cap,
             max_lines_per_agent=scenario.max_lines_per_agent,
             ring_timeout_s=scenario.ring_timeout,
@@ -398,11 +401,10 @@ class _Simulation:
             now=t,
             agents_logged_in=self.logged_in,
             agents_ready=len(self.ready),
-            wrap_remaining_s=tuple(
-                max(0.0, wrap_mean - (t - a.wrap_start)) for a in self.wrapping.values() if not a.leaving
-            ),
-            talk_elapsed_s=tuple(t - a.since for a in self.talking.values() if not a.leaving),
-            dialling_elapsed_s=tuple(t - c.placed for c in self.dialling.values()),
+            wrap_remaining_s=tuple([max(0.0, wrap_mean - (t - a.wrap_start)) for a in self.wrapping.values()
+                                    if not a.leaving]),
+            talk_elapsed_s=tuple([t - a.since for a in self.talking.values() if not a.leaving]),
+            dialling_elapsed_s=tuple([t - c.placed for c in self.dialling.values()]),
             answered_waiting=len(self.waiting),
             reserved_calls=self.reserved_calls,
             agents_paused=self.leaving,

@@ -15,7 +15,8 @@ JSON fields (all optional):
       "ring_timeout": 25,
       "busy_rate": 0.0, "busy_time": {"dist": "constant", "mean": 4},
       "hours": 8, "days": 1, "seed": 1,
-      "abandon_cap": 0.03, "max_lines_per_agent": 5, "connect_limit_s": 2.0,
+      "abandon_cap": 0.03, "abandon_target": 0.027,   # target: default 0.9 × cap
+      "max_lines_per_agent": 5, "connect_limit_s": 2.0,
       "bridge_ms": 10, "tick_s": 1.0, "decision_gap_s": 0.5
     }
 
@@ -156,6 +157,7 @@ class Scenario:
     days: int = 1
     seed: int = 1
     abandon_cap: float = 0.03
+    abandon_target: float | None = None
     max_lines_per_agent: float = 5.0
     connect_limit_s: float = 2.0
     bridge_ms: float = 10.0
@@ -177,6 +179,8 @@ class Scenario:
             raise ScenarioError("days: at most 400")
         _integer("seed", self.seed)
         _number("abandon_cap", self.abandon_cap, minimum=0.0, maximum=1.0, strict_min=True)
+        if self.abandon_target is not None:
+            _number("abandon_target", self.abandon_target, minimum=0.0, maximum=self.abandon_cap, strict_min=True)
         _number("max_lines_per_agent", self.max_lines_per_agent, minimum=1.0)
         _number("connect_limit_s", self.connect_limit_s, minimum=0.0)
         _number("bridge_ms", self.bridge_ms, minimum=0.0)
@@ -203,7 +207,8 @@ class Scenario:
         for key in ("agents", "days", "seed"):
             if key in raw:
                 kw[key] = _integer(key, raw[key])
-        for key in ("contact_rate", "ring_timeout", "busy_rate", "hours", "abandon_cap", "max_lines_per_agent",
+        for key in ("contact_rate", "ring_timeout", "busy_rate", "hours", "abandon_cap", "abandon_target",
+                    "max_lines_per_agent",
                     "connect_limit_s", "bridge_ms", "tick_s", "decision_gap_s"):
             if key in raw:
                 kw[key] = _number(key, raw[key])
@@ -278,5 +283,6 @@ class Scenario:
             "days": self.days,
             "seed": self.seed,
             "abandon_cap": self.abandon_cap,
+            "abandon_target": self.abandon_target,
             "max_lines_per_agent": self.max_lines_per_agent,
         }

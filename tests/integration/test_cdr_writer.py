@@ -246,10 +246,9 @@ async def test_unreachable_postgres_spools_then_a_new_writer_replays(
     spool_dir = default_spool_dir(tmp_path)
     writer = CdrWriter(dead, spool_dir, batch_size=50, write_timeout=2, backoff=FAST)
     await writer.start()
-    started = time.perf_counter()
     for record in records:
-        writer.submit(record)  # never raises, never waits
-    assert time.perf_counter() - started < 0.05
+        writer.submit(record)  # synchronous: never raises, never waits for the database
+    assert writer.stats.pending == 120
     await writer.flush()
     stats = writer.stats
     assert stats.written == 0 and stats.spooled == 120 and writer.spool_backlog == 120

@@ -1,0 +1,204 @@
+"""Answer → agent bridge latency on the real sandboxed Asterisk: the product vs the raw floor.
+
+Both runs use the same telephony: N SIPp agent phones logged in through the login
+extension (*70) and parked in their own bridges, customers dialled through the
+product's outbound context (`Local/<E.164>@hitcall-outbound`, sandbox customers
+that answer after 0.5 s and hang up after 1.5 s of talk), one customer per free
+agent, until `--calls` calls were bridged.
+
+* floor: a bare aiohttp script that only parks agents and adds each answered
+  customer to a free agent's bridge;
+* product: `HitCall` (dialer, agent state machines, hopper, CDR writer, webhooks
+  outbox) running a progressive campaign.
+
+Latency = ChannelEnteredBridge.timestamp - StasisStart.timestamp of the customer
+channel (Asterisk's own event clock, ms). Prints one JSON object.
+
+    python benchmarks/bridge_latency.py --agents 50 --calls 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hitcall_pbx.app import HitCall, Options  # noqa: E402
+from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers  # noqa: E402
+from hitcall_pbx.logs import configure_logging  # noqa: E402
+from hitcall_pbx.sandbox import Sandbox, SippAgents  # noqa: E402
+from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER, load_settings  # noqa: E402
+from hitcall_pbx.store.embedded import EmbeddedPostgres  # noqa: E402
+
+ARI = "http://127.0.0.1:8088/ari"
+
+
+def _ts(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%f%z")
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def _summary(ms: list[float]) -> dict[str, float]:
+    return {"calls": len(ms), "p50_ms": round(_pct(ms, 0.5), 2), "p99_ms": round(_pct(ms, 0.99), 2),
+            "max_ms": round(max(ms), 2), "mean_ms": round(statistics.fmean(ms), 2)}
+
+
+async def floor_run(box: Sandbox, agents: int, calls: int, port: int) -> list[float]:
+    """The raw floor: park agents, add each answered customer to a free bridge."""
+    headers = {"Authorization": aiohttp.encode_basic_auth(SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD)}
+    latencies: list[float] = []
+    free: asyncio.Queue[str] = asyncio.Queue()
+    started: dict[str, datetime] = {}
+    owner: dict[str, str] = {}
+    placed = 0
+    done = asyncio.Event()
+    numbers = iter(sim_numbers(9, calls * 2, start=500_000))
+    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=32)) as http:
+
+        async def originate(bridge: str) -> None:
+            nonlocal placed
+            placed += 1
+            cid = f"floor-{uuid.uuid4().hex[:12]}"
+            owner[cid] = bridge
+            await http.post(f"{ARI}/channels/{cid}", params={
+                "endpoint": f"Local/{next(numbers)}@hitcall-outbound", "app": "hitcall", "appArgs": "customer",
+                "timeout": "15"})
+
+        async def feeder() -> None:
+            while not done.is_set():
+                bridge = await free.get()
+                if placed < calls:
+                    await originate(bridge)
+
+        ws = await http.ws_connect(f"{ARI.replace('http', 'ws')}/events", params={"app": "hitcall"})
+        feed = asyncio.create_task(feeder())
+        sipp = SippAgents(box, [f"agent{i}" for i in range(1, agents + 1)], port=port)
+        sipp.start()
+        try:
+            async for msg in ws:
+                ev = json.loads(msg.data)
+                t = ev.get("type")
+                ch = ev.get("channel") or {}
+                cid = ch.get("id", "")
+                if t == "StasisStart" and ev.get("args", [""])[0] == "agent-login":
+                    bridge = f"floor-agent-{cid}"
+                    await http.post(f"{ARI}/bridges/{bridge}", params={"type": "mixing"})
+                    await http.post(f"{ARI}/bridges/{bridge}/addChannel", params={"channel": cid})
+                    free.put_nowait(bridge)
+                elif t == "StasisStart" and cid in owner:
+                    started[cid] = _ts(ev["timestamp"])
+                    await http.post(f"{ARI}/bridges/{owner[cid]}/addChannel", params={"channel": cid})
+                elif t == "ChannelEnteredBridge" and cid in started:
+                    latencies.append((_ts(ev["timestamp"]) - started.pop(cid)).total_seconds() * 1000)
+                    if len(latencies) >= calls:
+                        break
+                elif t == "ChannelDestroyed" and cid in owner:
+                    bridge = owner.pop(cid)
+                    started.pop(cid, None)
+                    free.put_nowait(bridge)
+        finally:
+            done.set()
+            feed.cancel()
+            await ws.close()
+            async with http.get(f"{ARI}/channels") as r:
+                for ch in await r.json():
+                    await http.delete(f"{ARI}/channels/{ch['id']}")
+            async with http.get(f"{ARI}/bridges") as r:
+                for br in await r.json():
+                    if br["id"].startswith("floor-agent-"):
+                        await http.delete(f"{ARI}/bridges/{br['id']}")
+            sipp.stop()
+    return latencies
+
+
+async def product_run(box: Sandbox, agents: int, calls: int, port: int, dsn: str, data_dir: Path) -> list[float]:
+    settings = load_settings(database_url=dsn, data_dir=data_dir, ari_url=ARI, ari_app="hitcall")
+    async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, list_id = await create_campaign(pool, f"latency-{uuid.uuid4().hex[:6]}", mode="progressive",
+                                             numbers=sim_numbers(9, calls, start=100_000), wrap_up_s=0,
+                                             ring_timeout_s=15, **ALL_DAY)
+        for i in range(1, agents + 1):
+            await create_agent(pool, str(5000 + i), f"agent{i}", [cid])
+        sipp = SippAgents(box, [f"agent{i}" for i in range(1, agents + 1)], port=port)
+        sipp.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(app.sessions.by_agent) < agents and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            deadline = time.monotonic() + max(120, calls / 5)
+            while time.monotonic() < deadline:
+                done = await pool.fetchval(
+                    "SELECT count(*) FROM contacts WHERE list_id = $1 AND status IN ('done', 'failed')", list_id)
+                if done >= calls:
+                    break
+                await asyncio.sleep(0.5)
+            await pool.execute("UPDATE campaigns SET state = 'paused' WHERE id = $1", cid)
+            await app.dialer.idle(30)
+            await app.cdr.flush()
+            rows = await pool.fetch(
+                "SELECT answer_to_bridge_ms FROM call_attempts WHERE campaign_id = $1 AND bridged_at IS NOT NULL", cid)
+            errors = await pool.fetchval(
+                "SELECT count(*) FROM call_attempts WHERE campaign_id = $1 AND outcome <> 'answered_human'", cid)
+        finally:
+            for ch in await app.ari.rest.list_channels():
+                try:
+                    await app.ari.rest.hangup(ch.id)
+                except Exception:
+                    pass
+            sipp.stop()
+    if errors:
+        print(json.dumps({"warning": f"{errors} attempts did not reach an agent"}), file=sys.stderr)
+    return [float(r["answer_to_bridge_ms"]) for r in rows]
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--agents", type=int, default=50)
+    ap.add_argument("--calls", type=int, default=500)
+    args = ap.parse_args()
+    configure_logging("WARNING")
+    box = Sandbox()
+    with box.exclusive():
+        started = box.pid() is None
+        box.start()
+        tmp = Path(tempfile.mkdtemp(prefix="hitcall-bench-"))
+        pg = EmbeddedPostgres(tmp / "pg")
+        await asyncio.to_thread(pg.start)
+        try:
+            floor = await floor_run(box, args.agents, args.calls, port=5301)
+            product = await product_run(box, args.agents, args.calls, 5302, pg.uri, tmp / "data")
+        finally:
+            await asyncio.to_thread(pg.stop)
+            if started:
+                box.stop()
+    f, p = _summary(floor), _summary(product)
+    out = {
+        "benchmark": "bridge_latency", "agents": args.agents, "calls_target": args.calls,
+        "floor": f, "product": p,
+        "targets": {"product_p99_le_2x_floor_p99": p["p99_ms"] <= 2 * f["p99_ms"],
+                    "product_p50_le_15ms": p["p50_ms"] <= 15.0},
+        "note": "ms between StasisStart and ChannelEnteredBridge of the customer channel (Asterisk event clock)",
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

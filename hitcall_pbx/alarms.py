@@ -1,0 +1,310 @@
+"""Alarm monitor: evaluates the service's health every few seconds and reports changes.
+
+Each raised or cleared alarm is logged and set on the ``hitcall_alarm{name}`` gauge at
+once, and written to the `alarms` table together with an ``alarm.raised`` /
+``alarm.cleared`` outbox event (subject ``alarm:<name>``) in one transaction, so the
+on-call system receives it through the signed webhooks. While Postgres is down the
+writes wait in memory, in order, and go out at the next check that reaches it; the
+writes are idempotent, so a write that is retried after an unclear failure does
+not duplicate a row or event. On start the raised alarms are loaded from the table:
+a restart neither raises them again nor forgets to clear them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Gauge
+
+from .core.alarms import Alarm, AlarmInputs, CampaignAbandon, Thresholds, diff, evaluate
+from .hooks.events import enqueue
+from .logs import get_logger
+
+__all__ = ["AlarmMonitor", "gather_from_app"]
+
+log = get_logger("hitcall.alarms")
+
+_DB_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+_RAISE = """
+INSERT INTO alarms (name, severity, raised_at, details) VALUES ($1, $2, $3, $4)
+ON CONFLICT (name) WHERE state = 'raised' DO NOTHING
+RETURNING id
+"""
+_CLEAR = """
+UPDATE alarms SET state = 'cleared', cleared_at = greatest(raised_at, $2)
+WHERE name = $1 AND state = 'raised'
+RETURNING id
+"""
+
+
+@dataclass(frozen=True)
+class _Transition:
+    alarm: Alarm
+    raised: bool
+    at: datetime
+
+
+class AlarmMonitor:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        gather_inputs: Callable[[], Awaitable[AlarmInputs]],
+        *,
+        registry: CollectorRegistry,
+        interval: float = 5.0,
+        thresholds: Thresholds = Thresholds(),
+        db_timeout: float = 5.0,
+    ) -> None:
+        if interval <= 0 or db_timeout <= 0:
+            raise ValueError("interval and db_timeout must be > 0")
+        self._pool = pool
+        self._gather = gather_inputs
+        self._interval = interval
+        self._thresholds = thresholds
+        self._db_timeout = db_timeout
+        self._gauge = Gauge("hitcall_alarm", "1 while the alarm is raised", ["name"], registry=registry)
+        self._active: dict[str, Alarm] = {}
+        self._pending: list[_Transition] = []
+        self._loaded = False
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def active(self) -> dict[str, Alarm]:
+        return dict(self._active)
+
+    @property
+    def pending_writes(self) -> int:
+        return len(self._pending)
+
+    async def start(self) -> None:
+        """Load the raised alarms (retried at each check while Postgres is down) and start checking."""
+        if self._task is not None:
+            return
+        await self._load()
+        self._task = asyncio.create_task(self._run(), name="alarm-monitor")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        async with self._lock:
+            await self._flush()
+        if self._pending:
+            log.warning("alarm.writes_lost_on_close", pending=len(self._pending))
+
+    async def check_once(self) -> tuple[list[Alarm], list[Alarm]]:
+        """Evaluate once; returns (raised, cleared). Logs and the gauge change at once; the
+        table and outbox writes (with those still pending) are tried before it returns."""
+        async with self._lock:
+            return await self._check()
+
+    async def _check(self) -> tuple[list[Alarm], list[Alarm]]:
+        if not self._loaded:
+            # Writes first: a deferred clear may end a row the load would bring back.
+            await self._flush()
+            await self._load()
+        try:
+            inputs = await self._gather()
+        except Exception:
+            log.exception("alarm.gather_failed")
+            await self._flush()
+            return [], []
+        now = evaluate(inputs, self._thresholds, self._active)
+        raised, cleared = diff(self._active, now)
+        self._active = now
+        at = datetime.now(UTC)
+        for alarm in raised:
+            log.warning("alarm.raised", alarm=alarm.name, severity=alarm.severity, message=alarm.message,
+                        details=dict(alarm.details))
+            self._gauge.labels(alarm.name).set(1)
+            self._pending.append(_Transition(alarm, True, at))
+        for alarm in cleared:
+            log.info("alarm.cleared", alarm=alarm.name, severity=alarm.severity)
+            self._gauge.labels(alarm.name).set(0)
+            self._pending.append(_Transition(alarm, False, at))
+        await self._flush()
+        return raised, cleared
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except Exception:
+                log.exception("alarm.check_failed")
+            await asyncio.sleep(self._interval)
+
+    async def _load(self) -> None:
+        try:
+            async with asyncio.timeout(self._db_timeout):
+                rows = await self._pool.fetch(
+                    "SELECT name, severity, details FROM alarms WHERE state = 'raised' ORDER BY raised_at")
+        except _DB_ERRORS as exc:
+            log.warning("alarm.load_failed", error=str(exc) or type(exc).__name__)
+            return
+        for r in rows:
+            details = dict(r["details"])
+            message = str(details.pop("message", r["name"]))
+            # What this process saw first wins; an alarm known only from the table is
+            # kept so that its clear is written when the condition is found gone.
+            if r["name"] not in self._active:
+                self._active[r["name"]] = Alarm(r["name"], r["severity"], message, details)
+                self._gauge.labels(r["name"]).set(1)
+        self._loaded = True
+
+    async def _flush(self) -> None:
+        while self._pending:
+            transition = self._pending[0]
+            try:
+                async with asyncio.timeout(self._db_timeout):
+                    await self._write(transition)
+            except _DB_ERRORS as exc:
+                log.warning("alarm.write_deferred", alarm=transition.alarm.name, pending=len(self._pending),
+                            error=str(exc) or type(exc).__name__)
+                return
+            self._pending.pop(0)
+
+    async def _write(self, t: _Transition) -> None:
+        a = t.alarm
+        payload: dict[str, Any] = {"name": a.name, "severity": a.severity, "message": a.message,
+                                   "details": dict(a.details)}
+        async with self._pool.acquire() as conn, conn.transaction():
+            if t.raised:
+                written = await conn.fetchval(_RAISE, a.name, a.severity, t.at,
+                                              {**a.details, "message": a.message})
+                payload["raised_at"] = t.at.isoformat()
+            else:
+                written = await conn.fetchval(_CLEAR, a.name, t.at)
+                payload["cleared_at"] = t.at.isoformat()
+            if written is not None:
+                await enqueue(conn, "alarm.raised" if t.raised else "alarm.cleared", f"alarm:{a.name}", payload)
+
+
+class _AppInputs:
+    """Reads a live `HitCall` for the monitor; remembers since when ARI and Postgres are
+    down and the previous spool backlog (the spool trend)."""
+
+    def __init__(self, app: Any, probe_timeout: float) -> None:
+        self._app = app
+        self._probe_timeout = probe_timeout
+        self._started = time.monotonic()
+        self._ari_down_at: float | None = None
+        self._db_down_at: float | None = None
+        self._backlog: int | None = None
+
+    async def __call__(self) -> AlarmInputs:
+        app, now = self._app, time.monotonic()
+        ari = getattr(app, "ari", None)
+        ari_connected = ari is not None and ari.connected.is_set()
+        self._ari_down_at = None if ari_connected else (self._ari_down_at or now)
+        pool = getattr(getattr(app, "db", None), "pool", None)
+        db_ok = pool is not None and await self._probe(pool)
+        self._db_down_at = None if db_ok else (self._db_down_at or now)
+
+        cdr = getattr(app, "cdr", None)
+        backlog = int(cdr.spool_backlog) if cdr is not None else 0
+        trend = 0 if self._backlog is None else backlog - self._backlog
+        self._backlog = backlog
+
+        dead, oldest = await self._webhooks(app) if db_ok else (None, None)
+        interval = getattr(getattr(app, "options", None), "purge_interval_s", None)
+        success_age = await self._purge_success_age(pool, interval, now) if db_ok and interval else None
+        metrics = getattr(app, "metrics", None)
+        free, total = await self._disk(getattr(app, "store", None))
+        return AlarmInputs(
+            ari_connected=ari_connected,
+            ari_down_s=0.0 if self._ari_down_at is None else now - self._ari_down_at,
+            db_ok=db_ok,
+            db_down_s=0.0 if self._db_down_at is None else now - self._db_down_at,
+            spool_backlog=backlog,
+            spool_trend=trend,
+            campaigns=self._campaigns(getattr(app, "dialer", None)),
+            webhook_dead=dead,
+            webhook_oldest_pending_age_s=oldest,
+            purge_interval_s=interval or None,
+            last_purge_success_age_s=success_age,
+            last_purge_failed=getattr(metrics, "purge_last_failed", None),
+            disk_free_bytes=free,
+            disk_total_bytes=total,
+        )
+
+    async def _probe(self, pool: asyncpg.Pool) -> bool:
+        try:
+            async with asyncio.timeout(self._probe_timeout):
+                await pool.fetchval("SELECT 1")
+        except _DB_ERRORS:
+            return False
+        return True
+
+    async def _webhooks(self, app: Any) -> tuple[int | None, float | None]:
+        dispatcher = getattr(app, "webhooks", None)
+        if dispatcher is None:
+            return None, None
+        try:
+            async with asyncio.timeout(self._probe_timeout):
+                stats = await dispatcher.stats()
+        except _DB_ERRORS:
+            return None, None
+        return int(stats.dead), stats.oldest_pending_age_s
+
+    async def _purge_success_age(self, pool: asyncpg.Pool, interval: float, now: float) -> float | None:
+        # Bounded look-back on the audit index; any process's purge run counts.
+        window = 3 * interval
+        try:
+            async with asyncio.timeout(self._probe_timeout):
+                age = await pool.fetchval(
+                    "SELECT extract(epoch FROM now() - max(at))::float8 FROM audit_log"
+                    " WHERE action = 'purge.run' AND at > now() - make_interval(secs => $1)", window)
+        except _DB_ERRORS:
+            return None
+        # None: no run in the window; the time up so far is then a lower bound of the age.
+        return float(age) if age is not None else now - self._started
+
+    @staticmethod
+    def _campaigns(dialer: Any) -> tuple[CampaignAbandon, ...]:
+        if dialer is None:
+            return ()
+        campaigns = getattr(dialer, "campaigns", {})
+        out = []
+        for cid, stats in list(getattr(dialer, "stats", {}).items()):
+            campaign = campaigns.get(cid)
+            if campaign is None:
+                continue
+            out.append(CampaignAbandon(
+                campaign_id=cid,
+                cap=float(campaign.abandon_cap),
+                today_rate=float(stats.today_rate),
+                rate_30_days=float(stats.rate_30_days),
+                answered_today=float(stats.today.answered(stats.amd_false_positive_rate)),
+            ))
+        return tuple(out)
+
+    @staticmethod
+    async def _disk(store: Any) -> tuple[int | None, int | None]:
+        root = getattr(store, "root", None)
+        if root is None:
+            return None, None
+        try:
+            usage = await asyncio.to_thread(shutil.disk_usage, root)
+        except OSError:
+            return None, None
+        return usage.free, usage.total
+
+
+def gather_from_app(app: Any, *, probe_timeout: float = 2.0) -> Callable[[], Awaitable[AlarmInputs]]:
+    """The monitor's `gather_inputs` for a live `HitCall`: each call reads one `AlarmInputs`.
+
+    Stateful (one per monitor): it measures how long ARI and Postgres have been down and
+    the spool backlog's change between calls."""
+    return _AppInputs(app, probe_timeout)

@@ -1,0 +1,58 @@
+"""`hitcall demo`, shortened, end to end on the real sandbox: its summary matches the database."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from hitcall_pbx.demo import run_demo
+
+pytestmark = pytest.mark.asterisk
+
+
+async def test_demo_summary_matches_the_database(service_settings, service_dsn, sandbox, hangup_agents, capsys):
+    args = argparse.Namespace(agents=2, customers=30, minutes=0.5, keep_sandbox=True, json=True)
+    assert await run_demo(service_settings, args, sandbox=sandbox) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert "preview" in captured.err and "predictive" in captured.err, "live progress went to stderr"
+
+    assert summary["agents_logged_in"] == 2
+    assert summary["attempts"] > 0 and summary["by_mode"].get("preview", 0) > 0
+    conn = await asyncpg.connect(service_dsn)
+    try:
+        cid = summary["campaign_id"]
+        rows = await conn.fetch("SELECT * FROM call_attempts WHERE campaign_id = $1", cid)
+        assert summary["attempts"] == len(rows) == summary["cdrs"], "one CDR per attempt"
+        assert all(r["state"] == "ended" and r["outcome"] for r in rows), "no call left open"
+        outcomes: dict[str, int] = {}
+        for r in rows:
+            outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+        assert summary["outcomes"] == outcomes
+        assert summary["connects"] == sum(1 for r in rows if r["bridged_at"] is not None)
+        assert summary["abandoned"] == sum(1 for r in rows if r["abandoned"])
+        assert await conn.fetchval("SELECT state FROM campaigns WHERE id = $1", cid) == "finished"
+
+        recordings = await conn.fetch("SELECT * FROM recordings WHERE campaign_id = $1", cid)
+        assert summary["recordings"] == len(recordings)
+        assert len(recordings) == summary["connects"], "every connected call of a recording campaign is recorded"
+        root = service_settings.data_dir / "recordings"
+        for rec in recordings:
+            path = root / rec["path"]
+            assert path.is_file() and path.stat().st_size == rec["size_bytes"]
+            assert rec["retention_until"] is not None
+            assert rec["created_at"] + timedelta(days=59) < rec["retention_until"] <= rec["created_at"] + timedelta(
+                days=186)
+
+        html, csv_path, json_path = summary["report_files"]
+        report = json.loads(open(json_path).read())["campaigns"][0]
+        assert report["campaign_id"] == cid and report["calls"] == len(rows)
+        assert report["connects"] == summary["connects"]
+        assert open(html).read().startswith("<!DOCTYPE html>") and open(csv_path).read().startswith("day,")
+        assert await conn.fetchval("SELECT count(*) FROM agents WHERE state <> 'logged_out'") == 0
+    finally:
+        await conn.close()

@@ -1,0 +1,145 @@
+"""The operator's docker/ files: the compose file parses and wires what the service needs,
+and the images are built from the same steps the sandbox runs (Docker itself is not
+available on this machine kind)."""
+
+from __future__ import annotations
+
+import glob
+import inspect
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hitcall_pbx.sandbox.asterisk import Sandbox
+from hitcall_pbx.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+
+
+def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_compose_has_the_three_services_with_healthchecks(compose):
+    services = compose["services"]
+    assert set(services) == {"asterisk", "postgres", "hitcall"}
+    for name, svc in services.items():
+        assert svc["healthcheck"]["test"], name
+    assert services["asterisk"]["healthcheck"]["test"] == ["CMD", "asterisk", "-rx", "core show uptime"]
+    assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
+    assert "/healthz" in " ".join(services["hitcall"]["healthcheck"]["test"])
+    deps = services["hitcall"]["depends_on"]
+    assert deps["postgres"]["condition"] == deps["asterisk"]["condition"] == "service_healthy"
+
+
+def test_volumes_keep_the_database_and_the_recordings(compose):
+    named = set(compose["volumes"])
+    mounts = {name: {v.split(":")[1]: v.split(":")[0] for v in svc.get("volumes", [])}
+              for name, svc in compose["services"].items()}
+    assert mounts["postgres"]["/var/lib/postgresql/data"] in named
+    env = compose["services"]["hitcall"]["environment"]
+    data_dir = env["HITCALL_DATA_DIR"]
+    # The service stores recordings under <data dir>/recordings (app.py: RecordingStore).
+    assert mounts["hitcall"][f"{data_dir}/recordings"] in named
+    assert mounts["hitcall"][data_dir] in named
+    for svc in mounts.values():
+        assert set(svc.values()) <= named, "only named volumes, no host paths"
+
+
+def test_service_environment_is_what_settings_read(compose):
+    env = compose["services"]["hitcall"]["environment"]
+    read = {f.validation_alias.choices[0] for f in Settings.model_fields.values()}  # type: ignore[union-attr]
+    assert set(env) <= read, set(env) - read
+    assert {"DATABASE_URL", "HITCALL_ARI_URL", "HITCALL_ARI_PASSWORD", "HITCALL_DATA_DIR"} <= set(env)
+    assert env["DATABASE_URL"].startswith("postgresql://hitcall:")
+    assert env["DATABASE_URL"].endswith("@127.0.0.1:5432/hitcall")
+    # ARI on the port http.conf binds, FastAGI on the port the dialplan calls.
+    assert ":8088/" in env["HITCALL_ARI_URL"] and "bindport = 8088" in (ROOT / "dialplan/http.conf").read_text()
+    assert "HITCALL_AGI = agi://127.0.0.1:4573" in (ROOT / "dialplan/extensions.conf").read_text()
+    assert env["HITCALL_AGI_PORT"] == "4573"
+    assert compose["services"]["asterisk"]["environment"]["HITCALL_ARI_PASSWORD"].startswith("${HITCALL_ARI_PASSWORD")
+
+
+def test_asterisk_image_runs_the_sandbox_install_script():
+    steps = _instructions(DOCKER / "asterisk/Dockerfile")
+    assert steps[0] == ("FROM", "debian:sid-slim")
+    copies = {shlex.split(a)[-1]: shlex.split(a)[:-1] for i, a in steps if i == "COPY"}
+    script = "docker/asterisk/install-packages.sh"
+    assert copies["/tmp/install-packages.sh"] == [script]
+    runs = [a for i, a in steps if i == "RUN"]
+    assert any(r.startswith("sh /tmp/install-packages.sh") for r in runs)
+    # The sandbox builds its chroot with the very same file.
+    assert f'"{script}"' in inspect.getsource(Sandbox.build)
+    assert copies["/etc/asterisk/"] == ["dialplan/*.conf"]
+    assert ("HEALTHCHECK", "--interval=15s --timeout=5s --start-period=20s --retries=3 "
+            "CMD asterisk -rx 'core show uptime' || exit 1") in [(i, re.sub(r"\s+", " ", a)) for i, a in steps]
+
+
+def test_install_script_installs_asterisk_and_sipp():
+    text = (DOCKER / "asterisk/install-packages.sh").read_text()
+    for pkg in ("asterisk", "asterisk-modules", "asterisk-core-sounds-en-gsm", "sip-tester"):
+        assert re.search(rf"\s{re.escape(pkg)}(\s|$)", text), pkg
+
+
+def test_hitcall_image_installs_the_package_and_serves():
+    steps = _instructions(DOCKER / "hitcall/Dockerfile")
+    assert steps[0] == ("FROM", "python:3.11-slim")
+    runs = " ".join(a for i, a in steps if i == "RUN")
+    assert "pip install --no-cache-dir -e ." in runs
+    assert ("CMD", '["hitcall", "serve"]') in steps
+    health = next(a for i, a in steps if i == "HEALTHCHECK")
+    assert "/healthz" in health
+    workdir = next(a for i, a in steps if i == "WORKDIR")
+    copied = {shlex.split(a)[-1] for i, a in steps if i == "COPY"}
+    # The migrations runner looks for migrations/ next to the package directory.
+    assert {"./hitcall_pbx", "./migrations"} <= copied and workdir == "/opt/hitcall"
+
+
+@pytest.mark.parametrize("dockerfile", ["asterisk/Dockerfile", "hitcall/Dockerfile"])
+def test_every_copied_path_exists(dockerfile):
+    for instr, args in _instructions(DOCKER / dockerfile):
+        if instr != "COPY":
+            continue
+        sources = [a for a in shlex.split(args)[:-1] if not a.startswith("--")]
+        for src in sources:
+            assert glob.glob(str(ROOT / src)), f"{dockerfile}: COPY {src} matches nothing"
+
+
+def test_compose_builds_from_the_repository_root(compose):
+    for name in ("asterisk", "hitcall"):
+        build = compose["services"][name]["build"]
+        assert (DOCKER / build["context"]).resolve() == ROOT
+        assert (ROOT / build["dockerfile"]).is_file()
+
+
+def test_entrypoint_sets_the_ari_password(tmp_path):
+    """The entrypoint's substitution replaces the placeholder in dialplan/ari.conf."""
+    conf = tmp_path / "ari.conf"
+    conf.write_text((ROOT / "dialplan/ari.conf").read_text())
+    script = (DOCKER / "asterisk/entrypoint.sh").read_text().replace("/etc/asterisk/ari.conf", str(conf))
+    script = script.replace("mkdir -p /var/run/asterisk /var/spool/asterisk/recording", ":")
+    secret = "s3cr/t&with\\odd"
+    proc = subprocess.run(["sh", "-c", script, "entrypoint", "true"], env={"HITCALL_ARI_PASSWORD": secret,
+                                                                           "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0
+    assert f"password = {secret}\n" in conf.read_text() and "CHANGE-ME" not in conf.read_text()
+    assert subprocess.run(["sh", "-c", script, "entrypoint", "true"], env={"PATH": "/usr/bin:/bin"},
+                          capture_output=True).returncode == 2
