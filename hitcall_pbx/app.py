@@ -27,6 +27,7 @@ from .dialer.control import EngineControl
 from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
 from .hooks.dispatcher import WebhookDispatcher
+from .errors import HitCallError
 from .logs import get_logger
 from .metrics import ServiceMetrics
 from .privacy.api import ApiPrivacy
@@ -66,7 +67,13 @@ class CdrSink:
         self.writer = writer
 
     def submit(self, record: dict[str, Any]) -> None:
-        self.writer.submit(CdrRecord.from_row(record))
+        try:
+            cdr = CdrRecord.from_row(record)
+        except (KeyError, HitCallError) as exc:
+            # Never into the call path: the attempt row stays as inserted, the error is loud.
+            log.error("cdr.invalid", attempt_id=str(record.get("id")), error=str(exc))
+            return
+        self.writer.submit(cdr)
 
 
 @dataclass
