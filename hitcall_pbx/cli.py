@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--customers", type=int, default=200)
     demo.add_argument("--minutes", type=float, default=3.0)
     demo.add_argument("--keep-sandbox", action="store_true", help="leave Asterisk running afterwards")
+    demo.add_argument("--json", action="store_true", help="summary as JSON on stdout")
 
     sv = sub.add_parser("serve", help="run the service: ARI, dialer, REST API, FastAGI, webhooks, purge")
     sv.set_defaults(handler=_serve)

@@ -189,6 +189,8 @@ async def run_demo(settings: Any, args: argparse.Namespace, *, sandbox: Sandbox 
     else:
         for line in summary_lines(summary):
             out.write(line + "\n")
+    if summary["interrupted"]:
+        return 130
     return 0 if summary["agents_logged_in"] else 1
 
 
@@ -238,11 +240,14 @@ async def _demo(settings: Any, args: argparse.Namespace, box: Sandbox, screen: S
                 if logged_in:
                     await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", campaign_id)
                     await _dial(app, campaign_id, customers, total_s, stop, screen)
-                await pool.execute("UPDATE campaigns SET state = 'finished' WHERE id = $1", campaign_id)
-                await _finish_calls(app)
-                await _log_out(app)
             finally:
-                phones.stop()
+                # Also on errors: no call, agent phone or running campaign is left behind.
+                try:
+                    await pool.execute("UPDATE campaigns SET state = 'finished' WHERE id = $1", campaign_id)
+                    await _finish_calls(app)
+                    await _log_out(app)
+                finally:
+                    phones.stop()
             await app.sessions.drain()
             summary = await _summary(app, campaign_id, settings.data_dir)
             summary |= {"agents": agents_n, "agents_logged_in": logged_in, "customers": customers,

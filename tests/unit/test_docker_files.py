@@ -143,3 +143,11 @@ def test_entrypoint_sets_the_ari_password(tmp_path):
     assert f"password = {secret}\n" in conf.read_text() and "CHANGE-ME" not in conf.read_text()
     assert subprocess.run(["sh", "-c", script, "entrypoint", "true"], env={"PATH": "/usr/bin:/bin"},
                           capture_output=True).returncode == 2
+
+
+def test_operator_guide_documents_every_setting(compose):
+    guide = (ROOT / "docs/operator-guide.md").read_text()
+    for name in {f.validation_alias.choices[0] for f in Settings.model_fields.values()}:  # type: ignore[union-attr]
+        assert f"`{name}`" in guide, name
+    for volume in compose["volumes"]:
+        assert f"`{volume}`" in guide, volume
