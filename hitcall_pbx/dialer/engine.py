@@ -30,7 +30,7 @@ from ..ari import AriClient, AriError, AriNotFound, Resync
 from ..core import pacing
 from ..core.compliance import CampaignMode
 from ..core.outcomes import CallFacts, Outcome, classify_outcome, next_retry
-from ..core.states import AgentEvent, AgentState, AgentTransition
+from ..core.states import AgentState, AgentTransition
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..hooks.events import enqueue
 from ..logs import get_logger
@@ -46,6 +46,23 @@ INFO_MESSAGE_MAX_S = 30.0
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def pace_decision(mode: CampaignMode, snap: pacing.PacingSnapshot,
+                  stats: pacing.PacingStats | None) -> pacing.PacingDecision:
+    """Calls to place now for a progressive or predictive campaign.
+
+    Predictive never places fewer calls than there are ready agents with no call on
+    the way: one call per free agent cannot abandon, and no agent sits idle while the
+    model is unsure (its pessimism with one or two agents would otherwise stall them).
+    """
+    progressive = pacing.decide_progressive(snap)
+    if mode is not CampaignMode.PREDICTIVE or stats is None:
+        return progressive
+    decision = pacing.decide(snap, stats)
+    if decision.dial_now < progressive.dial_now:
+        return replace(decision, dial_now=progressive.dial_now, reserve_agents=False)
+    return decision
 
 
 class CdrSink(Protocol):
@@ -184,7 +201,7 @@ class Dialer:
 
     async def _load_stats(self, campaign: Campaign) -> pacing.PacingStats:
         """Seed the pacing statistics with today's and the last 30 days' abandon counts."""
-        stats = pacing.PacingStats()
+        stats = pacing.PacingStats(ring_timeout_s=float(campaign.ring_timeout_s))
         rows = await self.pool.fetch(
             """SELECT (created_at AT TIME ZONE 'UTC')::date AS day,
                       count(*) FILTER (WHERE abandoned) AS abandoned,
@@ -290,15 +307,8 @@ class Dialer:
         )
 
     async def _pace(self, campaign: Campaign) -> None:
-        snap = self._snapshot(campaign)
-        decision = pacing.decide_progressive(snap)
-        if campaign.mode is CampaignMode.PREDICTIVE:
-            # Never fewer calls than ready agents waiting with no call on the way:
-            # one call per free agent cannot abandon, and agents must not sit idle.
-            floor = decision.dial_now
-            decision = pacing.decide(snap, self._campaign_stats(campaign))
-            if decision.dial_now < floor:
-                decision = replace(decision, dial_now=floor, reserve_agents=False)
+        stats = self._campaign_stats(campaign) if campaign.mode is CampaignMode.PREDICTIVE else None
+        decision = pace_decision(campaign.mode, self._snapshot(campaign), stats)
         if decision.dial_now <= 0:
             return
         if time.monotonic() < self._empty_until.get(campaign.id, 0.0):
@@ -431,6 +441,7 @@ class Dialer:
             if call.ringing_at is None:
                 call.ringing_at = call.originated_at or call.answered_at
             self._emit("call.answered", call)
+            self._spawn(self._store_progress(call))
             if call.campaign.amd_enabled:
                 await self._run_amd(call)
                 return
@@ -491,6 +502,7 @@ class Dialer:
             call.answer_to_bridge_ms = max(0, int((call.bridged_at - call.answered_at).total_seconds() * 1000))
         self._campaign_stats(call.campaign).observe_connect()
         self._emit("call.bridged", call)
+        self._spawn(self._store_progress(call))
         if call.campaign.record_calls:
             self._spawn(self._start_recording(call))
 
@@ -621,9 +633,10 @@ class Dialer:
                 attempt = await self.hopper.attempt_for_contact(conn, offer.campaign, offer.contact_id, now,
                                                                 offer.agent_id)
             if attempt is None:
+                # Back in the hopper behind the contacts already due: skip moves on to the next one.
                 await conn.execute(
-                    "UPDATE contacts SET status = CASE WHEN attempts > 0 THEN 'retry' ELSE 'new' END "
-                    "WHERE id = $1 AND status = 'in_progress'", offer.contact_id)
+                    "UPDATE contacts SET status = CASE WHEN attempts > 0 THEN 'retry' ELSE 'new' END, "
+                    "next_attempt_at = $2 WHERE id = $1 AND status = 'in_progress'", offer.contact_id, now)
                 decision = "skip" if decision == "accept" else decision
                 reason = reason or ("agent gone" if session is None else None)
             await conn.execute(
@@ -666,7 +679,7 @@ class Dialer:
             self._emit("call.abandoned", call)
         stats = self._campaign_stats(call.campaign)
         ring_s = ((call.answered_at or call.ended_at) - (call.originated_at or call.attempt.created_at)).total_seconds()
-        stats.observe_attempt(max(0.0, ring_s), answered)
+        stats.observe_attempt(time.monotonic(), max(0.0, ring_s), answered)
         if outcome is Outcome.ANSWERED_MACHINE:
             stats.observe_amd_machine()
         session = self.sessions.by_agent.get(call.agent_id) if call.agent_id is not None else None
@@ -733,6 +746,18 @@ class Dialer:
                 a.contact_id, status, retry_at, outcome.value,
             )
             await enqueue(conn, event, f"attempt:{a.id}", payload)
+
+    async def _store_progress(self, call: LiveCall) -> None:
+        """Answer and bridge times in the attempt row while the call is up: after a crash
+        the next process knows which customer was answered or talking (never re-dialled
+        as if unanswered; an answered, unbridged call counts as abandoned)."""
+        await self.pool.execute(
+            """UPDATE call_attempts SET state = $2, answered_at = $3, bridged_at = $4, agent_id = coalesce($5, agent_id),
+                      answer_to_bridge_ms = $6
+               WHERE id = $1 AND state <> 'ended' AND (state <> 'bridged' OR $2 = 'bridged')""",
+            call.attempt.id, "bridged" if call.bridged_at else "answered", call.answered_at, call.bridged_at,
+            call.agent_id if call.bridged_at else None, call.answer_to_bridge_ms,
+        )
 
     def _emit(self, event_type: str, call: LiveCall) -> None:
         payload = {"attempt_id": str(call.attempt.id), "campaign_id": call.campaign.id,

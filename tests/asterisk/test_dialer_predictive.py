@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pytest
 
 from hitcall_pbx.app import HitCall, Options
-from hitcall_pbx.dialer.models import Campaign
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
+from hitcall_pbx.dialer.models import Campaign
 from hitcall_pbx.sandbox import SippAgents
 
 from .conftest import wait_until
