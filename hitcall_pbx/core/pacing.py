@@ -25,9 +25,9 @@ false positives (humans hung up as machines) count as abandoned.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
-import operator
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -68,12 +68,13 @@ MODE_IDLE: Final = "idle"
 PACING_MODES: Final = (MODE_PREDICTIVE, MODE_PROGRESSIVE, MODE_ADAPTIVE_BASELINE)
 
 # The predictive model looks one ring timeout ahead in steps of about this many seconds.
-_STEP_S: Final = 2.5
+_STEP_S: Final = 3.125
 # Exact Poisson-binomial step distributions while at most this many calls ring.
 _EXACT_MAX_CALLS: Final = 12
 # Feedback: price of an abandon (idle agent-seconds it must save) =
 # base × e^(gain × abandons over target) × e^(cap_gain × (cushion − abandons left to cap)).
-_BASE_PRICE: Final = 200.0
+_BASE_PRICE: Final = 200.0  # at a target of _REFERENCE_TARGET
+_REFERENCE_TARGET: Final = 0.027
 _GAIN: Final = 0.25
 _CAP_GAIN: Final = 1.0
 _CUSHION: Final = 4.0
@@ -85,7 +86,6 @@ _TRIM: Final = 1e-7
 _GAUSSIAN_MIN_AGENTS: Final = 12
 # Fitted log-normal parameters are rounded to this (tables are rebuilt when they move).
 _PARAM_QUANTUM: Final = 0.02
-_EXPERIMENT: dict = {}
 # A new call must save at least this much idle agent time (seconds).
 _MIN_SAVING_S: Final = 0.01
 
@@ -268,6 +268,10 @@ def _quantize(x: float) -> float:
     return round(x / _PARAM_QUANTUM) * _PARAM_QUANTUM
 
 
+def _moved(key: tuple[float, ...], mu: float, sigma: float) -> bool:
+    return abs(key[0] - mu) > _PARAM_QUANTUM or abs(key[1] - sigma) > _PARAM_QUANTUM
+
+
 def _lognormal_params(mean: float, sd: float) -> tuple[float, float]:
     mean = max(mean, 1e-3)
     s2 = math.log1p((sd / mean) ** 2) if sd > 0 else 1e-6
@@ -277,8 +281,8 @@ def _lognormal_params(mean: float, sd: float) -> tuple[float, float]:
 class PacingStats:
     """What the controller has learned about one campaign.
 
-    Feed it: `observe_attempt(ring_s, answered)` when a call stops ringing (answered,
-    no answer, busy, failed); `observe_connect()` when an answered call reaches an
+    Feed it: `observe_attempt(now, ring_s, answered)` when a call stops ringing
+    (answered, no answer, busy, failed); `observe_connect()` when an answered call reaches an
     agent; `observe_abandon()` when one does not within the limit; `observe_amd_machine()`
     when AMD hangs up a machine; `observe_talk(s)` and `observe_wrap(s)` when a talk or
     wrap-up ends; `new_day()` at the campaign's midnight.
@@ -311,15 +315,27 @@ class PacingStats:
         amd_false_positive_rate: float = 0.0,
         history_days: int = 30,
         trusted_volume: int = 100,
+        ring_timeout_s: float = 25.0,
     ) -> None:
         if not 0.0 < contact_rate < 1.0:
             raise ValueError("contact_rate prior must be in (0, 1)")
         if min(ring_mean_s, talk_mean_s) <= 0 or wrap_mean_s < 0:
             raise ValueError("time priors must be positive")
+        weights = (contact_weight, ring_weight, talk_weight, wrap_weight)
+        halflives = (contact_halflife, ring_halflife, talk_halflife, wrap_halflife)
+        if min(weights) <= 0 or min(halflives) <= 0:
+            raise ValueError("prior weights and half-lives must be positive")
         if history_days < 1 or trusted_volume < 1:
             raise ValueError("history_days and trusted_volume must be >= 1")
         if not 0.0 <= amd_false_positive_rate <= 1.0:
             raise ValueError("amd_false_positive_rate must be in [0, 1]")
+        if not ring_timeout_s > 0:
+            raise ValueError("ring_timeout_s must be > 0")
+        self.ring_timeout_s = ring_timeout_s
+        self._pending: list[tuple[float, int, bool, float]] = []
+        self._pending_yes = 0
+        self._seq = itertools.count()
+        self._clock = -math.inf
         self._c_decay = 0.5 ** (1.0 / contact_halflife)
         self._c_yes = contact_rate * contact_weight
         self._c_no = (1.0 - contact_rate) * contact_weight
@@ -336,15 +352,30 @@ class PacingStats:
         self._answer_cdf: _AnswerCdf | None = None
         self._answer_key: tuple[float, float, float] | None = None
         self._talk_surv: _TalkSurvival | None = None
-        self._talk_key: tuple[float, float] | None = None
+        self._talk_key: tuple[float, ...] | None = None
 
     # -- observations
-    def observe_attempt(self, ring_s: float, answered: bool) -> None:
+    def observe_attempt(self, now: float, ring_s: float, answered: bool) -> None:
+        """A call stopped ringing at `now` (the dialer's clock) after `ring_s` seconds:
+        answered by a person, or not (no answer, busy, failed). Answers come early and
+        no-answers at the ring timeout, so the contact rate takes an attempt in only
+        once every call placed at the same moment has finished (placed + ring
+        timeout), and so does the ring-to-answer time; otherwise a burst of calls would
+        read as all answered, and quickly, at first."""
+        due = now - ring_s + self.ring_timeout_s
+        heapq.heappush(self._pending, (due, next(self._seq), answered, ring_s))
+        self._pending_yes += 1 if answered else 0
+        if now > self._clock:
+            self._clock = now
+        pending = self._pending
         d = self._c_decay
-        self._c_yes = self._c_yes * d + (1.0 if answered else 0.0)
-        self._c_no = self._c_no * d + (0.0 if answered else 1.0)
-        if answered:
-            self._ring_log.add(math.log(max(ring_s, 0.05)))
+        while pending and pending[0][0] <= self._clock + 1e-9:
+            _, _, yes, rang = heapq.heappop(pending)
+            if yes:
+                self._pending_yes -= 1
+                self._ring_log.add(math.log(max(rang, 0.05)))
+            self._c_yes = self._c_yes * d + (1.0 if yes else 0.0)
+            self._c_no = self._c_no * d + (0.0 if yes else 1.0)
 
     def observe_talk(self, seconds: float) -> None:
         self._talk.add(max(0.0, seconds))
@@ -379,7 +410,40 @@ class PacingStats:
     # -- estimates
     @property
     def contact_rate(self) -> float:
+        """Share of finished attempts answered (attempts counted once their cohort has
+        finished ringing)."""
         return self._c_yes / (self._c_yes + self._c_no)
+
+    def contact_estimate(self, ringing: Sequence[tuple[float, int]]) -> tuple[float, float]:
+        """(contact rate, its sd) using also the calls of the last ring timeout: the
+        answers already in, the early failures, and `ringing` = (P(answered by now |
+        answered at all), count) for calls still ringing. Maximum likelihood with the
+        finished attempts as the prior; without recent calls this is `contact_rate`."""
+        yes = self._c_yes + self._pending_yes
+        no = self._c_no + (len(self._pending) - self._pending_yes)
+        p = min(1.0 - 1e-6, max(1e-6, yes / (yes + no)))
+        groups = [(g, c) for g, c in ringing if g > 1e-9]
+        info = yes / (p * p) + no / ((1.0 - p) ** 2)
+        if groups:
+            # score(p) = yes/p − no/(1−p) − Σ c·g/(1 − p·g) is decreasing: Newton with a bracket
+            lo, hi = 1e-6, p
+            for _ in range(30):
+                score = yes / p - no / (1.0 - p)
+                info = yes / (p * p) + no / ((1.0 - p) ** 2)
+                for g, c in groups:
+                    q = 1.0 - p * g
+                    score -= c * g / q
+                    info += c * g * g / (q * q)
+                if score > 0.0:
+                    lo = p
+                else:
+                    hi = p
+                step = p + score / info
+                p = step if lo < step < hi else (lo + hi) / 2.0
+                if hi - lo < 1e-6 or abs(score) < 1e-9 * info:
+                    break
+        sd = min(0.5, 1.0 / math.sqrt(info))
+        return p, sd
 
     @property
     def contact_rate_sd(self) -> float:
@@ -410,21 +474,24 @@ class PacingStats:
         return max(self._wrap.mean, 0.0)
 
     def answer_cdf(self, timeout: float) -> _AnswerCdf:
-        """CDF of ring-to-answer seconds of answered calls (answered before `timeout`).
-        Tabulated from the estimate rounded to `_PARAM_QUANTUM` (log seconds)."""
+        """CDF of ring-to-answer seconds of answered calls (answered before `timeout`),
+        tabulated; the table follows the estimate once it moves by `_PARAM_QUANTUM`
+        (in log seconds)."""
         mu, sigma = self.ring_log_params
-        key = (_quantize(mu), _quantize(sigma), timeout)
-        if self._answer_cdf is None or key != self._answer_key:
+        key = self._answer_key
+        if self._answer_cdf is None or key is None or key[2] != timeout or _moved(key, mu, sigma):
+            key = (_quantize(mu), _quantize(sigma), timeout)
             self._answer_cdf = _AnswerCdf(key[0], max(key[1], 0.05), timeout)
             self._answer_key = key
         return self._answer_cdf
 
     def talk_survival(self) -> _TalkSurvival:
-        """P(talk time > x) under the log-normal fitted to the talk mean and sd
-        (parameters rounded to `_PARAM_QUANTUM`)."""
+        """P(talk time > x) under the log-normal fitted to the talk mean and sd; the
+        table follows the estimate once it moves by `_PARAM_QUANTUM`."""
         mu, sigma = _lognormal_params(self.talk_mean_s, self.talk_sd_s)
-        key = (_quantize(mu), _quantize(sigma))
-        if self._talk_surv is None or key != self._talk_key:
+        key = self._talk_key
+        if self._talk_surv is None or key is None or _moved(key, mu, sigma):
+            key = (_quantize(mu), _quantize(sigma))
             self._talk_surv = _TalkSurvival(key[0], max(key[1], 0.05))
             self._talk_key = key
         return self._talk_surv
@@ -522,31 +589,6 @@ def _convolve(pmf: list[float], kernel: list[float]) -> list[float]:
     return out
 
 
-def _consume(pmf: list[float], kernel: list[float]) -> tuple[list[float], float]:
-    """Idle agents X (~ pmf) take answered calls A (~ kernel) one each: returns the
-    distribution of max(X − A, 0) and E[max(A − X, 0)] (calls left without an agent)."""
-    size = len(pmf)
-    w0 = kernel[0]
-    out = [w0 * b for b in pmf] if w0 != 1.0 else list(pmf)
-    if len(kernel) == 1:
-        return out, 0.0
-    below = [0.0, *itertools.accumulate(pmf)]  # below[a] = P(X < a)
-    below_x = [0.0, *itertools.accumulate(map(operator.mul, range(size), pmf))]  # E[X; X < a]
-    short = 0.0
-    for a in range(1, len(kernel)):
-        w = kernel[a]
-        if w < 1e-15:
-            continue
-        if a < size:
-            out[: size - a] = [o + w * b for o, b in zip(out, pmf[a:])]
-            p_lt, x_lt = below[a], below_x[a]
-        else:
-            p_lt, x_lt = below[size], below_x[size]
-        out[0] += w * p_lt
-        short += w * (a * p_lt - x_lt)
-    return out, short
-
-
 class _AnswerCdf:
     """Ring-to-answer CDF of answered calls, truncated at the ring timeout, on a grid,
     with the per-step answer probabilities of a call by its elapsed ring time."""
@@ -554,6 +596,7 @@ class _AnswerCdf:
     __slots__ = ("timeout", "inv_step", "table", "_steps")
 
     STEP = 0.25
+    SLOT = 0.5  # ringing calls are grouped by elapsed time in slots of this many seconds
 
     def __init__(self, mu: float, sigma: float, timeout: float) -> None:
         self.timeout = timeout
@@ -580,12 +623,12 @@ class _AnswerCdf:
         return t[i] + (t[i + 1] - t[i]) * (f - i)
 
     def steps(self, slot: int, dt: float, count: int) -> tuple[float, tuple[float, ...]]:
-        """For a call that has rung slot × STEP seconds: (CDF now, CDF increments over
+        """For a call that has rung slot × SLOT seconds: (CDF now, CDF increments over
         the next `count` steps of dt; index 0 unused)."""
         key = (slot, dt, count)
         hit = self._steps.get(key)
         if hit is None:
-            r = slot * self.STEP
+            r = slot * self.SLOT
             values = [self(r + k * dt) for k in range(count + 1)]
             hit = (values[0], (0.0, *(values[k] - values[k - 1] for k in range(1, count + 1))))
             if len(self._steps) > 4096:
@@ -670,7 +713,12 @@ def decide_progressive(snapshot: PacingSnapshot) -> PacingDecision:
     return PacingDecision(n, f"progressive: {snapshot.agents_ready} ready agents without a call", MODE_PROGRESSIVE, True)
 
 
-def abandon_price(stats: PacingStats, settings: PacingSettings) -> tuple[float, str]:
+def abandon_price(
+    stats: PacingStats,
+    settings: PacingSettings,
+    pipeline_abandons: float = 0.0,
+    pipeline_answers: float = 0.0,
+) -> tuple[float, str]:
     """How many seconds of agent idle time one more expected abandoned call must save
     to be worth it, and why.
 
@@ -679,7 +727,10 @@ def abandon_price(stats: PacingStats, settings: PacingSettings) -> tuple[float, 
     by e^gain, each one below divides it. Near the cap the price climbs steeply: when
     fewer than `_CUSHION` more abandons would put today over the cap (counted on at
     least the volume from which the over-cap fallback applies), each missing one
-    multiplies it by e^cap_gain. A 30-day rate above the target lowers the target."""
+    multiplies it by e^cap_gain. The calls already placed count with their expected
+    abandons and answers (`pipeline_*`, from the model) and a two-sigma margin for
+    their abandons, so the price rises before a burst of abandons lands. A 30-day
+    rate above the target lowers the target."""
     cap = settings.abandon_cap
     target = settings.abandon_target
     notes = []
@@ -691,16 +742,20 @@ def abandon_price(stats: PacingStats, settings: PacingSettings) -> tuple[float, 
             target *= min(1.0, max(0.25, (cap - r30) / (cap - target) if cap > target else 0.25))
             notes.append(f"30-day rate {r30:.2%} above target")
     today = stats.today
-    a = today.effective_abandoned(fp)
-    n = a + today.connected
-    over_target = a - target * n
-    to_cap = cap * max(n, stats.trusted_volume) - a
-    exponent = _GAIN * max(-40.0, min(40.0, over_target))
-    notes.append(f"today {a:g} abandoned of {n:g} ({over_target:+.1f} vs target {target:.2%})")
-    if to_cap < _CUSHION:
-        exponent += _CAP_GAIN * (_CUSHION - to_cap)
+    a = today.effective_abandoned(fp) + pipeline_abandons
+    n = today.effective_abandoned(fp) + today.connected + pipeline_answers
+    # keep a margin from the cap that covers a burst of answers: abandons come in bunches
+    margin = _CUSHION + 2.0 * math.sqrt(max(0.0, pipeline_answers)) + 2.0 * math.sqrt(max(0.0, pipeline_abandons))
+    volume = max(n, stats.trusted_volume)
+    allowed = min(target * n, cap * volume - margin)
+    to_cap = cap * volume - a
+    exponent = _GAIN * max(-40.0, min(40.0, a - allowed))
+    notes.append(f"today {a:.1f} abandoned of {n:.0f} incl. calls in flight, allowed {allowed:.1f}")
+    if to_cap < margin:
+        exponent += _CAP_GAIN * (margin - to_cap)
         notes.append(f"near cap: {max(0.0, to_cap):.1f} abandons left")
-    price = _BASE_PRICE * math.exp(min(50.0, exponent))
+    # a lower target needs a higher price from the start (about inversely)
+    price = _BASE_PRICE * (_REFERENCE_TARGET / max(target, 1e-6)) * math.exp(min(50.0, exponent))
     return min(_MAX_PRICE, max(_MIN_PRICE, price)), "; ".join(notes)
 
 
@@ -721,10 +776,9 @@ def decide(snapshot: PacingSnapshot, stats: PacingStats) -> PacingDecision:
     room = line_room(snapshot)
     if room <= 0:
         return PacingDecision(0, "line cap reached", MODE_PREDICTIVE)
-    price, why = abandon_price(stats, settings)
-    if _EXPERIMENT.get("price") is not None:
-        price = _EXPERIMENT["price"]
     model = _Horizon(snapshot, stats)
+    pipeline_abandons, _ = model.run(0)
+    price, why = abandon_price(stats, settings, pipeline_abandons, model.pipeline_answers())
     n = model.best(price, room)
     expected, idle_s = model.run(n)
     return PacingDecision(
@@ -757,14 +811,22 @@ class _Horizon:
     def __init__(self, snapshot: PacingSnapshot, stats: PacingStats) -> None:
         settings = snapshot.settings
         timeout = settings.ring_timeout_s
-        steps = max(1, math.ceil(timeout / _EXPERIMENT.get("step", _STEP_S) - 1e-9))
+        steps = max(1, math.ceil(timeout / _STEP_S - 1e-9))
         dt = timeout / steps
         self.steps = steps
         self.dt = dt
         lead = settings.connect_limit_s - dt / 2.0
-        p = min(0.999, stats.contact_rate + _EXPERIMENT.get("psd", 1.0) * stats.contact_rate_sd)
-        self.p = p
         cdf = stats.answer_cdf(timeout)
+        groups: dict[int, int] = {}
+        inv = 1.0 / _AnswerCdf.SLOT
+        for r in snapshot.dialling_elapsed_s:
+            if r < timeout:
+                slot = int(r * inv + 0.5)
+                groups[slot] = groups.get(slot, 0) + 1
+        rate, rate_sd = stats.contact_estimate([(cdf.steps(slot, dt, steps)[0], c) for slot, c in groups.items()])
+        # plan with a contact rate two sd high: over-estimating answers is the safe side
+        p = min(0.999, rate + 2.0 * rate_sd)
+        self.p = p
         wrap = round(stats.wrap_mean_s * 2.0) / 2.0
 
         ready = snapshot.agents_ready
@@ -813,12 +875,6 @@ class _Horizon:
 
         # Calls ringing, grouped by elapsed time on the CDF's grid: probability of an
         # answer inside each step given no answer so far.
-        groups: dict[int, int] = {}
-        inv = 1.0 / _AnswerCdf.STEP
-        for r in snapshot.dialling_elapsed_s:
-            if r < timeout:
-                slot = int(r * inv + 0.5)
-                groups[slot] = groups.get(slot, 0) + 1
         exact = not self.gaussian and len(snapshot.dialling_elapsed_s) <= _EXACT_MAX_CALLS
         inflight = [0.0] * (steps + 1)
         inflight_var = [0.0] * (steps + 1)
@@ -830,16 +886,16 @@ class _Horizon:
             if rest <= 1e-12:
                 continue
             scale = p / rest
-            if exact:
-                for k in range(1, steps + 1):
-                    x = scale * incs[k]
-                    if x > 1e-12:
+            for k in range(1, steps + 1):
+                inc = incs[k]
+                if inc > 0.0:
+                    x = scale * inc
+                    inflight[k] += x * count
+                    inflight_var[k] += x * (1.0 - x) * count
+                    if exact and x > 1e-12:
                         probs[k].extend([x] * count)
                         if x > likely:
                             likely = x
-            w = scale * count
-            inflight = [a + w * x for a, x in zip(inflight, incs)]
-            inflight_var = [v + w * x * (1.0 - scale * x) for v, x in zip(inflight_var, incs)]
         # exact step distributions only matter when some call is likely to answer in a step
         self.exact = exact = exact and likely >= 0.05
         self.inflight_k = inflight
@@ -848,6 +904,10 @@ class _Horizon:
         self.new_k = [p * x for x in cdf.steps(0, dt, steps)[1]]
         self.waiting = snapshot.answered_waiting
         self._memo: dict[int, tuple[float, float]] = {}
+
+    def pipeline_answers(self) -> float:
+        """Expected answers over the horizon from calls already placed (incl. waiting)."""
+        return math.fsum(self.inflight_k) + self.waiting
 
     def run(self, n: int) -> tuple[float, float]:
         """(expected abandons, expected idle agent-seconds) with n new calls placed now."""
@@ -863,7 +923,7 @@ class _Horizon:
         steps; abandons = max(0, Z_1 … Z_K), idle_k = abandons so far − Z_k. The
         running maximum is carried as a normal variable (Clark's moments of the
         maximum of two correlated normals)."""
-        mu_z = -float(len(self.pm0) - 1)
+        mu_z = -0.5 - float(len(self.pm0) - 1)  # continuity: abandons need Z ≥ 1, an integer
         var_z = 0.0
         mu_m = var_m = cov_mz = 0.0
         idle = 0.0
@@ -892,7 +952,7 @@ class _Horizon:
                 cov_mz = cov_mz * cdf_a + var_z * cdf_b
                 mu_m = mean
                 var_m = max(0.0, second - mean * mean)
-            idle += mu_m - mu_z
+            idle += mu_m - mu_z - 0.5
         return mu_m, idle * self.dt
 
     def _run_exact(self, n: int) -> tuple[float, float]:
@@ -937,20 +997,30 @@ class _Horizon:
                     kernel = _convolve(kernel, binomial_pmf(n, g))
             else:
                 kernel = poisson_pmf(self.inflight_k[k] + n * g)
-            out = [0.0] * len(pm)
-            for r, x in enumerate(pm):
-                if x <= 1e-12:
-                    continue
-                for a, w in enumerate(kernel):
-                    if a <= r:
-                        out[r - a] += x * w
+            size = len(kernel)
+            if size > 1:
+                # suffix sums: mass and first moment of "more answers than idle agents"
+                tail0 = list(itertools.accumulate(reversed(kernel)))
+                tail0.reverse()
+                tail1 = list(itertools.accumulate(a * w for a, w in zip(range(size - 1, -1, -1), reversed(kernel))))
+                tail1.reverse()
+                out = [0.0] * len(pm)
+                for r, x in enumerate(pm):
+                    if x <= 1e-12:
+                        continue
+                    if r + 1 < size:
+                        for a in range(r + 1):
+                            out[r - a] += x * kernel[a]
+                        t0 = tail0[r + 1]
+                        out[0] += x * t0
+                        short += x * (tail1[r + 1] - r * t0)
                     else:
-                        out[0] += x * w
-                        short += x * w * (a - r)
-            while len(out) > 1 and out[-1] < _TRIM:
-                tail = out.pop()
-                out[-1] += tail
-            pm = out
+                        for a, w in enumerate(kernel):
+                            out[r - a] += x * w
+                while len(out) > 1 and out[-1] < _TRIM:
+                    tail = out.pop()
+                    out[-1] += tail
+                pm = out
             idle += sum([r * x for r, x in enumerate(pm)])
         return short, idle * self.dt
 
@@ -959,8 +1029,6 @@ class _Horizon:
         a0, i0 = self.run(n)
         a1, i1 = self.run(n + 1)
         saved = i0 - i1
-        if _EXPERIMENT.get("risk") is not None:
-            return saved > _MIN_SAVING_S and (a1 - a0) <= _EXPERIMENT["risk"] * self.p
         return saved > _MIN_SAVING_S and saved >= price * (a1 - a0)
 
     def best(self, price: float, room: int) -> int:

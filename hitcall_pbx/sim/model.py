@@ -136,8 +136,9 @@ class SimResult:
         ]
         return {
             "mode": s.mode,
-            "agents": s.agents,
+            "agents": max(n for _, n in s.agent_schedule()),
             "contact_rate": s.contact_rate,
+            "contact_rate_by_hour": [list(x) for x in s.contact_rate_by_hour] if s.contact_rate_by_hour else None,
             "talk_mean_s": s.talk.mean,
             "wrap_s": s.wrap.mean,
             "hours": s.hours,
@@ -169,7 +170,7 @@ class _Simulation:
     def __init__(self, scenario: Scenario, stats: PacingStats | None) -> None:
         self.sc = scenario
         self.rng = random.Random(scenario.seed)
-        self.stats = stats if stats is not None else PacingStats()
+        self.stats = stats if stats is not None else PacingStats(ring_timeout_s=scenario.ring_timeout)
         self.pacer = make_pacer(scenario.mode)
         target = {} if scenario.abandon_target is None else {
             "target_fraction": scenario.abandon_target / scenario.abandon_cap}
@@ -286,9 +287,13 @@ class _Simulation:
                     self.leaving += 1
                     drop -= 1
 
+    def _calls_in_flight(self) -> bool:
+        return bool(self.dialling or self.waiting or self.reserved_calls)
+
     def _free(self, agent: _Agent, t: float) -> None:
-        """The agent is available: log out if leaving, else take a waiting call, else ready."""
-        if agent.leaving:
+        """The agent is available: log out if leaving (or the day is over and no call
+        is left), else take a waiting call, else ready."""
+        if agent.leaving or (not self.dialing_open and not self._calls_in_flight()):
             self._logout(agent, t)
             return
         if self.waiting:
@@ -346,7 +351,7 @@ class _Simulation:
     def _on_answer(self, call: _Call, t: float) -> None:
         self._end_ringing(call)
         self.day.answered += 1
-        self.stats.observe_attempt(t - call.placed, True)
+        self.stats.observe_attempt(t, t - call.placed, True)
         call.answered_at = t
         agent = call.agent
         if agent is not None and agent.state == _RESERVED and agent.call is call:
@@ -368,7 +373,7 @@ class _Simulation:
             self.day.busy += 1
         else:
             self.day.no_answer += 1
-        self.stats.observe_attempt(rang, False)
+        self.stats.observe_attempt(t, rang, False)
         agent = call.agent
         if agent is not None and agent.call is call:
             agent.call = None
@@ -473,6 +478,9 @@ class _Simulation:
             elif kind == _DAY_END:
                 # stop dialling; agents stay until the calls in flight are handled
                 self.dialing_open = False
+            if not self.dialing_open and self.ready and not self._calls_in_flight():
+                for agent in list(self.ready.values()):
+                    self._logout(agent, t)
             elif kind == _TICK:
                 if not self.dialing_open:
                     continue

@@ -17,7 +17,7 @@ JSON fields (all optional):
       "hours": 8, "days": 1, "seed": 1,
       "abandon_cap": 0.03, "abandon_target": 0.027,   # target: default 0.9 × cap
       "max_lines_per_agent": 5, "connect_limit_s": 2.0,
-      "bridge_ms": 10, "tick_s": 1.0, "decision_gap_s": 0.5
+      "bridge_ms": 10, "tick_s": 1.0, "decision_gap_s": 1.0
     }
 
 The pacer is asked after every batch of state changes, at most every decision_gap_s,
@@ -162,7 +162,7 @@ class Scenario:
     connect_limit_s: float = 2.0
     bridge_ms: float = 10.0
     tick_s: float = 1.0
-    decision_gap_s: float = 0.5
+    decision_gap_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in PACING_MODES:
