@@ -34,7 +34,7 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
             rows = await migrations.status(db.pool)
             for r in rows:
                 when = r.applied_at.isoformat() if r.applied_at else "pending"
-                sys.stdout.write(f"{r.version:04d}  {r.name:<40} {when}\n")
+                sys.stdout.write(f"{r.name:<40} {when}\n")
             return 0
         applied = await migrations.apply(db.pool)
     if applied:

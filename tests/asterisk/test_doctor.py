@@ -38,7 +38,7 @@ async def test_doctor_fails_readably_when_ari_is_wrong(sandbox, service_dsn, tmp
     assert proc.returncode == 1
     ari = next(c for c in report["checks"] if c["name"] == "ari")
     assert not ari["ok"]
-    assert "401" in ari["detail"] or "nauthorized" in ari["detail"], ari
+    assert "Authentication required" in ari["detail"], ari
 
 
 async def test_doctor_reports_pending_migrations(sandbox, empty_db_dsn, tmp_path):

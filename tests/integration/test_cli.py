@@ -28,7 +28,7 @@ async def test_migrate_twice_then_status(empty_db_dsn, tmp_path):
     status = _run(["migrate", "--status"], env)
     assert status.returncode == 0
     lines = status.stdout.strip().splitlines()
-    assert lines[0].startswith("0001  initial") and "pending" not in status.stdout
+    assert lines[0].startswith("0001_initial ") and "pending" not in status.stdout
 
 
 @pytest.mark.parametrize(
