@@ -160,7 +160,7 @@ class AgentSessions:
         self.by_channel[channel_id] = session
         try:
             try:
-                await self.ari.rest.create_bridge(bridge_id=bridge_id, type="mixing,dtmf_events", name=bridge_id)
+                await self.ari.rest.create_bridge(bridge_id=bridge_id, type="mixing", name=bridge_id)
             except AriError:
                 pass  # left over from before a restart: reuse it
             await self.ari.rest.add_channel(bridge_id, channel_id)
