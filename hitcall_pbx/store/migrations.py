@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,7 +35,16 @@ _log = get_logger("hitcall.store.migrations")
 # Fixed key of the session-level advisory lock ("HitCallM" as a big-endian int64).
 MIGRATION_LOCK_KEY = 0x48697443616C6C4D
 
-DEFAULT_DIRECTORY = Path(__file__).resolve().parents[2] / "migrations"
+def _default_directory() -> Path:
+    """`migrations/` of the source tree (editable install), else the copy a wheel
+    install puts under `<prefix>/share/hitcall/migrations`."""
+    source = Path(__file__).resolve().parents[2] / "migrations"
+    if source.is_dir():
+        return source
+    return Path(sys.prefix) / "share" / "hitcall" / "migrations"
+
+
+DEFAULT_DIRECTORY = _default_directory()
 
 _FILE_RE = re.compile(r"^(?P<version>[0-9]{4})_(?P<slug>[a-z0-9]+(?:_[a-z0-9]+)*)\.sql$")
 
