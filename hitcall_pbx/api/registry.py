@@ -221,6 +221,13 @@ class Ctx:
             raise Forbidden("agents may act only on their own agent and calls", code="not_own_agent")
 
 
+def found(row: Any, what: str, key: str, row_id: int) -> Any:
+    """The row, or NotFound naming the missing resource and its id."""
+    if row is None:
+        raise NotFound(f"{what} {row_id} not found", details={key: row_id})
+    return row
+
+
 def source_ip(request: web.Request) -> str | None:
     remote = request.remote
     if not remote:

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from ...auth import Role
 from ...errors import Conflict, NotFound, ValidationFailed
-from ..registry import V1, Ctx, Registry
+from ..registry import V1, Ctx, Registry, found
 from ..repos import agents as repo
 from ..types import BIGINT_MAX, Code, Id, In, Out, Patch, Query, Text
 
@@ -109,10 +109,7 @@ class Accepted(Out):
 
 
 async def _load(conn: Any, agent_id: int, *, for_update: bool = False) -> Any:
-    row = await repo.get(conn, agent_id, for_update=for_update)
-    if row is None:
-        raise NotFound(f"agent {agent_id} not found", details={"agent_id": agent_id})
-    return row
+    return found(await repo.get(conn, agent_id, for_update=for_update), "agent", "agent_id", agent_id)
 
 
 async def _existing(ctx: Ctx) -> int:

@@ -10,9 +10,9 @@ from pydantic import AfterValidator, Field, model_validator
 from ...auth import Role
 from ...core.compliance import abandon_rate
 from ...core.phone import DEFAULT_TZ
-from ...errors import Conflict, NotFound, ValidationFailed
+from ...errors import Conflict, ValidationFailed
 from ...hooks.events import enqueue
-from ..registry import V1, Ctx, Registry
+from ..registry import V1, Ctx, Registry, found
 from ..repos import campaigns as repo
 from ..types import In, MediaUri, Out, Patch, Phone, Query, Text
 
@@ -185,10 +185,13 @@ def _to_db(data: dict[str, Any]) -> dict[str, Any]:
 
 
 async def load(conn: Any, campaign_id: int, *, for_update: bool = False) -> Any:
-    row = await repo.get(conn, campaign_id, for_update=for_update)
-    if row is None:
-        raise NotFound(f"campaign {campaign_id} not found", details={"campaign_id": campaign_id})
-    return row
+    return found(await repo.get(conn, campaign_id, for_update=for_update), "campaign", "campaign_id", campaign_id)
+
+
+async def check_campaign(conn: Any, campaign_id: int | None) -> None:
+    """ValidationFailed (field campaign_id) when a referenced campaign does not exist."""
+    if campaign_id is not None and not await repo.exists(conn, campaign_id):
+        raise ValidationFailed(f"campaign {campaign_id} does not exist", details={"field": "campaign_id"})
 
 
 def register(reg: Registry) -> None:

@@ -8,12 +8,13 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, WithJsonSchema
 
 from ...auth import Role
-from ...errors import Conflict, NotFound, ValidationFailed
+from ...errors import Conflict, ValidationFailed
 from ..imports import ContactIn, RowError, ValidRow, parse_csv, validate_rows
-from ..registry import CSV_LIMIT, V1, Ctx, Registry
+from ..registry import CSV_LIMIT, V1, Ctx, Registry, found
 from ..repos import campaigns as campaigns_repo
 from ..repos import contacts as repo
 from ..types import BIGINT_MAX, Email, Id, In, Out, Page, Patch, Phone, Query, Text, TimeZone
+from .campaigns import check_campaign
 
 ROLES = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.INTEGRATION})
 MAX_JSON_ROWS = 10_000
@@ -138,22 +139,12 @@ def _contact_db(data: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _load_list(conn: Any, list_id: int, *, for_update: bool = False) -> Any:
-    row = await repo.get_list(conn, list_id, for_update=for_update)
-    if row is None:
-        raise NotFound(f"contact list {list_id} not found", details={"list_id": list_id})
-    return row
+    return found(await repo.get_list(conn, list_id, for_update=for_update), "contact list", "list_id", list_id)
 
 
 async def _load_contact(conn: Any, contact_id: int, *, for_update: bool = False) -> Any:
     row = await repo.get_contact(conn, contact_id, for_update=for_update)
-    if row is None:
-        raise NotFound(f"contact {contact_id} not found", details={"contact_id": contact_id})
-    return row
-
-
-async def _check_campaign(conn: Any, campaign_id: int | None) -> None:
-    if campaign_id is not None and not await campaigns_repo.exists(conn, campaign_id):
-        raise ValidationFailed(f"campaign {campaign_id} does not exist", details={"field": "campaign_id"})
+    return found(row, "contact", "contact_id", contact_id)
 
 
 async def _import(
@@ -262,7 +253,7 @@ def register(reg: Registry) -> None:
     async def create_list(ctx: Ctx) -> ContactList:
         b: ContactListIn = ctx.body
         async with ctx.tx() as conn:
-            await _check_campaign(conn, b.campaign_id)
+            await check_campaign(conn, b.campaign_id)
             list_id = await repo.insert_list(conn, b.model_dump(exclude={"campaign_id"}))
             await repo.assign_list(conn, list_id, b.campaign_id)
             await ctx.audit(conn, "contact_list.create", "contact_list", list_id, {"campaign_id": b.campaign_id})
@@ -300,7 +291,7 @@ def register(reg: Registry) -> None:
             before = await _load_list(conn, list_id, for_update=True)
             if "campaign_id" in changes:
                 campaign_id = changes.pop("campaign_id")
-                await _check_campaign(conn, campaign_id)
+                await check_campaign(conn, campaign_id)
                 await repo.assign_list(conn, list_id, campaign_id)
                 changes_audit = ["campaign_id", *changes]
             else:

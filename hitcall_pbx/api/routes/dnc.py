@@ -10,9 +10,9 @@ from pydantic import Field, model_validator
 from ...auth import Role
 from ...errors import Forbidden, NotFound, ValidationFailed
 from ..registry import V1, Ctx, Registry
-from ..repos import campaigns as campaigns_repo
 from ..repos import dnc as repo
 from ..types import BIGINT_MAX, Id, In, Out, Page, Phone
+from .campaigns import check_campaign
 
 ROLES = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.COMPLIANCE, Role.INTEGRATION})
 PERSON_SOURCES = frozenset({"ivr_optout", "subject_request"})
@@ -88,8 +88,7 @@ def register(reg: Registry) -> None:
     async def add_dnc(ctx: Ctx) -> DncEntry:
         b: DncIn = ctx.body
         async with ctx.tx() as conn:
-            if b.campaign_id is not None and not await campaigns_repo.exists(conn, b.campaign_id):
-                raise ValidationFailed(f"campaign {b.campaign_id} does not exist", details={"field": "campaign_id"})
+            await check_campaign(conn, b.campaign_id)
             row = await repo.add(conn, b.phone, b.campaign_id, b.reason, b.source)
             await ctx.audit(conn, "dnc.add", "dnc_entry", row["id"], {"campaign_id": b.campaign_id, "source": b.source})
         return _out(row)
