@@ -32,6 +32,7 @@ from ..logs import get_logger
 log = get_logger("hitcall.agents")
 
 PIN_TIMEOUT_S = 15.0
+WRITE_BATCH = 200
 DEFAULT_PAUSE_CODE = "break"
 
 # Phone keys while logged in (documented in dialplan/README.md).
@@ -322,41 +323,49 @@ class AgentSessions:
 
     # ------------------------------------------------------- storage ---
     async def _write_loop(self) -> None:
+        """Store transitions in order; what queued up meanwhile goes in one transaction."""
         while True:
-            item = await self._writes.get()
+            batch = [await self._writes.get()]
+            while not self._writes.empty() and len(batch) < WRITE_BATCH:
+                batch.append(self._writes.get_nowait())
+            stop = None in batch
+            items = [i for i in batch if i is not None]
             try:
-                if item is None:
-                    return
-                session, tr, campaign_id = item
-                await self._store(session, tr, campaign_id)
+                if items:
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        for session, tr, campaign_id in items:
+                            await self._store(conn, session, tr, campaign_id)
             except Exception:
-                log.exception("agent.state_store_failed")
+                log.exception("agent.state_store_failed", transitions=len(items))
             finally:
-                self._writes.task_done()
+                for _ in batch:
+                    self._writes.task_done()
+            if stop:
+                return
 
-    async def _store(self, session: AgentSession, tr: AgentTransition, campaign_id: int | None) -> None:
+    async def _store(self, conn: asyncpg.Connection, session: AgentSession, tr: AgentTransition,
+                     campaign_id: int | None) -> None:
         a = tr.agent
-        async with self.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE agent_state_log SET ended_at = $2 WHERE agent_id = $1 AND ended_at IS NULL",
+            session.agent_id, a.since,
+        )
+        if a.state is not AgentState.LOGGED_OUT:
             await conn.execute(
-                "UPDATE agent_state_log SET ended_at = $2 WHERE agent_id = $1 AND ended_at IS NULL",
-                session.agent_id, a.since,
+                """INSERT INTO agent_state_log (agent_id, state, pause_code, campaign_id, started_at)
+                   VALUES ($1, $2, $3, $4, $5)""",
+                session.agent_id, a.state.value, a.pause_code, campaign_id, a.since,
             )
-            if a.state is not AgentState.LOGGED_OUT:
-                await conn.execute(
-                    """INSERT INTO agent_state_log (agent_id, state, pause_code, campaign_id, started_at)
-                       VALUES ($1, $2, $3, $4, $5)""",
-                    session.agent_id, a.state.value, a.pause_code, campaign_id, a.since,
-                )
-            await conn.execute(
-                "UPDATE agents SET state = $2, pause_code = $3, state_since = $4 WHERE id = $1",
-                session.agent_id, a.state.value, a.pause_code, a.since,
-            )
-            await enqueue(
-                conn, "agent.state_changed", f"agent:{session.agent_id}",
-                {"agent_id": session.agent_id, "number": session.number, "state": a.state.value,
-                 "pause_code": a.pause_code, "previous": tr.span.state.value if tr.span else None,
-                 "at": a.since.isoformat() if a.since else None, "campaign_id": campaign_id},
-            )
+        await conn.execute(
+            "UPDATE agents SET state = $2, pause_code = $3, state_since = $4 WHERE id = $1",
+            session.agent_id, a.state.value, a.pause_code, a.since,
+        )
+        await enqueue(
+            conn, "agent.state_changed", f"agent:{session.agent_id}",
+            {"agent_id": session.agent_id, "number": session.number, "state": a.state.value,
+             "pause_code": a.pause_code, "previous": tr.span.state.value if tr.span else None,
+             "at": a.since.isoformat() if a.since else None, "campaign_id": campaign_id},
+        )
 
     # ---------------------------------------------------------- helpers ---
     async def _hangup(self, channel_id: str) -> None:
