@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             checks = {
                 "every_day_under_cap": days_ok,
                 "talk_vs_progressive": round(ratio, 2),
+                # talk ratio if predictive kept agents 100 % busy: 1.3 needs occupancy >= 1.3 / this
+                "talk_ratio_at_full_occupancy": round(1.0 / max(prog["occupancy"], 1e-9), 2),
                 "talk_ge_1_3x_progressive": ratio >= 1.3,
                 "compared_with_baseline_as": "predictive_matched" if "predictive_matched" in modes else "predictive",
                 "talk_ge_baseline_at_equal_or_lower_abandon": beats_base,

@@ -12,9 +12,9 @@ fed with observations, and asks a pacer for a `PacingDecision`:
   abandons it adds at the current price of an abandon. The price follows today's
   abandon count against what the target rate allows (feedback; the 30-day rate
   lowers the target when it runs high); near the cap it climbs steeply, over the cap
-  the campaign falls back to progressive for the rest of the day. Step
-  distributions are exact Poisson-binomial / binomial while few calls ring, Poisson
-  otherwise.
+  the campaign falls back to progressive for the rest of the day. Small teams with
+  few calls ringing get exact Poisson-binomial / binomial step distributions, larger
+  ones a normal random-walk approximation.
 * `decide_progressive(snapshot)` — one call per ready agent, the agent reserved.
 * `AdaptiveBaseline` — the classic adaptive dial level (level × ready agents),
   kept as a reference point for the simulator and benchmarks.
@@ -69,8 +69,8 @@ PACING_MODES: Final = (MODE_PREDICTIVE, MODE_PROGRESSIVE, MODE_ADAPTIVE_BASELINE
 
 # The predictive model looks one ring timeout ahead in steps of about this many seconds.
 _STEP_S: Final = 3.125
-# Exact Poisson-binomial step distributions while at most this many calls ring.
-_EXACT_MAX_CALLS: Final = 12
+# Exact step distributions while at most this many calls ring (and the team is small).
+_EXACT_MAX_CALLS: Final = 8
 # Feedback: price of an abandon (idle agent-seconds it must save) =
 # base × e^(gain × abandons over target) × e^(cap_gain × (cushion − abandons left to cap)).
 _BASE_PRICE: Final = 200.0  # at a target of _REFERENCE_TARGET
@@ -722,15 +722,17 @@ def abandon_price(
     """How many seconds of agent idle time one more expected abandoned call must save
     to be worth it, and why.
 
-    Feedback on today's counts (A abandoned, N answered = abandoned + connected):
-    each abandon above what the target rate allows (target × N) multiplies the price
-    by e^gain, each one below divides it. Near the cap the price climbs steeply: when
-    fewer than `_CUSHION` more abandons would put today over the cap (counted on at
-    least the volume from which the over-cap fallback applies), each missing one
-    multiplies it by e^cap_gain. The calls already placed count with their expected
-    abandons and answers (`pipeline_*`, from the model) and a two-sigma margin for
-    their abandons, so the price rises before a burst of abandons lands. A 30-day
-    rate above the target lowers the target."""
+    Feedback on today's counts, the calls already placed included with their expected
+    abandons and answers (`pipeline_*`, from the model) so that the price rises before
+    a burst of abandons lands. With A abandoned of N answered (abandoned + connected):
+    the day may have abandoned `allowed = min(target × N, cap × max(N, V) − margin)`,
+    V the volume from which the over-cap fallback applies and `margin` a cushion of
+    `_CUSHION` plus two sigma of the answers and abandons in flight (abandons come in
+    bunches; the margin keeps the start of a day careful). Each abandon above
+    `allowed` multiplies the price by e^gain, each one below divides it; when fewer
+    than `margin` abandons are left before the cap, each missing one multiplies it by
+    e^cap_gain. The price scales with 1 / target, and a 30-day rate above the target
+    lowers the target."""
     cap = settings.abandon_cap
     target = settings.abandon_target
     notes = []
@@ -801,12 +803,17 @@ class _Horizon:
     order). Each step adds the agents whose wrap-up ends (known) and whose calls end
     (Poisson with the talk-time hazard given each call's elapsed time), then takes
     the step's answered calls (calls ringing, given how long they have rung, plus n
-    new ones): answers with no idle agent are abandoned. Exact Poisson-binomial /
-    binomial step distributions when few calls ring, Poisson otherwise.
-    Returns expected abandons and idle agent-seconds over the horizon."""
+    new ones): answers with no idle agent are abandoned. `run(n)` returns expected
+    abandons and idle agent-seconds over the horizon.
+
+    Small teams with few calls ringing: the distribution of idle agents step by step,
+    answers per step exact (Poisson-binomial of the ringing calls × binomial of the
+    new ones). Otherwise answers − frees is a random walk with normal steps and the
+    abandons its running maximum (see `_run_gaussian`); the two agree closely where
+    both apply."""
 
     __slots__ = ("p", "steps", "dt", "pm0", "det", "free_mean", "free_k", "inflight_k", "inflight_var",
-                 "inflight_probs", "new_k", "waiting", "exact", "gaussian", "_memo")
+                 "inflight_probs", "new_k", "waiting", "gaussian", "_memo")
 
     def __init__(self, snapshot: PacingSnapshot, stats: PacingStats) -> None:
         settings = snapshot.settings
@@ -839,7 +846,9 @@ class _Horizon:
                 det[k] += 1
         self.det = det
         self.pm0 = [0.0] * ready + [1.0]
-        self.gaussian = ready + len(snapshot.talk_elapsed_s) + sum(det) > _GAUSSIAN_MIN_AGENTS
+        # small: exact step distributions; larger teams or many calls ringing: normal steps
+        self.gaussian = (ready + len(snapshot.talk_elapsed_s) + sum(det) > _GAUSSIAN_MIN_AGENTS
+                         or len(snapshot.dialling_elapsed_s) > _EXACT_MAX_CALLS)
 
         # Agents on a call free up when talk ends + wrap-up; in step k if the talk ends
         # within (k−1)·dt + lead − wrap .. k·dt + lead − wrap from now. Per agent the
@@ -875,11 +884,10 @@ class _Horizon:
 
         # Calls ringing, grouped by elapsed time on the CDF's grid: probability of an
         # answer inside each step given no answer so far.
-        exact = not self.gaussian and len(snapshot.dialling_elapsed_s) <= _EXACT_MAX_CALLS
+        exact = not self.gaussian
         inflight = [0.0] * (steps + 1)
         inflight_var = [0.0] * (steps + 1)
         probs: list[list[float]] = [[] for _ in range(steps + 1)]
-        likely = 0.0
         for slot, count in groups.items():
             g_r, incs = cdf.steps(slot, dt, steps)
             rest = 1.0 - p * g_r
@@ -894,10 +902,6 @@ class _Horizon:
                     inflight_var[k] += x * (1.0 - x) * count
                     if exact and x > 1e-12:
                         probs[k].extend([x] * count)
-                        if x > likely:
-                            likely = x
-        # exact step distributions only matter when some call is likely to answer in a step
-        self.exact = exact = exact and likely >= 0.05
         self.inflight_k = inflight
         self.inflight_var = inflight_var
         self.inflight_probs = [poisson_binomial_pmf(x) for x in probs] if exact else []
@@ -919,7 +923,7 @@ class _Horizon:
         return result
 
     def _run_gaussian(self, n: int) -> tuple[float, float]:
-        """Large teams: Z_k = answers − frees − idle now, a random walk with normal
+        """Larger teams: Z_k = answers − frees − idle now, a random walk with normal
         steps; abandons = max(0, Z_1 … Z_K), idle_k = abandons so far − Z_k. The
         running maximum is carried as a normal variable (Clark's moments of the
         maximum of two correlated normals)."""
@@ -952,14 +956,13 @@ class _Horizon:
                 cov_mz = cov_mz * cdf_a + var_z * cdf_b
                 mu_m = mean
                 var_m = max(0.0, second - mean * mean)
-            idle += mu_m - mu_z - 0.5
+            idle += max(0.0, mu_m - mu_z - 0.5)
         return mu_m, idle * self.dt
 
     def _run_exact(self, n: int) -> tuple[float, float]:
         pm = self.pm0
         short = 0.0
         idle = 0.0
-        exact = self.exact
         det = self.det
         free_k = self.free_k
         new_k = self.new_k
@@ -991,12 +994,9 @@ class _Horizon:
                 pm = out
             # calls answered
             g = new_k[k]
-            if exact:
-                kernel = self.inflight_probs[k]
-                if n and g > 0.0:
-                    kernel = _convolve(kernel, binomial_pmf(n, g))
-            else:
-                kernel = poisson_pmf(self.inflight_k[k] + n * g)
+            kernel = self.inflight_probs[k]
+            if n and g > 0.0:
+                kernel = _convolve(kernel, binomial_pmf(n, g))
             size = len(kernel)
             if size > 1:
                 # suffix sums: mass and first moment of "more answers than idle agents"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
@@ -46,13 +45,6 @@ class HoldState:
     hold_reason: str | None
     hold_case_id: str | None
     purged: bool
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("retention_until", "held_until"):
-            d[k] = d[k].isoformat() if d[k] else None
-        d["recording_id"] = str(self.recording_id)
-        return d
 
 
 @dataclass(frozen=True)
