@@ -212,17 +212,15 @@ class Dialer:
             campaign.id,
         )
         today = _now().date()
-        for r in rows:
-            if r["day"] != today:
-                stats.observe_abandon(r["abandoned"]) if r["abandoned"] else None
-                stats.observe_connect(r["connected"]) if r["connected"] else None
+        # Connects before abandons: a day's counts never read as a burst of abandons
+        # (which would trip the over-cap fallback for the rest of the day).
+        for day in [r for r in rows if r["day"] != today] + [r for r in rows if r["day"] == today]:
+            if day["connected"]:
+                stats.observe_connect(day["connected"])
+            if day["abandoned"]:
+                stats.observe_abandon(day["abandoned"])
+            if day["day"] != today:
                 stats.new_day()
-        for r in rows:
-            if r["day"] == today:
-                if r["abandoned"]:
-                    stats.observe_abandon(r["abandoned"])
-                if r["connected"]:
-                    stats.observe_connect(r["connected"])
         self._stats_day[campaign.id] = today.isoformat()
         return stats
 
