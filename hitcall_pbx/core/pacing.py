@@ -285,14 +285,17 @@ class PacingStats:
     (answered, no answer, busy, failed); `observe_connect()` when an answered call reaches an
     agent; `observe_abandon()` when one does not within the limit; `observe_amd_machine()`
     when AMD hangs up a machine; `observe_talk(s)` and `observe_wrap(s)` when a talk or
-    wrap-up ends; `new_day()` at the campaign's midnight.
+    wrap-up ends; `new_day()` at the campaign's midnight; `restore()` after a restart.
 
     Estimates (exponentially weighted, starting from priors): contact rate (share of
-    attempts answered) with its uncertainty; ring-to-answer time of answered calls
-    (log-normal fitted on log seconds); talk and wrap time (mean, sd; talk modelled as
-    log-normal). Abandon accounting: today's and the last `history_days` days' counts,
-    and the highest rate today once at least `trusted_volume` answered calls counted
-    (the over-cap fallback is sticky for the day).
+    attempts answered, counted by cohort so early answers do not bias it;
+    `contact_estimate()` adds the calls of the last ring timeout, those still ringing
+    included); ring-to-answer time of answered calls (log-normal fitted on log
+    seconds); talk and wrap time (mean, sd; talk modelled as log-normal). Abandon
+    accounting: today's and the last `history_days` days' counts (AMD false-positive
+    estimate included), and the highest rate today once at least `trusted_volume`
+    answered calls counted (over the cap, the fallback is sticky for the day).
+    Pure (no I/O, no clock); the tables it keeps are caches of its own estimates.
     """
 
     def __init__(
@@ -401,6 +404,17 @@ class PacingStats:
         self._today = AbandonTally()
         self._today_peak_rate = 0.0
         self.day_index += 1
+
+    def restore(self, today: AbandonTally, history: Sequence[AbandonTally] = ()) -> None:
+        """Seed the abandon accounting from stored counts (after a restart): the past
+        days oldest first, then today's counts so far. Use this rather than bulk
+        `observe_abandon(n)` / `observe_connect(n)`, whose order would skew today's
+        peak rate."""
+        self._history.clear()
+        self._history.extend(list(history)[-self._history.maxlen:] if self._history.maxlen else [])
+        self._today = today
+        self._today_peak_rate = 0.0
+        self._note_rate()
 
     def _note_rate(self) -> None:
         fp = self.amd_false_positive_rate

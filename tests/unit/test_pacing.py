@@ -312,6 +312,15 @@ def test_new_day_keeps_thirty_days_of_history() -> None:
     assert stats.today == AbandonTally()
 
 
+def test_restore_seeds_the_accounting_after_a_restart() -> None:
+    stats = PacingStats()
+    stats.restore(AbandonTally(abandoned=120, connected=4380), [AbandonTally(3, 97)] * 40)
+    assert stats.today_rate == pytest.approx(120 / 4500)
+    assert stats.today_peak_rate == pytest.approx(120 / 4500)  # under the cap: no fallback
+    assert stats.last_30_days == AbandonTally(120 + 29 * 3, 4380 + 29 * 97)
+    assert decide(busy_snapshot(), stats).mode_effective == MODE_PREDICTIVE
+
+
 # --------------------------------------------------------------------------- tail sums
 
 
