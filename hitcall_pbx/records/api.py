@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -12,8 +11,8 @@ import asyncpg
 
 from ..api import deps
 from ..auth import Actor
-from ..errors import NotFound, ValidationFailed
-from .cdr_query import CdrExport, CdrQuery, query_cdrs
+from ..errors import NotFound
+from .cdr_query import CdrExport, CdrQuery, decode_cursor, keyset_cursor, query_cdrs
 from .recordings import RecordingStore
 from .retention_ops import RetentionOps
 
@@ -43,19 +42,6 @@ def _recording(row: Any) -> deps.Recording:
     return deps.Recording.model_validate({k: row[k] for k in deps.Recording.model_fields})
 
 
-def _cursor(created_at: datetime, rid: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{rid}".encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        when, rid = raw.split("|", 1)
-        return datetime.fromisoformat(when), uuid.UUID(rid)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("cursor was not issued by this API", details={"field": "cursor"}) from None
-
-
 class ApiRecordings:
     def __init__(self, pool: asyncpg.Pool, store: RecordingStore) -> None:
         self.pool = pool
@@ -73,14 +59,14 @@ class ApiRecordings:
         if flt.held is not None:
             where.append("held_until IS NOT NULL" if flt.held else "held_until IS NULL")
         if cursor is not None:
-            args.extend(_decode(cursor))
+            args.extend(decode_cursor(cursor))
             where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
         args.append(limit + 1)
         rows = await self.pool.fetch(
             f"SELECT * FROM recordings WHERE {' AND '.join(where)} ORDER BY created_at, id LIMIT ${len(args)}", *args)
         items = [_recording(r) for r in rows[:limit]]
         more = len(rows) > limit
-        return deps.RecordingPage(items=items, next_cursor=_cursor(items[-1].created_at, items[-1].id) if more else None)
+        return deps.RecordingPage(items=items, next_cursor=keyset_cursor(items[-1].created_at, items[-1].id) if more else None)
 
     async def _row(self, recording_id: uuid.UUID) -> Any:
         row = await self.pool.fetchrow("SELECT * FROM recordings WHERE id = $1", recording_id)

@@ -95,7 +95,12 @@ class CdrPage:
 
 
 def encode_cursor(record: CdrRecord) -> str:
-    raw = f"{record.created_at.isoformat()}|{record.id}".encode()
+    return keyset_cursor(record.created_at, record.id)
+
+
+def keyset_cursor(created_at: datetime, ident: UUID) -> str:
+    """An opaque page cursor for keyset pagination on (created_at, id)."""
+    raw = f"{created_at.isoformat()}|{ident}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
