@@ -7,9 +7,10 @@ cleared and ``anonymised_at`` set; the rest of the row stays for statistics.
 
 Nothing under a running complaint hold (nor the CDR of a held recording) and nothing
 younger than the minimum (call + 2 months) is touched, whatever its stamped deadline.
-Each batch locks its rows with ``FOR UPDATE SKIP LOCKED`` in its own short
-transaction, so several workers share the work, concurrent CDR writes wait at most one
-batch, and a run interrupted anywhere is completed by the next one.
+Each batch locks its rows with ``FOR NO KEY UPDATE SKIP LOCKED`` in its own short
+transaction, so several workers share the work, concurrent CDR writes never wait for a
+purge (rows another transaction holds are left for the next run), and a run interrupted
+anywhere is completed by the next one.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class PurgeWorker:
                 rows = await conn.fetch(
                     f"""SELECT id, path, attempt_id, campaign_id, created_at, retention_until, held_until, purged_at
                         FROM recordings WHERE {_RECORDINGS_DUE} AND id <> ALL($3::uuid[])
-                        ORDER BY retention_until LIMIT $2 FOR UPDATE SKIP LOCKED""",
+                        ORDER BY retention_until LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED""",
                     now, self._batch, failed,
                 )
                 if not rows:
@@ -185,7 +186,7 @@ class PurgeWorker:
                             UPDATE call_attempts SET dialled_number = NULL, contact_id = NULL, anonymised_at = $1
                             WHERE id = ANY(ARRAY(
                                 SELECT id FROM call_attempts WHERE {_ATTEMPTS_DUE} AND retention_until >= $3
-                                ORDER BY retention_until LIMIT $2 FOR UPDATE SKIP LOCKED))
+                                ORDER BY retention_until LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED))
                             RETURNING retention_until)
                         SELECT count(*) AS n, max(retention_until) AS last FROM done""",
                     now, self._batch, floor,
@@ -199,16 +200,3 @@ class PurgeWorker:
                 )
             anonymised += row["n"]
             floor = row["last"]
-
-    async def run_forever(self, *, interval_s: float = 3600.0, stop: asyncio.Event) -> None:
-        """Run a purge every `interval_s` until `stop` is set; a failed run is logged and retried
-        at the next interval."""
-        while not stop.is_set():
-            try:
-                await self.run_once()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                _log.error("purge_run_failed", error=str(exc))
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-            except asyncio.TimeoutError:
-                pass

@@ -187,19 +187,6 @@ async def test_an_undeletable_file_keeps_its_row_and_is_reported(db, store):
     assert await db.fetchval("SELECT purged_at FROM recordings WHERE id = $1", ids[1]) == NOW
 
 
-async def test_scheduled_loop_purges_until_stopped(db, store):
-    await _expired_setup(db, store, 2, now=datetime.now(UTC))
-    stop = asyncio.Event()
-    loop = asyncio.create_task(PurgeWorker(db, store).run_forever(interval_s=0.02, stop=stop))
-    async with asyncio.timeout(10):
-        while await db.fetchval("SELECT count(*) FROM audit_log WHERE action = 'purge.run'") < 3:
-            await asyncio.sleep(0.02)
-    stop.set()
-    await asyncio.wait_for(loop, 5)
-    assert await db.fetchval("SELECT count(*) FROM recordings WHERE purged_at IS NOT NULL") == 2
-    assert await db.fetchval("SELECT count(*) FROM webhook_outbox WHERE event_type = 'recording.purged'") == 2
-
-
 async def test_purge_command(db, pg_dsn, tmp_path, capsys):
     name = await db.fetchval("SELECT current_database()")
     settings_ = Settings(database_url=dsn_with_database(pg_dsn, name), data_dir=tmp_path / "data")
