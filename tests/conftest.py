@@ -110,3 +110,7 @@ async def db(pg_dsn: str, migrated_template: str) -> AsyncIterator[asyncpg.Pool]
             await pool.close()
     finally:
         await _drop_database(pg_dsn, name)
+
+
+# Real-Asterisk fixtures (sandbox, ari, service_settings, ...), shared by every test directory.
+from tests.live import ari, hangup_agents, sandbox, service_dsn, service_settings  # noqa: E402,F401

@@ -1,0 +1,139 @@
+"""Fixtures for tests against the real sandboxed Asterisk (needs root), registered by
+tests/conftest.py so every test directory (asterisk, reliability) shares one sandbox.
+
+The sandbox is started once per session if it is not running, and stopped at the
+end if this session started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from hitcall_pbx.ari.client import AriClient
+from hitcall_pbx.sandbox import Sandbox
+from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
+
+ARI_URL = "http://127.0.0.1:8088/ari"
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    box = Sandbox()
+    with box.exclusive():
+        started = box.pid() is None
+        box.start()
+        yield box
+        if started:
+            box.stop()
+
+
+class EventLog:
+    """Collects ARI events; tests wait for the one they expect."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self._cond = asyncio.Condition()
+
+    async def __call__(self, event: Any) -> None:
+        async with self._cond:
+            self.events.append((time.monotonic(), event))
+            self._cond.notify_all()
+
+    async def wait_for(self, etype: str, pred: Callable[[Any], bool] = lambda e: True,
+                       timeout: float = 10.0) -> Any:
+        def find():
+            for _, e in self.events:
+                if getattr(e, "type", None) == etype and pred(e):
+                    return e
+            return None
+
+        async with self._cond:
+            return await asyncio.wait_for(self._cond.wait_for(find), timeout)
+
+    def of_type(self, etype: str) -> list[Any]:
+        return [e for _, e in self.events if getattr(e, "type", None) == etype]
+
+
+@pytest.fixture
+async def ari(sandbox):
+    client = AriClient(ARI_URL, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall")
+    log = EventLog()
+    client.on_event(log)
+    client.events_log = log  # type: ignore[attr-defined]
+    await client.start(wait=15)
+    yield client
+    # Leave nothing behind: hang up the channels this app still holds.
+    try:
+        for ch in await client.rest.list_channels():
+            if ch.id.startswith("t-"):
+                try:
+                    await client.rest.hangup(ch.id)
+                except Exception:
+                    pass
+    finally:
+        await client.close()
+
+
+# ------------------------------------------------------------------ service ---
+@pytest.fixture
+async def service_dsn(pg_dsn, migrated_template):
+    """A fresh migrated database for one service run (the service's own pool)."""
+    from tests.conftest import _create_database, _drop_database
+    from hitcall_pbx.store.db import dsn_with_database
+
+    name = await _create_database(pg_dsn, template=migrated_template)
+    try:
+        yield dsn_with_database(pg_dsn, name)
+    finally:
+        await _drop_database(pg_dsn, name)
+
+
+@pytest.fixture
+def service_settings(service_dsn, tmp_path, sandbox):
+    from hitcall_pbx.settings import load_settings
+
+    return load_settings(database_url=service_dsn, data_dir=tmp_path, ari_url=ARI_URL, ari_app="hitcall")
+
+
+@pytest.fixture
+async def hangup_agents(sandbox):
+    """Hang up every agent phone left in Asterisk after the test (SIPp exits on BYE)."""
+    yield
+    from hitcall_pbx.ari import AriClient as _Client
+
+    client = _Client(ARI_URL, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall-cleanup")
+    await client.start_rest()
+    try:
+        for ch in await client.rest.list_channels():
+            if ch.name.startswith("PJSIP/agent") or ch.name.startswith("Local/"):
+                try:
+                    await client.rest.hangup(ch.id)
+                except Exception:
+                    pass
+        for br in await client.rest.list_bridges():
+            if br.id.startswith("hitcall-agent-"):
+                try:
+                    await client.rest.destroy_bridge(br.id)
+                except Exception:
+                    pass
+    finally:
+        await client.close()
+
+
+async def wait_until(pred, timeout: float = 30.0, interval: float = 0.1):
+    """Poll an async or sync predicate until it is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
