@@ -67,16 +67,28 @@ async def ari(sandbox):
     client.events_log = log  # type: ignore[attr-defined]
     await client.start(wait=15)
     yield client
-    # Leave nothing behind: hang up the channels this app still holds.
+    # Leave nothing behind: hang up the channels this test created.
     try:
-        for ch in await client.rest.list_channels():
-            if ch.id.startswith("t-"):
-                try:
-                    await client.rest.hangup(ch.id)
-                except Exception:
-                    pass
+        await _clean_up(client, channel=lambda ch: ch.id.startswith("t-"))
     finally:
         await client.close()
+
+
+async def _clean_up(client: AriClient, *, channel: Callable[[Any], bool],
+                    bridge: Callable[[Any], bool] = lambda br: False) -> None:
+    """Hang up the matching channels and destroy the matching bridges; what is already gone is fine."""
+    for ch in await client.rest.list_channels():
+        if channel(ch):
+            try:
+                await client.rest.hangup(ch.id)
+            except Exception:
+                pass
+    for br in await client.rest.list_bridges():
+        if bridge(br):
+            try:
+                await client.rest.destroy_bridge(br.id)
+            except Exception:
+                pass
 
 
 # ------------------------------------------------------------------ service ---
@@ -104,23 +116,11 @@ def service_settings(service_dsn, tmp_path, sandbox):
 async def hangup_agents(sandbox):
     """Hang up every agent phone left in Asterisk after the test (SIPp exits on BYE)."""
     yield
-    from hitcall_pbx.ari import AriClient as _Client
-
-    client = _Client(ARI_URL, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall-cleanup")
+    client = AriClient(ARI_URL, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall-cleanup")
     await client.start_rest()
     try:
-        for ch in await client.rest.list_channels():
-            if ch.name.startswith("PJSIP/agent") or ch.name.startswith("Local/"):
-                try:
-                    await client.rest.hangup(ch.id)
-                except Exception:
-                    pass
-        for br in await client.rest.list_bridges():
-            if br.id.startswith("hitcall-agent-"):
-                try:
-                    await client.rest.destroy_bridge(br.id)
-                except Exception:
-                    pass
+        await _clean_up(client, channel=lambda ch: ch.name.startswith(("PJSIP/agent", "Local/")),
+                        bridge=lambda br: br.id.startswith("hitcall-agent-"))
     finally:
         await client.close()
 
