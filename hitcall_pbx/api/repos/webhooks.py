@@ -17,8 +17,9 @@ async def list_subscriptions(conn: Conn) -> list[asyncpg.Record]:
     return await conn.fetch(f"SELECT {_PUBLIC} FROM webhook_subscriptions ORDER BY id")
 
 
-async def get_subscription(conn: Conn, subscription_id: int) -> asyncpg.Record | None:
-    return await conn.fetchrow(f"SELECT {_PUBLIC} FROM webhook_subscriptions WHERE id = $1", subscription_id)
+async def get_subscription(conn: Conn, subscription_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT {_PUBLIC} FROM webhook_subscriptions WHERE id = $1{lock}", subscription_id)
 
 
 async def insert_subscription(conn: Conn, data: dict[str, Any]) -> int:

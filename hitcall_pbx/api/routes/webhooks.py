@@ -97,8 +97,9 @@ class Replayed(Out):
     replayed: list[int] = Field(description="the deliveries moved back to pending (those that were dead)")
 
 
-async def _load(conn: Any, subscription_id: int) -> Any:
-    row = await repo.get_subscription(conn, subscription_id)
+async def _load(conn: Any, subscription_id: int, *, for_update: bool = False) -> Any:
+    """The subscription or 404; `for_update` holds it until the change commits."""
+    row = await repo.get_subscription(conn, subscription_id, for_update=for_update)
     if row is None:
         raise NotFound(f"webhook subscription {subscription_id} not found")
     return row
@@ -171,7 +172,7 @@ def register(reg: Registry) -> None:
         sub_id = ctx.params["subscription_id"]
         changes = ctx.body.changes()
         async with ctx.tx() as conn:
-            await _load(conn, sub_id)
+            await _load(conn, sub_id, for_update=True)
             await repo.update_subscription(conn, sub_id, changes)
             await ctx.audit(
                 conn, "webhook_subscription.update", "webhook_subscription", sub_id, {"fields": sorted(changes)}
@@ -191,7 +192,7 @@ def register(reg: Registry) -> None:
     async def delete_subscription(ctx: Ctx) -> None:
         sub_id = ctx.params["subscription_id"]
         async with ctx.tx() as conn:
-            await _load(conn, sub_id)
+            await _load(conn, sub_id, for_update=True)
             await repo.delete_subscription(conn, sub_id)
             await ctx.audit(conn, "webhook_subscription.delete", "webhook_subscription", sub_id)
 
