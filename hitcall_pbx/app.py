@@ -10,6 +10,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,7 @@ from .dialer.control import EngineControl
 from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
 from .hooks.dispatcher import WebhookDispatcher
+from .hooks.retention import prune_outbox
 from .errors import HitCallError
 from .logs import get_logger
 from .metrics import ServiceMetrics
@@ -185,6 +187,9 @@ class HitCall:
                 report = await worker.run_once()
                 if self.metrics:
                     self.metrics.purge_done(report)
+                pruned = await prune_outbox(self.db.pool, now=datetime.now(UTC))
+                if pruned:
+                    log.info("webhooks.outbox_pruned", events=pruned)
             except Exception:
                 log.exception("purge.failed")
                 if self.metrics:

@@ -44,7 +44,8 @@ class ApiPrivacy:
             contacts=len(report.contacts_deleted),
             details={"attempts_anonymised": report.attempts_anonymised,
                      "attempts_retained": report.attempts_retained,
-                     "dnc_entries_deleted": report.dnc_entries_deleted},
+                     "dnc_entries_deleted": report.dnc_entries_deleted,
+                     "webhook_events_deleted": report.webhook_events_deleted},
             recordings_deleted=len(report.recordings_deleted),
             recordings_retained=[
                 RetainedRecording(

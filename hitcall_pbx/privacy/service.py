@@ -119,6 +119,7 @@ class ErasureReport:
     recordings_deleted: list[str] = field(default_factory=list)
     recordings_retained: list[dict[str, Any]] = field(default_factory=list)
     dnc_entries_deleted: int = 0
+    webhook_events_deleted: int = 0  # undelivered or kept events that named the subject
     suppression_hashes_added: int = 0
     suppressed: bool = False  # the subject's numbers are in the suppression list
 
@@ -322,6 +323,15 @@ class PrivacyService:
                    SELECT count(*) FROM d""",
                 found.numbers,
             )
+            # Webhook events about the subject (its attempts, its contacts, or carrying its
+            # number) go too: an erased person is not sent on to a CRM afterwards.
+            events = await conn.fetchval(
+                """WITH d AS (DELETE FROM webhook_outbox
+                              WHERE subject = ANY($1::text[]) OR payload::text LIKE ANY($2::text[])
+                              RETURNING 1) SELECT count(*) FROM d""",
+                [f"attempt:{a}" for a in anonymise] + [f"contact:{c}" for c in found.contact_ids],
+                [f'%"{n}"%' for n in found.numbers],
+            )
             added = await conn.fetchval(
                 """WITH i AS (INSERT INTO suppression_hashes (hash) SELECT unnest($1::text[])
                               ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM i""",
@@ -344,6 +354,7 @@ class PrivacyService:
                     for r in held
                 ],
                 dnc_entries_deleted=dnc,
+                webhook_events_deleted=events,
                 suppression_hashes_added=added,
                 suppressed=bool(found.numbers),
             )

@@ -15,6 +15,7 @@ from hitcall_pbx.auth import Actor
 from hitcall_pbx.core.compliance import DialContext, DialReason, check_dial, salted_number_hash
 from hitcall_pbx.core.retention import RetentionPolicy, add_months
 from hitcall_pbx.errors import Conflict, NotFound, ValidationFailed
+from hitcall_pbx.hooks.events import enqueue
 from hitcall_pbx.privacy.api import ApiPrivacy
 from hitcall_pbx.privacy.service import PrivacyService
 from hitcall_pbx.records.recordings import RecordingStore
@@ -119,8 +120,18 @@ async def test_export_with_audio_is_a_zip_of_the_json_and_the_files(db, store, t
 async def test_erase_then_export_shows_nothing_personal_and_the_number_stays_blocked(db, store, privacy, tmp_path):
     s = await seed(db, store, tmp_path)
     keep = await seed(db, store, tmp_path, number=OTHER, email="other@example.fi")
+    async with db.acquire() as conn:
+        # Events that name the person (by attempt, by contact, by number) and one that does not.
+        await enqueue(conn, "call.ended", f"attempt:{s['attempts'][0]}", {"dialled_number": NUMBER})
+        await enqueue(conn, "call.answered", f"attempt:{s['attempts'][1]}", {"agent_id": 1})
+        await enqueue(conn, "contact.opted_out", f"contact:{s['contacts'][1]}", {"list_id": 1})
+        await enqueue(conn, "contact.opted_out", "number:x", {"number": NUMBER})
+        await enqueue(conn, "call.ended", f"attempt:{keep['attempts'][0]}", {"dialled_number": OTHER})
     file = store.absolute(s["recording"].path)
     report = await privacy.erase(NUMBER, actor=DPO)
+    assert report.webhook_events_deleted == 4
+    left = await db.fetch("SELECT subject FROM webhook_outbox WHERE event_type NOT LIKE 'recording.%' ORDER BY id")
+    assert [r["subject"] for r in left] == [f"attempt:{keep['attempts'][0]}"]
     assert sorted(report.contacts_deleted) == sorted(s["contacts"])
     assert report.attempts_anonymised == 2 and report.recordings_deleted == [str(s["recording"].id)]
     assert report.recordings_retained == [] and report.dnc_entries_deleted == 1
