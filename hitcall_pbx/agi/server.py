@@ -98,8 +98,9 @@ class AgiServer:
         except TimeoutError:
             log.warning("agi_timeout")
         except asyncio.CancelledError:
+            # `close` ended the session. Not re-raised: this is the connection's own task,
+            # and asyncio's stream callback logs a cancelled one as an error (Python 3.11).
             log.info("agi_cancelled")
-            raise
         except Exception:
             log.exception("agi_handler_failed")
         finally:

@@ -207,6 +207,10 @@ class AriClient:
             down_since = None
             try:
                 await self._read(ws)
+            except Exception:
+                # Whatever a frame did, the event stream must not end: reconnect and resync.
+                log.exception("ari.read_failed")
+                await ws.close()
             finally:
                 self.connected.clear()
                 self._ws = None
@@ -235,7 +239,7 @@ class AriClient:
     async def _dispatch_text(self, text: str) -> None:
         try:
             data: Any = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             self.stats.unknown_events += 1
             log.warning("ari.event_not_json", size=len(text))
             return
@@ -243,6 +247,10 @@ class AriClient:
         self.stats.events += 1
         if isinstance(event, UnknownEvent):
             self.stats.unknown_events += 1
+            if event.error is not None:
+                # A known type that failed validation (logged by the parser): handlers only
+                # ever see well-formed events of the types they branch on.
+                return
         for handler in self._handlers:
             try:
                 await _maybe_await(handler(event))

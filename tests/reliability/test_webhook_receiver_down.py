@@ -1,0 +1,219 @@
+"""Fault 5: the CRM's webhook receiver is down for 10 minutes during a live campaign.
+
+The service runs in-process on the sandboxed Asterisk with SIPp agents and simulated
+customers. Its webhook dispatcher is the product's `WebhookDispatcher` on the service's
+pool, with one change: its clock (retry schedule, leases, max-age deadline) runs
+FACTOR times faster than real time, so the 10 minutes of outage take 600 / FACTOR real
+seconds and the capped exponential backoff runs its real schedule. The receiver first
+refuses connections (5 virtual minutes), then answers 503 (5 virtual minutes), then
+recovers. A receiver verifies every delivery with the `standardwebhooks` library and
+de-duplicates on webhook-id, as a CRM would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from hitcall_pbx.app import HitCall, Options
+from hitcall_pbx.hooks import WebhookDispatcher, generate_secret
+from hitcall_pbx.sandbox import SippAgents
+
+from .harness import (attempts, count_originates, live_campaign, loss_and_duplicates, quick_calls, report, run_campaign,
+                      wait_settled)
+
+pytestmark = pytest.mark.asterisk
+
+FACTOR = 100.0  # virtual seconds per real second
+REFUSED_S = 300.0  # virtual: connection refused
+FAILING_S = 300.0  # virtual: then HTTP 503
+AGENTS = ["agent151", "agent152"]
+
+
+class ScaledClock:
+    """UTC time that runs `factor` times faster than the real clock from its creation."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+        self._real0 = time.monotonic()
+        self.start = datetime.now(UTC)
+
+    def elapsed(self) -> float:
+        return (time.monotonic() - self._real0) * self.factor
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=self.elapsed())
+
+
+class Receiver:
+    """A CRM endpoint: verifies signatures, acknowledges each webhook-id, counts repeats."""
+
+    def __init__(self, secret: str) -> None:
+        self.webhook = Webhook(secret)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.failing = True
+        self.unacknowledged: Counter[str] = Counter()  # 503 answers per webhook-id
+        self.accepted: list[dict] = []  # verified and acknowledged, in arrival order
+        self.duplicates = 0  # an already acknowledged webhook-id delivered again
+        self.bad_signatures = 0
+        self._seen: set[str] = set()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/crm/hooks"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.failing:
+            self.unacknowledged[request.headers.get("webhook-id", "")] += 1
+            return web.Response(status=503)
+        try:
+            event = self.webhook.verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.bad_signatures += 1
+            return web.Response(status=400)
+        if request.headers["webhook-id"] != event["id"]:
+            self.bad_signatures += 1
+            return web.Response(status=400)
+        if event["id"] in self._seen:
+            self.duplicates += 1
+        else:
+            self._seen.add(event["id"])
+            self.accepted.append(event)
+        return web.Response(status=204)
+
+    async def listen(self) -> None:
+        app = web.Application()
+        app.router.add_post("/crm/hooks", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def _until_virtual(clock: ScaledClock, seconds: float) -> None:
+    while clock.elapsed() < seconds:
+        await asyncio.sleep(0.02)
+
+
+async def _drained(pool, up_to_outbox_id: int | None, timeout: float) -> None:
+    """Wait until every event (up to an outbox id) is fanned out and delivered."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = await pool.fetchval(
+            """SELECT (SELECT count(*) FROM webhook_outbox
+                     WHERE dispatched_at IS NULL AND ($1::bigint IS NULL OR id <= $1))
+                  + (SELECT count(*) FROM webhook_deliveries
+                     WHERE state <> 'delivered' AND ($1::bigint IS NULL OR outbox_id <= $1))""", up_to_outbox_id)
+        if left == 0:
+            return
+        assert time.monotonic() < deadline, f"{left} events not delivered within {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hangup_agents, observer, monkeypatch):
+    originated = count_originates(monkeypatch)
+    options = Options(dialer_tick_s=0.05, webhooks=False, alarm_interval_s=None)
+    secret = generate_secret()
+    receiver = Receiver(secret)
+    phones = SippAgents(sandbox, AGENTS, port=5151)
+    async with HitCall(service_settings, options) as app:
+        pool = app.db.pool
+        await pool.execute("INSERT INTO webhook_subscriptions (url, secret, event_types) VALUES ($1, $2, '{*}')",
+                           receiver.url, secret)
+        cid, list_id = await live_campaign(pool, "webhooks-down", agents=AGENTS, numbers=quick_calls(8, start=1500),
+                                           first_agent_number=1151)
+        clock = ScaledClock(FACTOR)
+        # The service's dispatcher, on compressed time. Its lease (request timeout + 30 s of
+        # virtual time) must outlast a real loopback POST: 150 virtual s = 1.5 real s.
+        dispatcher = WebhookDispatcher(pool, aiohttp.ClientSession, clock=clock, request_timeout=120.0,
+                                       poll_interval=0.05, rng=random.Random(5))
+        await dispatcher.start()
+        try:
+            phones.start()
+            await run_campaign(pool, cid)
+            await _until_virtual(clock, REFUSED_S)
+            await receiver.listen()  # up, but every request fails with 503
+            await _until_virtual(clock, REFUSED_S + FAILING_S)
+            events_in_outage = await pool.fetchval("SELECT count(*) FROM webhook_outbox")
+            delivered_in_outage = await pool.fetchval(
+                "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'")
+            backlog_until = await pool.fetchval("SELECT max(id) FROM webhook_outbox")
+            receiver.failing = False
+            recovered_at, recovered_virtual = time.monotonic(), clock.elapsed()
+            # Recovered: the backlog built up in the outage is delivered.
+            await _drained(pool, backlog_until, timeout=20)
+            recover_real_s = time.monotonic() - recovered_at
+            recover_virtual_s = clock.elapsed() - recovered_virtual
+
+            await wait_settled(pool, list_id, timeout=30)
+            await app.dialer.idle(timeout=10)
+            await app.cdr.flush()
+            await _drained(pool, None, timeout=20)
+        finally:
+            await dispatcher.close()
+            await receiver.close()
+            phones.stop()
+
+        outbox = await pool.fetch("SELECT o.event_id::text AS event, o.subject FROM webhook_outbox o ORDER BY o.id")
+        deliveries = await pool.fetch("SELECT state, attempts FROM webhook_deliveries")
+        rows = await attempts(pool, cid)
+        calls = loss_and_duplicates(rows, observer, originated)
+
+    accepted_ids = [e["id"] for e in receiver.accepted]
+    expected: dict[str, list[str]] = defaultdict(list)
+    for row in outbox:
+        expected[row["subject"]].append(row["event"])
+    received: dict[str, list[str]] = defaultdict(list)
+    for event in receiver.accepted:
+        received[event["subject"]].append(event["id"])
+    lost = len({r["event"] for r in outbox} - set(accepted_ids))
+    out_of_order = sorted(s for s in expected if received[s] != expected[s])
+    line = report(
+        "webhook_receiver_down",
+        injected=f"webhook receiver refused connections for {REFUSED_S:.0f} s then answered 503 for "
+                 f"{FAILING_S:.0f} s (virtual), during a live progressive campaign",
+        time_compression=FACTOR,
+        outage_real_s=round((REFUSED_S + FAILING_S) / FACTOR, 2),
+        events=len(outbox),
+        events_during_outage=events_in_outage,
+        delivered_during_outage=delivered_in_outage,
+        subjects=len(expected),
+        max_attempts_per_delivery=max(d["attempts"] for d in deliveries),
+        failed_attempts_answered_503=sum(receiver.unacknowledged.values()),
+        recover_real_s=round(recover_real_s, 2),
+        recover_virtual_s=round(recover_virtual_s, 1),
+        lost=lost,
+        duplicated=receiver.duplicates,
+        out_of_order_subjects=len(out_of_order),
+        bad_signatures=receiver.bad_signatures,
+        dead=sum(1 for d in deliveries if d["state"] == "dead"),
+        calls=calls,
+    )
+
+    assert events_in_outage > 0 and delivered_in_outage == 0, line
+    assert line["max_attempts_per_delivery"] >= 6, "the backoff schedule ran through the outage"
+    assert line["failed_attempts_answered_503"] > 0
+    assert lost == 0 and len(accepted_ids) == len(outbox), line
+    assert receiver.duplicates == 0 and len(set(accepted_ids)) == len(accepted_ids)
+    assert out_of_order == [], {s: (expected[s], received[s]) for s in out_of_order}
+    assert receiver.bad_signatures == 0
+    assert all(d["state"] == "delivered" for d in deliveries)
+    assert calls["duplicated"] == 0 and calls["lost"] == 0 and calls["open_attempts"] == 0, calls
+    assert calls["answered_lost"] == 0 and calls["bridged_lost"] == 0, calls
+    assert Counter(e["type"] for e in receiver.accepted)["call.ended"] == calls["attempts"] == 8
