@@ -27,10 +27,13 @@ from .ari import AriClient
 from .dialer.control import EngineControl
 from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
+from .dialer.inbound import InboundOptions, InboundRouter
+from .dialer.journal import CallJournal
 from .hooks.dispatcher import WebhookDispatcher
 from .hooks.retention import prune_outbox
 from .errors import HitCallError
 from .logs import get_logger
+from .looplag import LoopLagMonitor
 from .metrics import ServiceMetrics
 from .privacy.api import ApiPrivacy
 from .privacy.service import PrivacyService
@@ -45,12 +48,15 @@ from .store.db import Database
 
 log = get_logger("hitcall.app")
 
+DRAIN_HANGUP_WAIT_S = 5.0  # after the grace limit: for the hung-up calls' end events
+
 
 @dataclass
 class Options:
     """What to run. `hitcall serve` runs everything; tests and the demo switch parts off."""
 
     dialer_tick_s: float = 0.25
+    dialer_watchdog_s: float | None = 5.0  # None: no sweep of live calls against Asterisk
     campaign_refresh_s: float = 1.0
     migrate: bool = True
     ari_wait_s: float | None = 15.0
@@ -60,6 +66,7 @@ class Options:
     purge_interval_s: float | None = None  # None: no scheduled purge
     alarm_interval_s: float | None = 5.0  # None: no alarm monitor
     shutdown_grace_s: float = 30.0
+    inbound: InboundOptions = field(default_factory=InboundOptions)
 
 
 class CdrSink:
@@ -86,6 +93,8 @@ class HitCall:
     ari: AriClient | None = None
     sessions: AgentSessions | None = None
     dialer: Dialer | None = None
+    inbound: InboundRouter | None = None
+    journal: CallJournal | None = None
     cdr: CdrWriter | None = None
     store: RecordingStore | None = None
     recorder: Recorder | None = None
@@ -95,6 +104,8 @@ class HitCall:
     http_port: int | None = None
     agi: AgiServer | None = None
     alarms: AlarmMonitor | None = None
+    draining: bool = False  # SIGTERM received: /readyz says not ready, no new calls
+    looplag: LoopLagMonitor | None = None
     _stack: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -108,6 +119,9 @@ class HitCall:
 
     async def _start(self) -> None:
         s, o = self.settings, self.options
+        self.looplag = LoopLagMonitor()
+        await self.looplag.start()
+        self._stack.append(self.looplag.close)
         self.db = Database(s, max_size=20)
         await self.db.open()
         self._stack.append(self.db.close)
@@ -128,11 +142,20 @@ class HitCall:
         self.sessions = AgentSessions(self.ari, pool)
         await self.sessions.start()
         self._stack.append(self.sessions.close)
+        # Closed after the dialer: calls finishing while it drains still write through it.
+        self.journal = CallJournal(pool)
+        await self.journal.start()
+        self._stack.append(self.journal.close)
         self.dialer = Dialer(self.ari, pool, self.sessions, Hopper(pool), CdrSink(self.cdr),
-                             tick_s=o.dialer_tick_s, campaign_refresh_s=o.campaign_refresh_s)
+                             tick_s=o.dialer_tick_s, campaign_refresh_s=o.campaign_refresh_s,
+                             journal=self.journal, watchdog_s=o.dialer_watchdog_s)
         self.recorder = Recorder(self.ari, pool, self.store, s.data_dir / "spool" / "recordings")
         self.dialer.on_call_end.append(self.recorder.call_ended)
         self.ari.on_event(self.dialer.handle_event)
+        # After the dialer: a newly ready agent goes to an answered outbound customer first.
+        self.inbound = InboundRouter(self.ari, pool, self.sessions, o.inbound)
+        self.ari.on_event(self.inbound.handle_event)
+        self.ari.on_resync(self.inbound.handle_resync)
         self.ari.on_event(self.recorder.handle_event)
         self.ari.on_resync(self.dialer.handle_resync)
         await self.dialer.start()
@@ -153,7 +176,7 @@ class HitCall:
                 pool=pool, metrics=registry, dialer=EngineControl(self.dialer, self.sessions),
                 cdrs=ApiCdrs(pool), recordings=ApiRecordings(pool, self.store), privacy=ApiPrivacy(privacy),
                 webhooks=self.webhooks,
-                ari_connected=self.ari.connected.is_set,
+                ari_connected=self._ready_for_calls,
             )
             self.http_runner = web.AppRunner(create_app(deps), handle_signals=False)
             await self.http_runner.setup()
@@ -196,12 +219,29 @@ class HitCall:
                     self.metrics.purge_failed()
             await asyncio.sleep(interval)
 
-    async def drain_calls(self, timeout: float) -> None:
-        """Graceful shutdown: stop dialling, let calls in progress finish (up to `timeout`)."""
-        if self.dialer is None:
+    def _ready_for_calls(self) -> bool:
+        return not self.draining and self.ari is not None and self.ari.connected.is_set()
+
+    async def drain_calls(self, timeout: float, abort: asyncio.Event | None = None) -> None:
+        """Graceful shutdown: not ready any more, no new calls; calls in progress end on
+        their own for up to `timeout` s (or until `abort` is set). Calls still up then are
+        hung up here, so that this process writes their CDRs and events."""
+        self.draining = True
+        if self.dialer is None or self.inbound is None:
             return
         await self.dialer.close()
-        await self.dialer.idle(timeout)
+        await self.inbound.close()
+        idle = asyncio.gather(self.dialer.idle(timeout), self.inbound.idle(timeout))
+        waits: list[asyncio.Future[Any]] = [idle] + ([asyncio.ensure_future(abort.wait())] if abort else [])
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        left = self.dialer.live_calls() + self.inbound.live_calls()
+        if left:
+            log.warning("app.drain_hangup", calls=len(left), grace_s=timeout)
+            await self.dialer.close(hangup_calls=True)
+            await self.inbound.close(hangup_calls=True)
+            await asyncio.gather(self.dialer.idle(DRAIN_HANGUP_WAIT_S), self.inbound.idle(DRAIN_HANGUP_WAIT_S))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -225,19 +265,23 @@ async def serve(settings: Settings) -> int:
     """`hitcall serve`: everything in one process until SIGTERM / SIGINT."""
     import signal
 
-    stop = asyncio.Event()
+    stop, again = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        (again if stop.is_set() else stop).set()  # a second signal cuts the drain short
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     options = Options(http=True, agi=True, purge_interval_s=float(os.environ.get("HITCALL_PURGE_INTERVAL_S", 3600)),
-                      ari_wait_s=None)
+                      ari_wait_s=None, shutdown_grace_s=float(os.environ.get("HITCALL_SHUTDOWN_GRACE_S", 30)))
     app = HitCall(settings, options)
     await app.start()
     log.info("app.serving", pid=os.getpid())
     try:
         await stop.wait()
         log.info("app.stopping", grace_s=options.shutdown_grace_s)
-        await app.drain_calls(options.shutdown_grace_s)
+        await app.drain_calls(options.shutdown_grace_s, again)
     finally:
         await app.close()
     return 0

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 
 class _Live(Collector):
@@ -44,9 +45,37 @@ class _Live(Collector):
         yield spool
 
 
+class _LoopLag(Collector):
+    """The event-loop lag monitor (`looplag.LoopLagMonitor`) of the app, when it runs one."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        lag = getattr(self.app, "looplag", None)
+        if lag is None:
+            return
+        hist = HistogramMetricFamily("hitcall_event_loop_lag_seconds",
+                                     "how late the event loop woke a periodic sleep")
+        hist.add_metric([], [(floatToGoString(b), float(n)) for b, n in lag.cumulative_buckets()], lag.sum_s)
+        yield hist
+        peak = GaugeMetricFamily("hitcall_event_loop_lag_max_seconds", "largest event-loop lag since start")
+        peak.add_metric([], lag.max_s)
+        yield peak
+        recent = GaugeMetricFamily("hitcall_event_loop_lag_recent_seconds",
+                                   "event-loop lag quantiles over the last samples (window of the monitor)",
+                                   labels=["quantile"])
+        for q in ("0.5", "0.99", "1"):
+            recent.add_metric([q], lag.recent_quantile(float(q)))
+        yield recent
+
+
 class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry, app: Any) -> None:
         registry.register(_Live(app))
+        registry.register(_LoopLag(app))
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds (Linux /proc).
+        ProcessCollector(registry=registry)
         self.purged = Counter("hitcall_purged", "items purged", ["kind"], registry=registry)
         self.purge_failures = Counter("hitcall_purge_failures", "failed purge runs", registry=registry)
         self.purge_last_failed: bool | None = None

@@ -11,7 +11,9 @@ HITCALL_CAMPAIGN_NAME.
 ``optout`` serves the return-call line that campaign caller ids point to: it sets
 the lookup variables, identifies the company, then offers 1 = stop all marketing
 calls to this number (sets HITCALL_OPTED_OUT=1), 2 = talk to an agent (sets
-HITCALL_ROUTE=agent and returns to the dialplan). The opt-out is committed before
+HITCALL_ROUTE=agent and returns to the dialplan, which hands the caller to the
+service's inbound router in Stasis). HITCALL_CAMPAIGN is the contact's campaign, else
+the campaign whose caller id was dialled, so that the router prefers its agents. The opt-out is committed before
 the confirmation is played, so it applies before the next dial of every campaign; if
 it cannot be recorded (database down) the caller is routed to an agent instead.
 """
@@ -119,6 +121,15 @@ def menu_action(digit: str | None, tries: int, *, max_tries: int, caller_known: 
     return MenuAction.RETRY if tries < max_tries else MenuAction.GIVE_UP
 
 
+def line_variables(contact: CallerContact | None, line_campaign: tuple[int, str] | None) -> dict[str, str]:
+    """The lookup variables of the return-call line: the campaign is the contact's,
+    else the one whose caller id the caller dialled."""
+    variables = lookup_variables(contact)
+    if not variables["HITCALL_CAMPAIGN"] and line_campaign is not None:
+        variables["HITCALL_CAMPAIGN"], variables["HITCALL_CAMPAIGN_NAME"] = str(line_campaign[0]), line_campaign[1]
+    return variables
+
+
 def identification(info_message_sound: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
     """The company identification: the campaign's information message when it is an
     Asterisk sound (``sound:<name>``), else the default prompt."""
@@ -139,8 +150,8 @@ ORDER BY (SELECT max(a.created_at) FROM call_attempts a WHERE a.contact_id = c.i
 LIMIT 1
 """
 
-_CAMPAIGN_SOUND = """
-SELECT info_message_sound FROM campaigns WHERE caller_id = $1
+_LINE_CAMPAIGN = """
+SELECT id, name, info_message_sound FROM campaigns WHERE caller_id = $1
 ORDER BY state = 'running' DESC, updated_at DESC LIMIT 1
 """
 
@@ -209,11 +220,12 @@ def optout_script(prompts: OptOutPrompts = OptOutPrompts()) -> Handler:
         dialled = caller_number(agi.extension)
         try:
             contact = await find_contact(pool, number) if number else None
-            sound = await pool.fetchval(_CAMPAIGN_SOUND, dialled) if dialled else None
+            line = await pool.fetchrow(_LINE_CAMPAIGN, dialled) if dialled else None
         except _DB_ERRORS as exc:  # the line still identifies the company and offers an agent
             _log.error("agi_lookup_failed", channel=agi.uniqueid, error=f"{type(exc).__name__}: {exc}")
-            contact, sound = None, None
-        await _set_variables(agi, lookup_variables(contact))
+            contact, line = None, None
+        sound = line["info_message_sound"] if line else None
+        await _set_variables(agi, line_variables(contact, (line["id"], line["name"]) if line else None))
         keys = OPT_OUT_DIGIT + AGENT_DIGIT
         digit = await agi.play(identification(sound, prompts.identify), keys)
         tries = 1

@@ -14,12 +14,13 @@ after a restart, attempts without a live channel are closed, never re-dialled.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import asyncpg
@@ -35,6 +36,7 @@ from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..hooks.events import enqueue
 from ..logs import get_logger
 from .hopper import Hopper
+from .journal import CallJournal
 from .models import Attempt, Campaign
 
 log = get_logger("hitcall.dialer")
@@ -42,6 +44,8 @@ log = get_logger("hitcall.dialer")
 CONNECT_LIMIT_S = 2.0
 HOPPER_EMPTY_BACKOFF_S = 2.0
 INFO_MESSAGE_MAX_S = 30.0
+WATCHDOG_MARGIN_S = 10.0
+DISPOSITION_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def _now() -> datetime:
@@ -94,6 +98,7 @@ class LiveCall:
     info_playback: str | None = None
     timer: asyncio.TimerHandle | None = None
     recording_id: uuid.UUID | None = None
+    added_at: datetime | None = None  # the agent's bridge accepted the customer (ARI request returned)
 
     @property
     def channel_id(self) -> str:
@@ -124,12 +129,16 @@ class Dialer:
         campaign_refresh_s: float = 1.0,
         outbound_context: str = "hitcall-outbound",
         amd_context: str = "hitcall-amd",
+        journal: CallJournal,
+        watchdog_s: float | None = 5.0,
     ) -> None:
         self.ari = ari
         self.pool = pool
         self.sessions = sessions
         self.hopper = hopper
         self.cdr = cdr
+        self.journal = journal
+        self.watchdog_s = watchdog_s
         self.tick_s = tick_s
         self.campaign_refresh_s = campaign_refresh_s
         self.outbound_context = outbound_context
@@ -144,6 +153,8 @@ class Dialer:
         self._stats_day: dict[int, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._watchdog_task: asyncio.Task[None] | None = None
+        self._missing: set[str] = set()  # channels not in Asterisk at the last sweep
         self._wake = asyncio.Event()
         self._closing = False
         self._dialing_paused_reason: str | None = None
@@ -154,18 +165,20 @@ class Dialer:
 
     # ------------------------------------------------------------ life ---
     async def start(self) -> None:
+        await self.journal.start()
         await self.refresh_campaigns()
         self._loop_task = asyncio.create_task(self._loop(), name="dialer-loop")
+        if self.watchdog_s:
+            self._watchdog_task = asyncio.create_task(self._watchdog_loop(self.watchdog_s), name="dialer-watchdog")
 
     async def close(self, *, hangup_calls: bool = False) -> None:
-        """Stop dialling. Calls in progress are left to finish unless `hangup_calls`."""
+        """Stop dialling. Calls in progress are left to finish unless `hangup_calls`; their
+        writes keep going to the journal, which its owner closes after the dialer."""
         self._closing = True
-        if self._loop_task:
-            self._loop_task.cancel()
-            try:
-                await self._loop_task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._loop_task, self._watchdog_task):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for offer in list(self.offers.values()):
             await self._decide_offer(offer, "timeout", None)
         if hangup_calls:
@@ -185,10 +198,14 @@ class Dialer:
             log.error("dialer.task_failed", error=repr(task.exception()))
 
     async def idle(self, timeout: float = 30.0) -> None:
-        """Wait until no call is live (tests, demo)."""
+        """Wait until no call is live and the calls' writes are committed (tests, demo)."""
         deadline = time.monotonic() + timeout
         while (self.calls or self._tasks) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        try:
+            await self.journal.flush(max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            pass
 
     # ------------------------------------------------------- campaigns ---
     async def refresh_campaigns(self) -> None:
@@ -205,22 +222,18 @@ class Dialer:
         rows = await self.pool.fetch(
             """SELECT (created_at AT TIME ZONE 'UTC')::date AS day,
                       count(*) FILTER (WHERE abandoned) AS abandoned,
-                      count(*) FILTER (WHERE outcome = 'answered_human') AS connected
+                      count(*) FILTER (WHERE outcome = 'answered_human') AS connected,
+                      count(*) FILTER (WHERE outcome = 'answered_machine') AS machines
                FROM call_attempts
                WHERE campaign_id = $1 AND created_at >= now() - interval '30 days' AND state = 'ended'
-               GROUP BY 1 ORDER BY 1""",
+               GROUP BY 1""",
             campaign.id,
         )
+        tallies = {r["day"]: pacing.AbandonTally(r["abandoned"], r["connected"], r["machines"]) for r in rows}
         today = _now().date()
-        # Connects before abandons: a day's counts never read as a burst of abandons
-        # (which would trip the over-cap fallback for the rest of the day).
-        for day in [r for r in rows if r["day"] != today] + [r for r in rows if r["day"] == today]:
-            if day["connected"]:
-                stats.observe_connect(day["connected"])
-            if day["abandoned"]:
-                stats.observe_abandon(day["abandoned"])
-            if day["day"] != today:
-                stats.new_day()
+        # One tally per past day, oldest first (days without calls count as empty days).
+        history = [tallies.get(today - timedelta(days=n), pacing.AbandonTally()) for n in range(29, 0, -1)]
+        stats.restore(tallies.get(today, pacing.AbandonTally()), history)
         self._stats_day[campaign.id] = today.isoformat()
         return stats
 
@@ -311,24 +324,32 @@ class Dialer:
             return
         if time.monotonic() < self._empty_until.get(campaign.id, 0.0):
             return
-        result = await self.hopper.take(campaign, decision.dial_now, _now())
+        ready = [s.agent_id for s in self.sessions.ready_agents(campaign.id)]
+        result = await self.hopper.take(campaign, decision.dial_now, _now(), ready_agents=ready)
         self._note_blocks(campaign, result.blocked)
         if not result.attempts:
             # Nothing due now: look again in a while, not on every tick.
             self._empty_until[campaign.id] = time.monotonic() + HOPPER_EMPTY_BACKOFF_S
             return
-        if not decision.reserve_agents:
-            for attempt in result.attempts:
+        # A callback for one agent is placed for that agent, reserved now (in every mode);
+        # progressive reserves one ready agent for each other call too.
+        free = [s for s in self.sessions.ready_agents(campaign.id)
+                if s.agent_id not in {a.agent_id for a in result.attempts}]
+        for attempt in result.attempts:
+            if attempt.agent_id is not None:
+                agent = self.sessions.by_agent.get(attempt.agent_id)
+                agent = agent if agent is not None and agent.state is AgentState.READY else None
+            elif decision.reserve_agents:
+                agent = free.pop(0) if free else None
+            else:
                 self._originate(campaign, attempt, None)
-            return
-        # Progressive: each call is placed for one ready agent, reserved now.
-        agents = self.sessions.ready_agents(campaign.id)
-        for attempt, agent in zip(result.attempts, agents):
+                continue
+            if agent is None:
+                # The agent went away while the contact was taken: never dialled.
+                await self._cancel_undialled(campaign, attempt)
+                continue
             self.sessions.reserve(agent, attempt.channel_id, campaign.id)
             self._originate(campaign, attempt, agent)
-        for attempt in result.attempts[len(agents):]:
-            # The agent went away while the contact was taken: never dialled.
-            await self._cancel_undialled(campaign, attempt)
 
     async def _cancel_undialled(self, campaign: Campaign, attempt: Attempt) -> None:
         call = LiveCall(attempt=attempt, campaign=campaign, cancelled=True)
@@ -392,7 +413,7 @@ class Dialer:
                 call.ringing_at = ev.timestamp or _now()
                 call.state = "ringing" if call.state == "originating" else call.state
         elif etype == "ChannelEnteredBridge" and cid in self.calls:
-            self._bridged(self.calls[cid], ev)
+            self._bridged(self.calls[cid], ev.timestamp or _now())
         elif etype == "ChannelDestroyed":
             if cid in self.calls:
                 self._finish(self.calls[cid], cause=ev.cause, cause_txt=ev.cause_txt, at=ev.timestamp)
@@ -439,7 +460,7 @@ class Dialer:
             if call.ringing_at is None:
                 call.ringing_at = call.originated_at or call.answered_at
             self._emit("call.answered", call)
-            self._spawn(self._store_progress(call))
+            self._store_progress(call)
             if call.campaign.amd_enabled:
                 await self._run_amd(call)
                 return
@@ -487,20 +508,21 @@ class Dialer:
     async def _add_to_bridge(self, call: LiveCall, agent: AgentSession) -> None:
         try:
             await self.ari.rest.add_channel(agent.bridge_id, call.channel_id)
+            call.added_at = _now()
         except AriNotFound:
             # The customer (or the agent's bridge) is gone: the destroy event finishes the call.
             log.info("dialer.bridge_target_gone", attempt_id=str(call.attempt.id), agent_id=agent.agent_id)
 
-    def _bridged(self, call: LiveCall, ev: Any) -> None:
+    def _bridged(self, call: LiveCall, at: datetime) -> None:
         if call.bridged_at is not None:
             return
-        call.bridged_at = ev.timestamp or _now()
+        call.bridged_at = at
         call.state = "bridged"
         if call.answered_at is not None:
             call.answer_to_bridge_ms = max(0, int((call.bridged_at - call.answered_at).total_seconds() * 1000))
         self._campaign_stats(call.campaign).observe_connect()
         self._emit("call.bridged", call)
-        self._spawn(self._store_progress(call))
+        self._store_progress(call)
         if call.campaign.record_calls:
             self._spawn(self._start_recording(call))
 
@@ -572,9 +594,11 @@ class Dialer:
         if attempt_id is None:
             raise Conflict("agent has no current or last call", details={"agent_id": agent_id})
         call = self.calls.get(attempt_id)
+        if not DISPOSITION_CODE.fullmatch(code):
+            raise ValidationFailed("disposition must be 1-64 of A-Z a-z 0-9 _ . -", details={"field": "disposition"})
         if call is not None:
             call.disposition = code
-        await self.pool.execute("UPDATE call_attempts SET disposition = $2 WHERE id = $1", uuid.UUID(attempt_id), code)
+        self.journal.disposition(uuid.UUID(attempt_id), code)
 
     # ----------------------------------------------------------- preview ---
     async def _offer_previews(self, campaign: Campaign) -> None:
@@ -582,7 +606,7 @@ class Dialer:
             if agent.agent_id in self.offers:
                 continue
             async with self.pool.acquire() as conn, conn.transaction():
-                row = await self.hopper.claim_one(campaign, _now(), conn)
+                row = await self.hopper.claim_one(campaign, _now(), conn, agent.agent_id)
                 if row is None:
                     return
                 offer_id = await conn.fetchval(
@@ -690,7 +714,7 @@ class Dialer:
                 self.sessions.release(session)
         record = self._cdr_record(call, outcome)
         self._submit_cdr(record)
-        self._spawn(self._close_attempt(call, outcome, record))
+        self._close_attempt(call, outcome, record)
         for fn in self.on_call_end:
             fn(call, outcome)
         log.info("call.ended", attempt_id=str(call.attempt.id), outcome=outcome.value, cause=cause,
@@ -722,7 +746,7 @@ class Dialer:
             "retention_until": a.retention_until,
         }
 
-    async def _close_attempt(self, call: LiveCall, outcome: Outcome, record: dict[str, Any]) -> None:
+    def _close_attempt(self, call: LiveCall, outcome: Outcome, record: dict[str, Any]) -> None:
         """Contact bookkeeping for the next attempt, and the call.ended event."""
         a = call.attempt
         retry_at = next_retry(outcome, call.campaign.retry_delays, a.attempt_no, call.campaign.max_attempts,
@@ -735,38 +759,24 @@ class Dialer:
             status = "retry"
         if outcome is Outcome.CANCELLED:
             status, retry_at = "retry", None
-        event = "call.ended"
+        self.journal.close_contact(a.contact_id, attempt_no=a.attempt_no, attempt_created_at=a.created_at,
+                                   status=status, retry_at=retry_at, outcome=outcome.value,
+                                   cancelled=outcome is Outcome.CANCELLED)
         payload = {k: (str(v) if isinstance(v, (uuid.UUID, datetime)) else v) for k, v in record.items()}
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """UPDATE contacts SET status = $2, next_attempt_at = $3, last_outcome = $4
-                   WHERE id = $1 AND status = 'in_progress'""",
-                a.contact_id, status, retry_at, outcome.value,
-            )
-            await enqueue(conn, event, f"attempt:{a.id}", payload)
+        self.journal.event("call.ended", f"attempt:{a.id}", payload)
 
-    async def _store_progress(self, call: LiveCall) -> None:
+    def _store_progress(self, call: LiveCall) -> None:
         """Answer and bridge times in the attempt row while the call is up: after a crash
         the next process knows which customer was answered or talking (never re-dialled
         as if unanswered; an answered, unbridged call counts as abandoned)."""
-        await self.pool.execute(
-            """UPDATE call_attempts SET state = $2, answered_at = $3, bridged_at = $4, agent_id = coalesce($5, agent_id),
-                      answer_to_bridge_ms = $6
-               WHERE id = $1 AND state <> 'ended' AND (state <> 'bridged' OR $2 = 'bridged')""",
-            call.attempt.id, "bridged" if call.bridged_at else "answered", call.answered_at, call.bridged_at,
-            call.agent_id if call.bridged_at else None, call.answer_to_bridge_ms,
-        )
+        self.journal.progress(call.attempt.id, answered_at=call.answered_at, bridged_at=call.bridged_at,
+                              agent_id=call.agent_id, answer_to_bridge_ms=call.answer_to_bridge_ms)
 
     def _emit(self, event_type: str, call: LiveCall) -> None:
         payload = {"attempt_id": str(call.attempt.id), "campaign_id": call.campaign.id,
                    "contact_id": call.attempt.contact_id, "agent_id": call.agent_id,
                    "at": _now().isoformat()}
-
-        async def write() -> None:
-            async with self.pool.acquire() as conn:
-                await enqueue(conn, event_type, f"attempt:{call.attempt.id}", payload)
-
-        self._spawn(write())
+        self.journal.event(event_type, f"attempt:{call.attempt.id}", payload)
 
     # ---------------------------------------------------------- control ---
     async def hangup_call(self, attempt_id: str) -> None:
@@ -786,6 +796,76 @@ class Dialer:
              "state": c.state, "agent_id": c.agent_id, "answered_at": c.answered_at, "bridged_at": c.bridged_at}
             for c in self.calls.values()
         ]
+
+    # ---------------------------------------------------------- watchdog ---
+    async def _watchdog_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if not self.ari.connected.is_set():
+                continue
+            try:
+                await self.sweep()
+            except AriError as exc:
+                log.warning("dialer.watchdog_failed", error=exc.message)
+            except Exception:
+                log.exception("dialer.watchdog_failed")
+
+    async def sweep(self) -> None:
+        """Compare the live calls and agent sessions with Asterisk's channels, so that no
+        call waits forever for an event that was lost: a call or agent whose channel is
+        gone at two sweeps in a row is finished (best outcome known) or logged out; a
+        missed bridge entry is repaired; a call stuck past its limits is hung up and
+        finished."""
+        now = time.monotonic()
+        # Judged: what existed before the listing (an originated call has its channel).
+        calls = [c for c in self.calls.values() if c.originated_at is not None]
+        phones = list(self.sessions.by_channel)
+        channels = {c.id for c in await self.ari.rest.list_channels()}
+        missing: set[str] = set()
+        for call in calls:
+            if self.calls.get(call.channel_id) is not call:
+                continue
+            if call.channel_id not in channels:
+                if call.channel_id in self._missing:
+                    log.warning("dialer.watchdog_call_gone", attempt_id=str(call.attempt.id), state=call.state)
+                    call.hangup_cause_txt = "channel gone without a hangup event (watchdog)"
+                    self._finish(call, cause=None)
+                else:
+                    missing.add(call.channel_id)
+            elif call.state in ("originating", "ringing"):
+                if now - call.placed_mono > call.campaign.ring_timeout_s + WATCHDOG_MARGIN_S:
+                    await self._end_stuck(call, 19 if call.state == "ringing" else None,
+                                          "no answer or hangup event past the ring timeout (watchdog)")
+            elif call.state == "answered":
+                waited = now - (call.answered_mono or now)
+                if call.added_at is not None and waited > CONNECT_LIMIT_S and await self._in_agent_bridge(call):
+                    log.warning("dialer.watchdog_bridge_repaired", attempt_id=str(call.attempt.id))
+                    self._bridged(call, call.added_at)
+                elif waited > CONNECT_LIMIT_S + INFO_MESSAGE_MAX_S + WATCHDOG_MARGIN_S:
+                    await self._end_stuck(call, None, "answered, never bridged nor ended (watchdog)")
+        for channel_id in phones:
+            if channel_id in channels or channel_id not in self.sessions.by_channel:
+                continue
+            if channel_id in self._missing:
+                log.warning("dialer.watchdog_agent_gone", agent_id=self.sessions.by_channel[channel_id].agent_id)
+                await self._agent_gone(channel_id)
+            else:
+                missing.add(channel_id)
+        self._missing = missing
+
+    async def _in_agent_bridge(self, call: LiveCall) -> bool:
+        agent = self.sessions.by_agent.get(call.agent_id) if call.agent_id is not None else None
+        if agent is None:
+            return False
+        try:
+            return call.channel_id in (await self.ari.rest.get_bridge(agent.bridge_id)).channels
+        except AriNotFound:
+            return False
+
+    async def _end_stuck(self, call: LiveCall, cause: int | None, why: str) -> None:
+        log.warning("dialer.watchdog_call_stuck", attempt_id=str(call.attempt.id), state=call.state, reason=why)
+        await self._hangup(call.channel_id)
+        self._finish(call, cause=cause, cause_txt=why)
 
     # ---------------------------------------------------------- recovery ---
     async def handle_resync(self, snap: Resync) -> None:

@@ -1,14 +1,18 @@
 """The hopper: the next contacts to dial, taken from Postgres with SKIP LOCKED.
 
 Several service processes can take from the same campaign at once and never
-take the same contact. Every candidate passes the pure pre-dial check
+take the same contact. Due callbacks come first; a callback that names an agent is
+taken only for that agent while they are ready (its attempt carries the agent id, and
+the dialer reserves that agent for it). Every candidate passes the pure pre-dial check
 (core.compliance.check_dial) inside the same transaction that creates its
 attempt row, so the attempt id exists in Postgres before anything is dialled.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,7 +21,6 @@ import asyncpg
 
 from ..core.compliance import DialContext, DialReason, DialVerdict, check_dial, salted_number_hash
 from ..core.retention import cdr_deadline
-from ..hooks.events import enqueue
 from ..logs import get_logger
 from .models import Attempt, Campaign
 
@@ -34,7 +37,7 @@ _FINAL_STATUS = {
 }
 
 _CANDIDATES_TEMPLATE = """
-SELECT c.id, c.phone_e164, c.name, c.timezone, c.attempts, c.next_attempt_at, c.status,
+SELECT c.id, c.phone_e164, c.name, c.timezone, c.attempts, c.next_attempt_at, c.status, c.callback_agent_id,
        c.marketing_prohibited, c.processing_restricted, c.extra, c.title, c.organisation,
        EXISTS (SELECT 1 FROM dnc_entries d WHERE d.phone_e164 = c.phone_e164 AND d.campaign_id IS NULL)
            AS dnc_global,
@@ -55,10 +58,11 @@ WHERE c.id IN (
 )
 ORDER BY (c.status = 'callback') DESC, c.next_attempt_at NULLS FIRST, c.id
 """
-# Due contacts of the campaign; callbacks first.
+# Due contacts of the campaign; callbacks first, those for one agent only while that agent is ready ($4).
 _CANDIDATES = _CANDIDATES_TEMPLATE.format(
     where="(c2.status IN ('new', 'retry') AND (c2.next_attempt_at IS NULL OR c2.next_attempt_at <= $2))"
-    " OR (c2.status = 'callback' AND c2.callback_at <= $2)"
+    " OR (c2.status = 'callback' AND c2.callback_at <= $2"
+    " AND (c2.callback_agent_id IS NULL OR c2.callback_agent_id = ANY($4::bigint[])))"
 )
 # One contact already held by a preview offer ($2 is unused but keeps the parameter list).
 _OFFERED = _CANDIDATES_TEMPLATE.format(where="c2.id = $4 AND c2.status = 'in_progress' AND $2::timestamptz IS NOT NULL")
@@ -82,22 +86,28 @@ class Hopper:
         return self._salt
 
     async def take(
-        self, campaign: Campaign, n: int, now: datetime, *, agent_id: int | None = None
+        self, campaign: Campaign, n: int, now: datetime, *, ready_agents: Sequence[int] = ()
     ) -> TakeResult:
-        """Create up to `n` attempts (rows committed) for contacts that may be dialled now."""
+        """Create up to `n` attempts (rows committed) for contacts that may be dialled now.
+
+        A callback for one of `ready_agents` gets an attempt with that agent's id (at most
+        one per agent); callbacks for other agents wait."""
         result = TakeResult()
         if n <= 0:
             return result
         async with self.pool.acquire() as conn, conn.transaction():
-            allowed = await self._select(conn, campaign, n, now, result)
-            for row in allowed:
-                result.attempts.append(await self._create_attempt(conn, campaign, row, now, agent_id))
+            allowed = await self._select(conn, campaign, n, now, result, ready_agents)
+            result.attempts = await self._create_attempts(
+                conn, campaign, [(r, r["callback_agent_id"] if r["status"] == "callback" else None) for r in allowed],
+                now)
         return result
 
-    async def claim_one(self, campaign: Campaign, now: datetime, conn: asyncpg.Connection) -> asyncpg.Record | None:
-        """Lock one dialable contact in the caller's transaction (preview offers) and mark it in progress."""
+    async def claim_one(self, campaign: Campaign, now: datetime, conn: asyncpg.Connection,
+                        agent_id: int) -> asyncpg.Record | None:
+        """Lock one dialable contact for `agent_id` in the caller's transaction (preview
+        offers) and mark it in progress."""
         result = TakeResult()
-        allowed = await self._select(conn, campaign, 1, now, result)
+        allowed = await self._select(conn, campaign, 1, now, result, [agent_id])
         if not allowed:
             return None
         row = allowed[0]
@@ -112,13 +122,14 @@ class Hopper:
         rows = await conn.fetch(_OFFERED, campaign.id, now, 1, contact_id)
         result = TakeResult()
         allowed = await self._check(conn, campaign, rows, 1, now, result)
-        return await self._create_attempt(conn, campaign, allowed[0], now, agent_id) if allowed else None
+        return (await self._create_attempts(conn, campaign, [(allowed[0], agent_id)], now))[0] if allowed else None
 
     async def _select(
-        self, conn: asyncpg.Connection, campaign: Campaign, n: int, now: datetime, result: TakeResult
+        self, conn: asyncpg.Connection, campaign: Campaign, n: int, now: datetime, result: TakeResult,
+        ready_agents: Sequence[int],
     ) -> list[asyncpg.Record]:
         # Take a few more than needed: some candidates may be blocked by the checks.
-        rows = await conn.fetch(_CANDIDATES, campaign.id, now, n + max(2, n // 2))
+        rows = await conn.fetch(_CANDIDATES, campaign.id, now, n + max(2, n // 2), list(ready_agents))
         return await self._check(conn, campaign, rows, n, now, result)
 
     async def _check(
@@ -135,7 +146,13 @@ class Hopper:
             )
             suppressed = {r["hash"] for r in found}
         allowed: list[asyncpg.Record] = []
+        agents_taken: set[int] = set()
         for r in rows:
+            callback = r["status"] == "callback"
+            if callback and r["callback_agent_id"] is not None:
+                if r["callback_agent_id"] in agents_taken:
+                    continue  # one callback per agent at a time; the next waits for the agent
+                agents_taken.add(r["callback_agent_id"])
             verdict = check_dial(
                 DialContext(
                     phone=r["phone_e164"],
@@ -149,7 +166,8 @@ class Hopper:
                     dnc_global=r["dnc_global"],
                     dnc_campaign=r["dnc_campaign"],
                     suppressed=hashes[r["id"]] in suppressed,
-                    next_attempt_at=r["next_attempt_at"],
+                    # A callback is due at its own time, whatever the retry delay said.
+                    next_attempt_at=None if callback else r["next_attempt_at"],
                     last_abandoned_at=r["last_abandoned_at"],
                     window=campaign.window,
                 )
@@ -170,6 +188,10 @@ class Hopper:
         status = _FINAL_STATUS.get(verdict.reason)
         if status is not None:
             await conn.execute("UPDATE contacts SET status = $2 WHERE id = $1", r["id"], status)
+        elif r["status"] == "callback":
+            # Not now (e.g. outside the window): the callback moves to the first time it may be made.
+            await conn.execute("UPDATE contacts SET callback_at = greatest(callback_at, $2) WHERE id = $1",
+                               r["id"], verdict.retry_at)
         else:
             await conn.execute("UPDATE contacts SET next_attempt_at = $2 WHERE id = $1", r["id"], verdict.retry_at)
         await conn.execute(
@@ -181,53 +203,43 @@ class Hopper:
             verdict.reason.value,
         )
 
-    async def _create_attempt(
-        self,
-        conn: asyncpg.Connection,
-        campaign: Campaign,
-        r: Any,
-        now: datetime,
-        agent_id: int | None,
-    ) -> Attempt:
-        attempt = Attempt(
-            id=uuid.uuid4(),
-            campaign_id=campaign.id,
-            contact_id=r["id"],
-            attempt_no=r["attempts"] + 1,
-            number=r["phone_e164"],
-            caller_id=campaign.caller_id or "",
-            agent_id=agent_id,
-            mode=campaign.mode,
-            created_at=now,
-            retention_until=cdr_deadline(now, campaign.retention),
-            contact={"name": r["name"], "title": r["title"], "organisation": r["organisation"],
-                     "extra": r["extra"]},
-        )
+    async def _create_attempts(
+        self, conn: asyncpg.Connection, campaign: Campaign, rows: list[tuple[Any, int | None]], now: datetime
+    ) -> list[Attempt]:
+        """Attempt rows (with their call.originated events) for (contact row, agent id) pairs:
+        one multi-row statement per table."""
+        attempts = [
+            Attempt(
+                id=uuid.uuid4(), campaign_id=campaign.id, contact_id=r["id"], attempt_no=r["attempts"] + 1,
+                number=r["phone_e164"], caller_id=campaign.caller_id or "", agent_id=agent_id, mode=campaign.mode,
+                created_at=now, retention_until=cdr_deadline(now, campaign.retention),
+                contact={"name": r["name"], "title": r["title"], "organisation": r["organisation"], "extra": r["extra"]},
+            )
+            for r, agent_id in rows
+        ]
+        if not attempts:
+            return attempts
         await conn.execute(
             """INSERT INTO call_attempts (id, campaign_id, contact_id, attempt_no, dialled_number, caller_id,
                                           agent_id, mode, state, created_at, retention_until)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'originating', $9, $10)""",
-            attempt.id,
-            campaign.id,
-            attempt.contact_id,
-            attempt.attempt_no,
-            attempt.number,
-            attempt.caller_id,
-            agent_id,
-            campaign.mode.value,
-            now,
-            attempt.retention_until,
+               SELECT v.id, $2, v.contact_id, v.attempt_no, v.number, $3, v.agent_id, $4, 'originating', $5, $6
+               FROM unnest($1::uuid[], $7::bigint[], $8::int[], $9::text[], $10::bigint[])
+                    AS v(id, contact_id, attempt_no, number, agent_id)""",
+            [a.id for a in attempts], campaign.id, attempts[0].caller_id, campaign.mode.value, now,
+            attempts[0].retention_until, [a.contact_id for a in attempts], [a.attempt_no for a in attempts],
+            [a.number for a in attempts], [a.agent_id for a in attempts],
         )
         await conn.execute(
-            "UPDATE contacts SET status = 'in_progress', attempts = attempts + 1 WHERE id = $1",
-            attempt.contact_id,
+            "UPDATE contacts SET status = 'in_progress', attempts = attempts + 1 WHERE id = ANY($1::bigint[])",
+            [a.contact_id for a in attempts],
         )
-        await enqueue(
-            conn,
-            "call.originated",
-            f"attempt:{attempt.id}",
-            {"attempt_id": str(attempt.id), "campaign_id": campaign.id, "contact_id": attempt.contact_id,
-             "number": attempt.number, "agent_id": agent_id, "mode": campaign.mode.value,
-             "at": now.isoformat()},
+        await conn.execute(
+            """INSERT INTO webhook_outbox (event_id, event_type, subject, payload)
+               SELECT gen_random_uuid(), 'call.originated', s, p::jsonb
+               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS v(s, p, n) ORDER BY n""",
+            [f"attempt:{a.id}" for a in attempts],
+            [json.dumps({"attempt_id": str(a.id), "campaign_id": campaign.id, "contact_id": a.contact_id,
+                         "number": a.number, "agent_id": a.agent_id, "mode": campaign.mode.value,
+                         "at": now.isoformat()}) for a in attempts],
         )
-        return attempt
+        return attempts

@@ -102,7 +102,7 @@ async def test_caller_presses_1_and_every_campaign_stops_calling(ari, db):
 
 
 async def test_caller_presses_2_and_is_routed_to_an_agent(ari, db):
-    await add_contact(db, "spring", name="Maija")
+    contact = await add_contact(db, "spring", name="Maija")
     route: list[str | None] = []
     handlers = default_handlers()
     optout = handlers["optout"]
@@ -117,6 +117,10 @@ async def test_caller_presses_2_and_is_routed_to_an_agent(ari, db):
             return bool(route)
 
         await press_until(ari, cid, "2", routed)
+        # The dialplan hands the caller to the service's inbound router (test_inbound_route.py).
+        handed = await ari.events_log.wait_for("StasisStart", lambda e: e.channel.id == f"{cid}-2", timeout=20)
+        assert handed.args == ["inbound", "", str(contact)]
+        await ari.rest.hangup(cid)
         await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == cid, timeout=20)
     assert route == ["agent"]
     assert await db.fetchval("SELECT count(*) FROM dnc_entries") == 0

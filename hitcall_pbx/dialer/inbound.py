@@ -1,0 +1,299 @@
+"""Return calls handed to an agent.
+
+The return-call line (dialplan ``[hitcall-inbound]``, FastAGI ``optout``) sends a
+caller who asked for a person into the Stasis application with the arguments
+``inbound,<campaign id>,<contact id>`` (either may be empty). The router gives the
+caller to the longest-idle ready agent of that campaign, else to the longest-idle
+ready agent of any campaign, by adding the caller to the agent's holding bridge.
+With nobody ready the caller hears music on hold and gets the first agent that
+becomes ready; after `max_wait_s` (or when the service shuts down) the caller hears
+a message and is hung up. The agent goes on_call → wrap_up exactly as with an
+outbound call (phone key 0 hangs the caller up), so agent.state_changed flows as usual.
+
+Outbound calls keep priority: the dialer's agent listener runs first and gives a
+newly ready agent to an answered outbound customer (2-second rule) before this
+router looks at waiting callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from ..agents.sessions import AgentSession, AgentSessions
+from ..ari import AriClient, AriError, AriNotFound, Resync
+from ..core.states import AgentState, AgentTransition
+from ..logs import get_logger
+
+log = get_logger("hitcall.inbound")
+
+STASIS_KIND = "inbound"
+
+
+@dataclass(frozen=True)
+class InboundOptions:
+    max_wait_s: float = 60.0  # music on hold at most this long, then the message
+    no_agent_media: tuple[str, ...] = ("sound:im-sorry", "sound:please-try-call-later")
+    moh_class: str | None = None  # Asterisk's default class
+    wrap_up_s: float = 10.0  # when the caller's campaign is unknown (the campaigns' default)
+    message_max_s: float = 30.0  # hung up even if the message's PlaybackFinished never comes
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    campaign_id: int | None
+    contact_id: int | None
+
+
+@dataclass
+class InboundCall:
+    channel_id: str
+    request: InboundRequest
+    arrived_mono: float = field(default_factory=time.monotonic)
+    wrap_up_s: float = 0.0
+    agent_id: int | None = None
+    agent_channel_id: str | None = None
+    waiting: bool = False
+    bridged: bool = False
+    playback_id: str | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+# ------------------------------------------------------------------ pure core ---
+def parse_request(args: list[str]) -> InboundRequest:
+    """Stasis arguments after ``inbound``: campaign id and contact id, each optional
+    (the dialplan passes empty values for an unknown caller)."""
+
+    def number(i: int) -> int | None:
+        value = args[i].strip() if len(args) > i else ""
+        return int(value) if value.isdigit() else None
+
+    return InboundRequest(campaign_id=number(0), contact_id=number(1))
+
+
+def choose_agent(campaign_id: int | None, sessions: Iterable[AgentSession]) -> AgentSession | None:
+    """The agent for a caller: the longest-idle ready agent working on the caller's
+    campaign, else the longest-idle ready agent."""
+    ready = sorted((s for s in sessions if s.state is AgentState.READY and not s.pin_pending),
+                   key=lambda s: s.ready_since)
+    for session in ready:
+        if campaign_id is not None and campaign_id in session.campaigns:
+            return session
+    return ready[0] if ready else None
+
+
+def choose_caller(session: AgentSession, waiting: deque[InboundCall]) -> InboundCall | None:
+    """The waiting caller a newly ready agent takes: the longest waiting of the agent's
+    campaigns, else the longest waiting of all."""
+    for call in waiting:
+        if call.request.campaign_id in session.campaigns:
+            return call
+    return waiting[0] if waiting else None
+
+
+# ------------------------------------------------------------------- adapter ---
+class InboundRouter:
+    """Routes return-call line callers to agents; register `handle_event` and
+    `handle_resync` on the ARI client (after the dialer's)."""
+
+    def __init__(self, ari: AriClient, pool: asyncpg.Pool, sessions: AgentSessions,
+                 options: InboundOptions = InboundOptions()) -> None:
+        self.ari = ari
+        self.pool = pool
+        self.sessions = sessions
+        self.options = options
+        self.calls: dict[str, InboundCall] = {}
+        self.waiting: deque[InboundCall] = deque()
+        self._by_agent_channel: dict[str, InboundCall] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        sessions.on_transition(self._agent_changed)
+
+    # ------------------------------------------------------------ life ---
+    async def close(self, *, hangup_calls: bool = False) -> None:
+        """Route no more callers: waiting callers hear the message; with `hangup_calls`
+        every caller still here is hung up."""
+        self._closing = True
+        for call in list(self.waiting):
+            self._give_up(call)
+        if hangup_calls:
+            for call in list(self.calls.values()):
+                await self._hangup(call.channel_id)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def idle(self, timeout: float) -> None:
+        """Wait until no caller is left (up to `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        while (self.calls or self._tasks) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    def live_calls(self) -> list[dict[str, Any]]:
+        return [{"channel_id": c.channel_id, "campaign_id": c.request.campaign_id,
+                 "contact_id": c.request.contact_id, "agent_id": c.agent_id, "waiting": c.waiting,
+                 "bridged": c.bridged} for c in self.calls.values()]
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("inbound.task_failed", error=repr(task.exception()))
+
+    # ------------------------------------------------------------ events ---
+    async def handle_event(self, ev: Any) -> None:
+        etype = getattr(ev, "type", None)
+        channel = getattr(ev, "channel", None)
+        cid = channel.id if channel is not None else None
+        if etype == "StasisStart":
+            args = list(ev.args or [])
+            if args and args[0] == STASIS_KIND:
+                await self._arrived(cid, parse_request(args[1:]))
+        elif etype == "ChannelEnteredBridge" and cid in self.calls:
+            call = self.calls[cid]
+            call.bridged = True
+            log.info("inbound.bridged", channel_id=cid, agent_id=call.agent_id, bridge_id=ev.bridge.id,
+                     wait_ms=int((time.monotonic() - call.arrived_mono) * 1000))
+        elif etype in ("StasisEnd", "ChannelDestroyed") and cid in self.calls:
+            # StasisEnd: a channel that came in through the dialplan is not followed after it.
+            self._caller_gone(self.calls[cid])
+        elif etype in ("ChannelDestroyed", "StasisEnd") and cid in self._by_agent_channel:
+            # The agent hung up the phone during the call: the caller is not left in silence.
+            call = self._by_agent_channel.pop(cid)
+            await self._hangup(call.channel_id)
+        elif etype == "PlaybackFinished":
+            target = (ev.playback.target_uri or "").removeprefix("channel:")
+            call = self.calls.get(target)
+            if call is not None and call.playback_id == ev.playback.id:
+                await self._hangup(call.channel_id)
+
+    async def handle_resync(self, snap: Resync) -> None:
+        """After an ARI reconnect: callers whose channels went meanwhile are finished;
+        a caller whose agent's phone went is hung up."""
+        live = {c.id for c in snap.channels}
+        for call in [c for c in self.calls.values() if c.channel_id not in live]:
+            self._caller_gone(call)
+        for agent_channel, call in list(self._by_agent_channel.items()):
+            if agent_channel not in live:
+                del self._by_agent_channel[agent_channel]
+                await self._hangup(call.channel_id)
+
+    async def _arrived(self, channel_id: str, request: InboundRequest) -> None:
+        call = InboundCall(channel_id=channel_id, request=request, wrap_up_s=self.options.wrap_up_s)
+        # Registered before any await: a hang-up during the lookup still finds it.
+        self.calls[channel_id] = call
+        log.info("inbound.arrived", channel_id=channel_id, campaign_id=request.campaign_id,
+                 contact_id=request.contact_id)
+        if self._closing:
+            self._give_up(call)
+            return
+        if request.campaign_id is not None:
+            try:
+                wrap = await self.pool.fetchval("SELECT wrap_up_s FROM campaigns WHERE id = $1", request.campaign_id)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("inbound.campaign_lookup_failed", channel_id=channel_id, error=str(exc))
+                wrap = None
+            if wrap is not None:
+                call.wrap_up_s = float(wrap)
+        if self.calls.get(channel_id) is not call:
+            return  # hung up meanwhile
+        agent = choose_agent(request.campaign_id, self.sessions.by_agent.values())
+        if agent is not None:
+            self._connect(call, agent)
+            return
+        call.waiting = True
+        self.waiting.append(call)
+        call.timer = asyncio.get_running_loop().call_later(self.options.max_wait_s, self._give_up, call)
+        self._spawn(self._start_moh(call))
+        log.info("inbound.waiting", channel_id=channel_id, campaign_id=request.campaign_id)
+
+    # ------------------------------------------------------------ agents ---
+    def _agent_changed(self, session: AgentSession, tr: AgentTransition) -> None:
+        # Another listener (the dialer) may already have given the agent a call.
+        if tr.agent.state is not AgentState.READY or session.state is not AgentState.READY or session.pin_pending:
+            return
+        call = choose_caller(session, self.waiting)
+        if call is not None:
+            self._connect(call, session)
+
+    def _connect(self, call: InboundCall, session: AgentSession) -> None:
+        """Give the caller to the agent (synchronously, so no one else takes the agent),
+        then add the caller to the agent's bridge."""
+        moh = call.waiting
+        self._stop_waiting(call)
+        call.agent_id = session.agent_id
+        call.agent_channel_id = session.channel_id
+        self._by_agent_channel[session.channel_id] = call
+        self.sessions.connect(session, call.channel_id, call.request.campaign_id)  # type: ignore[arg-type]
+        self._spawn(self._add_to_bridge(call, session.bridge_id, moh))
+        log.info("inbound.connecting", channel_id=call.channel_id, agent_id=session.agent_id,
+                 campaign_id=call.request.campaign_id)
+
+    async def _add_to_bridge(self, call: InboundCall, bridge_id: str, moh: bool) -> None:
+        try:
+            if moh:
+                await self.ari.rest.stop_moh(call.channel_id)
+            await self.ari.rest.add_channel(bridge_id, call.channel_id)
+        except AriNotFound:
+            # The caller (or the agent's bridge) is gone: the destroy events end the call.
+            log.info("inbound.bridge_target_gone", channel_id=call.channel_id, agent_id=call.agent_id)
+
+    def _caller_gone(self, call: InboundCall) -> None:
+        self.calls.pop(call.channel_id, None)
+        self._stop_waiting(call)
+        if call.agent_channel_id is not None:
+            self._by_agent_channel.pop(call.agent_channel_id, None)
+        session = self.sessions.by_agent.get(call.agent_id) if call.agent_id is not None else None
+        if session is not None and session.attempt_id == call.channel_id:
+            self.sessions.customer_gone(session, call.wrap_up_s)
+        log.info("inbound.ended", channel_id=call.channel_id, agent_id=call.agent_id, bridged=call.bridged)
+
+    # ----------------------------------------------------------- waiting ---
+    def _stop_waiting(self, call: InboundCall) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+        if call.waiting:
+            call.waiting = False
+            self.waiting.remove(call)
+
+    async def _start_moh(self, call: InboundCall) -> None:
+        try:
+            await self.ari.rest.start_moh(call.channel_id, self.options.moh_class)
+        except AriError as exc:
+            log.info("inbound.moh_failed", channel_id=call.channel_id, error=exc.message)
+
+    def _give_up(self, call: InboundCall) -> None:
+        """No agent within the limit (or shutting down): the message, then hang up."""
+        moh = call.waiting
+        self._stop_waiting(call)
+        if call.channel_id in self.calls:
+            log.info("inbound.no_agent", channel_id=call.channel_id, campaign_id=call.request.campaign_id)
+            self._spawn(self._play_and_hang_up(call, moh))
+
+    async def _play_and_hang_up(self, call: InboundCall, moh: bool) -> None:
+        try:
+            if moh:
+                await self.ari.rest.stop_moh(call.channel_id)
+            pb = await self.ari.rest.play(call.channel_id, list(self.options.no_agent_media))
+        except AriError:
+            await self._hangup(call.channel_id)
+            return
+        call.playback_id = pb.id
+        call.timer = asyncio.get_running_loop().call_later(
+            self.options.message_max_s, lambda: self._spawn(self._hangup(call.channel_id)))
+
+    async def _hangup(self, channel_id: str) -> None:
+        try:
+            await self.ari.rest.hangup(channel_id)
+        except AriError:
+            pass

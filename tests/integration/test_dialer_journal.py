@@ -1,0 +1,237 @@
+"""The dialer's call journal on real Postgres: one transaction per batch, order kept,
+callbacks first in the hopper, nothing lost or applied twice across a Postgres stop,
+a COMMIT with an unknown outcome, or a replay."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from hitcall_pbx.core.backoff import Backoff
+from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
+from hitcall_pbx.dialer.hopper import Hopper
+from hitcall_pbx.dialer.journal import CallJournal, apply_ops
+from hitcall_pbx.dialer.models import Attempt, Campaign
+from hitcall_pbx.store import migrations
+from hitcall_pbx.store.db import create_pool
+from hitcall_pbx.store.embedded import EmbeddedPostgres
+
+FAST = Backoff(base=0.05, cap=0.2)
+
+
+async def _attempts(pool: asyncpg.Pool, n: int, **fields) -> tuple[Campaign, list[Attempt]]:
+    cid, _ = await create_campaign(pool, f"journal-{uuid.uuid4().hex[:6]}", state="running",
+                                   numbers=sim_numbers(1, n), **ALL_DAY, **fields)
+    campaign = Campaign.from_row(await pool.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
+    result = await Hopper(pool).take(campaign, n, datetime.now(UTC))
+    assert len(result.attempts) == n
+    return campaign, result.attempts
+
+
+def _call(journal: CallJournal, a: Attempt, agent_id: int | None = None, outcome: str = "answered_human") -> None:
+    """What the dialer queues for one answered, bridged, ended call."""
+    t0 = datetime.now(UTC)
+    subject = f"attempt:{a.id}"
+    journal.event("call.answered", subject, {"attempt_id": str(a.id), "step": 1})
+    journal.progress(a.id, answered_at=t0, bridged_at=None, agent_id=None, answer_to_bridge_ms=None)
+    journal.event("call.bridged", subject, {"attempt_id": str(a.id), "step": 2})
+    journal.progress(a.id, answered_at=t0, bridged_at=t0 + timedelta(milliseconds=9), agent_id=agent_id,
+                     answer_to_bridge_ms=9)
+    journal.close_contact(a.contact_id, attempt_no=a.attempt_no, attempt_created_at=a.created_at,
+                          status="done", retry_at=None, outcome=outcome, cancelled=False)
+    journal.event("call.ended", subject, {"attempt_id": str(a.id), "step": 3})
+
+
+async def _check_calls(pool: asyncpg.Pool, attempts: list[Attempt], agent_id: int | None) -> None:
+    rows = {r["id"]: r for r in await pool.fetch("SELECT * FROM call_attempts")}
+    for a in attempts:
+        r = rows[a.id]
+        assert (r["state"], r["answer_to_bridge_ms"], r["agent_id"]) == ("bridged", 9, agent_id)
+    contacts = await pool.fetch("SELECT status, last_outcome FROM contacts WHERE id = ANY($1::bigint[])",
+                                [a.contact_id for a in attempts])
+    assert {(c["status"], c["last_outcome"]) for c in contacts} == {("done", "answered_human")}
+    events = await pool.fetch(
+        "SELECT subject, event_type, payload FROM webhook_outbox WHERE event_type <> 'call.originated' ORDER BY id")
+    assert len(events) == 3 * len(attempts), "every event once"
+    for a in attempts:
+        mine = [e["payload"]["step"] for e in events if e["subject"] == f"attempt:{a.id}"]
+        assert mine == [1, 2, 3], "outbox order per attempt is the call's order"
+
+
+async def test_ops_land_in_one_transaction_per_batch_in_order(db: asyncpg.Pool) -> None:
+    _, attempts = await _attempts(db, 30)
+    agent = await create_agent(db, "2001", "agent-j1", [])
+    journal = CallJournal(db, linger_s=0.05)
+    commits = 0
+    original = journal._write
+
+    async def counting(batch):
+        nonlocal commits
+        commits += 1
+        return await original(batch)
+
+    journal._write = counting  # type: ignore[method-assign]
+    await journal.start()
+    for a in attempts:
+        _call(journal, a, agent)
+    journal.disposition(attempts[0].id, "sale")
+    assert journal.backlog == 30 * 6 + 1  # queued synchronously, nothing awaited
+    await journal.flush(5)
+    assert commits == 1 and journal.backlog == 0 and journal.applied == 181
+    await _check_calls(db, attempts, agent)
+    assert await db.fetchval("SELECT disposition FROM call_attempts WHERE id = $1", attempts[0].id) == "sale"
+    originated = await db.fetch("SELECT subject FROM webhook_outbox WHERE event_type = 'call.originated' ORDER BY id")
+    assert [r["subject"] for r in originated] == [f"attempt:{a.id}" for a in attempts], "one per attempt, in order"
+    await journal.close()
+
+
+async def test_replaying_a_batch_changes_nothing(db: asyncpg.Pool) -> None:
+    campaign, attempts = await _attempts(db, 2)
+    journal = CallJournal(db)  # not started: its queue is read directly
+    for a in attempts:
+        _call(journal, a)
+    ops = list(journal._ops)
+    async with db.acquire() as conn:
+        for _ in range(2):
+            async with conn.transaction():
+                await apply_ops(conn, ops)
+    await _check_calls(db, attempts, None)
+
+    # A later attempt of the contact exists: a late replay of the earlier close does not touch it.
+    first = attempts[0]
+    await db.execute("UPDATE contacts SET status = 'retry' WHERE id = $1", first.contact_id)
+    await db.execute("UPDATE call_attempts SET state = 'ended', ended_at = now(), outcome = 'busy' WHERE id = $1",
+                     first.id)
+    again = await Hopper(db).take(campaign, 1, datetime.now(UTC))
+    assert again.attempts[0].contact_id == first.contact_id and again.attempts[0].attempt_no == 2
+    async with db.acquire() as conn, conn.transaction():
+        await apply_ops(conn, ops)
+    assert await db.fetchval("SELECT status FROM contacts WHERE id = $1", first.contact_id) == "in_progress"
+
+
+async def test_commit_outcome_unknown_is_retried_without_duplicates(db: asyncpg.Pool) -> None:
+    """The connection dies right after COMMIT reached the server: the batch is applied again."""
+    _, attempts = await _attempts(db, 5)
+    journal = CallJournal(db, backoff=FAST)
+    original = journal._write
+    lost = []
+
+    async def commit_then_die(batch):
+        result = await original(batch)
+        if not lost:
+            lost.append(len(batch))
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        return result
+
+    journal._write = commit_then_die  # type: ignore[method-assign]
+    await journal.start()
+    for a in attempts:
+        _call(journal, a)
+    await journal.flush(5)
+    await journal.close()
+    assert lost == [30] and journal.applied == 30
+    await _check_calls(db, attempts, None)
+
+
+async def test_database_refusal_drops_only_the_bad_operation(db: asyncpg.Pool) -> None:
+    _, attempts = await _attempts(db, 2)
+    journal = CallJournal(db)
+    await journal.start()
+    journal.disposition(attempts[0].id, "not a valid code!")
+    for a in attempts:
+        _call(journal, a)
+    await journal.flush(5)
+    await journal.close()
+    assert journal.dropped == 1 and journal.applied == 12
+    await _check_calls(db, attempts, None)
+
+
+async def test_due_callbacks_come_first_and_one_for_an_agent_waits_for_that_agent(db: asyncpg.Pool) -> None:
+    cid, list_id = await create_campaign(db, "callbacks", state="running", numbers=sim_numbers(1, 6), **ALL_DAY)
+    a1 = await create_agent(db, "2101", "agent-c1", [cid])
+    a2 = await create_agent(db, "2102", "agent-c2", [cid])
+    ids = [r["id"] for r in await db.fetch("SELECT id FROM contacts WHERE list_id = $1 ORDER BY id", list_id)]
+    now = datetime.now(UTC)
+    await db.execute("UPDATE contacts SET status = 'callback', callback_at = $2 WHERE id = $1", ids[5],
+                     now - timedelta(minutes=1))
+    await db.execute("UPDATE contacts SET status = 'callback', callback_at = $2, callback_agent_id = $3 "
+                     "WHERE id = $1", ids[4], now - timedelta(minutes=2), a2)
+    await db.execute("UPDATE contacts SET status = 'callback', callback_at = $2 WHERE id = $1", ids[3],
+                     now + timedelta(hours=1))  # not due yet
+    campaign = Campaign.from_row(await db.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
+    hopper = Hopper(db)
+
+    taken = (await hopper.take(campaign, 2, now, ready_agents=[a1])).attempts
+    assert [(t.contact_id, t.agent_id) for t in taken] == [(ids[5], None), (ids[0], None)]
+    taken = (await hopper.take(campaign, 2, now, ready_agents=[a1, a2])).attempts
+    assert [(t.contact_id, t.agent_id) for t in taken] == [(ids[4], a2), (ids[1], None)]
+
+    # The callback dialled is done with; one cancelled before dialling stays a callback.
+    journal = CallJournal(db)
+    await journal.start()
+    a, b = taken
+    journal.close_contact(a.contact_id, attempt_no=a.attempt_no, attempt_created_at=a.created_at,
+                          status="retry", retry_at=None, outcome="cancelled", cancelled=True)
+    first = (await hopper.take(campaign, 1, now, ready_agents=[a1])).attempts  # contacts still in progress
+    assert [t.contact_id for t in first] == [ids[2]]
+    await journal.flush(5)
+    await journal.close()
+    row = await db.fetchrow("SELECT status, callback_agent_id FROM contacts WHERE id = $1", ids[4])
+    assert (row["status"], row["callback_agent_id"]) == ("callback", a2)
+    done = (await db.fetchrow("SELECT * FROM contacts WHERE id = $1", ids[5]))
+    assert done["status"] == "in_progress" and done["callback_at"] is not None
+
+
+@pytest.fixture
+async def flaky_pg() -> AsyncIterator[EmbeddedPostgres]:
+    """A second embedded server, migrated, that the test stops and starts again."""
+    data_dir = Path(tempfile.mkdtemp(prefix="hitcall-test-pg-journal-"))
+    pg = await asyncio.to_thread(EmbeddedPostgres(data_dir).start)
+    try:
+        conn = await asyncpg.connect(pg.uri)
+        try:
+            await migrations.apply(conn)
+        finally:
+            await conn.close()
+        yield pg
+    finally:
+        await asyncio.to_thread(pg.stop)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_postgres_stopped_then_back_nothing_lost_nothing_twice(flaky_pg: EmbeddedPostgres) -> None:
+    pool = await create_pool(flaky_pg.uri, min_size=1, max_size=3)
+    try:
+        _, attempts = await _attempts(pool, 40)
+        journal = CallJournal(pool, backoff=FAST, write_timeout_s=2)
+        await journal.start()
+        for a in attempts[:10]:
+            _call(journal, a)
+        await journal.flush(5)
+
+        await asyncio.to_thread(flaky_pg.stop)
+        for a in attempts[10:]:
+            _call(journal, a)
+        deadline = time.monotonic() + 10
+        while journal.failing_since is None:
+            assert time.monotonic() < deadline, "the journal noticed Postgres is down"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # retries fail while the server is down; the queue is kept
+        assert journal.backlog == 30 * 6 and journal.dropped == 0
+
+        await asyncio.to_thread(flaky_pg.start)
+        await journal.flush(20)
+        assert journal.backlog == 0 and journal.failing_since is None
+        await journal.close()
+        await _check_calls(pool, attempts, None)
+    finally:
+        pool.terminate()
