@@ -19,8 +19,11 @@ its best round. Once more after that, for comparison:
 * ``alt_unnest`` / ``alt_executemany``: the product's upsert fed by ``unnest`` of arrays
   or by ``executemany`` instead of COPY into a stage, in the writer's transaction size.
 
-Prints JSON with rows, seconds and rows/s for each, the product / raw COPY ratios and the
-targets (>= 40 000 rows/s and >= 0.7 x raw COPY into the bare table).
+Prints JSON with rows, seconds, rows/s and CPU us/row (this process plus every Postgres
+process: what a row costs, whatever else the shared machine is doing) for each, both
+product / raw COPY ratios, the load average before and after, and the targets: >= 40 000
+rows/s and >= 0.7 x raw COPY into the bare table (``ratio_product_to_raw_copy``; the
+ratio against COPY into ``call_attempts`` itself is the writer's own overhead).
 """
 
 from __future__ import annotations
@@ -163,6 +166,7 @@ _VALUES = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
 
 
 async def run(rows: int, rounds: int) -> dict[str, object]:
+    load_before = [round(x, 2) for x in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="hitcall-bench-cdr-"))
     pg = EmbeddedPostgres(work / "data")
     await asyncio.to_thread(pg.start)
@@ -269,7 +273,8 @@ async def run(rows: int, rounds: int) -> dict[str, object]:
         "ratio_product_to_raw_copy_call_attempts": round(
             product / best["raw_copy_call_attempts"]["rows_per_s"], 3
         ),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "targets": {
             "rows_per_s_min": TARGET_ROWS_PER_S,
             "ratio_min": TARGET_RATIO,

@@ -215,6 +215,7 @@ async def bench(dsn: str, args: argparse.Namespace, work: Path) -> dict:
             "recording_files_left": files_left,
             "wal_mb": round(float(wal) / 2**20),
             "concurrent_inserts": ins.summary(),
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
         }
 
         for name, statement in (("raw_update", RAW_UPDATE), ("raw_delete", RAW_DELETE)):

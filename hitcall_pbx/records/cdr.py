@@ -22,7 +22,8 @@ Precedence when the row already exists (a replay therefore changes nothing):
 
 Rows the database refuses as invalid (a data or constraint error, e.g. an unknown
 campaign) are isolated row by row; the rest of the batch is written and the refused
-rows are kept in the spool's ``rejected.jsonl`` and counted in `CdrWriterStats.rejected`.
+rows are kept in the spool's ``rejected-<day>.jsonl`` files (for the CDR minimum
+retention, see `Spool`) and counted in `CdrWriterStats.rejected`.
 Any other error counts as Postgres being unavailable: nothing is dropped.
 """
 
@@ -360,7 +361,7 @@ class CdrWriterStats:
     replayed: int
     """Rows committed from the spool."""
     rejected: int
-    """Rows the database refused as invalid (kept in ``rejected.jsonl``)."""
+    """Rows the database refused as invalid (kept in the spool's rejected files)."""
     pending: int
     """Rows submitted and not yet durable (in memory)."""
     spool_backlog: int

@@ -4,6 +4,8 @@ Recordings: the file is deleted, then the row becomes a tombstone (``purged_at``
 ``purge_reason = 'retention'``; metadata kept) and ``recording.purged`` is emitted.
 CDRs (``call_attempts``): the personal data (``dialled_number``, ``contact_id``) is
 cleared and ``anonymised_at`` set; the rest of the row stays for statistics.
+Rejected CDRs in the CDR spool (given ``spool_dir``): files past the CDR minimum
+retention are deleted (`spool.expire_rejected`).
 
 Nothing under a running complaint hold (nor the CDR of a held recording) and nothing
 younger than the minimum (call + 2 months) is touched, whatever its stamped deadline.
@@ -21,6 +23,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -32,6 +35,7 @@ from ..hooks.events import enqueue
 from ..logs import get_logger
 from ..store import audit
 from .recordings import RecordingStore
+from .spool import expire_rejected
 
 __all__ = ["PurgeReport", "PurgeWorker", "purge_recordings"]
 
@@ -58,6 +62,7 @@ class PurgeReport:
     recordings_failed: int
     attempts_anonymised: int
     seconds: float
+    rejected_files_deleted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -114,7 +119,13 @@ class PurgeWorker:
     """Purges expired recordings and CDR personal data; safe to run in several processes."""
 
     def __init__(
-        self, pool: asyncpg.Pool, store: RecordingStore, *, batch_size: int = 1000, actor: Actor = PURGER
+        self,
+        pool: asyncpg.Pool,
+        store: RecordingStore,
+        *,
+        batch_size: int = 1000,
+        actor: Actor = PURGER,
+        spool_dir: Path | str | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValidationFailed("batch_size must be a positive integer", details={"field": "batch_size"})
@@ -122,6 +133,7 @@ class PurgeWorker:
         self._store = store
         self._batch = batch_size
         self._actor = actor
+        self._spool_dir = None if spool_dir is None else Path(spool_dir)
 
     async def run_once(self, now: datetime | None = None, dry_run: bool = False) -> PurgeReport:
         started = datetime.now(UTC)
@@ -136,7 +148,12 @@ class PurgeWorker:
         else:
             recordings, failed = await self._recordings(now)
             attempts = await self._attempts(now)
-        report = PurgeReport(started, now, dry_run, recordings, failed, attempts, round(time.monotonic() - t0, 3))
+        rejected = 0
+        if self._spool_dir is not None and not dry_run:
+            rejected = len(await asyncio.to_thread(expire_rejected, self._spool_dir, now))
+        report = PurgeReport(
+            started, now, dry_run, recordings, failed, attempts, round(time.monotonic() - t0, 3), rejected
+        )
         details = report.as_dict()
         await audit.record(
             self._pool, **self._actor.audit_fields(), action="purge.dry_run" if dry_run else "purge.run",
@@ -180,12 +197,14 @@ class PurgeWorker:
             async with self._pool.acquire() as conn, conn.transaction():
                 # A batch lost in a crash is simply redone by the next run: no need to wait for
                 # the WAL flush, which also keeps it out of the way of concurrent CDR commits.
+                # The rows are locked by the inner SELECT, so their ctid (the version locked)
+                # stays theirs until commit: the UPDATE fetches them directly, no key look-ups.
                 await conn.execute("SET LOCAL synchronous_commit = off")
                 row = await conn.fetchrow(
                     f"""WITH done AS (
                             UPDATE call_attempts SET dialled_number = NULL, contact_id = NULL, anonymised_at = $1
-                            WHERE id = ANY(ARRAY(
-                                SELECT id FROM call_attempts WHERE {_ATTEMPTS_DUE} AND retention_until >= $3
+                            WHERE ctid = ANY(ARRAY(
+                                SELECT ctid FROM call_attempts WHERE {_ATTEMPTS_DUE} AND retention_until >= $3
                                 ORDER BY retention_until LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED))
                             RETURNING retention_until)
                         SELECT count(*) AS n, max(retention_until) AS last FROM done""",

@@ -7,7 +7,13 @@ Layout of the spool directory (mode 0700, files 0600; it holds personal data):
   truncated away. Segments are append-only and never reopened after `seal` or a
   restart, so only the last line of a segment can be torn (a crash mid-write): `read`
   skips it, and any line that is not a JSON object, without losing the others.
-* ``rejected.jsonl``: items the database refused as invalid, kept for the operator.
+* ``rejected-YYYY-MM-DD.jsonl``: items the database refused as invalid, kept for the
+  operator, one file per UTC day. They hold phone numbers outside the database, where
+  purge and erasure do not reach, so they are kept for the CDR minimum retention only
+  (``MIN_CDR_MONTHS``): `expire_rejected` deletes a day's file once its last possible
+  item is that old. It runs when a spool is opened and in every purge run
+  (`PurgeWorker` with ``spool_dir``). ``rejected.jsonl`` from earlier versions is
+  judged by its modification time.
 * ``.lock``: held (``flock``) while a process has the spool open; a second process on
   the same directory is refused.
 
@@ -22,18 +28,61 @@ import json
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..core.retention import MIN_CDR_MONTHS, add_months
 from ..errors import Conflict
 from ..logs import get_logger
 
 _log = get_logger("hitcall.records.spool")
 
 _SEGMENT_RE = re.compile(r"^[0-9]{12}\.jsonl$")
-_REJECTED = "rejected.jsonl"
+_REJECTED_RE = re.compile(r"^rejected-([0-9]{4}-[0-9]{2}-[0-9]{2})\.jsonl$")
+_LEGACY_REJECTED = "rejected.jsonl"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def expire_rejected(directory: Path | str, now: datetime, *, months: int = MIN_CDR_MONTHS) -> list[Path]:
+    """Delete the files of rejected items whose newest possible item is at least `months`
+    calendar months older than `now`; return the files deleted. Safe while a writer has
+    the spool open: it only ever appends to the current day's file."""
+    directory = Path(directory)
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for path in sorted(directory.iterdir()):
+        match = _REJECTED_RE.match(path.name)
+        try:
+            if match:
+                newest = datetime.fromisoformat(match[1]).replace(tzinfo=UTC) + timedelta(days=1)
+            elif path.name == _LEGACY_REJECTED:
+                newest = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            else:
+                continue
+        except (ValueError, FileNotFoundError):
+            continue
+        if add_months(newest, months) <= now:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        _fsync_directory(directory)
+        _log.info("spool_rejected_expired", spool_dir=str(directory), files=[p.name for p in removed])
+    return removed
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -52,10 +101,13 @@ def _dump(items: Sequence[Mapping[str, Any]]) -> bytes:
 class Spool:
     """A directory of append-only segment files; see the module docstring."""
 
-    def __init__(self, directory: Path | str, *, segment_items: int = 10_000) -> None:
+    def __init__(
+        self, directory: Path | str, *, segment_items: int = 10_000, clock: Callable[[], datetime] = _now
+    ) -> None:
         if segment_items < 1:
             raise ValueError("segment_items must be >= 1")
         self.directory = Path(directory)
+        self._clock = clock
         self._segment_items = segment_items
         self._counts: dict[Path, int] = {}
         self._counts_lock = threading.Lock()
@@ -80,6 +132,7 @@ class Spool:
                 details={"spool_dir": str(self.directory)},
             ) from None
         self._lock_fd = lock_fd
+        expire_rejected(self.directory, self._clock())
         counts = {
             path: path.read_bytes().count(b"\n")
             for path in sorted(self.directory.iterdir())
@@ -131,11 +184,13 @@ class Spool:
             self._counts[path] += len(items)
 
     def reject(self, items: Sequence[Mapping[str, Any]]) -> None:
-        """Keep items the database refused in ``rejected.jsonl`` (durable, outside the backlog)."""
+        """Keep items the database refused in today's ``rejected-YYYY-MM-DD.jsonl`` (durable,
+        outside the backlog)."""
         if not items:
             return
         self._require_open()
-        fd = os.open(self.directory / _REJECTED, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        path = self.directory / f"rejected-{self._clock().astimezone(UTC).date().isoformat()}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, _dump(items))
             os.fsync(fd)
@@ -200,8 +255,4 @@ class Spool:
         self._fsync_directory()
 
     def _fsync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_directory(self.directory)

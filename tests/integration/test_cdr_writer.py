@@ -230,7 +230,9 @@ async def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(
     await writer.close()
     assert set(await _rows(db)) == {r.id for r in good}
     assert writer.stats.rejected == 1 and "ForeignKey" in writer.stats.last_error
-    (line,) = (tmp_path / "rejected.jsonl").read_text().splitlines()
+    (rejected,) = tmp_path.glob("rejected-*.jsonl")
+    assert rejected.name == f"rejected-{datetime.now(UTC).date().isoformat()}.jsonl"
+    (line,) = rejected.read_text().splitlines()
     kept = json.loads(line)
     assert CdrRecord.from_json(kept["record"]) == orphan
     assert "campaign_id" in kept["error"]

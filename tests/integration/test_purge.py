@@ -206,3 +206,18 @@ async def test_purge_command(db, pg_dsn, tmp_path, capsys):
 
     assert await records_command.run(settings_, parser.parse_args(["purge", "--batch-size", "0"])) == 2
     assert "--batch-size" in capsys.readouterr().err
+
+
+async def test_purge_deletes_rejected_cdr_files_past_the_cdr_minimum_and_reports_them(db, store, tmp_path):
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    old, recent = spool_dir / "rejected-2027-05-14.jsonl", spool_dir / "rejected-2027-05-15.jsonl"
+    for path in (old, recent):
+        path.write_text('{"error":"bad","record":{"dialled_number":"+358401234567"}}\n')
+    worker = PurgeWorker(db, store, spool_dir=spool_dir)
+    assert (await worker.run_once(now=NOW, dry_run=True)).rejected_files_deleted == 0
+    assert old.exists()
+    report = await worker.run_once(now=NOW)  # 2027-05-14 ended a month ago; 2027-05-15 not yet
+    assert report.rejected_files_deleted == 1 and not old.exists() and recent.exists()
+    run = await db.fetchrow("SELECT details FROM audit_log WHERE action = 'purge.run'")
+    assert run["details"]["rejected_files_deleted"] == 1

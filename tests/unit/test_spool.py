@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from hitcall_pbx.errors import Conflict
 from hitcall_pbx.records import spool as spool_module
-from hitcall_pbx.records.spool import Spool
+from hitcall_pbx.records.spool import Spool, expire_rejected
 
 
 def _items(start: int, n: int) -> list[dict]:
@@ -131,7 +133,7 @@ def test_second_process_on_the_same_directory_is_refused(tmp_path: Path) -> None
 
 def test_private_permissions_and_rejected_items_outside_backlog(tmp_path: Path) -> None:
     directory = tmp_path / "spool" / "cdr"
-    spool = Spool(directory)
+    spool = Spool(directory, clock=lambda: datetime(2026, 3, 2, 23, 59, tzinfo=UTC))
     spool.open()
     spool.append(_items(0, 1))
     spool.reject([{"error": "bad", "record": {"n": 9}}])
@@ -139,6 +141,29 @@ def test_private_permissions_and_rejected_items_outside_backlog(tmp_path: Path) 
     for path in directory.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert spool.backlog == 1
-    assert (directory / "rejected.jsonl").read_text() == '{"error":"bad","record":{"n":9}}\n'
-    assert all(p.name != "rejected.jsonl" for p in spool.segments())
+    assert (directory / "rejected-2026-03-02.jsonl").read_text() == '{"error":"bad","record":{"n":9}}\n'
+    assert all(not p.name.startswith("rejected") for p in spool.segments())
     spool.close()
+
+
+def test_rejected_items_are_deleted_once_the_cdr_minimum_has_passed(tmp_path: Path) -> None:
+    day = {"now": datetime(2026, 3, 2, 12, tzinfo=UTC)}
+    spool = Spool(tmp_path, clock=lambda: day["now"])
+    spool.open()
+    spool.reject([{"error": "bad", "record": {"dialled_number": "+358401234567"}}])
+    day["now"] = datetime(2026, 3, 3, 8, tzinfo=UTC)
+    spool.reject([{"error": "bad", "record": {"n": 2}}])
+    legacy = tmp_path / "rejected.jsonl"  # from an earlier version, last written 2026-03-01
+    legacy.write_text("{}\n")
+    os.utime(legacy, (datetime(2026, 3, 1, tzinfo=UTC).timestamp(),) * 2)
+    names = lambda: sorted(p.name for p in tmp_path.glob("rejected*"))  # noqa: E731
+    # A month after the last possible item of a day (its end), not before.
+    assert expire_rejected(tmp_path, datetime(2026, 4, 2, 23, 59, tzinfo=UTC)) == [legacy]
+    assert names() == ["rejected-2026-03-02.jsonl", "rejected-2026-03-03.jsonl"]
+    assert [p.name for p in expire_rejected(tmp_path, datetime(2026, 4, 3, tzinfo=UTC))] == ["rejected-2026-03-02.jsonl"]
+    spool.close()
+    day["now"] = datetime(2026, 4, 4, tzinfo=UTC)
+    reopened = Spool(tmp_path, clock=lambda: day["now"])
+    reopened.open()  # opening a spool expires too
+    assert names() == []
+    reopened.close()
