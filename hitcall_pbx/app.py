@@ -38,7 +38,7 @@ from .metrics import ServiceMetrics
 from .privacy.api import ApiPrivacy
 from .privacy.service import PrivacyService
 from .records.api import ApiCdrs, ApiRecordings
-from .records.cdr import CdrRecord, CdrWriter
+from .records.cdr import CdrRecord, CdrWriter, default_spool_dir
 from .records.purge import PurgeWorker
 from .records.recorder import Recorder
 from .records.recordings import RecordingStore
@@ -133,7 +133,7 @@ class HitCall:
 
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = RecordingStore(s.data_dir / "recordings")
-        self.cdr = CdrWriter(pool, s.data_dir / "spool" / "cdr")
+        self.cdr = CdrWriter(pool, default_spool_dir(s.data_dir))
         await self.cdr.start()
         self._stack.append(self.cdr.close)
 
@@ -190,7 +190,7 @@ class HitCall:
             await self.agi.start()
             self._stack.append(self.agi.close)
         if o.purge_interval_s:
-            purge = PurgeWorker(pool, self.store)
+            purge = PurgeWorker(pool, self.store, spool_dir=default_spool_dir(s.data_dir))
             self._tasks.append(asyncio.create_task(self._purge_loop(purge, o.purge_interval_s), name="purge"))
 
         await self.ari.start(wait=o.ari_wait_s)

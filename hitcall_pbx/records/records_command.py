@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import HitCallError, ValidationFailed
 from ..settings import Settings
 from ..store.db import Database
+from .cdr import default_spool_dir
 from .purge import PurgeWorker
 from .recordings import RecordingStore
 
@@ -39,8 +40,9 @@ def _out(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-async def _purge(db: Database, store: RecordingStore, args: argparse.Namespace) -> int:
-    report = await PurgeWorker(db.pool, store, batch_size=args.batch_size).run_once(dry_run=args.dry_run)
+async def _purge(db: Database, store: RecordingStore, spool_dir: Path, args: argparse.Namespace) -> int:
+    worker = PurgeWorker(db.pool, store, batch_size=args.batch_size, spool_dir=spool_dir)
+    report = await worker.run_once(dry_run=args.dry_run)
     if args.json:
         _out(report.as_dict())
     else:
@@ -81,7 +83,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with Database(settings) as db:
             if args.command == "purge":
-                return await _purge(db, store, args)
+                return await _purge(db, store, default_spool_dir(settings.data_dir), args)
             return await _check(db, store, args)
     except ValidationFailed as exc:
         sys.stderr.write(f"hitcall {args.command}: {exc.message}\n")

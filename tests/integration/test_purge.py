@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hitcall_pbx.core.retention import add_months
+from hitcall_pbx.records.cdr import default_spool_dir
 from hitcall_pbx.records import records_command
 from hitcall_pbx.records.purge import PurgeWorker
 from hitcall_pbx.records.recordings import RecordingStore
@@ -192,6 +193,9 @@ async def test_purge_command(db, pg_dsn, tmp_path, capsys):
     settings_ = Settings(database_url=dsn_with_database(pg_dsn, name), data_dir=tmp_path / "data")
     store = RecordingStore(records_command.recordings_dir(settings_))
     await _expired_setup(db, store, 2, now=datetime.now(UTC))
+    rejected = default_spool_dir(settings_.data_dir) / "rejected-2020-01-01.jsonl"
+    rejected.parent.mkdir(parents=True)
+    rejected.write_text('{"error":"bad","record":{"dialled_number":"+358401234567"}}\n')
     parser = argparse.ArgumentParser()
     records_command.add_parser(parser.add_subparsers(dest="command"))
 
@@ -203,6 +207,7 @@ async def test_purge_command(db, pg_dsn, tmp_path, capsys):
     out = capsys.readouterr().out
     report = json.loads(out[out.index("{\n"):])
     assert (report["recordings_purged"], report["attempts_anonymised"], report["dry_run"]) == (2, 2, False)
+    assert report["rejected_files_deleted"] == 1 and not rejected.exists()
 
     assert await records_command.run(settings_, parser.parse_args(["purge", "--batch-size", "0"])) == 2
     assert "--batch-size" in capsys.readouterr().err
