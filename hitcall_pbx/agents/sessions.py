@@ -1,10 +1,16 @@
 """Agent sessions: an agent's SIP phone call parked in its own holding bridge for the shift.
 
 Login: the agent dials the login extension; the channel enters Stasis with
-args ``agent-login,<endpoint>``; the agent is identified by endpoint (and asked
-for the PIN by DTMF when the agent has one). The channel joins the agent's
-holding bridge and stays there; customers are added to that bridge. Hanging up
-the phone logs the agent out.
+args ``agent-login,<endpoint>``. An endpoint that belongs to an agent identifies
+the agent (who is asked for the PIN by DTMF when it has one: PIN, then ``#``); on
+any other phone the agent types the agent number, ``#``, the PIN, ``#``. Until the
+PIN is right the call is only a login in progress: not in ``by_agent``, not
+bridged, another session of the same agent untouched. ``#`` with nothing typed
+replays the prompt; after `PIN_ATTEMPTS` wrong entries, or `PIN_TIMEOUT_S`
+without one, the call is hung up. Wrong entries are logged and audited
+(``agent.login_failed``). Then the channel joins the agent's holding bridge and
+stays there; customers are added to that bridge. Hanging up the phone logs the
+agent out.
 
 State changes go through the pure machine in core.states; every transition is
 stored (agent_state_log, agents.state) and published (agent.state_changed) by
@@ -15,23 +21,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
 from argon2 import PasswordHasher
-from argon2.exceptions import VerificationError
+from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..ari import AriClient, AriError, AriNotFound
 from ..core.states import Agent, AgentEffect, AgentEvent, AgentState, AgentTransition, agent_transition
 from ..errors import Conflict, NotFound
 from ..hooks.events import enqueue
 from ..logs import get_logger
+from ..store import audit
 
 log = get_logger("hitcall.agents")
 
-PIN_TIMEOUT_S = 15.0
+PIN_TIMEOUT_S = 15.0  # for each prompt (agent number, PIN)
+PIN_ATTEMPTS = 3
 WRITE_BATCH = 200
 DEFAULT_PAUSE_CODE = "break"
 
@@ -51,6 +60,9 @@ def _now() -> datetime:
 
 @dataclass
 class AgentSession:
+    """A logged-in agent, or a login in progress (`pin_pending`; `agent_id` 0 until
+    the agent number is typed on a phone that is no agent's endpoint)."""
+
     agent_id: int
     number: str
     name: str
@@ -64,8 +76,14 @@ class AgentSession:
     campaign_id: int | None = None
     wrap_timer: asyncio.TimerHandle | None = None
     pin_pending: bool = False
+    by_number: bool = False  # the agent number is typed (the phone is no agent's endpoint)
+    number_pending: bool = False
     pin_hash: str | None = None
     digits: str = ""
+    attempts: int = 0
+    prompt_timer: asyncio.TimerHandle | None = None
+    entry: asyncio.Future[None] | None = None  # the last agent number / PIN being checked
+    prompt_playback: str | None = None
 
     @property
     def state(self) -> AgentState:
@@ -99,6 +117,8 @@ class AgentSessions:
         self._writer = asyncio.create_task(self._write_loop(), name="agent-state-writer")
 
     async def close(self) -> None:
+        for session in self.by_channel.values():
+            self._cancel_prompt(session)
         if self._writer is not None:
             await self._writes.put(None)
             await self._writer
@@ -143,68 +163,176 @@ class AgentSessions:
 
     async def login(self, channel_id: str, endpoint: str) -> AgentSession | None:
         row = await self.pool.fetchrow(self._AGENT_SQL.format(where="a.endpoint = $1"), endpoint)
-        if row is None or row["disabled"]:
-            log.warning("agent.login_refused", endpoint=endpoint, reason="unknown or disabled endpoint")
+        if row is not None and row["disabled"]:
+            log.warning("agent.login_refused", endpoint=endpoint, reason="disabled agent")
             await self._hangup(channel_id)
             return None
-        old = self.by_agent.get(row["id"])
-        if old is not None:
-            # A second login from the same agent replaces the first session.
-            await self.logout(old.channel_id, reason="replaced")
-        bridge_id = f"hitcall-agent-{row['id']}"
-        session = AgentSession(
-            agent_id=row["id"], number=row["number"], name=row["name"], endpoint=row["endpoint"],
-            channel_id=channel_id, bridge_id=bridge_id, campaigns=frozenset(row["campaigns"]),
-            pin_pending=row["pin_hash"] is not None, pin_hash=row["pin_hash"],
-        )
-        self.by_agent[session.agent_id] = session
+        session = AgentSession(agent_id=0, number="", name="", endpoint=endpoint, channel_id=channel_id,
+                               bridge_id="", campaigns=frozenset(), pin_pending=True)
+        if row is None:
+            session.by_number = session.number_pending = True
+        else:
+            self._bind(session, row)
+            if row["pin_hash"] is None:
+                return await self._admit(session)
         self.by_channel[channel_id] = session
-        try:
-            try:
-                await self.ari.rest.create_bridge(bridge_id=bridge_id, type="mixing", name=bridge_id)
-            except AriError:
-                pass  # left over from before a restart: reuse it
-            await self.ari.rest.add_channel(bridge_id, channel_id)
-        except AriNotFound:
-            self._forget(session)
-            return None
-        if session.pin_pending:
-            await self._play(channel_id, "sound:agent-pass")
-            asyncio.get_running_loop().call_later(PIN_TIMEOUT_S, self._pin_timeout, session)
-            return session
-        self._apply(session, AgentEvent.LOGIN)
-        log.info("agent.logged_in", agent_id=session.agent_id, endpoint=endpoint, channel_id=channel_id)
+        self._prompt(session)
         return session
 
+    @staticmethod
+    def _bind(session: AgentSession, row: asyncpg.Record) -> None:
+        session.agent_id, session.number, session.name = row["id"], row["number"], row["name"]
+        session.bridge_id, session.campaigns = f"hitcall-agent-{row['id']}", frozenset(row["campaigns"])
+        session.pin_hash = row["pin_hash"]
+
+    async def _admit(self, session: AgentSession) -> AgentSession | None:
+        """Log the agent in: replaces the agent's other session, joins its holding bridge."""
+        old = self.by_agent.get(session.agent_id)
+        if old is not None:
+            await self.logout(old.channel_id, reason="replaced")
+        self._cancel_prompt(session)
+        self.by_channel[session.channel_id] = session
+        await self._stop_prompt(session)  # Asterisk bridges a channel only once its playback ends
+        try:
+            try:
+                await self.ari.rest.create_bridge(bridge_id=session.bridge_id, type="mixing", name=session.bridge_id)
+            except AriError:
+                pass  # left over from before a restart: reuse it
+            await self.ari.rest.add_channel(session.bridge_id, session.channel_id)
+        except AriNotFound:
+            self.by_channel.pop(session.channel_id, None)
+            return None
+        if self.by_channel.get(session.channel_id) is not session:
+            return None  # hung up meanwhile
+        session.pin_pending = session.number_pending = False
+        session.digits = ""
+        self.by_agent[session.agent_id] = session
+        self._apply(session, AgentEvent.LOGIN)
+        log.info("agent.logged_in", agent_id=session.agent_id, endpoint=session.endpoint,
+                 channel_id=session.channel_id, pin=session.pin_hash is not None)
+        return session
+
+    def _prompt(self, session: AgentSession, media: str | None = None) -> None:
+        """Ask for the agent number or the PIN (or play `media`); the entry times out."""
+        self._cancel_prompt(session)
+        prompt = "sound:agent-user" if session.number_pending else "sound:agent-pass"
+        asyncio.ensure_future(self._say(session, media or prompt))
+        session.prompt_timer = asyncio.get_running_loop().call_later(PIN_TIMEOUT_S, self._pin_timeout, session)
+
+    async def _say(self, session: AgentSession, media: str) -> None:
+        """Play a prompt in place of the one still playing."""
+        await self._stop_prompt(session)
+        session.prompt_playback = playback = f"hitcall-login-{uuid.uuid4().hex}"
+        try:
+            await self.ari.rest.play(session.channel_id, media, playback_id=playback)
+        except AriError:
+            pass
+
+    async def _stop_prompt(self, session: AgentSession) -> None:
+        playback, session.prompt_playback = session.prompt_playback, None
+        if playback is not None:
+            try:
+                await self.ari.rest.stop_playback(playback)
+            except AriError:
+                pass  # already finished
+
+    @staticmethod
+    def _cancel_prompt(session: AgentSession) -> None:
+        if session.prompt_timer is not None:
+            session.prompt_timer.cancel()
+            session.prompt_timer = None
+
     def _pin_timeout(self, session: AgentSession) -> None:
+        session.prompt_timer = None
         if session.pin_pending and self.by_channel.get(session.channel_id) is session:
-            log.warning("agent.pin_timeout", agent_id=session.agent_id)
+            log.warning("agent.pin_timeout", agent_id=session.agent_id or None, endpoint=session.endpoint)
             asyncio.ensure_future(self.logout(session.channel_id, reason="pin_timeout"))
 
     def _pin_digit(self, session: AgentSession, digit: str) -> None:
         if digit != "#":
             session.digits = (session.digits + digit)[-16:]
             return
-        pin, session.digits = session.digits, ""
-        try:
-            self._hasher.verify(session.pin_hash or "", pin)
-        except VerificationError:
-            log.warning("agent.pin_wrong", agent_id=session.agent_id)
-            asyncio.ensure_future(self._play(session.channel_id, "sound:auth-incorrect"))
+        entry, session.digits = session.digits, ""
+        if not entry:
+            self._prompt(session)
             return
-        session.pin_pending = False
-        self._apply(session, AgentEvent.LOGIN)
-        asyncio.ensure_future(self._play(session.channel_id, "sound:agent-loginok"))
-        log.info("agent.logged_in", agent_id=session.agent_id, endpoint=session.endpoint, pin=True)
+        self._cancel_prompt(session)
+        is_number, session.number_pending = session.number_pending, False
+        # entries are handled in order (a PIN typed fast waits for its agent number's lookup)
+        session.entry = asyncio.ensure_future(self._pin_entry(session, entry, is_number, session.entry))
+
+    async def _pin_entry(self, session: AgentSession, entry: str, is_number: bool,
+                         previous: asyncio.Future[None] | None) -> None:
+        """An agent number or a PIN typed and confirmed with #."""
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            await self._check_entry(session, entry, is_number)
+        except Exception:
+            log.exception("agent.login_error", agent_id=session.agent_id or None, endpoint=session.endpoint)
+            await self.logout(session.channel_id, reason="login_error")
+
+    async def _check_entry(self, session: AgentSession, entry: str, is_number: bool) -> None:
+        if self.by_channel.get(session.channel_id) is not session:
+            return
+        if is_number:
+            row = await self.pool.fetchrow(self._AGENT_SQL.format(where="a.number = $1"), entry)
+            if self.by_channel.get(session.channel_id) is not session:
+                return
+            if row is not None and not row["disabled"]:
+                self._bind(session, row)
+            self._prompt(session)
+            return
+        # an unknown number or an agent without a PIN fails like a wrong PIN (nothing to guess from)
+        ok = session.pin_hash is not None and await asyncio.to_thread(self._pin_ok, session.pin_hash, entry)
+        if self.by_channel.get(session.channel_id) is not session:
+            return
+        if ok:
+            if await self._admit(session) is not None:
+                asyncio.ensure_future(self._play(session.channel_id, "sound:agent-loginok"))
+            return
+        session.attempts += 1
+        refused = session.attempts >= PIN_ATTEMPTS
+        log.warning("agent.pin_wrong", agent_id=session.agent_id or None, endpoint=session.endpoint,
+                    attempt=session.attempts, refused=refused)
+        await self._audit_failure(session, refused)
+        if refused:
+            await self.logout(session.channel_id, reason="pin_wrong")
+            return
+        if session.by_number:
+            session.agent_id, session.pin_hash, session.number_pending = 0, None, True
+        self._prompt(session, "sound:auth-incorrect")
+
+    def _pin_ok(self, pin_hash: str, pin: str) -> bool:
+        try:
+            return self._hasher.verify(pin_hash, pin)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    async def _audit_failure(self, session: AgentSession, refused: bool) -> None:
+        try:
+            await audit.record(
+                self.pool, actor=f"endpoint:{session.endpoint}", action="agent.login_failed",
+                object_type="agent" if session.agent_id else None, object_id=session.agent_id or None,
+                details={"endpoint": session.endpoint, "attempt": session.attempts, "refused": refused},
+            )
+        except Exception:
+            log.exception("agent.audit_failed", endpoint=session.endpoint)
 
     async def logout(self, channel_id: str, *, reason: str = "hangup") -> None:
         session = self.by_channel.get(channel_id)
         if session is None:
             return
         self._forget(session)
+        self._cancel_prompt(session)
         if session.wrap_timer:
             session.wrap_timer.cancel()
-        if session.state is not AgentState.LOGGED_OUT and not session.pin_pending:
+        if session.pin_pending:
+            # a login that never completed: the agent's bridge (maybe another session's) stays
+            await self._hangup(channel_id)
+            log.info("agent.login_ended", agent_id=session.agent_id or None, endpoint=session.endpoint, reason=reason)
+            return
+        if session.state is not AgentState.LOGGED_OUT:
             self._apply(session, AgentEvent.LOGOUT)
         await self._hangup(channel_id)
         try:
@@ -295,7 +423,7 @@ class AgentSessions:
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for s in self.by_agent.values():
+        for s in self.by_channel.values():
             key = "login_pin" if s.pin_pending else s.state.value
             out[key] = out.get(key, 0) + 1
         return out

@@ -9,7 +9,8 @@ fed with observations, and asks a pacer for a `PacingDecision`:
   given each call's elapsed time) against calls being answered (calls ringing, given
   how long they have rung, and the new ones), as a step-by-step distribution of idle
   agents. A new call is placed while the agent idle time it saves is worth the
-  abandons it adds at the current price of an abandon. The price follows today's
+  abandons it adds at the current price of an abandon, and placing it one step
+  later would not cost less (the pacer decides again then). The price follows today's
   abandon count against what the target rate allows (feedback; the 30-day rate
   lowers the target when it runs high); near the cap it climbs steeply, over the cap
   the campaign falls back to progressive for the rest of the day. Small teams with
@@ -72,12 +73,13 @@ _STEP_S: Final = 3.125
 # Exact step distributions while at most this many calls ring (and the team is small).
 _EXACT_MAX_CALLS: Final = 8
 # Feedback: price of an abandon (idle agent-seconds it must save) =
-# base × e^(gain × abandons over target) × e^(cap_gain × (cushion − abandons left to cap)).
+# base × e^(gain × (abandons − allowed) / √(target abandons)) × e^(cap_gain × (reserve − abandons left to cap)),
+# reserve = cushion + √(answers in flight) + 2 √(abandons in flight).
 _BASE_PRICE: Final = 200.0  # at a target of _REFERENCE_TARGET
 _REFERENCE_TARGET: Final = 0.027
-_GAIN: Final = 0.25
+_GAIN: Final = 0.5
 _CAP_GAIN: Final = 1.0
-_CUSHION: Final = 4.0
+_CUSHION: Final = 3.0
 _MIN_PRICE: Final = 5.0
 _MAX_PRICE: Final = 1e6
 # Idle-agent distributions: probability below this at the top is folded down.
@@ -739,14 +741,15 @@ def abandon_price(
     Feedback on today's counts, the calls already placed included with their expected
     abandons and answers (`pipeline_*`, from the model) so that the price rises before
     a burst of abandons lands. With A abandoned of N answered (abandoned + connected):
-    the day may have abandoned `allowed = min(target × N, cap × max(N, V) − margin)`,
-    V the volume from which the over-cap fallback applies and `margin` a cushion of
-    `_CUSHION` plus two sigma of the answers and abandons in flight (abandons come in
-    bunches; the margin keeps the start of a day careful). Each abandon above
-    `allowed` multiplies the price by e^gain, each one below divides it; when fewer
-    than `margin` abandons are left before the cap, each missing one multiplies it by
-    e^cap_gain. The price scales with 1 / target, and a 30-day rate above the target
-    lowers the target."""
+    the day may have abandoned `allowed = min(target × N, cap × max(N, V) − reserve)`,
+    V the volume from which the over-cap fallback applies: the budget left below the
+    cap, less a `reserve` for a burst (`_CUSHION` plus one sigma of the answers and two
+    of the abandons in flight). The price moves smoothly with the distance from
+    `allowed` measured in sigmas of the day's abandon count (e^gain per sigma), so it
+    stays steady through the day, which is what buys the most agent time per abandon;
+    when fewer than `reserve` abandons are left before the cap each missing one
+    multiplies it by e^cap_gain. The price scales with 1 / target, and a 30-day rate
+    above the target lowers the target."""
     cap = settings.abandon_cap
     target = settings.abandon_target
     notes = []
@@ -760,15 +763,15 @@ def abandon_price(
     today = stats.today
     a = today.effective_abandoned(fp) + pipeline_abandons
     n = today.effective_abandoned(fp) + today.connected + pipeline_answers
-    # keep a margin from the cap that covers a burst of answers: abandons come in bunches
-    margin = _CUSHION + 2.0 * math.sqrt(max(0.0, pipeline_answers)) + 2.0 * math.sqrt(max(0.0, pipeline_abandons))
+    # abandons come in bunches: keep a reserve below the cap for a burst of answers
+    reserve = _CUSHION + math.sqrt(max(0.0, pipeline_answers)) + 2.0 * math.sqrt(max(0.0, pipeline_abandons))
     volume = max(n, stats.trusted_volume)
-    allowed = min(target * n, cap * volume - margin)
+    allowed = min(target * n, cap * volume - reserve)
     to_cap = cap * volume - a
-    exponent = _GAIN * max(-40.0, min(40.0, a - allowed))
+    exponent = _GAIN * max(-40.0, min(40.0, (a - allowed) / math.sqrt(max(1.0, target * n))))
     notes.append(f"today {a:.1f} abandoned of {n:.0f} incl. calls in flight, allowed {allowed:.1f}")
-    if to_cap < margin:
-        exponent += _CAP_GAIN * (margin - to_cap)
+    if to_cap < reserve:
+        exponent += _CAP_GAIN * (reserve - to_cap)
         notes.append(f"near cap: {max(0.0, to_cap):.1f} abandons left")
     # a lower target needs a higher price from the start (about inversely)
     price = _BASE_PRICE * (_REFERENCE_TARGET / max(target, 1e-6)) * math.exp(min(50.0, exponent))
@@ -921,22 +924,24 @@ class _Horizon:
         self.inflight_probs = [poisson_binomial_pmf(x) for x in probs] if exact else []
         self.new_k = [p * x for x in cdf.steps(0, dt, steps)[1]]
         self.waiting = snapshot.answered_waiting
-        self._memo: dict[int, tuple[float, float]] = {}
+        self._memo: dict[tuple[int, int], tuple[float, float]] = {}
 
     def pipeline_answers(self) -> float:
         """Expected answers over the horizon from calls already placed (incl. waiting)."""
         return math.fsum(self.inflight_k) + self.waiting
 
-    def run(self, n: int) -> tuple[float, float]:
-        """(expected abandons, expected idle agent-seconds) with n new calls placed now."""
-        memo = self._memo.get(n)
+    def run(self, n: int, later: int = 0) -> tuple[float, float]:
+        """(expected abandons, expected idle agent-seconds) with n new calls placed now
+        and `later` more placed one step from now."""
+        key = (n, later)
+        memo = self._memo.get(key)
         if memo is not None:
             return memo
-        result = self._run_gaussian(n) if self.gaussian else self._run_exact(n)
-        self._memo[n] = result
+        result = self._run_gaussian(n, later) if self.gaussian else self._run_exact(n, later)
+        self._memo[key] = result
         return result
 
-    def _run_gaussian(self, n: int) -> tuple[float, float]:
+    def _run_gaussian(self, n: int, later: int) -> tuple[float, float]:
         """Larger teams: Z_k = answers − frees − idle now, a random walk with normal
         steps; abandons = max(0, Z_1 … Z_K), idle_k = abandons so far − Z_k. The
         running maximum is carried as a normal variable (Clark's moments of the
@@ -950,9 +955,10 @@ class _Horizon:
         sqrt = math.sqrt
         for k in range(1, self.steps + 1):
             g = self.new_k[k]
+            h = self.new_k[k - 1]
             f = self.free_mean[k]
-            mu_z += self.inflight_k[k] + n * g - f - self.det[k]
-            var_z += self.inflight_var[k] + n * g * (1.0 - g) + f
+            mu_z += self.inflight_k[k] + n * g + later * h - f - self.det[k]
+            var_z += self.inflight_var[k] + n * g * (1.0 - g) + later * h * (1.0 - h) + f
             if k == 1:
                 mu_z += self.waiting
             a2 = var_m + var_z - 2.0 * cov_mz
@@ -973,7 +979,7 @@ class _Horizon:
             idle += max(0.0, mu_m - mu_z - 0.5)
         return mu_m, idle * self.dt
 
-    def _run_exact(self, n: int) -> tuple[float, float]:
+    def _run_exact(self, n: int, later: int) -> tuple[float, float]:
         pm = self.pm0
         short = 0.0
         idle = 0.0
@@ -1008,9 +1014,12 @@ class _Horizon:
                 pm = out
             # calls answered
             g = new_k[k]
+            h = new_k[k - 1]
             kernel = self.inflight_probs[k]
             if n and g > 0.0:
                 kernel = _convolve(kernel, binomial_pmf(n, g))
+            if later and h > 0.0:
+                kernel = _convolve(kernel, binomial_pmf(later, h))
             size = len(kernel)
             if size > 1:
                 # suffix sums: mass and first moment of "more answers than idle agents"
@@ -1039,11 +1048,16 @@ class _Horizon:
         return short, idle * self.dt
 
     def _worth(self, n: int, price: float) -> bool:
-        """Is the (n+1)-th new call worth it: idle time saved ≥ price × abandons added?"""
+        """Is the (n+1)-th new call worth placing now: the idle time it saves pays for
+        the abandons it adds, and placing it one step later would not cost less (the
+        pacer decides again before then, with more known)."""
         a0, i0 = self.run(n)
         a1, i1 = self.run(n + 1)
         saved = i0 - i1
-        return saved > _MIN_SAVING_S and saved >= price * (a1 - a0)
+        if not (saved > _MIN_SAVING_S and saved >= price * (a1 - a0)):
+            return False
+        a2, i2 = self.run(n, 1)
+        return i1 + price * a1 <= i2 + price * a2
 
     def best(self, price: float, room: int) -> int:
         """The number of new calls: the first n whose next call is not worth it (the

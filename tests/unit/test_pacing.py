@@ -353,3 +353,29 @@ def test_exact_and_normal_models_agree_on_a_mid_size_team() -> None:
     for (a, i), (b, j) in zip(exact, normal):
         assert b == pytest.approx(a, abs=0.15)
         assert j == pytest.approx(i, rel=0.15)
+
+
+def test_a_call_placed_a_step_later_is_modelled_between_none_and_one_now() -> None:
+    stats = warm_stats()
+    for snap in (busy_snapshot(agents_logged_in=10, agents_ready=1, talk_elapsed_s=(20.0, 60.0, 90.0, 130.0)),
+                 busy_snapshot()):
+        model = pacing._Horizon(snap, stats)
+        for n in (0, 3):
+            (a0, i0), (a1, i1), (a_later, i_later) = model.run(n), model.run(n + 1), model.run(n, 1)
+            # answered later: fewer idle agent-seconds saved, fewer abandons risked
+            assert i1 < i_later < i0
+            assert a0 <= a_later <= a1
+
+
+def test_the_abandon_price_moves_smoothly_through_a_calm_day() -> None:
+    settings_ = PacingSettings()
+    prices = []
+    for abandoned in range(60, 100, 5):  # 4000 answered: 1.5 % .. 2.4 %, far from the cap
+        stats = warm_stats()
+        stats.observe_connect(4000 - abandoned)
+        stats.observe_abandon(abandoned)
+        prices.append(abandon_price(stats, settings_)[0])
+    assert prices == sorted(prices)
+    # each extra abandon moves the price by a few per cent, not by a factor
+    steps = [b / a for a, b in zip(prices, prices[1:])]
+    assert all(1.0 < s < 1.5 for s in steps)
