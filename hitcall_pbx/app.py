@@ -176,7 +176,8 @@ class HitCall:
                 pool=pool, metrics=registry, dialer=EngineControl(self.dialer, self.sessions),
                 cdrs=ApiCdrs(pool), recordings=ApiRecordings(pool, self.store), privacy=ApiPrivacy(privacy),
                 webhooks=self.webhooks,
-                ari_connected=self._ready_for_calls,
+                ari_connected=lambda: self.ari is not None and self.ari.connected.is_set(),
+                draining=lambda: self.draining,
             )
             self.http_runner = web.AppRunner(create_app(deps), handle_signals=False)
             await self.http_runner.setup()
@@ -218,9 +219,6 @@ class HitCall:
                 if self.metrics:
                     self.metrics.purge_failed()
             await asyncio.sleep(interval)
-
-    def _ready_for_calls(self) -> bool:
-        return not self.draining and self.ari is not None and self.ari.connected.is_set()
 
     async def drain_calls(self, timeout: float, abort: asyncio.Event | None = None) -> None:
         """Graceful shutdown: not ready any more, no new calls; calls in progress end on

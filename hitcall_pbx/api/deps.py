@@ -284,6 +284,7 @@ class ApiDeps:
     privacy: PrivacyService
     webhooks: WebhookReplay
     ari_connected: Callable[[], bool]
+    draining: Callable[[], bool] = lambda: False  # shutting down: not ready, whatever the dependencies say
     passwords: Passwords = field(default_factory=Passwords)
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     session_ttl: timedelta = timedelta(hours=12)

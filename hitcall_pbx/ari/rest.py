@@ -198,6 +198,12 @@ class AriRest:
     async def list_channels(self) -> list[models.Channel]:
         return await self._many(models.Channel, "channels.list", {})
 
+    async def channel_states(self) -> dict[str, tuple[str, str]]:
+        """Every channel's id → (state, dialplan application), read from the raw listing
+        without building models: cheap enough to poll with hundreds of channels up."""
+        return {c["id"]: (c.get("state", ""), (c.get("dialplan") or {}).get("app_name", ""))
+                for c in await self._call("channels.list", {}) or ()}
+
     async def get_channel(self, channel_id: str) -> models.Channel:
         return await self._one(models.Channel, "channels.get", {"channelId": channel_id})
 

@@ -46,6 +46,8 @@ HOPPER_EMPTY_BACKOFF_S = 2.0
 INFO_MESSAGE_MAX_S = 30.0
 WATCHDOG_MARGIN_S = 10.0
 DISPOSITION_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# A contact given back undialled: a scheduled callback stays one.
+_BACK_TO_HOPPER = "CASE WHEN callback_at IS NOT NULL THEN 'callback' WHEN attempts > 0 THEN 'retry' ELSE 'new' END"
 
 
 def _now() -> datetime:
@@ -99,10 +101,42 @@ class LiveCall:
     timer: asyncio.TimerHandle | None = None
     recording_id: uuid.UUID | None = None
     added_at: datetime | None = None  # the agent's bridge accepted the customer (ARI request returned)
+    vanished: bool = False  # the channel went away while its events were lost (ARI gap, Asterisk crash)
 
     @property
     def channel_id(self) -> str:
         return self.attempt.channel_id
+
+
+def call_outcome(call: LiveCall) -> Outcome:
+    """The outcome of a finished call. A channel that vanished unanswered while its events
+    were lost (Asterisk crashed, ARI away) says nothing about the customer: it ends as
+    congestion, retried after the campaign's delay, never as a final failure."""
+    answered = call.answered_at is not None
+    if call.vanished and not answered and not call.cancelled:
+        return Outcome.CONGESTION
+    return classify_outcome(CallFacts(
+        answered=answered, hangup_cause=call.hangup_cause, bridged=call.bridged_at is not None,
+        answer_to_bridge_ms=call.answer_to_bridge_ms, amd_status=call.amd_status, cancelled=call.cancelled,
+    ))
+
+
+def agent_bridges(bridges: list[Any], live: dict[str, Any]) -> dict[int, tuple[list[str], list[str]]]:
+    """Agents' holding bridges that hold the agent's phone: agent id → (phone channels,
+    other channels in the bridge, i.e. the customer talking to the agent)."""
+    found: dict[int, tuple[list[str], list[str]]] = {}
+    for bridge in bridges:
+        if not bridge.id.startswith("hitcall-agent-"):
+            continue
+        try:
+            agent_id = int(bridge.id.removeprefix("hitcall-agent-"))
+        except ValueError:
+            continue
+        members = [c for c in bridge.channels if c in live]
+        phones = [c for c in members if live[c].name.startswith("PJSIP/")]
+        if phones:
+            found[agent_id] = (phones, [c for c in members if c not in phones])
+    return found
 
 
 @dataclass
@@ -382,13 +416,24 @@ class Dialer:
                 timeout=call.campaign.ring_timeout_s,
                 variables={"HITCALL_ATTEMPT": str(a.id), "HITCALL_CAMPAIGN": str(a.campaign_id)},
             )
-            call.originated_at = _now()
+            self._originated(call)
         except AriError as exc:
             # Not retried: one attempt id, at most one originate.
             log.warning("dialer.originate_failed", attempt_id=str(a.id), error=exc.message)
             call.hangup_cause_txt = f"originate failed: {exc.message}"
             if call.channel_id in self.calls:
                 self._finish(call, cause=None)
+
+    def _originated(self, call: LiveCall) -> None:
+        """Asterisk took the originate (its response, or the channel's first event if that
+        comes first): call.originated, once, before any other event of the call."""
+        if call.originated_at is not None:
+            return
+        call.originated_at = _now()
+        a = call.attempt
+        self.journal.event("call.originated", f"attempt:{a.id}", {
+            "attempt_id": str(a.id), "campaign_id": a.campaign_id, "contact_id": a.contact_id, "number": a.number,
+            "agent_id": a.agent_id, "mode": a.mode.value, "at": call.originated_at.isoformat()})
 
     # ------------------------------------------------------------ events ---
     async def handle_event(self, ev: Any) -> None:
@@ -410,6 +455,7 @@ class Dialer:
         elif etype == "ChannelStateChange" and cid in self.calls:
             call = self.calls[cid]
             if channel.state == "Ringing" and call.ringing_at is None:
+                self._originated(call)
                 call.ringing_at = ev.timestamp or _now()
                 call.state = "ringing" if call.state == "originating" else call.state
         elif etype == "ChannelEnteredBridge" and cid in self.calls:
@@ -447,24 +493,49 @@ class Dialer:
 
     # ------------------------------------------------------------ answer ---
     async def _answered(self, call: LiveCall, ev: Any, args: list[str]) -> None:
-        if args[0] == "amd":
-            call.amd_status = args[1] if len(args) > 1 and args[1] else None
-            call.amd_cause = args[2] if len(args) > 2 and args[2] else None
-            if call.amd_status == "MACHINE":
-                await self._hangup(call.channel_id)
-                return
-        else:
-            call.answered_at = ev.timestamp or _now()
-            call.answered_mono = time.monotonic()
-            call.state = "answered"
-            if call.ringing_at is None:
-                call.ringing_at = call.originated_at or call.answered_at
-            self._emit("call.answered", call)
-            self._store_progress(call)
-            if call.campaign.amd_enabled:
-                await self._run_amd(call)
-                return
+        if args[0] != "amd":
+            if call.answered_at is None:  # else already found answered by a resync or sweep
+                await self._answer(call, ev.timestamp or _now())
+            return
+        call.amd_status = args[1] if len(args) > 1 and args[1] else None
+        call.amd_cause = args[2] if len(args) > 2 and args[2] else None
+        if call.amd_status == "MACHINE":
+            await self._hangup(call.channel_id)
+            return
         self._connect_or_wait(call)
+
+    def _mark_answered(self, call: LiveCall, at: datetime) -> None:
+        self._originated(call)
+        call.answered_at = at
+        call.answered_mono = time.monotonic()
+        call.state = "answered"
+        if call.ringing_at is None:
+            call.ringing_at = call.originated_at or call.answered_at
+        self._emit("call.answered", call)
+        self._store_progress(call)
+
+    async def _answer(self, call: LiveCall, at: datetime) -> None:
+        self._mark_answered(call, at)
+        if call.campaign.amd_enabled:
+            await self._run_amd(call)
+            return
+        self._connect_or_wait(call)
+
+    async def _found_answered(self, call: LiveCall, bridge_agent: int | None) -> None:
+        """A customer Up in Stasis whose StasisStart never reached the dialer (lost in an
+        ARI gap): the normal answer path, or, already in an agent's bridge, bridged."""
+        if call.answered_at is not None or self.calls.get(call.channel_id) is not call:
+            return  # its answer arrived meanwhile, or it ended
+        log.warning("dialer.answer_recovered", attempt_id=str(call.attempt.id), agent_id=bridge_agent)
+        if bridge_agent is None:
+            await self._answer(call, _now())
+            return
+        self._mark_answered(call, _now())
+        call.agent_id = bridge_agent
+        session = self.sessions.by_agent.get(bridge_agent)
+        if session is not None and session.state in (AgentState.READY, AgentState.RESERVED):
+            self.sessions.connect(session, call.channel_id, call.campaign.id)
+        self._bridged(call, call.answered_at or _now())
 
     async def _run_amd(self, call: LiveCall) -> None:
         # Keep events for the channel while it runs AMD in the dialplan.
@@ -566,12 +637,13 @@ class Dialer:
     # --------------------------------------------------------- agent side ---
     def _agent_changed(self, session: AgentSession, tr: AgentTransition) -> None:
         if tr.agent.state is AgentState.READY:
-            # A waiting answered call gets this agent first (oldest first).
-            for call in list(self.waiting):
-                if call.campaign.id in session.campaigns:
-                    self.waiting.remove(call)
-                    self._connect(call, session)
-                    return
+            # A waiting answered call gets this agent first: highest campaign priority, then oldest.
+            mine = [c for c in self.waiting if c.campaign.id in session.campaigns]
+            if mine:
+                call = min(mine, key=lambda c: (-c.campaign.priority, c.answered_mono or 0.0))
+                self.waiting.remove(call)
+                self._connect(call, session)
+                return
             self.wake()
 
     def _agent_key(self, session: AgentSession, digit: str) -> bool:
@@ -596,9 +668,14 @@ class Dialer:
         call = self.calls.get(attempt_id)
         if not DISPOSITION_CODE.fullmatch(code):
             raise ValidationFailed("disposition must be 1-64 of A-Z a-z 0-9 _ . -", details={"field": "disposition"})
+        try:
+            attempt_uuid = uuid.UUID(attempt_id)
+        except ValueError:
+            raise Conflict("the agent's call is an inbound call, not a campaign attempt: no disposition",
+                           details={"agent_id": agent_id}) from None
         if call is not None:
             call.disposition = code
-        self.journal.disposition(uuid.UUID(attempt_id), code)
+        self.journal.disposition(attempt_uuid, code)
 
     # ----------------------------------------------------------- preview ---
     async def _offer_previews(self, campaign: Campaign) -> None:
@@ -657,7 +734,7 @@ class Dialer:
             if attempt is None:
                 # Back in the hopper behind the contacts already due: skip moves on to the next one.
                 await conn.execute(
-                    "UPDATE contacts SET status = CASE WHEN attempts > 0 THEN 'retry' ELSE 'new' END, "
+                    f"UPDATE contacts SET status = {_BACK_TO_HOPPER}, "
                     "next_attempt_at = $2 WHERE id = $1 AND status = 'in_progress'", offer.contact_id, now)
                 decision = "skip" if decision == "accept" else decision
                 reason = reason or ("agent gone" if session is None else None)
@@ -690,10 +767,7 @@ class Dialer:
         call.hangup_cause = cause
         call.hangup_cause_txt = cause_txt or call.hangup_cause_txt
         answered = call.answered_at is not None
-        outcome = classify_outcome(CallFacts(
-            answered=answered, hangup_cause=cause, bridged=call.bridged_at is not None,
-            answer_to_bridge_ms=call.answer_to_bridge_ms, amd_status=call.amd_status, cancelled=call.cancelled,
-        ))
+        outcome = call_outcome(call)
         if outcome is Outcome.ABANDONED and not call.abandoned:
             # Answered but gone before the 2 s were up (or AMD undecided): it still counts.
             call.abandoned = True
@@ -759,9 +833,11 @@ class Dialer:
             status = "retry"
         if outcome is Outcome.CANCELLED:
             status, retry_at = "retry", None
+        # A callback stays scheduled when its call never reached the customer.
+        never_reached = outcome is Outcome.CANCELLED or (call.vanished and call.answered_at is None)
         self.journal.close_contact(a.contact_id, attempt_no=a.attempt_no, attempt_created_at=a.created_at,
                                    status=status, retry_at=retry_at, outcome=outcome.value,
-                                   cancelled=outcome is Outcome.CANCELLED)
+                                   cancelled=never_reached)
         payload = {k: (str(v) if isinstance(v, (uuid.UUID, datetime)) else v) for k, v in record.items()}
         self.journal.event("call.ended", f"attempt:{a.id}", payload)
 
@@ -815,12 +891,12 @@ class Dialer:
         call waits forever for an event that was lost: a call or agent whose channel is
         gone at two sweeps in a row is finished (best outcome known) or logged out; a
         missed bridge entry is repaired; a call stuck past its limits is hung up and
-        finished."""
+        finished; a customer Up in Stasis whose answer was lost takes the answer path."""
         now = time.monotonic()
         # Judged: what existed before the listing (an originated call has its channel).
         calls = [c for c in self.calls.values() if c.originated_at is not None]
         phones = list(self.sessions.by_channel)
-        channels = {c.id for c in await self.ari.rest.list_channels()}
+        channels = await self.ari.rest.channel_states()
         missing: set[str] = set()
         for call in calls:
             if self.calls.get(call.channel_id) is not call:
@@ -829,9 +905,12 @@ class Dialer:
                 if call.channel_id in self._missing:
                     log.warning("dialer.watchdog_call_gone", attempt_id=str(call.attempt.id), state=call.state)
                     call.hangup_cause_txt = "channel gone without a hangup event (watchdog)"
+                    call.vanished = True
                     self._finish(call, cause=None)
                 else:
                     missing.add(call.channel_id)
+            elif call.answered_at is None and channels[call.channel_id] == ("Up", "Stasis"):
+                await self._found_answered(call, call.agent_id if await self._in_agent_bridge(call) else None)
             elif call.state in ("originating", "ringing"):
                 if now - call.placed_mono > call.campaign.ring_timeout_s + WATCHDOG_MARGIN_S:
                     await self._end_stuck(call, 19 if call.state == "ringing" else None,
@@ -869,42 +948,77 @@ class Dialer:
 
     # ---------------------------------------------------------- recovery ---
     async def handle_resync(self, snap: Resync) -> None:
-        """After (re)connect: close attempts whose channels are gone, re-attach agents' phones."""
+        """After (re)connect: close attempts whose channels are gone, re-attach agents' phones,
+        adopt the calls a previous process left talking to an agent (first connect), and
+        repair calls whose answer or bridge entry was lost while ARI was away."""
         live = {c.id: c for c in snap.channels}
         for cid, call in list(self.calls.items()):
             if cid not in live:
                 call.hangup_cause_txt = "channel gone while ARI was disconnected"
+                call.vanished = True
                 self._finish(call, cause=None)
         for channel_id in list(self.sessions.by_channel):
             if channel_id not in live:
                 await self._agent_gone(channel_id)
-        # Agents' phones still parked in their holding bridges stay logged in.
-        for bridge in snap.bridges:
-            if not bridge.id.startswith("hitcall-agent-"):
-                continue
-            try:
-                agent_id = int(bridge.id.removeprefix("hitcall-agent-"))
-            except ValueError:
-                continue
-            phones = [c for c in bridge.channels if c in live and live[c].name.startswith("PJSIP/")]
-            if phones and agent_id not in self.sessions.by_agent:
-                if not self._recovered:
-                    await self._recover_attempts(live)
-                    self._recovered = True
-                await self.sessions.adopt(phones[0], agent_id)
+        bridges = agent_bridges(snap.bridges, live)
+        talking = {c: agent_id for agent_id, (_, others) in bridges.items() for c in others}
+        adopt: list[asyncpg.Record] = []
         if not self._recovered:
-            await self._recover_attempts(live)
-            self._recovered = True
+            adopt = await self._recover_attempts(live, talking)
+        # Agents' phones still parked in their holding bridges stay logged in.
+        for agent_id, (phones, _) in bridges.items():
+            if agent_id not in self.sessions.by_agent:
+                await self.sessions.adopt(phones[0], agent_id)
+        for row in adopt:
+            await self._adopt_call(row)
+        self._recovered = True
+        for cid, call in list(self.calls.items()):
+            if self.calls.get(cid) is not call or cid not in live:
+                continue
+            channel = live[cid]
+            if call.answered_at is None and channel.state == "Up" and channel.dialplan.app_name == "Stasis":
+                await self._found_answered(call, talking.get(cid))
+            elif call.answered_at is not None and call.bridged_at is None and cid in talking:
+                log.warning("dialer.resync_bridge_repaired", attempt_id=str(call.attempt.id))
+                self._bridged(call, _now())
         self.wake()
 
-    async def _recover_attempts(self, live: dict[str, Any]) -> None:
+    async def _adopt_call(self, r: asyncpg.Record) -> None:
+        """A customer a previous process put through to an agent, still talking: followed
+        to its end like any call (its CDR carries the whole talk time)."""
+        campaign = self.campaigns.get(r["campaign_id"]) or Campaign.from_row(
+            await self.pool.fetchrow("SELECT * FROM campaigns WHERE id = $1", r["campaign_id"]))
+        attempt = Attempt(
+            id=r["id"], campaign_id=r["campaign_id"], contact_id=r["contact_id"], attempt_no=r["attempt_no"],
+            number=r["dialled_number"], caller_id=r["caller_id"] or "", agent_id=r["agent_id"],
+            mode=CampaignMode(r["mode"]), created_at=r["created_at"], retention_until=r["retention_until"])
+        since = (_now() - r["answered_at"]).total_seconds()
+        call = LiveCall(attempt=attempt, campaign=campaign, state="bridged", agent_id=r["agent_id"],
+                        originated_at=r["originated_at"] or r["created_at"], ringing_at=r["ringing_at"],
+                        answered_at=r["answered_at"], answered_mono=time.monotonic() - since,
+                        bridged_at=r["bridged_at"], answer_to_bridge_ms=r["answer_to_bridge_ms"],
+                        added_at=r["bridged_at"])
+        self.calls[call.channel_id] = call
+        session = self.sessions.by_agent.get(r["agent_id"])
+        if session is None:
+            await self._hangup(call.channel_id)  # its agent is not logged in: the hangup event ends it
+        else:
+            self.sessions.connect(session, call.channel_id, campaign.id)
+        log.warning("dialer.call_adopted", attempt_id=str(r["id"]), agent_id=r["agent_id"])
+
+    async def _recover_attempts(self, live: dict[str, Any], talking: dict[str, int]) -> list[asyncpg.Record]:
         """First connect after a start: attempts left open by a previous process are
-        closed (and their channels hung up); they are never dialled again."""
+        closed (and their channels hung up); they are never dialled again. Returned: the
+        attempts whose customer still talks to their agent (left open, to be adopted)."""
         rows = await self.pool.fetch(
             "SELECT * FROM call_attempts WHERE state <> 'ended' ORDER BY created_at")
+        adopt = []
         for r in rows:
             cid = str(r["id"])
             if cid in self.calls:
+                continue
+            if r["bridged_at"] is not None and r["agent_id"] is not None and talking.get(cid) == r["agent_id"]:
+                adopt.append(r)
                 continue
             if cid in live:
                 await self._hangup(cid)
@@ -917,16 +1031,21 @@ class Dialer:
                           abandoned=outcome is Outcome.ABANDONED,
                           hangup_cause_txt="recovered after service restart")
             self._submit_cdr(record)
+            # A callback whose call never reached the customer stays scheduled.
             await self.pool.execute(
-                """UPDATE contacts SET status = CASE WHEN $2 THEN 'done' ELSE 'retry' END
+                """UPDATE contacts SET
+                       status = CASE WHEN $2 THEN 'done' WHEN $3 AND callback_at IS NOT NULL THEN 'callback'
+                                     ELSE 'retry' END,
+                       callback_at = CASE WHEN $3 THEN callback_at END,
+                       callback_agent_id = CASE WHEN $3 THEN callback_agent_id END
                    WHERE id = $1 AND status = 'in_progress'""",
-                r["contact_id"], outcome is Outcome.ANSWERED_HUMAN)
+                r["contact_id"], outcome is Outcome.ANSWERED_HUMAN, outcome is Outcome.CANCELLED)
             log.warning("dialer.attempt_recovered", attempt_id=cid, outcome=outcome.value, live=cid in live)
         await self.pool.execute(
             "UPDATE preview_offers SET decision = 'timeout', decided_at = now() WHERE decision IS NULL")
         # Contacts left in progress without an open attempt or offer go back to the hopper.
         await self.pool.execute(
-            """UPDATE contacts c SET status = CASE WHEN attempts > 0 THEN 'retry' ELSE 'new' END
+            f"""UPDATE contacts c SET status = {_BACK_TO_HOPPER}
                WHERE status = 'in_progress'
                  AND NOT EXISTS (SELECT 1 FROM call_attempts a WHERE a.contact_id = c.id AND a.state <> 'ended')
                  AND NOT EXISTS (SELECT 1 FROM preview_offers p WHERE p.contact_id = c.id AND p.decision IS NULL)""")
@@ -934,3 +1053,4 @@ class Dialer:
             "UPDATE agent_state_log SET ended_at = now() WHERE ended_at IS NULL")
         await self.pool.execute(
             "UPDATE agents SET state = 'logged_out', pause_code = NULL, state_since = now() WHERE state <> 'logged_out'")
+        return adopt

@@ -10,7 +10,6 @@ attempt row, so the attempt id exists in Postgres before anything is dialled.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -206,8 +205,8 @@ class Hopper:
     async def _create_attempts(
         self, conn: asyncpg.Connection, campaign: Campaign, rows: list[tuple[Any, int | None]], now: datetime
     ) -> list[Attempt]:
-        """Attempt rows (with their call.originated events) for (contact row, agent id) pairs:
-        one multi-row statement per table."""
+        """Attempt rows for (contact row, agent id) pairs: one multi-row statement per table
+        (the dialer emits call.originated once Asterisk took the originate)."""
         attempts = [
             Attempt(
                 id=uuid.uuid4(), campaign_id=campaign.id, contact_id=r["id"], attempt_no=r["attempts"] + 1,
@@ -232,14 +231,5 @@ class Hopper:
         await conn.execute(
             "UPDATE contacts SET status = 'in_progress', attempts = attempts + 1 WHERE id = ANY($1::bigint[])",
             [a.contact_id for a in attempts],
-        )
-        await conn.execute(
-            """INSERT INTO webhook_outbox (event_id, event_type, subject, payload)
-               SELECT gen_random_uuid(), 'call.originated', s, p::jsonb
-               FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS v(s, p, n) ORDER BY n""",
-            [f"attempt:{a.id}" for a in attempts],
-            [json.dumps({"attempt_id": str(a.id), "campaign_id": campaign.id, "contact_id": a.contact_id,
-                         "number": a.number, "agent_id": a.agent_id, "mode": campaign.mode.value,
-                         "at": now.isoformat()}) for a in attempts],
         )
         return attempts

@@ -77,10 +77,12 @@ def register(reg: Registry) -> None:
         roles=None,
         response=Readiness,
         other_responses=((503, Readiness),),
-        description="503 with the reasons when a dependency is down.",
+        description="503 with the reasons when a dependency is down or the service is draining (shutting down).",
     )
     async def readyz(ctx: Ctx) -> web.Response:
         checks = {"database": await _database(ctx), "ari": "ok" if ctx.deps.ari_connected() else "disconnected"}
+        if ctx.deps.draining():
+            checks["service"] = "draining"
         ready = all(v == "ok" for v in checks.values())
         body = Readiness(status="ready" if ready else "not_ready", checks=checks)
         return web.Response(status=200 if ready else 503, body=body.model_dump_json(), content_type="application/json")
