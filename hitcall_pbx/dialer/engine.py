@@ -35,6 +35,7 @@ from ..core.states import AgentState, AgentTransition
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..hooks.events import enqueue
 from ..logs import get_logger
+from ..tasks import TaskSet
 from .hopper import Hopper
 from .journal import CallJournal
 from .models import Attempt, Campaign
@@ -185,7 +186,7 @@ class Dialer:
         self.blocked: dict[int, dict[str, int]] = {}
         self._empty_until: dict[int, float] = {}
         self._stats_day: dict[int, str] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("dialer")
         self._loop_task: asyncio.Task[None] | None = None
         self._watchdog_task: asyncio.Task[None] | None = None
         self._missing: set[str] = set()  # channels not in Asterisk at the last sweep
@@ -218,18 +219,10 @@ class Dialer:
         if hangup_calls:
             for call in list(self.calls.values()):
                 await self._hangup(call.channel_id)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("dialer.task_failed", error=repr(task.exception()))
+        self._tasks.spawn(coro)
 
     async def idle(self, timeout: float = 30.0) -> None:
         """Wait until no call is live and the calls' writes are committed (tests, demo)."""

@@ -30,6 +30,7 @@ from ..agents.sessions import AgentSession, AgentSessions
 from ..ari import AriClient, AriError, AriNotFound, Resync
 from ..core.states import AgentState, AgentTransition
 from ..logs import get_logger
+from ..tasks import TaskSet
 
 log = get_logger("hitcall.inbound")
 
@@ -111,7 +112,7 @@ class InboundRouter:
         self.calls: dict[str, InboundCall] = {}
         self.waiting: deque[InboundCall] = deque()
         self._by_agent_channel: dict[str, InboundCall] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("inbound")
         self._closing = False
         sessions.on_transition(self._agent_changed)
 
@@ -125,8 +126,7 @@ class InboundRouter:
         if hangup_calls:
             for call in list(self.calls.values()):
                 await self._hangup(call.channel_id)
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.wait()
 
     async def idle(self, timeout: float) -> None:
         """Wait until no caller is left (up to `timeout` seconds)."""
@@ -140,14 +140,7 @@ class InboundRouter:
                  "bridged": c.bridged} for c in self.calls.values()]
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("inbound.task_failed", error=repr(task.exception()))
+        self._tasks.spawn(coro)
 
     # ------------------------------------------------------------ events ---
     async def handle_event(self, ev: Any) -> None:

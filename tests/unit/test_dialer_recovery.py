@@ -164,7 +164,7 @@ async def test_a_ready_agent_takes_the_waiting_call_of_the_highest_priority_camp
     dialer._agent_changed(agent, ready)
     dialer._agent_changed(agent, ready)
     dialer._agent_changed(agent, ready)
-    await asyncio.gather(*dialer._tasks)  # the bridge requests
+    await dialer._tasks.wait()  # the bridge requests
     assert sessions.connected == [(9, high_old.channel_id), (9, high_new.channel_id), (9, oldest_low.channel_id)]
 
 
