@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -168,26 +170,34 @@ async def product_run(box: Sandbox, agents: int, calls: int, port: int, dsn: str
     return [float(r["answer_to_bridge_ms"]) for r in rows]
 
 
+@contextlib.asynccontextmanager
+async def live_environment(prefix: str) -> AsyncIterator[tuple[Sandbox, Path, str]]:
+    """The sandboxed Asterisk (held exclusively; started if it was not running, stopped
+    again then) and an embedded PostgreSQL in a fresh temp dir: (sandbox, temp dir, dsn)."""
+    box = Sandbox()
+    with box.exclusive():
+        started = box.pid() is None
+        box.start()
+        tmp = Path(tempfile.mkdtemp(prefix=prefix))
+        pg = EmbeddedPostgres(tmp / "pg")
+        await asyncio.to_thread(pg.start)
+        try:
+            yield box, tmp, pg.uri
+        finally:
+            await asyncio.to_thread(pg.stop)
+            if started:
+                box.stop()
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--agents", type=int, default=50)
     ap.add_argument("--calls", type=int, default=500)
     args = ap.parse_args()
     configure_logging("WARNING")
-    box = Sandbox()
-    with box.exclusive():
-        started = box.pid() is None
-        box.start()
-        tmp = Path(tempfile.mkdtemp(prefix="hitcall-bench-"))
-        pg = EmbeddedPostgres(tmp / "pg")
-        await asyncio.to_thread(pg.start)
-        try:
-            floor = await floor_run(box, args.agents, args.calls, port=5301)
-            product = await product_run(box, args.agents, args.calls, 5302, pg.uri, tmp / "data")
-        finally:
-            await asyncio.to_thread(pg.stop)
-            if started:
-                box.stop()
+    async with live_environment("hitcall-bench-") as (box, tmp, dsn):
+        floor = await floor_run(box, args.agents, args.calls, port=5301)
+        product = await product_run(box, args.agents, args.calls, 5302, dsn, tmp / "data")
     f, p = _summary(floor), _summary(product)
     out = {
         "benchmark": "bridge_latency", "agents": args.agents, "calls_target": args.calls,

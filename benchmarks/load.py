@@ -33,7 +33,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -46,13 +45,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bridge_latency import ARI, _pct  # noqa: E402
+from benchmarks.bridge_latency import ARI, _pct, live_environment  # noqa: E402
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers  # noqa: E402
 from hitcall_pbx.logs import configure_logging  # noqa: E402
 from hitcall_pbx.sandbox import Sandbox, SippAgents  # noqa: E402
 from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER  # noqa: E402
 from hitcall_pbx.store import migrations  # noqa: E402
-from hitcall_pbx.store.embedded import EmbeddedPostgres  # noqa: E402
 
 LAG_TARGET_S = 0.05
 RSS_FLAT_MB_PER_MIN = 0.5
@@ -372,22 +370,12 @@ async def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (service log, profile)")
     args = ap.parse_args()
     configure_logging("WARNING")
-    box = Sandbox()
-    with box.exclusive():
-        started = box.pid() is None
-        box.start()
-        tmp = Path(tempfile.mkdtemp(prefix="hitcall-load-"))
-        pg = EmbeddedPostgres(tmp / "pg")
-        await asyncio.to_thread(pg.start)
+    async with live_environment("hitcall-load-") as (box, tmp, dsn):
         try:
-            out = await run(args, box, tmp, pg.uri)
+            out = await run(args, box, tmp, dsn)
         except BaseException:
             print(f"load: failed; service log and data kept in {tmp}", file=sys.stderr)
             raise
-        finally:
-            await asyncio.to_thread(pg.stop)
-            if started:
-                box.stop()
     if args.keep:
         out["workdir"] = str(tmp)
     else:

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
-from aiohttp import web
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.hooks import WebhookDispatcher, generate_secret
 from hitcall_pbx.sandbox import SippAgents
+from tests.webhook_receiver import Receiver
 
 from .harness import (attempts, count_originates, live_campaign, loss_and_duplicates, quick_calls, report, run_campaign,
                       wait_settled)
@@ -52,58 +50,6 @@ class ScaledClock:
 
     def __call__(self) -> datetime:
         return self.start + timedelta(seconds=self.elapsed())
-
-
-class Receiver:
-    """A CRM endpoint: verifies signatures, acknowledges each webhook-id, counts repeats."""
-
-    def __init__(self, secret: str) -> None:
-        self.webhook = Webhook(secret)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.failing = True
-        self.unacknowledged: Counter[str] = Counter()  # 503 answers per webhook-id
-        self.accepted: list[dict] = []  # verified and acknowledged, in arrival order
-        self.duplicates = 0  # an already acknowledged webhook-id delivered again
-        self.bad_signatures = 0
-        self._seen: set[str] = set()
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/crm/hooks"
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if self.failing:
-            self.unacknowledged[request.headers.get("webhook-id", "")] += 1
-            return web.Response(status=503)
-        try:
-            event = self.webhook.verify(body, dict(request.headers))
-        except WebhookVerificationError:
-            self.bad_signatures += 1
-            return web.Response(status=400)
-        if request.headers["webhook-id"] != event["id"]:
-            self.bad_signatures += 1
-            return web.Response(status=400)
-        if event["id"] in self._seen:
-            self.duplicates += 1
-        else:
-            self._seen.add(event["id"])
-            self.accepted.append(event)
-        return web.Response(status=204)
-
-    async def listen(self) -> None:
-        app = web.Application()
-        app.router.add_post("/crm/hooks", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 async def _until_virtual(clock: ScaledClock, seconds: float) -> None:
@@ -148,13 +94,14 @@ async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hang
             phones.start()
             await run_campaign(pool, cid)
             await _until_virtual(clock, REFUSED_S)
-            await receiver.listen()  # up, but every request fails with 503
+            receiver.fail = True
+            await receiver.up()  # up, but every request fails with 503
             await _until_virtual(clock, REFUSED_S + FAILING_S)
             events_in_outage = await pool.fetchval("SELECT count(*) FROM webhook_outbox")
             delivered_in_outage = await pool.fetchval(
                 "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'")
             backlog_until = await pool.fetchval("SELECT max(id) FROM webhook_outbox")
-            receiver.failing = False
+            receiver.fail = False
             recovered_at, recovered_virtual = time.monotonic(), clock.elapsed()
             # Recovered: the backlog built up in the outage is delivered.
             await _drained(pool, backlog_until, timeout=20)
@@ -167,7 +114,7 @@ async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hang
             await _drained(pool, None, timeout=20)
         finally:
             await dispatcher.close()
-            await receiver.close()
+            await receiver.down()
             phones.stop()
 
         outbox = await pool.fetch("SELECT o.event_id::text AS event, o.subject FROM webhook_outbox o ORDER BY o.id")
