@@ -139,13 +139,13 @@ class HitCall:
 
         assert s.ari_password is not None
         self.ari = AriClient(s.ari_url, s.ari_user, s.ari_password, s.ari_app)
-        self.sessions = AgentSessions(self.ari, pool)
-        await self.sessions.start()
-        self._stack.append(self.sessions.close)
-        # Closed after the dialer: calls finishing while it drains still write through it.
-        self.journal = CallJournal(pool)
+        # Closed after the dialer and the agent sessions: what they write goes through it.
+        self.journal = CallJournal(pool, spool_dir=s.data_dir / "spool" / "journal")
         await self.journal.start()
         self._stack.append(self.journal.close)
+        self.sessions = AgentSessions(self.ari, pool, journal=self.journal)
+        await self.sessions.start()
+        self._stack.append(self.sessions.close)
         self.dialer = Dialer(self.ari, pool, self.sessions, Hopper(pool), CdrSink(self.cdr),
                              tick_s=o.dialer_tick_s, campaign_refresh_s=o.campaign_refresh_s,
                              journal=self.journal, watchdog_s=o.dialer_watchdog_s)
@@ -169,7 +169,8 @@ class HitCall:
         registry = CollectorRegistry()
         self.metrics = ServiceMetrics(registry, self)
         if o.alarm_interval_s:
-            self.alarms = AlarmMonitor(pool, gather_from_app(self), registry=registry, interval=o.alarm_interval_s)
+            self.alarms = AlarmMonitor(pool, gather_from_app(self), registry=registry, interval=o.alarm_interval_s,
+                                       journal=self.journal)
         if o.http:
             privacy = PrivacyService(pool, self.store, export_dir=s.data_dir / "exports")
             deps = ApiDeps(

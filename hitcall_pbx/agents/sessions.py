@@ -13,8 +13,9 @@ stays there; customers are added to that bridge. Hanging up the phone logs the
 agent out.
 
 State changes go through the pure machine in core.states; every transition is
-stored (agent_state_log, agents.state) and published (agent.state_changed) by
-an ordered background writer, off the call path.
+stored (agent_state_log, agents.state) and published (agent.state_changed)
+through the call journal (`dialer.journal.CallJournal`): in order, off the call
+path, kept in its durable spool while Postgres is down, idempotent on replay.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..ari import AriClient, AriError, AriNotFound
 from ..core.states import Agent, AgentEffect, AgentEvent, AgentState, AgentTransition, agent_transition
+from ..dialer.journal import CallJournal
 from ..errors import Conflict, NotFound
-from ..hooks.events import enqueue
 from ..logs import get_logger
 from ..store import audit
 
@@ -41,7 +42,6 @@ log = get_logger("hitcall.agents")
 
 PIN_TIMEOUT_S = 15.0  # for each prompt (agent number, PIN)
 PIN_ATTEMPTS = 3
-WRITE_BATCH = 200
 DEFAULT_PAUSE_CODE = "break"
 
 # Phone keys while logged in (documented in dialplan/README.md).
@@ -93,14 +93,17 @@ class AgentSession:
 class AgentSessions:
     """Live agent sessions, keyed by agent id and by the agent's channel id."""
 
-    def __init__(self, ari: AriClient, pool: asyncpg.Pool, *, hasher: PasswordHasher | None = None) -> None:
+    def __init__(self, ari: AriClient, pool: asyncpg.Pool, *, hasher: PasswordHasher | None = None,
+                 journal: CallJournal | None = None) -> None:
+        """`journal`: the service's call journal (started and closed by its owner); without
+        one the sessions write through a journal of their own, in memory only."""
         self.ari = ari
         self.pool = pool
         self.by_agent: dict[int, AgentSession] = {}
         self.by_channel: dict[str, AgentSession] = {}
         self._hasher = hasher or PasswordHasher()
-        self._writes: asyncio.Queue[tuple[AgentSession, AgentTransition, int | None] | None] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self.journal = journal or CallJournal(pool)
+        self._own_journal = journal is None
         self._listeners: list[Callable[[AgentSession, AgentTransition], None]] = []
         self._dtmf_handlers: list[Callable[[AgentSession, str], bool]] = []
 
@@ -114,19 +117,17 @@ class AgentSessions:
         self._dtmf_handlers.append(fn)
 
     async def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name="agent-state-writer")
+        await self.journal.start()
 
     async def close(self) -> None:
         for session in self.by_channel.values():
             self._cancel_prompt(session)
-        if self._writer is not None:
-            await self._writes.put(None)
-            await self._writer
-            self._writer = None
+        if self._own_journal:
+            await self.journal.close()
 
     async def drain(self) -> None:
         """Wait until every state change so far is stored."""
-        await self._writes.join()
+        await self.journal.flush()
 
     # ----------------------------------------------------------- login ---
     _AGENT_SQL = """SELECT a.id, a.number, a.name, a.endpoint, a.pin_hash, a.disabled,
@@ -360,7 +361,7 @@ class AgentSessions:
         if AgentEffect.START_WRAP_TIMER in tr.effects:
             delay = max(0.0, (tr.agent.wrap_until - tr.agent.since).total_seconds()) if tr.agent.wrap_until else 0.0
             session.wrap_timer = asyncio.get_running_loop().call_later(delay, self._wrap_timeout, session)
-        self._writes.put_nowait((session, tr, session.campaign_id))
+        self._store(session, tr, session.campaign_id)
         for fn in self._listeners:
             try:
                 fn(session, tr)
@@ -450,46 +451,12 @@ class AgentSessions:
             log.info("agent.key_ignored", agent_id=session.agent_id, digit=digit, reason=exc.message)
 
     # ------------------------------------------------------- storage ---
-    async def _write_loop(self) -> None:
-        """Store transitions in order; what queued up meanwhile goes in one transaction."""
-        while True:
-            batch = [await self._writes.get()]
-            while not self._writes.empty() and len(batch) < WRITE_BATCH:
-                batch.append(self._writes.get_nowait())
-            stop = None in batch
-            items = [i for i in batch if i is not None]
-            try:
-                if items:
-                    async with self.pool.acquire() as conn, conn.transaction():
-                        for session, tr, campaign_id in items:
-                            await self._store(conn, session, tr, campaign_id)
-            except Exception:
-                log.exception("agent.state_store_failed", transitions=len(items))
-            finally:
-                for _ in batch:
-                    self._writes.task_done()
-            if stop:
-                return
-
-    async def _store(self, conn: asyncpg.Connection, session: AgentSession, tr: AgentTransition,
-                     campaign_id: int | None) -> None:
+    def _store(self, session: AgentSession, tr: AgentTransition, campaign_id: int | None) -> None:
         a = tr.agent
-        await conn.execute(
-            "UPDATE agent_state_log SET ended_at = $2 WHERE agent_id = $1 AND ended_at IS NULL",
-            session.agent_id, a.since,
-        )
-        if a.state is not AgentState.LOGGED_OUT:
-            await conn.execute(
-                """INSERT INTO agent_state_log (agent_id, state, pause_code, campaign_id, started_at)
-                   VALUES ($1, $2, $3, $4, $5)""",
-                session.agent_id, a.state.value, a.pause_code, campaign_id, a.since,
-            )
-        await conn.execute(
-            "UPDATE agents SET state = $2, pause_code = $3, state_since = $4 WHERE id = $1",
-            session.agent_id, a.state.value, a.pause_code, a.since,
-        )
-        await enqueue(
-            conn, "agent.state_changed", f"agent:{session.agent_id}",
+        self.journal.agent_state(session.agent_id, state=a.state.value, pause_code=a.pause_code,
+                                 campaign_id=campaign_id, since=a.since)
+        self.journal.event(
+            "agent.state_changed", f"agent:{session.agent_id}",
             {"agent_id": session.agent_id, "number": session.number, "state": a.state.value,
              "pause_code": a.pause_code, "previous": tr.span.state.value if tr.span else None,
              "at": a.since.isoformat() if a.since else None, "campaign_id": campaign_id},

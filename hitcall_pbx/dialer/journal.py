@@ -5,40 +5,57 @@ background task applies what was queued so far in one transaction, with one
 multi-row statement per kind, in queue order (outbox ids follow it, so webhook
 delivery order per attempt is the order of the calls' events).
 
-When Postgres is unreachable the queue is kept (bounded by `max_backlog`; its size is
-`backlog`, for metrics and alarms), the failure is logged loudly and the same batch is
-retried with capped backoff until it commits. Every operation is idempotent, so a
-batch whose COMMIT outcome is unknown (the connection died during COMMIT) is simply
-applied again:
+When Postgres is unreachable the failure is logged loudly and the queue goes to a
+durable spool (`records.spool.Spool`, ``<data_dir>/spool/journal``): the failed batch
+and everything queued after it, again at every failed retry, when the queue passes
+`max_backlog`, and at `close` with anything left. The spool always holds the oldest
+operations: the writer replays it in order (capped backoff) before it writes from
+memory again, and a new journal on the same directory replays what an earlier
+process left. The happy path never touches the disk; a SIGKILL loses only what was
+queued since the last spill (at most one linger while Postgres is up). `backlog`
+(memory and spool) and `failing_since` are for metrics and alarms. A connection that
+failed is terminated, never reused. Every operation is idempotent, so a batch whose
+COMMIT outcome is unknown (the connection died during COMMIT) or a spool segment
+replayed again after a crash is simply applied again:
 
 * an outbox event has a client-generated `event_id` (unique): ON CONFLICT DO NOTHING;
 * progress and disposition updates set absolute values;
 * a contact is closed only while it is in progress and the closing attempt is its
-  latest (``contacts.attempts = attempt_no``), so a replay never undoes a later attempt.
+  latest (``contacts.attempts = attempt_no``), so a replay never undoes a later attempt;
+* an agent state change inserts its log row only once (agent, start, state), ends only
+  rows started before it, and sets ``agents.state`` only if it is not older than the
+  stored state, so a replay never moves an agent back.
 
 Operations the database refuses as invalid are isolated one by one and dropped with
-an error log; the rest of the batch is written.
+an error log; the rest of the batch is written. Without a spool directory (tests of
+other layers) the queue stays in memory and operations past `max_backlog` are dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 
 from ..core.backoff import Backoff
 from ..hooks.events import EVENT_TYPES
 from ..logs import get_logger
+from ..records.spool import Spool
 
 log = get_logger("hitcall.dialer.journal")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,7 +93,54 @@ class CloseContact:
     cancelled: bool
 
 
-Op = OutboxEvent | Progress | Disposition | CloseContact
+@dataclass(frozen=True)
+class AgentStateChange:
+    agent_id: int
+    state: str
+    pause_code: str | None
+    campaign_id: int | None
+    since: datetime
+
+
+Op = OutboxEvent | Progress | Disposition | CloseContact | AgentStateChange
+
+# Spool lines: {"op": <kind>, <field>: <JSON value>, "run": <journal run>}.
+_KINDS: dict[str, type] = {"event": OutboxEvent, "progress": Progress, "disposition": Disposition,
+                           "close_contact": CloseContact, "agent_state": AgentStateChange}
+_KIND_OF = {cls: kind for kind, cls in _KINDS.items()}
+_UUIDS = {"event_id", "attempt_id"}
+_TIMES = {"answered_at", "bridged_at", "attempt_created_at", "retry_at", "since"}
+
+
+def encode_op(op: Op) -> dict[str, Any]:
+    item: dict[str, Any] = {"op": _KIND_OF[type(op)]}
+    for f in fields(op):
+        value = getattr(op, f.name)
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        elif f.name == "payload":
+            value = _dumps(value)
+        item[f.name] = value
+    return item
+
+
+def decode_op(item: dict[str, Any]) -> Op:
+    """The operation of a spool line; ValueError / KeyError / TypeError when it is not one."""
+    cls = _KINDS[item["op"]]
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        value = item[f.name]
+        if value is not None and f.name in _UUIDS:
+            value = uuid.UUID(value)
+        elif value is not None and f.name in _TIMES:
+            value = datetime.fromisoformat(value)
+        elif f.name == "payload":
+            value = json.loads(value)
+        values[f.name] = value
+    return cls(**values)
+
 
 _INSERT_EVENTS = """
 INSERT INTO webhook_outbox (event_id, event_type, subject, payload)
@@ -110,6 +174,28 @@ FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[], $5::timestam
      AS v(id, attempt_no, created, status, retry_at, outcome, cancelled)
 WHERE c.id = v.id AND c.status = 'in_progress' AND c.attempts = v.attempt_no
 """
+# Agent state changes, in queue order per agent: the open row started before the first
+# change ends there; each change's row ends where the next begins; agents.state gets the last.
+_AGENT_CHANGES = "unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) " \
+                 "WITH ORDINALITY AS u(a, st, pc, c, s, n)"
+_AGENT_END_OPEN = f"""
+UPDATE agent_state_log l SET ended_at = v.s
+FROM (SELECT a, min(s) AS s FROM {_AGENT_CHANGES} GROUP BY a) v
+WHERE l.agent_id = v.a AND l.ended_at IS NULL AND l.started_at < v.s
+"""
+_AGENT_LOG = f"""
+INSERT INTO agent_state_log (agent_id, state, pause_code, campaign_id, started_at, ended_at)
+SELECT a, st, pc, c, s, e FROM (
+    SELECT a, st, pc, c, s, n, lead(s) OVER (PARTITION BY a ORDER BY n) AS e FROM {_AGENT_CHANGES}) v
+WHERE st <> 'logged_out'
+  AND NOT EXISTS (SELECT 1 FROM agent_state_log l WHERE l.agent_id = v.a AND l.started_at = v.s AND l.state = v.st)
+ORDER BY n
+"""
+_AGENT_STATE = f"""
+UPDATE agents g SET state = v.st, pause_code = v.pc, state_since = v.s
+FROM (SELECT DISTINCT ON (a) a, st, pc, s FROM {_AGENT_CHANGES} ORDER BY a, n DESC) v
+WHERE g.id = v.a AND g.state_since <= v.s
+"""
 
 
 def _dumps(payload: dict[str, Any]) -> str:
@@ -123,6 +209,7 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
     progress = {op.attempt_id: op for op in ops if isinstance(op, Progress)}
     dispositions = {op.attempt_id: op for op in ops if isinstance(op, Disposition)}
     closes = {op.contact_id: op for op in ops if isinstance(op, CloseContact)}
+    agents = [op for op in ops if isinstance(op, AgentStateChange)]
     if progress:
         p = list(progress.values())
         await conn.execute(_PROGRESS, [o.attempt_id for o in p], [o.state for o in p], [o.answered_at for o in p],
@@ -135,6 +222,11 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
         await conn.execute(_CLOSE_CONTACTS, [o.contact_id for o in c], [o.attempt_no for o in c],
                            [o.attempt_created_at for o in c], [o.status for o in c], [o.retry_at for o in c],
                            [o.outcome for o in c], [o.cancelled for o in c])
+    if agents:
+        args = ([o.agent_id for o in agents], [o.state for o in agents], [o.pause_code for o in agents],
+                [o.campaign_id for o in agents], [o.since for o in agents])
+        for statement in (_AGENT_END_OPEN, _AGENT_LOG, _AGENT_STATE):
+            await conn.execute(statement, *args)
     if events:
         await conn.execute(_INSERT_EVENTS, [o.event_id for o in events], [o.event_type for o in events],
                            [o.subject for o in events], [_dumps(o.payload) for o in events])
@@ -148,12 +240,13 @@ def _is_data_error(exc: BaseException) -> bool:
 
 
 class CallJournal:
-    """Ordered, batched, retried writes of the dialer's call path."""
+    """Ordered, batched, retried writes of the dialer's call path (and agent states)."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         *,
+        spool_dir: Path | str | None = None,
         max_backlog: int = 200_000,
         batch_size: int = 2000,
         linger_s: float = 0.02,
@@ -167,19 +260,28 @@ class CallJournal:
         self.write_timeout_s = write_timeout_s
         self.backoff = backoff
         self.applied = 0
-        self.dropped = 0  # refused by the database, or past max_backlog
+        self.dropped = 0  # refused by the database, or past max_backlog without a spool
+        self.spilled = 0  # operations written to the spool
         self.failing_since: float | None = None  # monotonic time of the first failed write in a row
+        self._spool = Spool(spool_dir) if spool_dir is not None else None
+        self._run_id = uuid.uuid4().hex  # tells this journal's operations in the spool from earlier ones
         self._ops: deque[Op] = deque()
         self._queued = 0
         self._done = 0
         self._wake = asyncio.Event()
+        self._full = asyncio.Event()
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._spool_io: asyncio.Future[Any] | None = None
 
     @property
     def backlog(self) -> int:
-        """Operations queued and not yet committed."""
-        return len(self._ops)
+        """Operations queued or spooled and not yet committed."""
+        return len(self._ops) + (self._spool.backlog if self._spool is not None else 0)
+
+    @property
+    def spool_backlog(self) -> int:
+        return self._spool.backlog if self._spool is not None else 0
 
     # ------------------------------------------------------------ queue ---
     def event(self, event_type: str, subject: str, payload: dict[str, Any]) -> uuid.UUID:
@@ -204,18 +306,31 @@ class CallJournal:
         """Contact bookkeeping after its attempt `attempt_no` ended."""
         self._put(CloseContact(contact_id, attempt_no, attempt_created_at, status, retry_at, outcome, cancelled))
 
+    def agent_state(self, agent_id: int, *, state: str, pause_code: str | None, campaign_id: int | None,
+                    since: datetime) -> None:
+        """An agent's new state from `since` (agent_state_log, agents.state); queue its
+        ``agent.state_changed`` event right after it."""
+        self._put(AgentStateChange(agent_id, state, pause_code, campaign_id, since))
+
     def _put(self, op: Op) -> None:
         if len(self._ops) >= self.max_backlog:
-            self.dropped += 1
-            log.error("dialer.journal_full", backlog=len(self._ops), dropped=self.dropped, op=repr(op))
-            return
+            if self._spool is None:
+                self.dropped += 1
+                log.error("dialer.journal_full", backlog=len(self._ops), dropped=self.dropped, op=repr(op))
+                return
+            self._full.set()  # the writer moves the queue to the spool
         self._ops.append(op)
         self._queued += 1
         self._wake.set()
 
     # ------------------------------------------------------------- life ---
     async def start(self) -> None:
+        """Open the spool (what an earlier process left is written first) and start writing."""
         if self._task is None:
+            if self._spool is not None:
+                await asyncio.to_thread(self._spool.open)
+                if self._spool.backlog:
+                    self._wake.set()
             self._task = asyncio.create_task(self._run(), name="call-journal")
 
     async def flush(self, timeout: float | None = None) -> None:
@@ -225,16 +340,22 @@ class CallJournal:
             await asyncio.wait_for(self._progress.wait_for(lambda: self._done >= target), timeout)
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued (up to `timeout`), then stop."""
+        """Write what is queued (up to `timeout`), spool what is left, then stop."""
         if self._task is None:
             return
         try:
-            await self.flush(timeout)
+            if self._spool is None or self.failing_since is None:  # else: spool at once
+                await self.flush(timeout)
         except TimeoutError:
-            log.error("dialer.journal_closed_with_backlog", backlog=self.backlog)
+            log.error("dialer.journal_closed_with_backlog", backlog=self.backlog, spooled=self._spool is not None)
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
+        if self._spool_io is not None:
+            await asyncio.wait([self._spool_io])
+        if self._spool is not None:
+            await self._spill_or_log()  # a batch cut short may have committed too: replaying it is harmless
+            await asyncio.to_thread(self._spool.close)
 
     # ----------------------------------------------------------- writer ---
     async def _run(self) -> None:
@@ -245,53 +366,140 @@ class CallJournal:
             if self.linger_s:
                 # Let the call path's own requests go first; what queues meanwhile joins the batch.
                 await asyncio.sleep(self.linger_s)
-            while self._ops:
-                batch = list(islice(self._ops, self.batch_size))
+            while self._ops or self.spool_backlog:
+                if self._full.is_set():
+                    await self._spill_or_log()
                 try:
-                    refused = await asyncio.wait_for(self._write(batch), self.write_timeout_s)
+                    if self.spool_backlog:
+                        await self._replay()
+                    else:
+                        batch = list(islice(self._ops, self.batch_size))
+                        self._committed(len(batch), await self._write(batch))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     failures += 1
                     self._unavailable(exc, failures)
-                    await asyncio.sleep(self.backoff.delay(failures - 1))
+                    await self._spill_or_log()
+                    await self._pause(self.backoff.delay(failures - 1))
                     continue
-                self._committed(len(batch), refused)
                 if failures:
-                    log.warning("dialer.journal_recovered", failures=failures, backlog=self.backlog,
-                                down_s=round(time.monotonic() - (self.failing_since or time.monotonic()), 1))
-                    failures, self.failing_since = 0, None
+                    self._recovered(failures)
+                    failures = 0
                 await self._notify()
 
-    async def _write(self, batch: list[Op]) -> int:
-        """Commit the batch in one transaction; return how many operations the database refused."""
-        async with self.pool.acquire() as conn:
+    async def _replay(self) -> None:
+        """Write the spool's oldest segment, batch by batch; remove it once all is committed."""
+        assert self._spool is not None
+        segment = (await self._io(self._spool.segments))[0]
+        read = await self._io(self._spool.read, segment)
+        ops: list[Op] = []
+        mine = 0
+        for item in read.items:
             try:
-                async with conn.transaction():
-                    await apply_ops(conn, batch)
-                return 0
-            except Exception as exc:
-                if not _is_data_error(exc):
-                    raise
-            # Isolate the operations the database refuses (a savepoint each); write the others.
-            refused = 0
+                ops.append(decode_op(item))
+            except (KeyError, TypeError, ValueError) as exc:
+                self.dropped += 1
+                log.error("dialer.journal_bad_spool_line", segment=segment.name, error=f"{type(exc).__name__}: {exc}")
+                continue
+            mine += item.get("run") == self._run_id
+        refused = 0
+        for start in range(0, len(ops), self.batch_size):
+            refused += await self._write(ops[start:start + self.batch_size])
+        await self._io(self._spool.remove, segment)
+        self.applied += len(ops) - refused
+        self.dropped += refused
+        self._done += mine
+        log.info("dialer.journal_replayed", segment=segment.name, ops=len(ops), refused=refused,
+                 spool_backlog=self.spool_backlog)
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Spool I/O in a thread; when the writer is cancelled meanwhile the call still
+        completes, and `close` waits for it: one caller at a time."""
+        self._spool_io = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        return await asyncio.shield(self._spool_io)
+
+    async def _spill_or_log(self) -> None:
+        if self._spool is None:
+            return
+        try:
+            await self._spill()
+        except OSError as exc:
+            log.error("dialer.journal_spool_failed", error=f"{type(exc).__name__}: {exc}", backlog=len(self._ops))
+
+    async def _spill(self) -> None:
+        """Move the whole queue (the oldest unwritten operations follow the spool's) to the spool."""
+        assert self._spool is not None
+        self._full.clear()
+        ops = list(self._ops)
+        if not ops:
+            return
+        try:
+            await self._io(self._spool.append, [encode_op(op) | {"run": self._run_id} for op in ops])
+        finally:
+            write = self._spool_io
+            assert write is not None
+            await asyncio.wait([write])  # cancelled meanwhile (close): it still completes
+            if not write.cancelled() and write.exception() is None:
+                for _ in ops:
+                    self._ops.popleft()
+        self.spilled += len(ops)
+        log.warning("dialer.journal_spilled", ops=len(ops), spool_backlog=self._spool.backlog)
+
+    async def _pause(self, delay: float) -> None:
+        """Back off; a queue past `max_backlog` meanwhile goes to the spool at once."""
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), left)
+            if self._full.is_set():
+                await self._spill_or_log()
+
+    async def _write(self, batch: list[Op]) -> int:
+        """Commit the batch in one transaction; return how many operations the database
+        refused. A connection that failed otherwise (or timed out) is terminated."""
+        conn = await asyncio.wait_for(self.pool.acquire(), self.write_timeout_s)
+        try:
+            return await asyncio.wait_for(self._apply(conn, batch), self.write_timeout_s)
+        except BaseException:
+            conn.terminate()
+            raise
+        finally:
+            await self.pool.release(conn)
+
+    @staticmethod
+    async def _apply(conn: asyncpg.Connection, batch: list[Op]) -> int:
+        try:
             async with conn.transaction():
-                for op in batch:
-                    try:
-                        async with conn.transaction():
-                            await apply_ops(conn, [op])
-                    except Exception as exc:
-                        if not _is_data_error(exc):
-                            raise
-                        refused += 1
-                        log.error("dialer.journal_refused", op=repr(op), error=f"{type(exc).__name__}: {exc}")
-            return refused
+                await apply_ops(conn, batch)
+            return 0
+        except Exception as exc:
+            if not _is_data_error(exc):
+                raise
+        # Isolate the operations the database refuses (a savepoint each); write the others.
+        refused = 0
+        async with conn.transaction():
+            for op in batch:
+                try:
+                    async with conn.transaction():
+                        await apply_ops(conn, [op])
+                except Exception as exc:
+                    if not _is_data_error(exc):
+                        raise
+                    refused += 1
+                    log.error("dialer.journal_refused", op=repr(op), error=f"{type(exc).__name__}: {exc}")
+        return refused
 
     def _unavailable(self, exc: BaseException, failures: int) -> None:
         if self.failing_since is None:
             self.failing_since = time.monotonic()
         log.error("dialer.journal_unavailable", error=f"{type(exc).__name__}: {exc}", backlog=self.backlog,
                   failures=failures, down_s=round(time.monotonic() - self.failing_since, 1))
+
+    def _recovered(self, failures: int) -> None:
+        log.warning("dialer.journal_recovered", failures=failures, backlog=self.backlog,
+                    down_s=round(time.monotonic() - (self.failing_since or time.monotonic()), 1))
+        self.failing_since = None
 
     def _committed(self, n: int, refused: int) -> None:
         for _ in range(n):

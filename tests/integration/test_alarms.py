@@ -8,7 +8,9 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from hitcall_pbx.alarms import AlarmMonitor, gather_from_app
+from hitcall_pbx.alarms import AlarmMonitor, JournalThresholds, gather_from_app
+from hitcall_pbx.core.backoff import Backoff
+from hitcall_pbx.dialer.journal import CallJournal
 from hitcall_pbx.core.alarms import AlarmInputs
 from hitcall_pbx.core.pacing import PacingStats
 from hitcall_pbx.hooks.dispatcher import WebhookDispatcher
@@ -239,3 +241,32 @@ async def test_gather_from_app_reads_the_live_service(db, tmp_path):
     raised, _ = await m.check_once()
     assert {a.name for a in raised} == {"campaign.5.abandon_near_cap", "campaign.5.abandon_over_cap"}
     assert gauge(registry, "campaign.5.abandon_over_cap") == 1.0
+
+
+async def test_journal_failing_raises_journal_backlog_and_clears_once_replayed(db, pg_dsn, tmp_path):
+    journal = CallJournal(db, spool_dir=tmp_path / "journal", backoff=Backoff(base=0.05, cap=0.2), write_timeout_s=1)
+    await journal.start()
+    registry = CollectorRegistry()
+    m = AlarmMonitor(db, Inputs(HEALTHY), registry=registry, interval=0.05, db_timeout=1.0, journal=journal,
+                     journal_thresholds=JournalThresholds(failing_s=0.3, backlog=1000))
+    try:
+        async with database_down(pg_dsn, db):
+            journal.event("alarm.raised", "alarm:test", {"n": 1})
+            async with asyncio.timeout(10):
+                while journal.failing_since is None or journal.spool_backlog == 0:
+                    await asyncio.sleep(0.05)
+            assert await m.check_once() == ([], []), "not before failing_s"
+            await asyncio.sleep(0.3)
+            raised, _ = await m.check_once()
+            assert [(a.name, a.severity, a.details["spool_backlog"]) for a in raised] == [
+                ("journal_backlog", "critical", 1)]
+            assert gauge(registry, "journal_backlog") == 1.0
+        await journal.flush(10)
+        assert journal.backlog == 0
+        raised, cleared = await m.check_once()
+        assert raised == [] and [a.name for a in cleared] == ["journal_backlog"]
+        assert [(r["name"], r["state"]) for r in await rows(db)] == [("journal_backlog", "cleared")]
+        assert gauge(registry, "journal_backlog") == 0.0
+    finally:
+        await journal.close()
+        await m.close()

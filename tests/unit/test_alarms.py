@@ -3,6 +3,7 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from hitcall_pbx.alarms import JournalHealth, JournalThresholds, journal_alarms
 from hitcall_pbx.core.alarms import GIB, AlarmInputs, CampaignAbandon, Thresholds, diff, evaluate
 
 T = Thresholds()
@@ -187,3 +188,17 @@ def test_constant_input_changes_nothing_after_the_first_evaluation(snapshot, rep
         now = evaluate(snapshot, T, active)
         assert diff(active, now) == ([], [])
         active = now
+
+
+def test_journal_backlog_raises_on_failing_writes_or_a_large_backlog_and_holds_until_drained():
+    t = JournalThresholds(failing_s=10, backlog=100)
+    assert journal_alarms(JournalHealth(backlog=40, spool_backlog=30, failing_s=9), t, {}) == {}
+    failing = journal_alarms(JournalHealth(backlog=40, spool_backlog=30, failing_s=10), t, {})
+    [alarm] = failing.values()
+    assert alarm.name == "journal_backlog" and alarm.severity == "critical" and alarm.details["backlog"] == 40
+    assert re.fullmatch(r"[a-z][a-z0-9_.]*", alarm.name)
+    big = journal_alarms(JournalHealth(backlog=100), t, {})
+    assert big["journal_backlog"].severity == "major"
+    # Postgres is back, the spool still replaying: held; drained: cleared.
+    assert set(journal_alarms(JournalHealth(backlog=20, spool_backlog=20), t, failing)) == {"journal_backlog"}
+    assert journal_alarms(JournalHealth(backlog=3), t, failing) == {}
