@@ -112,5 +112,23 @@ async def db(pg_dsn: str, migrated_template: str) -> AsyncIterator[asyncpg.Pool]
         await _drop_database(pg_dsn, name)
 
 
+@pytest.fixture
+async def stoppable_pg() -> AsyncIterator[EmbeddedPostgres]:
+    """An embedded server of its own, migrated, that the test may stop and start again
+    (Postgres outages); the session server is never stopped."""
+    data_dir = Path(tempfile.mkdtemp(prefix="hitcall-test-pg-own-"))
+    pg = await asyncio.to_thread(EmbeddedPostgres(data_dir).start)
+    try:
+        conn = await asyncpg.connect(pg.uri)
+        try:
+            await migrations.apply(conn)
+        finally:
+            await conn.close()
+        yield pg
+    finally:
+        await asyncio.to_thread(pg.stop)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 # Real-Asterisk fixtures (sandbox, ari, service_settings, ...), shared by every test directory.
 from tests.live import ari, hangup_agents, sandbox, service_dsn, service_settings  # noqa: E402,F401

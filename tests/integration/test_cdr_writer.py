@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +17,6 @@ import pytest
 from hitcall_pbx.core.backoff import Backoff
 from hitcall_pbx.errors import Unavailable, ValidationFailed
 from hitcall_pbx.records.cdr import COLUMNS, CdrRecord, CdrWriter, default_spool_dir, upsert_cdrs
-from hitcall_pbx.store import migrations
 from hitcall_pbx.store.embedded import EmbeddedPostgres
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -285,27 +281,10 @@ async def test_torn_spool_line_is_skipped_and_the_rest_replayed(db: asyncpg.Pool
     assert not segment.exists()
 
 
-@pytest.fixture
-async def flaky_pg() -> AsyncIterator[EmbeddedPostgres]:
-    """A second embedded server, migrated, that the test may stop and start again."""
-    data_dir = Path(tempfile.mkdtemp(prefix="hitcall-test-pg2-"))
-    pg = await asyncio.to_thread(EmbeddedPostgres(data_dir).start)
-    try:
-        conn = await asyncpg.connect(pg.uri)
-        try:
-            await migrations.apply(conn)
-        finally:
-            await conn.close()
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.stop)
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
 async def test_postgres_stopped_mid_run_then_back_every_row_once_in_order(
-    flaky_pg: EmbeddedPostgres, tmp_path: Path
+    stoppable_pg: EmbeddedPostgres, tmp_path: Path
 ) -> None:
-    pool = await asyncpg.create_pool(flaky_pg.uri, min_size=1, max_size=3)
+    pool = await asyncpg.create_pool(stoppable_pg.uri, min_size=1, max_size=3)
     try:
         campaign = await _campaign(pool)
         before = [cdr(campaign, n) for n in range(40)]
@@ -319,8 +298,8 @@ async def test_postgres_stopped_mid_run_then_back_every_row_once_in_order(
         await writer.flush()
         assert writer.stats.written == 40
 
-        uri = flaky_pg.uri
-        await asyncio.to_thread(flaky_pg.stop)
+        uri = stoppable_pg.uri
+        await asyncio.to_thread(stoppable_pg.stop)
         writer.submit(first)
         for record in during:
             writer.submit(record)
@@ -330,8 +309,8 @@ async def test_postgres_stopped_mid_run_then_back_every_row_once_in_order(
         await asyncio.sleep(0.3)  # replay attempts fail while the server is down
         assert writer.spool_backlog == 102
 
-        flaky_pg.start()  # same data dir and socket: the pool reconnects
-        assert flaky_pg.uri == uri
+        stoppable_pg.start()  # same data dir and socket: the pool reconnects
+        assert stoppable_pg.uri == uri
         await _wait_for(lambda: writer.spool_backlog == 0)
         await writer.close()
         rows = await _rows(pool)

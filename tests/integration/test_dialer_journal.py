@@ -6,16 +6,12 @@ durable spool is replayed by the next one), a queue past its bound, or a replay.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from hitcall_pbx.agents.sessions import AgentSessions
 from hitcall_pbx.core.backoff import Backoff
@@ -23,7 +19,6 @@ from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_nu
 from hitcall_pbx.dialer.hopper import Hopper
 from hitcall_pbx.dialer.journal import CallJournal, apply_ops, decode_op, encode_op
 from hitcall_pbx.dialer.models import Attempt, Campaign
-from hitcall_pbx.store import migrations
 from hitcall_pbx.store.db import create_pool, dsn_with_database
 from hitcall_pbx.store.embedded import EmbeddedPostgres
 
@@ -191,25 +186,8 @@ async def test_due_callbacks_come_first_and_one_for_an_agent_waits_for_that_agen
     assert done["status"] == "in_progress" and done["callback_at"] is not None
 
 
-@pytest.fixture
-async def flaky_pg() -> AsyncIterator[EmbeddedPostgres]:
-    """A second embedded server, migrated, that the test stops and starts again."""
-    data_dir = Path(tempfile.mkdtemp(prefix="hitcall-test-pg-journal-"))
-    pg = await asyncio.to_thread(EmbeddedPostgres(data_dir).start)
-    try:
-        conn = await asyncpg.connect(pg.uri)
-        try:
-            await migrations.apply(conn)
-        finally:
-            await conn.close()
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.stop)
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-async def test_postgres_stopped_then_back_nothing_lost_nothing_twice(flaky_pg: EmbeddedPostgres) -> None:
-    pool = await create_pool(flaky_pg.uri, min_size=1, max_size=3)
+async def test_postgres_stopped_then_back_nothing_lost_nothing_twice(stoppable_pg: EmbeddedPostgres) -> None:
+    pool = await create_pool(stoppable_pg.uri, min_size=1, max_size=3)
     try:
         _, attempts = await _attempts(pool, 40)
         journal = CallJournal(pool, backoff=FAST, write_timeout_s=2)
@@ -218,7 +196,7 @@ async def test_postgres_stopped_then_back_nothing_lost_nothing_twice(flaky_pg: E
             _call(journal, a)
         await journal.flush(5)
 
-        await asyncio.to_thread(flaky_pg.stop)
+        await asyncio.to_thread(stoppable_pg.stop)
         for a in attempts[10:]:
             _call(journal, a)
         deadline = time.monotonic() + 10
@@ -228,7 +206,7 @@ async def test_postgres_stopped_then_back_nothing_lost_nothing_twice(flaky_pg: E
         await asyncio.sleep(0.5)  # retries fail while the server is down; the queue is kept
         assert journal.backlog == 30 * 6 and journal.dropped == 0
 
-        await asyncio.to_thread(flaky_pg.start)
+        await asyncio.to_thread(stoppable_pg.start)
         await journal.flush(20)
         assert journal.backlog == 0 and journal.failing_since is None
         await journal.close()
@@ -252,9 +230,9 @@ async def _wait_empty(journal: CallJournal, timeout: float = 20) -> None:
 
 
 async def test_stopped_while_postgres_is_down_the_next_journal_replays_the_spool(
-        flaky_pg: EmbeddedPostgres, tmp_path: Path) -> None:
+        stoppable_pg: EmbeddedPostgres, tmp_path: Path) -> None:
     spool_dir = tmp_path / "journal"
-    pool = await create_pool(flaky_pg.uri, min_size=1, max_size=3)
+    pool = await create_pool(stoppable_pg.uri, min_size=1, max_size=3)
     try:
         _, attempts = await _attempts(pool, 20)
         agent = await create_agent(pool, "2301", "agent-j3", [])
@@ -265,7 +243,7 @@ async def test_stopped_while_postgres_is_down_the_next_journal_replays_the_spool
         await journal.flush(5)
         assert not any(spool_dir.glob("*.jsonl")), "the happy path does not touch the disk"
 
-        await asyncio.to_thread(flaky_pg.stop)
+        await asyncio.to_thread(stoppable_pg.stop)
         for a in attempts[5:12]:
             _call(journal, a, agent)
         await _wait_failing(journal)
@@ -280,7 +258,7 @@ async def test_stopped_while_postgres_is_down_the_next_journal_replays_the_spool
         assert time.monotonic() - started < 2, "no waiting for a Postgres that is down"
         assert journal.dropped == 0 and journal.spool_backlog == 15 * 6
 
-        await asyncio.to_thread(flaky_pg.start)
+        await asyncio.to_thread(stoppable_pg.start)
         again = CallJournal(pool, spool_dir=spool_dir, backoff=FAST, write_timeout_s=2)
         await again.start()
         await _wait_empty(again)
@@ -293,11 +271,11 @@ async def test_stopped_while_postgres_is_down_the_next_journal_replays_the_spool
 
 
 async def test_past_max_backlog_the_queue_goes_to_the_spool_not_away(
-        flaky_pg: EmbeddedPostgres, tmp_path: Path) -> None:
-    pool = await create_pool(flaky_pg.uri, min_size=1, max_size=3)
+        stoppable_pg: EmbeddedPostgres, tmp_path: Path) -> None:
+    pool = await create_pool(stoppable_pg.uri, min_size=1, max_size=3)
     try:
         _, attempts = await _attempts(pool, 10)
-        await asyncio.to_thread(flaky_pg.stop)
+        await asyncio.to_thread(stoppable_pg.stop)
         # Retries 2 s apart: the queue past max_backlog goes to the spool between them.
         journal = CallJournal(pool, spool_dir=tmp_path / "journal", max_backlog=12,
                               backoff=Backoff(base=2, cap=2), write_timeout_s=2)
@@ -313,7 +291,7 @@ async def test_past_max_backlog_the_queue_goes_to_the_spool_not_away(
         assert journal.backlog == 60 and journal.dropped == 0
         await asyncio.sleep(0.3)
         assert journal.spool_backlog == 60 and journal.failing_since is not None
-        await asyncio.to_thread(flaky_pg.start)
+        await asyncio.to_thread(stoppable_pg.start)
         await journal.flush(20)
         assert journal.backlog == 0 and journal.applied == 60 and journal.dropped == 0
         await journal.close()
@@ -354,8 +332,8 @@ async def test_spooled_operations_round_trip_and_agent_states_replay_safely(db: 
 
 
 async def test_agent_states_survive_a_postgres_stop_through_the_journal(
-        flaky_pg: EmbeddedPostgres, tmp_path: Path) -> None:
-    pool = await create_pool(flaky_pg.uri, min_size=1, max_size=2)
+        stoppable_pg: EmbeddedPostgres, tmp_path: Path) -> None:
+    pool = await create_pool(stoppable_pg.uri, min_size=1, max_size=2)
     journal = CallJournal(pool, spool_dir=tmp_path / "journal", backoff=FAST, write_timeout_s=2)
     sessions = AgentSessions(None, pool, journal=journal)  # type: ignore[arg-type]  # no phone calls here
     try:
@@ -365,7 +343,7 @@ async def test_agent_states_survive_a_postgres_stop_through_the_journal(
         await sessions.adopt("chan-j5", agent)
         await sessions.drain()
 
-        await asyncio.to_thread(flaky_pg.stop)
+        await asyncio.to_thread(stoppable_pg.stop)
         sessions.pause(agent, "lunch")
         await _wait_failing(journal)
         sessions.unpause(agent)
@@ -373,7 +351,7 @@ async def test_agent_states_survive_a_postgres_stop_through_the_journal(
         await journal.close()  # the process stops while Postgres is down: all in the spool
         assert journal.spool_backlog == 6 and journal.dropped == 0
 
-        await asyncio.to_thread(flaky_pg.start)
+        await asyncio.to_thread(stoppable_pg.start)
         again = CallJournal(pool, spool_dir=tmp_path / "journal", backoff=FAST, write_timeout_s=2)
         await again.start()
         await _wait_empty(again)

@@ -6,19 +6,13 @@ ended attempt has exactly one call.ended event."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
-import asyncpg
 import pytest
 
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.sandbox import SippAgents
 from hitcall_pbx.settings import load_settings
-from hitcall_pbx.store import migrations
-from hitcall_pbx.store.embedded import EmbeddedPostgres
 
 from .harness import (attempts, count_originates, live_campaign, loss_and_duplicates, quick_calls, report,
                       run_campaign, wait_settled)
@@ -31,27 +25,10 @@ CONTACTS = 12
 OUTAGE_S = 60.0
 
 
-@pytest.fixture
-async def own_pg():
-    """The service's own embedded Postgres, migrated, that the test stops and starts."""
-    data_dir = Path(tempfile.mkdtemp(prefix="hitcall-test-pg-outage-"))
-    pg = await asyncio.to_thread(EmbeddedPostgres(data_dir).start)
-    try:
-        conn = await asyncpg.connect(pg.uri)
-        try:
-            await migrations.apply(conn)
-        finally:
-            await conn.close()
-        yield pg
-    finally:
-        await asyncio.to_thread(pg.stop)
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-async def test_postgres_outage_mid_campaign(own_pg, product_logging, sandbox, hangup_agents, observer, monkeypatch,
+async def test_postgres_outage_mid_campaign(stoppable_pg, product_logging, sandbox, hangup_agents, observer, monkeypatch,
                                             tmp_path):
     sent = count_originates(monkeypatch)
-    settings = load_settings(database_url=own_pg.uri, data_dir=tmp_path, ari_url=ARI_URL, ari_app="hitcall")
+    settings = load_settings(database_url=stoppable_pg.uri, data_dir=tmp_path, ari_url=ARI_URL, ari_app="hitcall")
     phones = SippAgents(sandbox, AGENTS, port=5284)
     try:
         async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
@@ -64,7 +41,7 @@ async def test_postgres_outage_mid_campaign(own_pg, product_logging, sandbox, ha
             await wait_until(lambda: any(c["bridged_at"] for c in app.dialer.live_calls()), timeout=15, interval=0.02)
 
             in_progress = {c["attempt_id"]: c["state"] for c in app.dialer.live_calls()}
-            await asyncio.to_thread(own_pg.stop)
+            await asyncio.to_thread(stoppable_pg.stop)
             down_at = time.monotonic()
             sent_at_stop = sum(sent.values())
             # The calls in progress finish while Postgres is down.
@@ -76,7 +53,7 @@ async def test_postgres_outage_mid_campaign(own_pg, product_logging, sandbox, ha
             await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
             dialled_while_down = sum(sent.values()) - sent_at_stop
 
-            await asyncio.to_thread(own_pg.start)
+            await asyncio.to_thread(stoppable_pg.start)
             up_at = time.monotonic()
             outage_s = up_at - down_at
             await wait_until(lambda: app.cdr.spool_backlog == 0, timeout=30, interval=0.05)
