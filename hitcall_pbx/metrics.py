@@ -43,6 +43,10 @@ class _Live(Collector):
         spool = GaugeMetricFamily("hitcall_cdr_spool_backlog", "CDRs waiting in the local spool for Postgres")
         spool.add_metric([], float(app.cdr.spool_backlog) if app.cdr is not None else 0.0)
         yield spool
+        journal = GaugeMetricFamily("hitcall_call_journal_backlog",
+                                    "call and agent-state writes waiting for Postgres (memory + spool)")
+        journal.add_metric([], float(app.journal.backlog) if app.journal is not None else 0.0)
+        yield journal
 
 
 class _LoopLag(Collector):

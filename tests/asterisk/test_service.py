@@ -31,6 +31,7 @@ async def test_service_health_metrics_and_openapi(service_settings):
                 text = await r.text()
                 assert "hitcall_ari_connected 1.0" in text
                 assert "hitcall_cdr_spool_backlog 0.0" in text
+                assert "hitcall_call_journal_backlog 0.0" in text
             async with http.get(f"{base}/api/v1/openapi.json") as r:
                 doc = await r.json()
                 assert doc["openapi"].startswith("3.1")

@@ -70,7 +70,7 @@ async def test_service_metrics_export_loop_lag_and_process_memory():
     for s in (0.002, 0.004, 0.08):
         lag.record(s)
     registry = CollectorRegistry()
-    ServiceMetrics(registry, SimpleNamespace(ari=None, sessions=None, dialer=None, cdr=None, looplag=lag))
+    ServiceMetrics(registry, SimpleNamespace(ari=None, sessions=None, dialer=None, cdr=None, journal=None, looplag=lag))
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
     hist = {(s.name, s.labels.get("le")): s.value for s in families["hitcall_event_loop_lag_seconds"].samples}
     assert hist[("hitcall_event_loop_lag_seconds_bucket", "0.005")] == 2
