@@ -127,6 +127,13 @@ def quick_calls(count: int, start: int) -> list[str]:
     return sim_numbers(9, count, start=start)
 
 
+def talkers(count: int, seconds: int, start: int) -> list[str]:
+    """Customers that answer at once and hang up after exactly `seconds` of talk."""
+    if not 1 <= seconds <= 99:
+        raise ValueError("seconds 1..99")
+    return [f"+35841{seconds:02d}{start + i:05d}" for i in range(count)]
+
+
 async def run_campaign(pool: asyncpg.Pool, campaign_id: int) -> None:
     await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", campaign_id)
 

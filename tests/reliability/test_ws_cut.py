@@ -3,8 +3,8 @@ between the service and Asterisk's HTTP port resets it and refuses reconnects fo
 moment): calls in progress keep their state after the resync, nothing is left stuck,
 nothing is dialled twice or lost.
 
-The cut comes while one call talks and others still ring (customers who answer after
-1-4 s and talk 5-20 s), so answers and bridge entries happen in the gap; Asterisk's
+The cut comes while one call talks (customers who talk 12 s, so they outlast the gap)
+and others still ring (quick customers), so answers and bridge entries happen in the gap; Asterisk's
 own view (an observer application subscribed to everything) says what really
 happened to each call."""
 
@@ -16,11 +16,10 @@ import pytest
 
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.core.states import AgentState
-from hitcall_pbx.demo.seed import sim_numbers
 from hitcall_pbx.sandbox import SippAgents
 
 from .harness import (asterisk_attempt_channels, attempts, count_originates, live_campaign, loss_and_duplicates,
-                      quick_calls, report, run_campaign, wait_settled)
+                      quick_calls, report, run_campaign, talkers, wait_settled)
 from .proxy import LoopbackProxy
 from tests.live import wait_until
 
@@ -41,7 +40,7 @@ async def test_ari_websocket_cut_mid_campaign(product_logging, service_settings,
         async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
             pool = app.db.pool
             cid, list_id = await live_campaign(pool, "ws-cut", agents=AGENTS, first_agent_number=1191,
-                                               numbers=sim_numbers(7, LONG, start=910) + quick_calls(QUICK, 920))
+                                               numbers=talkers(LONG, 12, start=910) + quick_calls(QUICK, 920))
             phones.start()
             await wait_until(lambda: len(app.sessions.by_agent) == len(AGENTS), timeout=15)
             await run_campaign(pool, cid)
