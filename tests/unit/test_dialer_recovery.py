@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from hitcall_pbx.ari import AriRest
 from hitcall_pbx.core.compliance import CallingWindow, CampaignMode
 from hitcall_pbx.core.outcomes import Outcome, next_retry
 from hitcall_pbx.core.retention import RetentionPolicy
@@ -26,7 +21,6 @@ from hitcall_pbx.dialer.engine import Dialer, LiveCall, agent_bridges, call_outc
 from hitcall_pbx.dialer.models import Attempt, Campaign
 from hitcall_pbx.errors import Conflict
 
-from .test_ari_rest import AUTH, CHANNEL, FakeAri
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -87,28 +81,6 @@ def test_agent_bridges_name_the_customer_talking_with_each_logged_in_phone():
         SimpleNamespace(id="other", channels=["phone-2"]),
     ]
     assert agent_bridges(bridges, live) == {1: (["phone-1"], ["cust-1"]), 2: (["phone-2"], [])}
-
-
-# ------------------------------------------------------------ listing -----
-@pytest.fixture
-async def ari() -> AsyncIterator[tuple[AriRest, FakeAri]]:
-    fake = FakeAri()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", fake.handle)
-    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
-        fake.url = str(server.make_url("/ari"))
-        yield AriRest(session, fake.url, {"Authorization": AUTH}), fake
-
-
-async def test_channel_states_read_ids_states_and_application_without_models(ari):
-    rest, fake = ari
-    up = CHANNEL | {"id": "att-2", "state": "Up",
-                    "dialplan": CHANNEL["dialplan"] | {"app_name": "Stasis", "app_data": "hitcall,customer"}}
-    partial = {"id": "odd", "state": "Ring"}  # a listing entry the models would refuse
-    fake.replies[("GET", "/ari/channels")] = (200, [CHANNEL, up, partial])
-    assert await rest.channel_states() == {"att-1": ("Down", ""), "att-2": ("Up", "Stasis"), "odd": ("Ring", "")}
-    fake.replies[("GET", "/ari/channels")] = (200, [])
-    assert await rest.channel_states() == {}
 
 
 # --------------------------------------------------------- agent side ---
