@@ -144,7 +144,6 @@ class HitCall:
         await self.journal.start()
         self._stack.append(self.journal.close)
         self.sessions = AgentSessions(self.ari, pool, journal=self.journal)
-        await self.sessions.start()
         self._stack.append(self.sessions.close)
         self.dialer = Dialer(self.ari, pool, self.sessions, Hopper(pool), CdrSink(self.cdr),
                              tick_s=o.dialer_tick_s, campaign_refresh_s=o.campaign_refresh_s,

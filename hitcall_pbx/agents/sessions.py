@@ -93,17 +93,15 @@ class AgentSession:
 class AgentSessions:
     """Live agent sessions, keyed by agent id and by the agent's channel id."""
 
-    def __init__(self, ari: AriClient, pool: asyncpg.Pool, *, hasher: PasswordHasher | None = None,
-                 journal: CallJournal | None = None) -> None:
-        """`journal`: the service's call journal (started and closed by its owner); without
-        one the sessions write through a journal of their own, in memory only."""
+    def __init__(self, ari: AriClient, pool: asyncpg.Pool, *, journal: CallJournal,
+                 hasher: PasswordHasher | None = None) -> None:
+        """`journal`: the service's call journal, started and closed by its owner."""
         self.ari = ari
         self.pool = pool
         self.by_agent: dict[int, AgentSession] = {}
         self.by_channel: dict[str, AgentSession] = {}
         self._hasher = hasher or PasswordHasher()
-        self.journal = journal or CallJournal(pool)
-        self._own_journal = journal is None
+        self.journal = journal
         self._listeners: list[Callable[[AgentSession, AgentTransition], None]] = []
         self._dtmf_handlers: list[Callable[[AgentSession, str], bool]] = []
 
@@ -116,14 +114,9 @@ class AgentSessions:
         """Extra phone keys (the dialer handles preview accept/skip and hang-up)."""
         self._dtmf_handlers.append(fn)
 
-    async def start(self) -> None:
-        await self.journal.start()
-
     async def close(self) -> None:
         for session in self.by_channel.values():
             self._cancel_prompt(session)
-        if self._own_journal:
-            await self.journal.close()
 
     async def drain(self) -> None:
         """Wait until every state change so far is stored."""

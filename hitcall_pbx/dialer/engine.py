@@ -200,7 +200,6 @@ class Dialer:
 
     # ------------------------------------------------------------ life ---
     async def start(self) -> None:
-        await self.journal.start()
         await self.refresh_campaigns()
         self._loop_task = asyncio.create_task(self._loop(), name="dialer-loop")
         if self.watchdog_s:
@@ -360,8 +359,8 @@ class Dialer:
             return
         # A callback for one agent is placed for that agent, reserved now (in every mode);
         # progressive reserves one ready agent for each other call too.
-        free = [s for s in self.sessions.ready_agents(campaign.id)
-                if s.agent_id not in {a.agent_id for a in result.attempts}]
+        named = {a.agent_id for a in result.attempts}
+        free = [s for s in self.sessions.ready_agents(campaign.id) if s.agent_id not in named]
         for attempt in result.attempts:
             if attempt.agent_id is not None:
                 agent = self.sessions.by_agent.get(attempt.agent_id)

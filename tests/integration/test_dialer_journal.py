@@ -339,7 +339,6 @@ async def test_agent_states_survive_a_postgres_stop_through_the_journal(
     try:
         agent = await create_agent(pool, "2501", "agent-j5", [])
         await journal.start()
-        await sessions.start()
         await sessions.adopt("chan-j5", agent)
         await sessions.drain()
 
