@@ -155,9 +155,9 @@ async def product_run(box: Sandbox, agents: int, calls: int, port: int, dsn: str
             await app.dialer.idle(30)
             await app.cdr.flush()
             rows = await pool.fetch(
-                "SELECT answer_to_bridge_ms FROM call_attempts WHERE campaign_id = $1 AND bridged_at IS NOT NULL", cid)
+                "SELECT answer_to_bridge_ms FROM all_attempts WHERE campaign_id = $1 AND bridged_at IS NOT NULL", cid)
             errors = await pool.fetchval(
-                "SELECT count(*) FROM call_attempts WHERE campaign_id = $1 AND outcome <> 'answered_human'", cid)
+                "SELECT count(*) FROM all_attempts WHERE campaign_id = $1 AND outcome <> 'answered_human'", cid)
         finally:
             for ch in await app.ari.rest.list_channels():
                 try:

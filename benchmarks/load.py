@@ -288,9 +288,9 @@ async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> di
                   count(*) FILTER (WHERE state = 'ended' AND outcome IS NOT NULL) AS with_cdr,
                   count(*) FILTER (WHERE bridged_at IS NOT NULL) AS connected,
                   count(*) FILTER (WHERE abandoned) AS abandoned
-             FROM call_attempts WHERE campaign_id = $1""", cid)
+             FROM all_attempts WHERE campaign_id = $1""", cid)
     outcomes = dict(await pool.fetch(
-        "SELECT coalesce(outcome, 'none'), count(*) FROM call_attempts WHERE campaign_id = $1 GROUP BY 1", cid))
+        "SELECT coalesce(outcome, 'none'), count(*) FROM all_attempts WHERE campaign_id = $1 GROUP BY 1", cid))
     dialled = await pool.fetchval(
         "SELECT count(*) FROM contacts WHERE list_id = $1 AND status NOT IN ('new', 'retry')", list_id)
     await pool.close()

@@ -103,8 +103,9 @@ async def _insert_loop(dsn: str, campaign: int, interval_s: float, stop, ready) 
         while not stop.is_set():
             t = time.perf_counter()
             await conn.execute(
-                """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, retention_until)
-                   VALUES ($1, $2, '+358401999999', $3, 'progressive', now() + interval '24 months')""",
+                """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, retention_until,
+                                              ended_at, outcome)
+                   VALUES ($1, $2, '+358401999999', $3, 'progressive', now() + interval '24 months', now(), 'busy')""",
                 uuid.uuid4(), campaign, CALLER,
             )
             latencies.append(time.perf_counter() - t)

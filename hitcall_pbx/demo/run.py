@@ -320,7 +320,7 @@ async def _progress(app: HitCall, campaign_id: int, customers: int, elapsed: flo
                   count(*) FILTER (WHERE bridged_at IS NOT NULL) AS connects,
                   count(*) FILTER (WHERE abandoned) AS abandoned,
                   (SELECT abandon_cap FROM campaigns WHERE id = $1) AS cap
-           FROM call_attempts WHERE campaign_id = $1""", campaign_id)
+           FROM all_attempts WHERE campaign_id = $1""", campaign_id)
     live: dict[str, int] = {}
     for call in app.dialer.live_calls():
         live[call["state"]] = live.get(call["state"], 0) + 1
@@ -352,7 +352,7 @@ async def _summary(app: HitCall, campaign_id: int, data_dir: Path) -> dict[str, 
     assert app.db and app.store
     pool = app.db.pool
     rows = await pool.fetch(
-        "SELECT outcome, abandoned, bridged_at, answer_to_bridge_ms, mode, state FROM call_attempts "
+        "SELECT outcome, abandoned, bridged_at, answer_to_bridge_ms, mode, state FROM all_attempts "
         "WHERE campaign_id = $1", campaign_id)
     cap = float(await pool.fetchval("SELECT abandon_cap FROM campaigns WHERE id = $1", campaign_id))
     outcomes: dict[str, int] = {}

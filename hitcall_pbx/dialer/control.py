@@ -14,6 +14,7 @@ from ..auth import Actor
 from ..errors import NotFound
 from ..store import audit
 from .engine import Dialer
+from .journal import set_attempt_disposition
 
 
 class EngineControl:
@@ -58,10 +59,8 @@ class EngineControl:
         if attempt_id is None:
             await self.dialer.set_disposition(agent_id, disposition)
         else:
-            done = await self.dialer.pool.execute(
-                "UPDATE call_attempts SET disposition = $3 WHERE id = $1 AND agent_id = $2",
-                attempt_id, agent_id, disposition)
-            if done == "UPDATE 0":
+            done = await set_attempt_disposition(self.dialer.pool, attempt_id, agent_id, disposition)
+            if not done:
                 raise NotFound("no call of this agent with that attempt id",
                                details={"attempt_id": str(attempt_id), "agent_id": agent_id})
             call = self.dialer.calls.get(str(attempt_id))

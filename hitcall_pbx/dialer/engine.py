@@ -251,7 +251,7 @@ class Dialer:
                       count(*) FILTER (WHERE outcome = 'answered_human') AS connected,
                       count(*) FILTER (WHERE outcome = 'answered_machine') AS machines
                FROM call_attempts
-               WHERE campaign_id = $1 AND created_at >= now() - interval '30 days' AND state = 'ended'
+               WHERE campaign_id = $1 AND created_at >= now() - interval '30 days'
                GROUP BY 1""",
             campaign.id,
         )
@@ -579,7 +579,9 @@ class Dialer:
     def _bridged(self, call: LiveCall, at: datetime) -> None:
         if call.bridged_at is not None:
             return
-        call.bridged_at = at
+        # An answer found by a resync or sweep is stamped with our clock (microseconds);
+        # Asterisk's event times have milliseconds: never record a bridge before the answer.
+        call.bridged_at = at if call.answered_at is None else max(at, call.answered_at)
         call.state = "bridged"
         if call.answered_at is not None:
             call.answer_to_bridge_ms = max(0, int((call.bridged_at - call.answered_at).total_seconds() * 1000))
@@ -1003,7 +1005,7 @@ class Dialer:
         closed (and their channels hung up); they are never dialled again. Returned: the
         attempts whose customer still talks to their agent (left open, to be adopted)."""
         rows = await self.pool.fetch(
-            "SELECT * FROM call_attempts WHERE state <> 'ended' ORDER BY created_at")
+            "SELECT * FROM live_attempts ORDER BY created_at")
         adopt = []
         for r in rows:
             cid = str(r["id"])
@@ -1039,7 +1041,7 @@ class Dialer:
         await self.pool.execute(
             f"""UPDATE contacts c SET status = {_BACK_TO_HOPPER}
                WHERE status = 'in_progress'
-                 AND NOT EXISTS (SELECT 1 FROM call_attempts a WHERE a.contact_id = c.id AND a.state <> 'ended')
+                 AND NOT EXISTS (SELECT 1 FROM live_attempts a WHERE a.contact_id = c.id)
                  AND NOT EXISTS (SELECT 1 FROM preview_offers p WHERE p.contact_id = c.id AND p.decision IS NULL)""")
         await self.pool.execute(
             "UPDATE agent_state_log SET ended_at = now() WHERE ended_at IS NULL")

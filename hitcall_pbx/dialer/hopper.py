@@ -219,7 +219,7 @@ class Hopper:
         if not attempts:
             return attempts
         await conn.execute(
-            """INSERT INTO call_attempts (id, campaign_id, contact_id, attempt_no, dialled_number, caller_id,
+            """INSERT INTO live_attempts (id, campaign_id, contact_id, attempt_no, dialled_number, caller_id,
                                           agent_id, mode, state, created_at, retention_until)
                SELECT v.id, $2, v.contact_id, v.attempt_no, v.number, $3, v.agent_id, $4, 'originating', $5, $6
                FROM unnest($1::uuid[], $7::bigint[], $8::int[], $9::text[], $10::bigint[])

@@ -150,17 +150,33 @@ ON CONFLICT (event_id) DO NOTHING
 """
 # A progress update never moves a row back (bridged stays bridged, ended stays ended).
 _PROGRESS = """
-UPDATE call_attempts a
+UPDATE live_attempts a
 SET state = v.state, answered_at = v.answered_at, bridged_at = v.bridged_at,
     agent_id = coalesce(v.agent_id, a.agent_id), answer_to_bridge_ms = v.ms
 FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[], $6::int[])
      AS v(id, state, answered_at, bridged_at, agent_id, ms)
 WHERE a.id = v.id AND a.state <> 'ended' AND (a.state <> 'bridged' OR v.state = 'bridged')
 """
-_DISPOSITION = """
-UPDATE call_attempts a SET disposition = v.code
+# The attempt is live or already a CDR. The live row first: a statement sees what was
+# committed when it started, so if the CDR writer moves the row meanwhile, the second
+# statement finds it in call_attempts (and the writer carries over what the first set).
+_DISPOSITIONS = tuple(f"""
+UPDATE {table} a SET disposition = v.code
 FROM unnest($1::uuid[], $2::text[]) AS v(id, code) WHERE a.id = v.id
-"""
+""" for table in ("live_attempts", "call_attempts"))
+
+async def set_attempt_disposition(pool: asyncpg.Pool, attempt_id: uuid.UUID, agent_id: int, code: str) -> bool:
+    """Set the disposition of one attempt the agent handled, live or already a CDR (in
+    the order `_DISPOSITIONS` explains). False when the agent has no such attempt."""
+    changed = 0
+    async with pool.acquire() as conn, conn.transaction():
+        for table in ("live_attempts", "call_attempts"):
+            status = await conn.execute(
+                f"UPDATE {table} SET disposition = $3 WHERE id = $1 AND agent_id = $2", attempt_id, agent_id, code)
+            changed += int(status.rsplit(" ", 1)[-1])
+    return changed > 0
+
+
 # A callback stays scheduled when the attempt was cancelled before dialling or the
 # callback is due only after this attempt was created; a callback that was dialled is done.
 _KEEP_CALLBACK = "(c.callback_at IS NOT NULL AND (v.cancelled OR c.callback_at > v.created))"
@@ -216,7 +232,8 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
                            [o.bridged_at for o in p], [o.agent_id for o in p], [o.answer_to_bridge_ms for o in p])
     if dispositions:
         d = list(dispositions.values())
-        await conn.execute(_DISPOSITION, [o.attempt_id for o in d], [o.code for o in d])
+        for statement in _DISPOSITIONS:
+            await conn.execute(statement, [o.attempt_id for o in d], [o.code for o in d])
     if closes:
         c = list(closes.values())
         await conn.execute(_CLOSE_CONTACTS, [o.contact_id for o in c], [o.attempt_no for o in c],

@@ -151,11 +151,20 @@ class PrivacyService:
             )
         numbers = sorted({c["phone_e164"] for c in contacts} | ({subject.value} if subject.kind == "phone" else set()))
         ids = [c["id"] for c in contacts]
-        attempts = await conn.fetch(
-            f"""SELECT * FROM call_attempts WHERE dialled_number = ANY($1::text[]) OR contact_id = ANY($2::bigint[])
-                ORDER BY created_at, id{lock_clause}""",
-            numbers, ids,
-        )
+        # Live attempts first: the CDR writer moves an attempt from live_attempts to
+        # call_attempts in one transaction, and a row locked here is only moved after this
+        # transaction (the writer then carries an anonymisation over to the CDR); a row it
+        # moved meanwhile is found by the second statement.
+        attempts = [
+            row
+            for table in ("live_attempts", "call_attempts")
+            for row in await conn.fetch(
+                f"""SELECT * FROM {table} WHERE dialled_number = ANY($1::text[]) OR contact_id = ANY($2::bigint[])
+                    ORDER BY created_at, id{lock_clause}""",
+                numbers, ids,
+            )
+        ]
+        attempts.sort(key=lambda a: (a["created_at"], a["id"]))
         recordings = await conn.fetch(
             f"SELECT * FROM recordings WHERE attempt_id = ANY($1::uuid[]) ORDER BY created_at, id{lock_clause}",
             [a["id"] for a in attempts],
@@ -312,11 +321,12 @@ class PrivacyService:
             retained_attempts = {r["attempt_id"] for r in held}
             anonymise = [a["id"] for a in found.attempts
                          if a["anonymised_at"] is None and a["id"] not in retained_attempts]
-            await conn.execute(
-                """UPDATE call_attempts SET dialled_number = NULL, contact_id = NULL, anonymised_at = $2
-                   WHERE id = ANY($1::uuid[])""",
-                anonymise, now,
-            )
+            for table in ("live_attempts", "call_attempts"):
+                await conn.execute(
+                    f"""UPDATE {table} SET dialled_number = NULL, contact_id = NULL, anonymised_at = $2
+                        WHERE id = ANY($1::uuid[])""",
+                    anonymise, now,
+                )
             await conn.execute("DELETE FROM contacts WHERE id = ANY($1::bigint[])", found.contact_ids)
             dnc = await conn.fetchval(
                 """WITH d AS (DELETE FROM dnc_entries WHERE phone_e164 = ANY($1::text[]) RETURNING 1)

@@ -1,12 +1,14 @@
 """Call detail records: the final ``call_attempts`` row of every attempt, written in batches.
 
-The dialer inserts the attempt row before originate; when the call ends it hands a
-`CdrRecord` to `CdrWriter.submit`, which returns at once. A background task upserts
-batches keyed by the attempt id (COPY into a session temp table, then one
-``INSERT ... SELECT ... ON CONFLICT (id) DO UPDATE`` in one transaction). When
-Postgres is unreachable the batches go to a durable spool (`Spool`) and are replayed
-in submit order when it returns; while anything is spooled, new batches queue behind
-it in the spool, so a later record of an attempt is never overtaken by an older one.
+The dialer inserts the attempt into ``live_attempts`` before originate; when the call
+ends it hands a `CdrRecord` to `CdrWriter.submit`, which returns at once. A background
+task writes batches keyed by the attempt id: one COPY into ``call_attempts`` and, in the
+same transaction, the deletion of the attempts' live rows (`write_cdrs`); a batch that
+meets an attempt already written (a replay) goes through a temp-table stage and one
+``INSERT ... SELECT ... ON CONFLICT (id) DO UPDATE`` instead. When Postgres is
+unreachable the batches go to a durable spool (`Spool`) and are replayed in submit order
+when it returns; while anything is spooled, new batches queue behind it in the spool, so
+a later record of an attempt is never overtaken by an older one.
 
 Precedence when the row already exists (a replay therefore changes nothing):
 
@@ -20,8 +22,9 @@ Precedence when the row already exists (a replay therefore changes nothing):
   in the record never erases a stored value.
 * An anonymised row (``anonymised_at`` set) is never rewritten.
 
-Rows the database refuses as invalid (a data or constraint error, e.g. an unknown
-campaign) are isolated row by row; the rest of the batch is written and the refused
+Rows naming an unknown campaign (the writer checks: ``call_attempts`` has no foreign
+keys) and rows the database refuses as invalid (a data or constraint error, isolated
+row by row) are set aside; the rest of the batch is written and the refused
 rows are kept in the spool's ``rejected-<day>.jsonl`` files (for the CDR minimum
 retention, see `Spool`) and counted in `CdrWriterStats.rejected`.
 Any other error counts as Postgres being unavailable: nothing is dropped.
@@ -307,16 +310,53 @@ def _rounds(records: Sequence[CdrRecord]) -> list[Sequence[CdrRecord]]:
     return rounds
 
 
-async def upsert_cdrs(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -> None:
-    """Upsert the records in one transaction (or inside the caller's), in order."""
+# The attempts' live rows go in the same transaction. What the live row gained meanwhile
+# is carried over: a disposition given after the call ended, a recording id, a deadline
+# restamped by the audited recompute, and an erasure that reached the attempt while it
+# was live (the new CDR is anonymised too).
+_RETIRE_LIVE = """
+WITH gone AS (
+    DELETE FROM live_attempts WHERE id = ANY($1::uuid[])
+    RETURNING id, disposition, recording_id, retention_until, anonymised_at)
+UPDATE call_attempts c
+SET disposition = coalesce(g.disposition, c.disposition),
+    recording_id = coalesce(c.recording_id, g.recording_id),
+    retention_until = g.retention_until,
+    dialled_number = CASE WHEN g.anonymised_at IS NULL THEN c.dialled_number END,
+    contact_id = CASE WHEN g.anonymised_at IS NULL THEN c.contact_id END,
+    anonymised_at = coalesce(c.anonymised_at, g.anonymised_at)
+FROM gone g
+WHERE c.id = g.id AND (g.disposition IS NOT NULL OR g.recording_id IS NOT NULL OR g.anonymised_at IS NOT NULL
+                       OR g.retention_until <> c.retention_until)
+"""
+
+
+async def write_cdrs(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -> None:
+    """Write the records in one transaction (or inside the caller's), in order.
+
+    The common case, attempts without a CDR yet, is one COPY straight into
+    ``call_attempts``. When an attempt already has its row (a replay, or two records of
+    one attempt in the batch) the batch goes through the upsert and its precedence
+    rules instead. Then the attempts' live rows are retired (`_RETIRE_LIVE`)."""
     nested = conn.is_in_transaction()  # the stage is emptied at commit: maybe not yet
     async with conn.transaction():
-        await conn.execute(_CREATE_STAGE)
-        for n, batch in enumerate(_rounds(records)):
-            if n or nested:
-                await conn.execute(f"TRUNCATE {_STAGE}")
-            await conn.copy_records_to_table(_STAGE, records=map(_row, batch), columns=COLUMNS)
-            await conn.execute(_UPSERT_STAGE)
+        rounds = _rounds(records)
+        copied = False
+        if len(rounds) == 1:
+            try:
+                async with conn.transaction():
+                    await conn.copy_records_to_table("call_attempts", records=map(_row, records), columns=COLUMNS)
+                copied = True
+            except asyncpg.UniqueViolationError:
+                pass
+        if not copied:
+            await conn.execute(_CREATE_STAGE)
+            for n, batch in enumerate(rounds):
+                if n or nested:
+                    await conn.execute(f"TRUNCATE {_STAGE}")
+                await conn.copy_records_to_table(_STAGE, records=map(_row, batch), columns=COLUMNS)
+                await conn.execute(_UPSERT_STAGE)
+        await conn.execute(_RETIRE_LIVE, [r.id for r in records])
 
 
 def _is_data_error(exc: BaseException) -> bool:
@@ -336,6 +376,7 @@ async def _upsert_each(
             try:
                 async with conn.transaction():
                     await conn.execute(_UPSERT_ONE, *_row(record))
+                    await conn.execute(_RETIRE_LIVE, [record.id])
             except Exception as exc:
                 if not _is_data_error(exc):
                     raise
@@ -421,6 +462,7 @@ class CdrWriter:
         self._failures = 0
         self._retry_at = 0.0
         self._last_error: str | None = None
+        self._campaigns: set[int] = set()
 
     # -- public ----------------------------------------------------------------------
     def submit(self, record: CdrRecord) -> None:
@@ -577,13 +619,14 @@ class CdrWriter:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._write_timeout), self._pool.acquire() as conn:
+                refused, records = await self._known_campaigns(conn, records)
                 try:
-                    await upsert_cdrs(conn, records)
-                    refused = []
+                    if records:
+                        await write_cdrs(conn, records)
                 except Exception as exc:
                     if not _is_data_error(exc):
                         raise
-                    refused = await _upsert_each(conn, records)
+                    refused += await _upsert_each(conn, records)
         except Exception as exc:
             self._failures += 1
             self._retry_at = loop.time() + self._backoff.delay(self._failures - 1)
@@ -594,6 +637,23 @@ class CdrWriter:
         self._failures = 0
         if refused:
             await self._keep_rejected([(r.to_json(), why) for r, why in refused])
+
+    async def _known_campaigns(
+        self, conn: asyncpg.Connection, records: Sequence[CdrRecord]
+    ) -> tuple[list[tuple[CdrRecord, str]], list[CdrRecord]]:
+        """(refused, rest): a CDR must name an existing campaign. call_attempts has no
+        foreign keys (see migration 0005); campaigns are never deleted, so the ids seen
+        once are cached and a batch normally costs no query."""
+        unknown = {r.campaign_id for r in records} - self._campaigns
+        if unknown:
+            rows = await conn.fetch("SELECT id FROM campaigns WHERE id = ANY($1::bigint[])", list(unknown))
+            self._campaigns.update(r["id"] for r in rows)
+            unknown -= self._campaigns
+        if not unknown:
+            return [], list(records)
+        refused = [(r, f"ForeignKeyViolation: campaign_id {r.campaign_id} names no campaign")
+                   for r in records if r.campaign_id in unknown]
+        return refused, [r for r in records if r.campaign_id not in unknown]
 
     async def _keep_rejected(self, items: list[tuple[dict[str, Any], str]]) -> None:
         self._rejected += len(items)
@@ -619,5 +679,5 @@ __all__ = [
     "CdrWriter",
     "CdrWriterStats",
     "default_spool_dir",
-    "upsert_cdrs",
+    "write_cdrs",
 ]

@@ -222,6 +222,9 @@ class RecordingStore:
         sha256, size, duration = await asyncio.to_thread(self._install, source, relative)
         try:
             async with pool.acquire() as conn, conn.transaction():
+                # The attempt is live or already a CDR (no foreign key spans both tables).
+                if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM all_attempts WHERE id = $1)", attempt_id):
+                    raise NotFound("attempt_id does not exist", details={"field": "attempt_id"})
                 row = await conn.fetchrow(
                     """INSERT INTO recordings (id, attempt_id, campaign_id, path, sha256, size_bytes,
                                                duration_s, format, created_at, retention_until)
@@ -244,8 +247,7 @@ class RecordingStore:
         except BaseException as exc:
             await asyncio.to_thread(self.delete_file, relative)
             if isinstance(exc, asyncpg.ForeignKeyViolationError):
-                name = "attempt_id" if "attempt" in (exc.constraint_name or "") else "campaign_id"
-                raise NotFound(f"{name} does not exist", details={"field": name}) from None
+                raise NotFound("campaign_id does not exist", details={"field": "campaign_id"}) from None
             raise
         await asyncio.to_thread(source.unlink, missing_ok=True)
         _log.info("recording_stored", recording_id=str(recording_id), attempt_id=str(attempt_id),

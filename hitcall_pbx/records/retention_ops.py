@@ -220,7 +220,11 @@ class RetentionOps:
                 raise NotFound("campaign not found", details={"field": "campaign_id", "value": campaign_id})
             policy = _policy(row)
             rec = await _restamp(conn, "recordings", "purged_at IS NULL", "recording", campaign_id, policy)
-            cdr = await _restamp(conn, "call_attempts", "anonymised_at IS NULL", "cdr", campaign_id, policy)
+            # Live attempts first (see privacy.service._find): the CDR writer carries a
+            # live row's deadline over to the CDR it writes.
+            live = await _restamp(conn, "live_attempts", "anonymised_at IS NULL", "cdr", campaign_id, policy)
+            ended = await _restamp(conn, "call_attempts", "anonymised_at IS NULL", "cdr", campaign_id, policy)
+            cdr = (live[0] + ended[0], live[1] + ended[1])
             report = RecomputeReport(campaign_id, policy, rec[0], rec[1], cdr[0], cdr[1])
             await audit.record(
                 conn, **actor.audit_fields(), action="retention.recompute",

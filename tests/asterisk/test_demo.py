@@ -26,7 +26,7 @@ async def test_demo_summary_matches_the_database(service_settings, service_dsn, 
     conn = await asyncpg.connect(service_dsn)
     try:
         cid = summary["campaign_id"]
-        rows = await conn.fetch("SELECT * FROM call_attempts WHERE campaign_id = $1", cid)
+        rows = await conn.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)
         assert summary["attempts"] == len(rows) == summary["cdrs"], "one CDR per attempt"
         assert all(r["state"] == "ended" and r["outcome"] for r in rows), "no call left open"
         outcomes: dict[str, int] = {}

@@ -59,7 +59,7 @@ async def test_phone_keys_and_service_controls(service_settings, sandbox, hangup
                 app.sessions.pause(agent)
             assert (await stored_state())["state"] == "logged_out"
         await app.cdr.flush()
-        r = await pool.fetchrow("SELECT * FROM call_attempts WHERE campaign_id = $1", cid)
+        r = await pool.fetchrow("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)
         assert r["outcome"] == "answered_human" and r["agent_id"] == agent and 2 < float(r["talk_s"]) < 6
         spans = await pool.fetch("SELECT state, pause_code, ended_at FROM agent_state_log WHERE agent_id = $1 "
                                  "ORDER BY started_at, id", agent)

@@ -22,7 +22,8 @@ async def test_bad_input_is_refused_and_changes_nothing(service_settings, sandbo
 
         async def snapshot():
             return [await pool.fetch(f"SELECT * FROM {t} ORDER BY 1") for t in
-                    ("campaigns", "contacts", "call_attempts", "preview_offers", "agent_state_log", "agents")]
+                    ("campaigns", "contacts", "live_attempts", "call_attempts", "preview_offers", "agent_state_log",
+                     "agents")]
 
         before = await snapshot()
         for call in (lambda: app.dialer.accept_offer(agent), lambda: app.dialer.accept_offer(999_999),

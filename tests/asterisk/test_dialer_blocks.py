@@ -48,7 +48,7 @@ async def test_dnc_and_calling_window_block_dials(service_settings, sandbox, han
             await app.dialer.idle(timeout=10)
             await app.cdr.flush()
 
-        dialled = {r["dialled_number"] for r in await pool.fetch("SELECT dialled_number FROM call_attempts")}
+        dialled = {r["dialled_number"] for r in await pool.fetch("SELECT dialled_number FROM all_attempts")}
         assert dialled == {allowed}, "only the allowed contact was dialled"
         status = {r["phone_e164"]: r["status"] for r in await pool.fetch("SELECT phone_e164, status FROM contacts")}
         assert status[dnc_global] == "dnc" and status[dnc_campaign] == "dnc" and status[allowed] == "done"

@@ -50,7 +50,7 @@ async def test_progressive_callbacks_first_and_to_the_named_agent(service_settin
             await _finished(pool, list_id, len(NUMBERS))
             await app.dialer.idle()
             await app.cdr.flush()
-        rows = await pool.fetch("SELECT * FROM call_attempts WHERE campaign_id = $1 ORDER BY created_at", cid)
+        rows = await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1 ORDER BY created_at", cid)
         assert len(rows) == len(NUMBERS) and all(r["outcome"] == "answered_human" for r in rows), \
             [(r["contact_id"], r["outcome"]) for r in rows]
         first = rows[0]["created_at"]
@@ -77,16 +77,16 @@ async def test_predictive_callback_waits_for_its_agent(service_settings, sandbox
             app.sessions.pause(a2)
             await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
             await _finished(pool, list_id, 3)  # the others, all while agent a2 is paused
-            assert await pool.fetchval("SELECT count(*) FROM call_attempts WHERE contact_id = $1", named) == 0
+            assert await pool.fetchval("SELECT count(*) FROM all_attempts WHERE contact_id = $1", named) == 0
             assert await pool.fetchval("SELECT status FROM contacts WHERE id = $1", named) == "callback"
 
             app.sessions.unpause(a2)
             await _finished(pool, list_id, 4)
             await app.dialer.idle()
             await app.cdr.flush()
-        (row,) = await pool.fetch("SELECT * FROM call_attempts WHERE contact_id = $1", named)
+        (row,) = await pool.fetch("SELECT * FROM all_attempts WHERE contact_id = $1", named)
         assert (row["outcome"], row["agent_id"]) == ("answered_human", a2)
         assert row["answer_to_bridge_ms"] < 2000 and not row["abandoned"]
-        others = await pool.fetch("SELECT agent_id FROM call_attempts WHERE campaign_id = $1 AND contact_id <> $2 "
+        others = await pool.fetch("SELECT agent_id FROM all_attempts WHERE campaign_id = $1 AND contact_id <> $2 "
                                   "AND outcome = 'answered_human'", cid, named)
         assert others and {r["agent_id"] for r in others} == {a1}

@@ -45,7 +45,7 @@ async def test_busy_no_answer_congestion_machine(service_settings, sandbox, hang
         rows = {r["phone_e164"]: r for r in await pool.fetch(
             """SELECT c.phone_e164, c.status, c.next_attempt_at, c.attempts, a.outcome, a.hangup_cause, a.ended_at,
                       a.answered_at, a.bridged_at, a.amd_status, a.abandoned, a.ring_s, a.state
-               FROM contacts c JOIN call_attempts a ON a.contact_id = c.id""")}
+               FROM contacts c JOIN all_attempts a ON a.contact_id = c.id""")}
         assert len(rows) == 4, "one attempt each"
 
         def retry_in(r, seconds):

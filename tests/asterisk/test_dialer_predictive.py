@@ -57,7 +57,7 @@ async def test_predictive_abandons_hear_info_message_within_2s(service_settings,
             await wait_until(lambda: any(c["bridged_at"] for c in app.dialer.live_calls()), timeout=5)
             await _stop_campaign(app, cid)
 
-        rows = await pool.fetch("SELECT * FROM call_attempts WHERE campaign_id = $1", cid)
+        rows = await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)
         assert all(r["state"] == "ended" and r["outcome"] for r in rows)
         abandoned = [r for r in rows if r["abandoned"]]
         connected = [r for r in rows if r["bridged_at"] is not None]
@@ -87,7 +87,7 @@ async def test_predictive_abandons_hear_info_message_within_2s(service_settings,
         campaign = Campaign.from_row(await pool.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
         result = await app.dialer.hopper.take(campaign, 1, datetime.now(UTC))
         assert result.attempts == [] and result.blocked == {"abandoned_72h": 1}
-        assert await pool.fetchval("SELECT count(*) FROM call_attempts WHERE contact_id = $1", victim) == 1
+        assert await pool.fetchval("SELECT count(*) FROM all_attempts WHERE contact_id = $1", victim) == 1
         assert await pool.fetchval(
             "SELECT blocked FROM dial_blocks WHERE campaign_id = $1 AND reason = 'abandoned_72h'", cid) == 1
 
@@ -102,4 +102,4 @@ async def test_predictive_never_dials_without_agents(service_settings, sandbox):
         assert cid in app.dialer.campaigns
         await asyncio.sleep(2.5)
         assert app.dialer.live_calls() == []
-        assert await pool.fetchval("SELECT count(*) FROM call_attempts WHERE campaign_id = $1", cid) == 0
+        assert await pool.fetchval("SELECT count(*) FROM all_attempts WHERE campaign_id = $1", cid) == 0

@@ -53,7 +53,7 @@ async def test_preview_skip_accept_timeout(service_settings, sandbox, hangup_age
         assert offers[third.offer_id]["decision"] == "timeout" and offers[third.offer_id]["skip_reason"] is None
         waited = offers[third.offer_id]["decided_at"] - offers[third.offer_id]["offered_at"]
         assert 4.5 <= waited.total_seconds() < 7
-        rows = await pool.fetch("SELECT * FROM call_attempts WHERE campaign_id = $1", cid)
+        rows = await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)
         assert len(rows) == 1, "only the accepted contact was dialled"
         r = rows[0]
         assert r["id"] == attempt.id and r["outcome"] == "answered_human" and r["agent_id"] == agent

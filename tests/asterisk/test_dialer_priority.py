@@ -34,6 +34,6 @@ async def test_free_agent_serves_the_highest_priority_campaign_first(service_set
             await wait_until(all_done, timeout=60, interval=0.25)
             await app.dialer.idle()
             await app.cdr.flush()
-            rows = await pool.fetch("SELECT campaign_id, outcome FROM call_attempts ORDER BY created_at")
+            rows = await pool.fetch("SELECT campaign_id, outcome FROM all_attempts ORDER BY created_at")
     assert [r["campaign_id"] for r in rows] == [high] * 3 + [low] * 3
     assert all(r["outcome"] == "answered_human" for r in rows)

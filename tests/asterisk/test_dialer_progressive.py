@@ -44,7 +44,7 @@ async def test_progressive_20_contacts_2_agents(service_settings, sandbox, hangu
             await app.cdr.flush()
             await app.sessions.drain()
 
-            rows = await pool.fetch("SELECT * FROM call_attempts WHERE campaign_id = $1", cid)
+            rows = await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)
             assert len(rows) == 20, "one attempt per contact, none dialled twice"
             assert len({r["contact_id"] for r in rows}) == 20
             assert all(r["state"] == "ended" for r in rows)

@@ -34,7 +34,7 @@ async def test_bridged_calls_are_recorded_into_the_store(service_settings, sandb
             await app.cdr.flush()
         rows = await pool.fetch(
             """SELECT r.*, a.answered_at, a.recording_id AS cdr_recording FROM recordings r
-               JOIN call_attempts a ON a.id = r.attempt_id WHERE r.campaign_id = $1""", cid)
+               JOIN all_attempts a ON a.id = r.attempt_id WHERE r.campaign_id = $1""", cid)
         assert len(rows) == 3, "one recording per bridged call"
         for r in rows:
             path = app.store.absolute(r["path"])

@@ -79,7 +79,7 @@ async def test_answer_lost_in_a_gap_is_repaired_by_resync_and_by_sweep(service_s
             await wait_until(done, timeout=20, interval=0.2)
             await app.dialer.idle(10)
             await app.cdr.flush()
-            rows = await pool.fetch("SELECT * FROM call_attempts WHERE campaign_id = $1", cid)
+            rows = await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)
             assert {str(r["id"]) for r in rows} == {first, second}
             for r in rows:
                 assert r["outcome"] == "answered_human" and r["agent_id"] == agent and not r["abandoned"], dict(r)
@@ -121,7 +121,7 @@ async def test_call_talking_across_a_service_restart_is_adopted(service_settings
             await wait_until(done, timeout=20, interval=0.2)
             await second.dialer.idle(10)
             await second.cdr.flush()
-            (row,) = await pool.fetch("SELECT * FROM call_attempts WHERE campaign_id = $1", cid)
+            (row,) = await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)
             assert time.monotonic() - restarted_at > 2.0, "the call outlived the restart"
             assert row["state"] == "ended" and row["outcome"] == "answered_human", dict(row)
             assert row["agent_id"] == agent and row["bridged_at"] == call["bridged_at"]
@@ -150,7 +150,7 @@ async def test_callbacks_stay_callbacks_through_restart_recovery_and_preview_ski
         # channel), one held by an open preview offer.
         await pool.execute("UPDATE contacts SET status = 'in_progress', attempts = 2 WHERE id = $1", dialled)
         await pool.execute(
-            """INSERT INTO call_attempts (id, campaign_id, contact_id, attempt_no, dialled_number, caller_id, agent_id,
+            """INSERT INTO live_attempts (id, campaign_id, contact_id, attempt_no, dialled_number, caller_id, agent_id,
                                           mode, state, created_at, retention_until)
                VALUES ($1, $2, $3, 2, $4, '+358201234567', $5, 'preview', 'originating', now(),
                        now() + interval '2 years')""",
@@ -165,7 +165,7 @@ async def test_callbacks_stay_callbacks_through_restart_recovery_and_preview_ski
             assert (row["status"], row["callback_at"], row["callback_agent_id"]) == ("callback", later, agent), \
                 dict(row)
         await app.cdr.flush()
-        assert await pool.fetchval("SELECT outcome FROM call_attempts WHERE contact_id = $1", dialled) == "cancelled"
+        assert await pool.fetchval("SELECT outcome FROM all_attempts WHERE contact_id = $1", dialled) == "cancelled"
 
         # A due callback offered to its agent and skipped stays a callback.
         due = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)

@@ -58,7 +58,7 @@ async def test_restart_mid_campaign_never_double_dials(service_settings, sandbox
             await second.cdr.flush()
             assert phones.running(), "the agents stayed logged in across the restart"
 
-            rows = await pool.fetch("SELECT * FROM call_attempts WHERE campaign_id = $1", cid)
+            rows = await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)
             assert max(originated.values()) == 1, "no attempt originated twice"
             assert set(originated) == {str(r["id"]) for r in rows}, "every originate has its attempt row"
             per_contact = Counter(r["contact_id"] for r in rows)

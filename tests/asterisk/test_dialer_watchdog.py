@@ -67,7 +67,7 @@ async def test_watchdog_finishes_calls_and_agents_whose_events_were_lost(service
             await app.cdr.flush()
             assert sorted(lost.values()) == ["ChannelDestroyed", "ChannelEnteredBridge"]
             rows = {str(r["id"]): r for r in await pool.fetch(
-                "SELECT * FROM call_attempts WHERE campaign_id = $1", cid)}
+                "SELECT * FROM all_attempts WHERE campaign_id = $1", cid)}
             assert len(rows) == 3, "one attempt per contact"
             for r in rows.values():
                 assert r["state"] == "ended" and r["outcome"] == "answered_human", dict(r)

@@ -46,7 +46,7 @@ async def test_bridge_recording_lands_in_the_store_with_its_row(ari, sandbox, db
     campaign = await db.fetchval("INSERT INTO campaigns (name, mode) VALUES ('live', 'progressive') RETURNING id")
     attempt = uuid.uuid4()
     await db.execute(
-        """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, created_at, retention_until)
+        """INSERT INTO live_attempts (id, campaign_id, dialled_number, caller_id, mode, created_at, retention_until)
            VALUES ($1, $2, '+358401000001', '+358931234567', 'progressive', $3, $4)""",
         attempt, campaign, call_at, add_months(call_at, 24),
     )

@@ -91,7 +91,7 @@ async def _run_until_bridged(service: Service, pool, sandbox, numbers: list[str]
     await wait_until(lambda: pool.fetchval("SELECT state = 'ready' FROM agents WHERE id = $1", agent), timeout=15)
     await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
     attempt = await wait_until(
-        lambda: pool.fetchrow("SELECT * FROM call_attempts WHERE campaign_id = $1 AND state = 'bridged'", cid),
+        lambda: pool.fetchrow("SELECT * FROM all_attempts WHERE campaign_id = $1 AND state = 'bridged'", cid),
         timeout=20)
     return cid, list_id, agent, attempt, phones
 
@@ -129,7 +129,7 @@ async def test_sigterm_drains_the_bridged_call_until_the_customer_hangs_up(
             phones.stop()
 
     try:
-        rows = await pool.fetch("SELECT * FROM call_attempts WHERE campaign_id = $1", cid)
+        rows = await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)
         assert [r["id"] for r in rows] == [attempt["id"]], "nothing dialled after SIGTERM"
         [cdr] = rows
         assert cdr["state"] == "ended" and cdr["outcome"] == "answered_human", dict(cdr)
@@ -173,7 +173,7 @@ async def test_sigterm_past_the_grace_limit_hangs_up_and_records_the_call(
 
     try:
         assert 2.0 <= drain_s < 9, drain_s
-        cdr = await pool.fetchrow("SELECT * FROM call_attempts WHERE id = $1", attempt["id"])
+        cdr = await pool.fetchrow("SELECT * FROM all_attempts WHERE id = $1", attempt["id"])
         assert cdr["state"] == "ended" and cdr["outcome"] == "answered_human", dict(cdr)
         assert cdr["agent_id"] == agent
         assert (cdr["ended_at"] - sent_at).total_seconds() >= 1.9, "not before the grace limit"

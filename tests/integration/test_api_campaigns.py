@@ -142,8 +142,9 @@ async def test_campaign_stats(api: Api, boss: dict[str, str]) -> None:
             ("bridged", False, True, "0"),
         ]
         for state, abandoned, bridged, age in rows:
+            table = "call_attempts" if state == "ended" else "live_attempts"
             await conn.execute(
-                """INSERT INTO call_attempts (id, campaign_id, caller_id, mode, state, created_at, ended_at, outcome,
+                f"""INSERT INTO {table} (id, campaign_id, caller_id, mode, state, created_at, ended_at, outcome,
                                               abandoned, bridged_at, retention_until)
                    VALUES (gen_random_uuid(), $1, '+358401111111', 'predictive', $2, now() - $5::text::interval,
                            CASE WHEN $2 = 'ended' THEN now() END, CASE WHEN $2 = 'ended' THEN

@@ -103,7 +103,7 @@ async def test_agent_may_not_act_on_another_agent(api: Api) -> None:
     assert api.dialer.named("unpause_agent") == [] and api.dialer.named("accept_offer") == []
 
     other_call = await api.pool.fetchval(
-        """INSERT INTO call_attempts (id, campaign_id, caller_id, agent_id, mode, retention_until)
+        """INSERT INTO live_attempts (id, campaign_id, caller_id, agent_id, mode, retention_until)
            VALUES (gen_random_uuid(), $1, '+358401111111', $2, 'progressive', now() + interval '1 year') RETURNING id""",
         world.ids["campaign_id"],
         other,

@@ -335,7 +335,7 @@ async def make_world(api: Api) -> World:
         await conn.execute("INSERT INTO agent_campaigns VALUES ($1, $2)", agent_id, campaign_id)
         attempt_id = uuid.uuid4()
         await conn.execute(
-            """INSERT INTO call_attempts (id, campaign_id, contact_id, dialled_number, caller_id, agent_id, mode,
+            """INSERT INTO live_attempts (id, campaign_id, contact_id, dialled_number, caller_id, agent_id, mode,
                                           state, retention_until)
                VALUES ($1, $2, $3, '+358401234567', '+358401111111', $4, 'progressive', 'bridged', now() + interval '1 year')""",
             attempt_id,

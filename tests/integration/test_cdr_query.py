@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from hitcall_pbx.errors import ValidationFailed
 from hitcall_pbx.records import command
-from hitcall_pbx.records.cdr import COLUMNS, CdrRecord, upsert_cdrs
+from hitcall_pbx.records.cdr import COLUMNS, CdrRecord, write_cdrs
 from hitcall_pbx.records.cdr_query import CdrExport, CdrQuery, csv_cell, query_cdrs
 from hitcall_pbx.settings import Settings
 from hitcall_pbx.store.db import dsn_with_database
@@ -59,10 +59,10 @@ async def data(db: asyncpg.Pool) -> dict[str, object]:
     ]
     records = [_cdr(n, campaigns[n % 2], agents[(n // 2) % 2] if n % 3 else None) for n in range(40)]
     async with db.acquire() as conn:
-        await upsert_cdrs(conn, records)
+        await write_cdrs(conn, records)
         # A live attempt is not a CDR yet.
         await conn.execute(
-            "INSERT INTO call_attempts (id, campaign_id, caller_id, mode, created_at, retention_until)"
+            "INSERT INTO live_attempts (id, campaign_id, caller_id, mode, created_at, retention_until)"
             " VALUES ($1, $2, '+358201234567', 'predictive', $3, $4)",
             uuid.uuid4(), campaigns[0], T0, T0 + timedelta(days=1),
         )
@@ -111,7 +111,7 @@ async def test_keyset_pages_cover_everything_once_in_stable_order(db: asyncpg.Po
     late = _cdr(99, data["campaigns"][0], None, created_at=T0 + timedelta(hours=5),
                 ended_at=T0 + timedelta(hours=5, seconds=9))
     async with db.acquire() as conn:
-        await upsert_cdrs(conn, [late])
+        await write_cdrs(conn, [late])
     rest: list[CdrRecord] = []
     cursor = first.next_cursor
     while cursor:
@@ -170,7 +170,7 @@ async def test_csv_export_quotes_rfc4180_and_is_injection_safe(db: asyncpg.Pool,
         amd_cause="@evil",
     )
     async with db.acquire() as conn:
-        await upsert_cdrs(conn, [nasty])
+        await write_cdrs(conn, [nasty])
     export = CdrExport(db, CdrQuery(campaign_id=campaign), "csv", page_size=5)
     chunks = [chunk async for chunk in export]
     text = "".join(chunks)

@@ -16,7 +16,7 @@ import pytest
 
 from hitcall_pbx.core.backoff import Backoff
 from hitcall_pbx.errors import Unavailable, ValidationFailed
-from hitcall_pbx.records.cdr import COLUMNS, CdrRecord, CdrWriter, default_spool_dir, upsert_cdrs
+from hitcall_pbx.records.cdr import COLUMNS, CdrRecord, CdrWriter, default_spool_dir, write_cdrs
 from hitcall_pbx.store.embedded import EmbeddedPostgres
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -164,31 +164,37 @@ async def test_resubmitting_the_same_records_changes_nothing(db: asyncpg.Pool, t
     assert len(after) == 300
 
 
-async def test_final_write_over_the_pre_inserted_row_and_precedence(db: asyncpg.Pool) -> None:
+async def _live(db: asyncpg.Pool, record: CdrRecord, retention_until: datetime, **extra: object) -> None:
+    """The attempt as the dialer inserted it before originate (live_attempts)."""
+    columns = {"id": record.id, "campaign_id": record.campaign_id, "caller_id": record.caller_id,
+               "mode": record.mode, "state": "bridged", "created_at": record.created_at,
+               "retention_until": retention_until, "dialled_number": record.dialled_number, **extra}
+    await db.execute(
+        f"INSERT INTO live_attempts ({', '.join(columns)})"
+        f" VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))})", *columns.values())
+
+
+async def test_final_write_moves_the_live_attempt_and_precedence(db: asyncpg.Pool) -> None:
     campaign = await _campaign(db)
     stamped = T0 + timedelta(days=700)
     final = cdr(campaign, disposition="callback", agent_id=None)
-    await db.execute(
-        "INSERT INTO call_attempts (id, campaign_id, caller_id, mode, created_at, retention_until,"
-        " dialled_number) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        final.id, campaign, final.caller_id, final.mode, final.created_at, stamped,
-        final.dialled_number,
-    )
+    await _live(db, final, stamped)
     async with db.acquire() as conn:
-        await upsert_cdrs(conn, [final])
+        await write_cdrs(conn, [final])
         row = await conn.fetchrow("SELECT * FROM call_attempts WHERE id = $1", final.id)
         assert row["state"] == "ended" and row["talk_s"] == Decimal("59.988")
         assert row["disposition"] == "callback"
-        assert row["retention_until"] == stamped  # deadline stamped at creation is kept
+        assert row["retention_until"] == stamped  # the live row's deadline is kept
+        assert await conn.fetchval("SELECT count(*) FROM live_attempts") == 0  # in one table only
 
         # A later correction is never undone by a replay, with or without a disposition.
         await conn.execute("UPDATE call_attempts SET disposition = 'sale' WHERE id = $1", final.id)
-        await upsert_cdrs(conn, [final, cdr(campaign, id=final.id, disposition=None)])
+        await write_cdrs(conn, [final, cdr(campaign, id=final.id, disposition=None)])
         assert await conn.fetchval(
             "SELECT disposition FROM call_attempts WHERE id = $1", final.id) == "sale"
 
         # A NULL call fact does not erase a stored one; a new value replaces it.
-        await upsert_cdrs(conn, [cdr(campaign, id=final.id, hangup_cause_txt=None, hangup_cause=17)])
+        await write_cdrs(conn, [cdr(campaign, id=final.id, hangup_cause_txt=None, hangup_cause=17)])
         row = await conn.fetchrow("SELECT * FROM call_attempts WHERE id = $1", final.id)
         assert (row["hangup_cause_txt"], row["hangup_cause"]) == ("Normal Clearing", 17)
 
@@ -196,9 +202,27 @@ async def test_final_write_over_the_pre_inserted_row_and_precedence(db: asyncpg.
         await conn.execute(
             "UPDATE call_attempts SET anonymised_at = now(), dialled_number = NULL, contact_id = NULL"
             " WHERE id = $1", final.id)
-        await upsert_cdrs(conn, [final])
+        await write_cdrs(conn, [final])
         assert await conn.fetchval(
             "SELECT dialled_number FROM call_attempts WHERE id = $1", final.id) is None
+
+
+async def test_what_the_live_row_gained_is_carried_over_to_the_cdr(db: asyncpg.Pool) -> None:
+    """A disposition given and an erasure made while the CDR was on its way."""
+    campaign = await _campaign(db)
+    given, erased, plain = (cdr(campaign, disposition=None) for _ in range(3))
+    await _live(db, given, given.retention_until, disposition="sale")
+    await _live(db, erased, erased.retention_until, dialled_number=None,
+                anonymised_at=T0 + timedelta(minutes=5))
+    await _live(db, plain, plain.retention_until)
+    async with db.acquire() as conn:
+        await write_cdrs(conn, [given, erased, plain])
+    rows = {r["id"]: r for r in await db.fetch("SELECT * FROM call_attempts")}
+    assert rows[given.id]["disposition"] == "sale"
+    assert rows[erased.id]["dialled_number"] is None and rows[erased.id]["contact_id"] is None
+    assert rows[erased.id]["anonymised_at"] == T0 + timedelta(minutes=5)
+    assert rows[plain.id]["dialled_number"] == plain.dialled_number and rows[plain.id]["anonymised_at"] is None
+    assert await db.fetchval("SELECT count(*) FROM live_attempts") == 0
 
 
 async def test_later_record_of_an_attempt_in_the_same_batch_wins(db: asyncpg.Pool, tmp_path: Path) -> None:
@@ -218,7 +242,7 @@ async def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(
 ) -> None:
     campaign = await _campaign(db)
     good = [cdr(campaign, n) for n in range(5)]
-    orphan = cdr(campaign + 1000)  # no such campaign: foreign key violation
+    orphan = cdr(campaign + 1000)  # no such campaign: refused by the writer
     writer = CdrWriter(db, tmp_path)
     await writer.start()
     for record in good[:2] + [orphan] + good[2:]:

@@ -49,7 +49,7 @@ def _call(journal: CallJournal, a: Attempt, agent_id: int | None = None, outcome
 
 
 async def _check_calls(pool: asyncpg.Pool, attempts: list[Attempt], agent_id: int | None) -> None:
-    rows = {r["id"]: r for r in await pool.fetch("SELECT * FROM call_attempts")}
+    rows = {r["id"]: r for r in await pool.fetch("SELECT * FROM live_attempts")}
     for a in attempts:
         r = rows[a.id]
         assert (r["state"], r["answer_to_bridge_ms"], r["agent_id"]) == ("bridged", 9, agent_id)
@@ -85,7 +85,7 @@ async def test_ops_land_in_one_transaction_per_batch_in_order(db: asyncpg.Pool) 
     await journal.flush(5)
     assert commits == 1 and journal.backlog == 0 and journal.applied == 181
     await _check_calls(db, attempts, agent)
-    assert await db.fetchval("SELECT disposition FROM call_attempts WHERE id = $1", attempts[0].id) == "sale"
+    assert await db.fetchval("SELECT disposition FROM live_attempts WHERE id = $1", attempts[0].id) == "sale"
     await journal.close()
 
 
@@ -104,8 +104,12 @@ async def test_replaying_a_batch_changes_nothing(db: asyncpg.Pool) -> None:
     # A later attempt of the contact exists: a late replay of the earlier close does not touch it.
     first = attempts[0]
     await db.execute("UPDATE contacts SET status = 'retry' WHERE id = $1", first.contact_id)
-    await db.execute("UPDATE call_attempts SET state = 'ended', ended_at = now(), outcome = 'busy' WHERE id = $1",
-                     first.id)
+    await db.execute(
+        """WITH g AS (DELETE FROM live_attempts WHERE id = $1
+                      RETURNING id, campaign_id, caller_id, mode, created_at, retention_until)
+           INSERT INTO call_attempts (id, campaign_id, caller_id, mode, created_at, retention_until, ended_at, outcome)
+           SELECT id, campaign_id, caller_id, mode, created_at, retention_until, now(), 'busy' FROM g""",
+        first.id)
     again = await Hopper(db).take(campaign, 1, datetime.now(UTC))
     assert again.attempts[0].contact_id == first.contact_id and again.attempts[0].attempt_no == 2
     async with db.acquire() as conn, conn.transaction():

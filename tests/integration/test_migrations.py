@@ -305,7 +305,8 @@ async def _contact(conn: asyncpg.Connection, list_id: int, phone: str = "+358401
     )
 
 
-async def _attempt(conn: asyncpg.Connection, campaign_id: int, contact_id: int | None, **fields: object) -> uuid.UUID:
+async def _attempt(conn: asyncpg.Connection, campaign_id: int, contact_id: int | None, *,
+                   table: str = "live_attempts", **fields: object) -> uuid.UUID:
     values = {
         "id": uuid.uuid4(),
         "campaign_id": campaign_id,
@@ -319,7 +320,7 @@ async def _attempt(conn: asyncpg.Connection, campaign_id: int, contact_id: int |
     cols = ", ".join(values)
     params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
     return await conn.fetchval(
-        f"INSERT INTO call_attempts ({cols}) VALUES ({params}) RETURNING id", *values.values()
+        f"INSERT INTO {table} ({cols}) VALUES ({params}) RETURNING id", *values.values()
     )
 
 
@@ -396,7 +397,7 @@ async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
         )
         await conn.execute("INSERT INTO suppression_hashes (hash) VALUES ($1)", "f" * 64)
         attempt = await _attempt(
-            conn, campaign, contact, agent_id=agent, mode="predictive", state="ended",
+            conn, campaign, contact, table="call_attempts", agent_id=agent, mode="predictive", state="ended",
             ended_at=datetime.now(timezone.utc), outcome="answered_human", ring_s=7.25, talk_s=61.5,
             answer_to_bridge_ms=14, hangup_cause=16, amd_status="HUMAN", amd_cause="HUMAN-300-300",
             disposition="sale",
@@ -603,43 +604,52 @@ async def test_dnc_is_unique_per_number_and_campaign(db: asyncpg.Pool) -> None:
             )
 
 
-async def test_call_attempt_rules(db: asyncpg.Pool) -> None:
+async def test_live_attempt_and_cdr_rules(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
         campaign = await _campaign(conn)
         lst = await _list(conn)
         contact = await _contact(conn, lst)
-        first = await _attempt(conn, campaign, contact)
-        # never two live attempts for one contact
-        with pytest.raises(asyncpg.UniqueViolationError, match="call_attempts_one_live_per_contact"):
+        live = await _attempt(conn, campaign, contact)
+        # never two live attempts for one contact; a live attempt names what exists and is not ended
+        with pytest.raises(asyncpg.UniqueViolationError, match="live_attempts_contact_key"):
             await _attempt(conn, campaign, contact, state="originating")
-        # ended needs ended_at and an outcome
-        with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_ended_has_outcome"):
-            await conn.execute("UPDATE call_attempts SET state = 'ended', ended_at = now() WHERE id = $1", first)
-        with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_ended_check"):
-            await conn.execute("UPDATE call_attempts SET state = 'ended', outcome = 'busy' WHERE id = $1", first)
-        with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_abandoned_check"):
+        with pytest.raises(asyncpg.ForeignKeyViolationError, match="live_attempts_campaign_id_fkey"):
+            await _attempt(conn, campaign + 1000, None)
+        with pytest.raises(asyncpg.CheckViolationError, match="live_attempts_not_ended_check"):
             await conn.execute(
-                "UPDATE call_attempts SET state = 'ended', ended_at = now(), outcome = 'abandoned' WHERE id = $1", first
-            )
-        await conn.execute(
-            "UPDATE call_attempts SET state = 'ended', ended_at = now(), outcome = 'abandoned', abandoned = true WHERE id = $1",
-            first,
-        )
-        second = await _attempt(conn, campaign, contact, attempt_no=2)
+                "UPDATE live_attempts SET state = 'ended', ended_at = now(), outcome = 'busy' WHERE id = $1", live)
+
+        async def cdr(contact: int | None = None, **fields: object) -> uuid.UUID:
+            return await _attempt(conn, campaign, contact, table="call_attempts", **fields)
+
+        # a CDR is an ended attempt: ended_at, an outcome, abandoned when the outcome says so
+        with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_ended_check"):
+            await cdr(outcome="busy")
+        with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_ended_has_outcome"):
+            await cdr(ended_at=datetime.now(timezone.utc))
+        with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_is_cdr_check"):
+            await cdr(state="ringing")
+        with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_abandoned_check"):
+            await cdr(ended_at=datetime.now(timezone.utc), outcome="abandoned")
+        ended = await cdr(contact, ended_at=datetime.now(timezone.utc), outcome="abandoned",
+                          abandoned=True)
         # anonymisation must really remove the personal data
         with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_anonymised_check"):
-            await conn.execute("UPDATE call_attempts SET anonymised_at = now() WHERE id = $1", first)
+            await conn.execute("UPDATE call_attempts SET anonymised_at = now() WHERE id = $1", ended)
         await conn.execute(
             "UPDATE call_attempts SET anonymised_at = now(), dialled_number = NULL, contact_id = NULL WHERE id = $1",
-            first,
+            ended,
         )
         for fields in ({"outcome": "hung_up"}, {"hangup_cause": 200}, {"amd_status": "maybe"}, {"ring_s": -1},
                        {"retention_until": datetime(2000, 1, 1, tzinfo=timezone.utc)}):
             with pytest.raises(asyncpg.CheckViolationError):
-                await _attempt(conn, campaign, None, **fields)
-        # erasing the contact keeps the CDR; a campaign with CDRs cannot be deleted
+                await cdr(**{"ended_at": datetime.now(timezone.utc), "outcome": "busy", **fields})
+        # every attempt is in one of the two tables; all_attempts shows both
+        assert {r["id"] for r in await conn.fetch("SELECT id FROM all_attempts")} == {live, ended}
+        # erasing the contact: the live attempt keeps going without it; a campaign with live
+        # attempts cannot be deleted
         await conn.execute("DELETE FROM contacts WHERE id = $1", contact)
-        assert await conn.fetchval("SELECT contact_id FROM call_attempts WHERE id = $1", second) is None
+        assert await conn.fetchval("SELECT contact_id FROM live_attempts WHERE id = $1", live) is None
         with pytest.raises(asyncpg.ForeignKeyViolationError):
             await conn.execute("DELETE FROM campaigns WHERE id = $1", campaign)
 

@@ -18,6 +18,7 @@ from hitcall_pbx.errors import Conflict, NotFound, ValidationFailed
 from hitcall_pbx.hooks.events import enqueue
 from hitcall_pbx.privacy.api import ApiPrivacy
 from hitcall_pbx.privacy.service import PrivacyService
+from hitcall_pbx.records.cdr import CdrRecord, write_cdrs
 from hitcall_pbx.records.recordings import RecordingStore
 from hitcall_pbx.records.retention_ops import RetentionOps
 
@@ -166,6 +167,31 @@ async def test_erase_then_export_shows_nothing_personal_and_the_number_stays_blo
     assert await db.fetchval(
         "SELECT count(*) FROM webhook_outbox WHERE event_type = 'recording.purged' AND payload->>'reason' = 'erasure'"
     ) == 1
+
+
+async def test_erasure_during_a_call_reaches_the_cdr_written_after_it(db, store, privacy, tmp_path):
+    """The person is erased while their call is live; the call's CDR, written later from
+    the dialer's memory (which still holds the number), is stored anonymised."""
+    s = await seed(db, store, tmp_path)
+    live = uuid.uuid4()
+    await db.execute(
+        """INSERT INTO live_attempts (id, campaign_id, contact_id, dialled_number, caller_id, mode, state, created_at,
+                                      retention_until)
+           VALUES ($1, $2, $3, $4, '+358931234567', 'preview', 'bridged', $5, $6)""",
+        live, s["campaign"], s["contacts"][0], NUMBER, NOW, add_months(NOW, 24))
+    exported = await privacy.export(NUMBER, actor=DPO)
+    assert str(live) in {a["id"] for a in exported.data["call_attempts"]}  # a live call is held data too
+    report = await privacy.erase(NUMBER, actor=DPO)
+    assert report.attempts_anonymised == 3
+    record = CdrRecord(id=live, campaign_id=s["campaign"], contact_id=s["contacts"][0], dialled_number=NUMBER,
+                       caller_id="+358931234567", mode="preview", created_at=NOW, answered_at=NOW,
+                       bridged_at=NOW, ended_at=NOW + timedelta(seconds=30), outcome="answered_human",
+                       retention_until=add_months(NOW, 24))
+    async with db.acquire() as conn:
+        await write_cdrs(conn, [record])
+    row = await db.fetchrow("SELECT * FROM call_attempts WHERE id = $1", live)
+    assert row["dialled_number"] is None and row["contact_id"] is None and row["anonymised_at"] is not None
+    assert await db.fetchval("SELECT count(*) FROM live_attempts") == 0
 
 
 async def test_erase_keeps_a_held_recording_and_says_why(db, store, privacy, tmp_path):

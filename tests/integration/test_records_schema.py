@@ -30,8 +30,9 @@ async def test_call_attempts_still_refuses_a_bad_number_naming_the_column(db: as
         values = {"dialled_number": "+358401234567", "caller_id": "+358201234567", column: "+0358401234567"}
         with pytest.raises(asyncpg.CheckViolationError, match=f"call_attempts_{column}_check"):
             await db.execute(
-                """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, retention_until)
-                   VALUES (gen_random_uuid(), $1, $2, $3, 'progressive', now() + interval '1 year')""",
+                """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, retention_until,
+                                              ended_at, outcome)
+                   VALUES (gen_random_uuid(), $1, $2, $3, 'progressive', now() + interval '1 year', now(), 'busy')""",
                 campaign, values["dialled_number"], values["caller_id"],
             )
 

@@ -42,8 +42,10 @@ async def make_call(pool, store: RecordingStore, campaign: int, call_at: datetim
                     tmp: Path) -> tuple[uuid.UUID, uuid.UUID]:
     attempt = uuid.uuid4()
     await pool.execute(
-        """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, created_at, retention_until)
-           VALUES ($1, $2, '+358401234567', '+358931234567', 'progressive', $3, $4)""",
+        """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, created_at, retention_until,
+                                      ended_at, outcome)
+           VALUES ($1, $2, '+358401234567', '+358931234567', 'progressive', $3, $4, $3::timestamptz + interval '1 minute',
+                   'no_answer')""",
         attempt, campaign, call_at, add_months(call_at, policy.cdr_months),
     )
     source = tmp / f"{attempt}.sln"

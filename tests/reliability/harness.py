@@ -153,7 +153,7 @@ async def wait_settled(pool: asyncpg.Pool, list_id: int, timeout: float) -> None
         try:
             left = await unsettled_contacts(pool, list_id)
             open_attempts = await pool.fetchval(
-                """SELECT count(*) FROM call_attempts a JOIN contacts c ON c.id = a.contact_id
+                """SELECT count(*) FROM all_attempts a JOIN contacts c ON c.id = a.contact_id
                    WHERE c.list_id = $1 AND a.state <> 'ended'""", list_id)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             left = open_attempts = -1
@@ -166,7 +166,7 @@ async def wait_settled(pool: asyncpg.Pool, list_id: int, timeout: float) -> None
 
 
 async def attempts(pool: asyncpg.Pool, campaign_id: int) -> list[asyncpg.Record]:
-    return await pool.fetch("SELECT * FROM call_attempts WHERE campaign_id = $1 ORDER BY created_at", campaign_id)
+    return await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1 ORDER BY created_at", campaign_id)
 
 
 def loss_and_duplicates(rows: list[asyncpg.Record], observer: ChannelObserver,

@@ -97,13 +97,13 @@ async def test_sigkill_mid_campaign_then_restart(product_logging, service_dsn, s
         await wait_until(agents_ready, timeout=15)
         await run_campaign(pool, cid)
         await wait_until(lambda: pool.fetchval(
-            "SELECT count(*) FROM call_attempts WHERE campaign_id = $1 AND state = 'bridged'", cid), timeout=20)
+            "SELECT count(*) FROM all_attempts WHERE campaign_id = $1 AND state = 'bridged'", cid), timeout=20)
 
         first.kill(signal.SIGKILL)
         killed_at = time.monotonic()
         await first.wait(timeout=5)
         in_flight = {str(r["id"]): r["state"] for r in await pool.fetch(
-            "SELECT id, state FROM call_attempts WHERE campaign_id = $1 AND state <> 'ended'", cid)}
+            "SELECT id, state FROM all_attempts WHERE campaign_id = $1 AND state <> 'ended'", cid)}
         up_at_kill = set(await _attempt_channels())
 
         second.start()
@@ -111,7 +111,7 @@ async def test_sigkill_mid_campaign_then_restart(product_logging, service_dsn, s
         await wait_until(second.ready, timeout=30, interval=0.05)
         ready_s = time.monotonic() - started_at
         await wait_until(lambda: pool.fetchval(
-            "SELECT count(*) = 0 FROM call_attempts WHERE id = ANY($1::uuid[]) AND state <> 'ended'",
+            "SELECT count(*) = 0 FROM all_attempts WHERE id = ANY($1::uuid[]) AND state <> 'ended'",
             list(in_flight)), timeout=15, interval=0.05)
         recovered_s = time.monotonic() - started_at
         killed_to_recovered_s = time.monotonic() - killed_at

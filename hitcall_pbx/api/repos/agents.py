@@ -50,7 +50,7 @@ async def has_history(conn: Conn, agent_id: int) -> bool:
     return bool(
         await conn.fetchval(
             """SELECT EXISTS (SELECT 1 FROM agent_state_log WHERE agent_id = $1)
-                   OR EXISTS (SELECT 1 FROM call_attempts WHERE agent_id = $1)""",
+                   OR EXISTS (SELECT 1 FROM all_attempts WHERE agent_id = $1)""",
             agent_id,
         )
     )
@@ -94,5 +94,5 @@ async def open_offer(conn: Conn, agent_id: int) -> asyncpg.Record | None:
 
 async def attempt_agent(conn: Conn, attempt_id: uuid.UUID) -> tuple[bool, int | None]:
     """(whether the attempt exists, its agent)."""
-    row = await conn.fetchrow("SELECT agent_id FROM call_attempts WHERE id = $1", attempt_id)
+    row = await conn.fetchrow("SELECT agent_id FROM all_attempts WHERE id = $1", attempt_id)
     return (row is not None, None if row is None else row["agent_id"])

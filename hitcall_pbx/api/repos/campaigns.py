@@ -58,7 +58,7 @@ async def abandon_counts(conn: Conn, campaign_id: int, tz: str) -> asyncpg.Recor
                   count(*) FILTER (WHERE bridged_at IS NOT NULL AND created_at >= day0) AS day_connected,
                   count(*) FILTER (WHERE abandoned)                                     AS period_abandoned,
                   count(*) FILTER (WHERE bridged_at IS NOT NULL)                        AS period_connected
-           FROM call_attempts,
+           FROM all_attempts,
                 LATERAL (SELECT date_trunc('day', now() AT TIME ZONE $2) AT TIME ZONE $2 AS day0) d
            WHERE campaign_id = $1 AND created_at >= now() - interval '30 days'""",
         campaign_id,
@@ -77,7 +77,7 @@ async def agents_by_state(conn: Conn, campaign_id: int) -> dict[str, int]:
 
 async def calls_by_state(conn: Conn, campaign_id: int) -> dict[str, int]:
     rows = await conn.fetch(
-        "SELECT state, count(*) AS n FROM call_attempts WHERE campaign_id = $1 AND state <> 'ended' GROUP BY state",
+        "SELECT state, count(*) AS n FROM live_attempts WHERE campaign_id = $1 GROUP BY state",
         campaign_id,
     )
     return {r["state"]: r["n"] for r in rows}
