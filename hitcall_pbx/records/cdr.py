@@ -310,14 +310,19 @@ def _rounds(records: Sequence[CdrRecord]) -> list[Sequence[CdrRecord]]:
     return rounds
 
 
-# The attempts' live rows go in the same transaction. What the live row gained meanwhile
-# is carried over: a disposition given after the call ended, a recording id, a deadline
-# restamped by the audited recompute, and an erasure that reached the attempt while it
-# was live (the new CDR is anonymised too).
+# The attempts' live rows go in the same transaction. What a live row gained meanwhile is
+# returned, to be carried over (`_CARRY`): a disposition given after the call ended, a
+# recording id, a deadline restamped by the audited recompute, and an erasure that
+# reached the attempt while it was live (the new CDR is anonymised too). Usually nothing.
 _RETIRE_LIVE = """
 WITH gone AS (
     DELETE FROM live_attempts WHERE id = ANY($1::uuid[])
     RETURNING id, disposition, recording_id, retention_until, anonymised_at)
+SELECT g.* FROM gone g JOIN unnest($1::uuid[], $2::timestamptz[]) AS v(id, retention_until) ON v.id = g.id
+WHERE g.disposition IS NOT NULL OR g.recording_id IS NOT NULL OR g.anonymised_at IS NOT NULL
+      OR g.retention_until IS DISTINCT FROM v.retention_until
+"""
+_CARRY = """
 UPDATE call_attempts c
 SET disposition = coalesce(g.disposition, c.disposition),
     recording_id = coalesce(c.recording_id, g.recording_id),
@@ -325,10 +330,18 @@ SET disposition = coalesce(g.disposition, c.disposition),
     dialled_number = CASE WHEN g.anonymised_at IS NULL THEN c.dialled_number END,
     contact_id = CASE WHEN g.anonymised_at IS NULL THEN c.contact_id END,
     anonymised_at = coalesce(c.anonymised_at, g.anonymised_at)
-FROM gone g
-WHERE c.id = g.id AND (g.disposition IS NOT NULL OR g.recording_id IS NOT NULL OR g.anonymised_at IS NOT NULL
-                       OR g.retention_until <> c.retention_until)
+FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[], $5::timestamptz[])
+     AS g(id, disposition, recording_id, retention_until, anonymised_at)
+WHERE c.id = g.id
 """
+
+
+async def _retire_live(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -> None:
+    """Delete the records' live rows and carry over what they gained (in the caller's transaction)."""
+    gained = await conn.fetch(_RETIRE_LIVE, [r.id for r in records], [r.retention_until for r in records])
+    if gained:
+        await conn.execute(_CARRY, *([row[k] for row in gained] for k in
+                                     ("id", "disposition", "recording_id", "retention_until", "anonymised_at")))
 
 
 async def write_cdrs(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -> None:
@@ -337,7 +350,7 @@ async def write_cdrs(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -> 
     The common case, attempts without a CDR yet, is one COPY straight into
     ``call_attempts``. When an attempt already has its row (a replay, or two records of
     one attempt in the batch) the batch goes through the upsert and its precedence
-    rules instead. Then the attempts' live rows are retired (`_RETIRE_LIVE`)."""
+    rules instead. Then the attempts' live rows are retired (`_retire_live`)."""
     nested = conn.is_in_transaction()  # the stage is emptied at commit: maybe not yet
     async with conn.transaction():
         rounds = _rounds(records)
@@ -356,7 +369,7 @@ async def write_cdrs(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -> 
                     await conn.execute(f"TRUNCATE {_STAGE}")
                 await conn.copy_records_to_table(_STAGE, records=map(_row, batch), columns=COLUMNS)
                 await conn.execute(_UPSERT_STAGE)
-        await conn.execute(_RETIRE_LIVE, [r.id for r in records])
+        await _retire_live(conn, records)
 
 
 def _is_data_error(exc: BaseException) -> bool:
@@ -376,7 +389,7 @@ async def _upsert_each(
             try:
                 async with conn.transaction():
                     await conn.execute(_UPSERT_ONE, *_row(record))
-                    await conn.execute(_RETIRE_LIVE, [record.id])
+                    await _retire_live(conn, [record])
             except Exception as exc:
                 if not _is_data_error(exc):
                     raise
