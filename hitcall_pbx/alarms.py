@@ -3,8 +3,8 @@
 Each raised or cleared alarm is logged and set on the ``hitcall_alarm{name}`` gauge at
 once, and written to the `alarms` table together with an ``alarm.raised`` /
 ``alarm.cleared`` outbox event (subject ``alarm:<name>``) in one transaction, so the
-on-call system receives it through the signed webhooks. Besides the conditions of
-`core.alarms`, `journal_backlog` watches the dialer's call journal (`journal_alarms`). While Postgres is down the
+on-call system receives it through the signed webhooks. The conditions are
+`core.alarms`; the monitor adds the call journal's health to what `gather_inputs` reports. While Postgres is down the
 writes wait in memory, in order, and go out at the next check that reaches it; the
 writes are idempotent, so a write that is retried after an unclear failure does
 not duplicate a row or event. On start the raised alarms are loaded from the table:
@@ -18,18 +18,18 @@ import contextlib
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Gauge
 
-from .core.alarms import Alarm, AlarmInputs, CampaignAbandon, Thresholds, diff, evaluate
+from .core.alarms import Alarm, AlarmInputs, CampaignAbandon, JournalHealth, Thresholds, diff, evaluate
 from .hooks.events import enqueue
 from .logs import get_logger
 
-__all__ = ["AlarmMonitor", "JournalHealth", "JournalThresholds", "gather_from_app", "journal_alarms"]
+__all__ = ["AlarmMonitor", "gather_from_app"]
 
 log = get_logger("hitcall.alarms")
 
@@ -45,36 +45,6 @@ UPDATE alarms SET state = 'cleared', cleared_at = greatest(raised_at, $2)
 WHERE name = $1 AND state = 'raised'
 RETURNING id
 """
-
-
-@dataclass(frozen=True)
-class JournalHealth:
-    backlog: int = 0
-    """Operations queued or spooled and not yet in Postgres."""
-    spool_backlog: int = 0
-    """Of those, the ones in the durable spool."""
-    failing_s: float = 0.0
-    """How long its writes have been failing (0 while they commit)."""
-
-
-@dataclass(frozen=True)
-class JournalThresholds:
-    failing_s: float = 10.0
-    backlog: int = 50_000
-    """A healthy journal commits every few ms: a backlog this large means Postgres cannot keep up."""
-
-
-def journal_alarms(h: JournalHealth, t: JournalThresholds, active: dict[str, Alarm]) -> dict[str, Alarm]:
-    """`journal_backlog`: the call journal's writes have failed for `t.failing_s` or its backlog
-    reached `t.backlog`. Once raised it stays until the writes commit and the spool is empty."""
-    name = "journal_backlog"
-    raising = h.failing_s >= t.failing_s or h.backlog >= t.backlog
-    if not raising and not (name in active and (h.failing_s > 0 or h.spool_backlog > 0)):
-        return {}
-    message = (f"call journal: {h.backlog} call and agent writes waiting for PostgreSQL"
-               + (f", failing for {h.failing_s:.0f} s" if h.failing_s else ""))
-    return {name: Alarm(name, "critical" if h.failing_s >= t.failing_s else "major", message,
-                        {"backlog": h.backlog, "spool_backlog": h.spool_backlog, "failing_s": round(h.failing_s, 1)})}
 
 
 class Journal(Protocol):
@@ -105,7 +75,6 @@ class AlarmMonitor:
         thresholds: Thresholds = Thresholds(),
         db_timeout: float = 5.0,
         journal: Journal | None = None,
-        journal_thresholds: JournalThresholds = JournalThresholds(),
     ) -> None:
         if interval <= 0 or db_timeout <= 0:
             raise ValueError("interval and db_timeout must be > 0")
@@ -115,7 +84,6 @@ class AlarmMonitor:
         self._thresholds = thresholds
         self._db_timeout = db_timeout
         self._journal = journal
-        self._journal_thresholds = journal_thresholds
         self._gauge = Gauge("hitcall_alarm", "1 while the alarm is raised", ["name"], registry=registry)
         self._active: dict[str, Alarm] = {}
         self._pending: list[_Transition] = []
@@ -166,9 +134,9 @@ class AlarmMonitor:
             log.exception("alarm.gather_failed")
             await self._flush()
             return [], []
-        now = evaluate(inputs, self._thresholds, self._active)
         if self._journal is not None:
-            now |= journal_alarms(self._journal_health(), self._journal_thresholds, self._active)
+            inputs = replace(inputs, journal=self._journal_health())
+        now = evaluate(inputs, self._thresholds, self._active)
         raised, cleared = diff(self._active, now)
         self._active = now
         at = datetime.now(UTC)

@@ -52,6 +52,18 @@ class CampaignAbandon:
 
 
 @dataclass(frozen=True)
+class JournalHealth:
+    """The dialer's call journal (agent states, call progress, webhook events on their way)."""
+
+    backlog: int = 0
+    """Operations queued or spooled and not yet in Postgres."""
+    spool_backlog: int = 0
+    """Of those, the ones in the durable spool."""
+    failing_s: float = 0.0
+    """How long its writes have been failing (0 while they commit)."""
+
+
+@dataclass(frozen=True)
 class AlarmInputs:
     """What the service looks like at one check. None = not known at this check."""
 
@@ -76,6 +88,8 @@ class AlarmInputs:
     """Whether the most recent purge run failed."""
     disk_free_bytes: int | None = None
     disk_total_bytes: int | None = None
+    journal: JournalHealth | None = None
+    """None: no call journal in this process."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,9 @@ class Thresholds:
     disk_low_bytes: int = GIB
     disk_clear_ratio: float = 0.12
     disk_clear_bytes: int = GIB + GIB // 4
+    journal_failing_s: float = 10.0
+    journal_backlog: int = 50_000
+    """A healthy journal commits every few ms: a backlog this large means Postgres cannot keep up."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.abandon_near_clear_ratio <= self.abandon_near_ratio <= 1.0:
@@ -200,6 +217,23 @@ def _disk(i: AlarmInputs, t: Thresholds, active: Mapping[str, Alarm]) -> dict[st
                                          {"free_bytes": free, "total_bytes": total})}
 
 
+def _journal(inputs: AlarmInputs, t: Thresholds, active: Mapping[str, Alarm]) -> dict[str, Alarm]:
+    """`journal_backlog`: the call journal's writes have failed for `t.journal_failing_s` or its
+    backlog reached `t.journal_backlog`. Once raised it stays until the writes commit and the
+    spool is empty."""
+    h = inputs.journal
+    name = "journal_backlog"
+    if h is None:
+        return {}
+    raising = h.failing_s >= t.journal_failing_s or h.backlog >= t.journal_backlog
+    if not raising and not (name in active and (h.failing_s > 0 or h.spool_backlog > 0)):
+        return {}
+    message = (f"call journal: {h.backlog} call and agent writes waiting for PostgreSQL"
+               + (f", failing for {h.failing_s:.0f} s" if h.failing_s else ""))
+    return {name: Alarm(name, "critical" if h.failing_s >= t.journal_failing_s else "major", message,
+                        {"backlog": h.backlog, "spool_backlog": h.spool_backlog, "failing_s": round(h.failing_s, 1)})}
+
+
 def evaluate(inputs: AlarmInputs, thresholds: Thresholds = Thresholds(),
              active: Mapping[str, Alarm] | None = None) -> dict[str, Alarm]:
     """The alarms active for `inputs`, given those `active` after the previous evaluation."""
@@ -211,6 +245,7 @@ def evaluate(inputs: AlarmInputs, thresholds: Thresholds = Thresholds(),
     out |= _webhooks(inputs, thresholds, active)
     out |= _purge(inputs, thresholds, active)
     out |= _disk(inputs, thresholds, active)
+    out |= _journal(inputs, thresholds, active)
     return out
 
 

@@ -8,10 +8,10 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from hitcall_pbx.alarms import AlarmMonitor, JournalThresholds, gather_from_app
+from hitcall_pbx.alarms import AlarmMonitor, gather_from_app
 from hitcall_pbx.core.backoff import Backoff
 from hitcall_pbx.dialer.journal import CallJournal
-from hitcall_pbx.core.alarms import AlarmInputs
+from hitcall_pbx.core.alarms import AlarmInputs, Thresholds
 from hitcall_pbx.core.pacing import PacingStats
 from hitcall_pbx.hooks.dispatcher import WebhookDispatcher
 from hitcall_pbx.records.recordings import RecordingStore
@@ -248,7 +248,7 @@ async def test_journal_failing_raises_journal_backlog_and_clears_once_replayed(d
     await journal.start()
     registry = CollectorRegistry()
     m = AlarmMonitor(db, Inputs(HEALTHY), registry=registry, interval=0.05, db_timeout=1.0, journal=journal,
-                     journal_thresholds=JournalThresholds(failing_s=0.3, backlog=1000))
+                     thresholds=Thresholds(journal_failing_s=0.3, journal_backlog=1000))
     try:
         async with database_down(pg_dsn, db):
             journal.event("alarm.raised", "alarm:test", {"n": 1})

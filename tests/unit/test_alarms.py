@@ -3,8 +3,7 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hitcall_pbx.alarms import JournalHealth, JournalThresholds, journal_alarms
-from hitcall_pbx.core.alarms import GIB, AlarmInputs, CampaignAbandon, Thresholds, diff, evaluate
+from hitcall_pbx.core.alarms import GIB, AlarmInputs, CampaignAbandon, JournalHealth, Thresholds, diff, evaluate
 
 T = Thresholds()
 
@@ -159,6 +158,8 @@ inputs = st.builds(
     last_purge_failed=st.none() | st.booleans(),
     disk_free_bytes=st.none() | st.integers(0, 100 * GIB),
     disk_total_bytes=st.sampled_from([None, 0, 2 * GIB, 100 * GIB]),
+    journal=st.none() | st.builds(JournalHealth, backlog=st.integers(0, 60_000), spool_backlog=st.integers(0, 50),
+                                  failing_s=st.floats(0, 20)),
 )
 
 
@@ -191,14 +192,20 @@ def test_constant_input_changes_nothing_after_the_first_evaluation(snapshot, rep
 
 
 def test_journal_backlog_raises_on_failing_writes_or_a_large_backlog_and_holds_until_drained():
-    t = JournalThresholds(failing_s=10, backlog=100)
-    assert journal_alarms(JournalHealth(backlog=40, spool_backlog=30, failing_s=9), t, {}) == {}
-    failing = journal_alarms(JournalHealth(backlog=40, spool_backlog=30, failing_s=10), t, {})
+    t = Thresholds(journal_failing_s=10, journal_backlog=100)
+
+    def journal(active, **health):
+        return {n: a for n, a in evaluate(AlarmInputs(journal=JournalHealth(**health)), t, active).items()
+                if n == "journal_backlog"}
+
+    assert journal({}, backlog=40, spool_backlog=30, failing_s=9) == {}
+    failing = journal({}, backlog=40, spool_backlog=30, failing_s=10)
     [alarm] = failing.values()
     assert alarm.name == "journal_backlog" and alarm.severity == "critical" and alarm.details["backlog"] == 40
     assert re.fullmatch(r"[a-z][a-z0-9_.]*", alarm.name)
-    big = journal_alarms(JournalHealth(backlog=100), t, {})
-    assert big["journal_backlog"].severity == "major"
+    assert journal({}, backlog=100)["journal_backlog"].severity == "major"
     # Postgres is back, the spool still replaying: held; drained: cleared.
-    assert set(journal_alarms(JournalHealth(backlog=20, spool_backlog=20), t, failing)) == {"journal_backlog"}
-    assert journal_alarms(JournalHealth(backlog=3), t, failing) == {}
+    assert set(journal(failing, backlog=20, spool_backlog=20)) == {"journal_backlog"}
+    assert journal(failing, backlog=3) == {}
+    # No journal in the process: no journal alarm.
+    assert "journal_backlog" not in evaluate(AlarmInputs(), t, failing)
