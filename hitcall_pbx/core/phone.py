@@ -58,6 +58,9 @@ def parse_phone(
         raise _invalid(field, f"phone number cannot be parsed: {exc}", raw) from None
     if not phonenumbers.is_valid_number(number):
         raise _invalid(field, "phone number is not valid", raw)
+    if number.extension:
+        # The dialer calls the number itself; an extension would be silently dropped.
+        raise _invalid(field, "phone number has an extension, which cannot be dialled", raw)
     return number
 
 

@@ -45,6 +45,13 @@ def test_invalid_numbers_name_the_field(raw: object) -> None:
     assert not is_valid_e164(raw)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("raw", ["+358 40 123 4567 ext. 9", "040 1234567 x12", "+358401234567;ext=3"])
+def test_a_number_with_an_extension_is_refused_not_truncated(raw: str) -> None:
+    with pytest.raises(ValidationFailed, match="extension") as err:
+        normalize_e164(raw, field="phone")
+    assert err.value.details["field"] == "phone"
+
+
 def test_time_zones_from_number() -> None:
     assert callee_timezone("+358401234567") == "Europe/Helsinki"
     assert callee_timezone("+35891234567") == "Europe/Helsinki"
