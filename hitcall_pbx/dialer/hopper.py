@@ -35,8 +35,13 @@ _FINAL_STATUS = {
     DialReason.MAX_ATTEMPTS: "failed",
 }
 
+# A callback names an agent who can take it here (assigned to the campaign, not disabled),
+# else it is for any agent of the campaign: it must not wait for someone who never comes.
+_CALLBACK_AGENT_HERE = """EXISTS (SELECT 1 FROM agent_campaigns ac JOIN agents ag ON ag.id = ac.agent_id
+                             WHERE ac.agent_id = {c}.callback_agent_id AND ac.campaign_id = $1 AND NOT ag.disabled)"""
 _CANDIDATES_TEMPLATE = """
-SELECT c.id, c.phone_e164, c.name, c.timezone, c.attempts, c.next_attempt_at, c.status, c.callback_agent_id,
+SELECT c.id, c.phone_e164, c.name, c.timezone, c.attempts, c.next_attempt_at, c.status,
+       CASE WHEN """ + _CALLBACK_AGENT_HERE.format(c="c") + """ THEN c.callback_agent_id END AS callback_agent_id,
        c.marketing_prohibited, c.processing_restricted, c.extra, c.title, c.organisation,
        EXISTS (SELECT 1 FROM dnc_entries d WHERE d.phone_e164 = c.phone_e164 AND d.campaign_id IS NULL)
            AS dnc_global,
@@ -61,7 +66,8 @@ ORDER BY (c.status = 'callback') DESC, c.next_attempt_at NULLS FIRST, c.id
 _CANDIDATES = _CANDIDATES_TEMPLATE.format(
     where="(c2.status IN ('new', 'retry') AND (c2.next_attempt_at IS NULL OR c2.next_attempt_at <= $2))"
     " OR (c2.status = 'callback' AND c2.callback_at <= $2"
-    " AND (c2.callback_agent_id IS NULL OR c2.callback_agent_id = ANY($4::bigint[])))"
+    " AND (c2.callback_agent_id IS NULL OR c2.callback_agent_id = ANY($4::bigint[])"
+    " OR NOT " + _CALLBACK_AGENT_HERE.format(c="c2") + "))"
 )
 # One contact already held by a preview offer ($2 is unused but keeps the parameter list).
 _OFFERED = _CANDIDATES_TEMPLATE.format(where="c2.id = $4 AND c2.status = 'in_progress' AND $2::timestamptz IS NOT NULL")

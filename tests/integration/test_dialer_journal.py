@@ -190,6 +190,24 @@ async def test_due_callbacks_come_first_and_one_for_an_agent_waits_for_that_agen
     assert done["status"] == "in_progress" and done["callback_at"] is not None
 
 
+async def test_a_callback_for_an_agent_who_cannot_take_it_here_goes_to_any_agent(db: asyncpg.Pool) -> None:
+    cid, list_id = await create_campaign(db, "callbacks-elsewhere", state="running", numbers=sim_numbers(1, 3),
+                                         **ALL_DAY)
+    here = await create_agent(db, "2111", "agent-here", [cid])
+    elsewhere = await create_agent(db, "2112", "agent-elsewhere", [])  # not assigned to this campaign
+    gone = await create_agent(db, "2113", "agent-gone", [cid])
+    await db.execute("UPDATE agents SET disabled = true WHERE id = $1", gone)
+    ids = [r["id"] for r in await db.fetch("SELECT id FROM contacts WHERE list_id = $1 ORDER BY id", list_id)]
+    now = datetime.now(UTC)
+    for contact, agent, minutes in ((ids[0], elsewhere, 3), (ids[1], gone, 2), (ids[2], here, 1)):
+        await db.execute("UPDATE contacts SET status = 'callback', callback_at = $2, callback_agent_id = $3 "
+                         "WHERE id = $1", contact, now - timedelta(minutes=minutes), agent)
+    campaign = Campaign.from_row(await db.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
+    taken = (await Hopper(db).take(campaign, 3, now, ready_agents=[])).attempts
+    # The first two are dialled for whoever is free; the third still waits for its agent.
+    assert [(t.contact_id, t.agent_id) for t in taken] == [(ids[0], None), (ids[1], None)]
+
+
 async def test_postgres_stopped_then_back_nothing_lost_nothing_twice(stoppable_pg: EmbeddedPostgres) -> None:
     pool = await create_pool(stoppable_pg.uri, min_size=1, max_size=3)
     try:
