@@ -55,6 +55,36 @@ async def test_apply_applies_all_then_nothing(empty_db_dsn: str) -> None:
         await conn.close()
 
 
+async def test_upgrade_moves_attempts_in_progress_to_live_attempts(empty_db_dsn: str, tmp_path: Path) -> None:
+    """0005 on a database in use: attempts not ended become live attempts, CDRs stay, the
+    recordings and preview offers that name them keep their ids."""
+    before = tmp_path / "before-0005"
+    before.mkdir()
+    for m in REAL:
+        if m.version < 5:
+            shutil.copy(m.path, before)
+    conn = await connect(empty_db_dsn)
+    try:
+        await migrations.apply(conn, before)
+        campaign = await _campaign(conn)
+        contact = await _contact(conn, await _list(conn))
+        live = await _attempt(conn, campaign, contact, table="call_attempts", state="ringing")
+        ended = await _attempt(conn, campaign, None, table="call_attempts", ended_at=datetime.now(timezone.utc),
+                               outcome="busy", state="ended")
+        await migrations.apply(conn)
+        assert await conn.fetchval("SELECT array_agg(id) FROM live_attempts") == [live]
+        assert await conn.fetchval("SELECT array_agg(id) FROM call_attempts") == [ended]
+        assert await conn.fetchval("SELECT state FROM live_attempts WHERE id = $1", live) == "ringing"
+        # The recording of a call still live can be registered against its attempt.
+        await conn.execute(
+            """INSERT INTO recordings (attempt_id, campaign_id, path, sha256, size_bytes, duration_s, format,
+                                       created_at, retention_until)
+               VALUES ($1, $2, 'x/y.wav', $3, 1, 1, 'wav', now(), now() + interval '3 months')""",
+            live, campaign, "ab" * 32)
+    finally:
+        await conn.close()
+
+
 async def test_status_reports_pending_then_applied(empty_db_dsn: str) -> None:
     pool = await create_pool(empty_db_dsn, max_size=2)
     try:
