@@ -13,8 +13,8 @@ fed with observations, and asks a pacer for a `PacingDecision`:
   later would not cost less (the pacer decides again then). The price follows today's
   abandon count against what the target rate allows (feedback; the 30-day rate
   lowers the target when it runs high); near the cap it climbs steeply, over the cap
-  the campaign falls back to progressive for the rest of the day. Small teams with
-  few calls ringing get exact Poisson-binomial / binomial step distributions, larger
+  the campaign falls back to progressive for the rest of the day. Teams of up to
+  about 30 agents get exact Poisson-binomial / binomial step distributions, larger
   ones a normal random-walk approximation.
 * `decide_progressive(snapshot)` — one call per ready agent, the agent reserved.
 * `AdaptiveBaseline` — the classic adaptive dial level (level × ready agents),
@@ -70,8 +70,8 @@ PACING_MODES: Final = (MODE_PREDICTIVE, MODE_PROGRESSIVE, MODE_ADAPTIVE_BASELINE
 
 # The predictive model looks one ring timeout ahead in steps of about this many seconds.
 _STEP_S: Final = 3.125
-# Exact step distributions while at most this many calls ring (and the team is small).
-_EXACT_MAX_CALLS: Final = 8
+# Exact step distributions while at most this many calls ring (and the team is not large).
+_EXACT_MAX_CALLS: Final = 160
 # Feedback: price of an abandon (idle agent-seconds it must save) =
 # base × e^(gain × (abandons − allowed) / √(target abandons)) × e^(cap_gain × (reserve − abandons left to cap)),
 # reserve = cushion + √(answers in flight) + 2 √(abandons in flight).
@@ -84,10 +84,14 @@ _MIN_PRICE: Final = 5.0
 _MAX_PRICE: Final = 1e6
 # Idle-agent distributions: probability below this at the top is folded down.
 _TRIM: Final = 1e-7
-# Above this many agents that may take a call within the horizon, normal steps.
-_GAUSSIAN_MIN_AGENTS: Final = 12
+# Above this many agents that may take a call within the horizon, normal steps. Up to
+# it the exact distributions are affordable and pace better: at a few answers per
+# step the counts are too skewed and discrete for the normal approximation.
+_GAUSSIAN_MIN_AGENTS: Final = 32
 # Fitted log-normal parameters are rounded to this (tables are rebuilt when they move).
 _PARAM_QUANTUM: Final = 0.02
+# The model plans with the contact rate estimate plus this many standard deviations.
+_CONTACT_SIGMAS: Final = 2.0
 # A new call must save at least this much idle agent time (seconds).
 _MIN_SAVING_S: Final = 0.01
 
@@ -823,7 +827,7 @@ class _Horizon:
     new ones): answers with no idle agent are abandoned. `run(n)` returns expected
     abandons and idle agent-seconds over the horizon.
 
-    Small teams with few calls ringing: the distribution of idle agents step by step,
+    Teams up to `_GAUSSIAN_MIN_AGENTS` agents: the distribution of idle agents step by step,
     answers per step exact (Poisson-binomial of the ringing calls × binomial of the
     new ones). Otherwise answers − frees is a random walk with normal steps and the
     abandons its running maximum (see `_run_gaussian`); the two agree closely where
@@ -848,8 +852,8 @@ class _Horizon:
                 slot = int(r * inv + 0.5)
                 groups[slot] = groups.get(slot, 0) + 1
         rate, rate_sd = stats.contact_estimate([(cdf.steps(slot, dt, steps)[0], c) for slot, c in groups.items()])
-        # plan with a contact rate two sd high: over-estimating answers is the safe side
-        p = min(0.999, rate + 2.0 * rate_sd)
+        # plan with a contact rate a little high: over-estimating answers is the safe side
+        p = min(0.999, rate + _CONTACT_SIGMAS * rate_sd)
         self.p = p
         wrap = round(stats.wrap_mean_s * 2.0) / 2.0
 
@@ -904,7 +908,8 @@ class _Horizon:
         exact = not self.gaussian
         inflight = [0.0] * (steps + 1)
         inflight_var = [0.0] * (steps + 1)
-        probs: list[list[float]] = [[] for _ in range(steps + 1)]
+        # exact: answers per step, the calls of one slot binomial (same probability)
+        kernels: list[list[float]] = [[1.0] for _ in range(steps + 1)]
         for slot, count in groups.items():
             g_r, incs = cdf.steps(slot, dt, steps)
             rest = 1.0 - p * g_r
@@ -918,10 +923,10 @@ class _Horizon:
                     inflight[k] += x * count
                     inflight_var[k] += x * (1.0 - x) * count
                     if exact and x > 1e-12:
-                        probs[k].extend([x] * count)
+                        kernels[k] = _convolve(kernels[k], binomial_pmf(count, x))
         self.inflight_k = inflight
         self.inflight_var = inflight_var
-        self.inflight_probs = [poisson_binomial_pmf(x) for x in probs] if exact else []
+        self.inflight_probs = kernels if exact else []
         self.new_k = [p * x for x in cdf.steps(0, dt, steps)[1]]
         self.waiting = snapshot.answered_waiting
         self._memo: dict[tuple[int, int], tuple[float, float]] = {}

@@ -355,6 +355,18 @@ def test_exact_and_normal_models_agree_on_a_mid_size_team() -> None:
         assert j == pytest.approx(i, rel=0.15)
 
 
+def test_a_twenty_agent_team_is_modelled_exactly_and_a_hundred_agent_team_with_normal_steps() -> None:
+    stats = warm_stats()
+    ringing = tuple(0.5 * i for i in range(40))
+    twenty = pacing._Horizon(busy_snapshot(dialling_elapsed_s=ringing), stats)
+    assert not twenty.gaussian
+    abandons, idle = twenty.run(0)
+    assert abandons >= 0.0 and idle > 0.0
+    hundred = busy_snapshot(agents_logged_in=100, agents_ready=10, dialling_elapsed_s=ringing,
+                            talk_elapsed_s=tuple(float(x) for x in range(5, 450, 5)))
+    assert pacing._Horizon(hundred, stats).gaussian
+
+
 def test_a_call_placed_a_step_later_is_modelled_between_none_and_one_now() -> None:
     stats = warm_stats()
     for snap in (busy_snapshot(agents_logged_in=10, agents_ready=1, talk_elapsed_s=(20.0, 60.0, 90.0, 130.0)),
