@@ -39,8 +39,13 @@ async def test_ari_websocket_cut_mid_campaign(product_logging, service_settings,
     try:
         async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
             pool = app.db.pool
+            # Dialled in this order: a talker, then two quick customers, and again, so that
+            # calls ring while the first talker is still talking.
+            quick = quick_calls(QUICK, 920)
+            numbers = [n for i, talker in enumerate(talkers(LONG, 12, start=910))
+                       for n in (talker, *quick[2 * i:2 * i + 2])]
             cid, list_id = await live_campaign(pool, "ws-cut", agents=AGENTS, first_agent_number=1191,
-                                               numbers=talkers(LONG, 12, start=910) + quick_calls(QUICK, 920))
+                                               numbers=numbers)
             phones.start()
             await wait_until(lambda: len(app.sessions.by_agent) == len(AGENTS), timeout=15)
             await run_campaign(pool, cid)
