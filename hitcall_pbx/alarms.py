@@ -3,9 +3,9 @@
 Each raised or cleared alarm is logged and set on the ``hitcall_alarm{name}`` gauge at
 once, and written to the `alarms` table together with an ``alarm.raised`` /
 ``alarm.cleared`` outbox event (subject ``alarm:<name>``) in one transaction, so the
-on-call system receives it through the signed webhooks. The conditions are
-`core.alarms`; the monitor adds the call journal's health to what `gather_inputs` reports. While Postgres is down the
-writes wait in memory, in order, and go out at the next check that reaches it; the
+on-call system receives it through the signed webhooks. The conditions are those of
+`core.alarms`; the monitor adds the call journal's health to what `gather_inputs`
+reports. While Postgres is down the writes wait in memory, in order, and go out at the next check that reaches it; the
 writes are idempotent, so a write that is retried after an unclear failure does
 not duplicate a row or event. On start the raised alarms are loaded from the table:
 a restart neither raises them again nor forgets to clear them.

@@ -51,6 +51,7 @@ import asyncpg
 from ..core.backoff import Backoff
 from ..hooks.events import EVENT_TYPES
 from ..logs import get_logger
+from ..records.cdr import ATTEMPT_TABLES
 from ..records.spool import Spool
 
 log = get_logger("hitcall.dialer.journal")
@@ -157,20 +158,19 @@ FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bi
      AS v(id, state, answered_at, bridged_at, agent_id, ms)
 WHERE a.id = v.id AND a.state <> 'ended' AND (a.state <> 'bridged' OR v.state = 'bridged')
 """
-# The attempt is live or already a CDR. The live row first: a statement sees what was
-# committed when it started, so if the CDR writer moves the row meanwhile, the second
-# statement finds it in call_attempts (and the writer carries over what the first set).
+# The attempt is live or already a CDR (in the order `ATTEMPT_TABLES` explains).
 _DISPOSITIONS = tuple(f"""
 UPDATE {table} a SET disposition = v.code
 FROM unnest($1::uuid[], $2::text[]) AS v(id, code) WHERE a.id = v.id
-""" for table in ("live_attempts", "call_attempts"))
+""" for table in ATTEMPT_TABLES)
+
 
 async def set_attempt_disposition(pool: asyncpg.Pool, attempt_id: uuid.UUID, agent_id: int, code: str) -> bool:
     """Set the disposition of one attempt the agent handled, live or already a CDR (in
-    the order `_DISPOSITIONS` explains). False when the agent has no such attempt."""
+    the order `ATTEMPT_TABLES` explains). False when the agent has no such attempt."""
     changed = 0
     async with pool.acquire() as conn, conn.transaction():
-        for table in ("live_attempts", "call_attempts"):
+        for table in ATTEMPT_TABLES:
             status = await conn.execute(
                 f"UPDATE {table} SET disposition = $3 WHERE id = $1 AND agent_id = $2", attempt_id, agent_id, code)
             changed += int(status.rsplit(" ", 1)[-1])

@@ -31,6 +31,7 @@ from ..core.compliance import salted_number_hash
 from ..core.phone import normalize_e164, validate_timezone
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..hooks.events import enqueue
+from ..records.cdr import ATTEMPT_TABLES
 from ..records.purge import purge_recordings
 from ..records.recordings import RecordingStore
 from ..store import audit
@@ -151,13 +152,11 @@ class PrivacyService:
             )
         numbers = sorted({c["phone_e164"] for c in contacts} | ({subject.value} if subject.kind == "phone" else set()))
         ids = [c["id"] for c in contacts]
-        # Live attempts first: the CDR writer moves an attempt from live_attempts to
-        # call_attempts in one transaction, and a row locked here is only moved after this
-        # transaction (the writer then carries an anonymisation over to the CDR); a row it
-        # moved meanwhile is found by the second statement.
+        # Live attempts first (`ATTEMPT_TABLES`): a live row locked here is moved by the
+        # CDR writer only after this transaction, carrying an anonymisation over to the CDR.
         attempts = [
             row
-            for table in ("live_attempts", "call_attempts")
+            for table in ATTEMPT_TABLES
             for row in await conn.fetch(
                 f"""SELECT * FROM {table} WHERE dialled_number = ANY($1::text[]) OR contact_id = ANY($2::bigint[])
                     ORDER BY created_at, id{lock_clause}""",
@@ -321,7 +320,7 @@ class PrivacyService:
             retained_attempts = {r["attempt_id"] for r in held}
             anonymise = [a["id"] for a in found.attempts
                          if a["anonymised_at"] is None and a["id"] not in retained_attempts]
-            for table in ("live_attempts", "call_attempts"):
+            for table in ATTEMPT_TABLES:
                 await conn.execute(
                     f"""UPDATE {table} SET dialled_number = NULL, contact_id = NULL, anonymised_at = $2
                         WHERE id = ANY($1::uuid[])""",

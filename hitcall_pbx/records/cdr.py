@@ -310,6 +310,13 @@ def _rounds(records: Sequence[CdrRecord]) -> list[Sequence[CdrRecord]]:
     return rounds
 
 
+# Where an attempt is: live, or already a CDR. Code that changes an attempt wherever it is
+# touches the tables in this order, one statement each: a statement sees what was
+# committed when it started, so a row the CDR writer moves meanwhile is found by the
+# second statement, and what the first one set on (or locked in) the live row is carried
+# over by the writer (`_retire_live`).
+ATTEMPT_TABLES: tuple[str, str] = ("live_attempts", "call_attempts")
+
 # The attempts' live rows go in the same transaction. What a live row gained meanwhile is
 # returned, to be carried over (`_CARRY`): a disposition given after the call ended, a
 # recording id, a deadline restamped by the audited recompute, and an erasure that
@@ -687,6 +694,7 @@ def default_spool_dir(data_dir: Path | str) -> Path:
 
 
 __all__ = [
+    "ATTEMPT_TABLES",
     "COLUMNS",
     "CdrRecord",
     "CdrWriter",

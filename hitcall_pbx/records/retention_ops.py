@@ -28,6 +28,7 @@ from ..core.retention import (
 )
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..store import audit
+from .cdr import ATTEMPT_TABLES
 from .purge import purge_recordings
 from .recordings import RecordingStore
 
@@ -220,11 +221,11 @@ class RetentionOps:
                 raise NotFound("campaign not found", details={"field": "campaign_id", "value": campaign_id})
             policy = _policy(row)
             rec = await _restamp(conn, "recordings", "purged_at IS NULL", "recording", campaign_id, policy)
-            # Live attempts first (see privacy.service._find): the CDR writer carries a
-            # live row's deadline over to the CDR it writes.
-            live = await _restamp(conn, "live_attempts", "anonymised_at IS NULL", "cdr", campaign_id, policy)
-            ended = await _restamp(conn, "call_attempts", "anonymised_at IS NULL", "cdr", campaign_id, policy)
-            cdr = (live[0] + ended[0], live[1] + ended[1])
+            # Live attempts too, first (`ATTEMPT_TABLES`): the CDR writer carries a live
+            # row's deadline over to the CDR it writes.
+            counts = [await _restamp(conn, table, "anonymised_at IS NULL", "cdr", campaign_id, policy)
+                      for table in ATTEMPT_TABLES]
+            cdr = (sum(c[0] for c in counts), sum(c[1] for c in counts))
             report = RecomputeReport(campaign_id, policy, rec[0], rec[1], cdr[0], cdr[1])
             await audit.record(
                 conn, **actor.audit_fields(), action="retention.recompute",
