@@ -36,12 +36,12 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hitcall_pbx.app import HitCall, Options  # noqa: E402
-from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers  # noqa: E402
-from hitcall_pbx.logs import configure_logging  # noqa: E402
-from hitcall_pbx.sandbox import Sandbox, SippAgents  # noqa: E402
-from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER, load_settings  # noqa: E402
-from hitcall_pbx.store.embedded import EmbeddedPostgres  # noqa: E402
+from hitcall_pbx.app import HitCall, Options
+from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
+from hitcall_pbx.logs import configure_logging
+from hitcall_pbx.sandbox import Sandbox, SippAgents
+from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER, load_settings
+from hitcall_pbx.store.embedded import EmbeddedPostgres
 
 ARI = "http://127.0.0.1:8088/ari"
 
@@ -56,8 +56,13 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
-    return {"calls": len(ms), "p50_ms": round(_pct(ms, 0.5), 2), "p99_ms": round(_pct(ms, 0.99), 2),
-            "max_ms": round(max(ms), 2), "mean_ms": round(statistics.fmean(ms), 2)}
+    return {
+        "calls": len(ms),
+        "p50_ms": round(_pct(ms, 0.5), 2),
+        "p99_ms": round(_pct(ms, 0.99), 2),
+        "max_ms": round(max(ms), 2),
+        "mean_ms": round(statistics.fmean(ms), 2),
+    }
 
 
 async def floor_run(box: Sandbox, agents: int, calls: int, port: int) -> list[float]:
@@ -77,9 +82,15 @@ async def floor_run(box: Sandbox, agents: int, calls: int, port: int) -> list[fl
             placed += 1
             cid = f"floor-{uuid.uuid4().hex[:12]}"
             owner[cid] = bridge
-            await http.post(f"{ARI}/channels/{cid}", params={
-                "endpoint": f"Local/{next(numbers)}@hitcall-outbound", "app": "hitcall", "appArgs": "customer",
-                "timeout": "15"})
+            await http.post(
+                f"{ARI}/channels/{cid}",
+                params={
+                    "endpoint": f"Local/{next(numbers)}@hitcall-outbound",
+                    "app": "hitcall",
+                    "appArgs": "customer",
+                    "timeout": "15",
+                },
+            )
 
         async def feeder() -> None:
             while not done.is_set():
@@ -132,9 +143,15 @@ async def product_run(box: Sandbox, agents: int, calls: int, port: int, dsn: str
     settings = load_settings(database_url=dsn, data_dir=data_dir, ari_url=ARI, ari_app="hitcall")
     async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, list_id = await create_campaign(pool, f"latency-{uuid.uuid4().hex[:6]}", mode="progressive",
-                                             numbers=sim_numbers(9, calls, start=100_000), wrap_up_s=0,
-                                             ring_timeout_s=15, **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool,
+            f"latency-{uuid.uuid4().hex[:6]}",
+            mode="progressive",
+            numbers=sim_numbers(9, calls, start=100_000),
+            wrap_up_s=0,
+            ring_timeout_s=15,
+            **ALL_DAY,
+        )
         for i in range(1, agents + 1):
             await create_agent(pool, str(5000 + i), f"agent{i}", [cid])
         sipp = SippAgents(box, [f"agent{i}" for i in range(1, agents + 1)], port=port)
@@ -147,7 +164,8 @@ async def product_run(box: Sandbox, agents: int, calls: int, port: int, dsn: str
             deadline = time.monotonic() + max(120, calls / 5)
             while time.monotonic() < deadline:
                 done = await pool.fetchval(
-                    "SELECT count(*) FROM contacts WHERE list_id = $1 AND status IN ('done', 'failed')", list_id)
+                    "SELECT count(*) FROM contacts WHERE list_id = $1 AND status IN ('done', 'failed')", list_id
+                )
                 if done >= calls:
                     break
                 await asyncio.sleep(0.5)
@@ -155,9 +173,11 @@ async def product_run(box: Sandbox, agents: int, calls: int, port: int, dsn: str
             await app.dialer.idle(30)
             await app.cdr.flush()
             rows = await pool.fetch(
-                "SELECT answer_to_bridge_ms FROM all_attempts WHERE campaign_id = $1 AND bridged_at IS NOT NULL", cid)
+                "SELECT answer_to_bridge_ms FROM all_attempts WHERE campaign_id = $1 AND bridged_at IS NOT NULL", cid
+            )
             errors = await pool.fetchval(
-                "SELECT count(*) FROM all_attempts WHERE campaign_id = $1 AND outcome <> 'answered_human'", cid)
+                "SELECT count(*) FROM all_attempts WHERE campaign_id = $1 AND outcome <> 'answered_human'", cid
+            )
         finally:
             for ch in await app.ari.rest.list_channels():
                 try:
@@ -200,10 +220,15 @@ async def main() -> int:
         product = await product_run(box, args.agents, args.calls, 5302, dsn, tmp / "data")
     f, p = _summary(floor), _summary(product)
     out = {
-        "benchmark": "bridge_latency", "agents": args.agents, "calls_target": args.calls,
-        "floor": f, "product": p,
-        "targets": {"product_p99_le_2x_floor_p99": p["p99_ms"] <= 2 * f["p99_ms"],
-                    "product_p50_le_15ms": p["p50_ms"] <= 15.0},
+        "benchmark": "bridge_latency",
+        "agents": args.agents,
+        "calls_target": args.calls,
+        "floor": f,
+        "product": p,
+        "targets": {
+            "product_p99_le_2x_floor_p99": p["p99_ms"] <= 2 * f["p99_ms"],
+            "product_p50_le_15ms": p["p50_ms"] <= 15.0,
+        },
         "note": "ms between StasisStart and ChannelEnteredBridge of the customer channel (Asterisk event clock)",
     }
     print(json.dumps(out, indent=2))

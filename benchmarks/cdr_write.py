@@ -78,9 +78,7 @@ def make_records(n: int, campaign_id: int, agent_ids: list[int], seed: int = 1) 
         ring = Decimal(rng.randint(2000, 25000)) / 1000
         talk = Decimal(rng.randint(5000, 300000)) / 1000 if bridged else Decimal(0)
         answered_at = created + timedelta(seconds=float(ring) + 0.1) if answered else None
-        ended = (answered_at or created + timedelta(seconds=float(ring))) + timedelta(
-            seconds=float(talk) + 0.5
-        )
+        ended = (answered_at or created + timedelta(seconds=float(ring))) + timedelta(seconds=float(talk) + 0.5)
         out.append(
             CdrRecord(
                 id=uuid.UUID(int=rng.getrandbits(128), version=4),
@@ -152,9 +150,24 @@ async def _reset(pool: asyncpg.Pool) -> None:
     await pool.execute("CHECKPOINT")
 
 
-_LIVE_COLUMNS = ("id", "campaign_id", "contact_id", "attempt_no", "dialled_number", "caller_id", "agent_id",
-                 "mode", "state", "created_at", "originated_at", "ringing_at", "answered_at", "bridged_at",
-                 "answer_to_bridge_ms", "retention_until")
+_LIVE_COLUMNS = (
+    "id",
+    "campaign_id",
+    "contact_id",
+    "attempt_no",
+    "dialled_number",
+    "caller_id",
+    "agent_id",
+    "mode",
+    "state",
+    "created_at",
+    "originated_at",
+    "ringing_at",
+    "answered_at",
+    "bridged_at",
+    "answer_to_bridge_ms",
+    "retention_until",
+)
 
 
 _VALUES = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
@@ -163,9 +176,24 @@ _VALUES = ", ".join(f"${i}" for i in range(1, len(COLUMNS) + 1))
 def _live_row(r: CdrRecord) -> tuple[object, ...]:
     """The attempt as the dialer left it in live_attempts just before the call ended."""
     state = "bridged" if r.bridged_at else "answered" if r.answered_at else "ringing"
-    return (r.id, r.campaign_id, r.contact_id, r.attempt_no, r.dialled_number, r.caller_id, r.agent_id, r.mode,
-            state, r.created_at, r.originated_at, r.ringing_at, r.answered_at, r.bridged_at,
-            r.answer_to_bridge_ms, r.retention_until)
+    return (
+        r.id,
+        r.campaign_id,
+        r.contact_id,
+        r.attempt_no,
+        r.dialled_number,
+        r.caller_id,
+        r.agent_id,
+        r.mode,
+        state,
+        r.created_at,
+        r.originated_at,
+        r.ringing_at,
+        r.answered_at,
+        r.bridged_at,
+        r.answer_to_bridge_ms,
+        r.retention_until,
+    )
 
 
 async def run(rows: int, rounds: int) -> dict[str, object]:
@@ -185,9 +213,7 @@ async def run(rows: int, rounds: int) -> dict[str, object]:
                 "INSERT INTO campaigns (name, mode) VALUES ('bench', 'predictive') RETURNING id"
             )
             agent_ids = [
-                await pool.fetchval(
-                    "INSERT INTO agents (number, name) VALUES ($1, $2) RETURNING id", str(n), f"a{n}"
-                )
+                await pool.fetchval("INSERT INTO agents (number, name) VALUES ($1, $2) RETURNING id", str(n), f"a{n}")
                 for n in range(1, 51)
             ]
             await pool.execute("CREATE TABLE raw_copy (LIKE call_attempts)")
@@ -200,6 +226,7 @@ async def run(rows: int, rounds: int) -> dict[str, object]:
                 async def run() -> None:
                     async with pool.acquire() as conn:
                         await conn.copy_records_to_table(table, records=tuples, columns=COLUMNS)
+
                 return run
 
             async def raw_executemany() -> None:

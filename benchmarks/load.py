@@ -45,12 +45,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bridge_latency import ARI, _pct, live_environment  # noqa: E402
-from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers  # noqa: E402
-from hitcall_pbx.logs import configure_logging  # noqa: E402
-from hitcall_pbx.sandbox import Sandbox, SippAgents  # noqa: E402
-from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER  # noqa: E402
-from hitcall_pbx.store import migrations  # noqa: E402
+from benchmarks.bridge_latency import ARI, _pct, live_environment
+from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
+from hitcall_pbx.logs import configure_logging
+from hitcall_pbx.sandbox import Sandbox, SippAgents
+from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
+from hitcall_pbx.store import migrations
 
 LAG_TARGET_S = 0.05
 RSS_FLAT_MB_PER_MIN = 0.5
@@ -116,8 +116,11 @@ class Scrape:
 
 def _parse_metrics(text: str) -> Scrape:
     fam = {f.name: f for f in text_string_to_metric_families(text)}
-    buckets = sorted((float(s.labels["le"]), s.value) for s in fam["hitcall_event_loop_lag_seconds"].samples
-                     if s.name.endswith("_bucket"))
+    buckets = sorted(
+        (float(s.labels["le"]), s.value)
+        for s in fam["hitcall_event_loop_lag_seconds"].samples
+        if s.name.endswith("_bucket")
+    )
     recent = {s.labels["quantile"]: s.value for s in fam["hitcall_event_loop_lag_recent_seconds"].samples}
     return Scrape(
         lag_buckets=buckets,
@@ -175,8 +178,12 @@ def _profile_summary(raw: Path, seconds: float, rate: int, top: int = 12) -> dic
     def share(c: Counter[str]) -> list[dict]:
         return [{"frame": f, "pct": round(100 * k / total, 1)} for f, k in c.most_common(top)]
 
-    return {"samples": total, "active_samples_pct_of_wall": round(100 * total / max(1, seconds * rate), 1),
-            "self": share(own), "inclusive_product_frames": share(incl)}
+    return {
+        "samples": total,
+        "active_samples_pct_of_wall": round(100 * total / max(1, seconds * rate), 1),
+        "self": share(own),
+        "inclusive_product_frames": share(incl),
+    }
 
 
 async def _scrape(http: aiohttp.ClientSession, port: int) -> Scrape:
@@ -185,8 +192,9 @@ async def _scrape(http: aiohttp.ClientSession, port: int) -> Scrape:
 
 
 async def _ari_channels(http: aiohttp.ClientSession) -> list[dict]:
-    async with http.get(f"{ARI}/channels", headers={
-            "Authorization": aiohttp.encode_basic_auth(SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD)}) as r:
+    async with http.get(
+        f"{ARI}/channels", headers={"Authorization": aiohttp.encode_basic_auth(SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD)}
+    ) as r:
         return await r.json()
 
 
@@ -207,23 +215,45 @@ async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> di
     p = args.answer_pct / 100
     numbers = [next(talk) if int((i + 1) * p) > int(i * p) else next(silent) for i in range(contacts)]
     cid, list_id = await create_campaign(
-        pool, f"load-{uuid.uuid4().hex[:6]}", mode="predictive", numbers=numbers, wrap_up_s=args.wrap_s,
-        ring_timeout_s=15, max_attempts=1, max_lines_per_agent=args.lines_per_agent, **ALL_DAY)
+        pool,
+        f"load-{uuid.uuid4().hex[:6]}",
+        mode="predictive",
+        numbers=numbers,
+        wrap_up_s=args.wrap_s,
+        ring_timeout_s=15,
+        max_attempts=1,
+        max_lines_per_agent=args.lines_per_agent,
+        **ALL_DAY,
+    )
     for i in range(1, args.agents + 1):
         await create_agent(pool, str(5000 + i), f"agent{i}", [cid])
 
     http_port = _free_port()
-    env = {**os.environ, "DATABASE_URL": dsn, "HITCALL_DATA_DIR": str(tmp / "data"), "HITCALL_LOG_LEVEL": "INFO",
-           "HITCALL_HTTP_PORT": str(http_port), "HITCALL_AGI_PORT": str(_free_port()), "HITCALL_ARI_URL": ARI}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "HITCALL_DATA_DIR": str(tmp / "data"),
+        "HITCALL_LOG_LEVEL": "INFO",
+        "HITCALL_HTTP_PORT": str(http_port),
+        "HITCALL_AGI_PORT": str(_free_port()),
+        "HITCALL_ARI_URL": ARI,
+    }
     log_path = tmp / "service.log"
     with open(log_path, "wb") as out:
-        svc = subprocess.Popen([str(HITCALL), "serve"], env=env, stdin=subprocess.DEVNULL, stdout=out,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+        svc = subprocess.Popen(
+            [str(HITCALL), "serve"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     sipp = SippAgents(box, [f"agent{i}" for i in range(1, args.agents + 1)], port=5303)
     spy: subprocess.Popen | None = None
     samples: list[dict] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         try:
+
             async def ready() -> bool:
                 if svc.poll() is not None:
                     raise RuntimeError(f"service exited with {svc.returncode}; see {log_path}")
@@ -252,13 +282,35 @@ async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> di
                 if profile_at is not None and elapsed >= profile_at:
                     profile_at = None
                     spy = subprocess.Popen(
-                        [str(HITCALL.with_name("py-spy")), "record", "--nonblocking", "-r", str(args.profile_rate),
-                         "-d", str(args.profile_s), "-f", "raw", "-o", str(tmp / "profile.txt"), "-p",
-                         str(svc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        [
+                            str(HITCALL.with_name("py-spy")),
+                            "record",
+                            "--nonblocking",
+                            "-r",
+                            str(args.profile_rate),
+                            "-d",
+                            str(args.profile_s),
+                            "-f",
+                            "raw",
+                            "-o",
+                            str(tmp / "profile.txt"),
+                            "-p",
+                            str(svc.pid),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                 scrape, chans = await asyncio.gather(_scrape(http, http_port), _ari_channels(http))
-                samples.append({"t": elapsed, "rss_mb": _rss_mb(svc.pid), "lag_recent_p99_s": scrape.lag_recent_p99_s,
-                                "lag_recent_max_s": scrape.lag_recent_max_s,
-                                "calls_in_progress": scrape.calls_in_progress, **_channels(chans)})
+                samples.append(
+                    {
+                        "t": elapsed,
+                        "rss_mb": _rss_mb(svc.pid),
+                        "lag_recent_p99_s": scrape.lag_recent_p99_s,
+                        "lag_recent_max_s": scrape.lag_recent_max_s,
+                        "calls_in_progress": scrape.calls_in_progress,
+                        **_channels(chans),
+                    }
+                )
                 await asyncio.sleep(max(0.0, args.sample_s - (time.monotonic() - t0 - elapsed)))
             end = await _scrape(http, http_port)
             wall = time.monotonic() - t0
@@ -288,11 +340,17 @@ async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> di
                   count(*) FILTER (WHERE state = 'ended' AND outcome IS NOT NULL) AS with_cdr,
                   count(*) FILTER (WHERE bridged_at IS NOT NULL) AS connected,
                   count(*) FILTER (WHERE abandoned) AS abandoned
-             FROM all_attempts WHERE campaign_id = $1""", cid)
-    outcomes = dict(await pool.fetch(
-        "SELECT coalesce(outcome, 'none'), count(*) FROM all_attempts WHERE campaign_id = $1 GROUP BY 1", cid))
+             FROM all_attempts WHERE campaign_id = $1""",
+        cid,
+    )
+    outcomes = dict(
+        await pool.fetch(
+            "SELECT coalesce(outcome, 'none'), count(*) FROM all_attempts WHERE campaign_id = $1 GROUP BY 1", cid
+        )
+    )
     dialled = await pool.fetchval(
-        "SELECT count(*) FROM contacts WHERE list_id = $1 AND status NOT IN ('new', 'retry')", list_id)
+        "SELECT count(*) FROM contacts WHERE list_id = $1 AND status NOT IN ('new', 'retry')", list_id
+    )
     await pool.close()
 
     (tmp / "samples.json").write_text(json.dumps(samples))
@@ -307,8 +365,12 @@ async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> di
     error_count = sum(errors.values())
 
     def conc(k: str) -> dict[str, float]:
-        return {"mean": round(statistics.fmean(x[k] for x in s), 1), "p50": _pct([float(x[k]) for x in s], 0.5),
-                "max": max(x[k] for x in s), "mean_second_half": round(statistics.fmean(x[k] for x in late), 1)}
+        return {
+            "mean": round(statistics.fmean(x[k] for x in s), 1),
+            "p50": _pct([float(x[k]) for x in s], 0.5),
+            "max": max(x[k] for x in s),
+            "mean_second_half": round(statistics.fmean(x[k] for x in late), 1),
+        }
 
     out = {
         "benchmark": "load",
@@ -324,33 +386,50 @@ async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> di
             "asterisk_channels": conc("channels"),
             "service_calls_in_progress": conc("calls_in_progress"),
         },
-        "calls": {"attempts": counts["attempts"], "connected": counts["connected"],
-                  "abandoned": counts["abandoned"], "outcomes": outcomes,
-                  "attempts_per_min": round(counts["attempts"] / (s[-1]["t"] / 60 + 1e-9), 1),
-                  "contacts_dialled": dialled, "cdr_rows_complete": counts["with_cdr"],
-                  "cdr_missing": counts["attempts"] - counts["with_cdr"],
-                  "dialled_without_attempt_row": dialled - counts["attempts"]},
-        "rss_mb": {"idle_before_agents": round(rss_idle, 1), "start": round(rss[0], 1), "end": round(rss[-1], 1),
-                   "max": round(max(rss), 1), "after_drain": round(rss_end, 1),
-                   "slope_second_half_mb_per_min": round(slope, 3),
-                   "per_minute": [round(x["rss_mb"], 1) for x in s[:: max(1, round(60 / args.sample_s))]]},
+        "calls": {
+            "attempts": counts["attempts"],
+            "connected": counts["connected"],
+            "abandoned": counts["abandoned"],
+            "outcomes": outcomes,
+            "attempts_per_min": round(counts["attempts"] / (s[-1]["t"] / 60 + 1e-9), 1),
+            "contacts_dialled": dialled,
+            "cdr_rows_complete": counts["with_cdr"],
+            "cdr_missing": counts["attempts"] - counts["with_cdr"],
+            "dialled_without_attempt_row": dialled - counts["attempts"],
+        },
+        "rss_mb": {
+            "idle_before_agents": round(rss_idle, 1),
+            "start": round(rss[0], 1),
+            "end": round(rss[-1], 1),
+            "max": round(max(rss), 1),
+            "after_drain": round(rss_end, 1),
+            "slope_second_half_mb_per_min": round(slope, 3),
+            "per_minute": [round(x["rss_mb"], 1) for x in s[:: max(1, round(60 / args.sample_s))]],
+        },
         "service_cpu_cores_mean": round(cpu_load, 2),
         "service_loop_thread_runqueue_wait_share": round(runq_wait, 4),
         "machine_loadavg_1m_end": os.getloadavg()[0],
-        "loop_lag_ms": {"p50": round(1000 * _hist_quantile(buckets, 0.5), 2),
-                        "p99": round(1000 * _hist_quantile(buckets, 0.99), 2),
-                        "max": round(1000 * max(x["lag_recent_max_s"] for x in s), 1),
-                        "max_since_start": round(1000 * end.lag_max_s, 1),
-                        "worst_60s_window_p99": round(1000 * max(x["lag_recent_p99_s"] for x in s), 1),
-                        "share_within_50ms": round(within, 5), "samples": int(buckets[-1][1])},
+        "loop_lag_ms": {
+            "p50": round(1000 * _hist_quantile(buckets, 0.5), 2),
+            "p99": round(1000 * _hist_quantile(buckets, 0.99), 2),
+            "max": round(1000 * max(x["lag_recent_max_s"] for x in s), 1),
+            "max_since_start": round(1000 * end.lag_max_s, 1),
+            "worst_60s_window_p99": round(1000 * max(x["lag_recent_p99_s"] for x in s), 1),
+            "share_within_50ms": round(within, 5),
+            "samples": int(buckets[-1][1]),
+        },
         "errors": {"count": error_count, "by_event": errors, "service_exit_code": exit_code},
-        "targets": {"no_error": error_count == 0 and exit_code == 0 and counts["attempts"] == counts["with_cdr"],
-                    f"rss_flat_slope_le_{RSS_FLAT_MB_PER_MIN}_mb_per_min": slope <= RSS_FLAT_MB_PER_MIN,
-                    "loop_lag_p99_lt_50ms": within >= 0.99},
-        "note": ("2 shared cores, timings noisy; loop lag p50/p99 interpolated in the service's histogram over the "
-                 "campaign period (share_within_50ms is exact at the 50 ms bucket edge); customer_calls_in_flight "
-                 "= originated Local ;1 channels (ringing + up), agent_legs = logged-in phones, sampled from ARI every "
-                 f"{args.sample_s:g} s"),
+        "targets": {
+            "no_error": error_count == 0 and exit_code == 0 and counts["attempts"] == counts["with_cdr"],
+            f"rss_flat_slope_le_{RSS_FLAT_MB_PER_MIN}_mb_per_min": slope <= RSS_FLAT_MB_PER_MIN,
+            "loop_lag_p99_lt_50ms": within >= 0.99,
+        },
+        "note": (
+            "2 shared cores, timings noisy; loop lag p50/p99 interpolated in the service's histogram over the "
+            "campaign period (share_within_50ms is exact at the 50 ms bucket edge); customer_calls_in_flight "
+            "= originated Local ;1 channels (ringing + up), agent_legs = logged-in phones, sampled from ARI every "
+            f"{args.sample_s:g} s"
+        ),
     }
     if args.profile_s:
         out["profile"] = _profile_summary(tmp / "profile.txt", args.profile_s, args.profile_rate)

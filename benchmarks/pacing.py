@@ -29,8 +29,14 @@ from hitcall_pbx.sim.model import simulate
 from hitcall_pbx.sim.scenario import Scenario
 
 CAP = 0.03
-FIELDS = ("abandon_rate", "max_daily_abandon_rate", "occupancy", "talk_minutes_per_agent_hour",
-          "mean_agent_wait_s", "fallback_minutes")
+FIELDS = (
+    "abandon_rate",
+    "max_daily_abandon_rate",
+    "occupancy",
+    "talk_minutes_per_agent_hour",
+    "mean_agent_wait_s",
+    "fallback_minutes",
+)
 
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(1, args.seeds + 1))
     started = time.time()
 
-    def jobs_for(variant: str, mode: str, targets: dict[tuple[int, float], float] | None = None) -> list[dict[str, Any]]:
+    def jobs_for(
+        variant: str, mode: str, targets: dict[tuple[int, float], float] | None = None
+    ) -> list[dict[str, Any]]:
         out = []
         # largest first so the pool stays busy
         for a in sorted(agents, reverse=True):
@@ -84,8 +92,15 @@ def main(argv: list[str] | None = None) -> int:
                 if targets is not None and (a, c) not in targets:
                     continue
                 for s in seeds:
-                    job = dict(variant=variant, mode=mode, agents=a, contact_rate=c, hours=args.hours,
-                               days=args.days, seed=1000 * a + int(c * 100) + s)
+                    job = dict(
+                        variant=variant,
+                        mode=mode,
+                        agents=a,
+                        contact_rate=c,
+                        hours=args.hours,
+                        days=args.days,
+                        seed=1000 * a + int(c * 100) + s,
+                    )
                     if targets is not None:
                         job["target"] = targets[(a, c)]
                     out.append(job)
@@ -93,8 +108,11 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[tuple[int, float, str], list[dict[str, Any]]] = {}
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        first = jobs_for("predictive", "predictive") + jobs_for("adaptive-baseline", "adaptive-baseline") \
+        first = (
+            jobs_for("predictive", "predictive")
+            + jobs_for("adaptive-baseline", "adaptive-baseline")
             + jobs_for("progressive", "progressive")
+        )
         for r in pool.map(run_one, first):
             results.setdefault((r["agents"], r["contact_rate"], r["variant"]), []).append(r)
         # predictive again where the baseline abandoned less: target just below its rate
@@ -114,16 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     talk_vs_base = []
     for a in agents:
         for c in rates:
-            modes = {v: summarize(results[(a, c, v)])
-                     for v in ("predictive", "predictive_matched", "adaptive-baseline", "progressive")
-                     if (a, c, v) in results}
+            modes = {
+                v: summarize(results[(a, c, v)])
+                for v in ("predictive", "predictive_matched", "adaptive-baseline", "progressive")
+                if (a, c, v) in results
+            }
             pred, prog, base = modes["predictive"], modes["progressive"], modes["adaptive-baseline"]
             cmp_ = modes.get("predictive_matched", pred)
             days_ok = all(r <= CAP for r in pred["daily_abandon_rates"] + cmp_["daily_abandon_rates"])
             all_days_ok &= days_ok
             ratio = pred["talk_minutes_per_agent_hour"] / max(prog["talk_minutes_per_agent_hour"], 1e-9)
-            beats_base = (cmp_["talk_minutes_per_agent_hour"] >= base["talk_minutes_per_agent_hour"]
-                          and cmp_["abandon_rate"] <= base["abandon_rate"] + 1e-9)
+            beats_base = (
+                cmp_["talk_minutes_per_agent_hour"] >= base["talk_minutes_per_agent_hour"]
+                and cmp_["abandon_rate"] <= base["abandon_rate"] + 1e-9
+            )
             checks = {
                 "every_day_under_cap": days_ok,
                 "talk_vs_progressive": round(ratio, 2),
@@ -152,10 +174,26 @@ def main(argv: list[str] | None = None) -> int:
         "simulated_days": sum(len(r["daily"]) for rs in results.values() for r in rs),
         "wall_s": round(time.time() - started, 1),
     }
-    json.dump({"config": {"agents": agents, "contact_rates": rates, "seeds": len(seeds), "hours": args.hours,
-                          "days_per_seed": args.days, "cap": CAP, "talk": "lognormal 120/90", "wrap_s": 10,
-                          "ring_to_answer": "lognormal 8/4", "ring_timeout_s": 25},
-               "cells": cells, "summary": summary}, sys.stdout, indent=1)
+    json.dump(
+        {
+            "config": {
+                "agents": agents,
+                "contact_rates": rates,
+                "seeds": len(seeds),
+                "hours": args.hours,
+                "days_per_seed": args.days,
+                "cap": CAP,
+                "talk": "lognormal 120/90",
+                "wrap_s": 10,
+                "ring_to_answer": "lognormal 8/4",
+                "ring_timeout_s": 25,
+            },
+            "cells": cells,
+            "summary": summary,
+        },
+        sys.stdout,
+        indent=1,
+    )
     sys.stdout.write("\n")
     return 0
 

@@ -55,7 +55,9 @@ async def populate(pool: asyncpg.Pool, campaign: int, rows: int) -> float:
                   t + interval '40 seconds', 'answered_human', 35, hitcall_add_months(t, 24)
            FROM generate_series(1, $2) g,
                 LATERAL (SELECT now() - interval '30 months' + g * interval '10 seconds' AS t) s""",
-        campaign, rows, CALLER,
+        campaign,
+        rows,
+        CALLER,
     )
     await pool.execute("VACUUM ANALYZE call_attempts")
     await pool.execute("CHECKPOINT")
@@ -76,8 +78,16 @@ async def add_recordings(pool: asyncpg.Pool, store: RecordingStore, spool: Path,
     for a in attempts:
         source = spool / f"{a['id']}.wav"
         write_wav(source, 2.0)
-        await store.finalize(pool, source_path=source, recording_id=uuid.uuid4(), attempt_id=a["id"],
-                             campaign_id=campaign, call_at=a["created_at"], policy=RetentionPolicy(), format="wav")
+        await store.finalize(
+            pool,
+            source_path=source,
+            recording_id=uuid.uuid4(),
+            attempt_id=a["id"],
+            campaign_id=campaign,
+            call_at=a["created_at"],
+            policy=RetentionPolicy(),
+            format="wav",
+        )
     await pool.execute("VACUUM ANALYZE recordings")
     return time.monotonic() - t0
 
@@ -87,7 +97,9 @@ async def _sample_waits(conn: asyncpg.Connection, pid: int, waits: Counter[str])
     while True:
         row = await conn.fetchrow(
             """SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = $1 AND state = 'active'
-                 AND clock_timestamp() - query_start > interval '20 ms'""", pid)
+                 AND clock_timestamp() - query_start > interval '20 ms'""",
+            pid,
+        )
         if row is not None:
             waits[f"{row['wait_event_type'] or 'CPU'}:{row['wait_event'] or '-'}"] += 1
         await asyncio.sleep(0.005)
@@ -106,7 +118,9 @@ async def _insert_loop(dsn: str, campaign: int, interval_s: float, stop, ready) 
                 """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, retention_until,
                                               ended_at, outcome)
                    VALUES ($1, $2, '+358401999999', $3, 'progressive', now() + interval '24 months', now(), 'busy')""",
-                uuid.uuid4(), campaign, CALLER,
+                uuid.uuid4(),
+                campaign,
+                CALLER,
             )
             latencies.append(time.perf_counter() - t)
             await asyncio.sleep(interval_s)
@@ -167,7 +181,9 @@ async def raw_batched(pool: asyncpg.Pool, statement: str, batch: int) -> int:
 
 _RAW_BATCH = """id = ANY(ARRAY(SELECT id FROM call_attempts WHERE anonymised_at IS NULL AND retention_until <= now()
                                 ORDER BY retention_until LIMIT $1))"""
-RAW_UPDATE = f"UPDATE call_attempts SET dialled_number = NULL, contact_id = NULL, anonymised_at = now() WHERE {_RAW_BATCH}"
+RAW_UPDATE = (
+    f"UPDATE call_attempts SET dialled_number = NULL, contact_id = NULL, anonymised_at = now() WHERE {_RAW_BATCH}"
+)
 RAW_DELETE = f"DELETE FROM call_attempts WHERE {_RAW_BATCH}"
 
 
@@ -180,13 +196,20 @@ async def bench(dsn: str, args: argparse.Namespace, work: Path) -> dict:
     pool = await create_pool(dsn, min_size=2, max_size=4)
     try:
         campaign = await pool.fetchval(
-            "INSERT INTO campaigns (name, mode) VALUES ('bench', 'progressive') RETURNING id")
+            "INSERT INTO campaigns (name, mode) VALUES ('bench', 'progressive') RETURNING id"
+        )
         store = RecordingStore(work / "recordings")
         spool = work / "spool"
         spool.mkdir()
-        result: dict = {"rows": args.rows, "recordings": args.recordings, "batch_size": args.batch_size,
-                        "cpu_count": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
-                        "insert_interval_ms": args.insert_interval_ms, "pg_settings": dict(args.pg_setting)}
+        result: dict = {
+            "rows": args.rows,
+            "recordings": args.recordings,
+            "batch_size": args.batch_size,
+            "cpu_count": os.cpu_count(),
+            "load_average": [round(x, 2) for x in os.getloadavg()],
+            "insert_interval_ms": args.insert_interval_ms,
+            "pg_settings": dict(args.pg_setting),
+        }
 
         # Warm-up: one unmeasured pass so that every measured run finds the server's WAL
         # segments already created (recycled), as on a server that has been running.
@@ -283,8 +306,14 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--insert-interval-ms", type=float, default=5.0)
     p.add_argument("--dsn", help="admin DSN of a PostgreSQL server (default: embedded server in a temp dir)")
-    p.add_argument("--pg-setting", type=_setting, action="append", default=[], metavar="NAME=VALUE",
-                   help="server setting for the embedded server (repeatable)")
+    p.add_argument(
+        "--pg-setting",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="server setting for the embedded server (repeatable)",
+    )
     args = p.parse_args()
     if args.dsn and args.pg_setting:
         p.error("--pg-setting applies to the embedded server only")

@@ -54,6 +54,7 @@ class Journal(Protocol):
     def backlog(self) -> int: ...
     @property
     def spool_backlog(self) -> int: ...
+
     failing_since: float | None
 
 
@@ -141,8 +142,13 @@ class AlarmMonitor:
         self._active = now
         at = datetime.now(UTC)
         for alarm in raised:
-            log.warning("alarm.raised", alarm=alarm.name, severity=alarm.severity, message=alarm.message,
-                        details=dict(alarm.details))
+            log.warning(
+                "alarm.raised",
+                alarm=alarm.name,
+                severity=alarm.severity,
+                message=alarm.message,
+                details=dict(alarm.details),
+            )
             self._gauge.labels(alarm.name).set(1)
             self._pending.append(_Transition(alarm, True, at))
         for alarm in cleared:
@@ -156,8 +162,11 @@ class AlarmMonitor:
         j = self._journal
         assert j is not None
         since = j.failing_since
-        return JournalHealth(backlog=j.backlog, spool_backlog=j.spool_backlog,
-                             failing_s=0.0 if since is None else max(0.0, time.monotonic() - since))
+        return JournalHealth(
+            backlog=j.backlog,
+            spool_backlog=j.spool_backlog,
+            failing_s=0.0 if since is None else max(0.0, time.monotonic() - since),
+        )
 
     async def _run(self) -> None:
         while True:
@@ -171,7 +180,8 @@ class AlarmMonitor:
         try:
             async with asyncio.timeout(self._db_timeout):
                 rows = await self._pool.fetch(
-                    "SELECT name, severity, details FROM alarms WHERE state = 'raised' ORDER BY raised_at")
+                    "SELECT name, severity, details FROM alarms WHERE state = 'raised' ORDER BY raised_at"
+                )
         except _DB_ERRORS as exc:
             log.warning("alarm.load_failed", error=str(exc) or type(exc).__name__)
             return
@@ -192,19 +202,26 @@ class AlarmMonitor:
                 async with asyncio.timeout(self._db_timeout):
                     await self._write(transition)
             except _DB_ERRORS as exc:
-                log.warning("alarm.write_deferred", alarm=transition.alarm.name, pending=len(self._pending),
-                            error=str(exc) or type(exc).__name__)
+                log.warning(
+                    "alarm.write_deferred",
+                    alarm=transition.alarm.name,
+                    pending=len(self._pending),
+                    error=str(exc) or type(exc).__name__,
+                )
                 return
             self._pending.pop(0)
 
     async def _write(self, t: _Transition) -> None:
         a = t.alarm
-        payload: dict[str, Any] = {"name": a.name, "severity": a.severity, "message": a.message,
-                                   "details": dict(a.details)}
+        payload: dict[str, Any] = {
+            "name": a.name,
+            "severity": a.severity,
+            "message": a.message,
+            "details": dict(a.details),
+        }
         async with self._pool.acquire() as conn, conn.transaction():
             if t.raised:
-                written = await conn.fetchval(_RAISE, a.name, a.severity, t.at,
-                                              {**a.details, "message": a.message})
+                written = await conn.fetchval(_RAISE, a.name, a.severity, t.at, {**a.details, "message": a.message})
                 payload["raised_at"] = t.at.isoformat()
             else:
                 written = await conn.fetchval(_CLEAR, a.name, t.at)
@@ -287,7 +304,9 @@ class _AppInputs:
             async with asyncio.timeout(self._probe_timeout):
                 age = await pool.fetchval(
                     "SELECT extract(epoch FROM now() - max(at))::float8 FROM audit_log"
-                    " WHERE action = 'purge.run' AND at > now() - make_interval(secs => $1)", window)
+                    " WHERE action = 'purge.run' AND at > now() - make_interval(secs => $1)",
+                    window,
+                )
         except _DB_ERRORS:
             return None
         # None: no run in the window; the time up so far is then a lower bound of the age.
@@ -303,13 +322,15 @@ class _AppInputs:
             campaign = campaigns.get(cid)
             if campaign is None:
                 continue
-            out.append(CampaignAbandon(
-                campaign_id=cid,
-                cap=float(campaign.abandon_cap),
-                today_rate=float(stats.today_rate),
-                rate_30_days=float(stats.rate_30_days),
-                answered_today=float(stats.today.answered(stats.amd_false_positive_rate)),
-            ))
+            out.append(
+                CampaignAbandon(
+                    campaign_id=cid,
+                    cap=float(campaign.abandon_cap),
+                    today_rate=float(stats.today_rate),
+                    rate_30_days=float(stats.rate_30_days),
+                    answered_today=float(stats.today.answered(stats.amd_false_positive_rate)),
+                )
+            )
         return tuple(out)
 
     @staticmethod

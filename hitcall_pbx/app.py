@@ -18,9 +18,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from .agents.sessions import AgentSessions
-from .alarms import AlarmMonitor, gather_from_app
 from .agi.scripts import default_handlers
 from .agi.server import AgiServer
+from .alarms import AlarmMonitor, gather_from_app
 from .api.app import create_app
 from .api.deps import ApiDeps
 from .ari import AriClient
@@ -29,9 +29,9 @@ from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
 from .dialer.inbound import InboundOptions, InboundRouter
 from .dialer.journal import CallJournal
+from .errors import HitCallError
 from .hooks.dispatcher import WebhookDispatcher
 from .hooks.retention import prune_outbox
-from .errors import HitCallError
 from .logs import get_logger
 from .looplag import LoopLagMonitor
 from .metrics import ServiceMetrics
@@ -109,7 +109,7 @@ class HitCall:
     _stack: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
-    async def start(self) -> "HitCall":
+    async def start(self) -> HitCall:
         try:
             await self._start()
         except BaseException:
@@ -145,9 +145,17 @@ class HitCall:
         self._stack.append(self.journal.close)
         self.sessions = AgentSessions(self.ari, pool, journal=self.journal)
         self._stack.append(self.sessions.close)
-        self.dialer = Dialer(self.ari, pool, self.sessions, Hopper(pool), CdrSink(self.cdr),
-                             tick_s=o.dialer_tick_s, campaign_refresh_s=o.campaign_refresh_s,
-                             journal=self.journal, watchdog_s=o.dialer_watchdog_s)
+        self.dialer = Dialer(
+            self.ari,
+            pool,
+            self.sessions,
+            Hopper(pool),
+            CdrSink(self.cdr),
+            tick_s=o.dialer_tick_s,
+            campaign_refresh_s=o.campaign_refresh_s,
+            journal=self.journal,
+            watchdog_s=o.dialer_watchdog_s,
+        )
         self.recorder = Recorder(self.ari, pool, self.store, s.data_dir / "spool" / "recordings")
         self.dialer.on_call_end.append(self.recorder.call_ended)
         self.ari.on_event(self.dialer.handle_event)
@@ -168,13 +176,18 @@ class HitCall:
         registry = CollectorRegistry()
         self.metrics = ServiceMetrics(registry, self)
         if o.alarm_interval_s:
-            self.alarms = AlarmMonitor(pool, gather_from_app(self), registry=registry, interval=o.alarm_interval_s,
-                                       journal=self.journal)
+            self.alarms = AlarmMonitor(
+                pool, gather_from_app(self), registry=registry, interval=o.alarm_interval_s, journal=self.journal
+            )
         if o.http:
             privacy = PrivacyService(pool, self.store, export_dir=s.data_dir / "exports")
             deps = ApiDeps(
-                pool=pool, metrics=registry, dialer=EngineControl(self.dialer, self.sessions),
-                cdrs=ApiCdrs(pool), recordings=ApiRecordings(pool, self.store), privacy=ApiPrivacy(privacy),
+                pool=pool,
+                metrics=registry,
+                dialer=EngineControl(self.dialer, self.sessions),
+                cdrs=ApiCdrs(pool),
+                recordings=ApiRecordings(pool, self.store),
+                privacy=ApiPrivacy(privacy),
                 webhooks=self.webhooks,
                 ari_connected=lambda: self.ari is not None and self.ari.connected.is_set(),
                 draining=lambda: self.draining,
@@ -252,7 +265,7 @@ class HitCall:
             except Exception:
                 log.exception("app.close_failed", part=getattr(closer, "__qualname__", str(closer)))
 
-    async def __aenter__(self) -> "HitCall":
+    async def __aenter__(self) -> HitCall:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -271,8 +284,13 @@ async def serve(settings: Settings) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    options = Options(http=True, agi=True, purge_interval_s=float(os.environ.get("HITCALL_PURGE_INTERVAL_S", 3600)),
-                      ari_wait_s=None, shutdown_grace_s=float(os.environ.get("HITCALL_SHUTDOWN_GRACE_S", 30)))
+    options = Options(
+        http=True,
+        agi=True,
+        purge_interval_s=float(os.environ.get("HITCALL_PURGE_INTERVAL_S", 3600)),
+        ari_wait_s=None,
+        shutdown_grace_s=float(os.environ.get("HITCALL_SHUTDOWN_GRACE_S", 30)),
+    )
     app = HitCall(settings, options)
     await app.start()
     log.info("app.serving", pid=os.getpid())

@@ -32,10 +32,9 @@ class Check:
 
 async def check_database(settings: Settings) -> list[Check]:
     try:
-        async with Database(settings) as db:
-            async with db.pool.acquire() as conn:
-                version = await conn.fetchval("SHOW server_version")
-                rows = await migrations.status(conn)
+        async with Database(settings) as db, db.pool.acquire() as conn:
+            version = await conn.fetchval("SHOW server_version")
+            rows = await migrations.status(conn)
     except (HitCallError, OSError) as exc:
         msg = exc.message if isinstance(exc, HitCallError) else str(exc)
         return [Check("database", False, msg)]
@@ -65,8 +64,11 @@ async def check_asterisk(settings: Settings) -> list[Check]:
         checks.append(Check("ari", True, f"reachable at {settings.ari_url} as {settings.ari_user}"))
         major = version.split(".", 1)[0]
         checks.append(
-            Check("asterisk_version", major.isdigit() and int(major) >= REQUIRED_ASTERISK_MAJOR,
-                  f"Asterisk {version} (need {REQUIRED_ASTERISK_MAJOR}+)")
+            Check(
+                "asterisk_version",
+                major.isdigit() and int(major) >= REQUIRED_ASTERISK_MAJOR,
+                f"Asterisk {version} (need {REQUIRED_ASTERISK_MAJOR}+)",
+            )
         )
         for name in REQUIRED_MODULES:
             try:
@@ -92,7 +94,7 @@ async def _check_app(client: AriClient) -> Check:
         await client.start_events(wait=5.0)
         await client.rest.get_application(client.app)
         return Check("stasis_app", True, f"'{client.app}' registers (service not connected now)")
-    except (AriError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+    except (TimeoutError, AriError, aiohttp.ClientError) as exc:
         return Check("stasis_app", False, f"'{client.app}' cannot register: {exc}")
 
 

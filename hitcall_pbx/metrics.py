@@ -28,8 +28,9 @@ class _Live(Collector):
             agents.add_metric([state], float(n))
         yield agents
         calls = GaugeMetricFamily("hitcall_calls_in_progress", "live calls by campaign", labels=["campaign_id"])
-        abandon = GaugeMetricFamily("hitcall_abandon_rate_today", "abandoned / (abandoned + connected) today",
-                                    labels=["campaign_id"])
+        abandon = GaugeMetricFamily(
+            "hitcall_abandon_rate_today", "abandoned / (abandoned + connected) today", labels=["campaign_id"]
+        )
         if app.dialer is not None:
             per: dict[int, int] = {}
             for c in app.dialer.calls.values():
@@ -43,8 +44,9 @@ class _Live(Collector):
         spool = GaugeMetricFamily("hitcall_cdr_spool_backlog", "CDRs waiting in the local spool for Postgres")
         spool.add_metric([], float(app.cdr.spool_backlog) if app.cdr is not None else 0.0)
         yield spool
-        journal = GaugeMetricFamily("hitcall_call_journal_backlog",
-                                    "call and agent-state writes waiting for Postgres (memory + spool)")
+        journal = GaugeMetricFamily(
+            "hitcall_call_journal_backlog", "call and agent-state writes waiting for Postgres (memory + spool)"
+        )
         journal.add_metric([], float(app.journal.backlog) if app.journal is not None else 0.0)
         yield journal
 
@@ -59,16 +61,17 @@ class _LoopLag(Collector):
         lag = getattr(self.app, "looplag", None)
         if lag is None:
             return
-        hist = HistogramMetricFamily("hitcall_event_loop_lag_seconds",
-                                     "how late the event loop woke a periodic sleep")
+        hist = HistogramMetricFamily("hitcall_event_loop_lag_seconds", "how late the event loop woke a periodic sleep")
         hist.add_metric([], [(floatToGoString(b), float(n)) for b, n in lag.cumulative_buckets()], lag.sum_s)
         yield hist
         peak = GaugeMetricFamily("hitcall_event_loop_lag_max_seconds", "largest event-loop lag since start")
         peak.add_metric([], lag.max_s)
         yield peak
-        recent = GaugeMetricFamily("hitcall_event_loop_lag_recent_seconds",
-                                   "event-loop lag quantiles over the last samples (window of the monitor)",
-                                   labels=["quantile"])
+        recent = GaugeMetricFamily(
+            "hitcall_event_loop_lag_recent_seconds",
+            "event-loop lag quantiles over the last samples (window of the monitor)",
+            labels=["quantile"],
+        )
         for q in ("0.5", "0.99", "1"):
             recent.add_metric([q], lag.recent_quantile(float(q)))
         yield recent

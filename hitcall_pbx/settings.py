@@ -39,13 +39,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
-    ari_url: str = Field(
-        default="http://127.0.0.1:8088/ari", validation_alias=AliasChoices("HITCALL_ARI_URL")
-    )
+    ari_url: str = Field(default="http://127.0.0.1:8088/ari", validation_alias=AliasChoices("HITCALL_ARI_URL"))
     ari_user: str = Field(default=SANDBOX_ARI_USER, validation_alias=AliasChoices("HITCALL_ARI_USER"))
-    ari_password: str | None = Field(
-        default=None, validation_alias=AliasChoices("HITCALL_ARI_PASSWORD")
-    )
+    ari_password: str | None = Field(default=None, validation_alias=AliasChoices("HITCALL_ARI_PASSWORD"))
     ari_app: str = Field(default="hitcall", validation_alias=AliasChoices("HITCALL_ARI_APP"))
     data_dir: Path = Field(default=Path("var"), validation_alias=AliasChoices("HITCALL_DATA_DIR"))
     log_level: LogLevel = Field(default="INFO", validation_alias=AliasChoices("HITCALL_LOG_LEVEL"))
@@ -88,14 +84,12 @@ class Settings(BaseSettings):
         return v.upper() if isinstance(v, str) else v
 
     @model_validator(mode="after")
-    def _password(self) -> "Settings":
+    def _password(self) -> Settings:
         if self.ari_password is None:
             if _is_loopback(urlsplit(self.ari_url).hostname):
                 self.ari_password = SANDBOX_ARI_PASSWORD
             else:
-                raise ValueError(
-                    "HITCALL_ARI_PASSWORD is required when HITCALL_ARI_URL is not on loopback"
-                )
+                raise ValueError("HITCALL_ARI_PASSWORD is required when HITCALL_ARI_URL is not on loopback")
         return self
 
     @property

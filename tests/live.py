@@ -44,8 +44,7 @@ class EventLog:
             self.events.append((time.monotonic(), event))
             self._cond.notify_all()
 
-    async def wait_for(self, etype: str, pred: Callable[[Any], bool] = lambda e: True,
-                       timeout: float = 10.0) -> Any:
+    async def wait_for(self, etype: str, pred: Callable[[Any], bool] = lambda e: True, timeout: float = 10.0) -> Any:
         def find():
             for _, e in self.events:
                 if getattr(e, "type", None) == etype and pred(e):
@@ -74,8 +73,9 @@ async def ari(sandbox):
         await client.close()
 
 
-async def _clean_up(client: AriClient, *, channel: Callable[[Any], bool],
-                    bridge: Callable[[Any], bool] = lambda br: False) -> None:
+async def _clean_up(
+    client: AriClient, *, channel: Callable[[Any], bool], bridge: Callable[[Any], bool] = lambda br: False
+) -> None:
     """Hang up the matching channels and destroy the matching bridges; what is already gone is fine."""
     for ch in await client.rest.list_channels():
         if channel(ch):
@@ -95,8 +95,8 @@ async def _clean_up(client: AriClient, *, channel: Callable[[Any], bool],
 @pytest.fixture
 async def service_dsn(pg_dsn, migrated_template):
     """A fresh migrated database for one service run (the service's own pool)."""
-    from tests.conftest import _create_database, _drop_database
     from hitcall_pbx.store.db import dsn_with_database
+    from tests.conftest import _create_database, _drop_database
 
     name = await _create_database(pg_dsn, template=migrated_template)
     try:
@@ -119,8 +119,11 @@ async def hangup_agents(sandbox):
     client = AriClient(ARI_URL, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall-cleanup")
     await client.start_rest()
     try:
-        await _clean_up(client, channel=lambda ch: ch.name.startswith(("PJSIP/agent", "Local/")),
-                        bridge=lambda br: br.id.startswith("hitcall-agent-"))
+        await _clean_up(
+            client,
+            channel=lambda ch: ch.name.startswith(("PJSIP/agent", "Local/")),
+            bridge=lambda br: br.id.startswith("hitcall-agent-"),
+        )
     finally:
         await client.close()
 

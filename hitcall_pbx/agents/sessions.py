@@ -48,8 +48,15 @@ DEFAULT_PAUSE_CODE = "break"
 KEY_HANGUP_CUSTOMER = "0"
 KEY_PAUSE = "1"
 KEY_READY = "2"  # unpause, or end wrap-up
-DISPOSITION_KEYS = {"3": "sale", "4": "callback", "5": "not_interested", "6": "wrong_number",
-                    "7": "do_not_call", "8": "other", "9": "no_decision"}
+DISPOSITION_KEYS = {
+    "3": "sale",
+    "4": "callback",
+    "5": "not_interested",
+    "6": "wrong_number",
+    "7": "do_not_call",
+    "8": "other",
+    "9": "no_decision",
+}
 KEY_PREVIEW_ACCEPT = "#"
 KEY_PREVIEW_SKIP = "*"
 
@@ -93,8 +100,9 @@ class AgentSession:
 class AgentSessions:
     """Live agent sessions, keyed by agent id and by the agent's channel id."""
 
-    def __init__(self, ari: AriClient, pool: asyncpg.Pool, *, journal: CallJournal,
-                 hasher: PasswordHasher | None = None) -> None:
+    def __init__(
+        self, ari: AriClient, pool: asyncpg.Pool, *, journal: CallJournal, hasher: PasswordHasher | None = None
+    ) -> None:
         """`journal`: the service's call journal, started and closed by its owner."""
         self.ari = ari
         self.pool = pool
@@ -135,8 +143,13 @@ class AgentSessions:
         if row is None or row["disabled"] or agent_id in self.by_agent:
             return None
         session = AgentSession(
-            agent_id=row["id"], number=row["number"], name=row["name"], endpoint=row["endpoint"],
-            channel_id=channel_id, bridge_id=f"hitcall-agent-{row['id']}", campaigns=frozenset(row["campaigns"]),
+            agent_id=row["id"],
+            number=row["number"],
+            name=row["name"],
+            endpoint=row["endpoint"],
+            channel_id=channel_id,
+            bridge_id=f"hitcall-agent-{row['id']}",
+            campaigns=frozenset(row["campaigns"]),
         )
         self.by_agent[session.agent_id] = session
         self.by_channel[channel_id] = session
@@ -150,7 +163,9 @@ class AgentSessions:
             return
         rows = await self.pool.fetch(
             "SELECT agent_id, array_agg(campaign_id) AS campaigns FROM agent_campaigns "
-            "WHERE agent_id = ANY($1::bigint[]) GROUP BY agent_id", list(self.by_agent))
+            "WHERE agent_id = ANY($1::bigint[]) GROUP BY agent_id",
+            list(self.by_agent),
+        )
         found = {r["agent_id"]: frozenset(r["campaigns"]) for r in rows}
         for agent_id, session in self.by_agent.items():
             session.campaigns = found.get(agent_id, frozenset())
@@ -161,8 +176,16 @@ class AgentSessions:
             log.warning("agent.login_refused", endpoint=endpoint, reason="disabled agent")
             await self._hangup(channel_id)
             return None
-        session = AgentSession(agent_id=0, number="", name="", endpoint=endpoint, channel_id=channel_id,
-                               bridge_id="", campaigns=frozenset(), pin_pending=True)
+        session = AgentSession(
+            agent_id=0,
+            number="",
+            name="",
+            endpoint=endpoint,
+            channel_id=channel_id,
+            bridge_id="",
+            campaigns=frozenset(),
+            pin_pending=True,
+        )
         if row is None:
             session.by_number = session.number_pending = True
         else:
@@ -202,8 +225,13 @@ class AgentSessions:
         session.digits = ""
         self.by_agent[session.agent_id] = session
         self._apply(session, AgentEvent.LOGIN)
-        log.info("agent.logged_in", agent_id=session.agent_id, endpoint=session.endpoint,
-                 channel_id=session.channel_id, pin=session.pin_hash is not None)
+        log.info(
+            "agent.logged_in",
+            agent_id=session.agent_id,
+            endpoint=session.endpoint,
+            channel_id=session.channel_id,
+            pin=session.pin_hash is not None,
+        )
         return session
 
     def _prompt(self, session: AgentSession, media: str | None = None) -> None:
@@ -255,8 +283,9 @@ class AgentSessions:
         # entries are handled in order (a PIN typed fast waits for its agent number's lookup)
         session.entry = asyncio.ensure_future(self._pin_entry(session, entry, is_number, session.entry))
 
-    async def _pin_entry(self, session: AgentSession, entry: str, is_number: bool,
-                         previous: asyncio.Future[None] | None) -> None:
+    async def _pin_entry(
+        self, session: AgentSession, entry: str, is_number: bool, previous: asyncio.Future[None] | None
+    ) -> None:
         """An agent number or a PIN typed and confirmed with #."""
         if previous is not None:
             await asyncio.wait([previous])
@@ -287,8 +316,13 @@ class AgentSessions:
             return
         session.attempts += 1
         refused = session.attempts >= PIN_ATTEMPTS
-        log.warning("agent.pin_wrong", agent_id=session.agent_id or None, endpoint=session.endpoint,
-                    attempt=session.attempts, refused=refused)
+        log.warning(
+            "agent.pin_wrong",
+            agent_id=session.agent_id or None,
+            endpoint=session.endpoint,
+            attempt=session.attempts,
+            refused=refused,
+        )
         await self._audit_failure(session, refused)
         if refused:
             await self.logout(session.channel_id, reason="pin_wrong")
@@ -306,8 +340,11 @@ class AgentSessions:
     async def _audit_failure(self, session: AgentSession, refused: bool) -> None:
         try:
             await audit.record(
-                self.pool, actor=f"endpoint:{session.endpoint}", action="agent.login_failed",
-                object_type="agent" if session.agent_id else None, object_id=session.agent_id or None,
+                self.pool,
+                actor=f"endpoint:{session.endpoint}",
+                action="agent.login_failed",
+                object_type="agent" if session.agent_id else None,
+                object_id=session.agent_id or None,
                 details={"endpoint": session.endpoint, "attempt": session.attempts, "refused": refused},
             )
         except Exception:
@@ -341,8 +378,9 @@ class AgentSessions:
         self.by_channel.pop(session.channel_id, None)
 
     # ---------------------------------------------------------- states ---
-    def _apply(self, session: AgentSession, event: AgentEvent, *, pause_code: str | None = None,
-               wrap_s: float = 0) -> AgentTransition:
+    def _apply(
+        self, session: AgentSession, event: AgentEvent, *, pause_code: str | None = None, wrap_s: float = 0
+    ) -> AgentTransition:
         tr = agent_transition(session.fsm, event, _now(), pause_code=pause_code, wrap_s=wrap_s)
         session.fsm = tr.agent
         if tr.agent.state is AgentState.READY:
@@ -411,8 +449,11 @@ class AgentSessions:
 
     def ready_agents(self, campaign_id: int) -> list[AgentSession]:
         """Ready agents of a campaign, longest idle first."""
-        found = [s for s in self.by_agent.values()
-                 if s.state is AgentState.READY and campaign_id in s.campaigns and not s.pin_pending]
+        found = [
+            s
+            for s in self.by_agent.values()
+            if s.state is AgentState.READY and campaign_id in s.campaigns and not s.pin_pending
+        ]
         return sorted(found, key=lambda s: s.ready_since)
 
     def counts(self) -> dict[str, int]:
@@ -446,13 +487,21 @@ class AgentSessions:
     # ------------------------------------------------------- storage ---
     def _store(self, session: AgentSession, tr: AgentTransition, campaign_id: int | None) -> None:
         a = tr.agent
-        self.journal.agent_state(session.agent_id, state=a.state.value, pause_code=a.pause_code,
-                                 campaign_id=campaign_id, since=a.since)
+        self.journal.agent_state(
+            session.agent_id, state=a.state.value, pause_code=a.pause_code, campaign_id=campaign_id, since=a.since
+        )
         self.journal.event(
-            "agent.state_changed", f"agent:{session.agent_id}",
-            {"agent_id": session.agent_id, "number": session.number, "state": a.state.value,
-             "pause_code": a.pause_code, "previous": tr.span.state.value if tr.span else None,
-             "at": a.since.isoformat() if a.since else None, "campaign_id": campaign_id},
+            "agent.state_changed",
+            f"agent:{session.agent_id}",
+            {
+                "agent_id": session.agent_id,
+                "number": session.number,
+                "state": a.state.value,
+                "pause_code": a.pause_code,
+                "previous": tr.span.state.value if tr.span else None,
+                "at": a.since.isoformat() if a.since else None,
+                "campaign_id": campaign_id,
+            },
         )
 
     # ---------------------------------------------------------- helpers ---

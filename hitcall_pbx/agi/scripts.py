@@ -95,9 +95,15 @@ def caller_number(raw: str | None) -> str | None:
 def lookup_variables(contact: CallerContact | None) -> dict[str, str]:
     """Channel variables describing the caller's contact (all of them, so stale values are cleared)."""
     if contact is None:
-        return {"HITCALL_CONTACT_FOUND": "0", "HITCALL_CONTACT_ID": "", "HITCALL_CONTACT_NAME": "",
-                "HITCALL_CONTACT_EXTERNAL_ID": "", "HITCALL_LIST_ID": "", "HITCALL_CAMPAIGN": "",
-                "HITCALL_CAMPAIGN_NAME": ""}
+        return {
+            "HITCALL_CONTACT_FOUND": "0",
+            "HITCALL_CONTACT_ID": "",
+            "HITCALL_CONTACT_NAME": "",
+            "HITCALL_CONTACT_EXTERNAL_ID": "",
+            "HITCALL_LIST_ID": "",
+            "HITCALL_CAMPAIGN": "",
+            "HITCALL_CAMPAIGN_NAME": "",
+        }
     return {
         "HITCALL_CONTACT_FOUND": "1",
         "HITCALL_CONTACT_ID": str(contact.id),
@@ -186,8 +192,9 @@ async def record_opt_out(pool: asyncpg.Pool, phone_e164: str, *, channel: str | 
             (f"contact:{c['id']}", {"contact_id": c["id"], "external_id": c["external_id"], "list_id": c["list_id"]})
             for c in sorted(contacts, key=lambda c: c["id"])
         ] or [(f"phone:{phone_e164}", {"contact_id": None, "external_id": None, "list_id": None})]
-        event_ids = [str(await enqueue(conn, "contact.opted_out", subject, {**fields, **base}))
-                     for subject, fields in targets]
+        event_ids = [
+            str(await enqueue(conn, "contact.opted_out", subject, {**fields, **base})) for subject, fields in targets
+        ]
         contact_ids = [c["id"] for c in contacts]
         await audit.record(
             conn,
@@ -233,8 +240,13 @@ def optout_script(prompts: OptOutPrompts = OptOutPrompts()) -> Handler:
             if digit is None:
                 digit = await agi.play(prompts.menu, keys) or await agi.wait_for_digit(prompts.digit_timeout_ms)
             action = menu_action(digit, tries, max_tries=prompts.max_tries, caller_known=number is not None)
-            _log.info("agi_optout_menu", channel=agi.uniqueid, action=str(action), tries=tries,
-                      contact_id=contact.id if contact else None)
+            _log.info(
+                "agi_optout_menu",
+                channel=agi.uniqueid,
+                action=str(action),
+                tries=tries,
+                contact_id=contact.id if contact else None,
+            )
             if action is MenuAction.OPT_OUT:
                 assert number is not None
                 try:
@@ -244,8 +256,12 @@ def optout_script(prompts: OptOutPrompts = OptOutPrompts()) -> Handler:
                     _log.error("agi_opt_out_failed", channel=agi.uniqueid, error=f"{type(exc).__name__}: {exc}")
                     action = MenuAction.AGENT
                 else:
-                    _log.info("agi_opted_out", channel=agi.uniqueid, dnc_entry_id=result.dnc_entry_id,
-                              contact_ids=result.contact_ids)
+                    _log.info(
+                        "agi_opted_out",
+                        channel=agi.uniqueid,
+                        dnc_entry_id=result.dnc_entry_id,
+                        contact_ids=result.contact_ids,
+                    )
                     await agi.set_variable("HITCALL_OPTED_OUT", "1")
                     await agi.play(prompts.opted_out)
                     return

@@ -17,14 +17,12 @@ from hitcall_pbx.ari.models import (
 from hitcall_pbx.ari.rest import ENDPOINTS, AriRest, Endpoint
 
 __all__ = [
-    "AriClient",
-    "AriStats",
-    "Resync",
     "ENDPOINTS",
     "EVENT_MODELS",
     "AnyEvent",
     "Application",
     "AriBadRequest",
+    "AriClient",
     "AriConflict",
     "AriDatetime",
     "AriError",
@@ -32,6 +30,7 @@ __all__ = [
     "AriHttpError",
     "AriNotFound",
     "AriRest",
+    "AriStats",
     "AriUnavailable",
     "AsteriskInfo",
     "Bridge",
@@ -40,6 +39,7 @@ __all__ = [
     "Endpoint",
     "LiveRecording",
     "Playback",
+    "Resync",
     "StoredRecording",
     "UnknownEvent",
     "parse_event",

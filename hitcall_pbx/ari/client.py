@@ -148,7 +148,7 @@ class AriClient:
                 await sess.close()
         self.connected.clear()
 
-    async def __aenter__(self) -> "AriClient":
+    async def __aenter__(self) -> AriClient:
         await self.start()
         return self
 
@@ -174,13 +174,17 @@ class AriClient:
                     heartbeat=self._heartbeat,
                     max_msg_size=16 * 1024 * 1024,
                 )
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 if down_since is None:
                     down_since = time.monotonic()
                 delay = self._backoff.delay(attempt, self._rng)
                 attempt += 1
-                log.warning("ari.connect_failed", error=str(exc) or type(exc).__name__,
-                            attempt=attempt, retry_in_s=round(delay, 3))
+                log.warning(
+                    "ari.connect_failed",
+                    error=str(exc) or type(exc).__name__,
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                )
                 await asyncio.sleep(delay)
                 continue
             self._ws = ws
@@ -201,8 +205,12 @@ class AriClient:
                 continue
             self.stats.connected_since = time.monotonic()
             self.connected.set()
-            log.info("ari.connected", app=self.app, reconnect=ever_connected,
-                     downtime_s=round(downtime, 3) if downtime is not None else None)
+            log.info(
+                "ari.connected",
+                app=self.app,
+                reconnect=ever_connected,
+                downtime_s=round(downtime, 3) if downtime is not None else None,
+            )
             ever_connected = True
             down_since = None
             try:

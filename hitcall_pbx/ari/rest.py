@@ -201,8 +201,10 @@ class AriRest:
     async def channel_states(self) -> dict[str, tuple[str, str]]:
         """Every channel's id → (state, dialplan application), read from the raw listing
         without building models: cheap enough to poll with hundreds of channels up."""
-        return {c["id"]: (c.get("state", ""), (c.get("dialplan") or {}).get("app_name", ""))
-                for c in await self._call("channels.list", {}) or ()}
+        return {
+            c["id"]: (c.get("state", ""), (c.get("dialplan") or {}).get("app_name", ""))
+            for c in await self._call("channels.list", {}) or ()
+        }
 
     async def get_channel(self, channel_id: str) -> models.Channel:
         return await self._one(models.Channel, "channels.get", {"channelId": channel_id})

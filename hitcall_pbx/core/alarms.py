@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "GIB",
     "Alarm",
     "AlarmInputs",
     "CampaignAbandon",
-    "GIB",
     "Severity",
     "Thresholds",
     "diff",
@@ -131,11 +131,19 @@ def _keep(name: str, active: Mapping[str, Alarm]) -> dict[str, Alarm]:
 def _connectivity(i: AlarmInputs, t: Thresholds) -> dict[str, Alarm]:
     out: dict[str, Alarm] = {}
     if not i.ari_connected and i.ari_down_s >= t.ari_grace_s:
-        out["ari_down"] = Alarm("ari_down", "critical", f"ARI events socket down for {i.ari_down_s:.0f} s",
-                                {"down_s": round(i.ari_down_s, 1)})
+        out["ari_down"] = Alarm(
+            "ari_down",
+            "critical",
+            f"ARI events socket down for {i.ari_down_s:.0f} s",
+            {"down_s": round(i.ari_down_s, 1)},
+        )
     if not i.db_ok and i.db_down_s >= t.db_grace_s:
-        out["db_down"] = Alarm("db_down", "critical", f"PostgreSQL unavailable for {i.db_down_s:.0f} s",
-                               {"down_s": round(i.db_down_s, 1), "spool_backlog": i.spool_backlog})
+        out["db_down"] = Alarm(
+            "db_down",
+            "critical",
+            f"PostgreSQL unavailable for {i.db_down_s:.0f} s",
+            {"down_s": round(i.db_down_s, 1), "spool_backlog": i.spool_backlog},
+        )
     return out
 
 
@@ -144,26 +152,41 @@ def _spool(i: AlarmInputs, active: Mapping[str, Alarm]) -> dict[str, Alarm]:
     growing = i.spool_backlog > 0 and (i.spool_trend > 0 or ("cdr_spool_growing" in active and i.spool_trend == 0))
     if not growing:
         return {}
-    return {"cdr_spool_growing": Alarm("cdr_spool_growing", "major",
-                                       f"{i.spool_backlog} CDRs spooled locally, waiting for PostgreSQL",
-                                       {"spool_backlog": i.spool_backlog, "trend": i.spool_trend})}
+    return {
+        "cdr_spool_growing": Alarm(
+            "cdr_spool_growing",
+            "major",
+            f"{i.spool_backlog} CDRs spooled locally, waiting for PostgreSQL",
+            {"spool_backlog": i.spool_backlog, "trend": i.spool_trend},
+        )
+    }
 
 
 def _abandon(c: CampaignAbandon, t: Thresholds, active: Mapping[str, Alarm]) -> dict[str, Alarm]:
     today = c.today_rate if c.answered_today >= t.abandon_min_answered else 0.0
     rate = max(today, c.rate_30_days)
-    details = {"campaign_id": c.campaign_id, "cap": c.cap, "today_rate": round(c.today_rate, 6),
-               "rate_30_days": round(c.rate_30_days, 6), "answered_today": c.answered_today}
+    details = {
+        "campaign_id": c.campaign_id,
+        "cap": c.cap,
+        "today_rate": round(c.today_rate, 6),
+        "rate_30_days": round(c.rate_30_days, 6),
+        "answered_today": c.answered_today,
+    }
     out: dict[str, Alarm] = {}
     over = f"campaign.{c.campaign_id}.abandon_over_cap"
     if rate > c.cap:
-        out[over] = Alarm(over, "critical", f"campaign {c.campaign_id}: abandon rate {_pct(rate)} over its cap "
-                                            f"{_pct(c.cap)}", details)
+        out[over] = Alarm(
+            over, "critical", f"campaign {c.campaign_id}: abandon rate {_pct(rate)} over its cap {_pct(c.cap)}", details
+        )
     near = f"campaign.{c.campaign_id}.abandon_near_cap"
     ratio = t.abandon_near_clear_ratio if near in active else t.abandon_near_ratio
     if c.cap > 0 and rate >= ratio * c.cap:
-        out[near] = Alarm(near, "major", f"campaign {c.campaign_id}: abandon rate {_pct(rate)} close to its cap "
-                                         f"{_pct(c.cap)}", details)
+        out[near] = Alarm(
+            near,
+            "major",
+            f"campaign {c.campaign_id}: abandon rate {_pct(rate)} close to its cap {_pct(c.cap)}",
+            details,
+        )
     return out
 
 
@@ -172,16 +195,22 @@ def _webhooks(i: AlarmInputs, t: Thresholds, active: Mapping[str, Alarm]) -> dic
     if i.webhook_dead is None:
         out |= _keep("webhook_dead_letters", active)
     elif i.webhook_dead > 0:
-        out["webhook_dead_letters"] = Alarm("webhook_dead_letters", "major",
-                                            f"{i.webhook_dead} webhook deliveries dead (replay them)",
-                                            {"dead": i.webhook_dead})
+        out["webhook_dead_letters"] = Alarm(
+            "webhook_dead_letters",
+            "major",
+            f"{i.webhook_dead} webhook deliveries dead (replay them)",
+            {"dead": i.webhook_dead},
+        )
     if i.webhook_dead is None and i.webhook_oldest_pending_age_s is None:
         out |= _keep("webhook_backlog_old", active)
     elif i.webhook_oldest_pending_age_s is not None and i.webhook_oldest_pending_age_s > t.webhook_backlog_age_s:
         age = i.webhook_oldest_pending_age_s
-        out["webhook_backlog_old"] = Alarm("webhook_backlog_old", "major",
-                                           f"oldest undelivered webhook event waits for {age:.0f} s",
-                                           {"oldest_pending_age_s": round(age, 1)})
+        out["webhook_backlog_old"] = Alarm(
+            "webhook_backlog_old",
+            "major",
+            f"oldest undelivered webhook event waits for {age:.0f} s",
+            {"oldest_pending_age_s": round(age, 1)},
+        )
     return out
 
 
@@ -198,9 +227,12 @@ def _purge(i: AlarmInputs, t: Thresholds, active: Mapping[str, Alarm]) -> dict[s
     if age is None:
         out |= _keep("purge_overdue", active)
     elif age > limit:
-        out["purge_overdue"] = Alarm("purge_overdue", "major",
-                                     f"no successful retention purge for {age:.0f} s (limit {limit:.0f} s)",
-                                     {"last_success_age_s": round(age, 1), "interval_s": i.purge_interval_s})
+        out["purge_overdue"] = Alarm(
+            "purge_overdue",
+            "major",
+            f"no successful retention purge for {age:.0f} s (limit {limit:.0f} s)",
+            {"last_success_age_s": round(age, 1), "interval_s": i.purge_interval_s},
+        )
     return out
 
 
@@ -208,13 +240,21 @@ def _disk(i: AlarmInputs, t: Thresholds, active: Mapping[str, Alarm]) -> dict[st
     free, total = i.disk_free_bytes, i.disk_total_bytes
     if free is None or not total:
         return _keep("recordings_disk_low", active)
-    ratio, floor = ((t.disk_clear_ratio, t.disk_clear_bytes) if "recordings_disk_low" in active
-                    else (t.disk_low_ratio, t.disk_low_bytes))
+    ratio, floor = (
+        (t.disk_clear_ratio, t.disk_clear_bytes)
+        if "recordings_disk_low" in active
+        else (t.disk_low_ratio, t.disk_low_bytes)
+    )
     if free / total >= ratio and free >= floor:
         return {}
-    return {"recordings_disk_low": Alarm("recordings_disk_low", "major",
-                                         f"recordings disk: {free / GIB:.2f} GiB free ({_pct(free / total)})",
-                                         {"free_bytes": free, "total_bytes": total})}
+    return {
+        "recordings_disk_low": Alarm(
+            "recordings_disk_low",
+            "major",
+            f"recordings disk: {free / GIB:.2f} GiB free ({_pct(free / total)})",
+            {"free_bytes": free, "total_bytes": total},
+        )
+    }
 
 
 def _journal(inputs: AlarmInputs, t: Thresholds, active: Mapping[str, Alarm]) -> dict[str, Alarm]:
@@ -228,14 +268,22 @@ def _journal(inputs: AlarmInputs, t: Thresholds, active: Mapping[str, Alarm]) ->
     raising = h.failing_s >= t.journal_failing_s or h.backlog >= t.journal_backlog
     if not raising and not (name in active and (h.failing_s > 0 or h.spool_backlog > 0)):
         return {}
-    message = (f"call journal: {h.backlog} call and agent writes waiting for PostgreSQL"
-               + (f", failing for {h.failing_s:.0f} s" if h.failing_s else ""))
-    return {name: Alarm(name, "critical" if h.failing_s >= t.journal_failing_s else "major", message,
-                        {"backlog": h.backlog, "spool_backlog": h.spool_backlog, "failing_s": round(h.failing_s, 1)})}
+    message = f"call journal: {h.backlog} call and agent writes waiting for PostgreSQL" + (
+        f", failing for {h.failing_s:.0f} s" if h.failing_s else ""
+    )
+    return {
+        name: Alarm(
+            name,
+            "critical" if h.failing_s >= t.journal_failing_s else "major",
+            message,
+            {"backlog": h.backlog, "spool_backlog": h.spool_backlog, "failing_s": round(h.failing_s, 1)},
+        )
+    }
 
 
-def evaluate(inputs: AlarmInputs, thresholds: Thresholds = Thresholds(),
-             active: Mapping[str, Alarm] | None = None) -> dict[str, Alarm]:
+def evaluate(
+    inputs: AlarmInputs, thresholds: Thresholds = Thresholds(), active: Mapping[str, Alarm] | None = None
+) -> dict[str, Alarm]:
     """The alarms active for `inputs`, given those `active` after the previous evaluation."""
     active = active or {}
     out = _connectivity(inputs, thresholds)

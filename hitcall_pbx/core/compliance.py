@@ -19,15 +19,15 @@ from hitcall_pbx.errors import ValidationFailed
 
 __all__ = [
     "ABANDON_BLOCK",
+    "DEFAULT_ABANDON_CAP",
+    "DEFAULT_WINDOW",
+    "FINAL_REASONS",
     "AbandonCounters",
     "CallingWindow",
     "CampaignMode",
-    "DEFAULT_ABANDON_CAP",
-    "DEFAULT_WINDOW",
     "DialContext",
     "DialReason",
     "DialVerdict",
-    "FINAL_REASONS",
     "abandon_rate",
     "check_dial",
     "in_window",
@@ -97,16 +97,16 @@ class CallingWindow:
         for name in ("start", "end"):
             value = getattr(self, name)
             if not isinstance(value, time) or value.tzinfo is not None:
-                raise ValidationFailed(
-                    f"window.{name} must be a naive local time", details={"field": f"window.{name}"}
-                )
+                raise ValidationFailed(f"window.{name} must be a naive local time", details={"field": f"window.{name}"})
         if not self.start < self.end:
             raise ValidationFailed(
                 "window.end must be after window.start",
                 details={"field": "window.end", "start": self.start.isoformat(), "end": self.end.isoformat()},
             )
         if isinstance(self.weekdays, (str, bytes)) or not isinstance(self.weekdays, Iterable):
-            raise ValidationFailed("window.weekdays must be a set of ISO weekdays", details={"field": "window.weekdays"})
+            raise ValidationFailed(
+                "window.weekdays must be a set of ISO weekdays", details={"field": "window.weekdays"}
+            )
         days = frozenset(self.weekdays)
         if not days or any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= 7 for d in days):
             raise ValidationFailed(
@@ -166,9 +166,7 @@ def _offset_changes(zone: ZoneInfo, lo: datetime, hi: datetime) -> list[datetime
     return out
 
 
-def next_window_open(
-    now: datetime, tz: str | ZoneInfo, window: CallingWindow = DEFAULT_WINDOW
-) -> datetime:
+def next_window_open(now: datetime, tz: str | ZoneInfo, window: CallingWindow = DEFAULT_WINDOW) -> datetime:
     """The earliest instant at or after `now` that lies inside `window` in the local
     time of `tz`, as an aware UTC datetime (`now` itself when the window is open).
 

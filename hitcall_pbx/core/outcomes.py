@@ -21,9 +21,9 @@ __all__ = [
     "AMD_NOTSURE",
     "BRIDGE_LIMIT_MS",
     "CAUSE_OUTCOMES",
-    "CallFacts",
     "DEFAULT_RETRY_DELAYS",
     "INVALID_NUMBER_CAUSES",
+    "CallFacts",
     "Outcome",
     "classify_outcome",
     "counts_as_abandon",
@@ -124,9 +124,7 @@ class CallFacts:
         if self.amd_status is not None:
             status = self.amd_status.upper()
             if status not in _AMD_VALUES:
-                raise ValidationFailed(
-                    "unknown AMD status", details={"field": "amd_status", "value": self.amd_status}
-                )
+                raise ValidationFailed("unknown AMD status", details={"field": "amd_status", "value": self.amd_status})
             object.__setattr__(self, "amd_status", status)
         if self.bridge_limit_ms <= 0:
             raise ValidationFailed("bridge_limit_ms must be > 0", details={"field": "bridge_limit_ms"})

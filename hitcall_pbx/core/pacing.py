@@ -37,14 +37,14 @@ from typing import Final
 from hitcall_pbx.core.compliance import abandon_rate
 
 __all__ = [
-    "AbandonTally",
-    "AdaptiveBaseline",
     "MODE_ADAPTIVE_BASELINE",
     "MODE_FALLBACK",
     "MODE_IDLE",
     "MODE_PREDICTIVE",
     "MODE_PROGRESSIVE",
     "PACING_MODES",
+    "AbandonTally",
+    "AdaptiveBaseline",
     "PacingDecision",
     "PacingSettings",
     "PacingSnapshot",
@@ -246,7 +246,7 @@ class _Moments:
     """Exponentially weighted count, mean and variance with a prior worth `weight`
     observations; the prior fades like the data (half-life in observations)."""
 
-    __slots__ = ("decay", "w", "s1", "s2")
+    __slots__ = ("decay", "s1", "s2", "w")
 
     def __init__(self, mean: float, sd: float, weight: float, halflife: float) -> None:
         self.decay = 0.5 ** (1.0 / halflife)
@@ -417,7 +417,7 @@ class PacingStats:
         `observe_abandon(n)` / `observe_connect(n)`, whose order would skew today's
         peak rate."""
         self._history.clear()
-        self._history.extend(list(history)[-self._history.maxlen:] if self._history.maxlen else [])
+        self._history.extend(list(history)[-self._history.maxlen :] if self._history.maxlen else [])
         self._today = today
         self._today_peak_rate = 0.0
         self._note_rate()
@@ -613,7 +613,7 @@ class _AnswerCdf:
     """Ring-to-answer CDF of answered calls, truncated at the ring timeout, on a grid,
     with the per-step answer probabilities of a call by its elapsed ring time."""
 
-    __slots__ = ("timeout", "inv_step", "table", "_steps")
+    __slots__ = ("_steps", "inv_step", "table", "timeout")
 
     STEP = 0.25
     SLOT = 0.5  # ringing calls are grouped by elapsed time in slots of this many seconds
@@ -661,7 +661,7 @@ class _TalkSurvival:
     """Survival function of the (log-normal) talk time on a grid, analytic beyond it,
     with the probability of a call ending inside a window ahead by its elapsed time."""
 
-    __slots__ = ("mu", "inv", "inv_step", "table", "end", "_windows")
+    __slots__ = ("_windows", "end", "inv", "inv_step", "mu", "table")
 
     STEP = 1.0
 
@@ -730,7 +730,9 @@ def decide_progressive(snapshot: PacingSnapshot) -> PacingDecision:
         return idle
     want = snapshot.agents_ready - len(snapshot.dialling_elapsed_s) - snapshot.answered_waiting
     n = max(0, min(want, line_room(snapshot)))
-    return PacingDecision(n, f"progressive: {snapshot.agents_ready} ready agents without a call", MODE_PROGRESSIVE, True)
+    return PacingDecision(
+        n, f"progressive: {snapshot.agents_ready} ready agents without a call", MODE_PROGRESSIVE, True
+    )
 
 
 def abandon_price(
@@ -833,8 +835,22 @@ class _Horizon:
     abandons its running maximum (see `_run_gaussian`); the two agree closely where
     both apply."""
 
-    __slots__ = ("p", "steps", "dt", "pm0", "det", "free_mean", "free_k", "inflight_k", "inflight_var",
-                 "inflight_probs", "new_k", "waiting", "gaussian", "_memo")
+    __slots__ = (
+        "_memo",
+        "det",
+        "dt",
+        "free_k",
+        "free_mean",
+        "gaussian",
+        "inflight_k",
+        "inflight_probs",
+        "inflight_var",
+        "new_k",
+        "p",
+        "pm0",
+        "steps",
+        "waiting",
+    )
 
     def __init__(self, snapshot: PacingSnapshot, stats: PacingStats) -> None:
         settings = snapshot.settings
@@ -868,8 +884,10 @@ class _Horizon:
         self.det = det
         self.pm0 = [0.0] * ready + [1.0]
         # small: exact step distributions; larger teams or many calls ringing: normal steps
-        self.gaussian = (ready + len(snapshot.talk_elapsed_s) + sum(det) > _GAUSSIAN_MIN_AGENTS
-                         or len(snapshot.dialling_elapsed_s) > _EXACT_MAX_CALLS)
+        self.gaussian = (
+            ready + len(snapshot.talk_elapsed_s) + sum(det) > _GAUSSIAN_MIN_AGENTS
+            or len(snapshot.dialling_elapsed_s) > _EXACT_MAX_CALLS
+        )
 
         # Agents on a call free up when talk ends + wrap-up; in step k if the talk ends
         # within (k−1)·dt + lead − wrap .. k·dt + lead − wrap from now. Per agent the

@@ -22,11 +22,11 @@ _UNKNOWN_TZ = "Etc/Unknown"
 __all__ = [
     "DEFAULT_REGION",
     "DEFAULT_TZ",
-    "parse_phone",
-    "normalize_e164",
-    "is_valid_e164",
-    "number_time_zones",
     "callee_timezone",
+    "is_valid_e164",
+    "normalize_e164",
+    "number_time_zones",
+    "parse_phone",
     "validate_timezone",
 ]
 
@@ -37,9 +37,7 @@ def _invalid(field: str, message: str, value: object) -> ValidationFailed:
     )
 
 
-def parse_phone(
-    raw: str, *, region: str = DEFAULT_REGION, field: str = "phone"
-) -> phonenumbers.PhoneNumber:
+def parse_phone(raw: str, *, region: str = DEFAULT_REGION, field: str = "phone") -> phonenumbers.PhoneNumber:
     """Parse and validate a number; national input is read in `region`.
 
     Raises ValidationFailed (details.field = `field`) for anything that is not a
@@ -107,9 +105,7 @@ def validate_timezone(name: str, *, field: str = "timezone") -> str:
     return name
 
 
-def callee_timezone(
-    e164: str, contact_tz: str | None = None, *, default_tz: str = DEFAULT_TZ
-) -> str:
+def callee_timezone(e164: str, contact_tz: str | None = None, *, default_tz: str = DEFAULT_TZ) -> str:
     """The callee's IANA time zone.
 
     The contact's own zone wins when given (it is what the contact told us).

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from hitcall_pbx.errors import ValidationFailed
 
 __all__ = [
-    "DeadlineChange",
     "MAX_CDR_MONTHS",
     "MAX_HOLD_MONTHS",
     "MAX_RECORDING_MONTHS",
     "MIN_CDR_MONTHS",
     "MIN_RECORDING_MONTHS",
+    "DeadlineChange",
     "RetentionPolicy",
     "add_months",
     "cdr_deadline",

@@ -263,7 +263,14 @@ class Call:
 
     @property
     def last_at(self) -> datetime:
-        stamps = [self.created_at, self.originated_at, self.ringing_at, self.answered_at, self.bridged_at, self.ended_at]
+        stamps = [
+            self.created_at,
+            self.originated_at,
+            self.ringing_at,
+            self.answered_at,
+            self.bridged_at,
+            self.ended_at,
+        ]
         return max(s for s in stamps if s is not None)
 
 

@@ -194,16 +194,20 @@ async def run_demo(settings: Any, args: argparse.Namespace, *, sandbox: Sandbox 
     return 0 if summary["agents_logged_in"] else 1
 
 
-async def _with_sandbox(settings: Any, args: argparse.Namespace, sandbox: Sandbox | None,
-                        screen: Screen) -> dict[str, Any]:
+async def _with_sandbox(
+    settings: Any, args: argparse.Namespace, sandbox: Sandbox | None, screen: Screen
+) -> dict[str, Any]:
     if sandbox is not None:
         return await _demo(settings, args, sandbox, screen)
     box = Sandbox()
     screen.say("Waiting for the Asterisk sandbox…")
     with box.exclusive():
         was_running = box.pid() is not None
-        screen.say("Starting Asterisk (the first run installs it: about a minute)…" if not was_running
-                   else "Asterisk sandbox already running: using it.")
+        screen.say(
+            "Starting Asterisk (the first run installs it: about a minute)…"
+            if not was_running
+            else "Asterisk sandbox already running: using it."
+        )
         await asyncio.to_thread(box.start)
         try:
             return await _demo(settings, args, box, screen)
@@ -225,8 +229,16 @@ async def _demo(settings: Any, args: argparse.Namespace, box: Sandbox, screen: S
             stamp = datetime.now(UTC)
             rng = random.Random(stamp.timestamp())
             campaign_id, list_id = await create_campaign(
-                pool, f"Demo {stamp:%Y-%m-%d %H:%M:%S}", mode="preview", record_calls=True,
-                ring_timeout_s=15, wrap_up_s=1, max_attempts=1, preview_offer_timeout_s=10, **ALL_DAY)
+                pool,
+                f"Demo {stamp:%Y-%m-%d %H:%M:%S}",
+                mode="preview",
+                record_calls=True,
+                ring_timeout_s=15,
+                wrap_up_s=1,
+                max_attempts=1,
+                preview_offer_timeout_s=10,
+                **ALL_DAY,
+            )
             numbers = customer_numbers(customers, (campaign_id * 1000) % 900_000 + 1, rng)
             await _add_customers(pool, campaign_id, list_id, numbers, rng)
             endpoints = [f"agent{n}" for n in range(1, agents_n + 1)]
@@ -250,8 +262,12 @@ async def _demo(settings: Any, args: argparse.Namespace, box: Sandbox, screen: S
                     phones.stop()
             await app.sessions.drain()
             summary = await _summary(app, campaign_id, settings.data_dir)
-            summary |= {"agents": agents_n, "agents_logged_in": logged_in, "customers": customers,
-                        "interrupted": stop.is_set()}
+            summary |= {
+                "agents": agents_n,
+                "agents_logged_in": logged_in,
+                "customers": customers,
+                "interrupted": stop.is_set(),
+            }
             return summary
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -263,12 +279,14 @@ async def _add_customers(pool: Any, campaign_id: int, list_id: int, numbers: lis
     surnames = ["Virtanen", "Korhonen", "Nieminen", "Mäkinen", "Hämäläinen", "Laine", "Heikkinen", "Koskinen"]
     rows = [(list_id, n, f"{rng.choice(names)} {rng.choice(surnames)}") for n in numbers]
     await pool.executemany(
-        "INSERT INTO contacts (list_id, phone_e164, name, marketing_permission) VALUES ($1, $2, $3, true)", rows)
+        "INSERT INTO contacts (list_id, phone_e164, name, marketing_permission) VALUES ($1, $2, $3, true)", rows
+    )
     # A few customers said no earlier: the dialler must skip them (they show in the report).
     dnc = rng.sample(numbers, k=max(1, int(len(numbers) * DNC_SHARE))) if len(numbers) > 10 else []
     await pool.executemany(
         "INSERT INTO dnc_entries (phone_e164, campaign_id, reason, source) VALUES ($1, $2, 'demo', 'manual')",
-        [(n, campaign_id) for n in dnc])
+        [(n, campaign_id) for n in dnc],
+    )
 
 
 async def _wait_logins(app: HitCall, n: int, stop: asyncio.Event) -> int:
@@ -279,8 +297,9 @@ async def _wait_logins(app: HitCall, n: int, stop: asyncio.Event) -> int:
     return len(app.sessions.by_agent)
 
 
-async def _dial(app: HitCall, campaign_id: int, customers: int, total_s: float, stop: asyncio.Event,
-                screen: Screen) -> None:
+async def _dial(
+    app: HitCall, campaign_id: int, customers: int, total_s: float, stop: asyncio.Event, screen: Screen
+) -> None:
     """Preview first (accepting offers for a few calls), then predictive until the time is up."""
     assert app.db and app.dialer and app.sessions
     pool, dialer = app.db.pool, app.dialer
@@ -308,24 +327,40 @@ async def _dial(app: HitCall, campaign_id: int, customers: int, total_s: float, 
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.1)
     elapsed = min(time.monotonic() - t0, total_s)
-    screen.show(await _progress(app, campaign_id, customers, elapsed, total_s,
-                                "stopped" if stop.is_set() else "done"), force=True)
+    screen.show(
+        await _progress(app, campaign_id, customers, elapsed, total_s, "stopped" if stop.is_set() else "done"),
+        force=True,
+    )
 
 
-async def _progress(app: HitCall, campaign_id: int, customers: int, elapsed: float, total_s: float,
-                    phase: str) -> Progress:
+async def _progress(
+    app: HitCall, campaign_id: int, customers: int, elapsed: float, total_s: float, phase: str
+) -> Progress:
     assert app.db and app.dialer and app.sessions
     row = await app.db.pool.fetchrow(
         """SELECT count(*) AS attempts, count(*) FILTER (WHERE state = 'ended') AS ended,
                   count(*) FILTER (WHERE bridged_at IS NOT NULL) AS connects,
                   count(*) FILTER (WHERE abandoned) AS abandoned,
                   (SELECT abandon_cap FROM campaigns WHERE id = $1) AS cap
-           FROM all_attempts WHERE campaign_id = $1""", campaign_id)
+           FROM all_attempts WHERE campaign_id = $1""",
+        campaign_id,
+    )
     live: dict[str, int] = {}
     for call in app.dialer.live_calls():
         live[call["state"]] = live.get(call["state"], 0) + 1
-    return Progress(elapsed, total_s, phase, app.sessions.counts(), live, row["attempts"], row["ended"],
-                    row["connects"], row["abandoned"], float(row["cap"]), customers)
+    return Progress(
+        elapsed,
+        total_s,
+        phase,
+        app.sessions.counts(),
+        live,
+        row["attempts"],
+        row["ended"],
+        row["connects"],
+        row["abandoned"],
+        float(row["cap"]),
+        customers,
+    )
 
 
 async def _finish_calls(app: HitCall) -> None:
@@ -353,7 +388,9 @@ async def _summary(app: HitCall, campaign_id: int, data_dir: Path) -> dict[str, 
     pool = app.db.pool
     rows = await pool.fetch(
         "SELECT outcome, abandoned, bridged_at, answer_to_bridge_ms, mode, state FROM all_attempts "
-        "WHERE campaign_id = $1", campaign_id)
+        "WHERE campaign_id = $1",
+        campaign_id,
+    )
     cap = float(await pool.fetchval("SELECT abandon_cap FROM campaigns WHERE id = $1", campaign_id))
     outcomes: dict[str, int] = {}
     modes: dict[str, int] = {}
@@ -362,7 +399,9 @@ async def _summary(app: HitCall, campaign_id: int, data_dir: Path) -> dict[str, 
         modes[r["mode"]] = modes.get(r["mode"], 0) + 1
     connects = sum(1 for r in rows if r["bridged_at"] is not None)
     abandoned = sum(1 for r in rows if r["abandoned"])
-    a2b = [r["answer_to_bridge_ms"] for r in rows if r["bridged_at"] is not None and r["answer_to_bridge_ms"] is not None]
+    a2b = [
+        r["answer_to_bridge_ms"] for r in rows if r["bridged_at"] is not None and r["answer_to_bridge_ms"] is not None
+    ]
     recordings = await pool.fetch("SELECT path, retention_until FROM recordings WHERE campaign_id = $1", campaign_id)
     day = datetime.now(UTC).date()
     report = await load_campaign_day(pool, campaign_id, day)

@@ -54,15 +54,18 @@ class EngineControl:
         self.sessions.end_wrap(agent_id)
         await self._audit(actor, "agent.end_wrap_up", agent_id)
 
-    async def set_disposition(self, agent_id: int, disposition: str, *, attempt_id: uuid.UUID | None,
-                              actor: Actor) -> None:
+    async def set_disposition(
+        self, agent_id: int, disposition: str, *, attempt_id: uuid.UUID | None, actor: Actor
+    ) -> None:
         if attempt_id is None:
             await self.dialer.set_disposition(agent_id, disposition)
         else:
             done = await set_attempt_disposition(self.dialer.pool, attempt_id, agent_id, disposition)
             if not done:
-                raise NotFound("no call of this agent with that attempt id",
-                               details={"attempt_id": str(attempt_id), "agent_id": agent_id})
+                raise NotFound(
+                    "no call of this agent with that attempt id",
+                    details={"attempt_id": str(attempt_id), "agent_id": agent_id},
+                )
             call = self.dialer.calls.get(str(attempt_id))
             if call is not None:
                 call.disposition = disposition
@@ -84,12 +87,20 @@ class EngineControl:
                 continue
             if agent_id is not None and c.agent_id != agent_id:
                 continue
-            out.append(LiveCall(
-                attempt_id=c.attempt.id, campaign_id=c.campaign.id, agent_id=c.agent_id,
-                contact_id=c.attempt.contact_id, number=c.attempt.number, state=c.state,  # type: ignore[arg-type]
-                mode=c.attempt.mode.value, originated_at=c.originated_at, answered_at=c.answered_at,  # type: ignore[arg-type]
-                bridged_at=c.bridged_at,
-            ))
+            out.append(
+                LiveCall(
+                    attempt_id=c.attempt.id,
+                    campaign_id=c.campaign.id,
+                    agent_id=c.agent_id,
+                    contact_id=c.attempt.contact_id,
+                    number=c.attempt.number,
+                    state=c.state,  # type: ignore[arg-type]
+                    mode=c.attempt.mode.value,
+                    originated_at=c.originated_at,
+                    answered_at=c.answered_at,  # type: ignore[arg-type]
+                    bridged_at=c.bridged_at,
+                )
+            )
         return out
 
     async def hang_up(self, attempt_id: uuid.UUID, *, actor: Actor) -> None:

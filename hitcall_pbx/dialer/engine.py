@@ -25,8 +25,14 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from ..agents.sessions import KEY_HANGUP_CUSTOMER, KEY_PREVIEW_ACCEPT, KEY_PREVIEW_SKIP, DISPOSITION_KEYS
-from ..agents.sessions import AgentSession, AgentSessions
+from ..agents.sessions import (
+    DISPOSITION_KEYS,
+    KEY_HANGUP_CUSTOMER,
+    KEY_PREVIEW_ACCEPT,
+    KEY_PREVIEW_SKIP,
+    AgentSession,
+    AgentSessions,
+)
 from ..ari import AriClient, AriError, AriNotFound, Resync
 from ..core import pacing
 from ..core.compliance import CampaignMode
@@ -55,8 +61,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def pace_decision(mode: CampaignMode, snap: pacing.PacingSnapshot,
-                  stats: pacing.PacingStats | None) -> pacing.PacingDecision:
+def pace_decision(
+    mode: CampaignMode, snap: pacing.PacingSnapshot, stats: pacing.PacingStats | None
+) -> pacing.PacingDecision:
     """Calls to place now for a progressive or predictive campaign.
 
     Predictive never places fewer calls than there are ready agents with no call on
@@ -116,10 +123,16 @@ def call_outcome(call: LiveCall) -> Outcome:
     answered = call.answered_at is not None
     if call.vanished and not answered and not call.cancelled:
         return Outcome.CONGESTION
-    return classify_outcome(CallFacts(
-        answered=answered, hangup_cause=call.hangup_cause, bridged=call.bridged_at is not None,
-        answer_to_bridge_ms=call.answer_to_bridge_ms, amd_status=call.amd_status, cancelled=call.cancelled,
-    ))
+    return classify_outcome(
+        CallFacts(
+            answered=answered,
+            hangup_cause=call.hangup_cause,
+            bridged=call.bridged_at is not None,
+            answer_to_bridge_ms=call.answer_to_bridge_ms,
+            amd_status=call.amd_status,
+            cancelled=call.cancelled,
+        )
+    )
 
 
 def agent_bridges(bridges: list[Any], live: dict[str, Any]) -> dict[int, tuple[list[str], list[str]]]:
@@ -277,7 +290,7 @@ class Dialer:
         while not self._closing:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.tick_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             try:
@@ -390,8 +403,9 @@ class Dialer:
 
     # --------------------------------------------------------- originate ---
     def _originate(self, campaign: Campaign, attempt: Attempt, agent: AgentSession | None) -> None:
-        call = LiveCall(attempt=attempt, campaign=campaign, agent_id=agent.agent_id if agent else None,
-                        reserved=agent is not None)
+        call = LiveCall(
+            attempt=attempt, campaign=campaign, agent_id=agent.agent_id if agent else None, reserved=agent is not None
+        )
         # Registered before the request: events for this channel can arrive before the answer.
         self.calls[call.channel_id] = call
         self._spawn(self._send_originate(call))
@@ -423,9 +437,19 @@ class Dialer:
             return
         call.originated_at = _now()
         a = call.attempt
-        self.journal.event("call.originated", f"attempt:{a.id}", {
-            "attempt_id": str(a.id), "campaign_id": a.campaign_id, "contact_id": a.contact_id, "number": a.number,
-            "agent_id": a.agent_id, "mode": a.mode.value, "at": call.originated_at.isoformat()})
+        self.journal.event(
+            "call.originated",
+            f"attempt:{a.id}",
+            {
+                "attempt_id": str(a.id),
+                "campaign_id": a.campaign_id,
+                "contact_id": a.contact_id,
+                "number": a.number,
+                "agent_id": a.agent_id,
+                "mode": a.mode.value,
+                "at": call.originated_at.isoformat(),
+            },
+        )
 
     # ------------------------------------------------------------ events ---
     async def handle_event(self, ev: Any) -> None:
@@ -533,8 +557,9 @@ class Dialer:
         # Keep events for the channel while it runs AMD in the dialplan.
         try:
             await self.ari.rest.subscribe(self.ari.app, f"channel:{call.channel_id}")
-            await self.ari.rest.continue_in_dialplan(call.channel_id, context=self.amd_context, extension="s",
-                                                     priority=1)
+            await self.ari.rest.continue_in_dialplan(
+                call.channel_id, context=self.amd_context, extension="s", priority=1
+            )
         except AriError as exc:
             log.warning("dialer.amd_failed", attempt_id=str(call.attempt.id), error=exc.message)
             self._connect_or_wait(call)
@@ -624,7 +649,8 @@ class Dialer:
             pb = await self.ari.rest.play(call.channel_id, media)
             call.info_playback = pb.id
             call.timer = asyncio.get_running_loop().call_later(
-                INFO_MESSAGE_MAX_S, lambda: self._spawn(self._hangup(call.channel_id)))
+                INFO_MESSAGE_MAX_S, lambda: self._spawn(self._hangup(call.channel_id))
+            )
         except AriError:
             await self._hangup(call.channel_id)
 
@@ -665,8 +691,10 @@ class Dialer:
         try:
             attempt_uuid = uuid.UUID(attempt_id)
         except ValueError:
-            raise Conflict("the agent's call is an inbound call, not a campaign attempt: no disposition",
-                           details={"agent_id": agent_id}) from None
+            raise Conflict(
+                "the agent's call is an inbound call, not a campaign attempt: no disposition",
+                details={"agent_id": agent_id},
+            ) from None
         if call is not None:
             call.disposition = code
         self.journal.disposition(attempt_uuid, code)
@@ -683,19 +711,37 @@ class Dialer:
                 offer_id = await conn.fetchval(
                     """INSERT INTO preview_offers (agent_id, campaign_id, contact_id, expires_at)
                        VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING id""",
-                    agent.agent_id, campaign.id, row["id"], campaign.preview_offer_timeout_s,
+                    agent.agent_id,
+                    campaign.id,
+                    row["id"],
+                    campaign.preview_offer_timeout_s,
                 )
-                contact = {"name": row["name"], "title": row["title"], "organisation": row["organisation"],
-                           "extra": row["extra"]}
-                await enqueue(conn, "preview.offered", f"agent:{agent.agent_id}",
-                              {"offer_id": offer_id, "agent_id": agent.agent_id, "campaign_id": campaign.id,
-                               "contact_id": row["id"], "number": row["phone_e164"], "contact": contact,
-                               "expires_in_s": campaign.preview_offer_timeout_s})
+                contact = {
+                    "name": row["name"],
+                    "title": row["title"],
+                    "organisation": row["organisation"],
+                    "extra": row["extra"],
+                }
+                await enqueue(
+                    conn,
+                    "preview.offered",
+                    f"agent:{agent.agent_id}",
+                    {
+                        "offer_id": offer_id,
+                        "agent_id": agent.agent_id,
+                        "campaign_id": campaign.id,
+                        "contact_id": row["id"],
+                        "number": row["phone_e164"],
+                        "contact": contact,
+                        "expires_in_s": campaign.preview_offer_timeout_s,
+                    },
+                )
             offer = Offer(offer_id, agent.agent_id, campaign, row["id"], row["phone_e164"], contact)
             self.offers[agent.agent_id] = offer
             self.sessions.reserve(agent, None, campaign.id)
             offer.expires = asyncio.get_running_loop().call_later(
-                campaign.preview_offer_timeout_s, lambda o=offer: self._spawn(self._decide_offer(o, "timeout", None)))
+                campaign.preview_offer_timeout_s, lambda o=offer: self._spawn(self._decide_offer(o, "timeout", None))
+            )
             log.info("preview.offered", agent_id=agent.agent_id, offer_id=offer_id, contact_id=row["id"])
 
     async def accept_offer(self, agent_id: int) -> Attempt:
@@ -723,19 +769,25 @@ class Dialer:
         attempt: Attempt | None = None
         async with self.pool.acquire() as conn, conn.transaction():
             if decision == "accept" and session is not None:
-                attempt = await self.hopper.attempt_for_contact(conn, offer.campaign, offer.contact_id, now,
-                                                                offer.agent_id)
+                attempt = await self.hopper.attempt_for_contact(
+                    conn, offer.campaign, offer.contact_id, now, offer.agent_id
+                )
             if attempt is None:
                 # Back in the hopper behind the contacts already due: skip moves on to the next one.
                 await conn.execute(
                     f"UPDATE contacts SET status = {_BACK_TO_HOPPER}, "
-                    "next_attempt_at = $2 WHERE id = $1 AND status = 'in_progress'", offer.contact_id, now)
+                    "next_attempt_at = $2 WHERE id = $1 AND status = 'in_progress'",
+                    offer.contact_id,
+                    now,
+                )
                 decision = "skip" if decision == "accept" else decision
                 reason = reason or ("agent gone" if session is None else None)
             await conn.execute(
                 """UPDATE preview_offers SET decision = $2, decided_at = now(), skip_reason = $3, attempt_id = $4
                    WHERE id = $1""",
-                offer.offer_id, decision, reason if decision == "skip" else None,
+                offer.offer_id,
+                decision,
+                reason if decision == "skip" else None,
                 attempt.id if attempt else None,
             )
         if attempt is not None and session is not None:
@@ -747,8 +799,9 @@ class Dialer:
         return attempt
 
     # ------------------------------------------------------------- end ---
-    def _finish(self, call: LiveCall, *, cause: int | None, cause_txt: str | None = None,
-                at: datetime | None = None) -> None:
+    def _finish(
+        self, call: LiveCall, *, cause: int | None, cause_txt: str | None = None, at: datetime | None = None
+    ) -> None:
         if self.calls.pop(call.channel_id, None) is None:
             return
         if call.timer:
@@ -785,8 +838,14 @@ class Dialer:
         self._close_attempt(call, outcome, record)
         for fn in self.on_call_end:
             fn(call, outcome)
-        log.info("call.ended", attempt_id=str(call.attempt.id), outcome=outcome.value, cause=cause,
-                 answer_to_bridge_ms=call.answer_to_bridge_ms, agent_id=call.agent_id)
+        log.info(
+            "call.ended",
+            attempt_id=str(call.attempt.id),
+            outcome=outcome.value,
+            cause=cause,
+            answer_to_bridge_ms=call.answer_to_bridge_ms,
+            agent_id=call.agent_id,
+        )
         self.wake()
 
     def _submit_cdr(self, record: dict[str, Any]) -> None:
@@ -800,25 +859,46 @@ class Dialer:
         start = call.originated_at or a.created_at
         ring_end = call.answered_at or call.ended_at
         ring_s = max(0.0, (ring_end - start).total_seconds()) if ring_end else None
-        talk_s = max(0.0, (call.ended_at - call.bridged_at).total_seconds()) if call.bridged_at and call.ended_at else 0.0
+        talk_s = (
+            max(0.0, (call.ended_at - call.bridged_at).total_seconds()) if call.bridged_at and call.ended_at else 0.0
+        )
         return {
-            "id": a.id, "campaign_id": a.campaign_id, "contact_id": a.contact_id, "attempt_no": a.attempt_no,
-            "dialled_number": a.number, "caller_id": a.caller_id, "agent_id": call.agent_id if call.bridged_at else a.agent_id,
-            "mode": a.mode.value, "state": "ended", "created_at": a.created_at, "originated_at": call.originated_at,
-            "ringing_at": call.ringing_at, "answered_at": call.answered_at, "bridged_at": call.bridged_at,
-            "ended_at": call.ended_at, "ring_s": round(ring_s, 3) if ring_s is not None else None,
-            "talk_s": round(talk_s, 3), "answer_to_bridge_ms": call.answer_to_bridge_ms, "outcome": outcome.value,
-            "hangup_cause": call.hangup_cause, "hangup_cause_txt": call.hangup_cause_txt,
-            "amd_status": call.amd_status, "amd_cause": call.amd_cause, "abandoned": call.abandoned,
-            "disposition": call.disposition, "skip_reason": None, "recording_id": call.recording_id,
+            "id": a.id,
+            "campaign_id": a.campaign_id,
+            "contact_id": a.contact_id,
+            "attempt_no": a.attempt_no,
+            "dialled_number": a.number,
+            "caller_id": a.caller_id,
+            "agent_id": call.agent_id if call.bridged_at else a.agent_id,
+            "mode": a.mode.value,
+            "state": "ended",
+            "created_at": a.created_at,
+            "originated_at": call.originated_at,
+            "ringing_at": call.ringing_at,
+            "answered_at": call.answered_at,
+            "bridged_at": call.bridged_at,
+            "ended_at": call.ended_at,
+            "ring_s": round(ring_s, 3) if ring_s is not None else None,
+            "talk_s": round(talk_s, 3),
+            "answer_to_bridge_ms": call.answer_to_bridge_ms,
+            "outcome": outcome.value,
+            "hangup_cause": call.hangup_cause,
+            "hangup_cause_txt": call.hangup_cause_txt,
+            "amd_status": call.amd_status,
+            "amd_cause": call.amd_cause,
+            "abandoned": call.abandoned,
+            "disposition": call.disposition,
+            "skip_reason": None,
+            "recording_id": call.recording_id,
             "retention_until": a.retention_until,
         }
 
     def _close_attempt(self, call: LiveCall, outcome: Outcome, record: dict[str, Any]) -> None:
         """Contact bookkeeping for the next attempt, and the call.ended event."""
         a = call.attempt
-        retry_at = next_retry(outcome, call.campaign.retry_delays, a.attempt_no, call.campaign.max_attempts,
-                              call.ended_at or _now())
+        retry_at = next_retry(
+            outcome, call.campaign.retry_delays, a.attempt_no, call.campaign.max_attempts, call.ended_at or _now()
+        )
         if outcome is Outcome.ANSWERED_HUMAN:
             status = "done"
         elif retry_at is None:
@@ -829,9 +909,15 @@ class Dialer:
             status, retry_at = "retry", None
         # A callback stays scheduled when its call never reached the customer.
         never_reached = outcome is Outcome.CANCELLED or (call.vanished and call.answered_at is None)
-        self.journal.close_contact(a.contact_id, attempt_no=a.attempt_no, attempt_created_at=a.created_at,
-                                   status=status, retry_at=retry_at, outcome=outcome.value,
-                                   cancelled=never_reached)
+        self.journal.close_contact(
+            a.contact_id,
+            attempt_no=a.attempt_no,
+            attempt_created_at=a.created_at,
+            status=status,
+            retry_at=retry_at,
+            outcome=outcome.value,
+            cancelled=never_reached,
+        )
         payload = {k: (str(v) if isinstance(v, (uuid.UUID, datetime)) else v) for k, v in record.items()}
         self.journal.event("call.ended", f"attempt:{a.id}", payload)
 
@@ -839,13 +925,22 @@ class Dialer:
         """Answer and bridge times in the attempt row while the call is up: after a crash
         the next process knows which customer was answered or talking (never re-dialled
         as if unanswered; an answered, unbridged call counts as abandoned)."""
-        self.journal.progress(call.attempt.id, answered_at=call.answered_at, bridged_at=call.bridged_at,
-                              agent_id=call.agent_id, answer_to_bridge_ms=call.answer_to_bridge_ms)
+        self.journal.progress(
+            call.attempt.id,
+            answered_at=call.answered_at,
+            bridged_at=call.bridged_at,
+            agent_id=call.agent_id,
+            answer_to_bridge_ms=call.answer_to_bridge_ms,
+        )
 
     def _emit(self, event_type: str, call: LiveCall) -> None:
-        payload = {"attempt_id": str(call.attempt.id), "campaign_id": call.campaign.id,
-                   "contact_id": call.attempt.contact_id, "agent_id": call.agent_id,
-                   "at": _now().isoformat()}
+        payload = {
+            "attempt_id": str(call.attempt.id),
+            "campaign_id": call.campaign.id,
+            "contact_id": call.attempt.contact_id,
+            "agent_id": call.agent_id,
+            "at": _now().isoformat(),
+        }
         self.journal.event(event_type, f"attempt:{call.attempt.id}", payload)
 
     # ---------------------------------------------------------- control ---
@@ -862,8 +957,15 @@ class Dialer:
 
     def live_calls(self) -> list[dict[str, Any]]:
         return [
-            {"attempt_id": str(c.attempt.id), "campaign_id": c.campaign.id, "number": c.attempt.number,
-             "state": c.state, "agent_id": c.agent_id, "answered_at": c.answered_at, "bridged_at": c.bridged_at}
+            {
+                "attempt_id": str(c.attempt.id),
+                "campaign_id": c.campaign.id,
+                "number": c.attempt.number,
+                "state": c.state,
+                "agent_id": c.agent_id,
+                "answered_at": c.answered_at,
+                "bridged_at": c.bridged_at,
+            }
             for c in self.calls.values()
         ]
 
@@ -907,8 +1009,11 @@ class Dialer:
                 await self._found_answered(call, call.agent_id if await self._in_agent_bridge(call) else None)
             elif call.state in ("originating", "ringing"):
                 if now - call.placed_mono > call.campaign.ring_timeout_s + WATCHDOG_MARGIN_S:
-                    await self._end_stuck(call, 19 if call.state == "ringing" else None,
-                                          "no answer or hangup event past the ring timeout (watchdog)")
+                    await self._end_stuck(
+                        call,
+                        19 if call.state == "ringing" else None,
+                        "no answer or hangup event past the ring timeout (watchdog)",
+                    )
             elif call.state == "answered":
                 waited = now - (call.answered_mono or now)
                 if call.added_at is not None and waited > CONNECT_LIMIT_S and await self._in_agent_bridge(call):
@@ -981,17 +1086,34 @@ class Dialer:
         """A customer a previous process put through to an agent, still talking: followed
         to its end like any call (its CDR carries the whole talk time)."""
         campaign = self.campaigns.get(r["campaign_id"]) or Campaign.from_row(
-            await self.pool.fetchrow("SELECT * FROM campaigns WHERE id = $1", r["campaign_id"]))
+            await self.pool.fetchrow("SELECT * FROM campaigns WHERE id = $1", r["campaign_id"])
+        )
         attempt = Attempt(
-            id=r["id"], campaign_id=r["campaign_id"], contact_id=r["contact_id"], attempt_no=r["attempt_no"],
-            number=r["dialled_number"], caller_id=r["caller_id"] or "", agent_id=r["agent_id"],
-            mode=CampaignMode(r["mode"]), created_at=r["created_at"], retention_until=r["retention_until"])
+            id=r["id"],
+            campaign_id=r["campaign_id"],
+            contact_id=r["contact_id"],
+            attempt_no=r["attempt_no"],
+            number=r["dialled_number"],
+            caller_id=r["caller_id"] or "",
+            agent_id=r["agent_id"],
+            mode=CampaignMode(r["mode"]),
+            created_at=r["created_at"],
+            retention_until=r["retention_until"],
+        )
         since = (_now() - r["answered_at"]).total_seconds()
-        call = LiveCall(attempt=attempt, campaign=campaign, state="bridged", agent_id=r["agent_id"],
-                        originated_at=r["originated_at"] or r["created_at"], ringing_at=r["ringing_at"],
-                        answered_at=r["answered_at"], answered_mono=time.monotonic() - since,
-                        bridged_at=r["bridged_at"], answer_to_bridge_ms=r["answer_to_bridge_ms"],
-                        added_at=r["bridged_at"])
+        call = LiveCall(
+            attempt=attempt,
+            campaign=campaign,
+            state="bridged",
+            agent_id=r["agent_id"],
+            originated_at=r["originated_at"] or r["created_at"],
+            ringing_at=r["ringing_at"],
+            answered_at=r["answered_at"],
+            answered_mono=time.monotonic() - since,
+            bridged_at=r["bridged_at"],
+            answer_to_bridge_ms=r["answer_to_bridge_ms"],
+            added_at=r["bridged_at"],
+        )
         self.calls[call.channel_id] = call
         session = self.sessions.by_agent.get(r["agent_id"])
         if session is None:
@@ -1004,8 +1126,7 @@ class Dialer:
         """First connect after a start: attempts left open by a previous process are
         closed (and their channels hung up); they are never dialled again. Returned: the
         attempts whose customer still talks to their agent (left open, to be adopted)."""
-        rows = await self.pool.fetch(
-            "SELECT * FROM live_attempts ORDER BY created_at")
+        rows = await self.pool.fetch("SELECT * FROM live_attempts ORDER BY created_at")
         adopt = []
         for r in rows:
             cid = str(r["id"])
@@ -1017,13 +1138,20 @@ class Dialer:
             if cid in live:
                 await self._hangup(cid)
             answered = r["answered_at"] is not None
-            outcome = Outcome.ABANDONED if answered and r["bridged_at"] is None else (
-                Outcome.ANSWERED_HUMAN if r["bridged_at"] is not None else Outcome.CANCELLED)
+            outcome = (
+                Outcome.ABANDONED
+                if answered and r["bridged_at"] is None
+                else (Outcome.ANSWERED_HUMAN if r["bridged_at"] is not None else Outcome.CANCELLED)
+            )
             now = _now()
             record = {k: r[k] for k in r.keys()}
-            record.update(state="ended", ended_at=now, outcome=outcome.value,
-                          abandoned=outcome is Outcome.ABANDONED,
-                          hangup_cause_txt="recovered after service restart")
+            record.update(
+                state="ended",
+                ended_at=now,
+                outcome=outcome.value,
+                abandoned=outcome is Outcome.ABANDONED,
+                hangup_cause_txt="recovered after service restart",
+            )
             self._submit_cdr(record)
             # A callback whose call never reached the customer stays scheduled.
             await self.pool.execute(
@@ -1033,18 +1161,23 @@ class Dialer:
                        callback_at = CASE WHEN $3 THEN callback_at END,
                        callback_agent_id = CASE WHEN $3 THEN callback_agent_id END
                    WHERE id = $1 AND status = 'in_progress'""",
-                r["contact_id"], outcome is Outcome.ANSWERED_HUMAN, outcome is Outcome.CANCELLED)
+                r["contact_id"],
+                outcome is Outcome.ANSWERED_HUMAN,
+                outcome is Outcome.CANCELLED,
+            )
             log.warning("dialer.attempt_recovered", attempt_id=cid, outcome=outcome.value, live=cid in live)
         await self.pool.execute(
-            "UPDATE preview_offers SET decision = 'timeout', decided_at = now() WHERE decision IS NULL")
+            "UPDATE preview_offers SET decision = 'timeout', decided_at = now() WHERE decision IS NULL"
+        )
         # Contacts left in progress without an open attempt or offer go back to the hopper.
         await self.pool.execute(
             f"""UPDATE contacts c SET status = {_BACK_TO_HOPPER}
                WHERE status = 'in_progress'
                  AND NOT EXISTS (SELECT 1 FROM live_attempts a WHERE a.contact_id = c.id)
-                 AND NOT EXISTS (SELECT 1 FROM preview_offers p WHERE p.contact_id = c.id AND p.decision IS NULL)""")
+                 AND NOT EXISTS (SELECT 1 FROM preview_offers p WHERE p.contact_id = c.id AND p.decision IS NULL)"""
+        )
+        await self.pool.execute("UPDATE agent_state_log SET ended_at = now() WHERE ended_at IS NULL")
         await self.pool.execute(
-            "UPDATE agent_state_log SET ended_at = now() WHERE ended_at IS NULL")
-        await self.pool.execute(
-            "UPDATE agents SET state = 'logged_out', pause_code = NULL, state_since = now() WHERE state <> 'logged_out'")
+            "UPDATE agents SET state = 'logged_out', pause_code = NULL, state_since = now() WHERE state <> 'logged_out'"
+        )
         return adopt

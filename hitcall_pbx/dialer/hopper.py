@@ -39,9 +39,12 @@ _FINAL_STATUS = {
 # else it is for any agent of the campaign: it must not wait for someone who never comes.
 _CALLBACK_AGENT_HERE = """EXISTS (SELECT 1 FROM agent_campaigns ac JOIN agents ag ON ag.id = ac.agent_id
                              WHERE ac.agent_id = {c}.callback_agent_id AND ac.campaign_id = $1 AND NOT ag.disabled)"""
-_CANDIDATES_TEMPLATE = """
+_CANDIDATES_TEMPLATE = (
+    """
 SELECT c.id, c.phone_e164, c.name, c.timezone, c.attempts, c.next_attempt_at, c.status,
-       CASE WHEN """ + _CALLBACK_AGENT_HERE.format(c="c") + """ THEN c.callback_agent_id END AS callback_agent_id,
+       CASE WHEN """
+    + _CALLBACK_AGENT_HERE.format(c="c")
+    + """ THEN c.callback_agent_id END AS callback_agent_id,
        c.marketing_prohibited, c.processing_restricted, c.extra, c.title, c.organisation,
        EXISTS (SELECT 1 FROM dnc_entries d WHERE d.phone_e164 = c.phone_e164 AND d.campaign_id IS NULL)
            AS dnc_global,
@@ -62,6 +65,7 @@ WHERE c.id IN (
 )
 ORDER BY (c.status = 'callback') DESC, c.next_attempt_at NULLS FIRST, c.id
 """
+)
 # Due contacts of the campaign; callbacks first, those for one agent only while that agent is ready ($4).
 _CANDIDATES = _CANDIDATES_TEMPLATE.format(
     where="(c2.status IN ('new', 'retry') AND (c2.next_attempt_at IS NULL OR c2.next_attempt_at <= $2))"
@@ -90,9 +94,7 @@ class Hopper:
             self._salt = bytes(await conn.fetchval("SELECT suppression_salt FROM installation"))
         return self._salt
 
-    async def take(
-        self, campaign: Campaign, n: int, now: datetime, *, ready_agents: Sequence[int] = ()
-    ) -> TakeResult:
+    async def take(self, campaign: Campaign, n: int, now: datetime, *, ready_agents: Sequence[int] = ()) -> TakeResult:
         """Create up to `n` attempts (rows committed) for contacts that may be dialled now.
 
         A callback for one of `ready_agents` gets an attempt with that agent's id (at most
@@ -103,12 +105,16 @@ class Hopper:
         async with self.pool.acquire() as conn, conn.transaction():
             allowed = await self._select(conn, campaign, n, now, result, ready_agents)
             result.attempts = await self._create_attempts(
-                conn, campaign, [(r, r["callback_agent_id"] if r["status"] == "callback" else None) for r in allowed],
-                now)
+                conn,
+                campaign,
+                [(r, r["callback_agent_id"] if r["status"] == "callback" else None) for r in allowed],
+                now,
+            )
         return result
 
-    async def claim_one(self, campaign: Campaign, now: datetime, conn: asyncpg.Connection,
-                        agent_id: int) -> asyncpg.Record | None:
+    async def claim_one(
+        self, campaign: Campaign, now: datetime, conn: asyncpg.Connection, agent_id: int
+    ) -> asyncpg.Record | None:
         """Lock one dialable contact for `agent_id` in the caller's transaction (preview
         offers) and mark it in progress."""
         result = TakeResult()
@@ -130,7 +136,12 @@ class Hopper:
         return (await self._create_attempts(conn, campaign, [(allowed[0], agent_id)], now))[0] if allowed else None
 
     async def _select(
-        self, conn: asyncpg.Connection, campaign: Campaign, n: int, now: datetime, result: TakeResult,
+        self,
+        conn: asyncpg.Connection,
+        campaign: Campaign,
+        n: int,
+        now: datetime,
+        result: TakeResult,
         ready_agents: Sequence[int],
     ) -> list[asyncpg.Record]:
         # Take a few more than needed: some candidates may be blocked by the checks.
@@ -138,7 +149,12 @@ class Hopper:
         return await self._check(conn, campaign, rows, n, now, result)
 
     async def _check(
-        self, conn: asyncpg.Connection, campaign: Campaign, rows: list[asyncpg.Record], n: int, now: datetime,
+        self,
+        conn: asyncpg.Connection,
+        campaign: Campaign,
+        rows: list[asyncpg.Record],
+        n: int,
+        now: datetime,
         result: TakeResult,
     ) -> list[asyncpg.Record]:
         result.candidates = len(rows)
@@ -195,8 +211,9 @@ class Hopper:
             await conn.execute("UPDATE contacts SET status = $2 WHERE id = $1", r["id"], status)
         elif r["status"] == "callback":
             # Not now (e.g. outside the window): the callback moves to the first time it may be made.
-            await conn.execute("UPDATE contacts SET callback_at = greatest(callback_at, $2) WHERE id = $1",
-                               r["id"], verdict.retry_at)
+            await conn.execute(
+                "UPDATE contacts SET callback_at = greatest(callback_at, $2) WHERE id = $1", r["id"], verdict.retry_at
+            )
         else:
             await conn.execute("UPDATE contacts SET next_attempt_at = $2 WHERE id = $1", r["id"], verdict.retry_at)
         await conn.execute(
@@ -215,10 +232,22 @@ class Hopper:
         (the dialer emits call.originated once Asterisk took the originate)."""
         attempts = [
             Attempt(
-                id=uuid.uuid4(), campaign_id=campaign.id, contact_id=r["id"], attempt_no=r["attempts"] + 1,
-                number=r["phone_e164"], caller_id=campaign.caller_id or "", agent_id=agent_id, mode=campaign.mode,
-                created_at=now, retention_until=cdr_deadline(now, campaign.retention),
-                contact={"name": r["name"], "title": r["title"], "organisation": r["organisation"], "extra": r["extra"]},
+                id=uuid.uuid4(),
+                campaign_id=campaign.id,
+                contact_id=r["id"],
+                attempt_no=r["attempts"] + 1,
+                number=r["phone_e164"],
+                caller_id=campaign.caller_id or "",
+                agent_id=agent_id,
+                mode=campaign.mode,
+                created_at=now,
+                retention_until=cdr_deadline(now, campaign.retention),
+                contact={
+                    "name": r["name"],
+                    "title": r["title"],
+                    "organisation": r["organisation"],
+                    "extra": r["extra"],
+                },
             )
             for r, agent_id in rows
         ]
@@ -230,9 +259,16 @@ class Hopper:
                SELECT v.id, $2, v.contact_id, v.attempt_no, v.number, $3, v.agent_id, $4, 'originating', $5, $6
                FROM unnest($1::uuid[], $7::bigint[], $8::int[], $9::text[], $10::bigint[])
                     AS v(id, contact_id, attempt_no, number, agent_id)""",
-            [a.id for a in attempts], campaign.id, attempts[0].caller_id, campaign.mode.value, now,
-            attempts[0].retention_until, [a.contact_id for a in attempts], [a.attempt_no for a in attempts],
-            [a.number for a in attempts], [a.agent_id for a in attempts],
+            [a.id for a in attempts],
+            campaign.id,
+            attempts[0].caller_id,
+            campaign.mode.value,
+            now,
+            attempts[0].retention_until,
+            [a.contact_id for a in attempts],
+            [a.attempt_no for a in attempts],
+            [a.number for a in attempts],
+            [a.agent_id for a in attempts],
         )
         await conn.execute(
             "UPDATE contacts SET status = 'in_progress', attempts = attempts + 1 WHERE id = ANY($1::bigint[])",

@@ -81,8 +81,9 @@ def parse_request(args: list[str]) -> InboundRequest:
 def choose_agent(campaign_id: int | None, sessions: Iterable[AgentSession]) -> AgentSession | None:
     """The agent for a caller: the longest-idle ready agent working on the caller's
     campaign, else the longest-idle ready agent."""
-    ready = sorted((s for s in sessions if s.state is AgentState.READY and not s.pin_pending),
-                   key=lambda s: s.ready_since)
+    ready = sorted(
+        (s for s in sessions if s.state is AgentState.READY and not s.pin_pending), key=lambda s: s.ready_since
+    )
     for session in ready:
         if campaign_id is not None and campaign_id in session.campaigns:
             return session
@@ -103,8 +104,9 @@ class InboundRouter:
     """Routes return-call line callers to agents; register `handle_event` and
     `handle_resync` on the ARI client (after the dialer's)."""
 
-    def __init__(self, ari: AriClient, pool: asyncpg.Pool, sessions: AgentSessions,
-                 options: InboundOptions = InboundOptions()) -> None:
+    def __init__(
+        self, ari: AriClient, pool: asyncpg.Pool, sessions: AgentSessions, options: InboundOptions = InboundOptions()
+    ) -> None:
         self.ari = ari
         self.pool = pool
         self.sessions = sessions
@@ -135,9 +137,17 @@ class InboundRouter:
             await asyncio.sleep(0.05)
 
     def live_calls(self) -> list[dict[str, Any]]:
-        return [{"channel_id": c.channel_id, "campaign_id": c.request.campaign_id,
-                 "contact_id": c.request.contact_id, "agent_id": c.agent_id, "waiting": c.waiting,
-                 "bridged": c.bridged} for c in self.calls.values()]
+        return [
+            {
+                "channel_id": c.channel_id,
+                "campaign_id": c.request.campaign_id,
+                "contact_id": c.request.contact_id,
+                "agent_id": c.agent_id,
+                "waiting": c.waiting,
+                "bridged": c.bridged,
+            }
+            for c in self.calls.values()
+        ]
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro)
@@ -154,8 +164,13 @@ class InboundRouter:
         elif etype == "ChannelEnteredBridge" and cid in self.calls:
             call = self.calls[cid]
             call.bridged = True
-            log.info("inbound.bridged", channel_id=cid, agent_id=call.agent_id, bridge_id=ev.bridge.id,
-                     wait_ms=int((time.monotonic() - call.arrived_mono) * 1000))
+            log.info(
+                "inbound.bridged",
+                channel_id=cid,
+                agent_id=call.agent_id,
+                bridge_id=ev.bridge.id,
+                wait_ms=int((time.monotonic() - call.arrived_mono) * 1000),
+            )
         elif etype in ("StasisEnd", "ChannelDestroyed") and cid in self.calls:
             # StasisEnd: a channel that came in through the dialplan is not followed after it.
             self._caller_gone(self.calls[cid])
@@ -184,8 +199,9 @@ class InboundRouter:
         call = InboundCall(channel_id=channel_id, request=request, wrap_up_s=self.options.wrap_up_s)
         # Registered before any await: a hang-up during the lookup still finds it.
         self.calls[channel_id] = call
-        log.info("inbound.arrived", channel_id=channel_id, campaign_id=request.campaign_id,
-                 contact_id=request.contact_id)
+        log.info(
+            "inbound.arrived", channel_id=channel_id, campaign_id=request.campaign_id, contact_id=request.contact_id
+        )
         if self._closing:
             self._give_up(call)
             return
@@ -228,8 +244,12 @@ class InboundRouter:
         self._by_agent_channel[session.channel_id] = call
         self.sessions.connect(session, call.channel_id, call.request.campaign_id)  # type: ignore[arg-type]
         self._spawn(self._add_to_bridge(call, session.bridge_id, moh))
-        log.info("inbound.connecting", channel_id=call.channel_id, agent_id=session.agent_id,
-                 campaign_id=call.request.campaign_id)
+        log.info(
+            "inbound.connecting",
+            channel_id=call.channel_id,
+            agent_id=session.agent_id,
+            campaign_id=call.request.campaign_id,
+        )
 
     async def _add_to_bridge(self, call: InboundCall, bridge_id: str, moh: bool) -> None:
         try:
@@ -283,7 +303,8 @@ class InboundRouter:
             return
         call.playback_id = pb.id
         call.timer = asyncio.get_running_loop().call_later(
-            self.options.message_max_s, lambda: self._spawn(self._hangup(call.channel_id)))
+            self.options.message_max_s, lambda: self._spawn(self._hangup(call.channel_id))
+        )
 
     async def _hangup(self, channel_id: str) -> None:
         try:

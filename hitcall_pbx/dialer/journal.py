@@ -106,8 +106,13 @@ class AgentStateChange:
 Op = OutboxEvent | Progress | Disposition | CloseContact | AgentStateChange
 
 # Spool lines: {"op": <kind>, <field>: <JSON value>, "run": <journal run>}.
-_KINDS: dict[str, type] = {"event": OutboxEvent, "progress": Progress, "disposition": Disposition,
-                           "close_contact": CloseContact, "agent_state": AgentStateChange}
+_KINDS: dict[str, type] = {
+    "event": OutboxEvent,
+    "progress": Progress,
+    "disposition": Disposition,
+    "close_contact": CloseContact,
+    "agent_state": AgentStateChange,
+}
 _KIND_OF = {cls: kind for kind, cls in _KINDS.items()}
 _UUIDS = {"event_id", "attempt_id"}
 _TIMES = {"answered_at", "bridged_at", "attempt_created_at", "retry_at", "since"}
@@ -159,10 +164,13 @@ FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bi
 WHERE a.id = v.id AND a.state <> 'ended' AND (a.state <> 'bridged' OR v.state = 'bridged')
 """
 # The attempt is live or already a CDR (in the order `ATTEMPT_TABLES` explains).
-_DISPOSITIONS = tuple(f"""
+_DISPOSITIONS = tuple(
+    f"""
 UPDATE {table} a SET disposition = v.code
 FROM unnest($1::uuid[], $2::text[]) AS v(id, code) WHERE a.id = v.id
-""" for table in ATTEMPT_TABLES)
+"""
+    for table in ATTEMPT_TABLES
+)
 
 
 async def set_attempt_disposition(pool: asyncpg.Pool, attempt_id: uuid.UUID, agent_id: int, code: str) -> bool:
@@ -172,7 +180,8 @@ async def set_attempt_disposition(pool: asyncpg.Pool, attempt_id: uuid.UUID, age
     async with pool.acquire() as conn, conn.transaction():
         for table in ATTEMPT_TABLES:
             status = await conn.execute(
-                f"UPDATE {table} SET disposition = $3 WHERE id = $1 AND agent_id = $2", attempt_id, agent_id, code)
+                f"UPDATE {table} SET disposition = $3 WHERE id = $1 AND agent_id = $2", attempt_id, agent_id, code
+            )
             changed += int(status.rsplit(" ", 1)[-1])
     return changed > 0
 
@@ -192,8 +201,10 @@ WHERE c.id = v.id AND c.status = 'in_progress' AND c.attempts = v.attempt_no
 """
 # Agent state changes, in queue order per agent: the open row started before the first
 # change ends there; each change's row ends where the next begins; agents.state gets the last.
-_AGENT_CHANGES = "unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) " \
-                 "WITH ORDINALITY AS u(a, st, pc, c, s, n)"
+_AGENT_CHANGES = (
+    "unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) "
+    "WITH ORDINALITY AS u(a, st, pc, c, s, n)"
+)
 _AGENT_END_OPEN = f"""
 UPDATE agent_state_log l SET ended_at = v.s
 FROM (SELECT a, min(s) AS s FROM {_AGENT_CHANGES} GROUP BY a) v
@@ -228,25 +239,49 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
     agents = [op for op in ops if isinstance(op, AgentStateChange)]
     if progress:
         p = list(progress.values())
-        await conn.execute(_PROGRESS, [o.attempt_id for o in p], [o.state for o in p], [o.answered_at for o in p],
-                           [o.bridged_at for o in p], [o.agent_id for o in p], [o.answer_to_bridge_ms for o in p])
+        await conn.execute(
+            _PROGRESS,
+            [o.attempt_id for o in p],
+            [o.state for o in p],
+            [o.answered_at for o in p],
+            [o.bridged_at for o in p],
+            [o.agent_id for o in p],
+            [o.answer_to_bridge_ms for o in p],
+        )
     if dispositions:
         d = list(dispositions.values())
         for statement in _DISPOSITIONS:
             await conn.execute(statement, [o.attempt_id for o in d], [o.code for o in d])
     if closes:
         c = list(closes.values())
-        await conn.execute(_CLOSE_CONTACTS, [o.contact_id for o in c], [o.attempt_no for o in c],
-                           [o.attempt_created_at for o in c], [o.status for o in c], [o.retry_at for o in c],
-                           [o.outcome for o in c], [o.cancelled for o in c])
+        await conn.execute(
+            _CLOSE_CONTACTS,
+            [o.contact_id for o in c],
+            [o.attempt_no for o in c],
+            [o.attempt_created_at for o in c],
+            [o.status for o in c],
+            [o.retry_at for o in c],
+            [o.outcome for o in c],
+            [o.cancelled for o in c],
+        )
     if agents:
-        args = ([o.agent_id for o in agents], [o.state for o in agents], [o.pause_code for o in agents],
-                [o.campaign_id for o in agents], [o.since for o in agents])
+        args = (
+            [o.agent_id for o in agents],
+            [o.state for o in agents],
+            [o.pause_code for o in agents],
+            [o.campaign_id for o in agents],
+            [o.since for o in agents],
+        )
         for statement in (_AGENT_END_OPEN, _AGENT_LOG, _AGENT_STATE):
             await conn.execute(statement, *args)
     if events:
-        await conn.execute(_INSERT_EVENTS, [o.event_id for o in events], [o.event_type for o in events],
-                           [o.subject for o in events], [_dumps(o.payload) for o in events])
+        await conn.execute(
+            _INSERT_EVENTS,
+            [o.event_id for o in events],
+            [o.event_type for o in events],
+            [o.subject for o in events],
+            [_dumps(o.payload) for o in events],
+        )
 
 
 def _is_data_error(exc: BaseException) -> bool:
@@ -309,22 +344,47 @@ class CallJournal:
         self._put(OutboxEvent(event_id, event_type, subject, payload))
         return event_id
 
-    def progress(self, attempt_id: uuid.UUID, *, answered_at: datetime | None, bridged_at: datetime | None,
-                 agent_id: int | None, answer_to_bridge_ms: int | None) -> None:
+    def progress(
+        self,
+        attempt_id: uuid.UUID,
+        *,
+        answered_at: datetime | None,
+        bridged_at: datetime | None,
+        agent_id: int | None,
+        answer_to_bridge_ms: int | None,
+    ) -> None:
         """Answer and bridge facts of a live attempt (the row shows what a crash would leave)."""
-        self._put(Progress(attempt_id, "bridged" if bridged_at else "answered", answered_at, bridged_at,
-                           agent_id if bridged_at else None, answer_to_bridge_ms))
+        self._put(
+            Progress(
+                attempt_id,
+                "bridged" if bridged_at else "answered",
+                answered_at,
+                bridged_at,
+                agent_id if bridged_at else None,
+                answer_to_bridge_ms,
+            )
+        )
 
     def disposition(self, attempt_id: uuid.UUID, code: str) -> None:
         self._put(Disposition(attempt_id, code))
 
-    def close_contact(self, contact_id: int, *, attempt_no: int, attempt_created_at: datetime, status: str,
-                      retry_at: datetime | None, outcome: str, cancelled: bool) -> None:
+    def close_contact(
+        self,
+        contact_id: int,
+        *,
+        attempt_no: int,
+        attempt_created_at: datetime,
+        status: str,
+        retry_at: datetime | None,
+        outcome: str,
+        cancelled: bool,
+    ) -> None:
         """Contact bookkeeping after its attempt `attempt_no` ended."""
         self._put(CloseContact(contact_id, attempt_no, attempt_created_at, status, retry_at, outcome, cancelled))
 
-    def agent_state(self, agent_id: int, *, state: str, pause_code: str | None, campaign_id: int | None,
-                    since: datetime) -> None:
+    def agent_state(
+        self, agent_id: int, *, state: str, pause_code: str | None, campaign_id: int | None, since: datetime
+    ) -> None:
         """An agent's new state from `since` (agent_state_log, agents.state); queue its
         ``agent.state_changed`` event right after it."""
         self._put(AgentStateChange(agent_id, state, pause_code, campaign_id, since))
@@ -422,13 +482,18 @@ class CallJournal:
             mine += item.get("run") == self._run_id
         refused = 0
         for start in range(0, len(ops), self.batch_size):
-            refused += await self._write(ops[start:start + self.batch_size])
+            refused += await self._write(ops[start : start + self.batch_size])
         await self._io(self._spool.remove, segment)
         self.applied += len(ops) - refused
         self.dropped += refused
         self._done += mine
-        log.info("dialer.journal_replayed", segment=segment.name, ops=len(ops), refused=refused,
-                 spool_backlog=self.spool_backlog)
+        log.info(
+            "dialer.journal_replayed",
+            segment=segment.name,
+            ops=len(ops),
+            refused=refused,
+            spool_backlog=self.spool_backlog,
+        )
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         """Spool I/O in a thread; when the writer is cancelled meanwhile the call still
@@ -510,12 +575,21 @@ class CallJournal:
     def _unavailable(self, exc: BaseException, failures: int) -> None:
         if self.failing_since is None:
             self.failing_since = time.monotonic()
-        log.error("dialer.journal_unavailable", error=f"{type(exc).__name__}: {exc}", backlog=self.backlog,
-                  failures=failures, down_s=round(time.monotonic() - self.failing_since, 1))
+        log.error(
+            "dialer.journal_unavailable",
+            error=f"{type(exc).__name__}: {exc}",
+            backlog=self.backlog,
+            failures=failures,
+            down_s=round(time.monotonic() - self.failing_since, 1),
+        )
 
     def _recovered(self, failures: int) -> None:
-        log.warning("dialer.journal_recovered", failures=failures, backlog=self.backlog,
-                    down_s=round(time.monotonic() - (self.failing_since or time.monotonic()), 1))
+        log.warning(
+            "dialer.journal_recovered",
+            failures=failures,
+            backlog=self.backlog,
+            down_s=round(time.monotonic() - (self.failing_since or time.monotonic()), 1),
+        )
         self.failing_since = None
 
     def _committed(self, n: int, refused: int) -> None:

@@ -37,7 +37,7 @@ class Campaign:
     callback_number: str | None = None
 
     @classmethod
-    def from_row(cls, r: Any) -> "Campaign":
+    def from_row(cls, r: Any) -> Campaign:
         return cls(
             id=r["id"],
             name=r["name"],
@@ -61,7 +61,9 @@ class Campaign:
             record_calls=r["record_calls"],
             recording_announcement=r["recording_announcement"],
             window=CallingWindow(
-                start=r["window_start"] if isinstance(r["window_start"], time) else time.fromisoformat(r["window_start"]),
+                start=r["window_start"]
+                if isinstance(r["window_start"], time)
+                else time.fromisoformat(r["window_start"]),
                 end=r["window_end"] if isinstance(r["window_end"], time) else time.fromisoformat(r["window_end"]),
                 weekdays=frozenset(r["window_days"]),
             ),

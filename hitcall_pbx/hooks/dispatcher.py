@@ -302,8 +302,12 @@ class WebhookDispatcher:
     async def _attempt(self, job: _Job) -> None:
         status, error = await self._post(job)
         now = self._clock()
-        log = _log.bind(delivery_id=job.delivery_id, subscription_id=job.subscription_id,
-                        event_id=str(job.event_id), event_type=job.event_type)
+        log = _log.bind(
+            delivery_id=job.delivery_id,
+            subscription_id=job.subscription_id,
+            event_id=str(job.event_id),
+            event_type=job.event_type,
+        )
         if error is None:
             await self._pool.execute(_DELIVERED, job.delivery_id, job.lease, now, status)
             log.debug("webhook_delivered", status=status, attempt=job.attempts + 1)
@@ -313,8 +317,9 @@ class WebhookDispatcher:
         if retry_at is None:
             log.error("webhook_dead", status=status, error=error, attempts=job.attempts + 1)
         else:
-            log.warning("webhook_retry", status=status, error=error, attempt=job.attempts + 1,
-                        retry_at=retry_at.isoformat())
+            log.warning(
+                "webhook_retry", status=status, error=error, attempt=job.attempts + 1, retry_at=retry_at.isoformat()
+            )
 
     async def _post(self, job: _Job) -> tuple[int | None, str | None]:
         """POST the event; (status, None) on 2xx, else (status or None, error text)."""
@@ -379,9 +384,7 @@ class WebhookDispatcher:
             "until": until,
         }
         if all(v is None for v in filters.values()):
-            raise ValidationFailed(
-                "give delivery_ids or at least one filter", details={"field": "delivery_ids"}
-            )
+            raise ValidationFailed("give delivery_ids or at least one filter", details={"field": "delivery_ids"})
         if event_type is not None and event_type not in EVENT_TYPES:
             raise ValidationFailed(f"unknown event type {event_type!r}", details={"field": "event_type"})
         for name in ("since", "until"):
@@ -392,9 +395,7 @@ class WebhookDispatcher:
             raise ValidationFailed("since must be before until", details={"field": "since"})
         now = self._clock()
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                _REPLAY, now, filters["delivery_ids"], subscription_id, event_type, since, until
-            )
+            rows = await conn.fetch(_REPLAY, now, filters["delivery_ids"], subscription_id, event_type, since, until)
             replayed = sorted(r["id"] for r in rows)
             await audit.record(
                 conn,
@@ -404,8 +405,9 @@ class WebhookDispatcher:
                 object_type="webhook_delivery",
                 details={
                     "replayed": replayed,
-                    "filters": {k: v.isoformat() if isinstance(v, datetime) else v
-                                for k, v in filters.items() if v is not None},
+                    "filters": {
+                        k: v.isoformat() if isinstance(v, datetime) else v for k, v in filters.items() if v is not None
+                    },
                 },
                 source_ip=source_ip,
             )

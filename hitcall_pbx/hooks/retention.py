@@ -12,8 +12,7 @@ import asyncpg
 DEFAULT_KEEP = timedelta(days=30)
 
 
-async def prune_outbox(pool: asyncpg.Pool, *, now: datetime, keep: timedelta = DEFAULT_KEEP,
-                       batch: int = 1000) -> int:
+async def prune_outbox(pool: asyncpg.Pool, *, now: datetime, keep: timedelta = DEFAULT_KEEP, batch: int = 1000) -> int:
     """Delete settled events created before `now - keep`, `batch` at a time (short
     transactions; safe to run in several processes). Returns how many were deleted."""
     if keep <= timedelta(0):
@@ -30,7 +29,8 @@ async def prune_outbox(pool: asyncpg.Pool, *, now: datetime, keep: timedelta = D
                    ORDER BY o.created_at LIMIT $2 FOR UPDATE SKIP LOCKED),
                d AS (DELETE FROM webhook_outbox o USING doomed WHERE o.id = doomed.id RETURNING 1)
                SELECT count(*) FROM d""",
-            cutoff, batch,
+            cutoff,
+            batch,
         )
         total += deleted
         if deleted < batch:

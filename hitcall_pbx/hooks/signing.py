@@ -30,7 +30,7 @@ def secret_key(secret: str) -> bytes:
     if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):
         raise ValidationFailed("webhook secret must start with whsec_", details={"field": "secret"})
     try:
-        key = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
         raise ValidationFailed("webhook secret is not valid base64", details={"field": "secret"}) from None
     if len(key) < 16:

@@ -34,24 +34,28 @@ class ApiPrivacy:
     async def rectify(self, subject: SubjectRef, changes: Rectification, *, actor: Actor) -> SubjectResult:
         fields = {_FIELDS.get(k, k): v for k, v in changes.changes().items()}
         ids = await self._service.rectify_subject(_subject(subject), fields, actor=actor)
-        return SubjectResult(action="rectify", contacts=len(ids), details={"contact_ids": ids,
-                                                                          "fields": sorted(fields)})
+        return SubjectResult(
+            action="rectify", contacts=len(ids), details={"contact_ids": ids, "fields": sorted(fields)}
+        )
 
     async def erase(self, subject: SubjectRef, *, actor: Actor) -> ErasureResult:
         report = await self._service.erase(_subject(subject), actor=actor)
         return ErasureResult(
             action="erase",
             contacts=len(report.contacts_deleted),
-            details={"attempts_anonymised": report.attempts_anonymised,
-                     "attempts_retained": report.attempts_retained,
-                     "dnc_entries_deleted": report.dnc_entries_deleted,
-                     "webhook_events_deleted": report.webhook_events_deleted},
+            details={
+                "attempts_anonymised": report.attempts_anonymised,
+                "attempts_retained": report.attempts_retained,
+                "dnc_entries_deleted": report.dnc_entries_deleted,
+                "webhook_events_deleted": report.webhook_events_deleted,
+            },
             recordings_deleted=len(report.recordings_deleted),
             recordings_retained=[
                 RetainedRecording(
                     recording_id=r["recording_id"],
                     reason=f"complaint hold until {r['held_until']}"
-                    + (f", case {r['case_id']}" if r["case_id"] else "") + f": {r['hold_reason']}",
+                    + (f", case {r['case_id']}" if r["case_id"] else "")
+                    + f": {r['hold_reason']}",
                 )
                 for r in report.recordings_retained
             ],
@@ -60,8 +64,9 @@ class ApiPrivacy:
 
     async def restrict(self, subject: SubjectRef, restricted: bool, *, actor: Actor) -> SubjectResult:
         ids = await self._service.restrict(_subject(subject), actor=actor, on=restricted)
-        return SubjectResult(action="restrict" if restricted else "unrestrict", contacts=len(ids),
-                             details={"contact_ids": ids})
+        return SubjectResult(
+            action="restrict" if restricted else "unrestrict", contacts=len(ids), details={"contact_ids": ids}
+        )
 
     async def object_to_marketing(self, subject: SubjectRef, *, actor: Actor) -> SubjectResult:
         ids = await self._service.object(_subject(subject), actor=actor)

@@ -160,7 +160,8 @@ class PrivacyService:
             for row in await conn.fetch(
                 f"""SELECT * FROM {table} WHERE dialled_number = ANY($1::text[]) OR contact_id = ANY($2::bigint[])
                     ORDER BY created_at, id{lock_clause}""",
-                numbers, ids,
+                numbers,
+                ids,
             )
         ]
         attempts.sort(key=lambda a: (a["created_at"], a["id"]))
@@ -168,9 +169,7 @@ class PrivacyService:
             f"SELECT * FROM recordings WHERE attempt_id = ANY($1::uuid[]) ORDER BY created_at, id{lock_clause}",
             [a["id"] for a in attempts],
         )
-        dnc = await conn.fetch(
-            "SELECT * FROM dnc_entries WHERE phone_e164 = ANY($1::text[]) ORDER BY id", numbers
-        )
+        dnc = await conn.fetch("SELECT * FROM dnc_entries WHERE phone_e164 = ANY($1::text[]) ORDER BY id", numbers)
         hashes = [salted_number_hash(n, salt) for n in numbers]
         suppressed = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM suppression_hashes WHERE hash = ANY($1::text[]))", hashes
@@ -200,23 +199,32 @@ class PrivacyService:
         JSON and the recordings' audio files."""
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             found = await self._find(conn, subject)
-            lists = {r["id"]: r["name"] for r in await conn.fetch(
-                "SELECT id, name FROM contact_lists WHERE id = ANY($1::bigint[])",
-                [c["list_id"] for c in found.contacts])}
-            campaigns = {r["id"]: r["name"] for r in await conn.fetch(
-                "SELECT id, name FROM campaigns WHERE id = ANY($1::bigint[])",
-                [x["campaign_id"] for x in (*found.attempts, *found.dnc) if x["campaign_id"] is not None])}
+            lists = {
+                r["id"]: r["name"]
+                for r in await conn.fetch(
+                    "SELECT id, name FROM contact_lists WHERE id = ANY($1::bigint[])",
+                    [c["list_id"] for c in found.contacts],
+                )
+            }
+            campaigns = {
+                r["id"]: r["name"]
+                for r in await conn.fetch(
+                    "SELECT id, name FROM campaigns WHERE id = ANY($1::bigint[])",
+                    [x["campaign_id"] for x in (*found.attempts, *found.dnc) if x["campaign_id"] is not None],
+                )
+            }
             data = {
                 "format": EXPORT_FORMAT,
                 "exported_at": datetime.now(UTC).isoformat(),
                 "subject": {"type": found.subject.kind, "value": found.subject.value},
-                "contacts": [
-                    {**_plain(dict(c)), "list_name": lists.get(c["list_id"])} for c in found.contacts
-                ],
+                "contacts": [{**_plain(dict(c)), "list_name": lists.get(c["list_id"])} for c in found.contacts],
                 "permissions": [
-                    {"contact_id": c["id"], "marketing_permission": c["marketing_permission"],
-                     "marketing_prohibited": c["marketing_prohibited"],
-                     "processing_restricted": c["processing_restricted"]}
+                    {
+                        "contact_id": c["id"],
+                        "marketing_permission": c["marketing_permission"],
+                        "marketing_prohibited": c["marketing_prohibited"],
+                        "processing_restricted": c["processing_restricted"],
+                    }
                     for c in found.contacts
                 ],
                 "do_not_call": [
@@ -229,10 +237,17 @@ class PrivacyService:
                 "recordings": [self._recording_entry(r) for r in found.recordings],
             }
             await audit.record(
-                conn, **actor.audit_fields(), action="subject.export",
-                object_type="subject", object_id=found.key,
-                details={"contact_ids": found.contact_ids, "include_audio": include_audio,
-                         "attempts": len(found.attempts), "recordings": len(found.recordings)},
+                conn,
+                **actor.audit_fields(),
+                action="subject.export",
+                object_type="subject",
+                object_id=found.key,
+                details={
+                    "contact_ids": found.contact_ids,
+                    "include_audio": include_audio,
+                    "attempts": len(found.attempts),
+                    "recordings": len(found.recordings),
+                },
             )
         if not include_audio:
             return SubjectExport(data)
@@ -277,8 +292,12 @@ class PrivacyService:
                 raise NotFound("contact not found", details={"field": "contact_id", "value": contact_id})
             row, changed = await _rectify_row(conn, row, values)
             await audit.record(
-                conn, **actor.audit_fields(), action="subject.rectify",
-                object_type="contact", object_id=contact_id, details={"fields": changed},
+                conn,
+                **actor.audit_fields(),
+                action="subject.rectify",
+                object_type="contact",
+                object_id=contact_id,
+                details={"fields": changed},
             )
         return _plain(dict(row))
 
@@ -294,8 +313,12 @@ class PrivacyService:
             for row in found.contacts:
                 changed.update((await _rectify_row(conn, row, values))[1])
             await audit.record(
-                conn, **actor.audit_fields(), action="subject.rectify", object_type="subject",
-                object_id=found.key, details={"contact_ids": found.contact_ids, "fields": sorted(changed)},
+                conn,
+                **actor.audit_fields(),
+                action="subject.rectify",
+                object_type="subject",
+                object_id=found.key,
+                details={"contact_ids": found.contact_ids, "fields": sorted(changed)},
             )
         return found.contact_ids
 
@@ -318,13 +341,15 @@ class PrivacyService:
             held = [r for r in found.recordings if r["purged_at"] is None and r["held_until"] and r["held_until"] > now]
             held_ids = {r["id"] for r in held}
             retained_attempts = {r["attempt_id"] for r in held}
-            anonymise = [a["id"] for a in found.attempts
-                         if a["anonymised_at"] is None and a["id"] not in retained_attempts]
+            anonymise = [
+                a["id"] for a in found.attempts if a["anonymised_at"] is None and a["id"] not in retained_attempts
+            ]
             for table in ATTEMPT_TABLES:
                 await conn.execute(
                     f"""UPDATE {table} SET dialled_number = NULL, contact_id = NULL, anonymised_at = $2
                         WHERE id = ANY($1::uuid[])""",
-                    anonymise, now,
+                    anonymise,
+                    now,
                 )
             await conn.execute("DELETE FROM contacts WHERE id = ANY($1::bigint[])", found.contact_ids)
             dnc = await conn.fetchval(
@@ -350,16 +375,23 @@ class PrivacyService:
             to_delete = [r for r in found.recordings if r["purged_at"] is None and r["id"] not in held_ids]
             deleted, failed = await purge_recordings(conn, self._store, to_delete, now=now, reason="erasure")
             if failed:
-                raise Unavailable("recording files could not be deleted; nothing was erased",
-                                  details={"recording_ids": [str(i) for i in failed]})
+                raise Unavailable(
+                    "recording files could not be deleted; nothing was erased",
+                    details={"recording_ids": [str(i) for i in failed]},
+                )
             report = ErasureReport(
                 contacts_deleted=found.contact_ids,
                 attempts_anonymised=len(anonymise),
                 attempts_retained=sorted(str(a) for a in retained_attempts),
                 recordings_deleted=[str(i) for i in deleted],
                 recordings_retained=[
-                    {"recording_id": str(r["id"]), "reason": "complaint_hold", "hold_reason": r["hold_reason"],
-                     "case_id": r["hold_case_id"], "held_until": r["held_until"].isoformat()}
+                    {
+                        "recording_id": str(r["id"]),
+                        "reason": "complaint_hold",
+                        "hold_reason": r["hold_reason"],
+                        "case_id": r["hold_case_id"],
+                        "held_until": r["held_until"].isoformat(),
+                    }
                     for r in held
                 ],
                 dnc_entries_deleted=dnc,
@@ -368,12 +400,17 @@ class PrivacyService:
                 suppressed=bool(found.numbers),
             )
             await audit.record(
-                conn, **actor.audit_fields(), action="subject.erase",
-                object_type="subject", object_id=found.key,
-                details={**report.as_dict(),
-                         "recordings_retained": [
-                             {"recording_id": r["recording_id"], "case_id": r["case_id"]}
-                             for r in report.recordings_retained]},
+                conn,
+                **actor.audit_fields(),
+                action="subject.erase",
+                object_type="subject",
+                object_id=found.key,
+                details={
+                    **report.as_dict(),
+                    "recordings_retained": [
+                        {"recording_id": r["recording_id"], "case_id": r["case_id"]} for r in report.recordings_retained
+                    ],
+                },
             )
         return report
 
@@ -395,9 +432,12 @@ class PrivacyService:
                 "UPDATE contacts SET processing_restricted = $2 WHERE id = ANY($1::bigint[])", found.contact_ids, on
             )
             await audit.record(
-                conn, **actor.audit_fields(),
+                conn,
+                **actor.audit_fields(),
                 action="subject.restrict" if on else "subject.unrestrict",
-                object_type="subject", object_id=found.key, details={"contact_ids": found.contact_ids},
+                object_type="subject",
+                object_id=found.key,
+                details={"contact_ids": found.contact_ids},
             )
         return found.contact_ids
 
@@ -426,13 +466,24 @@ class PrivacyService:
                 found.numbers,
             )
             for c in found.contacts:
-                await enqueue(conn, "contact.opted_out", f"contact:{c['id']}", {
-                    "contact_id": c["id"], "list_id": c["list_id"], "external_id": c["external_id"],
-                    "scope": "all_campaigns", "source": "subject_request",
-                })
+                await enqueue(
+                    conn,
+                    "contact.opted_out",
+                    f"contact:{c['id']}",
+                    {
+                        "contact_id": c["id"],
+                        "list_id": c["list_id"],
+                        "external_id": c["external_id"],
+                        "scope": "all_campaigns",
+                        "source": "subject_request",
+                    },
+                )
             await audit.record(
-                conn, **actor.audit_fields(), action="subject.object",
-                object_type="subject", object_id=found.key,
+                conn,
+                **actor.audit_fields(),
+                action="subject.object",
+                object_type="subject",
+                object_id=found.key,
                 details={"contact_ids": found.contact_ids, "dnc_numbers": len(found.numbers)},
             )
         return found.contact_ids

@@ -20,8 +20,9 @@ _CONTENT_TYPES = {"wav": "audio/wav", "gsm": "audio/x-gsm", "ulaw": "audio/basic
 
 
 def _query(flt: deps.CdrFilter) -> CdrQuery:
-    return CdrQuery(campaign_id=flt.campaign_id, agent_id=flt.agent_id, since=flt.since, until=flt.until,
-                    outcome=flt.outcome)
+    return CdrQuery(
+        campaign_id=flt.campaign_id, agent_id=flt.agent_id, since=flt.since, until=flt.until, outcome=flt.outcome
+    )
 
 
 class ApiCdrs:
@@ -51,8 +52,12 @@ class ApiRecordings:
     async def list(self, flt: deps.RecordingFilter, *, limit: int, cursor: str | None) -> deps.RecordingPage:
         args: list[Any] = []
         where = ["true"]
-        for column, op, value in (("campaign_id", "=", flt.campaign_id), ("attempt_id", "=", flt.attempt_id),
-                                  ("created_at", ">=", flt.since), ("created_at", "<", flt.until)):
+        for column, op, value in (
+            ("campaign_id", "=", flt.campaign_id),
+            ("attempt_id", "=", flt.attempt_id),
+            ("created_at", ">=", flt.since),
+            ("created_at", "<", flt.until),
+        ):
             if value is not None:
                 args.append(value)
                 where.append(f"{column} {op} ${len(args)}")
@@ -63,10 +68,13 @@ class ApiRecordings:
             where.append(f"(created_at, id) > (${len(args) - 1}, ${len(args)})")
         args.append(limit + 1)
         rows = await self.pool.fetch(
-            f"SELECT * FROM recordings WHERE {' AND '.join(where)} ORDER BY created_at, id LIMIT ${len(args)}", *args)
+            f"SELECT * FROM recordings WHERE {' AND '.join(where)} ORDER BY created_at, id LIMIT ${len(args)}", *args
+        )
         items = [_recording(r) for r in rows[:limit]]
         more = len(rows) > limit
-        return deps.RecordingPage(items=items, next_cursor=keyset_cursor(items[-1].created_at, items[-1].id) if more else None)
+        return deps.RecordingPage(
+            items=items, next_cursor=keyset_cursor(items[-1].created_at, items[-1].id) if more else None
+        )
 
     async def _row(self, recording_id: uuid.UUID) -> Any:
         row = await self.pool.fetchrow("SELECT * FROM recordings WHERE id = $1", recording_id)
@@ -85,11 +93,15 @@ class ApiRecordings:
         if not path.is_file():
             raise NotFound("the recording file is missing", details={"recording_id": str(recording_id)})
         fmt = row["format"]
-        return deps.RecordingFile(path=path, content_type=_CONTENT_TYPES.get(fmt, "application/octet-stream"),
-                                  filename=f"{recording_id}.{fmt}")
+        return deps.RecordingFile(
+            path=path,
+            content_type=_CONTENT_TYPES.get(fmt, "application/octet-stream"),
+            filename=f"{recording_id}.{fmt}",
+        )
 
-    async def hold(self, recording_id: uuid.UUID, *, reason: str, case_id: str | None, until: datetime | None,
-                   actor: Actor) -> deps.Recording:
+    async def hold(
+        self, recording_id: uuid.UUID, *, reason: str, case_id: str | None, until: datetime | None, actor: Actor
+    ) -> deps.Recording:
         await self.ops.hold(recording_id, until=until, reason=reason, case_id=case_id, actor=actor)
         return await self.get(recording_id)
 

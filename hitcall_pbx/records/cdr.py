@@ -89,8 +89,19 @@ _KINDS: dict[str, str] = {
 }
 COLUMNS: tuple[str, ...] = tuple(_KINDS)
 _REQUIRED = frozenset(
-    {"id", "campaign_id", "attempt_no", "caller_id", "mode", "state", "created_at", "ended_at",
-     "outcome", "abandoned", "retention_until"}
+    {
+        "id",
+        "campaign_id",
+        "attempt_no",
+        "caller_id",
+        "mode",
+        "state",
+        "created_at",
+        "ended_at",
+        "outcome",
+        "abandoned",
+        "retention_until",
+    }
 )
 
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -274,17 +285,20 @@ _row = operator.attrgetter(*COLUMNS)
 _COLS = ", ".join(COLUMNS)
 _KEPT = frozenset({"id", "campaign_id", "contact_id", "created_at", "retention_until"})
 _STORED_WINS = frozenset({"disposition", "recording_id"})
-_ON_CONFLICT = "ON CONFLICT (id) DO UPDATE SET " + ", ".join(
-    f"{c} = COALESCE(call_attempts.{c}, EXCLUDED.{c})"
-    if c in _STORED_WINS
-    else f"{c} = COALESCE(EXCLUDED.{c}, call_attempts.{c})"
-    for c in COLUMNS
-    if c not in _KEPT
-) + " WHERE call_attempts.anonymised_at IS NULL"
+_ON_CONFLICT = (
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = COALESCE(call_attempts.{c}, EXCLUDED.{c})"
+        if c in _STORED_WINS
+        else f"{c} = COALESCE(EXCLUDED.{c}, call_attempts.{c})"
+        for c in COLUMNS
+        if c not in _KEPT
+    )
+    + " WHERE call_attempts.anonymised_at IS NULL"
+)
 _STAGE = "hitcall_cdr_stage"
 _CREATE_STAGE = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS"
-    f" AS SELECT {_COLS} FROM call_attempts WITH NO DATA"
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS AS SELECT {_COLS} FROM call_attempts WITH NO DATA"
 )
 _UPSERT_STAGE = f"INSERT INTO call_attempts ({_COLS}) SELECT {_COLS} FROM {_STAGE} {_ON_CONFLICT}"
 _UPSERT_ONE = (
@@ -347,8 +361,13 @@ async def _retire_live(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -
     """Delete the records' live rows and carry over what they gained (in the caller's transaction)."""
     gained = await conn.fetch(_RETIRE_LIVE, [r.id for r in records], [r.retention_until for r in records])
     if gained:
-        await conn.execute(_CARRY, *([row[k] for row in gained] for k in
-                                     ("id", "disposition", "recording_id", "retention_until", "anonymised_at")))
+        await conn.execute(
+            _CARRY,
+            *(
+                [row[k] for row in gained]
+                for k in ("id", "disposition", "recording_id", "retention_until", "anonymised_at")
+            ),
+        )
 
 
 async def write_cdrs(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -> None:
@@ -386,9 +405,7 @@ def _is_data_error(exc: BaseException) -> bool:
     )
 
 
-async def _upsert_each(
-    conn: asyncpg.Connection, records: Sequence[CdrRecord]
-) -> list[tuple[CdrRecord, str]]:
+async def _upsert_each(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -> list[tuple[CdrRecord, str]]:
     """Upsert row by row (a savepoint each); return the rows refused and why."""
     refused: list[tuple[CdrRecord, str]] = []
     async with conn.transaction():
@@ -586,8 +603,7 @@ class CdrWriter:
                 await asyncio.to_thread(self._spool.append, [r.to_json() for r in records])
             except OSError as exc:
                 self._last_error = f"spool: {_describe(exc)}"
-                _log.error("cdr_spool_write_failed", error=self._last_error,
-                           pending=len(records) + len(self._queue))
+                _log.error("cdr_spool_write_failed", error=self._last_error, pending=len(records) + len(self._queue))
                 await asyncio.sleep(self._backoff.cap)
                 continue
             if was_empty:
@@ -651,8 +667,12 @@ class CdrWriter:
             self._failures += 1
             self._retry_at = loop.time() + self._backoff.delay(self._failures - 1)
             self._last_error = _describe(exc)
-            _log.warning("cdr_write_failed", error=self._last_error, rows=len(records),
-                         retry_in_s=round(self._retry_at - loop.time(), 3))
+            _log.warning(
+                "cdr_write_failed",
+                error=self._last_error,
+                rows=len(records),
+                retry_in_s=round(self._retry_at - loop.time(), 3),
+            )
             raise _DatabaseDown from exc
         self._failures = 0
         if refused:
@@ -671,8 +691,11 @@ class CdrWriter:
             unknown -= self._campaigns
         if not unknown:
             return [], list(records)
-        refused = [(r, f"ForeignKeyViolation: campaign_id {r.campaign_id} names no campaign")
-                   for r in records if r.campaign_id in unknown]
+        refused = [
+            (r, f"ForeignKeyViolation: campaign_id {r.campaign_id} names no campaign")
+            for r in records
+            if r.campaign_id in unknown
+        ]
         return refused, [r for r in records if r.campaign_id not in unknown]
 
     async def _keep_rejected(self, items: list[tuple[dict[str, Any], str]]) -> None:
@@ -680,12 +703,9 @@ class CdrWriter:
         self._last_error = f"rejected: {items[-1][1]}"
         _log.error("cdr_rejected", rows=len(items), error=items[-1][1])
         try:
-            await asyncio.to_thread(
-                self._spool.reject, [{"error": why, "record": item} for item, why in items]
-            )
+            await asyncio.to_thread(self._spool.reject, [{"error": why, "record": item} for item, why in items])
         except OSError as exc:
-            _log.error("cdr_reject_file_failed", error=_describe(exc),
-                       ids=[item.get("id") for item, _ in items])
+            _log.error("cdr_reject_file_failed", error=_describe(exc), ids=[item.get("id") for item, _ in items])
 
 
 def default_spool_dir(data_dir: Path | str) -> Path:

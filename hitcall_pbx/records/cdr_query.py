@@ -44,9 +44,7 @@ def _bad(field: str, message: str, value: Any) -> ValidationFailed:
 
 
 def _id(value: Any, field: str) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63
-    ):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63):
         raise _bad(field, "must be a positive integer", value)
 
 
@@ -133,8 +131,7 @@ async def query_cdrs(
         where += f" AND (created_at, id) > (${len(args) - 1}, ${len(args)})"
     args.append(limit + 1)
     rows = await db.fetch(
-        f"SELECT {', '.join(COLUMNS)} FROM call_attempts WHERE {where}"
-        f" ORDER BY created_at, id LIMIT ${len(args)}",
+        f"SELECT {', '.join(COLUMNS)} FROM call_attempts WHERE {where} ORDER BY created_at, id LIMIT ${len(args)}",
         *args,
     )
     items = [CdrRecord.from_row(row) for row in rows[:limit]]
@@ -214,8 +211,7 @@ class CdrExport:
         separator = "[\n"
         async for items in self._pages():
             yield separator + ",\n".join(
-                json.dumps(dict(zip(COLUMNS, item.to_row())), default=_json_value)
-                for item in items
+                json.dumps(dict(zip(COLUMNS, item.to_row())), default=_json_value) for item in items
             )
             separator = ",\n"
         yield "[]\n" if separator == "[\n" else "\n]\n"

@@ -108,7 +108,9 @@ async def purge_recordings(
             """UPDATE recordings SET purged_at = $2, purge_reason = $3,
                                      held_until = NULL, hold_reason = NULL, hold_case_id = NULL
                WHERE id = ANY($1::uuid[]) AND purged_at IS NULL""",
-            ids, now, reason,
+            ids,
+            now,
+            reason,
         )
         for row in gone:
             await enqueue(conn, "recording.purged", f"recording:{row['id']}", _purged_payload(row, now, reason))
@@ -156,7 +158,9 @@ class PurgeWorker:
         )
         details = report.as_dict()
         await audit.record(
-            self._pool, **self._actor.audit_fields(), action="purge.dry_run" if dry_run else "purge.run",
+            self._pool,
+            **self._actor.audit_fields(),
+            action="purge.dry_run" if dry_run else "purge.run",
             details=details,
         )
         _log.info("purge_run", **details)
@@ -171,16 +175,23 @@ class PurgeWorker:
                     f"""SELECT id, path, attempt_id, campaign_id, created_at, retention_until, held_until, purged_at
                         FROM recordings WHERE {_RECORDINGS_DUE} AND id <> ALL($3::uuid[])
                         ORDER BY retention_until LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED""",
-                    now, self._batch, failed,
+                    now,
+                    self._batch,
+                    failed,
                 )
                 if not rows:
                     return purged, len(failed)
-                due = [r for r in rows if purge_eligible(
-                    now, r["created_at"], r["retention_until"], r["held_until"], r["purged_at"])]
+                due = [
+                    r
+                    for r in rows
+                    if purge_eligible(now, r["created_at"], r["retention_until"], r["held_until"], r["purged_at"])
+                ]
                 ids, bad = await purge_recordings(conn, self._store, due, now=now, reason="retention")
                 if ids:
                     await audit.record(
-                        conn, **self._actor.audit_fields(), action="recording.purge",
+                        conn,
+                        **self._actor.audit_fields(),
+                        action="recording.purge",
                         object_type="recording",
                         details={"reason": "retention", "recording_ids": [str(i) for i in ids]},
                     )
@@ -208,12 +219,16 @@ class PurgeWorker:
                                 ORDER BY retention_until LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED))
                             RETURNING retention_until)
                         SELECT count(*) AS n, max(retention_until) AS last FROM done""",
-                    now, self._batch, floor,
+                    now,
+                    self._batch,
+                    floor,
                 )
                 if row["n"] == 0:
                     return anonymised
                 await audit.record(
-                    conn, **self._actor.audit_fields(), action="cdr.anonymise",
+                    conn,
+                    **self._actor.audit_fields(),
+                    action="cdr.anonymise",
                     object_type="call_attempt",
                     details={"reason": "retention", "count": row["n"], "retention_until_max": row["last"].isoformat()},
                 )

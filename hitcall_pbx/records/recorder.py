@@ -52,8 +52,13 @@ class Recorder:
         if call.recording_id is None:
             return
         name = str(call.recording_id)
-        self._pending[name] = _Pending(call.recording_id, call.attempt.id, call.campaign.id,
-                                       call.answered_at or call.attempt.created_at, call.campaign.retention)
+        self._pending[name] = _Pending(
+            call.recording_id,
+            call.attempt.id,
+            call.campaign.id,
+            call.answered_at or call.attempt.created_at,
+            call.campaign.retention,
+        )
         self._spawn(self._stop(name))
 
     async def _stop(self, name: str) -> None:
@@ -82,9 +87,16 @@ class Recorder:
         try:
             data = await self.ari.rest.get_stored_file(name)
             await asyncio.to_thread(tmp.write_bytes, data)
-            rec = await self.store.finalize(self.pool, source_path=tmp, recording_id=p.recording_id,
-                                            attempt_id=p.attempt_id, campaign_id=p.campaign_id, call_at=p.call_at,
-                                            policy=p.policy, format=fmt)
+            rec = await self.store.finalize(
+                self.pool,
+                source_path=tmp,
+                recording_id=p.recording_id,
+                attempt_id=p.attempt_id,
+                campaign_id=p.campaign_id,
+                call_at=p.call_at,
+                policy=p.policy,
+                format=fmt,
+            )
             try:
                 await self.ari.rest.delete_stored(name)
             except AriError:

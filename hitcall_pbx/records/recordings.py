@@ -229,29 +229,52 @@ class RecordingStore:
                     """INSERT INTO recordings (id, attempt_id, campaign_id, path, sha256, size_bytes,
                                                duration_s, format, created_at, retention_until)
                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *""",
-                    recording_id, attempt_id, campaign_id, relative, sha256, size,
-                    Decimal(f"{duration:.3f}"), format, call_at, retention_until,
+                    recording_id,
+                    attempt_id,
+                    campaign_id,
+                    relative,
+                    sha256,
+                    size,
+                    Decimal(f"{duration:.3f}"),
+                    format,
+                    call_at,
+                    retention_until,
                 )
                 recording = Recording.from_row(row)
                 await audit.record(
-                    conn, **RECORDER.audit_fields(), action="recording.store",
-                    object_type="recording", object_id=recording_id,
-                    details={"attempt_id": str(attempt_id), "campaign_id": campaign_id, "sha256": sha256,
-                             "size_bytes": size, "retention_until": retention_until.isoformat()},
+                    conn,
+                    **RECORDER.audit_fields(),
+                    action="recording.store",
+                    object_type="recording",
+                    object_id=recording_id,
+                    details={
+                        "attempt_id": str(attempt_id),
+                        "campaign_id": campaign_id,
+                        "sha256": sha256,
+                        "size_bytes": size,
+                        "retention_until": retention_until.isoformat(),
+                    },
                 )
                 await enqueue(conn, "recording.ready", f"recording:{recording_id}", _ready_payload(recording))
         except asyncpg.UniqueViolationError:
             # The same recording finalized concurrently: the file is the other call's now.
-            raise Conflict("this recording is being stored already",
-                           details={"field": "recording_id", "recording_id": str(recording_id)}) from None
+            raise Conflict(
+                "this recording is being stored already",
+                details={"field": "recording_id", "recording_id": str(recording_id)},
+            ) from None
         except BaseException as exc:
             await asyncio.to_thread(self.delete_file, relative)
             if isinstance(exc, asyncpg.ForeignKeyViolationError):
                 raise NotFound("campaign_id does not exist", details={"field": "campaign_id"}) from None
             raise
         await asyncio.to_thread(source.unlink, missing_ok=True)
-        _log.info("recording_stored", recording_id=str(recording_id), attempt_id=str(attempt_id),
-                  size_bytes=size, duration_s=round(duration, 3))
+        _log.info(
+            "recording_stored",
+            recording_id=str(recording_id),
+            attempt_id=str(attempt_id),
+            size_bytes=size,
+            duration_s=round(duration, 3),
+        )
         return recording
 
     async def _resume(self, row: asyncpg.Record, source: Path) -> Recording:
@@ -262,8 +285,10 @@ class RecordingStore:
         except FileNotFoundError:
             sha256, size = None, None
         if (sha256, size) != (row["sha256"], row["size_bytes"]):
-            raise Conflict("a recording with this id exists and its file differs",
-                           details={"field": "recording_id", "recording_id": str(row["id"])})
+            raise Conflict(
+                "a recording with this id exists and its file differs",
+                details={"field": "recording_id", "recording_id": str(row["id"])},
+            )
         await asyncio.to_thread(source.unlink, missing_ok=True)
         return Recording.from_row(row)
 

@@ -69,9 +69,7 @@ async def _check(db: Database, store: RecordingStore, args: argparse.Namespace) 
             if p.expected is not None:
                 line += f"  expected {p.expected} got {p.actual}"
             sys.stdout.write(line + "\n")
-        sys.stdout.write(
-            f"{report.rows_checked} rows, {report.files_seen} files, {len(report.problems)} problems\n"
-        )
+        sys.stdout.write(f"{report.rows_checked} rows, {report.files_seen} files, {len(report.problems)} problems\n")
     return 0 if report.ok else 1
 
 

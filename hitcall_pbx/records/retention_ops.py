@@ -100,8 +100,10 @@ class RetentionOps:
         if row is None:
             raise NotFound("recording not found", details={"field": "recording_id", "value": str(recording_id)})
         if row["purged_at"] is not None:
-            raise Conflict("recording is already purged",
-                           details={"field": "recording_id", "purged_at": row["purged_at"].isoformat()})
+            raise Conflict(
+                "recording is already purged",
+                details={"field": "recording_id", "purged_at": row["purged_at"].isoformat()},
+            )
         return row
 
     async def hold(
@@ -126,13 +128,22 @@ class RetentionOps:
             new = await conn.fetchrow(
                 """UPDATE recordings SET held_until = $2, hold_reason = $3, hold_case_id = $4
                    WHERE id = $1 RETURNING *""",
-                recording_id, held_until, reason_text, case,
+                recording_id,
+                held_until,
+                reason_text,
+                case,
             )
             await audit.record(
-                conn, **actor.audit_fields(), action="recording.hold",
-                object_type="recording", object_id=recording_id,
-                details={"held_until": held_until.isoformat(), "case_id": case,
-                         "previous_held_until": row["held_until"].isoformat() if row["held_until"] else None},
+                conn,
+                **actor.audit_fields(),
+                action="recording.hold",
+                object_type="recording",
+                object_id=recording_id,
+                details={
+                    "held_until": held_until.isoformat(),
+                    "case_id": case,
+                    "previous_held_until": row["held_until"].isoformat() if row["held_until"] else None,
+                },
             )
         return _state(new)
 
@@ -157,16 +168,24 @@ class RetentionOps:
             )
             purge = purge_eligible(now, new["created_at"], new["retention_until"], None, None)
             await audit.record(
-                conn, **actor.audit_fields(), action="recording.release",
-                object_type="recording", object_id=recording_id,
-                details={"case_id": row["hold_case_id"], "held_until": row["held_until"].isoformat(),
-                         "retention_until": row["retention_until"].isoformat(), "purged": purge},
+                conn,
+                **actor.audit_fields(),
+                action="recording.release",
+                object_type="recording",
+                object_id=recording_id,
+                details={
+                    "case_id": row["hold_case_id"],
+                    "held_until": row["held_until"].isoformat(),
+                    "retention_until": row["retention_until"].isoformat(),
+                    "purged": purge,
+                },
             )
             if purge:  # the file goes last, right before the commit
                 _, failed = await purge_recordings(conn, self._store, [new], now=now, reason="retention")
                 if failed:
-                    raise Unavailable("the recording's file could not be deleted; the hold is kept",
-                                      details={"field": "recording_id"})
+                    raise Unavailable(
+                        "the recording's file could not be deleted; the hold is kept", details={"field": "recording_id"}
+                    )
                 new = await conn.fetchrow("SELECT * FROM recordings WHERE id = $1", recording_id)
         return _state(new)
 
@@ -195,11 +214,16 @@ class RetentionOps:
             await conn.execute(
                 """UPDATE campaigns SET retention_recordings_months = $2, retention_cdr_months = $3
                    WHERE id = $1""",
-                campaign_id, policy.recordings_months, policy.cdr_months,
+                campaign_id,
+                policy.recordings_months,
+                policy.cdr_months,
             )
             await audit.record(
-                conn, **actor.audit_fields(), action="campaign.retention_policy",
-                object_type="campaign", object_id=campaign_id,
+                conn,
+                **actor.audit_fields(),
+                action="campaign.retention_policy",
+                object_type="campaign",
+                object_id=campaign_id,
                 details={"previous": asdict(previous), "policy": asdict(policy)},
             )
         return PolicyChange(campaign_id, previous, policy)
@@ -223,15 +247,25 @@ class RetentionOps:
             rec = await _restamp(conn, "recordings", "purged_at IS NULL", "recording", campaign_id, policy)
             # Live attempts too, first (`ATTEMPT_TABLES`): the CDR writer carries a live
             # row's deadline over to the CDR it writes.
-            counts = [await _restamp(conn, table, "anonymised_at IS NULL", "cdr", campaign_id, policy)
-                      for table in ATTEMPT_TABLES]
+            counts = [
+                await _restamp(conn, table, "anonymised_at IS NULL", "cdr", campaign_id, policy)
+                for table in ATTEMPT_TABLES
+            ]
             cdr = (sum(c[0] for c in counts), sum(c[1] for c in counts))
             report = RecomputeReport(campaign_id, policy, rec[0], rec[1], cdr[0], cdr[1])
             await audit.record(
-                conn, **actor.audit_fields(), action="retention.recompute",
-                object_type="campaign", object_id=campaign_id,
-                details={"policy": asdict(policy), "recordings_changed": rec[0], "recordings_shortened": rec[1],
-                         "attempts_changed": cdr[0], "attempts_shortened": cdr[1]},
+                conn,
+                **actor.audit_fields(),
+                action="retention.recompute",
+                object_type="campaign",
+                object_id=campaign_id,
+                details={
+                    "policy": asdict(policy),
+                    "recordings_changed": rec[0],
+                    "recordings_shortened": rec[1],
+                    "attempts_changed": cdr[0],
+                    "attempts_shortened": cdr[1],
+                },
             )
         return report
 
@@ -248,8 +282,7 @@ async def _restamp(
     changed: list[tuple[uuid.UUID, datetime]] = []
     shortened = 0
     async for r in conn.cursor(
-        f"SELECT id, created_at, retention_until FROM {table} "
-        f"WHERE campaign_id = $1 AND {live} FOR UPDATE",
+        f"SELECT id, created_at, retention_until FROM {table} WHERE campaign_id = $1 AND {live} FOR UPDATE",
         campaign_id,
     ):
         change = recompute_deadline(r["created_at"], r["retention_until"], policy, kind=kind)
@@ -261,7 +294,8 @@ async def _restamp(
         await conn.execute(
             f"""UPDATE {table} t SET retention_until = c.deadline
                 FROM unnest($1::uuid[], $2::timestamptz[]) AS c(id, deadline) WHERE t.id = c.id""",
-            [c[0] for c in chunk], [c[1] for c in chunk],
+            [c[0] for c in chunk],
+            [c[1] for c in chunk],
         )
     return len(changed), shortened
 

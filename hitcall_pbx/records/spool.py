@@ -93,9 +93,7 @@ class SegmentRead:
 
 
 def _dump(items: Sequence[Mapping[str, Any]]) -> bytes:
-    return "".join(
-        json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n" for item in items
-    ).encode("utf-8")
+    return "".join(json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n" for item in items).encode("utf-8")
 
 
 class Spool:
@@ -142,8 +140,7 @@ class Spool:
             self._counts = counts
         if counts:
             self._next_seq = int(max(counts).name[:12]) + 1
-            _log.info("spool_found", spool_dir=str(self.directory), segments=len(counts),
-                      items=sum(counts.values()))
+            _log.info("spool_found", spool_dir=str(self.directory), segments=len(counts), items=sum(counts.values()))
 
     def close(self) -> None:
         self.seal()
@@ -172,7 +169,7 @@ class Spool:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         except OSError:
             try:

@@ -19,8 +19,9 @@ def parse_day(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise ValidationFailed(f"--date must be a date as YYYY-MM-DD, got {text!r}",
-                               details={"field": "date"}) from None
+        raise ValidationFailed(
+            f"--date must be a date as YYYY-MM-DD, got {text!r}", details={"field": "date"}
+        ) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -151,8 +151,11 @@ def campaign_day(
     for a in attempts:
         key = a["outcome"] or "in_progress"
         outcomes[key] = outcomes.get(key, 0) + 1
-    a2b = [a["answer_to_bridge_ms"] for a in attempts
-           if a["bridged_at"] is not None and a["answer_to_bridge_ms"] is not None]
+    a2b = [
+        a["answer_to_bridge_ms"]
+        for a in attempts
+        if a["bridged_at"] is not None and a["answer_to_bridge_ms"] is not None
+    ]
     ring = [float(a["ring_s"]) for a in attempts if a["ring_s"] is not None]
     hist = [0] * len(RING_BINS_S)
     for s in ring:
@@ -201,10 +204,28 @@ def campaign_day(
 
 
 CSV_COLUMNS = (
-    "day", "campaign_id", "campaign_name", "calls", "answered", "connects", "abandoned", "abandon_cap",
-    "abandon_rate_day", "within_cap_day", "abandon_rate_30d", "within_cap_30d", "answer_to_agent_n",
-    "answer_to_agent_within_2s", "answer_to_agent_p50_ms", "answer_to_agent_p99_ms", "ring_p50_s",
-    "blocked_outside_window", "blocked_dnc", "recordings_stored", "recordings_purged", "recordings_on_hold",
+    "day",
+    "campaign_id",
+    "campaign_name",
+    "calls",
+    "answered",
+    "connects",
+    "abandoned",
+    "abandon_cap",
+    "abandon_rate_day",
+    "within_cap_day",
+    "abandon_rate_30d",
+    "within_cap_30d",
+    "answer_to_agent_n",
+    "answer_to_agent_within_2s",
+    "answer_to_agent_p50_ms",
+    "answer_to_agent_p99_ms",
+    "ring_p50_s",
+    "blocked_outside_window",
+    "blocked_dnc",
+    "recordings_stored",
+    "recordings_purged",
+    "recordings_on_hold",
 )
 
 

@@ -16,12 +16,16 @@ async def campaigns_for_day(conn: asyncpg.Connection | asyncpg.Pool, day: date) 
     rows = await conn.fetch(
         """SELECT campaign_id FROM call_attempts WHERE created_at >= $1 AND created_at < $2
            UNION SELECT campaign_id FROM dial_blocks WHERE day = $3 ORDER BY 1""",
-        start, end, day)
+        start,
+        end,
+        day,
+    )
     return [r["campaign_id"] for r in rows]
 
 
-async def load_campaign_day(pool: asyncpg.Pool, campaign_id: int, day: date,
-                            *, now: datetime | None = None) -> CampaignDay:
+async def load_campaign_day(
+    pool: asyncpg.Pool, campaign_id: int, day: date, *, now: datetime | None = None
+) -> CampaignDay:
     start, end = day_bounds(day)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         campaign = await conn.fetchrow("SELECT id, name, abandon_cap FROM campaigns WHERE id = $1", campaign_id)
@@ -30,35 +34,60 @@ async def load_campaign_day(pool: asyncpg.Pool, campaign_id: int, day: date,
         attempts = await conn.fetch(
             """SELECT created_at, answered_at, bridged_at, abandoned, outcome, ring_s, answer_to_bridge_ms
                FROM call_attempts WHERE campaign_id = $1 AND created_at >= $2 AND created_at < $3""",
-            campaign_id, start, end)
+            campaign_id,
+            start,
+            end,
+        )
         month = await conn.fetchrow(
             """SELECT count(*) FILTER (WHERE abandoned) AS abandoned,
                       count(*) FILTER (WHERE bridged_at IS NOT NULL) AS connects
                FROM call_attempts WHERE campaign_id = $1 AND created_at >= $2 AND created_at < $3""",
-            campaign_id, end - timedelta(days=30), end)
-        blocks = {r["reason"]: r["blocked"] for r in await conn.fetch(
-            "SELECT reason, blocked FROM dial_blocks WHERE campaign_id = $1 AND day = $2", campaign_id, day)}
+            campaign_id,
+            end - timedelta(days=30),
+            end,
+        )
+        blocks = {
+            r["reason"]: r["blocked"]
+            for r in await conn.fetch(
+                "SELECT reason, blocked FROM dial_blocks WHERE campaign_id = $1 AND day = $2", campaign_id, day
+            )
+        }
         rec = await conn.fetchrow(
             """SELECT count(*) FILTER (WHERE created_at >= $2 AND created_at < $3) AS stored,
                       count(*) FILTER (WHERE purged_at >= $2 AND purged_at < $3) AS purged,
                       count(*) FILTER (WHERE held_until IS NOT NULL AND purged_at IS NULL
                                        AND created_at < $3) AS on_hold
                FROM recordings WHERE campaign_id = $1""",
-            campaign_id, start, end)
+            campaign_id,
+            start,
+            end,
+        )
         intervals = await conn.fetch(
             """SELECT l.state, l.started_at, l.ended_at FROM agent_state_log l
                WHERE l.agent_id IN (SELECT agent_id FROM agent_campaigns WHERE campaign_id = $1)
                  AND l.started_at < $3 AND (l.ended_at IS NULL OR l.ended_at > $2)""",
-            campaign_id, start, end)
+            campaign_id,
+            start,
+            end,
+        )
     return campaign_day(
-        campaign, day, attempts,
-        abandoned_30d=month["abandoned"], connects_30d=month["connects"], blocks=blocks,
-        recordings_stored=rec["stored"], recordings_purged=rec["purged"], recordings_on_hold=rec["on_hold"],
-        agent_intervals=intervals, now=now or datetime.now(UTC))
+        campaign,
+        day,
+        attempts,
+        abandoned_30d=month["abandoned"],
+        connects_30d=month["connects"],
+        blocks=blocks,
+        recordings_stored=rec["stored"],
+        recordings_purged=rec["purged"],
+        recordings_on_hold=rec["on_hold"],
+        agent_intervals=intervals,
+        now=now or datetime.now(UTC),
+    )
 
 
-async def load_report(pool: asyncpg.Pool, day: date, campaign_id: int | None = None,
-                      *, now: datetime | None = None) -> list[CampaignDay]:
+async def load_report(
+    pool: asyncpg.Pool, day: date, campaign_id: int | None = None, *, now: datetime | None = None
+) -> list[CampaignDay]:
     """The day's report for one campaign, or for every campaign active that day."""
     ids = [campaign_id] if campaign_id is not None else await campaigns_for_day(pool, day)
     return [await load_campaign_day(pool, cid, day, now=now) for cid in ids]

@@ -15,15 +15,25 @@ from .compute import CSV_COLUMNS, CampaignDay, csv_row
 FORMATS = ("html", "csv", "json")
 
 OUTCOME_COLOURS = {
-    "answered_human": "#2e9d6a", "answered_machine": "#8a6fd1", "busy": "#e0a030", "no_answer": "#9aa5b8",
-    "congestion": "#c96f3b", "failed": "#6b7280", "abandoned": "#d64545", "cancelled": "#c4cad6",
+    "answered_human": "#2e9d6a",
+    "answered_machine": "#8a6fd1",
+    "busy": "#e0a030",
+    "no_answer": "#9aa5b8",
+    "congestion": "#c96f3b",
+    "failed": "#6b7280",
+    "abandoned": "#d64545",
+    "cancelled": "#c4cad6",
     "in_progress": "#4b8fe2",
 }
 BLOCK_LABELS = {
-    "outside_window": "outside the calling window", "dnc_global": "do-not-call list (all campaigns)",
-    "dnc_campaign": "do-not-call list (this campaign)", "marketing_prohibited": "objected to direct marketing",
-    "suppressed": "erased person (suppressed number)", "processing_restricted": "processing restricted",
-    "abandoned_72h": "abandoned in the last 72 h", "max_attempts": "attempts used up",
+    "outside_window": "outside the calling window",
+    "dnc_global": "do-not-call list (all campaigns)",
+    "dnc_campaign": "do-not-call list (this campaign)",
+    "marketing_prohibited": "objected to direct marketing",
+    "suppressed": "erased person (suppressed number)",
+    "processing_restricted": "processing restricted",
+    "abandoned_72h": "abandoned in the last 72 h",
+    "max_attempts": "attempts used up",
     "retry_not_reached": "retry time not reached",
 }
 GOOD, BAD, MUTED, ACCENT = "#2e9d6a", "#d64545", "#6b778c", "#3b6fd8"
@@ -31,8 +41,10 @@ GOOD, BAD, MUTED, ACCENT = "#2e9d6a", "#d64545", "#6b778c", "#3b6fd8"
 
 def render(reports: list[CampaignDay], fmt: str, *, day: date, generated_at: datetime | None = None) -> str:
     if fmt == "json":
-        return json.dumps({"day": day.isoformat(), "campaigns": [r.as_dict() for r in reports]},
-                          indent=2, default=str) + "\n"
+        return (
+            json.dumps({"day": day.isoformat(), "campaigns": [r.as_dict() for r in reports]}, indent=2, default=str)
+            + "\n"
+        )
     if fmt == "csv":
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
@@ -66,9 +78,19 @@ def _nice_max(v: float, *, steps: int = 4, integer: bool = False) -> float:
     return step * steps
 
 
-def _bar_chart(values: Sequence[float | None], labels: Sequence[str], *, ymax: float, fmt: Callable[[float], str],
-               colour: Callable[[float], str], line: float | None = None, line_label: str = "",
-               width: int = 520, height: int = 210, label_every: int = 1) -> str:
+def _bar_chart(
+    values: Sequence[float | None],
+    labels: Sequence[str],
+    *,
+    ymax: float,
+    fmt: Callable[[float], str],
+    colour: Callable[[float], str],
+    line: float | None = None,
+    line_label: str = "",
+    width: int = 520,
+    height: int = 210,
+    label_every: int = 1,
+) -> str:
     """A bar chart as inline SVG; None values are drawn as gaps."""
     left, right, top, bottom = 44, 10, 14, 26
     pw, ph = width - left - right, height - top - bottom
@@ -83,19 +105,26 @@ def _bar_chart(values: Sequence[float | None], labels: Sequence[str], *, ymax: f
     for i, v in enumerate(values):
         x = left + i * slot + slot * 0.14
         if i % label_every == 0:
-            parts.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - 8}" text-anchor="middle" '
-                         f'class="ax">{escape(labels[i])}</text>')
+            parts.append(
+                f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - 8}" text-anchor="middle" '
+                f'class="ax">{escape(labels[i])}</text>'
+            )
         if v is None:
             continue
         h = ph * min(v, ymax) / ymax
-        parts.append(f'<rect x="{x:.1f}" y="{top + ph - h:.1f}" width="{slot * 0.72:.1f}" height="{max(h, 0.8):.1f}" '
-                     f'rx="2" fill="{colour(v)}"><title>{escape(labels[i])}: {escape(fmt(v))}</title></rect>')
+        parts.append(
+            f'<rect x="{x:.1f}" y="{top + ph - h:.1f}" width="{slot * 0.72:.1f}" height="{max(h, 0.8):.1f}" '
+            f'rx="2" fill="{colour(v)}"><title>{escape(labels[i])}: {escape(fmt(v))}</title></rect>'
+        )
     if line is not None:
         y = top + ph - ph * min(line, ymax) / ymax
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{BAD}" '
-                     f'stroke-width="1.5" stroke-dasharray="6 4"/>')
-        parts.append(f'<text x="{width - right}" y="{y - 5:.1f}" text-anchor="end" class="cap">'
-                     f'{escape(line_label)}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{BAD}" '
+            f'stroke-width="1.5" stroke-dasharray="6 4"/>'
+        )
+        parts.append(
+            f'<text x="{width - right}" y="{y - 5:.1f}" text-anchor="end" class="cap">{escape(line_label)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -106,8 +135,10 @@ def _meter(value: float | None, cap: float) -> str:
     v = 0.0 if value is None else value
     w = min(v / full, 1.0) * 100
     colour = GOOD if v <= cap else BAD
-    return (f'<div class="meter"><div class="fill" style="width:{w:.1f}%;background:{colour}"></div>'
-            f'<div class="capmark" title="cap {cap * 100:.1f} %"></div></div>')
+    return (
+        f'<div class="meter"><div class="fill" style="width:{w:.1f}%;background:{colour}"></div>'
+        f'<div class="capmark" title="cap {cap * 100:.1f} %"></div></div>'
+    )
 
 
 def _stacked(outcomes: dict[str, int]) -> str:
@@ -118,52 +149,100 @@ def _stacked(outcomes: dict[str, int]) -> str:
     for name, n in outcomes.items():
         colour = OUTCOME_COLOURS.get(name, MUTED)
         segs.append(f'<div style="flex:{n};background:{colour}" title="{escape(name)}: {n}"></div>')
-        legend.append(f'<span><i style="background:{colour}"></i>{escape(name.replace("_", " "))} '
-                      f'<b>{n}</b> <span class="muted">({n / total * 100:.0f} %)</span></span>')
+        legend.append(
+            f'<span><i style="background:{colour}"></i>{escape(name.replace("_", " "))} '
+            f'<b>{n}</b> <span class="muted">({n / total * 100:.0f} %)</span></span>'
+        )
     return f'<div class="stack">{"".join(segs)}</div><div class="legend">{"".join(legend)}</div>'
 
 
 def _tile(label: str, value: str, sub: str = "", tone: str = "") -> str:
-    return (f'<div class="tile {tone}"><div class="label">{escape(label)}</div>'
-            f'<div class="value">{value}</div><div class="sub">{sub}</div></div>')
+    return (
+        f'<div class="tile {tone}"><div class="label">{escape(label)}</div>'
+        f'<div class="value">{value}</div><div class="sub">{sub}</div></div>'
+    )
 
 
 # ---------------------------------------------------------------------- page ---
 def _campaign_section(r: CampaignDay) -> str:
     ok = r.within_cap_day and r.within_cap_30d
-    pill = ('<span class="pill ok">Within abandon cap</span>' if ok
-            else '<span class="pill bad">Abandon cap exceeded</span>')
+    pill = (
+        '<span class="pill ok">Within abandon cap</span>'
+        if ok
+        else '<span class="pill bad">Abandon cap exceeded</span>'
+    )
     cap = r.abandon_cap
-    tiles = "".join([
-        _tile("Calls", f"{r.calls}", f"{r.answered} answered"),
-        _tile("Connected to agent", f"{r.connects}",
-              _pct(r.connects / r.calls if r.calls else None, 0) + " of calls"),
-        _tile("Abandoned", f"{r.abandoned}", "heard the information message"),
-        _tile("Abandon rate today", _pct(r.abandon_rate_day), f"cap {cap * 100:.1f} %" + _meter(r.abandon_rate_day, cap),
-              "ok" if r.within_cap_day else "bad"),
-        _tile("Abandon rate 30 days", _pct(r.abandon_rate_30d),
-              f"{r.abandoned_30d} / {r.abandoned_30d + r.connects_30d}" + _meter(r.abandon_rate_30d, cap),
-              "ok" if r.within_cap_30d else "bad"),
-        _tile("Answer → agent within 2 s", _pct(r.answer_to_agent_within_2s, 0),
-              f"p50 {_ms(r.answer_to_agent_p50_ms)} · p99 {_ms(r.answer_to_agent_p99_ms)}",
-              "" if r.answer_to_agent_within_2s is None else ("ok" if r.answer_to_agent_within_2s >= 0.99 else "bad")),
-    ])
+    tiles = "".join(
+        [
+            _tile("Calls", f"{r.calls}", f"{r.answered} answered"),
+            _tile(
+                "Connected to agent", f"{r.connects}", _pct(r.connects / r.calls if r.calls else None, 0) + " of calls"
+            ),
+            _tile("Abandoned", f"{r.abandoned}", "heard the information message"),
+            _tile(
+                "Abandon rate today",
+                _pct(r.abandon_rate_day),
+                f"cap {cap * 100:.1f} %" + _meter(r.abandon_rate_day, cap),
+                "ok" if r.within_cap_day else "bad",
+            ),
+            _tile(
+                "Abandon rate 30 days",
+                _pct(r.abandon_rate_30d),
+                f"{r.abandoned_30d} / {r.abandoned_30d + r.connects_30d}" + _meter(r.abandon_rate_30d, cap),
+                "ok" if r.within_cap_30d else "bad",
+            ),
+            _tile(
+                "Answer → agent within 2 s",
+                _pct(r.answer_to_agent_within_2s, 0),
+                f"p50 {_ms(r.answer_to_agent_p50_ms)} · p99 {_ms(r.answer_to_agent_p99_ms)}",
+                "" if r.answer_to_agent_within_2s is None else ("ok" if r.answer_to_agent_within_2s >= 0.99 else "bad"),
+            ),
+        ]
+    )
     hours = [f"{h:02d}" for h in range(24)]
     rates = [h.abandon_rate for h in r.hours]
     ymax_rate = _nice_max(max([cap * 1.5] + [v for v in rates if v is not None]))
-    abandon_svg = _bar_chart(rates, hours, ymax=ymax_rate, fmt=lambda v: f"{v * 100:g}%",
-                             colour=lambda v: BAD if v > cap else GOOD, line=cap, line_label=f"cap {cap * 100:.0f} %",
-                             label_every=3)
-    occupancy_svg = _bar_chart([h.occupancy for h in r.hours], hours, ymax=1.0, fmt=lambda v: f"{v * 100:.0f}%",
-                               colour=lambda v: ACCENT, label_every=3)
+    abandon_svg = _bar_chart(
+        rates,
+        hours,
+        ymax=ymax_rate,
+        fmt=lambda v: f"{v * 100:g}%",
+        colour=lambda v: BAD if v > cap else GOOD,
+        line=cap,
+        line_label=f"cap {cap * 100:.0f} %",
+        label_every=3,
+    )
+    occupancy_svg = _bar_chart(
+        [h.occupancy for h in r.hours],
+        hours,
+        ymax=1.0,
+        fmt=lambda v: f"{v * 100:.0f}%",
+        colour=lambda v: ACCENT,
+        label_every=3,
+    )
     ring_counts = [float(n) for _, n in r.ring_histogram]
-    ring_svg = _bar_chart(ring_counts, [b for b, _ in r.ring_histogram], ymax=_nice_max(max(ring_counts), integer=True),
-                          fmt=lambda v: f"{v:.0f}", colour=lambda v: "#6c8fd6")
-    calls_svg = _bar_chart([float(h.calls) if h.calls else None for h in r.hours], hours,
-                           ymax=_nice_max(max(h.calls for h in r.hours), integer=True), fmt=lambda v: f"{v:.0f}",
-                           colour=lambda v: "#9aa5b8", label_every=3)
-    blocks = "".join(f"<tr><td>{escape(BLOCK_LABELS.get(k, k.replace('_', ' ')))}</td><td class='num'>{v}</td></tr>"
-                     for k, v in r.blocks.items()) or "<tr><td class='muted' colspan='2'>none</td></tr>"
+    ring_svg = _bar_chart(
+        ring_counts,
+        [b for b, _ in r.ring_histogram],
+        ymax=_nice_max(max(ring_counts), integer=True),
+        fmt=lambda v: f"{v:.0f}",
+        colour=lambda v: "#6c8fd6",
+    )
+    calls_svg = _bar_chart(
+        [float(h.calls) if h.calls else None for h in r.hours],
+        hours,
+        ymax=_nice_max(max(h.calls for h in r.hours), integer=True),
+        fmt=lambda v: f"{v:.0f}",
+        colour=lambda v: "#9aa5b8",
+        label_every=3,
+    )
+    blocks = (
+        "".join(
+            f"<tr><td>{escape(BLOCK_LABELS.get(k, k.replace('_', ' ')))}</td><td class='num'>{v}</td></tr>"
+            for k, v in r.blocks.items()
+        )
+        or "<tr><td class='muted' colspan='2'>none</td></tr>"
+    )
     return f"""
 <section class="campaign">
   <div class="head"><h2>{escape(r.campaign_name)} <span class="muted">#{r.campaign_id}</span></h2>{pill}</div>
@@ -174,7 +253,7 @@ def _campaign_section(r: CampaignDay) -> str:
     <div class="card"><h3>Agent occupancy by hour</h3><p class="hint">Time on calls and wrap-up / time staffed.</p>
       {occupancy_svg}</div>
     <div class="card"><h3>Ring time until answer or give-up</h3>
-      <p class="hint">Calls per bin; median {'–' if r.ring_p50_s is None else f'{r.ring_p50_s:.1f} s'}.</p>{ring_svg}</div>
+      <p class="hint">Calls per bin; median {"–" if r.ring_p50_s is None else f"{r.ring_p50_s:.1f} s"}.</p>{ring_svg}</div>
     <div class="card"><h3>Calls by hour</h3><p class="hint">Attempts placed (UTC hours).</p>{calls_svg}</div>
   </div>
   <div class="card wide"><h3>Outcomes</h3>{_stacked(r.outcomes)}</div>
@@ -223,9 +302,9 @@ def html_page(reports: list[CampaignDay], *, day: date, generated_at: datetime) 
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>HitCall compliance report {day.isoformat()}</title><style>{_CSS}</style></head>
 <body><header><h1>HitCall · Daily compliance report</h1>
-<p>{day.strftime('%A %d %B %Y')} (UTC) · {len(reports)} campaign{'s' if len(reports) != 1 else ''}</p></header>
+<p>{day.strftime("%A %d %B %Y")} (UTC) · {len(reports)} campaign{"s" if len(reports) != 1 else ""}</p></header>
 <main>{body}</main>
 <footer>Abandon rate = abandoned / (abandoned + connected to an agent); a call is abandoned when a person answered and
 no agent took it within 2 seconds. The 30-day rate covers the 30 days ending with this day. Generated
-{generated_at.strftime('%Y-%m-%d %H:%M UTC')}.</footer></body></html>
+{generated_at.strftime("%Y-%m-%d %H:%M UTC")}.</footer></body></html>
 """

@@ -49,17 +49,42 @@ class SippAgents:
         inner = Path("/tmp") / self.workdir.name
         n = len(self.agents)
         cmd = [
-            "chroot", str(self.sandbox.root), "sipp",
-            "-sf", str(inner / self.scenario), "-inf", str(inner / "agents.csv"),
-            "-i", "127.0.0.1", "-p", str(self.port), "-mi", "127.0.0.1", "-mp", str(self.port + 20000),
-            "-s", self.service, "-m", str(n), "-l", str(n), "-r", str(self.rate), "-rp", "1000",
-            "-nostdin", "-trace_err", "-error_file", str(inner / "errors.log"),
+            "chroot",
+            str(self.sandbox.root),
+            "sipp",
+            "-sf",
+            str(inner / self.scenario),
+            "-inf",
+            str(inner / "agents.csv"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            str(self.port + 20000),
+            "-s",
+            self.service,
+            "-m",
+            str(n),
+            "-l",
+            str(n),
+            "-r",
+            str(self.rate),
+            "-rp",
+            "1000",
+            "-nostdin",
+            "-trace_err",
+            "-error_file",
+            str(inner / "errors.log"),
             f"127.0.0.1:{SIP_PORT}",
         ]
         log = open(self.workdir / "sipp.out", "ab")
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         finally:
             log.close()
 
@@ -84,7 +109,7 @@ class SippAgents:
                 self.proc.wait()
         self.proc = None
 
-    def __enter__(self) -> "SippAgents":
+    def __enter__(self) -> SippAgents:
         self.start()
         return self
 

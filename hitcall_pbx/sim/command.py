@@ -28,13 +28,19 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--mode", choices=PACING_MODES, default=None, help="pacing mode (default predictive)")
     p.add_argument("--agents", type=int, default=None, help="agents logged in all day (default 20)")
     p.add_argument("--contact-rate", type=float, default=None, help="share of calls answered by a person (default 0.2)")
-    p.add_argument("--talk-mean", type=float, default=None, help="mean talk seconds (default 120, log-normal sd 0.75 × mean)")
+    p.add_argument(
+        "--talk-mean", type=float, default=None, help="mean talk seconds (default 120, log-normal sd 0.75 × mean)"
+    )
     p.add_argument("--wrap", type=float, default=None, help="wrap-up seconds after each call (default 10)")
     p.add_argument("--hours", type=float, default=None, help="dialling hours per simulated day (default 8)")
     p.add_argument("--days", type=int, default=None, help="simulated calendar days (default 1)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default 1)")
-    p.add_argument("--scenario", metavar="FILE.json", default=None,
-                   help="scenario file: the same fields plus distributions and schedules; options override it")
+    p.add_argument(
+        "--scenario",
+        metavar="FILE.json",
+        default=None,
+        help="scenario file: the same fields plus distributions and schedules; options override it",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -43,7 +43,7 @@ _OUT, _READY, _RESERVED, _TALK, _WRAP = range(5)
 
 
 class _Agent:
-    __slots__ = ("id", "state", "since", "call", "leaving", "ready_since", "wrap_start")
+    __slots__ = ("call", "id", "leaving", "ready_since", "since", "state", "wrap_start")
 
     def __init__(self, ident: int) -> None:
         self.id = ident
@@ -56,7 +56,7 @@ class _Agent:
 
 
 class _Call:
-    __slots__ = ("id", "placed", "agent", "answered_at")
+    __slots__ = ("agent", "answered_at", "id", "placed")
 
     def __init__(self, ident: int, placed: float, agent: _Agent | None) -> None:
         self.id = ident
@@ -124,14 +124,29 @@ class SimResult:
         s = self.scenario
         tot = DayResult(day=-1)
         for d in self.days:
-            for name in ("placed", "answered", "connected", "abandoned", "no_answer", "busy", "talk_s", "wrap_s",
-                         "idle_s", "logged_in_s", "agent_wait_total_s", "fallback_seconds", "decisions"):
+            for name in (
+                "placed",
+                "answered",
+                "connected",
+                "abandoned",
+                "no_answer",
+                "busy",
+                "talk_s",
+                "wrap_s",
+                "idle_s",
+                "logged_in_s",
+                "agent_wait_total_s",
+                "fallback_seconds",
+                "decisions",
+            ):
                 setattr(tot, name, getattr(tot, name) + getattr(d, name))
         ms = sorted(x for d in self.days for x in d.answer_to_agent_ms)
         rates = [d.abandon_rate for d in self.days]
         windows = [
-            abandon_rate(sum(d.abandoned for d in self.days[max(0, i - 29) : i + 1]),
-                         sum(d.connected for d in self.days[max(0, i - 29) : i + 1]))
+            abandon_rate(
+                sum(d.abandoned for d in self.days[max(0, i - 29) : i + 1]),
+                sum(d.connected for d in self.days[max(0, i - 29) : i + 1]),
+            )
             for i in range(len(self.days))
         ]
         return {
@@ -172,8 +187,11 @@ class _Simulation:
         self.rng = random.Random(scenario.seed)
         self.stats = stats if stats is not None else PacingStats(ring_timeout_s=scenario.ring_timeout)
         self.pacer = make_pacer(scenario.mode)
-        target = {} if scenario.abandon_target is None else {
-            "target_fraction": scenario.abandon_target / scenario.abandon_cap}
+        target = (
+            {}
+            if scenario.abandon_target is None
+            else {"target_fraction": scenario.abandon_target / scenario.abandon_cap}
+        )
         self.settings = PacingSettings(
             **target,
             abandon_cap=scenario.abandon_cap,
@@ -406,8 +424,9 @@ class _Simulation:
             now=t,
             agents_logged_in=self.logged_in,
             agents_ready=len(self.ready),
-            wrap_remaining_s=tuple([max(0.0, wrap_mean - (t - a.wrap_start)) for a in self.wrapping.values()
-                                    if not a.leaving]),
+            wrap_remaining_s=tuple(
+                [max(0.0, wrap_mean - (t - a.wrap_start)) for a in self.wrapping.values() if not a.leaving]
+            ),
             talk_elapsed_s=tuple([t - a.since for a in self.talking.values() if not a.leaving]),
             dialling_elapsed_s=tuple([t - c.placed for c in self.dialling.values()]),
             answered_waiting=len(self.waiting),

@@ -42,8 +42,9 @@ class ScenarioError(ValueError):
     """A scenario that cannot be simulated; the message names the field."""
 
 
-def _number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
-            strict_min: bool = False) -> float:
+def _number(
+    name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None, strict_min: bool = False
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ScenarioError(f"{name}: expected a finite number, got {value!r}")
     if minimum is not None and (value < minimum or (strict_min and value == minimum)):
@@ -54,7 +55,9 @@ def _number(name: str, value: Any, *, minimum: float | None = None, maximum: flo
 
 
 def _integer(name: str, value: Any, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+    if isinstance(value, bool) or (
+        not isinstance(value, int) and not (isinstance(value, float) and value.is_integer())
+    ):
         raise ScenarioError(f"{name}: expected an integer, got {value!r}")
     if value < minimum:
         raise ScenarioError(f"{name}: must be >= {minimum}, got {value!r}")
@@ -101,7 +104,7 @@ class Distribution:
         except ScenarioError as exc:
             raise ScenarioError(f"{name}: {exc}") from None
 
-    def sampler(self, rng: random.Random):  # noqa: ANN201 - returns a zero-argument callable
+    def sampler(self, rng: random.Random):
         mean, sd = self.mean, self.sd
         if self.dist == "constant" or (sd == 0.0 and self.dist != "exponential"):
             return lambda: mean
@@ -207,9 +210,19 @@ class Scenario:
         for key in ("agents", "days", "seed"):
             if key in raw:
                 kw[key] = _integer(key, raw[key])
-        for key in ("contact_rate", "ring_timeout", "busy_rate", "hours", "abandon_cap", "abandon_target",
-                    "max_lines_per_agent",
-                    "connect_limit_s", "bridge_ms", "tick_s", "decision_gap_s"):
+        for key in (
+            "contact_rate",
+            "ring_timeout",
+            "busy_rate",
+            "hours",
+            "abandon_cap",
+            "abandon_target",
+            "max_lines_per_agent",
+            "connect_limit_s",
+            "bridge_ms",
+            "tick_s",
+            "decision_gap_s",
+        ):
             if key in raw:
                 kw[key] = _number(key, raw[key])
         if "talk" in raw:

@@ -36,9 +36,7 @@ def _dumps(value: Any) -> str:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
-        await conn.set_type_codec(
-            typename, encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text"
-        )
+        await conn.set_type_codec(typename, encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text")
 
 
 def dsn_host(dsn: str) -> str:
@@ -180,7 +178,7 @@ class Database:
             if pool is not None:
                 try:
                     await asyncio.wait_for(pool.close(), self._close_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     _log.warning("database_close_timeout", timeout_s=self._close_timeout)
                     pool.terminate()
         finally:

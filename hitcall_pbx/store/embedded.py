@@ -59,21 +59,23 @@ _OWNER_FILE = ".hitcall-postmaster"
 _SETTINGS_FILE = "hitcall.conf"
 _INCLUDE = f"include_if_exists = '{_SETTINGS_FILE}'"
 
-SERVER_SETTINGS: Mapping[str, str] = MappingProxyType({
-    # Bulk updates (CDR upserts, the purge's anonymisation) write a full-page image of
-    # every page they touch first after a checkpoint; compressed (pglz: this build has
-    # no lz4), the purge's WAL measured a fifth smaller.
-    "wal_compression": "pglz",
-    # A 5000-row COPY fills the default 4 MB before the transaction commits: backends
-    # would write WAL themselves, in the way of other commits.
-    "wal_buffers": "16MB",
-    # The WAL writer flushes asynchronous commits (the purge's) every 10 ms instead of
-    # 200 ms, so a synchronous CDR commit rarely has megabytes ahead of it to flush.
-    "wal_writer_delay": "10ms",
-    # Fewer checkpoints during a purge or a spool replay: fewer full-page images.
-    "max_wal_size": "4GB",
-    "checkpoint_timeout": "15min",
-})
+SERVER_SETTINGS: Mapping[str, str] = MappingProxyType(
+    {
+        # Bulk updates (CDR upserts, the purge's anonymisation) write a full-page image of
+        # every page they touch first after a checkpoint; compressed (pglz: this build has
+        # no lz4), the purge's WAL measured a fifth smaller.
+        "wal_compression": "pglz",
+        # A 5000-row COPY fills the default 4 MB before the transaction commits: backends
+        # would write WAL themselves, in the way of other commits.
+        "wal_buffers": "16MB",
+        # The WAL writer flushes asynchronous commits (the purge's) every 10 ms instead of
+        # 200 ms, so a synchronous CDR commit rarely has megabytes ahead of it to flush.
+        "wal_writer_delay": "10ms",
+        # Fewer checkpoints during a purge or a spool replay: fewer full-page images.
+        "max_wal_size": "4GB",
+        "checkpoint_timeout": "15min",
+    }
+)
 
 
 def _pgserver() -> Any:
@@ -197,9 +199,7 @@ class EmbeddedPostgres:
             if pid is None:
                 return
             if self._recorded_owner_pid() != pid:
-                _log.info(
-                    "embedded_postgres_not_ours", pgdata=str(self.pgdata), postmaster_pid=pid
-                )
+                _log.info("embedded_postgres_not_ours", pgdata=str(self.pgdata), postmaster_pid=pid)
                 return
             try:
                 self._pg_ctl(server, "-m", "fast", "stop")
@@ -220,7 +220,9 @@ class EmbeddedPostgres:
             )
         except Exception as exc:
             _log.warning(
-                "embedded_postgres_pg_ctl_failed", pgdata=str(self.pgdata), command=args[-1],
+                "embedded_postgres_pg_ctl_failed",
+                pgdata=str(self.pgdata),
+                command=args[-1],
                 error=_one_line(exc),
             )
 

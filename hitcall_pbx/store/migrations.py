@@ -35,6 +35,7 @@ _log = get_logger("hitcall.store.migrations")
 # Fixed key of the session-level advisory lock ("HitCallM" as a big-endian int64).
 MIGRATION_LOCK_KEY = 0x48697443616C6C4D
 
+
 def _default_directory() -> Path:
     """`migrations/` of the source tree (editable install), else the copy a wheel
     install puts under `<prefix>/share/hitcall/migrations`."""
@@ -101,15 +102,12 @@ def load(directory: Path | str | None = None) -> list[Migration]:
         m = _FILE_RE.match(name)
         if m is None:
             raise MigrationError(
-                f"malformed migration file name {name!r} in {root}:"
-                " expected NNNN_lower_case_name.sql",
+                f"malformed migration file name {name!r} in {root}: expected NNNN_lower_case_name.sql",
                 details={"file": str(path)},
             )
         version = int(m["version"])
         if version == 0:
-            raise MigrationError(
-                f"migration {name!r}: numbers start at 0001", details={"file": str(path)}
-            )
+            raise MigrationError(f"migration {name!r}: numbers start at 0001", details={"file": str(path)})
         if version in found:
             raise MigrationError(
                 f"migrations {found[version].path.name!r} and {name!r} share number {version:04d}",
@@ -137,9 +135,7 @@ async def _applied(conn: asyncpg.Connection) -> dict[int, asyncpg.Record]:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
         return {}
-    rows = await conn.fetch(
-        "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
-    )
+    rows = await conn.fetch("SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version")
     return {r["version"]: r for r in rows}
 
 
@@ -179,8 +175,7 @@ async def apply(target: Executor, directory: Path | str | None = None) -> list[s
                     async with conn.transaction():
                         await conn.execute(mig.sql)
                         await conn.execute(
-                            "INSERT INTO schema_migrations (version, name, checksum)"
-                            " VALUES ($1, $2, $3)",
+                            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                             mig.version,
                             mig.name,
                             mig.checksum,

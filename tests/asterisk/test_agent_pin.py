@@ -29,14 +29,19 @@ async def test_pin_login_right_and_wrong(service_settings, sandbox, hangup_agent
     hasher = PasswordHasher()
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, _ = await create_campaign(pool, "agent-pin", mode="progressive", numbers=sim_numbers(1, 1, start=700),
-                                       **ALL_DAY)
+        cid, _ = await create_campaign(
+            pool, "agent-pin", mode="progressive", numbers=sim_numbers(1, 1, start=700), **ALL_DAY
+        )
         by_endpoint = await create_agent(pool, "1141", "agent141", [cid], pin_hash=hasher.hash("4321"))
         hot_desk = await create_agent(pool, "1142", None, [cid], pin_hash=hasher.hash("2468"))
         wrong = await create_agent(pool, "1143", "agent143", [cid], pin_hash=hasher.hash("1357"))
         sessions = app.sessions
-        phones = [phone("agent141", "#####4321#"), phone("agent142", "1142#2468#"),
-                  phone("agent143", "####1#2#3#"), phone("agent144", "1141#9999#")]
+        phones = [
+            phone("agent141", "#####4321#"),
+            phone("agent142", "1142#2468#"),
+            phone("agent143", "####1#2#3#"),
+            phone("agent144", "1141#9999#"),
+        ]
 
         with SippAgents(sandbox, phones, port=5331, scenario="agent_pin.xml") as sipp:
             # Until its PIN is typed an agent is only a login in progress.
@@ -62,11 +67,15 @@ async def test_pin_login_right_and_wrong(service_settings, sandbox, hangup_agent
             states = dict(await pool.fetch("SELECT id, state FROM agents"))
             assert states == {by_endpoint: "ready", hot_desk: "ready", wrong: "logged_out"}
             assert await pool.fetchval("SELECT count(*) FROM agent_state_log WHERE agent_id = $1", wrong) == 0
-            failed = await pool.fetch("SELECT actor, object_id, details FROM audit_log "
-                                      "WHERE action = 'agent.login_failed' ORDER BY actor, id")
+            failed = await pool.fetch(
+                "SELECT actor, object_id, details FROM audit_log WHERE action = 'agent.login_failed' ORDER BY actor, id"
+            )
             assert [(r["actor"], r["object_id"], r["details"]["refused"]) for r in failed] == [
-                ("endpoint:agent143", str(wrong), False), ("endpoint:agent143", str(wrong), False),
-                ("endpoint:agent143", str(wrong), True), ("endpoint:agent144", str(by_endpoint), False)]
+                ("endpoint:agent143", str(wrong), False),
+                ("endpoint:agent143", str(wrong), False),
+                ("endpoint:agent143", str(wrong), True),
+                ("endpoint:agent144", str(by_endpoint), False),
+            ]
 
             # The agents logged in with a PIN work as any other: hanging up logs them out.
             for agent in (by_endpoint, hot_desk):
@@ -74,4 +83,4 @@ async def test_pin_login_right_and_wrong(service_settings, sandbox, hangup_agent
             await wait_until(lambda: not sipp.running(), timeout=10)
             assert sipp.errors() == ""
             await sessions.drain()
-            assert set((await pool.fetchval("SELECT array_agg(DISTINCT state) FROM agents"))) == {"logged_out"}
+            assert set(await pool.fetchval("SELECT array_agg(DISTINCT state) FROM agents")) == {"logged_out"}

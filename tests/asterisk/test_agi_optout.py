@@ -32,7 +32,11 @@ async def add_contact(db, list_name: str, *, name: str, permission: bool = False
     return await db.fetchval(
         """INSERT INTO contacts (list_id, phone_e164, name, external_id, marketing_permission)
            VALUES ($1, $2, $3, $4, $5) RETURNING id""",
-        list_id, CALLER, name, f"crm-{list_name}", permission,
+        list_id,
+        CALLER,
+        name,
+        f"crm-{list_name}",
+        permission,
     )
 
 
@@ -48,8 +52,14 @@ async def serve(db, handlers: Mapping) -> AsyncIterator[AgiServer]:
 
 async def call_return_line(ari, caller: str) -> str:
     cid = f"t-agi-{uuid.uuid4().hex[:10]}"
-    await ari.rest.originate(f"Local/{RETURN_LINE}@hitcall-inbound", cid, app=ari.app, caller_id=caller,
-                             other_channel_id=f"{cid}-2", timeout=10)
+    await ari.rest.originate(
+        f"Local/{RETURN_LINE}@hitcall-inbound",
+        cid,
+        app=ari.app,
+        caller_id=caller,
+        other_channel_id=f"{cid}-2",
+        timeout=10,
+    )
     await ari.events_log.wait_for("StasisStart", lambda e: e.channel.id == cid)
     return cid
 
@@ -70,7 +80,8 @@ async def test_caller_presses_1_and_every_campaign_stops_calling(ari, db):
     first = await add_contact(db, "spring", name="Maija", permission=True)
     second = await add_contact(db, "autumn", name="Maija M")
     other = await db.fetchval(
-        "INSERT INTO contacts (list_id, phone_e164) SELECT id, '+358401111111' FROM contact_lists LIMIT 1 RETURNING id")
+        "INSERT INTO contacts (list_id, phone_e164) SELECT id, '+358401111111' FROM contact_lists LIMIT 1 RETURNING id"
+    )
 
     async with serve(db, default_handlers()):
         cid = await call_return_line(ari, CALLER)
@@ -80,25 +91,39 @@ async def test_caller_presses_1_and_every_campaign_stops_calling(ari, db):
 
     contacts = await db.fetch("SELECT id, marketing_prohibited, marketing_permission FROM contacts ORDER BY id")
     assert [(r["id"], r["marketing_prohibited"], r["marketing_permission"]) for r in contacts] == [
-        (first, True, False), (second, True, False), (other, False, False)]
+        (first, True, False),
+        (second, True, False),
+        (other, False, False),
+    ]
 
     [dnc] = await db.fetch("SELECT * FROM dnc_entries")
     assert (dnc["phone_e164"], dnc["campaign_id"], dnc["source"]) == (CALLER, None, "ivr_optout")
 
     [audit] = await db.fetch("SELECT * FROM audit_log WHERE action = 'contact.opt_out'")
     assert (audit["actor"], audit["actor_role"], audit["object_type"], audit["object_id"]) == (
-        "agi", "system", "dnc_entry", str(dnc["id"]))
+        "agi",
+        "system",
+        "dnc_entry",
+        str(dnc["id"]),
+    )
     assert audit["details"]["contact_ids"] == [first, second]
     assert audit["details"]["channel"] == f"{cid}-2"
     assert CALLER not in str(audit["details"])  # no phone numbers in the append-only log
 
     events = await db.fetch("SELECT event_type, subject, payload FROM webhook_outbox ORDER BY id")
     assert [(e["event_type"], e["subject"]) for e in events] == [
-        ("contact.opted_out", f"contact:{first}"), ("contact.opted_out", f"contact:{second}")]
+        ("contact.opted_out", f"contact:{first}"),
+        ("contact.opted_out", f"contact:{second}"),
+    ]
     payload = events[0]["payload"]
     assert payload.pop("list_id") == await db.fetchval("SELECT list_id FROM contacts WHERE id = $1", first)
-    assert payload == {"contact_id": first, "external_id": "crm-spring", "phone": CALLER,
-                       "source": "ivr_optout", "dnc_entry_id": dnc["id"]}
+    assert payload == {
+        "contact_id": first,
+        "external_id": "crm-spring",
+        "phone": CALLER,
+        "source": "ivr_optout",
+        "dnc_entry_id": dnc["id"],
+    }
 
 
 async def test_caller_presses_2_and_is_routed_to_an_agent(ari, db):
@@ -113,6 +138,7 @@ async def test_caller_presses_2_and_is_routed_to_an_agent(ari, db):
 
     async with serve(db, {"optout": optout_then_report}):
         cid = await call_return_line(ari, CALLER)
+
         async def routed() -> bool:
             return bool(route)
 
@@ -142,13 +168,25 @@ async def test_lookup_sets_channel_variables_for_known_and_unknown_callers(ari, 
         known = await call_return_line(ari, "0401234567")  # national form of CALLER
         channel = await asyncio.wait_for(ready.get(), 10)
         assert channel == f"{known}-2"
-        values = {name: await ari.rest.get_variable(channel, name) for name in (
-            "HITCALL_CONTACT_FOUND", "HITCALL_CONTACT_ID", "HITCALL_CONTACT_NAME", "HITCALL_CONTACT_EXTERNAL_ID",
-            "HITCALL_CAMPAIGN", "HITCALL_CAMPAIGN_NAME")}
+        values = {
+            name: await ari.rest.get_variable(channel, name)
+            for name in (
+                "HITCALL_CONTACT_FOUND",
+                "HITCALL_CONTACT_ID",
+                "HITCALL_CONTACT_NAME",
+                "HITCALL_CONTACT_EXTERNAL_ID",
+                "HITCALL_CAMPAIGN",
+                "HITCALL_CAMPAIGN_NAME",
+            )
+        }
         assert values == {
-            "HITCALL_CONTACT_FOUND": "1", "HITCALL_CONTACT_ID": str(contact),
-            "HITCALL_CONTACT_NAME": 'Maija "M" Meikäläinen', "HITCALL_CONTACT_EXTERNAL_ID": "crm-spring",
-            "HITCALL_CAMPAIGN": str(campaign), "HITCALL_CAMPAIGN_NAME": "Spring"}
+            "HITCALL_CONTACT_FOUND": "1",
+            "HITCALL_CONTACT_ID": str(contact),
+            "HITCALL_CONTACT_NAME": 'Maija "M" Meikäläinen',
+            "HITCALL_CONTACT_EXTERNAL_ID": "crm-spring",
+            "HITCALL_CAMPAIGN": str(campaign),
+            "HITCALL_CAMPAIGN_NAME": "Spring",
+        }
         await ari.rest.send_dtmf(known, "#")
 
         unknown = await call_return_line(ari, "+358409999999")

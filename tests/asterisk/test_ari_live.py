@@ -37,7 +37,8 @@ async def test_busy_customer_gives_cause_17(ari):
     ev = await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == cid)
     assert ev.cause == 17
     assert not ari.events_log.of_type("StasisStart") or all(
-        e.channel.id != cid for e in ari.events_log.of_type("StasisStart"))
+        e.channel.id != cid for e in ari.events_log.of_type("StasisStart")
+    )
 
 
 async def test_no_answer_times_out_with_cause_19(ari):

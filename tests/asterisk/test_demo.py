@@ -46,8 +46,11 @@ async def test_demo_summary_matches_the_database(service_settings, service_dsn, 
             path = root / rec["path"]
             assert path.is_file() and path.stat().st_size == rec["size_bytes"]
             assert rec["retention_until"] is not None
-            assert rec["created_at"] + timedelta(days=59) < rec["retention_until"] <= rec["created_at"] + timedelta(
-                days=186)
+            assert (
+                rec["created_at"] + timedelta(days=59)
+                < rec["retention_until"]
+                <= rec["created_at"] + timedelta(days=186)
+            )
 
         html, csv_path, json_path = summary["report_files"]
         report = json.loads(open(json_path).read())["campaigns"][0]

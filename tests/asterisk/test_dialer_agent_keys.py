@@ -21,8 +21,9 @@ pytestmark = pytest.mark.asterisk
 async def test_phone_keys_and_service_controls(service_settings, sandbox, hangup_agents):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, _ = await create_campaign(pool, "agent-keys", mode="progressive", wrap_up_s=30,
-                                       numbers=sim_numbers(1, 1, start=600), **ALL_DAY)
+        cid, _ = await create_campaign(
+            pool, "agent-keys", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 1, start=600), **ALL_DAY
+        )
         agent = await create_agent(pool, "1051", "agent51", [cid])
 
         async def stored_state():
@@ -61,9 +62,19 @@ async def test_phone_keys_and_service_controls(service_settings, sandbox, hangup
         await app.cdr.flush()
         r = await pool.fetchrow("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)
         assert r["outcome"] == "answered_human" and r["agent_id"] == agent and 2 < float(r["talk_s"]) < 6
-        spans = await pool.fetch("SELECT state, pause_code, ended_at FROM agent_state_log WHERE agent_id = $1 "
-                                 "ORDER BY started_at, id", agent)
+        spans = await pool.fetch(
+            "SELECT state, pause_code, ended_at FROM agent_state_log WHERE agent_id = $1 ORDER BY started_at, id", agent
+        )
         assert all(s["ended_at"] is not None for s in spans)
-        assert [s["state"] for s in spans] == ["ready", "paused", "ready", "reserved", "on_call", "wrap_up",
-                                               "ready", "paused", "ready"]
+        assert [s["state"] for s in spans] == [
+            "ready",
+            "paused",
+            "ready",
+            "reserved",
+            "on_call",
+            "wrap_up",
+            "ready",
+            "paused",
+            "ready",
+        ]
         assert [s["pause_code"] for s in spans if s["state"] == "paused"] == ["break", "lunch"]

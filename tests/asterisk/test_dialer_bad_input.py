@@ -16,24 +16,42 @@ pytestmark = pytest.mark.asterisk
 async def test_bad_input_is_refused_and_changes_nothing(service_settings, sandbox):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, list_id = await create_campaign(pool, "bad-input", mode="preview", numbers=sim_numbers(9, 1, 800),
-                                             **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool, "bad-input", mode="preview", numbers=sim_numbers(9, 1, 800), **ALL_DAY
+        )
         agent = await create_agent(pool, "1071", "agent71", [cid])  # never logs in
 
         async def snapshot():
-            return [await pool.fetch(f"SELECT * FROM {t} ORDER BY 1") for t in
-                    ("campaigns", "contacts", "live_attempts", "call_attempts", "preview_offers", "agent_state_log",
-                     "agents")]
+            return [
+                await pool.fetch(f"SELECT * FROM {t} ORDER BY 1")
+                for t in (
+                    "campaigns",
+                    "contacts",
+                    "live_attempts",
+                    "call_attempts",
+                    "preview_offers",
+                    "agent_state_log",
+                    "agents",
+                )
+            ]
 
         before = await snapshot()
-        for call in (lambda: app.dialer.accept_offer(agent), lambda: app.dialer.accept_offer(999_999),
-                     lambda: app.dialer.skip_offer(agent, "x"), lambda: app.dialer.set_disposition(agent, "sale"),
-                     lambda: app.dialer.hangup_call("00000000-0000-0000-0000-000000000000")):
+        for call in (
+            lambda: app.dialer.accept_offer(agent),
+            lambda: app.dialer.accept_offer(999_999),
+            lambda: app.dialer.skip_offer(agent, "x"),
+            lambda: app.dialer.set_disposition(agent, "sale"),
+            lambda: app.dialer.hangup_call("00000000-0000-0000-0000-000000000000"),
+        ):
             with pytest.raises(NotFound) as exc:
                 await call()
             assert exc.value.details
-        for call in (lambda: app.sessions.pause(agent, "lunch"), lambda: app.sessions.unpause(agent),
-                     lambda: app.sessions.end_wrap(agent), lambda: app.sessions.get(999_999)):
+        for call in (
+            lambda: app.sessions.pause(agent, "lunch"),
+            lambda: app.sessions.unpause(agent),
+            lambda: app.sessions.end_wrap(agent),
+            lambda: app.sessions.get(999_999),
+        ):
             with pytest.raises(NotFound) as exc:
                 call()
             assert exc.value.details["agent_id"] in (agent, 999_999)

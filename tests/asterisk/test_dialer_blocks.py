@@ -22,17 +22,26 @@ async def test_dnc_and_calling_window_block_dials(service_settings, sandbox, han
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
         dnc_global, dnc_campaign, allowed = sim_numbers(9, 3, start=400)
-        cid, list_id = await create_campaign(pool, "blocks-dnc", mode="progressive", wrap_up_s=0,
-                                             numbers=[dnc_global, dnc_campaign, allowed], **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool, "blocks-dnc", mode="progressive", wrap_up_s=0, numbers=[dnc_global, dnc_campaign, allowed], **ALL_DAY
+        )
         # Open every day but today (callee's local time, Finland from +358): the next opening is tomorrow 00:00.
         helsinki = ZoneInfo("Europe/Helsinki")
         today = datetime.now(helsinki).isoweekday()
         closed, closed_list = await create_campaign(
-            pool, "blocks-window", mode="progressive", wrap_up_s=0, numbers=sim_numbers(9, 2, start=410),
-            window_start=time(0, 0), window_end=time(23, 59, 59), window_days=[d for d in range(1, 8) if d != today])
+            pool,
+            "blocks-window",
+            mode="progressive",
+            wrap_up_s=0,
+            numbers=sim_numbers(9, 2, start=410),
+            window_start=time(0, 0),
+            window_end=time(23, 59, 59),
+            window_days=[d for d in range(1, 8) if d != today],
+        )
         await pool.execute("INSERT INTO dnc_entries (phone_e164, source) VALUES ($1, 'manual')", dnc_global)
-        await pool.execute("INSERT INTO dnc_entries (phone_e164, campaign_id, source) VALUES ($1, $2, 'manual')",
-                           dnc_campaign, cid)
+        await pool.execute(
+            "INSERT INTO dnc_entries (phone_e164, campaign_id, source) VALUES ($1, $2, 'manual')", dnc_campaign, cid
+        )
         await create_agent(pool, "1031", "agent31", [cid, closed])
         with SippAgents(sandbox, ["agent31"], port=5231):
             await wait_until(lambda: len(app.sessions.by_agent) == 1, timeout=15)
@@ -41,7 +50,8 @@ async def test_dnc_and_calling_window_block_dials(service_settings, sandbox, han
             async def settled():
                 return await pool.fetchval(
                     """SELECT bool_and(status IN ('done', 'dnc') OR coalesce(next_attempt_at > now(), false))
-                       FROM contacts""")
+                       FROM contacts"""
+                )
 
             await wait_until(settled, timeout=20, interval=0.25)
             await pool.execute("UPDATE campaigns SET state = 'paused'")
@@ -56,7 +66,10 @@ async def test_dnc_and_calling_window_block_dials(service_settings, sandbox, han
         assert blocks[(cid, "dnc_global")] == 1 and blocks[(cid, "dnc_campaign")] == 1
         assert blocks[(closed, "outside_window")] == 2
         opening = datetime.combine(datetime.now(helsinki).date() + timedelta(days=1), time(0, 0), helsinki)
-        waits = await pool.fetch("SELECT status, next_attempt_at, attempts FROM contacts WHERE list_id = $1",
-                                 closed_list)
+        waits = await pool.fetch(
+            "SELECT status, next_attempt_at, attempts FROM contacts WHERE list_id = $1", closed_list
+        )
         assert all(r["status"] == "new" and r["attempts"] == 0 for r in waits)
-        assert all(r["next_attempt_at"] == opening.astimezone(UTC) for r in waits), [r["next_attempt_at"] for r in waits]
+        assert all(r["next_attempt_at"] == opening.astimezone(UTC) for r in waits), [
+            r["next_attempt_at"] for r in waits
+        ]

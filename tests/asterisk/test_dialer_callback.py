@@ -24,13 +24,18 @@ async def _callback(pool, list_id: int, number: str, agent_id: int | None, ago_s
     return await pool.fetchval(
         """UPDATE contacts SET status = 'callback', callback_at = $3, callback_agent_id = $4
            WHERE list_id = $1 AND phone_e164 = $2 RETURNING id""",
-        list_id, number, datetime.now(UTC) - timedelta(seconds=ago_s), agent_id)
+        list_id,
+        number,
+        datetime.now(UTC) - timedelta(seconds=ago_s),
+        agent_id,
+    )
 
 
 async def _finished(pool, list_id: int, n: int) -> None:
     async def done():
         return await pool.fetchval(
-            "SELECT count(*) >= $2 FROM contacts WHERE list_id = $1 AND status IN ('done', 'failed')", list_id, n)
+            "SELECT count(*) >= $2 FROM contacts WHERE list_id = $1 AND status IN ('done', 'failed')", list_id, n
+        )
 
     await wait_until(done, timeout=40, interval=0.2)
 
@@ -38,8 +43,9 @@ async def _finished(pool, list_id: int, n: int) -> None:
 async def test_progressive_callbacks_first_and_to_the_named_agent(service_settings, sandbox, hangup_agents):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, list_id = await create_campaign(pool, "callback-progressive", mode="progressive", wrap_up_s=0,
-                                             numbers=NUMBERS, **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool, "callback-progressive", mode="progressive", wrap_up_s=0, numbers=NUMBERS, **ALL_DAY
+        )
         a1 = await create_agent(pool, "1122", "agent122", [cid])
         a2 = await create_agent(pool, "1123", "agent123", [cid])
         named = await _callback(pool, list_id, NUMBERS[4], a2, ago_s=30)
@@ -51,24 +57,28 @@ async def test_progressive_callbacks_first_and_to_the_named_agent(service_settin
             await app.dialer.idle()
             await app.cdr.flush()
         rows = await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1 ORDER BY created_at", cid)
-        assert len(rows) == len(NUMBERS) and all(r["outcome"] == "answered_human" for r in rows), \
-            [(r["contact_id"], r["outcome"]) for r in rows]
+        assert len(rows) == len(NUMBERS) and all(r["outcome"] == "answered_human" for r in rows), [
+            (r["contact_id"], r["outcome"]) for r in rows
+        ]
         first = rows[0]["created_at"]
         by_contact = {r["contact_id"]: r for r in rows}
-        assert by_contact[named]["created_at"] == first and by_contact[anyone]["created_at"] == first, \
+        assert by_contact[named]["created_at"] == first and by_contact[anyone]["created_at"] == first, (
             "the due callbacks were taken before the other contacts"
+        )
         assert by_contact[named]["agent_id"] == a2, "the callback went to the agent it names"
         assert {r["agent_id"] for r in rows} == {a1, a2}
-        contact = await pool.fetchrow("SELECT status, callback_at, callback_agent_id FROM contacts WHERE id = $1",
-                                      named)
+        contact = await pool.fetchrow(
+            "SELECT status, callback_at, callback_agent_id FROM contacts WHERE id = $1", named
+        )
         assert (contact["status"], contact["callback_at"], contact["callback_agent_id"]) == ("done", None, None)
 
 
 async def test_predictive_callback_waits_for_its_agent(service_settings, sandbox, hangup_agents):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, list_id = await create_campaign(pool, "callback-predictive", mode="predictive", wrap_up_s=0,
-                                             numbers=NUMBERS[:4], **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool, "callback-predictive", mode="predictive", wrap_up_s=0, numbers=NUMBERS[:4], **ALL_DAY
+        )
         a1 = await create_agent(pool, "1124", "agent124", [cid])
         a2 = await create_agent(pool, "1125", "agent125", [cid])
         named = await _callback(pool, list_id, NUMBERS[3], a2, ago_s=30)
@@ -87,6 +97,10 @@ async def test_predictive_callback_waits_for_its_agent(service_settings, sandbox
         (row,) = await pool.fetch("SELECT * FROM all_attempts WHERE contact_id = $1", named)
         assert (row["outcome"], row["agent_id"]) == ("answered_human", a2)
         assert row["answer_to_bridge_ms"] < 2000 and not row["abandoned"]
-        others = await pool.fetch("SELECT agent_id FROM all_attempts WHERE campaign_id = $1 AND contact_id <> $2 "
-                                  "AND outcome = 'answered_human'", cid, named)
+        others = await pool.fetch(
+            "SELECT agent_id FROM all_attempts WHERE campaign_id = $1 AND contact_id <> $2 "
+            "AND outcome = 'answered_human'",
+            cid,
+            named,
+        )
         assert others and {r["agent_id"] for r in others} == {a1}

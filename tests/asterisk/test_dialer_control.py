@@ -8,8 +8,8 @@ import pytest
 
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.auth import Actor
-from hitcall_pbx.dialer.control import EngineControl
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign
+from hitcall_pbx.dialer.control import EngineControl
 from hitcall_pbx.errors import Conflict, NotFound
 from hitcall_pbx.sandbox import SippAgents
 
@@ -38,10 +38,13 @@ async def test_engine_control_pause_unpause_audited(service_settings, sandbox, h
                 await control.hang_up(uuid.uuid4(), actor=SUP)
             with pytest.raises(NotFound):
                 await control.accept_offer(agent_id, actor=SUP)
-            actions = [r["action"] for r in await pool.fetch(
-                "SELECT action FROM audit_log WHERE actor = 'sup1' ORDER BY id")]
+            actions = [
+                r["action"] for r in await pool.fetch("SELECT action FROM audit_log WHERE actor = 'sup1' ORDER BY id")
+            ]
             assert actions == ["agent.pause", "agent.unpause"]
             await app.sessions.drain()
-            states = [r["state"] for r in await pool.fetch(
-                "SELECT state FROM agent_state_log WHERE agent_id = $1 ORDER BY id", agent_id)]
+            states = [
+                r["state"]
+                for r in await pool.fetch("SELECT state FROM agent_state_log WHERE agent_id = $1 ORDER BY id", agent_id)
+            ]
             assert states == ["ready", "paused", "ready"]

@@ -22,10 +22,29 @@ async def test_busy_no_answer_congestion_machine(service_settings, sandbox, hang
         pool = app.db.pool
         busy, noanswer, congestion = sim_numbers(2, 1, 300)[0], sim_numbers(3, 1, 300)[0], sim_numbers(4, 1, 300)[0]
         machine = sim_numbers(5, 1, 300)[0]
-        plain, _ = await create_campaign(pool, "outcomes", mode="progressive", numbers=[busy, noanswer, congestion],
-                                         wrap_up_s=0, ring_timeout_s=15, max_attempts=2, **RETRY, **ALL_DAY)
-        amd, _ = await create_campaign(pool, "outcomes-amd", mode="progressive", numbers=[machine], wrap_up_s=0,
-                                       ring_timeout_s=15, max_attempts=2, amd_enabled=True, **RETRY, **ALL_DAY)
+        plain, _ = await create_campaign(
+            pool,
+            "outcomes",
+            mode="progressive",
+            numbers=[busy, noanswer, congestion],
+            wrap_up_s=0,
+            ring_timeout_s=15,
+            max_attempts=2,
+            **RETRY,
+            **ALL_DAY,
+        )
+        amd, _ = await create_campaign(
+            pool,
+            "outcomes-amd",
+            mode="progressive",
+            numbers=[machine],
+            wrap_up_s=0,
+            ring_timeout_s=15,
+            max_attempts=2,
+            amd_enabled=True,
+            **RETRY,
+            **ALL_DAY,
+        )
         agents = [f"agent{n}" for n in range(21, 25)]
         for n, endpoint in enumerate(agents):
             await create_agent(pool, f"102{n}", endpoint, [plain, amd])
@@ -35,17 +54,22 @@ async def test_busy_no_answer_congestion_machine(service_settings, sandbox, hang
 
             async def all_tried():
                 return await pool.fetchval(
-                    "SELECT count(*) = 4 FROM contacts WHERE last_outcome IS NOT NULL AND status <> 'in_progress'")
+                    "SELECT count(*) = 4 FROM contacts WHERE last_outcome IS NOT NULL AND status <> 'in_progress'"
+                )
 
             await wait_until(all_tried, timeout=30, interval=0.25)
             await pool.execute("UPDATE campaigns SET state = 'paused'")
             await app.dialer.idle(timeout=10)
             await app.cdr.flush()
 
-        rows = {r["phone_e164"]: r for r in await pool.fetch(
-            """SELECT c.phone_e164, c.status, c.next_attempt_at, c.attempts, a.outcome, a.hangup_cause, a.ended_at,
+        rows = {
+            r["phone_e164"]: r
+            for r in await pool.fetch(
+                """SELECT c.phone_e164, c.status, c.next_attempt_at, c.attempts, a.outcome, a.hangup_cause, a.ended_at,
                       a.answered_at, a.bridged_at, a.amd_status, a.abandoned, a.ring_s, a.state
-               FROM contacts c JOIN all_attempts a ON a.contact_id = c.id""")}
+               FROM contacts c JOIN all_attempts a ON a.contact_id = c.id"""
+            )
+        }
         assert len(rows) == 4, "one attempt each"
 
         def retry_in(r, seconds):

@@ -40,9 +40,17 @@ async def test_predictive_abandons_hear_info_message_within_2s(service_settings,
         app.ari.on_event(lambda ev: events.append((time.monotonic(), ev)))
         ended: list[str] = []
         app.dialer.on_call_end.append(lambda call, outcome: ended.append(outcome.value))
-        cid, list_id = await create_campaign(pool, "predictive-e2e", mode="predictive",
-                                             numbers=sim_numbers(7, 2, start=100), wrap_up_s=0, ring_timeout_s=15,
-                                             max_attempts=1, info_message_sound="sound:hello-world", **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool,
+            "predictive-e2e",
+            mode="predictive",
+            numbers=sim_numbers(7, 2, start=100),
+            wrap_up_s=0,
+            ring_timeout_s=15,
+            max_attempts=1,
+            info_message_sound="sound:hello-world",
+            **ALL_DAY,
+        )
         agent = await create_agent(pool, "1011", "agent11", [cid])
         other = await create_agent(pool, "1012", "agent12", [cid])
         with SippAgents(sandbox, ["agent11", "agent12"], port=5211):
@@ -69,34 +77,48 @@ async def test_predictive_abandons_hear_info_message_within_2s(service_settings,
             assert r["outcome"] == "abandoned" and r["bridged_at"] is None and r["answered_at"] is not None
             cid_ = str(r["id"])
             answered = [t for t, e in events if e.type == "StasisStart" and e.channel.id == cid_]
-            started = [t for t, e in events if e.type == "PlaybackStarted"
-                       and e.playback.target_uri == f"channel:{cid_}"]
-            finished = [t for t, e in events if e.type == "PlaybackFinished"
-                        and e.playback.target_uri == f"channel:{cid_}"]
+            started = [
+                t for t, e in events if e.type == "PlaybackStarted" and e.playback.target_uri == f"channel:{cid_}"
+            ]
+            finished = [
+                t for t, e in events if e.type == "PlaybackFinished" and e.playback.target_uri == f"channel:{cid_}"
+            ]
             assert answered and started and finished, "the abandoned customer heard the information message"
             # The 2-second rule: no agent within 2 s of answer -> the message starts then.
             assert started[0] - answered[0] < 2.3, started[0] - answered[0]
-        assert await pool.fetchval(
-            "SELECT count(*) FROM webhook_outbox WHERE event_type = 'call.abandoned'") >= len(abandoned)
+        assert await pool.fetchval("SELECT count(*) FROM webhook_outbox WHERE event_type = 'call.abandoned'") >= len(
+            abandoned
+        )
 
         # The 72-hour rule: the abandoned number, due again, is refused by the hopper.
         victim = abandoned[0]["contact_id"]
-        await pool.execute("UPDATE contacts SET status = 'retry', attempts = 0, next_attempt_at = NULL "
-                           "WHERE id = $1", victim)
+        await pool.execute(
+            "UPDATE contacts SET status = 'retry', attempts = 0, next_attempt_at = NULL WHERE id = $1", victim
+        )
         await pool.execute("UPDATE contacts SET status = 'done' WHERE list_id = $1 AND id <> $2", list_id, victim)
         campaign = Campaign.from_row(await pool.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
         result = await app.dialer.hopper.take(campaign, 1, datetime.now(UTC))
         assert result.attempts == [] and result.blocked == {"abandoned_72h": 1}
         assert await pool.fetchval("SELECT count(*) FROM all_attempts WHERE contact_id = $1", victim) == 1
-        assert await pool.fetchval(
-            "SELECT blocked FROM dial_blocks WHERE campaign_id = $1 AND reason = 'abandoned_72h'", cid) == 1
+        assert (
+            await pool.fetchval(
+                "SELECT blocked FROM dial_blocks WHERE campaign_id = $1 AND reason = 'abandoned_72h'", cid
+            )
+            == 1
+        )
 
 
 async def test_predictive_never_dials_without_agents(service_settings, sandbox):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, _ = await create_campaign(pool, "predictive-no-agents", mode="predictive", state="running",
-                                       numbers=sim_numbers(1, 5, start=200), **ALL_DAY)
+        cid, _ = await create_campaign(
+            pool,
+            "predictive-no-agents",
+            mode="predictive",
+            state="running",
+            numbers=sim_numbers(1, 5, start=200),
+            **ALL_DAY,
+        )
         await create_agent(pool, "1012", "agent12", [cid])  # assigned, not logged in
         await app.dialer.refresh_campaigns()
         assert cid in app.dialer.campaigns

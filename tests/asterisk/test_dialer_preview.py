@@ -18,9 +18,16 @@ pytestmark = pytest.mark.asterisk
 async def test_preview_skip_accept_timeout(service_settings, sandbox, hangup_agents):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, list_id = await create_campaign(pool, "preview-e2e", mode="preview", state="running", wrap_up_s=0,
-                                             numbers=sim_numbers(9, 3, start=500), preview_offer_timeout_s=5,
-                                             **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool,
+            "preview-e2e",
+            mode="preview",
+            state="running",
+            wrap_up_s=0,
+            numbers=sim_numbers(9, 3, start=500),
+            preview_offer_timeout_s=5,
+            **ALL_DAY,
+        )
         agent = await create_agent(pool, "1041", "agent41", [cid])
         with SippAgents(sandbox, ["agent41"], port=5241):
             first = await wait_until(lambda: app.dialer.offers.get(agent), timeout=15)

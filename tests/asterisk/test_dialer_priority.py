@@ -17,10 +17,24 @@ pytestmark = pytest.mark.asterisk
 async def test_free_agent_serves_the_highest_priority_campaign_first(service_settings, sandbox, hangup_agents):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        low, low_list = await create_campaign(pool, "prio-low", mode="progressive", priority=1, wrap_up_s=0,
-                                              numbers=sim_numbers(9, 3, start=901), **ALL_DAY)
-        high, high_list = await create_campaign(pool, "prio-high", mode="progressive", priority=5, wrap_up_s=0,
-                                                numbers=sim_numbers(9, 3, start=911), **ALL_DAY)
+        low, low_list = await create_campaign(
+            pool,
+            "prio-low",
+            mode="progressive",
+            priority=1,
+            wrap_up_s=0,
+            numbers=sim_numbers(9, 3, start=901),
+            **ALL_DAY,
+        )
+        high, high_list = await create_campaign(
+            pool,
+            "prio-high",
+            mode="progressive",
+            priority=5,
+            wrap_up_s=0,
+            numbers=sim_numbers(9, 3, start=911),
+            **ALL_DAY,
+        )
         await create_agent(pool, "1095", "agent95", [low, high])
         with SippAgents(sandbox, ["agent95"], port=5311):
             await wait_until(lambda: len(app.sessions.by_agent) == 1, timeout=15)
@@ -29,7 +43,8 @@ async def test_free_agent_serves_the_highest_priority_campaign_first(service_set
             async def all_done():
                 return await pool.fetchval(
                     "SELECT bool_and(status IN ('done', 'failed')) FROM contacts WHERE list_id = ANY($1::bigint[])",
-                    [low_list, high_list])
+                    [low_list, high_list],
+                )
 
             await wait_until(all_done, timeout=60, interval=0.25)
             await app.dialer.idle()

@@ -3,8 +3,6 @@ through the product's outbound context and land in the agents' bridges."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from hitcall_pbx.app import HitCall, Options
@@ -23,8 +21,15 @@ async def _logged_in(app: HitCall, n: int) -> None:
 async def test_progressive_20_contacts_2_agents(service_settings, sandbox, hangup_agents):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, list_id = await create_campaign(pool, "progressive-e2e", mode="progressive",
-                                             numbers=sim_numbers(9, 20), wrap_up_s=0, ring_timeout_s=15, **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool,
+            "progressive-e2e",
+            mode="progressive",
+            numbers=sim_numbers(9, 20),
+            wrap_up_s=0,
+            ring_timeout_s=15,
+            **ALL_DAY,
+        )
         a1 = await create_agent(pool, "1001", "agent1", [cid])
         a2 = await create_agent(pool, "1002", "agent2", [cid])
         with SippAgents(sandbox, ["agent1", "agent2"], port=5181):
@@ -33,13 +38,17 @@ async def test_progressive_20_contacts_2_agents(service_settings, sandbox, hangu
 
             async def all_done():
                 return await pool.fetchval(
-                    "SELECT count(*) = 20 FROM contacts WHERE list_id = $1 AND status IN ('done', 'failed')", list_id)
+                    "SELECT count(*) = 20 FROM contacts WHERE list_id = $1 AND status IN ('done', 'failed')", list_id
+                )
 
             try:
                 await wait_until(all_done, timeout=60, interval=0.25)
             except AssertionError:
-                raise AssertionError(await pool.fetch(
-                    "SELECT status, last_outcome, count(*) FROM contacts WHERE list_id = $1 GROUP BY 1, 2", list_id))
+                raise AssertionError(
+                    await pool.fetch(
+                        "SELECT status, last_outcome, count(*) FROM contacts WHERE list_id = $1 GROUP BY 1, 2", list_id
+                    )
+                )
             await app.dialer.idle()
             await app.cdr.flush()
             await app.sessions.drain()

@@ -20,21 +20,35 @@ pytestmark = pytest.mark.asterisk
 async def test_bridged_calls_are_recorded_into_the_store(service_settings, sandbox, hangup_agents):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, list_id = await create_campaign(pool, "recorded", mode="progressive", numbers=sim_numbers(9, 3),
-                                             wrap_up_s=0, ring_timeout_s=15, record_calls=True,
-                                             retention_recordings_months=3, **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool,
+            "recorded",
+            mode="progressive",
+            numbers=sim_numbers(9, 3),
+            wrap_up_s=0,
+            ring_timeout_s=15,
+            record_calls=True,
+            retention_recordings_months=3,
+            **ALL_DAY,
+        )
         await create_agent(pool, "3001", "agent31", [cid])
         with SippAgents(sandbox, ["agent31"], port=5191):
             await wait_until(lambda: len(app.sessions.by_agent) == 1, timeout=15)
             await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
-            await wait_until(lambda: pool.fetchval(
-                "SELECT count(*) = 3 FROM contacts WHERE list_id = $1 AND status = 'done'", list_id), timeout=60)
+            await wait_until(
+                lambda: pool.fetchval(
+                    "SELECT count(*) = 3 FROM contacts WHERE list_id = $1 AND status = 'done'", list_id
+                ),
+                timeout=60,
+            )
             await app.dialer.idle()
             await app.recorder.drain()
             await app.cdr.flush()
         rows = await pool.fetch(
             """SELECT r.*, a.answered_at, a.recording_id AS cdr_recording FROM recordings r
-               JOIN all_attempts a ON a.id = r.attempt_id WHERE r.campaign_id = $1""", cid)
+               JOIN all_attempts a ON a.id = r.attempt_id WHERE r.campaign_id = $1""",
+            cid,
+        )
         assert len(rows) == 3, "one recording per bridged call"
         for r in rows:
             path = app.store.absolute(r["path"])

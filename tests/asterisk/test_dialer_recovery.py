@@ -34,8 +34,9 @@ def _talkers(seconds: int, count: int, start: int) -> list[str]:
 async def test_answer_lost_in_a_gap_is_repaired_by_resync_and_by_sweep(service_settings, sandbox, hangup_agents):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05, dialer_watchdog_s=None)) as app:
         pool = app.db.pool
-        cid, list_id = await create_campaign(pool, "lost-answer", mode="progressive", wrap_up_s=0,
-                                             numbers=_talkers(5, 2, start=1610), **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool, "lost-answer", mode="progressive", wrap_up_s=0, numbers=_talkers(5, 2, start=1610), **ALL_DAY
+        )
         agent = await create_agent(pool, "1161", "agent161", [cid])
         lost: list[str] = []
         handlers = app.ari._handlers
@@ -57,11 +58,18 @@ async def test_answer_lost_in_a_gap_is_repaired_by_resync_and_by_sweep(service_s
             await wait_until(lambda: len(lost) == 1, timeout=15, interval=0.02)
             first = lost[0]
             assert app.dialer.calls[first].answered_at is None
-            snap = Resync(channels=await app.ari.rest.list_channels(), bridges=await app.ari.rest.list_bridges(),
-                          reconnect=True, downtime_s=0.5)
+            snap = Resync(
+                channels=await app.ari.rest.list_channels(),
+                bridges=await app.ari.rest.list_bridges(),
+                reconnect=True,
+                downtime_s=0.5,
+            )
             await app.dialer.handle_resync(snap)
-            await wait_until(lambda: app.dialer.calls.get(first) and app.dialer.calls[first].state == "bridged",
-                             timeout=3, interval=0.02)
+            await wait_until(
+                lambda: app.dialer.calls.get(first) and app.dialer.calls[first].state == "bridged",
+                timeout=3,
+                interval=0.02,
+            )
             assert app.sessions.by_agent[agent].state is AgentState.ON_CALL
 
             # Second call: repaired by the watchdog's sweep.
@@ -69,12 +77,16 @@ async def test_answer_lost_in_a_gap_is_repaired_by_resync_and_by_sweep(service_s
             second = lost[1]
             assert app.dialer.calls[second].answered_at is None
             await app.dialer.sweep()
-            await wait_until(lambda: app.dialer.calls.get(second) and app.dialer.calls[second].state == "bridged",
-                             timeout=3, interval=0.02)
+            await wait_until(
+                lambda: app.dialer.calls.get(second) and app.dialer.calls[second].state == "bridged",
+                timeout=3,
+                interval=0.02,
+            )
 
             async def done():
                 return await pool.fetchval(
-                    "SELECT count(*) = 2 FROM contacts WHERE list_id = $1 AND status = 'done'", list_id)
+                    "SELECT count(*) = 2 FROM contacts WHERE list_id = $1 AND status = 'done'", list_id
+                )
 
             await wait_until(done, timeout=20, interval=0.2)
             await app.dialer.idle(10)
@@ -92,15 +104,21 @@ async def test_call_talking_across_a_service_restart_is_adopted(service_settings
     options = Options(dialer_tick_s=0.05)
     async with HitCall(service_settings, options) as first:
         pool = first.db.pool
-        cid, list_id = await create_campaign(pool, "adopt-talking", mode="progressive", wrap_up_s=0, max_attempts=2,
-                                             numbers=_talkers(10, 1, start=1620), **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool,
+            "adopt-talking",
+            mode="progressive",
+            wrap_up_s=0,
+            max_attempts=2,
+            numbers=_talkers(10, 1, start=1620),
+            **ALL_DAY,
+        )
         agent = await create_agent(pool, "1162", "agent162", [cid])
     with SippAgents(sandbox, ["agent162"], port=5363):
         async with HitCall(service_settings, options) as first:
             await wait_until(lambda: agent in first.sessions.by_agent, timeout=15)
             await first.db.pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
-            await wait_until(lambda: any(c["bridged_at"] for c in first.dialer.live_calls()), timeout=15,
-                             interval=0.02)
+            await wait_until(lambda: any(c["bridged_at"] for c in first.dialer.live_calls()), timeout=15, interval=0.02)
             (call,) = first.dialer.live_calls()
             await first.journal.flush(5)
         restarted_at = time.monotonic()
@@ -131,8 +149,9 @@ async def test_call_talking_across_a_service_restart_is_adopted(service_settings
             await wait_until(lambda: second.sessions.by_agent[agent].state is AgentState.READY, timeout=5)
 
 
-async def test_callbacks_stay_callbacks_through_restart_recovery_and_preview_skip(service_settings, sandbox,
-                                                                                   hangup_agents):
+async def test_callbacks_stay_callbacks_through_restart_recovery_and_preview_skip(
+    service_settings, sandbox, hangup_agents
+):
     numbers = _talkers(5, 3, start=1630)
     later = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as first:
@@ -144,7 +163,11 @@ async def test_callbacks_stay_callbacks_through_restart_recovery_and_preview_ski
             contacts[number] = await pool.fetchval(
                 "INSERT INTO contacts (list_id, phone_e164, status, attempts, callback_at, callback_agent_id) "
                 "VALUES ($1, $2, 'callback', 1, $3, $4) RETURNING id",
-                list_id, number, later, agent)
+                list_id,
+                number,
+                later,
+                agent,
+            )
         dialled, offered, skipped = (contacts[n] for n in numbers)
         # What a killed process leaves: one callback being dialled (its attempt open, no
         # channel), one held by an open preview offer.
@@ -154,16 +177,27 @@ async def test_callbacks_stay_callbacks_through_restart_recovery_and_preview_ski
                                           mode, state, created_at, retention_until)
                VALUES ($1, $2, $3, 2, $4, '+358201234567', $5, 'preview', 'originating', now(),
                        now() + interval '2 years')""",
-            uuid.uuid4(), cid, dialled, numbers[0], agent)
+            uuid.uuid4(),
+            cid,
+            dialled,
+            numbers[0],
+            agent,
+        )
         await pool.execute("UPDATE contacts SET status = 'in_progress' WHERE id = $1", offered)
-        await pool.execute("INSERT INTO preview_offers (agent_id, campaign_id, contact_id, expires_at) "
-                           "VALUES ($1, $2, $3, now() + interval '1 minute')", agent, cid, offered)
+        await pool.execute(
+            "INSERT INTO preview_offers (agent_id, campaign_id, contact_id, expires_at) "
+            "VALUES ($1, $2, $3, now() + interval '1 minute')",
+            agent,
+            cid,
+            offered,
+        )
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
         for contact in (dialled, offered):
             row = await pool.fetchrow("SELECT * FROM contacts WHERE id = $1", contact)
-            assert (row["status"], row["callback_at"], row["callback_agent_id"]) == ("callback", later, agent), \
-                dict(row)
+            assert (row["status"], row["callback_at"], row["callback_agent_id"]) == ("callback", later, agent), dict(
+                row
+            )
         await app.cdr.flush()
         assert await pool.fetchval("SELECT outcome FROM all_attempts WHERE contact_id = $1", dialled) == "cancelled"
 
@@ -194,5 +228,7 @@ async def test_readyz_says_draining_while_the_service_drains(service_settings, s
         await app.drain_calls(0.5)
         async with http.get(url) as r:
             assert r.status == 503
-            assert await r.json() == {"status": "not_ready",
-                                      "checks": {"database": "ok", "ari": "ok", "service": "draining"}}
+            assert await r.json() == {
+                "status": "not_ready",
+                "checks": {"database": "ok", "ari": "ok", "service": "draining"},
+            }

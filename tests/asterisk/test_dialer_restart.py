@@ -30,8 +30,15 @@ async def test_restart_mid_campaign_never_double_dials(service_settings, sandbox
     options = Options(dialer_tick_s=0.05)
     async with HitCall(service_settings, options) as first:
         pool = first.db.pool
-        cid, list_id = await create_campaign(pool, "restart-e2e", mode="progressive", wrap_up_s=0, max_attempts=2,
-                                             numbers=sim_numbers(9, 10, start=700), **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool,
+            "restart-e2e",
+            mode="progressive",
+            wrap_up_s=0,
+            max_attempts=2,
+            numbers=sim_numbers(9, 10, start=700),
+            **ALL_DAY,
+        )
         await create_agent(pool, "1061", "agent61", [cid])
         await create_agent(pool, "1062", "agent62", [cid])
     phones = SippAgents(sandbox, ["agent61", "agent62"], port=5261)
@@ -40,8 +47,11 @@ async def test_restart_mid_campaign_never_double_dials(service_settings, sandbox
             phones.start()
             await wait_until(lambda: len(first.sessions.by_agent) == 2, timeout=15)
             await first.db.pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
-            await wait_until(lambda: len(originated) >= 3 and any(c["bridged_at"] for c in first.dialer.live_calls()),
-                             timeout=15, interval=0.02)
+            await wait_until(
+                lambda: len(originated) >= 3 and any(c["bridged_at"] for c in first.dialer.live_calls()),
+                timeout=15,
+                interval=0.02,
+            )
             talking = {c["attempt_id"] for c in first.dialer.live_calls() if c["bridged_at"]}
         assert talking
 
@@ -51,7 +61,8 @@ async def test_restart_mid_campaign_never_double_dials(service_settings, sandbox
 
             async def finished():
                 return await pool.fetchval(
-                    "SELECT bool_and(status IN ('done', 'failed')) FROM contacts WHERE list_id = $1", list_id)
+                    "SELECT bool_and(status IN ('done', 'failed')) FROM contacts WHERE list_id = $1", list_id
+                )
 
             await wait_until(finished, timeout=45, interval=0.25)
             await second.dialer.idle(timeout=10)

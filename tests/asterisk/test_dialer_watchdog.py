@@ -35,8 +35,14 @@ async def test_watchdog_finishes_calls_and_agents_whose_events_were_lost(service
     async with HitCall(service_settings, Options(dialer_tick_s=0.05, dialer_watchdog_s=0.3)) as app:
         pool = app.db.pool
         # Customers answer at once and hang up after 2 s of talk.
-        cid, list_id = await create_campaign(pool, "watchdog-e2e", mode="progressive", wrap_up_s=0,
-                                             numbers=[f"+35841020000{i}" for i in range(3)], **ALL_DAY)
+        cid, list_id = await create_campaign(
+            pool,
+            "watchdog-e2e",
+            mode="progressive",
+            wrap_up_s=0,
+            numbers=[f"+35841020000{i}" for i in range(3)],
+            **ALL_DAY,
+        )
         agent = await create_agent(pool, "1121", "agent121", [cid])
         lost: dict[str, str] = {}  # channel id -> the event type dropped for it
 
@@ -60,14 +66,14 @@ async def test_watchdog_finishes_calls_and_agents_whose_events_were_lost(service
 
             async def all_done():
                 return await pool.fetchval(
-                    "SELECT count(*) = 3 FROM contacts WHERE list_id = $1 AND status = 'done'", list_id)
+                    "SELECT count(*) = 3 FROM contacts WHERE list_id = $1 AND status = 'done'", list_id
+                )
 
             await wait_until(all_done, timeout=30, interval=0.2)
             await app.dialer.idle(10)
             await app.cdr.flush()
             assert sorted(lost.values()) == ["ChannelDestroyed", "ChannelEnteredBridge"]
-            rows = {str(r["id"]): r for r in await pool.fetch(
-                "SELECT * FROM all_attempts WHERE campaign_id = $1", cid)}
+            rows = {str(r["id"]): r for r in await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)}
             assert len(rows) == 3, "one attempt per contact"
             for r in rows.values():
                 assert r["state"] == "ended" and r["outcome"] == "answered_human", dict(r)

@@ -15,8 +15,13 @@ pytestmark = pytest.mark.asterisk
 def _doctor(env_extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HITCALL_") and k != "DATABASE_URL"}
     env.update(env_extra)
-    return subprocess.run([sys.executable, "-m", "hitcall_pbx.cli", "doctor", "--json"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "hitcall_pbx.cli", "doctor", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def test_doctor_reports_everything_ok(sandbox, service_dsn, tmp_path):
@@ -26,14 +31,20 @@ async def test_doctor_reports_everything_ok(sandbox, service_dsn, tmp_path):
     assert report["ok"] is True
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["asterisk_version"]["detail"].startswith("Asterisk 22.")
-    for name in ("database", "migrations", "ari", "stasis_app", "module:app_amd.so", "module:chan_pjsip.so",
-                 "module:res_stasis_recording.so"):
+    for name in (
+        "database",
+        "migrations",
+        "ari",
+        "stasis_app",
+        "module:app_amd.so",
+        "module:chan_pjsip.so",
+        "module:res_stasis_recording.so",
+    ):
         assert checks[name]["ok"], checks[name]
 
 
 async def test_doctor_fails_readably_when_ari_is_wrong(sandbox, service_dsn, tmp_path):
-    proc = _doctor({"DATABASE_URL": service_dsn, "HITCALL_DATA_DIR": str(tmp_path),
-                    "HITCALL_ARI_PASSWORD": "wrong"})
+    proc = _doctor({"DATABASE_URL": service_dsn, "HITCALL_DATA_DIR": str(tmp_path), "HITCALL_ARI_PASSWORD": "wrong"})
     report = json.loads(proc.stdout)
     assert proc.returncode == 1
     ari = next(c for c in report["checks"] if c["name"] == "ari")

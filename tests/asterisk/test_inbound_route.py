@@ -16,13 +16,19 @@ from dataclasses import replace
 
 import pytest
 
+from hitcall_pbx.agents.sessions import AgentSession
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.ari import AriClient, AriNotFound
 from hitcall_pbx.core.states import AgentState
 from hitcall_pbx.demo.seed import create_agent, create_campaign
-from hitcall_pbx.agents.sessions import AgentSession
-from hitcall_pbx.dialer.inbound import (InboundCall, InboundOptions, InboundRequest, choose_agent, choose_caller,
-                                        parse_request)
+from hitcall_pbx.dialer.inbound import (
+    InboundCall,
+    InboundOptions,
+    InboundRequest,
+    choose_agent,
+    choose_caller,
+    parse_request,
+)
 from hitcall_pbx.sandbox import SippAgents
 from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
 
@@ -38,7 +44,9 @@ AGI_PORT = 4573  # HITCALL_AGI in dialplan/extensions.conf
 @contextlib.asynccontextmanager
 async def caller_app(settings):
     """The callers' side: its own Stasis application, with an event log."""
-    client = AriClient(settings.ari_url, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, f"hitcall-caller-{uuid.uuid4().hex[:6]}")
+    client = AriClient(
+        settings.ari_url, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, f"hitcall-caller-{uuid.uuid4().hex[:6]}"
+    )
     client.events_log = EventLog()  # type: ignore[attr-defined]
     client.on_event(client.events_log)
     await client.start(wait=15)
@@ -56,8 +64,9 @@ async def call_and_ask_for_agent(caller: AriClient, app: HitCall) -> str:
     """Call the return-call line and press 2 until the service has the call; the id of
     the channel the service sees."""
     cid = f"t-in-{uuid.uuid4().hex[:10]}"
-    await caller.rest.originate(f"Local/{LINE}@hitcall-inbound", cid, app=caller.app, caller_id=CALLER,
-                                other_channel_id=f"{cid}-2", timeout=10)
+    await caller.rest.originate(
+        f"Local/{LINE}@hitcall-inbound", cid, app=caller.app, caller_id=CALLER, other_channel_id=f"{cid}-2", timeout=10
+    )
     await caller.events_log.wait_for("StasisStart", lambda e: e.channel.id == cid)
     line = f"{cid}-2"
     for _ in range(40):
@@ -75,8 +84,10 @@ async def call_and_ask_for_agent(caller: AriClient, app: HitCall) -> str:
 
 
 async def _service(settings, **inbound: float) -> HitCall:
-    return await HitCall(settings.model_copy(update={"agi_port": AGI_PORT}),
-                         Options(agi=True, migrate=False, inbound=InboundOptions(**inbound))).start()
+    return await HitCall(
+        settings.model_copy(update={"agi_port": AGI_PORT}),
+        Options(agi=True, migrate=False, inbound=InboundOptions(**inbound)),
+    ).start()
 
 
 async def test_caller_pressing_2_lands_in_the_agents_bridge(service_settings, sandbox, hangup_agents):
@@ -91,12 +102,14 @@ async def test_caller_pressing_2_lands_in_the_agents_bridge(service_settings, sa
         service_events = EventLog()
         app.ari.on_event(service_events)
         with SippAgents(sandbox, ["agent1", "agent2"], port=5199):
-            await wait_until(lambda: len(app.sessions.ready_agents(cid) + app.sessions.ready_agents(other)) == 2,
-                             timeout=15)
+            await wait_until(
+                lambda: len(app.sessions.ready_agents(cid) + app.sessions.ready_agents(other)) == 2, timeout=15
+            )
             async with caller_app(service_settings) as caller:
                 channel = await call_and_ask_for_agent(caller, app)
                 entered = await service_events.wait_for(
-                    "ChannelEnteredBridge", lambda e: e.channel is not None and e.channel.id == channel, timeout=10)
+                    "ChannelEnteredBridge", lambda e: e.channel is not None and e.channel.id == channel, timeout=10
+                )
                 # The campaign's own agent, not the other campaign's.
                 assert entered.bridge.id == f"hitcall-agent-{agent}"
                 session = app.sessions.by_agent[agent]
@@ -111,10 +124,17 @@ async def test_caller_pressing_2_lands_in_the_agents_bridge(service_settings, sa
 
         log = await pool.fetch("SELECT state, campaign_id FROM agent_state_log WHERE agent_id = $1 ORDER BY id", agent)
         assert [(r["state"], r["campaign_id"]) for r in log][-3:] == [
-            ("reserved", cid), ("on_call", cid), ("wrap_up", cid)]
-        events = [r["payload"] for r in await pool.fetch(
-            "SELECT payload FROM webhook_outbox WHERE event_type = 'agent.state_changed' AND subject = $1 ORDER BY id",
-            f"agent:{agent}")]
+            ("reserved", cid),
+            ("on_call", cid),
+            ("wrap_up", cid),
+        ]
+        events = [
+            r["payload"]
+            for r in await pool.fetch(
+                "SELECT payload FROM webhook_outbox WHERE event_type = 'agent.state_changed' AND subject = $1 ORDER BY id",
+                f"agent:{agent}",
+            )
+        ]
         assert [e["state"] for e in events] == ["ready", "reserved", "on_call", "wrap_up"]
         assert events[2]["campaign_id"] == cid
     finally:
@@ -140,7 +160,8 @@ async def test_caller_waits_for_an_agent_then_gives_up_when_none_is_free(service
                 second = await call_and_ask_for_agent(caller, app)
                 started = asyncio.get_running_loop().time()
                 await caller.events_log.wait_for(
-                    "ChannelDestroyed", lambda e: e.channel.id == second.removesuffix("-2"), timeout=20)
+                    "ChannelDestroyed", lambda e: e.channel.id == second.removesuffix("-2"), timeout=20
+                )
                 waited = asyncio.get_running_loop().time() - started
                 assert 3.0 <= waited < 15, waited  # the limit, then the message
                 assert second not in app.inbound.calls and first in app.inbound.calls
@@ -155,8 +176,16 @@ def test_routing_choices():
     assert parse_request([]) == InboundRequest(None, None)
 
     def agent(agent_id: int, campaigns: set[int], ready_since: float, state: AgentState = AgentState.READY):
-        s = AgentSession(agent_id=agent_id, number=str(agent_id), name="", endpoint=None, channel_id=f"c{agent_id}",
-                         bridge_id=f"b{agent_id}", campaigns=frozenset(campaigns), ready_since=ready_since)
+        s = AgentSession(
+            agent_id=agent_id,
+            number=str(agent_id),
+            name="",
+            endpoint=None,
+            channel_id=f"c{agent_id}",
+            bridge_id=f"b{agent_id}",
+            campaigns=frozenset(campaigns),
+            ready_since=ready_since,
+        )
         s.fsm = replace(s.fsm, state=state)
         return s
 

@@ -48,12 +48,23 @@ async def test_bridge_recording_lands_in_the_store_with_its_row(ari, sandbox, db
     await db.execute(
         """INSERT INTO live_attempts (id, campaign_id, dialled_number, caller_id, mode, created_at, retention_until)
            VALUES ($1, $2, '+358401000001', '+358931234567', 'progressive', $3, $4)""",
-        attempt, campaign, call_at, add_months(call_at, 24),
+        attempt,
+        campaign,
+        call_at,
+        add_months(call_at, 24),
     )
     store = RecordingStore(tmp_path / "recordings")
     policy = RetentionPolicy(recordings_months=4)
-    rec = await store.finalize(db, source_path=source, recording_id=uuid.uuid4(), attempt_id=attempt,
-                               campaign_id=campaign, call_at=call_at, policy=policy, format="wav")
+    rec = await store.finalize(
+        db,
+        source_path=source,
+        recording_id=uuid.uuid4(),
+        attempt_id=attempt,
+        campaign_id=campaign,
+        call_at=call_at,
+        policy=policy,
+        format="wav",
+    )
 
     stored = store.absolute(rec.path)
     assert stored.is_file() and not source.exists()

@@ -43,16 +43,23 @@ class Service:
 
     def __init__(self, settings, tmp_path: Path, grace_s: float) -> None:
         self.port = _free_port()
-        self.env = {**os.environ, "DATABASE_URL": settings.database_url, "HITCALL_DATA_DIR": str(tmp_path / "data"),
-                    "HITCALL_ARI_URL": settings.ari_url, "HITCALL_HTTP_PORT": str(self.port),
-                    "HITCALL_AGI_PORT": str(_free_port()), "HITCALL_SHUTDOWN_GRACE_S": str(grace_s)}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": settings.database_url,
+            "HITCALL_DATA_DIR": str(tmp_path / "data"),
+            "HITCALL_ARI_URL": settings.ari_url,
+            "HITCALL_HTTP_PORT": str(self.port),
+            "HITCALL_AGI_PORT": str(_free_port()),
+            "HITCALL_SHUTDOWN_GRACE_S": str(grace_s),
+        }
         self.log_path = tmp_path / "serve.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen([str(HITCALL), "serve"], env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [str(HITCALL), "serve"], env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -60,9 +67,8 @@ class Service:
             self.proc.wait()
 
     async def readyz(self) -> tuple[int, dict]:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{self.port}/readyz") as r:
-                return r.status, await r.json()
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.port}/readyz") as r:
+            return r.status, await r.json()
 
     async def ready(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()[-3000:]
@@ -81,8 +87,9 @@ class Service:
 
 
 async def _run_until_bridged(service: Service, pool, sandbox, numbers: list[str], sipp_port: int):
-    cid, list_id = await create_campaign(pool, "sigterm", mode="progressive", numbers=numbers, wrap_up_s=0,
-                                         ring_timeout_s=15, **ALL_DAY)
+    cid, list_id = await create_campaign(
+        pool, "sigterm", mode="progressive", numbers=numbers, wrap_up_s=0, ring_timeout_s=15, **ALL_DAY
+    )
     agent = await create_agent(pool, "1001", "agent1", [cid])
     service.start()
     await wait_until(service.ready, timeout=30, interval=0.2)
@@ -92,7 +99,8 @@ async def _run_until_bridged(service: Service, pool, sandbox, numbers: list[str]
     await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
     attempt = await wait_until(
         lambda: pool.fetchrow("SELECT * FROM all_attempts WHERE campaign_id = $1 AND state = 'bridged'", cid),
-        timeout=20)
+        timeout=20,
+    )
     return cid, list_id, agent, attempt, phones
 
 
@@ -112,14 +120,16 @@ async def _sigterm_and_watch_readiness(service: Service) -> tuple[datetime, floa
 
 
 async def test_sigterm_drains_the_bridged_call_until_the_customer_hangs_up(
-        service_settings, service_dsn, sandbox, tmp_path, hangup_agents):
+    service_settings, service_dsn, sandbox, tmp_path, hangup_agents
+):
     service = Service(service_settings, tmp_path, grace_s=30)
     pool = await create_pool(service_dsn, min_size=1, max_size=3)
     phones = None
     try:
         # Each customer talks 6 s; three are due, one agent: one call at a time.
         cid, list_id, agent, attempt, phones = await _run_until_bridged(
-            service, pool, sandbox, ["+358410600001", "+358410600002", "+358410600003"], sipp_port=5195)
+            service, pool, sandbox, ["+358410600001", "+358410600002", "+358410600003"], sipp_port=5195
+        )
         sent_at, sent_mono = await _sigterm_and_watch_readiness(service)
         assert await service.exit_code(timeout=25) == 0, service.log_path.read_text()[-3000:]
         drain_s = time.monotonic() - sent_mono
@@ -141,28 +151,37 @@ async def test_sigterm_drains_the_bridged_call_until_the_customer_hangs_up(
         assert sorted(r["status"] for r in statuses) == ["done", "new", "new"]
 
         subject = f"attempt:{cdr['id']}"
-        events = [r["event_type"] for r in await pool.fetch(
-            "SELECT event_type FROM webhook_outbox WHERE subject = $1 ORDER BY id", subject)]
+        events = [
+            r["event_type"]
+            for r in await pool.fetch("SELECT event_type FROM webhook_outbox WHERE subject = $1 ORDER BY id", subject)
+        ]
         assert {"call.answered", "call.bridged", "call.ended"} <= set(events), events
         [ended] = await pool.fetch(
-            "SELECT payload FROM webhook_outbox WHERE subject = $1 AND event_type = 'call.ended'", subject)
+            "SELECT payload FROM webhook_outbox WHERE subject = $1 AND event_type = 'call.ended'", subject
+        )
         assert ended["payload"]["talk_s"] == float(cdr["talk_s"])
-        states = [r["payload"]["state"] for r in await pool.fetch(
-            "SELECT payload FROM webhook_outbox WHERE event_type = 'agent.state_changed' ORDER BY id")]
+        states = [
+            r["payload"]["state"]
+            for r in await pool.fetch(
+                "SELECT payload FROM webhook_outbox WHERE event_type = 'agent.state_changed' ORDER BY id"
+            )
+        ]
         assert states[:3] == ["ready", "reserved", "on_call"] and "wrap_up" in states[3:], states
     finally:
         await pool.close()
 
 
 async def test_sigterm_past_the_grace_limit_hangs_up_and_records_the_call(
-        service_settings, service_dsn, sandbox, tmp_path, hangup_agents):
+    service_settings, service_dsn, sandbox, tmp_path, hangup_agents
+):
     service = Service(service_settings, tmp_path, grace_s=2)
     pool = await create_pool(service_dsn, min_size=1, max_size=3)
     phones = None
     try:
         # This customer would talk for 60 s.
         cid, _, agent, attempt, phones = await _run_until_bridged(
-            service, pool, sandbox, ["+358416000001"], sipp_port=5197)
+            service, pool, sandbox, ["+358416000001"], sipp_port=5197
+        )
         sent_at, sent_mono = await _sigterm_and_watch_readiness(service)
         assert await service.exit_code(timeout=15) == 0, service.log_path.read_text()[-3000:]
         drain_s = time.monotonic() - sent_mono
@@ -178,8 +197,12 @@ async def test_sigterm_past_the_grace_limit_hangs_up_and_records_the_call(
         assert cdr["agent_id"] == agent
         assert (cdr["ended_at"] - sent_at).total_seconds() >= 1.9, "not before the grace limit"
         assert 1.9 <= float(cdr["talk_s"]) < 10, cdr["talk_s"]
-        assert await pool.fetchval(
-            "SELECT count(*) FROM webhook_outbox WHERE subject = $1 AND event_type = 'call.ended'",
-            f"attempt:{cdr['id']}") == 1
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM webhook_outbox WHERE subject = $1 AND event_type = 'call.ended'",
+                f"attempt:{cdr['id']}",
+            )
+            == 1
+        )
     finally:
         await pool.close()

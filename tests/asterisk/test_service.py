@@ -40,6 +40,5 @@ async def test_service_health_metrics_and_openapi(service_settings):
                 assert (await r.json())["error"] == "unauthorized"
         # ARI down → not ready.
         await app.ari.close()
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{base}/readyz") as r:
-                assert r.status == 503
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/readyz") as r:
+            assert r.status == 503

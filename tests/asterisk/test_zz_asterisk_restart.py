@@ -31,10 +31,13 @@ async def test_client_survives_asterisk_restart(ari, sandbox):
     back_at = time.monotonic()
     await asyncio.wait_for(ari.connected.wait(), 10)
     reconnect_s = time.monotonic() - back_at
-    log.info("ari.reconnect_measured", seconds_after_ari_ready=round(reconnect_s, 3),
-             downtime_s=ari.stats.last_reconnect_s)
-    print(f"\nreconnect after Asterisk ready: {reconnect_s * 1000:.0f} ms; "
-          f"total downtime seen by client: {ari.stats.last_reconnect_s:.2f} s")
+    log.info(
+        "ari.reconnect_measured", seconds_after_ari_ready=round(reconnect_s, 3), downtime_s=ari.stats.last_reconnect_s
+    )
+    print(
+        f"\nreconnect after Asterisk ready: {reconnect_s * 1000:.0f} ms; "
+        f"total downtime seen by client: {ari.stats.last_reconnect_s:.2f} s"
+    )
     assert reconnect_s < 2.0
     assert snapshots[-1].reconnect
     # The call died with Asterisk: the resync shows it gone.

@@ -9,10 +9,10 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from hitcall_pbx.alarms import AlarmMonitor, gather_from_app
-from hitcall_pbx.core.backoff import Backoff
-from hitcall_pbx.dialer.journal import CallJournal
 from hitcall_pbx.core.alarms import AlarmInputs, Thresholds
+from hitcall_pbx.core.backoff import Backoff
 from hitcall_pbx.core.pacing import PacingStats
+from hitcall_pbx.dialer.journal import CallJournal
 from hitcall_pbx.hooks.dispatcher import WebhookDispatcher
 from hitcall_pbx.records.recordings import RecordingStore
 from hitcall_pbx.store import audit
@@ -43,8 +43,12 @@ def gauge(registry, name):
 
 
 async def rows(pool):
-    return [dict(r) for r in await pool.fetch("SELECT name, severity, state, details, raised_at, cleared_at "
-                                              "FROM alarms ORDER BY id")]
+    return [
+        dict(r)
+        for r in await pool.fetch(
+            "SELECT name, severity, state, details, raised_at, cleared_at FROM alarms ORDER BY id"
+        )
+    ]
 
 
 async def events(pool):
@@ -72,7 +76,8 @@ async def test_raise_writes_one_row_and_one_event_then_nothing_while_active(db):
         raised, cleared = await m.check_once()
     assert [a.name for a in raised] == ["webhook_dead_letters"] and cleared == []
     assert [(e["event"], e["alarm"], e["log_level"]) for e in logs] == [
-        ("alarm.raised", "webhook_dead_letters", "warning")]
+        ("alarm.raised", "webhook_dead_letters", "warning")
+    ]
     [row] = await rows(db)
     assert row["name"] == "webhook_dead_letters" and row["state"] == "raised" and row["severity"] == "major"
     assert row["details"]["dead"] == 2 and "dead" in row["details"]["message"]
@@ -112,11 +117,14 @@ async def test_condition_gone_clears_row_and_sends_alarm_cleared(db):
         raised, cleared = await m.check_once()
     assert raised == [] and [a.name for a in cleared] == ["webhook_dead_letters"]
     assert [(e["event"], e["alarm"], e["log_level"]) for e in logs] == [
-        ("alarm.cleared", "webhook_dead_letters", "info")]
+        ("alarm.cleared", "webhook_dead_letters", "info")
+    ]
     [row] = await rows(db)
     assert row["state"] == "cleared" and row["cleared_at"] >= row["raised_at"]
     assert [(e["event_type"], e["subject"]) for e in await events(db)] == [
-        ("alarm.raised", "alarm:webhook_dead_letters"), ("alarm.cleared", "alarm:webhook_dead_letters")]
+        ("alarm.raised", "alarm:webhook_dead_letters"),
+        ("alarm.cleared", "alarm:webhook_dead_letters"),
+    ]
     assert gauge(registry, "webhook_dead_letters") == 0.0
 
     # Raised again later: a new row, the cleared one stays as history.
@@ -170,7 +178,9 @@ async def test_raise_while_postgres_is_down_is_written_when_it_returns(db, pg_ds
     assert [e["event"] for e in logs] == ["alarm.gather_failed"]
     assert m.pending_writes == 0
     assert sorted((r["name"], r["state"]) for r in await rows(db)) == [
-        ("cdr_spool_growing", "raised"), ("db_down", "raised")]
+        ("cdr_spool_growing", "raised"),
+        ("db_down", "raised"),
+    ]
     assert [e["event_type"] for e in await events(db)] == ["alarm.raised"] * 2
 
     inputs.now = HEALTHY
@@ -178,7 +188,9 @@ async def test_raise_while_postgres_is_down_is_written_when_it_returns(db, pg_ds
     assert raised == [] and {a.name for a in cleared} == {"db_down", "cdr_spool_growing"}
     assert m.pending_writes == 0
     assert sorted((r["name"], r["state"]) for r in await rows(db)) == [
-        ("cdr_spool_growing", "cleared"), ("db_down", "cleared")]
+        ("cdr_spool_growing", "cleared"),
+        ("db_down", "cleared"),
+    ]
     ev = await events(db)
     assert sorted(e["event_type"] for e in ev) == ["alarm.cleared"] * 2 + ["alarm.raised"] * 2
     # Per subject, raised is delivered before cleared.
@@ -247,8 +259,15 @@ async def test_journal_failing_raises_journal_backlog_and_clears_once_replayed(d
     journal = CallJournal(db, spool_dir=tmp_path / "journal", backoff=Backoff(base=0.05, cap=0.2), write_timeout_s=1)
     await journal.start()
     registry = CollectorRegistry()
-    m = AlarmMonitor(db, Inputs(HEALTHY), registry=registry, interval=0.05, db_timeout=1.0, journal=journal,
-                     thresholds=Thresholds(journal_failing_s=0.3, journal_backlog=1000))
+    m = AlarmMonitor(
+        db,
+        Inputs(HEALTHY),
+        registry=registry,
+        interval=0.05,
+        db_timeout=1.0,
+        journal=journal,
+        thresholds=Thresholds(journal_failing_s=0.3, journal_backlog=1000),
+    )
     try:
         async with database_down(pg_dsn, db):
             journal.event("alarm.raised", "alarm:test", {"n": 1})
@@ -259,7 +278,8 @@ async def test_journal_failing_raises_journal_backlog_and_clears_once_replayed(d
             await asyncio.sleep(0.3)
             raised, _ = await m.check_once()
             assert [(a.name, a.severity, a.details["spool_backlog"]) for a in raised] == [
-                ("journal_backlog", "critical", 1)]
+                ("journal_backlog", "critical", 1)
+            ]
             assert gauge(registry, "journal_backlog") == 1.0
         await journal.flush(10)
         assert journal.backlog == 0

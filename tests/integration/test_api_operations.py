@@ -331,7 +331,8 @@ async def test_webhook_subscription_deleted_meanwhile_is_404_and_not_audited(api
     world = await make_world(api)
     intg = world.credentials[Role.INTEGRATION]
     resp = await api.client.post(
-        "/api/v1/webhooks/subscriptions", json={"url": "https://crm.example/h", "event_types": ["call.ended"]},
+        "/api/v1/webhooks/subscriptions",
+        json={"url": "https://crm.example/h", "event_types": ["call.ended"]},
         headers=intg,
     )
     sub_id = (await resp.json())["id"]
@@ -341,12 +342,14 @@ async def test_webhook_subscription_deleted_meanwhile_is_404_and_not_audited(api
         await conn.execute("DELETE FROM webhook_subscriptions WHERE id = $1", sub_id)
         delete = asyncio.ensure_future(api.client.delete(f"/api/v1/webhooks/subscriptions/{sub_id}", headers=intg))
         patch = asyncio.ensure_future(
-            api.client.patch(f"/api/v1/webhooks/subscriptions/{sub_id}", json={"active": False}, headers=intg))
+            api.client.patch(f"/api/v1/webhooks/subscriptions/{sub_id}", json={"active": False}, headers=intg)
+        )
         await asyncio.sleep(0.3)
         assert not delete.done() and not patch.done(), "both wait for the row the other transaction holds"
         await tx.commit()
     assert (await delete).status == 404
     assert (await patch).status == 404
     audited = await api.pool.fetchval(
-        "SELECT count(*) FROM audit_log WHERE action IN ('webhook_subscription.delete', 'webhook_subscription.update')")
+        "SELECT count(*) FROM audit_log WHERE action IN ('webhook_subscription.delete', 'webhook_subscription.update')"
+    )
     assert audited == 0

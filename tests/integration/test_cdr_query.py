@@ -54,8 +54,7 @@ async def data(db: asyncpg.Pool) -> dict[str, object]:
         for name in ("north", "south")
     ]
     agents = [
-        await db.fetchval("INSERT INTO agents (number, name) VALUES ($1, $1) RETURNING id", str(n))
-        for n in (1, 2)
+        await db.fetchval("INSERT INTO agents (number, name) VALUES ($1, $1) RETURNING id", str(n)) for n in (1, 2)
     ]
     records = [_cdr(n, campaigns[n % 2], agents[(n // 2) % 2] if n % 3 else None) for n in range(40)]
     async with db.acquire() as conn:
@@ -64,7 +63,10 @@ async def data(db: asyncpg.Pool) -> dict[str, object]:
         await conn.execute(
             "INSERT INTO live_attempts (id, campaign_id, caller_id, mode, created_at, retention_until)"
             " VALUES ($1, $2, '+358201234567', 'predictive', $3, $4)",
-            uuid.uuid4(), campaigns[0], T0, T0 + timedelta(days=1),
+            uuid.uuid4(),
+            campaigns[0],
+            T0,
+            T0 + timedelta(days=1),
         )
     ordered = sorted(records, key=lambda r: (r.created_at, r.id))
     return {"campaigns": campaigns, "agents": agents, "records": ordered}
@@ -94,8 +96,14 @@ async def test_filters_by_campaign_agent_outcome_and_time(db: asyncpg.Pool, data
         (CdrQuery(since=since, until=until), [r for r in records if since <= r.created_at < until]),
         (
             CdrQuery(campaign_id=north, agent_id=other, outcome="answered_human", since=since),
-            [r for r in records if r.campaign_id == north and r.agent_id == other
-             and r.outcome == "answered_human" and r.created_at >= since],
+            [
+                r
+                for r in records
+                if r.campaign_id == north
+                and r.agent_id == other
+                and r.outcome == "answered_human"
+                and r.created_at >= since
+            ],
         ),
     ]
     for query, expected in cases:
@@ -108,8 +116,9 @@ async def test_keyset_pages_cover_everything_once_in_stable_order(db: asyncpg.Po
     first = await query_cdrs(db, CdrQuery(), limit=7)
     assert first.items == records[:7] and first.next_cursor
     # A call ending meanwhile (newest) shows up at the end; nothing repeats or goes missing.
-    late = _cdr(99, data["campaigns"][0], None, created_at=T0 + timedelta(hours=5),
-                ended_at=T0 + timedelta(hours=5, seconds=9))
+    late = _cdr(
+        99, data["campaigns"][0], None, created_at=T0 + timedelta(hours=5), ended_at=T0 + timedelta(hours=5, seconds=9)
+    )
     async with db.acquire() as conn:
         await write_cdrs(conn, [late])
     rest: list[CdrRecord] = []
@@ -140,15 +149,14 @@ def test_bad_filters_are_refused_naming_the_field(call, field: str) -> None:
 
 
 async def test_bad_cursor_and_limit_are_refused(db: asyncpg.Pool) -> None:
-    for kwargs, field in (({"cursor": "garbage!"}, "cursor"), ({"limit": 0}, "limit"),
-                          ({"limit": 1001}, "limit")):
+    for kwargs, field in (({"cursor": "garbage!"}, "cursor"), ({"limit": 0}, "limit"), ({"limit": 1001}, "limit")):
         with pytest.raises(ValidationFailed) as err:
             await query_cdrs(db, CdrQuery(), **kwargs)
         assert err.value.details["field"] == field
 
 
 def test_csv_cells_neutralise_formulas_but_keep_numbers() -> None:
-    assert csv_cell("=HYPERLINK(\"http://x\",\"y\")") == "'=HYPERLINK(\"http://x\",\"y\")"
+    assert csv_cell('=HYPERLINK("http://x","y")') == '\'=HYPERLINK("http://x","y")'
     assert csv_cell("+1+cmd|' /C calc'!A0") == "'+1+cmd|' /C calc'!A0"
     assert csv_cell("-2+3") == "'-2+3"
     assert csv_cell("@SUM(A1)") == "'@SUM(A1)"
@@ -163,8 +171,11 @@ def test_csv_cells_neutralise_formulas_but_keep_numbers() -> None:
 async def test_csv_export_quotes_rfc4180_and_is_injection_safe(db: asyncpg.Pool, data: dict) -> None:
     campaign = data["campaigns"][0]
     nasty = _cdr(
-        100, campaign, None,
-        created_at=T0 + timedelta(days=1), ended_at=T0 + timedelta(days=1, seconds=5),
+        100,
+        campaign,
+        None,
+        created_at=T0 + timedelta(days=1),
+        ended_at=T0 + timedelta(days=1, seconds=5),
         skip_reason='said "no", then\r\nhung up',
         hangup_cause_txt="=cmd|' /C calc'!A0",
         amd_cause="@evil",
@@ -215,8 +226,9 @@ async def test_cli_export_writes_csv_and_audits(
     settings = Settings(database_url=dsn)
     north = data["campaigns"][0]
     with capture_logs():  # logs go to stderr in the CLI; keep them off captured stdout here
-        code = await command.run(settings, _cli_args(
-            "--campaign", str(north), "--outcome", "busy", "--from", "2026-03-02T11:00+02:00"))
+        code = await command.run(
+            settings, _cli_args("--campaign", str(north), "--outcome", "busy", "--from", "2026-03-02T11:00+02:00")
+        )
     out = capsys.readouterr().out
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out, newline="")))

@@ -50,9 +50,7 @@ def cdr(campaign_id: int, n: int = 0, **overrides: object) -> CdrRecord:
 
 
 async def _campaign(conn: asyncpg.Pool | asyncpg.Connection, name: str = "spring") -> int:
-    return await conn.fetchval(
-        "INSERT INTO campaigns (name, mode) VALUES ($1, 'progressive') RETURNING id", name
-    )
+    return await conn.fetchval("INSERT INTO campaigns (name, mode) VALUES ($1, 'progressive') RETURNING id", name)
 
 
 async def _rows(pool: asyncpg.Pool | asyncpg.Connection) -> dict[uuid.UUID, CdrRecord]:
@@ -166,12 +164,22 @@ async def test_resubmitting_the_same_records_changes_nothing(db: asyncpg.Pool, t
 
 async def _live(db: asyncpg.Pool, record: CdrRecord, retention_until: datetime, **extra: object) -> None:
     """The attempt as the dialer inserted it before originate (live_attempts)."""
-    columns = {"id": record.id, "campaign_id": record.campaign_id, "caller_id": record.caller_id,
-               "mode": record.mode, "state": "bridged", "created_at": record.created_at,
-               "retention_until": retention_until, "dialled_number": record.dialled_number, **extra}
+    columns = {
+        "id": record.id,
+        "campaign_id": record.campaign_id,
+        "caller_id": record.caller_id,
+        "mode": record.mode,
+        "state": "bridged",
+        "created_at": record.created_at,
+        "retention_until": retention_until,
+        "dialled_number": record.dialled_number,
+        **extra,
+    }
     await db.execute(
         f"INSERT INTO live_attempts ({', '.join(columns)})"
-        f" VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))})", *columns.values())
+        f" VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))})",
+        *columns.values(),
+    )
 
 
 async def test_final_write_moves_the_live_attempt_and_precedence(db: asyncpg.Pool) -> None:
@@ -190,8 +198,7 @@ async def test_final_write_moves_the_live_attempt_and_precedence(db: asyncpg.Poo
         # A later correction is never undone by a replay, with or without a disposition.
         await conn.execute("UPDATE call_attempts SET disposition = 'sale' WHERE id = $1", final.id)
         await write_cdrs(conn, [final, cdr(campaign, id=final.id, disposition=None)])
-        assert await conn.fetchval(
-            "SELECT disposition FROM call_attempts WHERE id = $1", final.id) == "sale"
+        assert await conn.fetchval("SELECT disposition FROM call_attempts WHERE id = $1", final.id) == "sale"
 
         # A NULL call fact does not erase a stored one; a new value replaces it.
         await write_cdrs(conn, [cdr(campaign, id=final.id, hangup_cause_txt=None, hangup_cause=17)])
@@ -200,11 +207,11 @@ async def test_final_write_moves_the_live_attempt_and_precedence(db: asyncpg.Poo
 
         # An anonymised row is never rewritten (no number brought back).
         await conn.execute(
-            "UPDATE call_attempts SET anonymised_at = now(), dialled_number = NULL, contact_id = NULL"
-            " WHERE id = $1", final.id)
+            "UPDATE call_attempts SET anonymised_at = now(), dialled_number = NULL, contact_id = NULL WHERE id = $1",
+            final.id,
+        )
         await write_cdrs(conn, [final])
-        assert await conn.fetchval(
-            "SELECT dialled_number FROM call_attempts WHERE id = $1", final.id) is None
+        assert await conn.fetchval("SELECT dialled_number FROM call_attempts WHERE id = $1", final.id) is None
 
 
 async def test_what_the_live_row_gained_is_carried_over_to_the_cdr(db: asyncpg.Pool) -> None:
@@ -212,8 +219,7 @@ async def test_what_the_live_row_gained_is_carried_over_to_the_cdr(db: asyncpg.P
     campaign = await _campaign(db)
     given, erased, plain = (cdr(campaign, disposition=None) for _ in range(3))
     await _live(db, given, given.retention_until, disposition="sale")
-    await _live(db, erased, erased.retention_until, dialled_number=None,
-                anonymised_at=T0 + timedelta(minutes=5))
+    await _live(db, erased, erased.retention_until, dialled_number=None, anonymised_at=T0 + timedelta(minutes=5))
     await _live(db, plain, plain.retention_until)
     async with db.acquire() as conn:
         await write_cdrs(conn, [given, erased, plain])
@@ -237,9 +243,7 @@ async def test_later_record_of_an_attempt_in_the_same_batch_wins(db: asyncpg.Poo
     assert (await _rows(db))[first.id] == second
 
 
-async def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(
-    db: asyncpg.Pool, tmp_path: Path
-) -> None:
+async def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(db: asyncpg.Pool, tmp_path: Path) -> None:
     campaign = await _campaign(db)
     good = [cdr(campaign, n) for n in range(5)]
     orphan = cdr(campaign + 1000)  # no such campaign: refused by the writer
@@ -259,9 +263,7 @@ async def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(
 
 
 # -- Postgres unreachable --------------------------------------------------------------
-async def test_unreachable_postgres_spools_then_a_new_writer_replays(
-    db: asyncpg.Pool, tmp_path: Path
-) -> None:
+async def test_unreachable_postgres_spools_then_a_new_writer_replays(db: asyncpg.Pool, tmp_path: Path) -> None:
     campaign = await _campaign(db)
     records = [cdr(campaign, n) for n in range(120)]
     dead = await asyncpg.create_pool("postgresql://postgres@127.0.0.1:1/none", min_size=0)

@@ -26,8 +26,9 @@ FAST = Backoff(base=0.05, cap=0.2)
 
 
 async def _attempts(pool: asyncpg.Pool, n: int, **fields) -> tuple[Campaign, list[Attempt]]:
-    cid, _ = await create_campaign(pool, f"journal-{uuid.uuid4().hex[:6]}", state="running",
-                                   numbers=sim_numbers(1, n), **ALL_DAY, **fields)
+    cid, _ = await create_campaign(
+        pool, f"journal-{uuid.uuid4().hex[:6]}", state="running", numbers=sim_numbers(1, n), **ALL_DAY, **fields
+    )
     campaign = Campaign.from_row(await pool.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
     result = await Hopper(pool).take(campaign, n, datetime.now(UTC))
     assert len(result.attempts) == n
@@ -41,10 +42,18 @@ def _call(journal: CallJournal, a: Attempt, agent_id: int | None = None, outcome
     journal.event("call.answered", subject, {"attempt_id": str(a.id), "step": 1})
     journal.progress(a.id, answered_at=t0, bridged_at=None, agent_id=None, answer_to_bridge_ms=None)
     journal.event("call.bridged", subject, {"attempt_id": str(a.id), "step": 2})
-    journal.progress(a.id, answered_at=t0, bridged_at=t0 + timedelta(milliseconds=9), agent_id=agent_id,
-                     answer_to_bridge_ms=9)
-    journal.close_contact(a.contact_id, attempt_no=a.attempt_no, attempt_created_at=a.created_at,
-                          status="done", retry_at=None, outcome=outcome, cancelled=False)
+    journal.progress(
+        a.id, answered_at=t0, bridged_at=t0 + timedelta(milliseconds=9), agent_id=agent_id, answer_to_bridge_ms=9
+    )
+    journal.close_contact(
+        a.contact_id,
+        attempt_no=a.attempt_no,
+        attempt_created_at=a.created_at,
+        status="done",
+        retry_at=None,
+        outcome=outcome,
+        cancelled=False,
+    )
     journal.event("call.ended", subject, {"attempt_id": str(a.id), "step": 3})
 
 
@@ -53,11 +62,13 @@ async def _check_calls(pool: asyncpg.Pool, attempts: list[Attempt], agent_id: in
     for a in attempts:
         r = rows[a.id]
         assert (r["state"], r["answer_to_bridge_ms"], r["agent_id"]) == ("bridged", 9, agent_id)
-    contacts = await pool.fetch("SELECT status, last_outcome FROM contacts WHERE id = ANY($1::bigint[])",
-                                [a.contact_id for a in attempts])
+    contacts = await pool.fetch(
+        "SELECT status, last_outcome FROM contacts WHERE id = ANY($1::bigint[])", [a.contact_id for a in attempts]
+    )
     assert {(c["status"], c["last_outcome"]) for c in contacts} == {("done", "answered_human")}
     events = await pool.fetch(
-        "SELECT subject, event_type, payload FROM webhook_outbox WHERE event_type <> 'call.originated' ORDER BY id")
+        "SELECT subject, event_type, payload FROM webhook_outbox WHERE event_type <> 'call.originated' ORDER BY id"
+    )
     assert len(events) == 3 * len(attempts), "every event once"
     for a in attempts:
         mine = [e["payload"]["step"] for e in events if e["subject"] == f"attempt:{a.id}"]
@@ -109,7 +120,8 @@ async def test_replaying_a_batch_changes_nothing(db: asyncpg.Pool) -> None:
                       RETURNING id, campaign_id, caller_id, mode, created_at, retention_until)
            INSERT INTO call_attempts (id, campaign_id, caller_id, mode, created_at, retention_until, ended_at, outcome)
            SELECT id, campaign_id, caller_id, mode, created_at, retention_until, now(), 'busy' FROM g""",
-        first.id)
+        first.id,
+    )
     again = await Hopper(db).take(campaign, 1, datetime.now(UTC))
     assert again.attempts[0].contact_id == first.contact_id and again.attempts[0].attempt_no == 2
     async with db.acquire() as conn, conn.transaction():
@@ -160,12 +172,18 @@ async def test_due_callbacks_come_first_and_one_for_an_agent_waits_for_that_agen
     a2 = await create_agent(db, "2102", "agent-c2", [cid])
     ids = [r["id"] for r in await db.fetch("SELECT id FROM contacts WHERE list_id = $1 ORDER BY id", list_id)]
     now = datetime.now(UTC)
-    await db.execute("UPDATE contacts SET status = 'callback', callback_at = $2 WHERE id = $1", ids[5],
-                     now - timedelta(minutes=1))
-    await db.execute("UPDATE contacts SET status = 'callback', callback_at = $2, callback_agent_id = $3 "
-                     "WHERE id = $1", ids[4], now - timedelta(minutes=2), a2)
-    await db.execute("UPDATE contacts SET status = 'callback', callback_at = $2 WHERE id = $1", ids[3],
-                     now + timedelta(hours=1))  # not due yet
+    await db.execute(
+        "UPDATE contacts SET status = 'callback', callback_at = $2 WHERE id = $1", ids[5], now - timedelta(minutes=1)
+    )
+    await db.execute(
+        "UPDATE contacts SET status = 'callback', callback_at = $2, callback_agent_id = $3 WHERE id = $1",
+        ids[4],
+        now - timedelta(minutes=2),
+        a2,
+    )
+    await db.execute(
+        "UPDATE contacts SET status = 'callback', callback_at = $2 WHERE id = $1", ids[3], now + timedelta(hours=1)
+    )  # not due yet
     campaign = Campaign.from_row(await db.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
     hopper = Hopper(db)
 
@@ -178,21 +196,29 @@ async def test_due_callbacks_come_first_and_one_for_an_agent_waits_for_that_agen
     journal = CallJournal(db)
     await journal.start()
     a, b = taken
-    journal.close_contact(a.contact_id, attempt_no=a.attempt_no, attempt_created_at=a.created_at,
-                          status="retry", retry_at=None, outcome="cancelled", cancelled=True)
+    journal.close_contact(
+        a.contact_id,
+        attempt_no=a.attempt_no,
+        attempt_created_at=a.created_at,
+        status="retry",
+        retry_at=None,
+        outcome="cancelled",
+        cancelled=True,
+    )
     first = (await hopper.take(campaign, 1, now, ready_agents=[a1])).attempts  # contacts still in progress
     assert [t.contact_id for t in first] == [ids[2]]
     await journal.flush(5)
     await journal.close()
     row = await db.fetchrow("SELECT status, callback_agent_id FROM contacts WHERE id = $1", ids[4])
     assert (row["status"], row["callback_agent_id"]) == ("callback", a2)
-    done = (await db.fetchrow("SELECT * FROM contacts WHERE id = $1", ids[5]))
+    done = await db.fetchrow("SELECT * FROM contacts WHERE id = $1", ids[5])
     assert done["status"] == "in_progress" and done["callback_at"] is not None
 
 
 async def test_a_callback_for_an_agent_who_cannot_take_it_here_goes_to_any_agent(db: asyncpg.Pool) -> None:
-    cid, list_id = await create_campaign(db, "callbacks-elsewhere", state="running", numbers=sim_numbers(1, 3),
-                                         **ALL_DAY)
+    cid, list_id = await create_campaign(
+        db, "callbacks-elsewhere", state="running", numbers=sim_numbers(1, 3), **ALL_DAY
+    )
     here = await create_agent(db, "2111", "agent-here", [cid])
     elsewhere = await create_agent(db, "2112", "agent-elsewhere", [])  # not assigned to this campaign
     gone = await create_agent(db, "2113", "agent-gone", [cid])
@@ -200,8 +226,12 @@ async def test_a_callback_for_an_agent_who_cannot_take_it_here_goes_to_any_agent
     ids = [r["id"] for r in await db.fetch("SELECT id FROM contacts WHERE list_id = $1 ORDER BY id", list_id)]
     now = datetime.now(UTC)
     for contact, agent, minutes in ((ids[0], elsewhere, 3), (ids[1], gone, 2), (ids[2], here, 1)):
-        await db.execute("UPDATE contacts SET status = 'callback', callback_at = $2, callback_agent_id = $3 "
-                         "WHERE id = $1", contact, now - timedelta(minutes=minutes), agent)
+        await db.execute(
+            "UPDATE contacts SET status = 'callback', callback_at = $2, callback_agent_id = $3 WHERE id = $1",
+            contact,
+            now - timedelta(minutes=minutes),
+            agent,
+        )
     campaign = Campaign.from_row(await db.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
     taken = (await Hopper(db).take(campaign, 3, now, ready_agents=[])).attempts
     # The first two are dialled for whoever is free; the third still waits for its agent.
@@ -252,7 +282,8 @@ async def _wait_empty(journal: CallJournal, timeout: float = 20) -> None:
 
 
 async def test_stopped_while_postgres_is_down_the_next_journal_replays_the_spool(
-        stoppable_pg: EmbeddedPostgres, tmp_path: Path) -> None:
+    stoppable_pg: EmbeddedPostgres, tmp_path: Path
+) -> None:
     spool_dir = tmp_path / "journal"
     pool = await create_pool(stoppable_pg.uri, min_size=1, max_size=3)
     try:
@@ -293,14 +324,16 @@ async def test_stopped_while_postgres_is_down_the_next_journal_replays_the_spool
 
 
 async def test_past_max_backlog_the_queue_goes_to_the_spool_not_away(
-        stoppable_pg: EmbeddedPostgres, tmp_path: Path) -> None:
+    stoppable_pg: EmbeddedPostgres, tmp_path: Path
+) -> None:
     pool = await create_pool(stoppable_pg.uri, min_size=1, max_size=3)
     try:
         _, attempts = await _attempts(pool, 10)
         await asyncio.to_thread(stoppable_pg.stop)
         # Retries 2 s apart: the queue past max_backlog goes to the spool between them.
-        journal = CallJournal(pool, spool_dir=tmp_path / "journal", max_backlog=12,
-                              backoff=Backoff(base=2, cap=2), write_timeout_s=2)
+        journal = CallJournal(
+            pool, spool_dir=tmp_path / "journal", max_backlog=12, backoff=Backoff(base=2, cap=2), write_timeout_s=2
+        )
         await journal.start()
         _call(journal, attempts[0])
         await _wait_failing(journal)
@@ -328,8 +361,12 @@ async def test_spooled_operations_round_trip_and_agent_states_replay_safely(db: 
     journal = CallJournal(db)  # not started: its queue is read directly
     _call(journal, attempts[0])
     t0 = datetime.now(UTC)
-    states = [("ready", None, t0), ("paused", "lunch", t0 + timedelta(seconds=1)),
-              ("ready", None, t0 + timedelta(seconds=2)), ("logged_out", None, t0 + timedelta(seconds=3))]
+    states = [
+        ("ready", None, t0),
+        ("paused", "lunch", t0 + timedelta(seconds=1)),
+        ("ready", None, t0 + timedelta(seconds=2)),
+        ("logged_out", None, t0 + timedelta(seconds=3)),
+    ]
     for state, code, since in states:
         journal.agent_state(agent, state=state, pause_code=code, campaign_id=None, since=since)
         journal.event("agent.state_changed", f"agent:{agent}", {"agent_id": agent, "state": state})
@@ -341,12 +378,15 @@ async def test_spooled_operations_round_trip_and_agent_states_replay_safely(db: 
         for batch in (first, rest, rest, rest[:2]):  # replays, also of an older part
             async with conn.transaction():
                 await apply_ops(conn, batch)
-    log = await db.fetch("SELECT state, pause_code, started_at, ended_at FROM agent_state_log "
-                         "WHERE agent_id = $1 ORDER BY started_at", agent)
+    log = await db.fetch(
+        "SELECT state, pause_code, started_at, ended_at FROM agent_state_log WHERE agent_id = $1 ORDER BY started_at",
+        agent,
+    )
     assert [(r["state"], r["pause_code"], r["started_at"], r["ended_at"]) for r in log] == [
         ("ready", None, t0, t0 + timedelta(seconds=1)),
         ("paused", "lunch", t0 + timedelta(seconds=1), t0 + timedelta(seconds=2)),
-        ("ready", None, t0 + timedelta(seconds=2), t0 + timedelta(seconds=3))]
+        ("ready", None, t0 + timedelta(seconds=2), t0 + timedelta(seconds=3)),
+    ]
     row = await db.fetchrow("SELECT state, state_since FROM agents WHERE id = $1", agent)
     assert (row["state"], row["state_since"]) == ("logged_out", t0 + timedelta(seconds=3)), "never moved back"
     events = await db.fetch("SELECT payload FROM webhook_outbox WHERE subject = $1 ORDER BY id", f"agent:{agent}")
@@ -354,7 +394,8 @@ async def test_spooled_operations_round_trip_and_agent_states_replay_safely(db: 
 
 
 async def test_agent_states_survive_a_postgres_stop_through_the_journal(
-        stoppable_pg: EmbeddedPostgres, tmp_path: Path) -> None:
+    stoppable_pg: EmbeddedPostgres, tmp_path: Path
+) -> None:
     pool = await create_pool(stoppable_pg.uri, min_size=1, max_size=2)
     journal = CallJournal(pool, spool_dir=tmp_path / "journal", backoff=FAST, write_timeout_s=2)
     sessions = AgentSessions(None, pool, journal=journal)  # type: ignore[arg-type]  # no phone calls here
@@ -377,15 +418,27 @@ async def test_agent_states_survive_a_postgres_stop_through_the_journal(
         await again.start()
         await _wait_empty(again)
         await again.close()
-        log = await pool.fetch("SELECT state, pause_code, ended_at IS NULL AS open FROM agent_state_log "
-                               "WHERE agent_id = $1 ORDER BY started_at", agent)
+        log = await pool.fetch(
+            "SELECT state, pause_code, ended_at IS NULL AS open FROM agent_state_log "
+            "WHERE agent_id = $1 ORDER BY started_at",
+            agent,
+        )
         assert [(r["state"], r["pause_code"], r["open"]) for r in log] == [
-            ("ready", None, False), ("paused", "lunch", False), ("ready", None, False), ("paused", "meeting", True)]
+            ("ready", None, False),
+            ("paused", "lunch", False),
+            ("ready", None, False),
+            ("paused", "meeting", True),
+        ]
         assert await pool.fetchval("SELECT pause_code FROM agents WHERE id = $1", agent) == "meeting"
-        events = await pool.fetch("SELECT payload FROM webhook_outbox WHERE event_type = 'agent.state_changed' "
-                                  "ORDER BY id")
+        events = await pool.fetch(
+            "SELECT payload FROM webhook_outbox WHERE event_type = 'agent.state_changed' ORDER BY id"
+        )
         assert [(e["payload"]["state"], e["payload"]["previous"]) for e in events] == [
-            ("ready", None), ("paused", "ready"), ("ready", "paused"), ("paused", "ready")]
+            ("ready", None),
+            ("paused", "ready"),
+            ("ready", "paused"),
+            ("paused", "ready"),
+        ]
     finally:
         await sessions.close()
         pool.terminate()
@@ -394,8 +447,9 @@ async def test_agent_states_survive_a_postgres_stop_through_the_journal(
 async def test_a_write_cut_off_mid_transaction_never_reuses_its_connection(db: asyncpg.Pool, pg_dsn: str) -> None:
     """Postgres holds the write (a lock) past the timeout: the connection is dropped, the
     next write on a one-connection pool works, and nothing is applied twice."""
-    pool = await create_pool(dsn_with_database(pg_dsn, await db.fetchval("SELECT current_database()")),
-                             min_size=1, max_size=1)
+    pool = await create_pool(
+        dsn_with_database(pg_dsn, await db.fetchval("SELECT current_database()")), min_size=1, max_size=1
+    )
     try:
         _, attempts = await _attempts(pool, 2)
         before = await pool.fetchval("SELECT pg_backend_pid()")

@@ -11,19 +11,31 @@ from hitcall_pbx.dialer.engine import Dialer
 from hitcall_pbx.dialer.models import Campaign
 
 
-
 async def test_seeded_stats_keep_todays_true_rate(db):
     cid, _ = await create_campaign(db, "seeded", mode="predictive", state="running")
     now = datetime.now(UTC)
     rows = []
     for i in range(2000):
         abandoned = i < 120  # 120 abandoned, 1880 connected: 6 % today
-        rows.append((uuid.uuid4(), cid, "+358201234567", "predictive", "ended", now - timedelta(minutes=1),
-                     now, "abandoned" if abandoned else "answered_human", abandoned,
-                     now + timedelta(days=700)))
+        rows.append(
+            (
+                uuid.uuid4(),
+                cid,
+                "+358201234567",
+                "predictive",
+                "ended",
+                now - timedelta(minutes=1),
+                now,
+                "abandoned" if abandoned else "answered_human",
+                abandoned,
+                now + timedelta(days=700),
+            )
+        )
     await db.executemany(
         """INSERT INTO call_attempts (id, campaign_id, caller_id, mode, state, created_at, ended_at, outcome,
-                                      abandoned, retention_until) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)""", rows)
+                                      abandoned, retention_until) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)""",
+        rows,
+    )
     campaign = Campaign.from_row(await db.fetchrow("SELECT * FROM campaigns WHERE id = $1", cid))
     dialer = Dialer.__new__(Dialer)
     dialer.pool = db

@@ -14,8 +14,13 @@ import pytest
 from hitcall_pbx.errors import ConfigError
 from hitcall_pbx.store.embedded import SERVER_SETTINGS, EmbeddedPostgres
 
-_SHOWN = {"wal_compression": "pglz", "wal_writer_delay": "10ms", "max_wal_size": "4GB",
-          "checkpoint_timeout": "15min", "wal_buffers": "16MB"}
+_SHOWN = {
+    "wal_compression": "pglz",
+    "wal_writer_delay": "10ms",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+    "wal_buffers": "16MB",
+}
 
 
 @pytest.fixture

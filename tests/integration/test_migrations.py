@@ -6,7 +6,7 @@ import asyncio
 import shutil
 import tempfile
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
@@ -69,8 +69,9 @@ async def test_upgrade_moves_attempts_in_progress_to_live_attempts(empty_db_dsn:
         campaign = await _campaign(conn)
         contact = await _contact(conn, await _list(conn))
         live = await _attempt(conn, campaign, contact, table="call_attempts", state="ringing")
-        ended = await _attempt(conn, campaign, None, table="call_attempts", ended_at=datetime.now(timezone.utc),
-                               outcome="busy", state="ended")
+        ended = await _attempt(
+            conn, campaign, None, table="call_attempts", ended_at=datetime.now(UTC), outcome="busy", state="ended"
+        )
         await migrations.apply(conn)
         assert await conn.fetchval("SELECT array_agg(id) FROM live_attempts") == [live]
         assert await conn.fetchval("SELECT array_agg(id) FROM call_attempts") == [ended]
@@ -80,7 +81,10 @@ async def test_upgrade_moves_attempts_in_progress_to_live_attempts(empty_db_dsn:
             """INSERT INTO recordings (attempt_id, campaign_id, path, sha256, size_bytes, duration_s, format,
                                        created_at, retention_until)
                VALUES ($1, $2, 'x/y.wav', $3, 1, 1, 'wav', now(), now() + interval '3 months')""",
-            live, campaign, "ab" * 32)
+            live,
+            campaign,
+            "ab" * 32,
+        )
     finally:
         await conn.close()
 
@@ -89,9 +93,7 @@ async def test_status_reports_pending_then_applied(empty_db_dsn: str) -> None:
     pool = await create_pool(empty_db_dsn, max_size=2)
     try:
         before = await migrations.status(pool)
-        assert [(s.version, s.name, s.applied_at) for s in before] == [
-            (m.version, m.name, None) for m in REAL
-        ]
+        assert [(s.version, s.name, s.applied_at) for s in before] == [(m.version, m.name, None) for m in REAL]
         # status only reads: it does not create the bookkeeping table
         assert await pool.fetchval("SELECT to_regclass('schema_migrations')") is None
         with pytest.raises(MigrationError, match="pending"):
@@ -115,9 +117,7 @@ async def _apply_on_own_connection(dsn: str, directory: Path | None) -> list[str
 
 
 async def test_concurrent_apply_applies_each_once(empty_db_dsn: str) -> None:
-    results = await asyncio.gather(
-        *(_apply_on_own_connection(empty_db_dsn, None) for _ in range(4))
-    )
+    results = await asyncio.gather(*(_apply_on_own_connection(empty_db_dsn, None) for _ in range(4)))
     applied = [name for r in results for name in r]
     assert sorted(applied) == sorted(REAL_NAMES)
     conn = await connect(empty_db_dsn)
@@ -132,9 +132,7 @@ async def test_concurrent_apply_with_slow_migrations(empty_db_dsn: str, mig_dir:
     write(mig_dir, "0001_a.sql", "CREATE TABLE a (id int); INSERT INTO a VALUES (1);")
     write(mig_dir, "0002_slow.sql", "SELECT pg_sleep(0.3); CREATE TABLE b (id int); INSERT INTO a VALUES (2);")
     write(mig_dir, "0003_c.sql", "CREATE TABLE c (id int); INSERT INTO a VALUES (3);")
-    results = await asyncio.gather(
-        *(_apply_on_own_connection(empty_db_dsn, mig_dir) for _ in range(4))
-    )
+    results = await asyncio.gather(*(_apply_on_own_connection(empty_db_dsn, mig_dir) for _ in range(4)))
     assert sorted(n for r in results for n in r) == ["0001_a", "0002_slow", "0003_c"]
     assert sum(1 for r in results if r) == 1  # one runner did all the work, the others waited
     conn = await connect(empty_db_dsn)
@@ -228,7 +226,9 @@ async def test_failing_migration_is_rolled_back(empty_db_dsn: str, mig_dir: Path
         assert await conn.fetchval("SELECT to_regclass('b')") is None
         status = await migrations.status(conn, mig_dir)
         assert [(s.name, s.applied_at is not None) for s in status] == [
-            ("0001_a", True), ("0002_b", False), ("0003_c", False)
+            ("0001_a", True),
+            ("0002_b", False),
+            ("0003_c", False),
         ]
         # a file that was never applied may still be fixed
         bad.write_text("CREATE TABLE b (id int);")
@@ -314,15 +314,11 @@ async def _campaign(conn: asyncpg.Connection, **fields: object) -> int:
     values.update(fields)
     cols = ", ".join(values)
     params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-    return await conn.fetchval(
-        f"INSERT INTO campaigns ({cols}) VALUES ({params}) RETURNING id", *values.values()
-    )
+    return await conn.fetchval(f"INSERT INTO campaigns ({cols}) VALUES ({params}) RETURNING id", *values.values())
 
 
 async def _list(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval(
-        "INSERT INTO contact_lists (name) VALUES ($1) RETURNING id", f"l-{uuid.uuid4().hex[:8]}"
-    )
+    return await conn.fetchval("INSERT INTO contact_lists (name) VALUES ($1) RETURNING id", f"l-{uuid.uuid4().hex[:8]}")
 
 
 async def _contact(conn: asyncpg.Connection, list_id: int, phone: str = "+358401234567", **fields: object) -> int:
@@ -330,13 +326,17 @@ async def _contact(conn: asyncpg.Connection, list_id: int, phone: str = "+358401
     values.update(fields)
     cols = ", ".join(values)
     params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-    return await conn.fetchval(
-        f"INSERT INTO contacts ({cols}) VALUES ({params}) RETURNING id", *values.values()
-    )
+    return await conn.fetchval(f"INSERT INTO contacts ({cols}) VALUES ({params}) RETURNING id", *values.values())
 
 
-async def _attempt(conn: asyncpg.Connection, campaign_id: int, contact_id: int | None, *,
-                   table: str = "live_attempts", **fields: object) -> uuid.UUID:
+async def _attempt(
+    conn: asyncpg.Connection,
+    campaign_id: int,
+    contact_id: int | None,
+    *,
+    table: str = "live_attempts",
+    **fields: object,
+) -> uuid.UUID:
     values = {
         "id": uuid.uuid4(),
         "campaign_id": campaign_id,
@@ -344,17 +344,15 @@ async def _attempt(conn: asyncpg.Connection, campaign_id: int, contact_id: int |
         "dialled_number": "+358401234567",
         "caller_id": "+358912345678",
         "mode": "progressive",
-        "retention_until": datetime.now(timezone.utc) + timedelta(days=730),
+        "retention_until": datetime.now(UTC) + timedelta(days=730),
     }
     values.update(fields)
     cols = ", ".join(values)
     params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-    return await conn.fetchval(
-        f"INSERT INTO {table} ({cols}) VALUES ({params}) RETURNING id", *values.values()
-    )
+    return await conn.fetchval(f"INSERT INTO {table} ({cols}) VALUES ({params}) RETURNING id", *values.values())
 
 
-CALL_DATE = datetime(2025, 8, 31, 10, 0, tzinfo=timezone.utc)
+CALL_DATE = datetime(2025, 8, 31, 10, 0, tzinfo=UTC)
 
 
 async def _recording(conn: asyncpg.Connection, **fields: object) -> uuid.UUID:
@@ -377,9 +375,7 @@ async def _recording(conn: asyncpg.Connection, **fields: object) -> uuid.UUID:
     if retention is None:
         cols += ", retention_until"
         params += ", hitcall_add_months($8, 6)"
-    return await conn.fetchval(
-        f"INSERT INTO recordings ({cols}) VALUES ({params}) RETURNING id", *values.values()
-    )
+    return await conn.fetchval(f"INSERT INTO recordings ({cols}) VALUES ({params}) RETURNING id", *values.values())
 
 
 async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
@@ -391,16 +387,26 @@ async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
             await conn.execute("INSERT INTO users (username, role) VALUES ('anna.k', 'agent')")
         await conn.execute(
             "INSERT INTO api_tokens (user_id, name, token_hash, scopes) VALUES ($1, 'crm', $2, $3)",
-            user, "0" * 64, ["calls:read", "contacts:write"],
+            user,
+            "0" * 64,
+            ["calls:read", "contacts:write"],
         )
         await conn.execute(
             "INSERT INTO sessions (token_hash, user_id, expires_at, source_ip) VALUES ($1, $2, now() + interval '8 hours', '10.0.0.5')",
-            "1" * 64, user,
+            "1" * 64,
+            user,
         )
         campaign = await _campaign(
-            conn, mode="predictive", state="running", info_message_sound="sound:hitcall/info-acme",
-            recording_announcement="sound:hitcall/recorded", record_calls=True, amd_enabled=True,
-            window_days=[1, 2, 3, 4, 5, 6], company_name="Acme Oy", callback_number="+358207654321",
+            conn,
+            mode="predictive",
+            state="running",
+            info_message_sound="sound:hitcall/info-acme",
+            recording_announcement="sound:hitcall/recorded",
+            record_calls=True,
+            amd_enabled=True,
+            window_days=[1, 2, 3, 4, 5, 6],
+            company_name="Acme Oy",
+            callback_number="+358207654321",
         )
         lst = await _list(conn)
         await conn.execute("INSERT INTO campaign_lists (campaign_id, list_id) VALUES ($1, $2)", campaign, lst)
@@ -411,15 +417,25 @@ async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
         await conn.execute("INSERT INTO agent_campaigns VALUES ($1, $2)", agent, campaign)
         await conn.execute(
             "INSERT INTO agent_state_log (agent_id, state, pause_code, campaign_id, started_at) VALUES ($1, 'paused', 'lunch', $2, now())",
-            agent, campaign,
+            agent,
+            campaign,
         )
         contact = await _contact(
-            conn, lst, name="Matti Meikäläinen", email="matti@example.fi", timezone="Europe/Helsinki",
-            marketing_permission=True, extra={"crm_segment": "gold", "score": 3}, external_id="crm-77",
-            status="callback", callback_at=datetime.now(timezone.utc) + timedelta(hours=2), callback_agent_id=agent,
+            conn,
+            lst,
+            name="Matti Meikäläinen",
+            email="matti@example.fi",
+            timezone="Europe/Helsinki",
+            marketing_permission=True,
+            extra={"crm_segment": "gold", "score": 3},
+            external_id="crm-77",
+            status="callback",
+            callback_at=datetime.now(UTC) + timedelta(hours=2),
+            callback_agent_id=agent,
         )
         assert await conn.fetchval("SELECT extra FROM contacts WHERE id = $1", contact) == {
-            "crm_segment": "gold", "score": 3
+            "crm_segment": "gold",
+            "score": 3,
         }
         await conn.execute("INSERT INTO dnc_entries (phone_e164, source) VALUES ('+358409999999', 'ivr_optout')")
         await conn.execute(
@@ -427,20 +443,38 @@ async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
         )
         await conn.execute("INSERT INTO suppression_hashes (hash) VALUES ($1)", "f" * 64)
         attempt = await _attempt(
-            conn, campaign, contact, table="call_attempts", agent_id=agent, mode="predictive", state="ended",
-            ended_at=datetime.now(timezone.utc), outcome="answered_human", ring_s=7.25, talk_s=61.5,
-            answer_to_bridge_ms=14, hangup_cause=16, amd_status="HUMAN", amd_cause="HUMAN-300-300",
+            conn,
+            campaign,
+            contact,
+            table="call_attempts",
+            agent_id=agent,
+            mode="predictive",
+            state="ended",
+            ended_at=datetime.now(UTC),
+            outcome="answered_human",
+            ring_s=7.25,
+            talk_s=61.5,
+            answer_to_bridge_ms=14,
+            hangup_cause=16,
+            amd_status="HUMAN",
+            amd_cause="HUMAN-300-300",
             disposition="sale",
         )
         await conn.execute(
             "INSERT INTO preview_offers (agent_id, campaign_id, contact_id, attempt_id, expires_at, decided_at, decision)"
             " VALUES ($1, $2, $3, $4, now() + interval '30 s', now(), 'accept')",
-            agent, campaign, contact, attempt,
+            agent,
+            campaign,
+            contact,
+            attempt,
         )
         await conn.execute(
             "INSERT INTO recordings (attempt_id, campaign_id, path, sha256, size_bytes, duration_s, format, created_at, retention_until)"
             " VALUES ($1, $2, 'a/b.wav', $3, 1000, 1.5, 'wav', $4, hitcall_add_months($4, 6))",
-            attempt, campaign, "0a" * 32, CALL_DATE,
+            attempt,
+            campaign,
+            "0a" * 32,
+            CALL_DATE,
         )
         await conn.execute(
             "INSERT INTO audit_log (actor, actor_role, action, object_type, object_id, details, source_ip)"
@@ -449,15 +483,15 @@ async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
         )
         sub = await conn.fetchval(
             "INSERT INTO webhook_subscriptions (url, secret, event_types) VALUES ('https://crm.example/hooks', $1, $2) RETURNING id",
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", ["call.ended", "recording.ready"],
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ["call.ended", "recording.ready"],
         )
         outbox = await conn.fetchval(
             "INSERT INTO webhook_outbox (event_type, subject, payload) VALUES ('call.ended', $1, $2) RETURNING id",
-            f"call:{attempt}", {"attempt_id": str(attempt)},
+            f"call:{attempt}",
+            {"attempt_id": str(attempt)},
         )
-        await conn.execute(
-            "INSERT INTO webhook_deliveries (outbox_id, subscription_id) VALUES ($1, $2)", outbox, sub
-        )
+        await conn.execute("INSERT INTO webhook_deliveries (outbox_id, subscription_id) VALUES ($1, $2)", outbox, sub)
         await conn.execute("INSERT INTO alarms (name, details) VALUES ('ari.disconnected', $1)", {"since": "now"})
         assert await conn.fetchval("SELECT octet_length(suppression_salt) FROM installation") == 32
 
@@ -469,7 +503,16 @@ async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
 
 @pytest.mark.parametrize(
     "phone",
-    ["0401234567", "358401234567", "+0401234567", "+35840", "+3584012345678901", "+358 40 123 4567", "+358-40-1234567", ""],
+    [
+        "0401234567",
+        "358401234567",
+        "+0401234567",
+        "+35840",
+        "+3584012345678901",
+        "+358 40 123 4567",
+        "+358-40-1234567",
+        "",
+    ],
 )
 async def test_invalid_e164_is_refused(db: asyncpg.Pool, phone: str) -> None:
     async with db.acquire() as conn:
@@ -542,15 +585,13 @@ async def test_recording_hold_is_limited_to_18_months(db: asyncpg.Pool) -> None:
         hold = "UPDATE recordings SET held_until = $2, hold_reason = 'complaint', hold_case_id = 'C-1' WHERE id = $1"
         with pytest.raises(asyncpg.CheckViolationError, match="recordings_hold_limit_check"):
             await conn.execute(hold, rec, CALL_DATE + timedelta(days=550))
-        await conn.execute(hold, rec, datetime(2027, 2, 28, 10, 0, tzinfo=timezone.utc))  # 18 months exactly
+        await conn.execute(hold, rec, datetime(2027, 2, 28, 10, 0, tzinfo=UTC))  # 18 months exactly
         with pytest.raises(asyncpg.CheckViolationError, match="recordings_hold_limit_check"):
-            await conn.execute(hold, rec, datetime(2027, 2, 28, 10, 0, 1, tzinfo=timezone.utc))
+            await conn.execute(hold, rec, datetime(2027, 2, 28, 10, 0, 1, tzinfo=UTC))
         with pytest.raises(asyncpg.CheckViolationError, match="recordings_hold_check"):
             await conn.execute("UPDATE recordings SET hold_reason = NULL WHERE id = $1", rec)
         with pytest.raises(asyncpg.CheckViolationError, match="recordings_purged_not_held_check"):
-            await conn.execute(
-                "UPDATE recordings SET purged_at = now(), purge_reason = 'retention' WHERE id = $1", rec
-            )
+            await conn.execute("UPDATE recordings SET purged_at = now(), purge_reason = 'retention' WHERE id = $1", rec)
 
 
 async def test_recording_retention_stays_between_2_and_6_months(db: asyncpg.Pool) -> None:
@@ -560,16 +601,18 @@ async def test_recording_retention_stays_between_2_and_6_months(db: asyncpg.Pool
         with pytest.raises(asyncpg.CheckViolationError, match="recordings_retention_check"):
             await _recording(conn, retention_until=CALL_DATE + timedelta(days=200))
         # 2025-08-31 + 6 months = 2026-02-28 (month end clamped), the same as hitcall_add_months
-        rec = await _recording(conn, retention_until=datetime(2026, 2, 28, 10, 0, tzinfo=timezone.utc))
+        rec = await _recording(conn, retention_until=datetime(2026, 2, 28, 10, 0, tzinfo=UTC))
         # purging for retention before the deadline is refused; erasure may purge early
         with pytest.raises(asyncpg.CheckViolationError, match="recordings_purge_deadline_check"):
             await conn.execute(
                 "UPDATE recordings SET purged_at = $2, purge_reason = 'retention' WHERE id = $1",
-                rec, datetime(2026, 1, 1, tzinfo=timezone.utc),
+                rec,
+                datetime(2026, 1, 1, tzinfo=UTC),
             )
         await conn.execute(
             "UPDATE recordings SET purged_at = $2, purge_reason = 'erasure' WHERE id = $1",
-            rec, datetime(2025, 9, 1, tzinfo=timezone.utc),
+            rec,
+            datetime(2025, 9, 1, tzinfo=UTC),
         )
         with pytest.raises(asyncpg.CheckViolationError, match="recordings_path_check"):
             await _recording(conn, path="../../etc/passwd")
@@ -629,9 +672,7 @@ async def test_dnc_is_unique_per_number_and_campaign(db: asyncpg.Pool) -> None:
         with pytest.raises(asyncpg.UniqueViolationError, match="dnc_entries_campaign_key"):
             await conn.execute(ins, c1)
         with pytest.raises(asyncpg.CheckViolationError):
-            await conn.execute(
-                "INSERT INTO dnc_entries (phone_e164, source) VALUES ('+358401111112', 'rumour')"
-            )
+            await conn.execute("INSERT INTO dnc_entries (phone_e164, source) VALUES ('+358401111112', 'rumour')")
 
 
 async def test_live_attempt_and_cdr_rules(db: asyncpg.Pool) -> None:
@@ -647,7 +688,8 @@ async def test_live_attempt_and_cdr_rules(db: asyncpg.Pool) -> None:
             await _attempt(conn, campaign + 1000, None)
         with pytest.raises(asyncpg.CheckViolationError, match="live_attempts_not_ended_check"):
             await conn.execute(
-                "UPDATE live_attempts SET state = 'ended', ended_at = now(), outcome = 'busy' WHERE id = $1", live)
+                "UPDATE live_attempts SET state = 'ended', ended_at = now(), outcome = 'busy' WHERE id = $1", live
+            )
 
         async def cdr(contact: int | None = None, **fields: object) -> uuid.UUID:
             return await _attempt(conn, campaign, contact, table="call_attempts", **fields)
@@ -656,13 +698,12 @@ async def test_live_attempt_and_cdr_rules(db: asyncpg.Pool) -> None:
         with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_ended_check"):
             await cdr(outcome="busy")
         with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_ended_has_outcome"):
-            await cdr(ended_at=datetime.now(timezone.utc))
+            await cdr(ended_at=datetime.now(UTC))
         with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_is_cdr_check"):
             await cdr(state="ringing")
         with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_abandoned_check"):
-            await cdr(ended_at=datetime.now(timezone.utc), outcome="abandoned")
-        ended = await cdr(contact, ended_at=datetime.now(timezone.utc), outcome="abandoned",
-                          abandoned=True)
+            await cdr(ended_at=datetime.now(UTC), outcome="abandoned")
+        ended = await cdr(contact, ended_at=datetime.now(UTC), outcome="abandoned", abandoned=True)
         # anonymisation must really remove the personal data
         with pytest.raises(asyncpg.CheckViolationError, match="call_attempts_anonymised_check"):
             await conn.execute("UPDATE call_attempts SET anonymised_at = now() WHERE id = $1", ended)
@@ -670,10 +711,15 @@ async def test_live_attempt_and_cdr_rules(db: asyncpg.Pool) -> None:
             "UPDATE call_attempts SET anonymised_at = now(), dialled_number = NULL, contact_id = NULL WHERE id = $1",
             ended,
         )
-        for fields in ({"outcome": "hung_up"}, {"hangup_cause": 200}, {"amd_status": "maybe"}, {"ring_s": -1},
-                       {"retention_until": datetime(2000, 1, 1, tzinfo=timezone.utc)}):
+        for fields in (
+            {"outcome": "hung_up"},
+            {"hangup_cause": 200},
+            {"amd_status": "maybe"},
+            {"ring_s": -1},
+            {"retention_until": datetime(2000, 1, 1, tzinfo=UTC)},
+        ):
             with pytest.raises(asyncpg.CheckViolationError):
-                await cdr(**{"ended_at": datetime.now(timezone.utc), "outcome": "busy", **fields})
+                await cdr(**{"ended_at": datetime.now(UTC), "outcome": "busy", **fields})
         # every attempt is in one of the two tables; all_attempts shows both
         assert {r["id"] for r in await conn.fetch("SELECT id FROM all_attempts")} == {live, ended}
         # erasing the contact: the live attempt keeps going without it; a campaign with live
@@ -691,7 +737,9 @@ async def test_agent_and_offer_rules(db: asyncpg.Pool) -> None:
         with pytest.raises(asyncpg.CheckViolationError, match="agents_number_check"):
             await conn.execute("INSERT INTO agents (number, name) VALUES ('12a', 'A')")
         agent = await conn.fetchval("INSERT INTO agents (number, name) VALUES ('1', 'A') RETURNING id")
-        await conn.execute("INSERT INTO agent_state_log (agent_id, state, started_at) VALUES ($1, 'ready', now())", agent)
+        await conn.execute(
+            "INSERT INTO agent_state_log (agent_id, state, started_at) VALUES ($1, 'ready', now())", agent
+        )
         with pytest.raises(asyncpg.UniqueViolationError, match="agent_state_log_open_key"):
             await conn.execute(
                 "INSERT INTO agent_state_log (agent_id, state, started_at) VALUES ($1, 'on_call', now())", agent
@@ -749,7 +797,7 @@ async def test_sql_month_arithmetic_matches_core(db: asyncpg.Pool) -> None:
     for year in (2023, 2024, 2025):
         for month in range(1, 13):
             for day in (1, 28, 29, 30, 31):
-                for hh, mm, tz in ((0, 0, timezone.utc), (23, 59, timezone.utc), (0, 30, helsinki)):
+                for hh, mm, tz in ((0, 0, UTC), (23, 59, UTC), (0, 30, helsinki)):
                     try:
                         stamps.append(datetime(year, month, day, hh, mm, 59, 999999, tzinfo=tz))
                     except ValueError:
@@ -757,7 +805,8 @@ async def test_sql_month_arithmetic_matches_core(db: asyncpg.Pool) -> None:
     for months in (1, 2, 6, 18, 24):
         got = await db.fetch(
             "SELECT hitcall_add_months(ts, $2) AS d FROM unnest($1::timestamptz[]) WITH ORDINALITY AS t(ts, n) ORDER BY n",
-            stamps, months,
+            stamps,
+            months,
         )
         assert [r["d"] for r in got] == [add_months(ts, months) for ts in stamps]
 

@@ -42,18 +42,28 @@ def privacy(db, store) -> PrivacyService:
 async def seed(db, store: RecordingStore, tmp: Path, *, number: str = NUMBER, email: str = "Maija.M@example.fi"):
     """A person on two lists (one reached by e-mail only), a DNC entry, two calls, one recorded."""
     campaign = await db.fetchval(
-        "INSERT INTO campaigns (name, mode) VALUES ($1, 'preview') RETURNING id", f"c-{uuid.uuid4().hex[:6]}")
-    lists = [await db.fetchval("INSERT INTO contact_lists (name) VALUES ($1) RETURNING id", f"l-{uuid.uuid4().hex}")
-             for _ in range(2)]
+        "INSERT INTO campaigns (name, mode) VALUES ($1, 'preview') RETURNING id", f"c-{uuid.uuid4().hex[:6]}"
+    )
+    lists = [
+        await db.fetchval("INSERT INTO contact_lists (name) VALUES ($1) RETURNING id", f"l-{uuid.uuid4().hex}")
+        for _ in range(2)
+    ]
     await db.execute("INSERT INTO campaign_lists (campaign_id, list_id) VALUES ($1, $2)", campaign, lists[0])
     c1 = await db.fetchval(
         """INSERT INTO contacts (list_id, phone_e164, name, email, marketing_permission, external_id)
-           VALUES ($1, $2, 'Maija Meikäläinen', $3, true, 'crm-1') RETURNING id""", lists[0], number, email)
+           VALUES ($1, $2, 'Maija Meikäläinen', $3, true, 'crm-1') RETURNING id""",
+        lists[0],
+        number,
+        email,
+    )
     c2 = await db.fetchval(
-        "INSERT INTO contacts (list_id, phone_e164, name) VALUES ($1, $2, 'M. M.') RETURNING id", lists[1], number)
+        "INSERT INTO contacts (list_id, phone_e164, name) VALUES ($1, $2, 'M. M.') RETURNING id", lists[1], number
+    )
     await db.execute(
         "INSERT INTO dnc_entries (phone_e164, campaign_id, reason, source) VALUES ($1, $2, 'asked', 'agent')",
-        number, campaign)
+        number,
+        campaign,
+    )
     attempts = []
     for days in (30, 3):
         a = uuid.uuid4()
@@ -62,14 +72,27 @@ async def seed(db, store: RecordingStore, tmp: Path, *, number: str = NUMBER, em
             """INSERT INTO call_attempts (id, campaign_id, contact_id, dialled_number, caller_id, mode, created_at,
                                           retention_until, state, ended_at, outcome)
                VALUES ($1, $2, $3, $4, '+358931234567', 'preview', $5, $6, 'ended', $5, 'answered_human')""",
-            a, campaign, c1, number, created, add_months(created, 24))
+            a,
+            campaign,
+            c1,
+            number,
+            created,
+            add_months(created, 24),
+        )
         attempts.append(a)
     source = tmp / "call.sln"
     audio = bytes(range(256)) * 64
     source.write_bytes(audio)
-    rec = await store.finalize(db, source_path=source, recording_id=uuid.uuid4(), attempt_id=attempts[0],
-                               campaign_id=campaign, call_at=NOW - timedelta(days=30), policy=RetentionPolicy(),
-                               format="sln")
+    rec = await store.finalize(
+        db,
+        source_path=source,
+        recording_id=uuid.uuid4(),
+        attempt_id=attempts[0],
+        campaign_id=campaign,
+        call_at=NOW - timedelta(days=30),
+        policy=RetentionPolicy(),
+        format="sln",
+    )
     return {"campaign": campaign, "contacts": [c1, c2], "attempts": attempts, "recording": rec, "audio": audio}
 
 
@@ -86,8 +109,12 @@ async def test_export_contains_everything_stored(db, store, privacy, tmp_path):
     assert sorted(c["id"] for c in data["contacts"]) == sorted(s["contacts"])
     first = next(c for c in data["contacts"] if c["id"] == s["contacts"][0])
     assert first["name"] == "Maija Meikäläinen" and first["email"] == "Maija.M@example.fi"
-    assert {"contact_id": s["contacts"][0], "marketing_permission": True, "marketing_prohibited": False,
-            "processing_restricted": False} in data["permissions"]
+    assert {
+        "contact_id": s["contacts"][0],
+        "marketing_permission": True,
+        "marketing_prohibited": False,
+        "processing_restricted": False,
+    } in data["permissions"]
     assert [d["source"] for d in data["do_not_call"]] == ["agent"]
     assert sorted(a["id"] for a in data["call_attempts"]) == sorted(map(str, s["attempts"]))
     assert data["recordings"][0]["id"] == str(s["recording"].id)
@@ -145,16 +172,23 @@ async def test_erase_then_export_shows_nothing_personal_and_the_number_stays_blo
 
     after = await privacy.export(NUMBER, actor=DPO)
     assert after.data["suppressed"] is True
-    assert (after.data["contacts"], after.data["call_attempts"], after.data["recordings"],
-            after.data["do_not_call"]) == ([], [], [], [])
+    assert (
+        after.data["contacts"],
+        after.data["call_attempts"],
+        after.data["recordings"],
+        after.data["do_not_call"],
+    ) == ([], [], [], [])
     assert "Maija" not in dumped(after.data)
 
     salt = bytes(await db.fetchval("SELECT suppression_salt FROM installation"))
-    assert await db.fetchval("SELECT count(*) FROM suppression_hashes WHERE hash = $1",
-                             salted_number_hash(NUMBER, salt)) == 1
+    assert (
+        await db.fetchval("SELECT count(*) FROM suppression_hashes WHERE hash = $1", salted_number_hash(NUMBER, salt))
+        == 1
+    )
     assert await privacy.is_suppressed("0401234567") and not await privacy.is_suppressed(OTHER)
-    verdict = check_dial(DialContext(phone=NUMBER, now=NOW, max_attempts=3,
-                                     suppressed=await privacy.is_suppressed(NUMBER)))
+    verdict = check_dial(
+        DialContext(phone=NUMBER, now=NOW, max_attempts=3, suppressed=await privacy.is_suppressed(NUMBER))
+    )
     assert not verdict.allowed and verdict.reason is DialReason.SUPPRESSED
     # The other person is untouched; nothing in the audit log names the erased one.
     assert await db.fetchval("SELECT count(*) FROM contacts WHERE phone_e164 = $1", OTHER) == 2
@@ -164,9 +198,12 @@ async def test_erase_then_export_shows_nothing_personal_and_the_number_stays_blo
     assert "Maija" not in dumped([dict(r) for r in audit_rows])
     erase_row = next(r for r in audit_rows if r["action"] == "subject.erase")
     assert erase_row["object_id"] == salted_number_hash(NUMBER, salt)
-    assert await db.fetchval(
-        "SELECT count(*) FROM webhook_outbox WHERE event_type = 'recording.purged' AND payload->>'reason' = 'erasure'"
-    ) == 1
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM webhook_outbox WHERE event_type = 'recording.purged' AND payload->>'reason' = 'erasure'"
+        )
+        == 1
+    )
 
 
 async def test_erasure_during_a_call_reaches_the_cdr_written_after_it(db, store, privacy, tmp_path):
@@ -178,15 +215,31 @@ async def test_erasure_during_a_call_reaches_the_cdr_written_after_it(db, store,
         """INSERT INTO live_attempts (id, campaign_id, contact_id, dialled_number, caller_id, mode, state, created_at,
                                       retention_until)
            VALUES ($1, $2, $3, $4, '+358931234567', 'preview', 'bridged', $5, $6)""",
-        live, s["campaign"], s["contacts"][0], NUMBER, NOW, add_months(NOW, 24))
+        live,
+        s["campaign"],
+        s["contacts"][0],
+        NUMBER,
+        NOW,
+        add_months(NOW, 24),
+    )
     exported = await privacy.export(NUMBER, actor=DPO)
     assert str(live) in {a["id"] for a in exported.data["call_attempts"]}  # a live call is held data too
     report = await privacy.erase(NUMBER, actor=DPO)
     assert report.attempts_anonymised == 3
-    record = CdrRecord(id=live, campaign_id=s["campaign"], contact_id=s["contacts"][0], dialled_number=NUMBER,
-                       caller_id="+358931234567", mode="preview", created_at=NOW, answered_at=NOW,
-                       bridged_at=NOW, ended_at=NOW + timedelta(seconds=30), outcome="answered_human",
-                       retention_until=add_months(NOW, 24))
+    record = CdrRecord(
+        id=live,
+        campaign_id=s["campaign"],
+        contact_id=s["contacts"][0],
+        dialled_number=NUMBER,
+        caller_id="+358931234567",
+        mode="preview",
+        created_at=NOW,
+        answered_at=NOW,
+        bridged_at=NOW,
+        ended_at=NOW + timedelta(seconds=30),
+        outcome="answered_human",
+        retention_until=add_months(NOW, 24),
+    )
     async with db.acquire() as conn:
         await write_cdrs(conn, [record])
     row = await db.fetchrow("SELECT * FROM call_attempts WHERE id = $1", live)
@@ -197,13 +250,20 @@ async def test_erasure_during_a_call_reaches_the_cdr_written_after_it(db, store,
 async def test_erase_keeps_a_held_recording_and_says_why(db, store, privacy, tmp_path):
     s = await seed(db, store, tmp_path)
     until = NOW + timedelta(days=200)
-    await RetentionOps(db, store).hold(s["recording"].id, until=until, reason="complaint: mis-selling",
-                                       case_id="CASE-42", actor=DPO)
+    await RetentionOps(db, store).hold(
+        s["recording"].id, until=until, reason="complaint: mis-selling", case_id="CASE-42", actor=DPO
+    )
     report = await privacy.erase(NUMBER, actor=DPO)
     assert report.recordings_deleted == []
-    assert report.recordings_retained == [{
-        "recording_id": str(s["recording"].id), "reason": "complaint_hold", "hold_reason": "complaint: mis-selling",
-        "case_id": "CASE-42", "held_until": until.isoformat()}]
+    assert report.recordings_retained == [
+        {
+            "recording_id": str(s["recording"].id),
+            "reason": "complaint_hold",
+            "hold_reason": "complaint: mis-selling",
+            "case_id": "CASE-42",
+            "held_until": until.isoformat(),
+        }
+    ]
     assert report.attempts_retained == [str(s["attempts"][0])] and report.attempts_anonymised == 1
     assert store.absolute(s["recording"].path).exists()
     assert await db.fetchval("SELECT count(*) FROM contacts") == 0
@@ -213,20 +273,36 @@ async def test_erase_keeps_a_held_recording_and_says_why(db, store, privacy, tmp
 async def test_rectify_validates_and_audits_field_names_only(db, store, privacy, tmp_path):
     s = await seed(db, store, tmp_path)
     cid = s["contacts"][0]
-    row = await privacy.rectify(cid, {"name": " Maija Virtanen ", "email": "maija.v@example.fi",
-                                      "timezone": "Europe/Stockholm", "phone_e164": "+46 70 123 45 67"},
-                                actor=SUPERVISOR)
+    row = await privacy.rectify(
+        cid,
+        {
+            "name": " Maija Virtanen ",
+            "email": "maija.v@example.fi",
+            "timezone": "Europe/Stockholm",
+            "phone_e164": "+46 70 123 45 67",
+        },
+        actor=SUPERVISOR,
+    )
     assert (row["name"], row["email"], row["timezone"], row["phone_e164"]) == (
-        "Maija Virtanen", "maija.v@example.fi", "Europe/Stockholm", "+46701234567")
+        "Maija Virtanen",
+        "maija.v@example.fi",
+        "Europe/Stockholm",
+        "+46701234567",
+    )
     audit_row = await db.fetchrow("SELECT * FROM audit_log WHERE action = 'subject.rectify'")
     assert audit_row["object_id"] == str(cid)
     assert audit_row["details"]["fields"] == ["email", "name", "phone_e164", "timezone"]
     assert "Virtanen" not in dumped(dict(audit_row))
 
     before = dict(await db.fetchrow("SELECT * FROM contacts WHERE id = $1", cid))
-    for changes, field in [({"email": "not-an-email"}, "email"), ({"phone_e164": "12"}, "phone_e164"),
-                           ({"timezone": "Mars/Olympus"}, "timezone"), ({"status": "done"}, "status"),
-                           ({"name": 5}, "name"), ({}, "changes")]:
+    for changes, field in [
+        ({"email": "not-an-email"}, "email"),
+        ({"phone_e164": "12"}, "phone_e164"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"status": "done"}, "status"),
+        ({"name": 5}, "name"),
+        ({}, "changes"),
+    ]:
         with pytest.raises(ValidationFailed) as err:
             await privacy.rectify(cid, changes, actor=SUPERVISOR)
         assert err.value.details["field"] == field
@@ -263,8 +339,15 @@ async def test_objection_prohibits_marketing_everywhere_before_the_next_dial(db,
     events = await db.fetch("SELECT * FROM webhook_outbox WHERE event_type = 'contact.opted_out' ORDER BY id")
     assert [e["payload"]["contact_id"] for e in events] == sorted(s["contacts"])
     assert events[0]["payload"]["external_id"] == "crm-1"
-    verdict = check_dial(DialContext(phone=NUMBER, now=NOW, max_attempts=3, dnc_global=dnc is not None,
-                                     marketing_prohibited=rows[0]["marketing_prohibited"]))
+    verdict = check_dial(
+        DialContext(
+            phone=NUMBER,
+            now=NOW,
+            max_attempts=3,
+            dnc_global=dnc is not None,
+            marketing_prohibited=rows[0]["marketing_prohibited"],
+        )
+    )
     assert not verdict.allowed and verdict.final
     await privacy.object(NUMBER, actor=DPO)  # again: no duplicate DNC entry
     assert await db.fetchval("SELECT count(*) FROM dnc_entries WHERE campaign_id IS NULL") == 1

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hitcall_pbx.core.retention import add_months
-from hitcall_pbx.records.cdr import default_spool_dir
 from hitcall_pbx.records import records_command
+from hitcall_pbx.records.cdr import default_spool_dir
 from hitcall_pbx.records.purge import PurgeWorker
 from hitcall_pbx.records.recordings import RecordingStore
 from hitcall_pbx.settings import Settings
@@ -37,13 +37,23 @@ async def make_attempt(pool, campaign: int, created_at: datetime, retention_unti
                                       ended_at, outcome)
            VALUES ($1, $2, '+358401234567', '+358931234567', 'progressive', $3, $4, $3::timestamptz + interval '1 minute',
                    'no_answer')""",
-        attempt, campaign, created_at, retention_until,
+        attempt,
+        campaign,
+        created_at,
+        retention_until,
     )
     return attempt
 
 
-async def make_recording(pool, store: RecordingStore, campaign: int, attempt: uuid.UUID, created_at: datetime,
-                         months: int, held_until: datetime | None = None) -> uuid.UUID:
+async def make_recording(
+    pool,
+    store: RecordingStore,
+    campaign: int,
+    attempt: uuid.UUID,
+    created_at: datetime,
+    months: int,
+    held_until: datetime | None = None,
+) -> uuid.UUID:
     rid = uuid.uuid4()
     path = store.relative_path(rid, "wav")
     target = store.absolute(path)
@@ -53,8 +63,15 @@ async def make_recording(pool, store: RecordingStore, campaign: int, attempt: uu
         """INSERT INTO recordings (id, attempt_id, campaign_id, path, sha256, size_bytes, duration_s, format,
                                    created_at, retention_until, held_until, hold_reason, hold_case_id)
            VALUES ($1, $2, $3, $4, repeat('a', 64), 20, 1, 'wav', $5, $6, $7, $8, $9)""",
-        rid, attempt, campaign, path, created_at, add_months(created_at, months), held_until,
-        None if held_until is None else "complaint", None if held_until is None else "CASE-1",
+        rid,
+        attempt,
+        campaign,
+        path,
+        created_at,
+        add_months(created_at, months),
+        held_until,
+        None if held_until is None else "complaint",
+        None if held_until is None else "CASE-1",
     )
     return rid
 
@@ -67,12 +84,14 @@ def store(tmp_path: Path) -> RecordingStore:
 # ------------------------------------------------------------------ property ---
 
 # Ages and deadlines cluster around the 2-month minimum as well as spreading wide.
-item = st.fixed_dictionaries({
-    "age_days": st.integers(0, 700) | st.integers(50, 70),
-    "months": st.integers(2, 6),
-    "cdr_days": st.integers(1, 900) | st.integers(1, 60),  # stamped CDR deadline, may be below the minimum
-    "hold_days": st.none() | st.integers(1, 540),  # hold end, days after the call
-})
+item = st.fixed_dictionaries(
+    {
+        "age_days": st.integers(0, 700) | st.integers(50, 70),
+        "months": st.integers(2, 6),
+        "cdr_days": st.integers(1, 900) | st.integers(1, 60),  # stamped CDR deadline, may be below the minimum
+        "hold_days": st.none() | st.integers(1, 540),  # hold end, days after the call
+    }
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -117,6 +136,7 @@ async def test_purge_property_nothing_protected_is_touched_everything_due_is(db,
 
 
 # ------------------------------------------------------------------ behaviour ---
+
 
 async def _expired_setup(db, store, n: int, now: datetime = NOW):
     campaign = await make_campaign(db)
@@ -207,7 +227,7 @@ async def test_purge_command(db, pg_dsn, tmp_path, capsys):
 
     assert await records_command.run(settings_, parser.parse_args(["purge", "--json"])) == 0
     out = capsys.readouterr().out
-    report = json.loads(out[out.index("{\n"):])
+    report = json.loads(out[out.index("{\n") :])
     assert (report["recordings_purged"], report["attempts_anonymised"], report["dry_run"]) == (2, 2, False)
     assert report["rejected_files_deleted"] == 1 and not rejected.exists()
 

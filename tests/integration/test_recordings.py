@@ -42,7 +42,10 @@ async def make_attempt(pool, created_at=CALL_AT) -> tuple[int, uuid.UUID]:
                                       ended_at, outcome)
            VALUES ($1, $2, '+358401234567', '+358931234567', 'progressive', $3, $4, $3::timestamptz + interval '1 minute',
                    'no_answer')""",
-        attempt, campaign, created_at, add_months(created_at, 24),
+        attempt,
+        campaign,
+        created_at,
+        add_months(created_at, 24),
     )
     return campaign, attempt
 
@@ -64,8 +67,16 @@ async def test_finalize_moves_file_and_writes_matching_row(db, store, spool):
     source = spool / "rec-1.wav"
     content = write_wav(source, 1.5)
     rid = uuid.uuid4()
-    rec = await store.finalize(db, source_path=source, recording_id=rid, attempt_id=attempt, campaign_id=campaign,
-                               call_at=CALL_AT, policy=RetentionPolicy(recordings_months=6), format="wav")
+    rec = await store.finalize(
+        db,
+        source_path=source,
+        recording_id=rid,
+        attempt_id=attempt,
+        campaign_id=campaign,
+        call_at=CALL_AT,
+        policy=RetentionPolicy(recordings_months=6),
+        format="wav",
+    )
     assert not source.exists()
     assert rec.path == f"{rid.hex[:2]}/{rid.hex[2:4]}/{rid}.wav"
     stored = store.root / rec.path
@@ -80,8 +91,12 @@ async def test_finalize_moves_file_and_writes_matching_row(db, store, spool):
     assert row["retention_until"] == add_months(CALL_AT, 6) == datetime(2027, 2, 28, 10, 15, tzinfo=UTC)
     event = await db.fetchrow("SELECT * FROM webhook_outbox WHERE event_type = 'recording.ready'")
     assert event["subject"] == f"recording:{rid}" and event["payload"]["sha256"] == row["sha256"]
-    assert await db.fetchval(
-        "SELECT count(*) FROM audit_log WHERE action = 'recording.store' AND object_id = $1", str(rid)) == 1
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM audit_log WHERE action = 'recording.store' AND object_id = $1", str(rid)
+        )
+        == 1
+    )
 
 
 async def test_failed_row_insert_removes_the_file(db, store, spool):
@@ -89,8 +104,16 @@ async def test_failed_row_insert_removes_the_file(db, store, spool):
     source = spool / "rec-2.wav"
     write_wav(source, 0.5)
     with pytest.raises(NotFound) as err:
-        await store.finalize(db, source_path=source, recording_id=uuid.uuid4(), attempt_id=uuid.uuid4(),
-                             campaign_id=campaign, call_at=CALL_AT, policy=RetentionPolicy(), format="wav")
+        await store.finalize(
+            db,
+            source_path=source,
+            recording_id=uuid.uuid4(),
+            attempt_id=uuid.uuid4(),
+            campaign_id=campaign,
+            call_at=CALL_AT,
+            policy=RetentionPolicy(),
+            format="wav",
+        )
     assert err.value.details["field"] == "attempt_id"
     assert source.exists()  # kept for a retry
     assert [p for p in store.root.rglob("*") if p.is_file()] == []
@@ -103,8 +126,14 @@ async def test_finalize_retried_after_commit_completes_once(db, store, spool):
     source = spool / "rec-3.wav"
     content = write_wav(source, 0.2)
     rid = uuid.uuid4()
-    kwargs = dict(recording_id=rid, attempt_id=attempt, campaign_id=campaign, call_at=CALL_AT,
-                  policy=RetentionPolicy(recordings_months=3), format="wav")
+    kwargs = dict(
+        recording_id=rid,
+        attempt_id=attempt,
+        campaign_id=campaign,
+        call_at=CALL_AT,
+        policy=RetentionPolicy(recordings_months=3),
+        format="wav",
+    )
     first = await store.finalize(db, source_path=source, **kwargs)
     source.write_bytes(content)  # crash after commit, before the source was removed
     again = await store.finalize(db, source_path=source, **kwargs)
@@ -122,8 +151,16 @@ async def test_finalize_refuses_bad_input_and_writes_nothing(db, store, spool, f
     source = spool / "rec-4.wav"
     write_wav(source, 0.1)
     with pytest.raises(ValidationFailed) as err:
-        await store.finalize(db, source_path=source, recording_id=uuid.uuid4(), attempt_id=attempt,
-                             campaign_id=campaign, call_at=CALL_AT, policy=RetentionPolicy(), format=fmt)
+        await store.finalize(
+            db,
+            source_path=source,
+            recording_id=uuid.uuid4(),
+            attempt_id=attempt,
+            campaign_id=campaign,
+            call_at=CALL_AT,
+            policy=RetentionPolicy(),
+            format=fmt,
+        )
     assert err.value.details["field"] == field
     assert source.exists() and not store.root.exists()
 
@@ -131,8 +168,16 @@ async def test_finalize_refuses_bad_input_and_writes_nothing(db, store, spool, f
 async def test_missing_source_is_not_found(db, store, spool):
     campaign, attempt = await make_attempt(db)
     with pytest.raises(NotFound) as err:
-        await store.finalize(db, source_path=spool / "nope.wav", recording_id=uuid.uuid4(), attempt_id=attempt,
-                             campaign_id=campaign, call_at=CALL_AT, policy=RetentionPolicy(), format="wav")
+        await store.finalize(
+            db,
+            source_path=spool / "nope.wav",
+            recording_id=uuid.uuid4(),
+            attempt_id=attempt,
+            campaign_id=campaign,
+            call_at=CALL_AT,
+            policy=RetentionPolicy(),
+            format="wav",
+        )
     assert err.value.details["field"] == "source_path"
 
 
@@ -140,8 +185,16 @@ async def test_constant_bitrate_format_gets_size_based_duration(db, store, spool
     campaign, attempt = await make_attempt(db)
     source = spool / "rec.gsm"
     source.write_bytes(b"\x00" * 1650 * 3)
-    rec = await store.finalize(db, source_path=source, recording_id=uuid.uuid4(), attempt_id=attempt,
-                               campaign_id=campaign, call_at=CALL_AT, policy=RetentionPolicy(), format="gsm")
+    rec = await store.finalize(
+        db,
+        source_path=source,
+        recording_id=uuid.uuid4(),
+        attempt_id=attempt,
+        campaign_id=campaign,
+        call_at=CALL_AT,
+        policy=RetentionPolicy(),
+        format="gsm",
+    )
     assert float(rec.duration_s) == 3.0
 
 
@@ -165,9 +218,18 @@ async def test_records_check_reports_missing_changed_and_orphan_files(db, pg_dsn
     for i in range(4):
         source = spool / f"r{i}.wav"
         write_wav(source, 0.1 * (i + 1))
-        recs.append(await store.finalize(db, source_path=source, recording_id=uuid.uuid4(), attempt_id=attempt,
-                                         campaign_id=campaign, call_at=CALL_AT, policy=RetentionPolicy(),
-                                         format="wav"))
+        recs.append(
+            await store.finalize(
+                db,
+                source_path=source,
+                recording_id=uuid.uuid4(),
+                attempt_id=attempt,
+                campaign_id=campaign,
+                call_at=CALL_AT,
+                policy=RetentionPolicy(),
+                format="wav",
+            )
+        )
     assert (await store.check(db)).ok
     assert await records_command.run(settings, _args("records", "check")) == 0
     assert "4 rows, 4 files, 0 problems" in capsys.readouterr().out
@@ -184,7 +246,7 @@ async def test_records_check_reports_missing_changed_and_orphan_files(db, pg_dsn
 
     assert await records_command.run(settings, _args("records", "check", "--json")) == 1
     out = capsys.readouterr().out  # log lines (stdout under pytest) precede the JSON document
-    report = json.loads(out[out.index("{\n"):])
+    report = json.loads(out[out.index("{\n") :])
     assert not report["ok"] and report["rows_checked"] == 4
     found = {(p["problem"], p["path"]) for p in report["problems"]}
     assert found == {

@@ -29,13 +29,24 @@ async def _recorded_calls(db, store, tmp_path, n):
             """INSERT INTO call_attempts (id, campaign_id, caller_id, mode, state, created_at, ended_at, outcome,
                                           retention_until) VALUES ($1, $2, '+358201234567', 'progressive', 'ended',
                                           $3, $3, 'answered_human', $4)""",
-            attempt, cid, now - timedelta(minutes=n - i), now + timedelta(days=700))
+            attempt,
+            cid,
+            now - timedelta(minutes=n - i),
+            now + timedelta(days=700),
+        )
         src = tmp_path / f"src{i}.wav"
         with wave.open(str(src), "wb") as w:
             w.setnchannels(1), w.setsampwidth(2), w.setframerate(8000), w.writeframes(b"\0\0" * 8000)
-        rec = await store.finalize(db, source_path=src, recording_id=uuid.uuid4(), attempt_id=attempt,
-                                   campaign_id=cid, call_at=now - timedelta(minutes=n - i),
-                                   policy=RetentionPolicy(), format="wav")
+        rec = await store.finalize(
+            db,
+            source_path=src,
+            recording_id=uuid.uuid4(),
+            attempt_id=attempt,
+            campaign_id=cid,
+            call_at=now - timedelta(minutes=n - i),
+            policy=RetentionPolicy(),
+            format="wav",
+        )
         ids.append(rec.id)
     return cid, ids
 
@@ -69,7 +80,12 @@ async def test_cdr_query_adapter(db):
             """INSERT INTO call_attempts (id, campaign_id, caller_id, mode, state, created_at, ended_at, outcome,
                                           retention_until) VALUES ($1, $2, '+358201234567', 'progressive', 'ended',
                                           $3, $3, $4, $5)""",
-            uuid.uuid4(), cid, now - timedelta(minutes=3 - i), outcome, now + timedelta(days=700))
+            uuid.uuid4(),
+            cid,
+            now - timedelta(minutes=3 - i),
+            outcome,
+            now + timedelta(days=700),
+        )
     api = ApiCdrs(db)
     page = await api.query(deps.CdrFilter(campaign_id=cid, outcome="busy"), limit=10, cursor=None)
     assert [c.outcome for c in page.items] == ["busy", "busy"]

@@ -18,9 +18,7 @@ near_e164 = st.text(alphabet="+0123456789١a ", min_size=0, max_size=18) | st.fr
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=st.lists(near_e164, min_size=1, max_size=20))
 async def test_e164_function_agrees_with_the_regex(db: asyncpg.Pool, values: list[str]) -> None:
-    rows = await db.fetch(
-        "SELECT v, hitcall_is_e164(v) AS fn, v ~ $2 AS re FROM unnest($1::text[]) v", values, _REGEX
-    )
+    rows = await db.fetch("SELECT v, hitcall_is_e164(v) AS fn, v ~ $2 AS re FROM unnest($1::text[]) v", values, _REGEX)
     assert [(r["v"], r["fn"]) for r in rows] == [(r["v"], r["re"]) for r in rows]
 
 
@@ -33,19 +31,26 @@ async def test_call_attempts_still_refuses_a_bad_number_naming_the_column(db: as
                 """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, retention_until,
                                               ended_at, outcome)
                    VALUES (gen_random_uuid(), $1, $2, $3, 'progressive', now() + interval '1 year', now(), 'busy')""",
-                campaign, values["dialled_number"], values["caller_id"],
+                campaign,
+                values["dialled_number"],
+                values["caller_id"],
             )
 
 
 @pytest.mark.parametrize(
     ("query", "arg", "indexes"),
     [
-        ("SELECT id FROM call_attempts WHERE dialled_number = ANY($1::text[])", ["+358401234567"],
-         ("call_attempts_number_idx",)),
+        (
+            "SELECT id FROM call_attempts WHERE dialled_number = ANY($1::text[])",
+            ["+358401234567"],
+            ("call_attempts_number_idx",),
+        ),
         ("SELECT id FROM call_attempts WHERE contact_id = ANY($1::bigint[])", [1], ("call_attempts_contact_idx",)),
-        ("SELECT campaign_id FROM call_attempts WHERE created_at >= $1 AND created_at < $1 + interval '1 day'",
-         datetime(2026, 3, 2, tzinfo=UTC),
-         ("call_attempts_created_brin", "call_attempts_campaign_created_idx")),  # the latter: skip scan
+        (
+            "SELECT campaign_id FROM call_attempts WHERE created_at >= $1 AND created_at < $1 + interval '1 day'",
+            datetime(2026, 3, 2, tzinfo=UTC),
+            ("call_attempts_created_brin", "call_attempts_campaign_created_idx"),
+        ),  # the latter: skip scan
     ],
 )
 async def test_subject_and_time_lookups_use_an_index(

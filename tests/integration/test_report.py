@@ -12,8 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from hitcall_pbx.demo.seed import create_agent, create_campaign
-from hitcall_pbx.report import load_report, render
 from hitcall_pbx.report import command as report_command
+from hitcall_pbx.report import load_report, render
 from hitcall_pbx.settings import load_settings
 from hitcall_pbx.store.db import dsn_with_database
 from tests.conftest import _create_database, _drop_database
@@ -25,10 +25,21 @@ def at(hour: int, minute: int = 0, day: date = DAY) -> datetime:
     return datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC)
 
 
-async def _attempt(conn, campaign_id: int, created: datetime, *, outcome: str, ring_s: float | None = None,
-                   bridged_ms: int | None = None, abandoned: bool = False, answered: bool = False) -> uuid.UUID:
+async def _attempt(
+    conn,
+    campaign_id: int,
+    created: datetime,
+    *,
+    outcome: str,
+    ring_s: float | None = None,
+    bridged_ms: int | None = None,
+    abandoned: bool = False,
+    answered: bool = False,
+) -> uuid.UUID:
     aid = uuid.uuid4()
-    answered_at = created + timedelta(seconds=ring_s or 0) if (answered or bridged_ms is not None or abandoned) else None
+    answered_at = (
+        created + timedelta(seconds=ring_s or 0) if (answered or bridged_ms is not None or abandoned) else None
+    )
     bridged_at = answered_at + timedelta(milliseconds=bridged_ms) if bridged_ms is not None else None
     await conn.execute(
         """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, state, created_at, answered_at,
@@ -36,19 +47,35 @@ async def _attempt(conn, campaign_id: int, created: datetime, *, outcome: str, r
            VALUES ($1, $2, '+358401000001', '+358201234567', 'predictive', 'ended', $3::timestamptz, $4, $5,
                    $3::timestamptz + interval '1 min',
                    $6, $7, $8, $9, $3::timestamptz + interval '2 years')""",
-        aid, campaign_id, created, answered_at, bridged_at, ring_s, bridged_ms, outcome, abandoned)
+        aid,
+        campaign_id,
+        created,
+        answered_at,
+        bridged_at,
+        ring_s,
+        bridged_ms,
+        outcome,
+        abandoned,
+    )
     return aid
 
 
-async def _recording(conn, campaign_id: int, attempt: uuid.UUID, created: datetime, *, held: bool = False,
-                     purged: datetime | None = None) -> None:
+async def _recording(
+    conn, campaign_id: int, attempt: uuid.UUID, created: datetime, *, held: bool = False, purged: datetime | None = None
+) -> None:
     await conn.execute(
         """INSERT INTO recordings (attempt_id, campaign_id, path, sha256, size_bytes, duration_s, format, created_at,
                retention_until, held_until, hold_reason, purged_at, purge_reason)
            VALUES ($1, $2, $3, repeat('a', 64), 100, 1, 'wav', $4::timestamptz, hitcall_add_months($4::timestamptz, 3),
                    CASE WHEN $5 THEN hitcall_add_months($4::timestamptz, 12) END, CASE WHEN $5 THEN 'complaint' END,
                    $6::timestamptz, CASE WHEN $6::timestamptz IS NOT NULL THEN 'erasure' END)""",
-        attempt, campaign_id, f"{attempt}.wav", created, held, purged)
+        attempt,
+        campaign_id,
+        f"{attempt}.wav",
+        created,
+        held,
+        purged,
+    )
 
 
 @pytest.fixture
@@ -71,20 +98,26 @@ async def seeded(db):
         await _attempt(conn, cid, at(14, 31), outcome="no_answer", ring_s=25.0)
         # Inside the 30 days: 3 connects + 1 abandoned; outside it (and the next day): ignored.
         for _ in range(3):
-            await _attempt(conn, cid, at(10, day=DAY - timedelta(days=10)), outcome="answered_human",
-                           ring_s=3.0, bridged_ms=200)
-        await _attempt(conn, cid, at(10, day=DAY - timedelta(days=29)), outcome="abandoned", abandoned=True,
-                       ring_s=3.0)
-        await _attempt(conn, cid, at(10, day=DAY - timedelta(days=30)), outcome="abandoned", abandoned=True,
-                       ring_s=3.0)
-        await _attempt(conn, cid, at(0, 1, day=DAY + timedelta(days=1)), outcome="abandoned", abandoned=True,
-                       ring_s=3.0)
+            await _attempt(
+                conn, cid, at(10, day=DAY - timedelta(days=10)), outcome="answered_human", ring_s=3.0, bridged_ms=200
+            )
+        await _attempt(conn, cid, at(10, day=DAY - timedelta(days=29)), outcome="abandoned", abandoned=True, ring_s=3.0)
+        await _attempt(conn, cid, at(10, day=DAY - timedelta(days=30)), outcome="abandoned", abandoned=True, ring_s=3.0)
+        await _attempt(
+            conn, cid, at(0, 1, day=DAY + timedelta(days=1)), outcome="abandoned", abandoned=True, ring_s=3.0
+        )
         await _attempt(conn, other, at(9), outcome="abandoned", abandoned=True, ring_s=3.0)
         await conn.executemany(
             "INSERT INTO dial_blocks (campaign_id, day, reason, blocked) VALUES ($1, $2, $3, $4)",
-            [(cid, DAY, "outside_window", 7), (cid, DAY, "dnc_global", 2), (cid, DAY, "dnc_campaign", 1),
-             (cid, DAY, "marketing_prohibited", 1), (cid, DAY, "max_attempts", 4),
-             (cid, DAY - timedelta(days=1), "outside_window", 50)])
+            [
+                (cid, DAY, "outside_window", 7),
+                (cid, DAY, "dnc_global", 2),
+                (cid, DAY, "dnc_campaign", 1),
+                (cid, DAY, "marketing_prohibited", 1),
+                (cid, DAY, "max_attempts", 4),
+                (cid, DAY - timedelta(days=1), "outside_window", 50),
+            ],
+        )
         await _recording(conn, cid, ids[0], at(9, 5))
         await _recording(conn, cid, ids[1], at(9, 5), held=True)
         await _recording(conn, cid, ids[2], at(9, 5) - timedelta(days=40), purged=at(11))
@@ -92,9 +125,14 @@ async def seeded(db):
         await conn.executemany(
             """INSERT INTO agent_state_log (agent_id, state, pause_code, started_at, ended_at)
                VALUES ($1, $2, CASE WHEN $2 = 'paused' THEN 'break' END, $3, $4)""",
-            [(agent, "on_call", at(9), at(9, 15)), (agent, "wrap_up", at(9, 15), at(9, 30)),
-             (agent, "ready", at(9, 30), at(10)), (agent, "paused", at(10), at(11)),
-             (agent, "ready", at(13, 30), at(14, 30))])
+            [
+                (agent, "on_call", at(9), at(9, 15)),
+                (agent, "wrap_up", at(9, 15), at(9, 30)),
+                (agent, "ready", at(9, 30), at(10)),
+                (agent, "paused", at(10), at(11)),
+                (agent, "ready", at(13, 30), at(14, 30)),
+            ],
+        )
     return cid, other
 
 

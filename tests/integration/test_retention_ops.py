@@ -34,24 +34,38 @@ async def make_campaign(pool, rec_months: int = 6, cdr_months: int = 24) -> int:
     return await pool.fetchval(
         """INSERT INTO campaigns (name, mode, retention_recordings_months, retention_cdr_months)
            VALUES ($1, 'progressive', $2, $3) RETURNING id""",
-        f"c-{uuid.uuid4().hex[:8]}", rec_months, cdr_months,
+        f"c-{uuid.uuid4().hex[:8]}",
+        rec_months,
+        cdr_months,
     )
 
 
-async def make_call(pool, store: RecordingStore, campaign: int, call_at: datetime, policy: RetentionPolicy,
-                    tmp: Path) -> tuple[uuid.UUID, uuid.UUID]:
+async def make_call(
+    pool, store: RecordingStore, campaign: int, call_at: datetime, policy: RetentionPolicy, tmp: Path
+) -> tuple[uuid.UUID, uuid.UUID]:
     attempt = uuid.uuid4()
     await pool.execute(
         """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, created_at, retention_until,
                                       ended_at, outcome)
            VALUES ($1, $2, '+358401234567', '+358931234567', 'progressive', $3, $4, $3::timestamptz + interval '1 minute',
                    'no_answer')""",
-        attempt, campaign, call_at, add_months(call_at, policy.cdr_months),
+        attempt,
+        campaign,
+        call_at,
+        add_months(call_at, policy.cdr_months),
     )
     source = tmp / f"{attempt}.sln"
     source.write_bytes(b"\x01\x02" * 8000)
-    rec = await store.finalize(pool, source_path=source, recording_id=uuid.uuid4(), attempt_id=attempt,
-                               campaign_id=campaign, call_at=call_at, policy=policy, format="sln")
+    rec = await store.finalize(
+        pool,
+        source_path=source,
+        recording_id=uuid.uuid4(),
+        attempt_id=attempt,
+        campaign_id=campaign,
+        call_at=call_at,
+        policy=policy,
+        format="sln",
+    )
     return attempt, rec.id
 
 
@@ -80,13 +94,16 @@ async def test_hold_keeps_a_recording_past_its_deadline_and_is_audited(db, store
     assert row["details"]["case_id"] == "CASE-7" and row["details"]["held_until"] == until.isoformat()
 
 
-@pytest.mark.parametrize(("until", "reason", "field"), [
-    (lambda call: add_months(call, 18) + timedelta(seconds=1), "complaint", "held_until"),
-    (lambda call: call - timedelta(days=1), "complaint", "held_until"),
-    (lambda call: NOW - timedelta(days=1), "complaint", "held_until"),
-    (lambda call: datetime(2027, 1, 1), "complaint", "held_until"),  # naive
-    (lambda call: NOW + timedelta(days=30), "  ", "reason"),
-])
+@pytest.mark.parametrize(
+    ("until", "reason", "field"),
+    [
+        (lambda call: add_months(call, 18) + timedelta(seconds=1), "complaint", "held_until"),
+        (lambda call: call - timedelta(days=1), "complaint", "held_until"),
+        (lambda call: NOW - timedelta(days=1), "complaint", "held_until"),
+        (lambda call: datetime(2027, 1, 1), "complaint", "held_until"),  # naive
+        (lambda call: NOW + timedelta(days=30), "  ", "reason"),
+    ],
+)
 async def test_bad_hold_is_refused_and_changes_nothing(db, store, ops, tmp_path, until, reason, field):
     campaign = await make_campaign(db)
     call_at = NOW - timedelta(days=10)
@@ -139,19 +156,26 @@ async def test_release_after_the_deadline_purges_at_once(db, store, ops, tmp_pat
     assert not path.exists()
     row = await db.fetchrow("SELECT * FROM recordings WHERE id = $1", rid)
     assert row["purge_reason"] == "retention" and row["sha256"]  # tombstone keeps the metadata
-    assert await db.fetchval(
-        "SELECT count(*) FROM webhook_outbox WHERE event_type = 'recording.purged' AND subject = $1",
-        f"recording:{rid}") == 1
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM webhook_outbox WHERE event_type = 'recording.purged' AND subject = $1",
+            f"recording:{rid}",
+        )
+        == 1
+    )
     with pytest.raises(Conflict):
         await ops.hold(rid, until=NOW + timedelta(days=30), reason="again", case_id=None, actor=ALICE)
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [
-    ({"recordings_months": 1}, "recordings_months"),
-    ({"recordings_months": 7}, "recordings_months"),
-    ({"cdr_months": 0}, "cdr_months"),
-    ({"cdr_months": 121}, "cdr_months"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"recordings_months": 1}, "recordings_months"),
+        ({"recordings_months": 7}, "recordings_months"),
+        ({"cdr_months": 0}, "cdr_months"),
+        ({"cdr_months": 121}, "cdr_months"),
+    ],
+)
 async def test_policy_outside_the_limits_is_refused_and_changes_nothing(db, ops, kwargs, field):
     campaign = await make_campaign(db)
     before = await snapshot(db)
@@ -171,8 +195,9 @@ async def test_policy_change_never_touches_stamped_deadlines_until_recompute(db,
     change = await ops.change_policy(campaign, recordings_months=3, cdr_months=1, actor=ADMIN)
     assert change.previous == RetentionPolicy(6, 24) and change.policy == RetentionPolicy(3, 1)
     assert await db.fetchval("SELECT retention_until FROM recordings WHERE id = $1", rid) == add_months(call_at, 6)
-    assert await db.fetchval(
-        "SELECT retention_until FROM call_attempts WHERE id = $1", attempt) == add_months(call_at, 24)
+    assert await db.fetchval("SELECT retention_until FROM call_attempts WHERE id = $1", attempt) == add_months(
+        call_at, 24
+    )
     row = await db.fetchrow("SELECT * FROM audit_log WHERE action = 'campaign.retention_policy'")
     assert row["details"]["previous"]["recordings_months"] == 6 and row["details"]["policy"]["cdr_months"] == 1
 
@@ -181,8 +206,9 @@ async def test_policy_change_never_touches_stamped_deadlines_until_recompute(db,
     assert (report.attempts_changed, report.attempts_shortened) == (1, 1)
     assert await db.fetchval("SELECT retention_until FROM recordings WHERE id = $1", rid) == add_months(call_at, 3)
     # A 1-month CDR policy still keeps the row for the 2-month minimum.
-    assert await db.fetchval(
-        "SELECT retention_until FROM call_attempts WHERE id = $1", attempt) == add_months(call_at, 2)
+    assert await db.fetchval("SELECT retention_until FROM call_attempts WHERE id = $1", attempt) == add_months(
+        call_at, 2
+    )
     row = await db.fetchrow("SELECT * FROM audit_log WHERE action = 'retention.recompute'")
     assert row["details"]["recordings_shortened"] == 1 and row["details"]["attempts_changed"] == 1
 

@@ -17,19 +17,29 @@ async def _event(db, *, age_days: float, dispatched: bool, delivery: str | None,
         await enqueue(conn, "call.ended", "attempt:x", {"dialled_number": "+358401234567"})
         oid = await conn.fetchval("SELECT max(id) FROM webhook_outbox")
         created = NOW - timedelta(days=age_days)
-        await conn.execute("UPDATE webhook_outbox SET created_at = $2, dispatched_at = $3 WHERE id = $1",
-                           oid, created, created if dispatched else None)
+        await conn.execute(
+            "UPDATE webhook_outbox SET created_at = $2, dispatched_at = $3 WHERE id = $1",
+            oid,
+            created,
+            created if dispatched else None,
+        )
         if delivery is not None:
             await conn.execute(
                 """INSERT INTO webhook_deliveries (outbox_id, subscription_id, state, delivered_at)
-                   VALUES ($1, $2, $3, $4)""", oid, sub, delivery, created if delivery == "delivered" else None)
+                   VALUES ($1, $2, $3, $4)""",
+                oid,
+                sub,
+                delivery,
+                created if delivery == "delivered" else None,
+            )
         return oid
 
 
 async def test_only_settled_events_past_the_window_are_deleted_in_batches(db):
     sub = await db.fetchval(
         "INSERT INTO webhook_subscriptions (url, secret, event_types) VALUES ('https://crm.example/h', "
-        "'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', '{call.ended}') RETURNING id")
+        "'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', '{call.ended}') RETURNING id"
+    )
     gone = [await _event(db, age_days=40, dispatched=True, delivery="delivered", sub=sub) for _ in range(5)]
     gone.append(await _event(db, age_days=40, dispatched=True, delivery="dead", sub=sub))
     gone.append(await _event(db, age_days=40, dispatched=True, delivery=None, sub=sub))  # no subscriber

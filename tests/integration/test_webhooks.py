@@ -34,7 +34,9 @@ async def subscribe(pool, url: str, event_types: list[str]) -> tuple[int, str]:
     secret = generate_secret()
     sid = await pool.fetchval(
         "INSERT INTO webhook_subscriptions (url, secret, event_types) VALUES ($1, $2, $3) RETURNING id",
-        url, secret, event_types,
+        url,
+        secret,
+        event_types,
     )
     return sid, secret
 
@@ -147,7 +149,9 @@ async def test_receiver_down_for_a_day_dead_letter_then_replay_in_order(db, rece
         assert died_at >= created + timedelta(hours=24)  # retried for the whole day first
         head = await db.fetchrow(
             "SELECT d.attempts, d.last_status, d.last_error FROM webhook_deliveries d"
-            " JOIN webhook_outbox o ON o.id = d.outbox_id WHERE o.event_id = $1::uuid", first[0])
+            " JOIN webhook_outbox o ON o.id = d.outbox_id WHERE o.event_id = $1::uuid",
+            first[0],
+        )
         assert head["attempts"] >= 24 and head["last_status"] is None and "Connect" in head["last_error"]
 
         # A dead event blocks nothing: a new event for the same subject goes out at once.
@@ -188,12 +192,12 @@ async def test_replay_by_ids_leaves_other_dead_deliveries_dead(db):
     await d.fan_out()
     await db.execute("UPDATE webhook_deliveries SET state = 'dead'")
     rows = await db.fetch(
-        "SELECT d.id FROM webhook_deliveries d JOIN webhook_outbox o ON o.id = d.outbox_id ORDER BY o.id")
+        "SELECT d.id FROM webhook_deliveries d JOIN webhook_outbox o ON o.id = d.outbox_id ORDER BY o.id"
+    )
     chosen = rows[1]["id"]
     assert await d.replay(actor="bob", delivery_ids=[chosen, 999999]) == [chosen]
     states = await db.fetch("SELECT id, state FROM webhook_deliveries ORDER BY id")
-    assert {r["id"]: r["state"] for r in states} == {
-        rows[0]["id"]: "dead", chosen: "pending", rows[2]["id"]: "dead"}
+    assert {r["id"]: r["state"] for r in states} == {rows[0]["id"]: "dead", chosen: "pending", rows[2]["id"]: "dead"}
     with pytest.raises(ValidationFailed) as err:
         await d.replay(actor="bob", event_type="call.nothing")
     assert err.value.details == {"field": "event_type"}
@@ -213,8 +217,11 @@ async def test_event_exists_only_if_its_transaction_commits(db):
             await conn.execute("INSERT INTO contact_lists (name) VALUES ('committed')")
             event_id = await enqueue(conn, "campaign.state_changed", "campaign:1", {"state": "running"})
     row = await db.fetchrow("SELECT event_type, subject, payload FROM webhook_outbox WHERE event_id = $1", event_id)
-    assert dict(row) == {"event_type": "campaign.state_changed", "subject": "campaign:1",
-                         "payload": {"state": "running"}}
+    assert dict(row) == {
+        "event_type": "campaign.state_changed",
+        "subject": "campaign:1",
+        "payload": {"state": "running"},
+    }
     assert await db.fetchval("SELECT count(*) FROM contact_lists") == 1
 
 
@@ -234,7 +241,11 @@ async def test_signed_body_is_the_documented_envelope(db, receivers):
     [event] = crm.accepted
     assert set(event) == {"id", "type", "timestamp", "subject", "data"}
     assert (event["id"], event["type"], event["subject"], event["data"]) == (
-        event_id, "contact.opted_out", "contact:5", {"seq": 1})
+        event_id,
+        "contact.opted_out",
+        "contact:5",
+        {"seq": 1},
+    )
     assert json.loads(json.dumps(event)) == event
 
 

@@ -54,7 +54,7 @@ class ChannelObserver:
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
-    async def start(self, timeout: float = 10.0) -> "ChannelObserver":
+    async def start(self, timeout: float = 10.0) -> ChannelObserver:
         headers = {"Authorization": aiohttp.encode_basic_auth(SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD)}
         self._session = aiohttp.ClientSession(headers=headers)
         self._task = asyncio.create_task(self._run(), name="channel-observer")
@@ -85,15 +85,16 @@ class ChannelObserver:
         assert self._session is not None
         while True:
             try:
-                async with self._session.ws_connect(self.url, params={"app": self.app, "subscribeAll": "true"},
-                                                    heartbeat=5) as ws:
+                async with self._session.ws_connect(
+                    self.url, params={"app": self.app, "subscribeAll": "true"}, heartbeat=5
+                ) as ws:
                     self.connects += 1
                     self.connected.set()
                     async for msg in ws:
                         if msg.type is not aiohttp.WSMsgType.TEXT:
                             break
                         self._note(json.loads(msg.data))
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             self.connected.clear()
             await asyncio.sleep(0.05)
@@ -112,11 +113,20 @@ def count_originates(monkeypatch: Any) -> Counter[str]:
     return sent
 
 
-async def live_campaign(pool: asyncpg.Pool, name: str, *, agents: list[str], numbers: list[str],
-                        first_agent_number: int, max_attempts: int = 1, **fields: Any) -> tuple[int, int]:
+async def live_campaign(
+    pool: asyncpg.Pool,
+    name: str,
+    *,
+    agents: list[str],
+    numbers: list[str],
+    first_agent_number: int,
+    max_attempts: int = 1,
+    **fields: Any,
+) -> tuple[int, int]:
     """A progressive campaign (not yet running) with its contacts and agents; (campaign_id, list_id)."""
-    campaign_id, list_id = await create_campaign(pool, name, mode="progressive", wrap_up_s=0,
-                                                 max_attempts=max_attempts, numbers=numbers, **(ALL_DAY | fields))
+    campaign_id, list_id = await create_campaign(
+        pool, name, mode="progressive", wrap_up_s=0, max_attempts=max_attempts, numbers=numbers, **(ALL_DAY | fields)
+    )
     for n, endpoint in enumerate(agents):
         await create_agent(pool, str(first_agent_number + n), endpoint, [campaign_id])
     return campaign_id, list_id
@@ -144,7 +154,8 @@ async def unsettled_contacts(pool: asyncpg.Pool, list_id: int) -> int:
         """SELECT count(*) FROM contacts WHERE list_id = $1
              AND (status IN ('new', 'in_progress')
                   OR (status = 'retry' AND coalesce(next_attempt_at, now()) <= now()))""",
-        list_id)
+        list_id,
+    )
 
 
 async def wait_settled(pool: asyncpg.Pool, list_id: int, timeout: float) -> None:
@@ -154,14 +165,17 @@ async def wait_settled(pool: asyncpg.Pool, list_id: int, timeout: float) -> None
             left = await unsettled_contacts(pool, list_id)
             open_attempts = await pool.fetchval(
                 """SELECT count(*) FROM all_attempts a JOIN contacts c ON c.id = a.contact_id
-                   WHERE c.list_id = $1 AND a.state <> 'ended'""", list_id)
+                   WHERE c.list_id = $1 AND a.state <> 'ended'""",
+                list_id,
+            )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             left = open_attempts = -1
         if left == 0 and open_attempts == 0:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"campaign not settled within {timeout} s: {left} contacts to dial, "
-                                 f"{open_attempts} attempts open")
+            raise AssertionError(
+                f"campaign not settled within {timeout} s: {left} contacts to dial, {open_attempts} attempts open"
+            )
         await asyncio.sleep(0.2)
 
 
@@ -169,8 +183,9 @@ async def attempts(pool: asyncpg.Pool, campaign_id: int) -> list[asyncpg.Record]
     return await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1 ORDER BY created_at", campaign_id)
 
 
-def loss_and_duplicates(rows: list[asyncpg.Record], observer: ChannelObserver,
-                        service_originated: Counter[str] | None = None) -> dict[str, Any]:
+def loss_and_duplicates(
+    rows: list[asyncpg.Record], observer: ChannelObserver, service_originated: Counter[str] | None = None
+) -> dict[str, Any]:
     """The counts every fault test reports (each test asserts the ones it can hold to 0).
 
     duplicated: attempts Asterisk created more than one channel for (dialled twice), or
@@ -187,15 +202,19 @@ def loss_and_duplicates(rows: list[asyncpg.Record], observer: ChannelObserver,
         "attempts": len(rows),
         "originated": len(dialled),
         "duplicated": sum(1 for n in asterisk_created.values() if n > 1) + sum(1 for n in sent.values() if n > 1),
-        "lost": sum(1 for cid in dialled if cid in by_id and (by_id[cid]["state"] != "ended"
-                                                              or by_id[cid]["outcome"] is None)),
+        "lost": sum(
+            1 for cid in dialled if cid in by_id and (by_id[cid]["state"] != "ended" or by_id[cid]["outcome"] is None)
+        ),
         "orphan_originates": sum(1 for cid in dialled if cid not in by_id),
         "open_attempts": sum(1 for r in rows if r["state"] != "ended" or r["outcome"] is None),
         # Answered in Asterisk, yet the CDR says it never was: state lost on the way.
         "answered_lost": sum(1 for cid in observer.answered if cid in by_id and by_id[cid]["answered_at"] is None),
         # Put through to an agent in Asterisk, yet not connected in the CDR.
-        "bridged_lost": sum(1 for cid in observer.bridged if cid in by_id and (by_id[cid]["bridged_at"] is None
-                                                                               or by_id[cid]["abandoned"])),
+        "bridged_lost": sum(
+            1
+            for cid in observer.bridged
+            if cid in by_id and (by_id[cid]["bridged_at"] is None or by_id[cid]["abandoned"])
+        ),
         "outcomes": dict(Counter(r["outcome"] for r in rows)),
     }
 

@@ -31,7 +31,7 @@ class LoopbackProxy:
     def ari_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/ari"
 
-    async def start(self) -> "LoopbackProxy":
+    async def start(self) -> LoopbackProxy:
         self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

@@ -18,10 +18,19 @@ import pytest
 
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.sandbox import SippAgents
-
-from .harness import (asterisk_attempt_channels, attempts, count_originates, live_campaign, loss_and_duplicates,
-                      quick_calls, report, run_campaign, wait_settled)
 from tests.live import wait_until
+
+from .harness import (
+    asterisk_attempt_channels,
+    attempts,
+    count_originates,
+    live_campaign,
+    loss_and_duplicates,
+    quick_calls,
+    report,
+    run_campaign,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.asterisk
 
@@ -43,16 +52,22 @@ def _stop(sandbox) -> None:
 
 
 @pytest.mark.parametrize("how", ["stop", "crash"])
-async def test_asterisk_restart_mid_campaign(how, product_logging, service_settings, sandbox, hangup_agents, observer,
-                                             monkeypatch):
+async def test_asterisk_restart_mid_campaign(
+    how, product_logging, service_settings, sandbox, hangup_agents, observer, monkeypatch
+):
     sent = count_originates(monkeypatch)
     phones = SippAgents(sandbox, AGENTS, port=5281)
     try:
         async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
             pool = app.db.pool
-            cid, list_id = await live_campaign(pool, "asterisk-restart", agents=AGENTS,
-                                               numbers=quick_calls(CONTACTS, 810), first_agent_number=1181,
-                                               max_attempts=2)
+            cid, list_id = await live_campaign(
+                pool,
+                "asterisk-restart",
+                agents=AGENTS,
+                numbers=quick_calls(CONTACTS, 810),
+                first_agent_number=1181,
+                max_attempts=2,
+            )
             phones.start()
             await wait_until(lambda: len(app.sessions.by_agent) == len(AGENTS), timeout=15)
             await run_campaign(pool, cid)
@@ -69,8 +84,9 @@ async def test_asterisk_restart_mid_campaign(how, product_logging, service_setti
             reconnects = app.ari.stats.reconnects
             await asyncio.to_thread(sandbox.start)
             ari_back_at = time.monotonic()
-            await wait_until(lambda: app.ari.stats.reconnects > reconnects and app.ari.connected.is_set(),
-                             timeout=10, interval=0.01)
+            await wait_until(
+                lambda: app.ari.stats.reconnects > reconnects and app.ari.connected.is_set(), timeout=10, interval=0.01
+            )
             reconnect_s = time.monotonic() - ari_back_at
             asterisk_down_s = ari_back_at - stopped_at
             await observer.connected.wait()
@@ -91,14 +107,22 @@ async def test_asterisk_restart_mid_campaign(how, product_logging, service_setti
             left_in_asterisk = await asterisk_attempt_channels(app.ari.rest)
         counts = loss_and_duplicates(rows, observer, sent)
         by_id = {str(r["id"]): r for r in rows}
-        injected = {"stop": "Asterisk stopped (core stop now) and started again mid-campaign",
-                    "crash": "Asterisk killed (SIGKILL) and started again mid-campaign"}[how]
-        report(f"asterisk_restart_{how}", injected=injected, calls_up_before=before,
-               calls_open_in_service_at_disconnect=died,
-               dead_call_outcomes={aid: by_id[aid]["outcome"] for aid in before | died},
-               asterisk_down_s=round(asterisk_down_s, 3), reconnect_after_ari_ready_s=round(reconnect_s, 3),
-               downtime_seen_by_client_s=app.ari.stats.last_reconnect_s, agents_relogin_s=round(relogin_s, 3),
-               **counts)
+        injected = {
+            "stop": "Asterisk stopped (core stop now) and started again mid-campaign",
+            "crash": "Asterisk killed (SIGKILL) and started again mid-campaign",
+        }[how]
+        report(
+            f"asterisk_restart_{how}",
+            injected=injected,
+            calls_up_before=before,
+            calls_open_in_service_at_disconnect=died,
+            dead_call_outcomes={aid: by_id[aid]["outcome"] for aid in before | died},
+            asterisk_down_s=round(asterisk_down_s, 3),
+            reconnect_after_ari_ready_s=round(reconnect_s, 3),
+            downtime_seen_by_client_s=app.ari.stats.last_reconnect_s,
+            agents_relogin_s=round(relogin_s, 3),
+            **counts,
+        )
 
         assert reconnect_s < 2.0, reconnect_s
         assert gone == [], "every call that died with Asterisk is closed by the resync"

@@ -34,8 +34,16 @@ from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.auth import Actor, AuthService, Passwords, Role
 from hitcall_pbx.sandbox import SippAgents
 
-from .harness import (attempts, count_originates, live_campaign, loss_and_duplicates, quick_calls, report, run_campaign,
-                      wait_settled)
+from .harness import (
+    attempts,
+    count_originates,
+    live_campaign,
+    loss_and_duplicates,
+    quick_calls,
+    report,
+    run_campaign,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.asterisk
 
@@ -90,8 +98,12 @@ class InjectingAriProxy:
 
     async def _rest(self, request: web.Request) -> web.Response:
         assert self._session is not None
-        async with self._session.request(request.method, URL(self.upstream + request.raw_path, encoded=True),
-                                         headers=self._forward_headers(request), data=await request.read()) as up:
+        async with self._session.request(
+            request.method,
+            URL(self.upstream + request.raw_path, encoded=True),
+            headers=self._forward_headers(request),
+            data=await request.read(),
+        ) as up:
             body = await up.read()
             headers = {"Content-Type": up.headers["Content-Type"]} if "Content-Type" in up.headers else None
             return web.Response(status=up.status, body=body, headers=headers)
@@ -102,8 +114,9 @@ class InjectingAriProxy:
         await ws.prepare(request)
         url = URL(self.upstream.replace("http", "ws", 1) + request.raw_path, encoded=True)
         try:
-            async with self._session.ws_connect(url, headers=self._forward_headers(request), compress=0,
-                                                max_msg_size=0) as up:
+            async with self._session.ws_connect(
+                url, headers=self._forward_headers(request), compress=0, max_msg_size=0
+            ) as up:
                 self.sockets.add(ws)
                 service_side = asyncio.create_task(self._service_side(ws, up))
                 try:
@@ -135,10 +148,18 @@ def _event(etype: str, **fields: Any) -> str:
 
 
 def _channel(cid: str) -> dict[str, Any]:
-    return {"id": cid, "protocol_id": "", "name": f"Local/{cid}", "state": "Up",
-            "caller": {"name": "", "number": ""}, "connected": {"name": "", "number": ""}, "accountcode": "",
-            "dialplan": {"context": "x", "exten": "s", "priority": 1, "app_name": "Stasis", "app_data": "hitcall"},
-            "creationtime": TS, "language": "en"}
+    return {
+        "id": cid,
+        "protocol_id": "",
+        "name": f"Local/{cid}",
+        "state": "Up",
+        "caller": {"name": "", "number": ""},
+        "connected": {"name": "", "number": ""},
+        "accountcode": "",
+        "dialplan": {"context": "x", "exten": "s", "priority": 1, "app_name": "Stasis", "app_data": "hitcall"},
+        "creationtime": TS,
+        "language": "en",
+    }
 
 
 # Frames the service must reject (counted as unknown events) without losing its socket.
@@ -154,33 +175,49 @@ ARI_GARBAGE: list[tuple[str, str]] = [
     ("type not a string", json.dumps({"type": 17, "application": "hitcall"})),
     ("unknown event type", _event("HitCallNoSuchEvent", detail={"x": 1})),
     ("StasisStart without channel", _event("StasisStart", args=["customer"])),
-    ("ChannelDestroyed with text cause", _event("ChannelDestroyed", cause="sixteen", cause_txt="x",
-                                                channel=_channel("t-bad-cause"))),
-    ("ChannelDtmfReceived with wrong types", _event("ChannelDtmfReceived", digit=["1"], duration_ms="long",
-                                                    channel=_channel("t-dtmf"))),
+    (
+        "ChannelDestroyed with text cause",
+        _event("ChannelDestroyed", cause="sixteen", cause_txt="x", channel=_channel("t-bad-cause")),
+    ),
+    (
+        "ChannelDtmfReceived with wrong types",
+        _event("ChannelDtmfReceived", digit=["1"], duration_ms="long", channel=_channel("t-dtmf")),
+    ),
     ("PlaybackFinished without playback", _event("PlaybackFinished")),
-    ("StasisEnd with a broken timestamp", json.dumps({"type": "StasisEnd", "application": "hitcall",
-                                                      "timestamp": "yesterday", "channel": _channel("t-ts")})),
+    (
+        "StasisEnd with a broken timestamp",
+        json.dumps(
+            {"type": "StasisEnd", "application": "hitcall", "timestamp": "yesterday", "channel": _channel("t-ts")}
+        ),
+    ),
     ("2 MiB unknown event", _event("HitCallPadding", pad="x" * (2 << 20))),
 ]
 # Well-formed events about channels the service never made: handled, nothing breaks.
 ARI_STRAY = [
-    ("StasisStart of an unknown customer channel", _event("StasisStart", args=["customer"],
-                                                          channel=_channel("t-stray-customer"))),
-    ("ChannelDestroyed of an unknown channel", _event("ChannelDestroyed", cause=16, cause_txt="Normal Clearing",
-                                                      channel=_channel("t-stray-destroyed"))),
+    (
+        "StasisStart of an unknown customer channel",
+        _event("StasisStart", args=["customer"], channel=_channel("t-stray-customer")),
+    ),
+    (
+        "ChannelDestroyed of an unknown channel",
+        _event("ChannelDestroyed", cause=16, cause_txt="Normal Clearing", channel=_channel("t-stray-destroyed")),
+    ),
 ]
 ARI_BINARY = b"\x00\xff\xfe binary garbage \x81"
 
 
 # --------------------------------------------------------------------- REST ---
 async def _admin_headers(pool) -> dict[str, str]:
-    auth = AuthService(pool, passwords=Passwords(time_cost=1, memory_cost=1024, parallelism=1),
-                       role_scopes=build_registry().role_scopes())
+    auth = AuthService(
+        pool,
+        passwords=Passwords(time_cost=1, memory_cost=1024, parallelism=1),
+        role_scopes=build_registry().role_scopes(),
+    )
     actor = Actor("reliability-test", "system")
     user = await auth.create_user(username="bad-input-admin", role=Role.ADMIN, password=None, actor=actor)
-    grant = await auth.create_token(user_id=user["id"], name="bad-input", scopes=sorted(auth.scopes_for(Role.ADMIN)),
-                                    expires_at=None, actor=actor)
+    grant = await auth.create_token(
+        user_id=user["id"], name="bad-input", scopes=sorted(auth.scopes_for(Role.ADMIN)), expires_at=None, actor=actor
+    )
     return {"Authorization": f"Bearer {grant.token}"}
 
 
@@ -197,8 +234,17 @@ def _fields(doc: dict[str, Any]) -> set[str]:
     return {f["field"] for f in details.get("fields", [])} | ({details["field"]} if "field" in details else set())
 
 
-BAD_PHONES = ["12", "+3584012", "not a number", "+999123456789", "", "1" * 65, "+358401234567890123",
-              "+358401234567;+358401234568", "+358-40-abc"]
+BAD_PHONES = [
+    "12",
+    "+3584012",
+    "not a number",
+    "+999123456789",
+    "",
+    "1" * 65,
+    "+358401234567890123",
+    "+358401234567;+358401234568",
+    "+358-40-abc",
+]
 
 BROKEN_CSV = (
     "phone;name;email\n"
@@ -217,11 +263,15 @@ async def _rest_cases(base: str, headers: dict[str, str], list_id: int) -> list[
     json_h = {**headers, "Content-Type": "application/json"}
     csv_h = {**headers, "Content-Type": "text/csv"}
     cases: list[tuple[str, str, str, dict[str, str], Any]] = [
-        ("2 MiB JSON body", "POST", f"{v1}/lists", json_h,
-         json.dumps({"name": "x" * (2 << 20)}).encode()),
+        ("2 MiB JSON body", "POST", f"{v1}/lists", json_h, json.dumps({"name": "x" * (2 << 20)}).encode()),
         ("8 MiB chunked JSON body, no length", "POST", f"{v1}/lists", json_h, _chunks(8 << 20)),
-        ("21 MiB CSV import", "POST", f"{v1}/lists/{list_id}/contacts/import.csv", csv_h,
-         b"phone\n" + b"+358401234567\n" * ((21 << 20) // 14 + 1)),
+        (
+            "21 MiB CSV import",
+            "POST",
+            f"{v1}/lists/{list_id}/contacts/import.csv",
+            csv_h,
+            b"phone\n" + b"+358401234567\n" * ((21 << 20) // 14 + 1),
+        ),
         ("truncated JSON", "POST", f"{v1}/lists", json_h, b'{"name": "x", "description": '),
         ("JSON array body", "POST", f"{v1}/lists", json_h, b"[1, 2, 3]"),
         ("wrong types", "POST", f"{v1}/lists", json_h, json.dumps({"name": 12345, "campaign_id": "abc"}).encode()),
@@ -229,31 +279,58 @@ async def _rest_cases(base: str, headers: dict[str, str], list_id: int) -> list[
         ("unknown field", "POST", f"{v1}/lists", json_h, json.dumps({"name": "ok", "drop_table": True}).encode()),
         ("CSV to the JSON import", "POST", f"{v1}/lists/{list_id}/contacts/import", json_h, b"phone\n+358401\n"),
         ("non-UTF-8 CSV", "POST", f"{v1}/lists/{list_id}/contacts/import.csv", csv_h, b"phone\n\xff\xfe\x00\x81\n"),
-        ("CSV without phone column", "POST", f"{v1}/lists/{list_id}/contacts/import.csv", csv_h,
-         b"name;email\nA;a@example.com\n"),
+        (
+            "CSV without phone column",
+            "POST",
+            f"{v1}/lists/{list_id}/contacts/import.csv",
+            csv_h,
+            b"name;email\nA;a@example.com\n",
+        ),
         ("broken CSV rows", "POST", f"{v1}/lists/{list_id}/contacts/import.csv", csv_h, BROKEN_CSV.encode()),
         ("query limit not a number", "GET", f"{v1}/lists/{list_id}/contacts?limit=lots", headers, None),
         ("query limit out of range", "GET", f"{v1}/lists/{list_id}/contacts?limit=-5", headers, None),
         ("path id beyond bigint", "GET", f"{v1}/lists/99999999999999999999", headers, None),
         ("path id not a number", "GET", f"{v1}/lists/abc", headers, None),
     ]
-    cases += [(f"invalid phone {p!r}", "POST", f"{v1}/lists/{list_id}/contacts", json_h,
-               json.dumps({"phone": p, "name": "Bad Number"}).encode()) for p in BAD_PHONES]
+    cases += [
+        (
+            f"invalid phone {p!r}",
+            "POST",
+            f"{v1}/lists/{list_id}/contacts",
+            json_h,
+            json.dumps({"phone": p, "name": "Bad Number"}).encode(),
+        )
+        for p in BAD_PHONES
+    ]
     results = []
     async with aiohttp.ClientSession() as http:
         for name, method, url, hdrs, body in cases:
             async with http.request(method, url, headers=hdrs, data=body) as resp:
                 doc = await resp.json(content_type=None)
-                results.append({"case": name, "status": resp.status, "content_type": resp.content_type,
-                                "error": doc.get("error"), "message": doc.get("message"), "fields": _fields(doc),
-                                "details": doc.get("details")})
+                results.append(
+                    {
+                        "case": name,
+                        "status": resp.status,
+                        "content_type": resp.content_type,
+                        "error": doc.get("error"),
+                        "message": doc.get("message"),
+                        "fields": _fields(doc),
+                        "details": doc.get("details"),
+                    }
+                )
     return results
 
 
 # ---------------------------------------------------------------------- AGI ---
 def _env(script: str, **extra: str) -> bytes:
-    lines = {"agi_network": "yes", "agi_network_script": script, "agi_request": f"agi://127.0.0.1/{script}",
-             "agi_channel": "PJSIP/test-0001", "agi_uniqueid": "1700000000.1", **extra}
+    lines = {
+        "agi_network": "yes",
+        "agi_network_script": script,
+        "agi_request": f"agi://127.0.0.1/{script}",
+        "agi_channel": "PJSIP/test-0001",
+        "agi_uniqueid": "1700000000.1",
+        **extra,
+    }
     return "".join(f"{k}: {v}\n" for k, v in lines.items()).encode() + b"\n"
 
 
@@ -290,8 +367,14 @@ async def _agi_cases(port: int) -> list[dict[str, Any]]:
     async def closing(name: str, payload: bytes, expect: str) -> None:
         peer = await AgiPeer.open(port)
         await peer.send(payload)
-        out.append({"case": name, "port": peer.port, "expect": expect,
-                    "closed_after_s": round(await peer.closed_by_server(5), 3)})
+        out.append(
+            {
+                "case": name,
+                "port": peer.port,
+                "expect": expect,
+                "closed_after_s": round(await peer.closed_by_server(5), 3),
+            }
+        )
         peer.abort()
 
     async def hang_up(name: str, payload: bytes, expect: str, read_first: bool = False) -> None:
@@ -308,19 +391,27 @@ async def _agi_cases(port: int) -> list[dict[str, Any]]:
     await closing("endless environment", b"".join(b"agi_var%d: v\n" % i for i in range(300)), "agi_protocol_error")
     await closing("environment without agi_request", b"agi_channel: PJSIP/x\n\n", "agi_protocol_error")
     await closing("unknown script", _env("drop-tables"), "agi_unknown_script")
-    await closing("garbage reply to a command", _env("lookup", agi_callerid="+358401600900") + b"999 what?\n",
-                  "agi_protocol_error")
+    await closing(
+        "garbage reply to a command",
+        _env("lookup", agi_callerid="+358401600900") + b"999 what?\n",
+        "agi_protocol_error",
+    )
     await hang_up("half environment, then disconnect", b"agi_network: yes\nagi_netw", "agi_hangup")
-    await hang_up("disconnect mid-command", _env("lookup", agi_callerid="+358401600900"), "agi_hangup",
-                  read_first=True)
+    await hang_up("disconnect mid-command", _env("lookup", agi_callerid="+358401600900"), "agi_hangup", read_first=True)
     flood = await asyncio.gather(*(AgiPeer.open(port) for _ in range(50)))
     for peer in flood:
         await peer.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not TLS\n")
     waits = await asyncio.gather(*(p.closed_by_server(10) for p in flood))
     for peer in flood:
         peer.abort()
-    out.append({"case": "50 concurrent junk connections", "ports": [p.port for p in flood],
-                "expect": "agi_protocol_error", "closed_after_s": round(max(waits), 3)})
+    out.append(
+        {
+            "case": "50 concurrent junk connections",
+            "ports": [p.port for p in flood],
+            "expect": "agi_protocol_error",
+            "closed_after_s": round(max(waits), 3),
+        }
+    )
     return out
 
 
@@ -348,8 +439,9 @@ def _free_port() -> int:
 async def test_bad_input_on_every_boundary(service_settings, sandbox, hangup_agents, observer, caplog, monkeypatch):
     originated = count_originates(monkeypatch)
     proxy = await InjectingAriProxy().start()
-    settings = service_settings.model_copy(update={"ari_url": proxy.ari_url, "http_port": _free_port(),
-                                                   "agi_port": _free_port()})
+    settings = service_settings.model_copy(
+        update={"ari_url": proxy.ari_url, "http_port": _free_port(), "agi_port": _free_port()}
+    )
     phones = SippAgents(sandbox, AGENTS, port=5161)
     try:
         with capture_logs() as logs:
@@ -369,12 +461,19 @@ async def test_bad_input_on_every_boundary(service_settings, sandbox, hangup_age
     report("bad_input", **result)
 
 
-async def _exercise(app: HitCall, proxy: InjectingAriProxy, phones: SippAgents, observer: Any, originated: Counter[str],
-                    logs: list[dict]) -> dict[str, Any]:
+async def _exercise(
+    app: HitCall,
+    proxy: InjectingAriProxy,
+    phones: SippAgents,
+    observer: Any,
+    originated: Counter[str],
+    logs: list[dict],
+) -> dict[str, Any]:
     pool = app.db.pool
     base = f"http://127.0.0.1:{app.http_port}"
-    cid, list_id = await live_campaign(pool, "bad-input", agents=AGENTS, numbers=quick_calls(1, start=1600),
-                                       first_agent_number=1161)
+    cid, list_id = await live_campaign(
+        pool, "bad-input", agents=AGENTS, numbers=quick_calls(1, start=1600), first_agent_number=1161
+    )
     await pool.execute("UPDATE contacts SET name = 'Known Caller' WHERE list_id = $1", list_id)
     phones.start()
     deadline = time.monotonic() + 15
@@ -443,10 +542,16 @@ async def _exercise(app: HitCall, proxy: InjectingAriProxy, phones: SippAgents, 
     assert by_case["2 MiB JSON body"]["details"]["limit_bytes"] == JSON_LIMIT
     for name in ("truncated JSON", "CSV to the JSON import", "non-UTF-8 CSV"):
         assert by_case[name]["status"] == 400 and by_case[name]["error"] == "malformed_body", by_case[name]
-    expected_fields = {"JSON array body": {"body"}, "wrong types": {"name", "campaign_id"},
-                       "100k-character name": {"name"}, "unknown field": {"drop_table"},
-                       "CSV without phone column": {"csv"}, "query limit not a number": {"limit"},
-                       "query limit out of range": {"limit"}, "broken CSV rows": {"contacts"}}
+    expected_fields = {
+        "JSON array body": {"body"},
+        "wrong types": {"name", "campaign_id"},
+        "100k-character name": {"name"},
+        "unknown field": {"drop_table"},
+        "CSV without phone column": {"csv"},
+        "query limit not a number": {"limit"},
+        "query limit out of range": {"limit"},
+        "broken CSV rows": {"contacts"},
+    }
     expected_fields |= {f"invalid phone {p!r}": {"phone"} for p in BAD_PHONES}
     for name, fields in expected_fields.items():
         assert by_case[name]["status"] == 422 and by_case[name]["fields"] == fields, by_case[name]
@@ -455,12 +560,18 @@ async def _exercise(app: HitCall, proxy: InjectingAriProxy, phones: SippAgents, 
     csv_report = by_case["broken CSV rows"]["details"]["report"]
     assert by_case["broken CSV rows"]["error"] == "import_rejected" and csv_report["imported"] == 1
     assert [(e["row"], e["field"]) for e in csv_report["errors"]] == [
-        (3, "phone"), (4, "email"), (5, "row"), (6, "phone"), (7, "row")], csv_report
+        (3, "phone"),
+        (4, "email"),
+        (5, "row"),
+        (6, "phone"),
+        (7, "row"),
+    ], csv_report
     assert rows_after == rows_before, "nothing half-written: no list or contact from any bad request"
 
     # ---- AGI: every bad connection ended promptly, each with its own log line.
-    agi_log = Counter((e["event"], int(e["peer"].rsplit(":", 1)[1])) for e in logs
-                      if e["event"].startswith("agi_") and e.get("peer"))
+    agi_log = Counter(
+        (e["event"], int(e["peer"].rsplit(":", 1)[1])) for e in logs if e["event"].startswith("agi_") and e.get("peer")
+    )
     for case in agi:
         for port in case.get("ports", [case.get("port")]):
             assert agi_log[(case["expect"], port)] == 1, (case["case"], case["expect"], agi_log)
@@ -526,11 +637,16 @@ async def test_deeply_nested_ari_frame_does_not_end_the_event_stream(service_set
                 still_reading = True
             except TimeoutError:
                 still_reading = False
-            line = report("bad_input_deep_json", injected="one ARI event frame of 100000 nested JSON arrays",
-                          still_reading_events=still_reading, ari_connected=app.ari.connected.is_set(),
-                          reconnects=app.ari.stats.connects - connects,
-                          recover_s=round(time.monotonic() - started, 3) if still_reading else None,
-                          lost=0 if still_reading else "every later ARI event", duplicated=0)
+            line = report(
+                "bad_input_deep_json",
+                injected="one ARI event frame of 100000 nested JSON arrays",
+                still_reading_events=still_reading,
+                ari_connected=app.ari.connected.is_set(),
+                reconnects=app.ari.stats.connects - connects,
+                recover_s=round(time.monotonic() - started, 3) if still_reading else None,
+                lost=0 if still_reading else "every later ARI event",
+                duplicated=0,
+            )
             assert still_reading and app.ari.connected.is_set(), line
     finally:
         await proxy.close()

@@ -13,10 +13,18 @@ import pytest
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.sandbox import SippAgents
 from hitcall_pbx.settings import load_settings
-
-from .harness import (attempts, count_originates, live_campaign, loss_and_duplicates, quick_calls, report,
-                      run_campaign, wait_settled)
 from tests.live import ARI_URL, wait_until
+
+from .harness import (
+    attempts,
+    count_originates,
+    live_campaign,
+    loss_and_duplicates,
+    quick_calls,
+    report,
+    run_campaign,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.asterisk
 
@@ -25,16 +33,18 @@ CONTACTS = 12
 OUTAGE_S = 60.0
 
 
-async def test_postgres_outage_mid_campaign(stoppable_pg, product_logging, sandbox, hangup_agents, observer, monkeypatch,
-                                            tmp_path):
+async def test_postgres_outage_mid_campaign(
+    stoppable_pg, product_logging, sandbox, hangup_agents, observer, monkeypatch, tmp_path
+):
     sent = count_originates(monkeypatch)
     settings = load_settings(database_url=stoppable_pg.uri, data_dir=tmp_path, ari_url=ARI_URL, ari_app="hitcall")
     phones = SippAgents(sandbox, AGENTS, port=5284)
     try:
         async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
             pool = app.db.pool
-            cid, list_id = await live_campaign(pool, "pg-outage", agents=AGENTS, numbers=quick_calls(CONTACTS, 840),
-                                               first_agent_number=1184)
+            cid, list_id = await live_campaign(
+                pool, "pg-outage", agents=AGENTS, numbers=quick_calls(CONTACTS, 840), first_agent_number=1184
+            )
             phones.start()
             await wait_until(lambda: len(app.sessions.by_agent) == len(AGENTS), timeout=15)
             await run_campaign(pool, cid)
@@ -65,19 +75,32 @@ async def test_postgres_outage_mid_campaign(stoppable_pg, product_logging, sandb
             await app.dialer.idle(timeout=10)
             await app.cdr.flush()
             rows = await attempts(pool, cid)
-            events = {r["subject"]: r["n"] for r in await pool.fetch(
-                "SELECT subject, count(*) AS n FROM webhook_outbox WHERE event_type = 'call.ended' GROUP BY subject")}
+            events = {
+                r["subject"]: r["n"]
+                for r in await pool.fetch(
+                    "SELECT subject, count(*) AS n FROM webhook_outbox WHERE event_type = 'call.ended' GROUP BY subject"
+                )
+            }
             stats = app.cdr.stats
         counts = loss_and_duplicates(rows, observer, sent)
         by_id = {str(r["id"]): r for r in rows}
         ended_events = {str(r["id"]): events.get(f"attempt:{r['id']}", 0) for r in rows if r["state"] == "ended"}
-        report("postgres_outage", injected=f"embedded Postgres stopped (pg_ctl stop -m fast) for {OUTAGE_S:.0f} s",
-               outage_s=round(outage_s, 3), calls_in_progress_at_stop=in_progress,
-               customers_hung_up_after_s=round(hung_up_s, 3), calls_closed_in_service_after_s=round(calls_done_s, 3),
-               originates_while_down=dialled_while_down,
-               cdrs_spooled=stats.spooled, cdrs_replayed=stats.replayed, spool_backlog_in_outage=spooled_during_outage,
-               cdrs_landed_after_s=round(cdrs_landed_s, 3), dialling_resumed_after_s=round(dialling_resumed_s, 3),
-               attempts_without_one_call_ended_event=sum(1 for n in ended_events.values() if n != 1), **counts)
+        report(
+            "postgres_outage",
+            injected=f"embedded Postgres stopped (pg_ctl stop -m fast) for {OUTAGE_S:.0f} s",
+            outage_s=round(outage_s, 3),
+            calls_in_progress_at_stop=in_progress,
+            customers_hung_up_after_s=round(hung_up_s, 3),
+            calls_closed_in_service_after_s=round(calls_done_s, 3),
+            originates_while_down=dialled_while_down,
+            cdrs_spooled=stats.spooled,
+            cdrs_replayed=stats.replayed,
+            spool_backlog_in_outage=spooled_during_outage,
+            cdrs_landed_after_s=round(cdrs_landed_s, 3),
+            dialling_resumed_after_s=round(dialling_resumed_s, 3),
+            attempts_without_one_call_ended_event=sum(1 for n in ended_events.values() if n != 1),
+            **counts,
+        )
 
         assert dialled_while_down == 0, "no attempt is dialled without a stored id"
         assert counts["orphan_originates"] == 0 and counts["duplicated"] == 0 and counts["lost"] == 0, counts

@@ -19,10 +19,18 @@ import pytest
 
 from hitcall_pbx.sandbox import SippAgents
 from hitcall_pbx.store.db import create_pool
-
-from .harness import (asterisk_attempt_channels, attempts, live_campaign, loss_and_duplicates, quick_calls, report,
-                      run_campaign, wait_settled)
 from tests.live import ARI_URL, wait_until
+
+from .harness import (
+    asterisk_attempt_channels,
+    attempts,
+    live_campaign,
+    loss_and_duplicates,
+    quick_calls,
+    report,
+    run_campaign,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.asterisk
 
@@ -48,8 +56,14 @@ class ServeProcess:
     def start(self) -> None:
         exe = Path(sys.executable).with_name("hitcall")
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([str(exe), "serve"], env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [str(exe), "serve"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     async def ready(self) -> bool:
         assert self.proc is not None
@@ -75,18 +89,27 @@ class ServeProcess:
             self.proc.wait()
 
 
-async def test_sigkill_mid_campaign_then_restart(product_logging, service_dsn, sandbox, hangup_agents, observer,
-                                                 tmp_path):
-    env = dict(os.environ, DATABASE_URL=service_dsn, HITCALL_DATA_DIR=str(tmp_path / "data"), HITCALL_ARI_URL=ARI_URL,
-               HITCALL_HTTP_PORT=str(_free_port()), HITCALL_AGI_PORT=str(_free_port()), HITCALL_LOG_LEVEL="INFO",
-               HITCALL_PURGE_INTERVAL_S="86400")
+async def test_sigkill_mid_campaign_then_restart(
+    product_logging, service_dsn, sandbox, hangup_agents, observer, tmp_path
+):
+    env = dict(
+        os.environ,
+        DATABASE_URL=service_dsn,
+        HITCALL_DATA_DIR=str(tmp_path / "data"),
+        HITCALL_ARI_URL=ARI_URL,
+        HITCALL_HTTP_PORT=str(_free_port()),
+        HITCALL_AGI_PORT=str(_free_port()),
+        HITCALL_LOG_LEVEL="INFO",
+        HITCALL_PURGE_INTERVAL_S="86400",
+    )
     pool = await create_pool(service_dsn, min_size=1, max_size=3)
     first = ServeProcess(env, tmp_path / "serve-1.log")
     second = ServeProcess(env, tmp_path / "serve-2.log")
     phones = SippAgents(sandbox, AGENTS, port=5287)
     try:
-        cid, list_id = await live_campaign(pool, "sigkill", agents=AGENTS, numbers=quick_calls(CONTACTS, 870),
-                                           first_agent_number=1187)
+        cid, list_id = await live_campaign(
+            pool, "sigkill", agents=AGENTS, numbers=quick_calls(CONTACTS, 870), first_agent_number=1187
+        )
 
         async def agents_ready() -> bool:
             return await pool.fetchval("SELECT count(*) FROM agents WHERE state <> 'logged_out'") == len(AGENTS)
@@ -96,23 +119,35 @@ async def test_sigkill_mid_campaign_then_restart(product_logging, service_dsn, s
         phones.start()
         await wait_until(agents_ready, timeout=15)
         await run_campaign(pool, cid)
-        await wait_until(lambda: pool.fetchval(
-            "SELECT count(*) FROM all_attempts WHERE campaign_id = $1 AND state = 'bridged'", cid), timeout=20)
+        await wait_until(
+            lambda: pool.fetchval(
+                "SELECT count(*) FROM all_attempts WHERE campaign_id = $1 AND state = 'bridged'", cid
+            ),
+            timeout=20,
+        )
 
         first.kill(signal.SIGKILL)
         killed_at = time.monotonic()
         await first.wait(timeout=5)
-        in_flight = {str(r["id"]): r["state"] for r in await pool.fetch(
-            "SELECT id, state FROM all_attempts WHERE campaign_id = $1 AND state <> 'ended'", cid)}
+        in_flight = {
+            str(r["id"]): r["state"]
+            for r in await pool.fetch(
+                "SELECT id, state FROM all_attempts WHERE campaign_id = $1 AND state <> 'ended'", cid
+            )
+        }
         up_at_kill = set(await _attempt_channels())
 
         second.start()
         started_at = time.monotonic()
         await wait_until(second.ready, timeout=30, interval=0.05)
         ready_s = time.monotonic() - started_at
-        await wait_until(lambda: pool.fetchval(
-            "SELECT count(*) = 0 FROM all_attempts WHERE id = ANY($1::uuid[]) AND state <> 'ended'",
-            list(in_flight)), timeout=15, interval=0.05)
+        await wait_until(
+            lambda: pool.fetchval(
+                "SELECT count(*) = 0 FROM all_attempts WHERE id = ANY($1::uuid[]) AND state <> 'ended'", list(in_flight)
+            ),
+            timeout=15,
+            interval=0.05,
+        )
         recovered_s = time.monotonic() - started_at
         killed_to_recovered_s = time.monotonic() - killed_at
         await wait_until(agents_ready, timeout=15)
@@ -125,11 +160,17 @@ async def test_sigkill_mid_campaign_then_restart(product_logging, service_dsn, s
         left_in_asterisk = await _attempt_channels()
         counts = loss_and_duplicates(rows, observer)
         by_id = {str(r["id"]): r for r in rows}
-        report("sigkill", injected="hitcall serve killed with SIGKILL mid-campaign, then started again",
-               in_flight_at_kill=in_flight, channels_up_at_kill=len(up_at_kill),
-               restart_to_ready_s=round(ready_s, 3), restart_to_in_flight_closed_s=round(recovered_s, 3),
-               kill_to_in_flight_closed_s=round(killed_to_recovered_s, 3),
-               in_flight_outcomes={aid: by_id[aid]["outcome"] for aid in in_flight}, **counts)
+        report(
+            "sigkill",
+            injected="hitcall serve killed with SIGKILL mid-campaign, then started again",
+            in_flight_at_kill=in_flight,
+            channels_up_at_kill=len(up_at_kill),
+            restart_to_ready_s=round(ready_s, 3),
+            restart_to_in_flight_closed_s=round(recovered_s, 3),
+            kill_to_in_flight_closed_s=round(killed_to_recovered_s, 3),
+            in_flight_outcomes={aid: by_id[aid]["outcome"] for aid in in_flight},
+            **counts,
+        )
 
         assert in_flight, "calls were in flight at the kill"
         assert counts["duplicated"] == 0 and counts["lost"] == 0 and counts["orphan_originates"] == 0, counts

@@ -26,8 +26,16 @@ from hitcall_pbx.hooks import WebhookDispatcher, generate_secret
 from hitcall_pbx.sandbox import SippAgents
 from tests.webhook_receiver import Receiver
 
-from .harness import (attempts, count_originates, live_campaign, loss_and_duplicates, quick_calls, report, run_campaign,
-                      wait_settled)
+from .harness import (
+    attempts,
+    count_originates,
+    live_campaign,
+    loss_and_duplicates,
+    quick_calls,
+    report,
+    run_campaign,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.asterisk
 
@@ -65,7 +73,9 @@ async def _drained(pool, up_to_outbox_id: int | None, timeout: float) -> None:
             """SELECT (SELECT count(*) FROM webhook_outbox
                      WHERE dispatched_at IS NULL AND ($1::bigint IS NULL OR id <= $1))
                   + (SELECT count(*) FROM webhook_deliveries
-                     WHERE state <> 'delivered' AND ($1::bigint IS NULL OR outbox_id <= $1))""", up_to_outbox_id)
+                     WHERE state <> 'delivered' AND ($1::bigint IS NULL OR outbox_id <= $1))""",
+            up_to_outbox_id,
+        )
         if left == 0:
             return
         assert time.monotonic() < deadline, f"{left} events not delivered within {timeout} s"
@@ -80,15 +90,18 @@ async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hang
     phones = SippAgents(sandbox, AGENTS, port=5151)
     async with HitCall(service_settings, options) as app:
         pool = app.db.pool
-        await pool.execute("INSERT INTO webhook_subscriptions (url, secret, event_types) VALUES ($1, $2, '{*}')",
-                           receiver.url, secret)
-        cid, list_id = await live_campaign(pool, "webhooks-down", agents=AGENTS, numbers=quick_calls(8, start=1500),
-                                           first_agent_number=1151)
+        await pool.execute(
+            "INSERT INTO webhook_subscriptions (url, secret, event_types) VALUES ($1, $2, '{*}')", receiver.url, secret
+        )
+        cid, list_id = await live_campaign(
+            pool, "webhooks-down", agents=AGENTS, numbers=quick_calls(8, start=1500), first_agent_number=1151
+        )
         clock = ScaledClock(FACTOR)
         # The service's dispatcher, on compressed time. Its lease (request timeout + 30 s of
         # virtual time) must outlast a real loopback POST: 150 virtual s = 1.5 real s.
-        dispatcher = WebhookDispatcher(pool, aiohttp.ClientSession, clock=clock, request_timeout=120.0,
-                                       poll_interval=0.05, rng=random.Random(5))
+        dispatcher = WebhookDispatcher(
+            pool, aiohttp.ClientSession, clock=clock, request_timeout=120.0, poll_interval=0.05, rng=random.Random(5)
+        )
         await dispatcher.start()
         try:
             phones.start()
@@ -99,7 +112,8 @@ async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hang
             await _until_virtual(clock, REFUSED_S + FAILING_S)
             events_in_outage = await pool.fetchval("SELECT count(*) FROM webhook_outbox")
             delivered_in_outage = await pool.fetchval(
-                "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'")
+                "SELECT count(*) FROM webhook_deliveries WHERE state = 'delivered'"
+            )
             backlog_until = await pool.fetchval("SELECT max(id) FROM webhook_outbox")
             receiver.fail = False
             recovered_at, recovered_virtual = time.monotonic(), clock.elapsed()
@@ -134,7 +148,7 @@ async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hang
     line = report(
         "webhook_receiver_down",
         injected=f"webhook receiver refused connections for {REFUSED_S:.0f} s then answered 503 for "
-                 f"{FAILING_S:.0f} s (virtual), during a live progressive campaign",
+        f"{FAILING_S:.0f} s (virtual), during a live progressive campaign",
         time_compression=FACTOR,
         outage_real_s=round((REFUSED_S + FAILING_S) / FACTOR, 2),
         events=len(outbox),

@@ -17,11 +17,21 @@ import pytest
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.core.states import AgentState
 from hitcall_pbx.sandbox import SippAgents
-
-from .harness import (asterisk_attempt_channels, attempts, count_originates, live_campaign, loss_and_duplicates,
-                      quick_calls, report, run_campaign, talkers, wait_settled)
-from .proxy import LoopbackProxy
 from tests.live import wait_until
+
+from .harness import (
+    asterisk_attempt_channels,
+    attempts,
+    count_originates,
+    live_campaign,
+    loss_and_duplicates,
+    quick_calls,
+    report,
+    run_campaign,
+    talkers,
+    wait_settled,
+)
+from .proxy import LoopbackProxy
 
 pytestmark = pytest.mark.asterisk
 
@@ -30,8 +40,9 @@ LONG, QUICK = 3, 6
 HOLD_S = 1.0
 
 
-async def test_ari_websocket_cut_mid_campaign(product_logging, service_settings, sandbox, hangup_agents, observer,
-                                              monkeypatch):
+async def test_ari_websocket_cut_mid_campaign(
+    product_logging, service_settings, sandbox, hangup_agents, observer, monkeypatch
+):
     sent = count_originates(monkeypatch)
     proxy = await LoopbackProxy().start()
     settings = service_settings.model_copy(update={"ari_url": proxy.ari_url})
@@ -42,23 +53,27 @@ async def test_ari_websocket_cut_mid_campaign(product_logging, service_settings,
             # Dialled in this order: a talker, then two quick customers, and again, so that
             # calls ring while the first talker is still talking.
             quick = quick_calls(QUICK, 920)
-            numbers = [n for i, talker in enumerate(talkers(LONG, 12, start=910))
-                       for n in (talker, *quick[2 * i:2 * i + 2])]
-            cid, list_id = await live_campaign(pool, "ws-cut", agents=AGENTS, first_agent_number=1191,
-                                               numbers=numbers)
+            numbers = [
+                n for i, talker in enumerate(talkers(LONG, 12, start=910)) for n in (talker, *quick[2 * i : 2 * i + 2])
+            ]
+            cid, list_id = await live_campaign(pool, "ws-cut", agents=AGENTS, first_agent_number=1191, numbers=numbers)
             phones.start()
             await wait_until(lambda: len(app.sessions.by_agent) == len(AGENTS), timeout=15)
             await run_campaign(pool, cid)
             # Cut while one call talks and another still rings.
-            await wait_until(lambda: {"bridged", "ringing"} <= {c["state"] for c in app.dialer.live_calls()},
-                             timeout=15, interval=0.01)
+            await wait_until(
+                lambda: {"bridged", "ringing"} <= {c["state"] for c in app.dialer.live_calls()},
+                timeout=15,
+                interval=0.01,
+            )
 
             in_progress = {c["attempt_id"]: c["state"] for c in app.dialer.live_calls()}
             reconnects = app.ari.stats.reconnects
             cut_at = time.monotonic()
             dropped = proxy.cut(HOLD_S)
-            await wait_until(lambda: app.ari.stats.reconnects > reconnects and app.ari.connected.is_set(),
-                             timeout=10, interval=0.01)
+            await wait_until(
+                lambda: app.ari.stats.reconnects > reconnects and app.ari.connected.is_set(), timeout=10, interval=0.01
+            )
             recover_s = time.monotonic() - cut_at
             # Right after the resync: the calls that were talking are still talking in the service.
             after = {aid: app.dialer.calls[aid].state for aid in in_progress if aid in app.dialer.calls}
@@ -78,17 +93,28 @@ async def test_ari_websocket_cut_mid_campaign(product_logging, service_settings,
         by_id = {str(r["id"]): r for r in rows}
         # Calls still up at the resync whose answer or bridge entry the service missed and
         # never repaired (a call that ended inside the gap cannot be judged from GET /channels).
-        repaired_not = sorted(aid for aid in up_at_resync & set(by_id)
-                              if (aid in observer.answered and by_id[aid]["answered_at"] is None)
-                              or (aid in observer.bridged and (by_id[aid]["bridged_at"] is None
-                                                               or by_id[aid]["abandoned"])))
+        repaired_not = sorted(
+            aid
+            for aid in up_at_resync & set(by_id)
+            if (aid in observer.answered and by_id[aid]["answered_at"] is None)
+            or (aid in observer.bridged and (by_id[aid]["bridged_at"] is None or by_id[aid]["abandoned"]))
+        )
         ended_in_gap = sorted(set(in_progress) - up_at_resync)
-        report("ari_websocket_cut", injected=f"events WebSocket reset by the proxy, reconnects refused for {HOLD_S} s",
-               dropped_connections=dropped, in_progress_at_cut=in_progress, state_after_resync=after,
-               recover_s=round(recover_s, 3), downtime_s=app.ari.stats.last_reconnect_s, stuck=stuck,
-               up_at_resync=sorted(up_at_resync & set(by_id)), state_not_repaired=repaired_not,
-               ended_in_gap={aid: by_id[aid]["outcome"] for aid in ended_in_gap},
-               ended_in_gap_answered_in_asterisk=[aid for aid in ended_in_gap if aid in observer.answered], **counts)
+        report(
+            "ari_websocket_cut",
+            injected=f"events WebSocket reset by the proxy, reconnects refused for {HOLD_S} s",
+            dropped_connections=dropped,
+            in_progress_at_cut=in_progress,
+            state_after_resync=after,
+            recover_s=round(recover_s, 3),
+            downtime_s=app.ari.stats.last_reconnect_s,
+            stuck=stuck,
+            up_at_resync=sorted(up_at_resync & set(by_id)),
+            state_not_repaired=repaired_not,
+            ended_in_gap={aid: by_id[aid]["outcome"] for aid in ended_in_gap},
+            ended_in_gap_answered_in_asterisk=[aid for aid in ended_in_gap if aid in observer.answered],
+            **counts,
+        )
 
         assert dropped, "the service's events socket went through the proxy and was cut"
         assert recover_s < HOLD_S + 2.0

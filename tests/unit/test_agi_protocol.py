@@ -9,7 +9,8 @@ import socket
 
 import asyncpg
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hitcall_pbx.agi import AgiError, AgiHangup, AgiServer, AgiSession, default_handlers
 from hitcall_pbx.agi.protocol import MAX_ENV_LINES, MAX_LINE, AgiReply, format_command, parse_reply
@@ -93,7 +94,7 @@ def test_dead_channel_refused_and_garbage_replies():
 def test_an_argument_never_breaks_out_of_its_command_line(value):
     wire = format_command("SET VARIABLE", "NAME", value)
     assert wire.endswith(b"\n") and wire.count(b"\n") == 1
-    quoted = wire.decode()[len('SET VARIABLE "NAME" '):-1]
+    quoted = wire.decode()[len('SET VARIABLE "NAME" ') : -1]
     assert quoted.startswith('"') and quoted.endswith('"')
     unquoted = re.sub(r"\\(.)", r"\1", quoted[1:-1])
     assert unquoted == re.sub(r"[\x00-\x1f\x7f]", " ", value)
@@ -146,8 +147,9 @@ async def test_hangup_notification_usage_error_and_dead_channel(pair):
     await peer.send(ENV)
     agi = await AgiSession.open(reader, writer)
 
-    await peer.send("520-Invalid command syntax.  Proper usage follows:\nUsage: GET DATA <file>\n"
-                    "520 End of proper usage.\n")
+    await peer.send(
+        "520-Invalid command syntax.  Proper usage follows:\nUsage: GET DATA <file>\n520 End of proper usage.\n"
+    )
     with pytest.raises(AgiError) as err:
         await agi.command("GET DATA")
     assert not isinstance(err.value, AgiHangup)
@@ -211,8 +213,14 @@ async def test_server_survives_garbage_and_serves_the_next_call():
     async def boom(agi: AgiSession, pool) -> None:
         raise RuntimeError("handler bug")
 
-    server = AgiServer(None, "127.0.0.1", 0, {"ok": script, "boom": boom},  # type: ignore[arg-type]
-                       env_timeout=0.3, session_timeout=2)
+    server = AgiServer(
+        None,
+        "127.0.0.1",
+        0,
+        {"ok": script, "boom": boom},  # type: ignore[arg-type]
+        env_timeout=0.3,
+        session_timeout=2,
+    )
     await server.start()
 
     async def talk(payload: bytes, *, close: bool = True) -> bytes:
@@ -282,8 +290,11 @@ async def test_optout_line_with_database_down_routes_the_caller_to_an_agent():
         await server.close()
         await pool.close()
     assert commands[0] == 'SET VARIABLE "HITCALL_CONTACT_FOUND" "0"'
-    assert commands[-3:] == ['STREAM FILE "hello-world" "12"', 'SET VARIABLE "HITCALL_ROUTE" "agent"',
-                             'STREAM FILE "pls-hold-while-try" ""']
+    assert commands[-3:] == [
+        'STREAM FILE "hello-world" "12"',
+        'SET VARIABLE "HITCALL_ROUTE" "agent"',
+        'STREAM FILE "pls-hold-while-try" ""',
+    ]
 
 
 # ------------------------------------------------------------ pure decisions ---
@@ -308,8 +319,12 @@ def test_caller_number_and_identification():
 def test_lookup_variables_found_and_unknown():
     found = lookup_variables(CallerContact(7, "Maija", "crm-7", 3, 2, "Spring"))
     assert found == {
-        "HITCALL_CONTACT_FOUND": "1", "HITCALL_CONTACT_ID": "7", "HITCALL_CONTACT_NAME": "Maija",
-        "HITCALL_CONTACT_EXTERNAL_ID": "crm-7", "HITCALL_LIST_ID": "3", "HITCALL_CAMPAIGN": "2",
+        "HITCALL_CONTACT_FOUND": "1",
+        "HITCALL_CONTACT_ID": "7",
+        "HITCALL_CONTACT_NAME": "Maija",
+        "HITCALL_CONTACT_EXTERNAL_ID": "crm-7",
+        "HITCALL_LIST_ID": "3",
+        "HITCALL_CAMPAIGN": "2",
         "HITCALL_CAMPAIGN_NAME": "Spring",
     }
     unknown = lookup_variables(None)

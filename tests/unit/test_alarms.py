@@ -1,7 +1,8 @@
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hitcall_pbx.core.alarms import GIB, AlarmInputs, CampaignAbandon, JournalHealth, Thresholds, diff, evaluate
 
@@ -17,8 +18,19 @@ def campaign(rate, cap=0.03, rate_30=0.0, answered=100.0):
 
 
 def test_healthy_service_has_no_alarms():
-    assert names(AlarmInputs(campaigns=(campaign(0.01),), purge_interval_s=3600, last_purge_success_age_s=10,
-                             last_purge_failed=False, disk_free_bytes=50 * GIB, disk_total_bytes=100 * GIB)) == set()
+    assert (
+        names(
+            AlarmInputs(
+                campaigns=(campaign(0.01),),
+                purge_interval_s=3600,
+                last_purge_success_age_s=10,
+                last_purge_failed=False,
+                disk_free_bytes=50 * GIB,
+                disk_total_bytes=100 * GIB,
+            )
+        )
+        == set()
+    )
 
 
 def test_ari_down_only_after_grace():
@@ -115,10 +127,24 @@ def test_diff_by_name_ignores_changed_details():
 
 
 def test_alarm_names_match_the_table_check():
-    every = evaluate(AlarmInputs(
-        ari_connected=False, ari_down_s=9, db_ok=False, db_down_s=9, spool_backlog=1, spool_trend=1,
-        campaigns=(campaign(0.5),), webhook_dead=1, webhook_oldest_pending_age_s=1e4, purge_interval_s=1,
-        last_purge_success_age_s=1e4, last_purge_failed=True, disk_free_bytes=0, disk_total_bytes=1))
+    every = evaluate(
+        AlarmInputs(
+            ari_connected=False,
+            ari_down_s=9,
+            db_ok=False,
+            db_down_s=9,
+            spool_backlog=1,
+            spool_trend=1,
+            campaigns=(campaign(0.5),),
+            webhook_dead=1,
+            webhook_oldest_pending_age_s=1e4,
+            purge_interval_s=1,
+            last_purge_success_age_s=1e4,
+            last_purge_failed=True,
+            disk_free_bytes=0,
+            disk_total_bytes=1,
+        )
+    )
     assert len(every) == 10
     assert all(re.fullmatch(r"[a-z][a-z0-9_.]*", n) for n in every)
 
@@ -158,8 +184,10 @@ inputs = st.builds(
     last_purge_failed=st.none() | st.booleans(),
     disk_free_bytes=st.none() | st.integers(0, 100 * GIB),
     disk_total_bytes=st.sampled_from([None, 0, 2 * GIB, 100 * GIB]),
-    journal=st.none() | st.builds(JournalHealth, backlog=st.integers(0, 60_000), spool_backlog=st.integers(0, 50),
-                                  failing_s=st.floats(0, 20)),
+    journal=st.none()
+    | st.builds(
+        JournalHealth, backlog=st.integers(0, 60_000), spool_backlog=st.integers(0, 50), failing_s=st.floats(0, 20)
+    ),
 )
 
 
@@ -195,8 +223,11 @@ def test_journal_backlog_raises_on_failing_writes_or_a_large_backlog_and_holds_u
     t = Thresholds(journal_failing_s=10, journal_backlog=100)
 
     def journal(active, **health):
-        return {n: a for n, a in evaluate(AlarmInputs(journal=JournalHealth(**health)), t, active).items()
-                if n == "journal_backlog"}
+        return {
+            n: a
+            for n, a in evaluate(AlarmInputs(journal=JournalHealth(**health)), t, active).items()
+            if n == "journal_backlog"
+        }
 
     assert journal({}, backlog=40, spool_backlog=30, failing_s=9) == {}
     failing = journal({}, backlog=40, spool_backlog=30, failing_s=10)

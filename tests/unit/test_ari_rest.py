@@ -210,8 +210,11 @@ async def test_connection_refused_is_unavailable() -> None:
 
 async def test_channel_states_read_ids_states_and_application_without_models(ari):
     rest, fake = ari
-    up = CHANNEL | {"id": "att-2", "state": "Up",
-                    "dialplan": CHANNEL["dialplan"] | {"app_name": "Stasis", "app_data": "hitcall,customer"}}
+    up = CHANNEL | {
+        "id": "att-2",
+        "state": "Up",
+        "dialplan": CHANNEL["dialplan"] | {"app_name": "Stasis", "app_data": "hitcall,customer"},
+    }
     partial = {"id": "odd", "state": "Ring"}  # a listing entry the models would refuse
     fake.replies[("GET", "/ari/channels")] = (200, [CHANNEL, up, partial])
     assert await rest.channel_states() == {"att-1": ("Down", ""), "att-2": ("Up", "Stasis"), "odd": ("Ring", "")}

@@ -9,13 +9,21 @@ from hitcall_pbx.core.compliance import CampaignMode
 from hitcall_pbx.dialer.engine import pace_decision
 
 
-def _snap(ready: int, *, logged_in: int | None = None, dialling: int = 0, waiting: int = 0,
-          talking: int = 0) -> pacing.PacingSnapshot:
+def _snap(
+    ready: int, *, logged_in: int | None = None, dialling: int = 0, waiting: int = 0, talking: int = 0
+) -> pacing.PacingSnapshot:
     return pacing.PacingSnapshot(
-        now=0.0, agents_logged_in=ready + talking if logged_in is None else logged_in, agents_ready=ready,
-        wrap_remaining_s=(), talk_elapsed_s=(30.0,) * talking, dialling_elapsed_s=(1.0,) * dialling,
-        answered_waiting=waiting, reserved_calls=0, agents_paused=0,
-        settings=pacing.PacingSettings(abandon_cap=0.03, max_lines_per_agent=3, ring_timeout_s=15.0))
+        now=0.0,
+        agents_logged_in=ready + talking if logged_in is None else logged_in,
+        agents_ready=ready,
+        wrap_remaining_s=(),
+        talk_elapsed_s=(30.0,) * talking,
+        dialling_elapsed_s=(1.0,) * dialling,
+        answered_waiting=waiting,
+        reserved_calls=0,
+        agents_paused=0,
+        settings=pacing.PacingSettings(abandon_cap=0.03, max_lines_per_agent=3, ring_timeout_s=15.0),
+    )
 
 
 @pytest.mark.parametrize("ready", [1, 2, 3, 5, 20])

@@ -21,26 +21,54 @@ from hitcall_pbx.dialer.engine import Dialer, LiveCall, agent_bridges, call_outc
 from hitcall_pbx.dialer.models import Attempt, Campaign
 from hitcall_pbx.errors import Conflict
 
-
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def _campaign(cid: int = 1, priority: int = 0) -> Campaign:
     return Campaign(
-        id=cid, name=f"c{cid}", mode=CampaignMode.PREDICTIVE, state="running", caller_id=None, ring_timeout_s=30,
-        max_attempts=2, retry_delays={"busy": 600, "no_answer": 3600, "congestion": 900, "answered_machine": 7200,
-                                      "abandoned": 3600, "cancelled": 0},
-        wrap_up_s=0, abandon_cap=0.03, info_message_sound=None, amd_enabled=False, record_calls=False,
-        recording_announcement=None, window=CallingWindow(), priority=priority, preview_offer_timeout_s=30,
-        max_lines_per_agent=2.0, retention=RetentionPolicy(),
+        id=cid,
+        name=f"c{cid}",
+        mode=CampaignMode.PREDICTIVE,
+        state="running",
+        caller_id=None,
+        ring_timeout_s=30,
+        max_attempts=2,
+        retry_delays={
+            "busy": 600,
+            "no_answer": 3600,
+            "congestion": 900,
+            "answered_machine": 7200,
+            "abandoned": 3600,
+            "cancelled": 0,
+        },
+        wrap_up_s=0,
+        abandon_cap=0.03,
+        info_message_sound=None,
+        amd_enabled=False,
+        record_calls=False,
+        recording_announcement=None,
+        window=CallingWindow(),
+        priority=priority,
+        preview_offer_timeout_s=30,
+        max_lines_per_agent=2.0,
+        retention=RetentionPolicy(),
     )
 
 
 def _call(campaign: Campaign | None = None, **kw: Any) -> LiveCall:
     campaign = campaign or _campaign()
-    attempt = Attempt(id=uuid.uuid4(), campaign_id=campaign.id, contact_id=7, attempt_no=1, number="+358401234567",
-                      caller_id="", agent_id=None, mode=campaign.mode, created_at=NOW,
-                      retention_until=NOW + timedelta(days=730))
+    attempt = Attempt(
+        id=uuid.uuid4(),
+        campaign_id=campaign.id,
+        contact_id=7,
+        attempt_no=1,
+        number="+358401234567",
+        caller_id="",
+        agent_id=None,
+        mode=campaign.mode,
+        created_at=NOW,
+        retention_until=NOW + timedelta(days=730),
+    )
     return LiveCall(attempt=attempt, campaign=campaign, originated_at=NOW, **kw)
 
 
@@ -59,8 +87,9 @@ def test_without_the_vanished_mark_an_unknown_cause_stays_failed():
 
 
 def test_vanished_calls_that_were_answered_keep_their_answered_outcome():
-    talking = _call(state="bridged", answered_at=NOW, bridged_at=NOW + timedelta(seconds=1),
-                    answer_to_bridge_ms=1000, vanished=True)
+    talking = _call(
+        state="bridged", answered_at=NOW, bridged_at=NOW + timedelta(seconds=1), answer_to_bridge_ms=1000, vanished=True
+    )
     assert call_outcome(talking) is Outcome.ANSWERED_HUMAN
     waiting = _call(state="answered", answered_at=NOW, vanished=True)
     assert call_outcome(waiting) is Outcome.ABANDONED
@@ -70,9 +99,15 @@ def test_vanished_calls_that_were_answered_keep_their_answered_outcome():
 
 # -------------------------------------------------------------- bridges ---
 def test_agent_bridges_name_the_customer_talking_with_each_logged_in_phone():
-    live = {cid: SimpleNamespace(name=name) for cid, name in [
-        ("phone-1", "PJSIP/agent1-0001"), ("cust-1", "Local/+358401@hitcall-outbound;1"),
-        ("phone-2", "PJSIP/agent2-0002"), ("cust-3", "Local/+358403@hitcall-outbound;1")]}
+    live = {
+        cid: SimpleNamespace(name=name)
+        for cid, name in [
+            ("phone-1", "PJSIP/agent1-0001"),
+            ("cust-1", "Local/+358401@hitcall-outbound;1"),
+            ("phone-2", "PJSIP/agent2-0002"),
+            ("cust-3", "Local/+358403@hitcall-outbound;1"),
+        ]
+    }
     bridges = [
         SimpleNamespace(id="hitcall-agent-1", channels=["phone-1", "cust-1"]),
         SimpleNamespace(id="hitcall-agent-2", channels=["phone-2", "gone"]),

@@ -52,8 +52,10 @@ def test_compose_has_the_three_services_with_healthchecks(compose):
 
 def test_volumes_keep_the_database_and_the_recordings(compose):
     named = set(compose["volumes"])
-    mounts = {name: {v.split(":")[1]: v.split(":")[0] for v in svc.get("volumes", [])}
-              for name, svc in compose["services"].items()}
+    mounts = {
+        name: {v.split(":")[1]: v.split(":")[0] for v in svc.get("volumes", [])}
+        for name, svc in compose["services"].items()
+    }
     assert mounts["postgres"]["/var/lib/postgresql/data"] in named
     env = compose["services"]["hitcall"]["environment"]
     data_dir = env["HITCALL_DATA_DIR"]
@@ -89,8 +91,10 @@ def test_asterisk_image_runs_the_sandbox_install_script():
     # The sandbox builds its chroot with the very same file.
     assert f'"{script}"' in inspect.getsource(Sandbox.build)
     assert copies["/etc/asterisk/"] == ["dialplan/*.conf"]
-    assert ("HEALTHCHECK", "--interval=15s --timeout=5s --start-period=20s --retries=3 "
-            "CMD asterisk -rx 'core show uptime' || exit 1") in [(i, re.sub(r"\s+", " ", a)) for i, a in steps]
+    assert (
+        "HEALTHCHECK",
+        "--interval=15s --timeout=5s --start-period=20s --retries=3 CMD asterisk -rx 'core show uptime' || exit 1",
+    ) in [(i, re.sub(r"\s+", " ", a)) for i, a in steps]
 
 
 def test_install_script_installs_asterisk_and_sipp():
@@ -137,12 +141,17 @@ def test_entrypoint_sets_the_ari_password(tmp_path):
     script = (DOCKER / "asterisk/entrypoint.sh").read_text().replace("/etc/asterisk/ari.conf", str(conf))
     script = script.replace("mkdir -p /var/run/asterisk /var/spool/asterisk/recording", ":")
     secret = "s3cr/t&with\\odd"
-    proc = subprocess.run(["sh", "-c", script, "entrypoint", "true"], env={"HITCALL_ARI_PASSWORD": secret,
-                                                                           "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        ["sh", "-c", script, "entrypoint", "true"], env={"HITCALL_ARI_PASSWORD": secret, "PATH": "/usr/bin:/bin"}
+    )
     assert proc.returncode == 0
     assert f"password = {secret}\n" in conf.read_text() and "CHANGE-ME" not in conf.read_text()
-    assert subprocess.run(["sh", "-c", script, "entrypoint", "true"], env={"PATH": "/usr/bin:/bin"},
-                          capture_output=True).returncode == 2
+    assert (
+        subprocess.run(
+            ["sh", "-c", script, "entrypoint", "true"], env={"PATH": "/usr/bin:/bin"}, capture_output=True
+        ).returncode
+        == 2
+    )
 
 
 def test_operator_guide_documents_every_setting(compose):

@@ -135,7 +135,11 @@ def test_classification_is_total_and_consistent(
         bridged = False
     out = classify_outcome(
         CallFacts(
-            answered=answered, hangup_cause=cause, bridged=bridged, answer_to_bridge_ms=ms, amd_status=amd,
+            answered=answered,
+            hangup_cause=cause,
+            bridged=bridged,
+            answer_to_bridge_ms=ms,
+            amd_status=amd,
             cancelled=cancelled,
         )
     )

@@ -89,7 +89,10 @@ def test_ready_agents_get_calls_and_busy_pipeline_gets_fewer() -> None:
     # 20 idle agents at a 20 % contact rate want several calls each
     assert 40 <= d.dial_now <= line_room(idle)
     saturated = PacingSnapshot(
-        now=0.0, agents_logged_in=20, agents_ready=0, talk_elapsed_s=(5.0,) * 20,
+        now=0.0,
+        agents_logged_in=20,
+        agents_ready=0,
+        talk_elapsed_s=(5.0,) * 20,
         dialling_elapsed_s=(1.0,) * 60,
     )
     assert decide(saturated, stats).dial_now == 0
@@ -238,8 +241,9 @@ def test_decide_is_deterministic(snap: PacingSnapshot) -> None:
 
 
 def test_progressive_dials_one_per_ready_agent_without_a_call() -> None:
-    snap = PacingSnapshot(now=0.0, agents_logged_in=10, agents_ready=6, dialling_elapsed_s=(3.0, 4.0),
-                          answered_waiting=1)
+    snap = PacingSnapshot(
+        now=0.0, agents_logged_in=10, agents_ready=6, dialling_elapsed_s=(3.0, 4.0), answered_waiting=1
+    )
     d = decide_progressive(snap)
     assert (d.dial_now, d.mode_effective, d.reserve_agents) == (3, MODE_PROGRESSIVE, True)
 
@@ -342,8 +346,12 @@ def test_poisson_binomial_matches_enumeration() -> None:
 
 def test_exact_and_normal_models_agree_on_a_mid_size_team() -> None:
     stats = warm_stats()
-    snap = busy_snapshot(agents_logged_in=10, agents_ready=1, wrap_remaining_s=(3.0,),
-                         talk_elapsed_s=(20.0, 45.0, 60.0, 90.0, 130.0, 170.0, 240.0, 400.0))
+    snap = busy_snapshot(
+        agents_logged_in=10,
+        agents_ready=1,
+        wrap_remaining_s=(3.0,),
+        talk_elapsed_s=(20.0, 45.0, 60.0, 90.0, 130.0, 170.0, 240.0, 400.0),
+    )
     model = pacing._Horizon(snap, stats)
     assert not model.gaussian
     exact = [model.run(n) for n in (0, 2, 5)]
@@ -362,15 +370,21 @@ def test_a_twenty_agent_team_is_modelled_exactly_and_a_hundred_agent_team_with_n
     assert not twenty.gaussian
     abandons, idle = twenty.run(0)
     assert abandons >= 0.0 and idle > 0.0
-    hundred = busy_snapshot(agents_logged_in=100, agents_ready=10, dialling_elapsed_s=ringing,
-                            talk_elapsed_s=tuple(float(x) for x in range(5, 450, 5)))
+    hundred = busy_snapshot(
+        agents_logged_in=100,
+        agents_ready=10,
+        dialling_elapsed_s=ringing,
+        talk_elapsed_s=tuple(float(x) for x in range(5, 450, 5)),
+    )
     assert pacing._Horizon(hundred, stats).gaussian
 
 
 def test_a_call_placed_a_step_later_is_modelled_between_none_and_one_now() -> None:
     stats = warm_stats()
-    for snap in (busy_snapshot(agents_logged_in=10, agents_ready=1, talk_elapsed_s=(20.0, 60.0, 90.0, 130.0)),
-                 busy_snapshot()):
+    for snap in (
+        busy_snapshot(agents_logged_in=10, agents_ready=1, talk_elapsed_s=(20.0, 60.0, 90.0, 130.0)),
+        busy_snapshot(),
+    ):
         model = pacing._Horizon(snap, stats)
         for n in (0, 3):
             (a0, i0), (a1, i1), (a_later, i_later) = model.run(n), model.run(n + 1), model.run(n, 1)

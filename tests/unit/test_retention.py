@@ -156,9 +156,7 @@ def test_purge_refuses_naive() -> None:
     assert err.value.details["field"] == "now"
 
 
-INSTANTS = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)
-)
+INSTANTS = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC))
 OFFSETS = st.timedeltas(min_value=timedelta(days=-100), max_value=timedelta(days=800))
 POLICIES = st.builds(RetentionPolicy, st.integers(2, 6), st.integers(1, 120))
 

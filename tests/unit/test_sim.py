@@ -20,7 +20,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def test_progressive_never_abandons_even_with_agents_logging_in_and_out() -> None:
     sc = Scenario(
-        mode="progressive", contact_rate=0.35, hours=1.0, days=2, seed=3,
+        mode="progressive",
+        contact_rate=0.35,
+        hours=1.0,
+        days=2,
+        seed=3,
         agents_by_hour=((0.0, 8.0), (0.3, 3.0), (0.6, 10.0)),
     )
     out = simulate(sc).to_dict()
@@ -69,29 +73,42 @@ def test_adaptive_baseline_runs_and_reports() -> None:
     assert 0.0 < out["occupancy"] < 1.0
 
 
-def test_scenario_file_with_distributions_and_schedules(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_scenario_file_with_distributions_and_schedules(tmp_path, capsys) -> None:
     path = tmp_path / "s.json"
-    path.write_text(json.dumps({
-        "mode": "predictive",
-        "agents_by_hour": [[0, 6], [0.25, 4]],
-        "contact_rate_by_hour": [[0, 0.15], [0.5, 0.3]],
-        "talk": {"dist": "exponential", "mean": 90},
-        "wrap": {"dist": "uniform", "mean": 8, "sd": 2},
-        "ring_to_answer": {"dist": "lognormal", "mean": 7, "sd": 3},
-        "busy_rate": 0.1,
-        "hours": 0.5,
-        "seed": 3,
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "mode": "predictive",
+                "agents_by_hour": [[0, 6], [0.25, 4]],
+                "contact_rate_by_hour": [[0, 0.15], [0.5, 0.3]],
+                "talk": {"dist": "exponential", "mean": 90},
+                "wrap": {"dist": "uniform", "mean": 8, "sd": 2},
+                "ring_to_answer": {"dist": "lognormal", "mean": 7, "sd": 3},
+                "busy_rate": 0.1,
+                "hours": 0.5,
+                "seed": 3,
+            }
+        )
+    )
     assert run(parse(["--scenario", str(path), "--json", "--days", "2"])) == 0
     out = json.loads(capsys.readouterr().out)
-    for key in ("abandon_rate", "max_daily_abandon_rate", "occupancy", "talk_minutes_per_agent_hour",
-                "mean_agent_wait_s", "placed", "connected", "abandoned", "answer_to_agent_ms_p99"):
+    for key in (
+        "abandon_rate",
+        "max_daily_abandon_rate",
+        "occupancy",
+        "talk_minutes_per_agent_hour",
+        "mean_agent_wait_s",
+        "placed",
+        "connected",
+        "abandoned",
+        "answer_to_agent_ms_p99",
+    ):
         assert key in out
     assert out["days"] == 2 and out["busy"] > 0 and out["agents"] == 6
     assert out["talk_mean_s"] == 90 and out["wrap_s"] == 8
 
 
-def test_human_table_output(capsys) -> None:  # noqa: ANN001
+def test_human_table_output(capsys) -> None:
     assert run(parse(["--agents", "3", "--hours", "0.2", "--mode", "progressive"])) == 0
     out = capsys.readouterr().out
     assert "occupancy" in out and "abandon rate" in out
@@ -107,7 +124,7 @@ def test_human_table_output(capsys) -> None:  # noqa: ANN001
         ["--talk-mean", "nan"],
     ],
 )
-def test_command_rejects_bad_options(argv: list[str], capsys) -> None:  # noqa: ANN001
+def test_command_rejects_bad_options(argv: list[str], capsys) -> None:
     assert run(parse(argv)) == 2
     err = capsys.readouterr().err
     assert err.startswith("hitcall simulate: error:") and err.count("\n") == 1
@@ -126,7 +143,7 @@ def test_command_rejects_bad_options(argv: list[str], capsys) -> None:  # noqa: 
         json.dumps({"mode": "turbo"}),
     ],
 )
-def test_command_rejects_malformed_scenario_files(content: str, tmp_path, capsys) -> None:  # noqa: ANN001
+def test_command_rejects_malformed_scenario_files(content: str, tmp_path, capsys) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content)
     assert run(parse(["--scenario", str(path)])) == 2
@@ -134,7 +151,7 @@ def test_command_rejects_malformed_scenario_files(content: str, tmp_path, capsys
     assert "scenario file" in err and err.count("\n") == 1
 
 
-def test_command_reports_a_missing_scenario_file(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_command_reports_a_missing_scenario_file(tmp_path, capsys) -> None:
     assert run(parse(["--scenario", str(tmp_path / "nope.json")])) == 2
     assert "not found" in capsys.readouterr().err
 
@@ -143,8 +160,12 @@ def test_distributions_sample_with_the_requested_mean() -> None:
     import random
 
     rng = random.Random(1)
-    for dist in (Distribution("lognormal", 120, 90), Distribution("exponential", 60, 60),
-                 Distribution("uniform", 10, 2), Distribution("constant", 5, 0)):
+    for dist in (
+        Distribution("lognormal", 120, 90),
+        Distribution("exponential", 60, 60),
+        Distribution("uniform", 10, 2),
+        Distribution("constant", 5, 0),
+    ):
         draw = dist.sampler(rng)
         values = [draw() for _ in range(20000)]
         assert sum(values) / len(values) == pytest.approx(dist.mean, rel=0.05)

@@ -15,7 +15,7 @@ from hitcall_pbx.records.spool import Spool, expire_rejected
 
 
 def _items(start: int, n: int) -> list[dict]:
-    return [{"n": i, "text": f"row {i}, with \"quotes\"\nand a newline"} for i in range(start, start + n)]
+    return [{"n": i, "text": f'row {i}, with "quotes"\nand a newline'} for i in range(start, start + n)]
 
 
 def _replay_all(spool: Spool) -> list[dict]:
@@ -160,7 +160,9 @@ def test_rejected_items_are_deleted_once_the_cdr_minimum_has_passed(tmp_path: Pa
     # A month after the last possible item of a day (its end), not before.
     assert expire_rejected(tmp_path, datetime(2026, 4, 2, 23, 59, tzinfo=UTC)) == [legacy]
     assert names() == ["rejected-2026-03-02.jsonl", "rejected-2026-03-03.jsonl"]
-    assert [p.name for p in expire_rejected(tmp_path, datetime(2026, 4, 3, tzinfo=UTC))] == ["rejected-2026-03-02.jsonl"]
+    assert [p.name for p in expire_rejected(tmp_path, datetime(2026, 4, 3, tzinfo=UTC))] == [
+        "rejected-2026-03-02.jsonl"
+    ]
     spool.close()
     day["now"] = datetime(2026, 4, 4, tzinfo=UTC)
     reopened = Spool(tmp_path, clock=lambda: day["now"])

@@ -75,9 +75,7 @@ def test_logout_effects() -> None:
     assert agent_transition(Agent(AgentState.RESERVED, s(0)), "logout", s(1)).effects == (
         AgentEffect.RELEASE_RESERVATION,
     )
-    assert agent_transition(Agent(AgentState.ON_CALL, s(0)), "logout", s(1)).effects == (
-        AgentEffect.HANG_UP_CUSTOMER,
-    )
+    assert agent_transition(Agent(AgentState.ON_CALL, s(0)), "logout", s(1)).effects == (AgentEffect.HANG_UP_CUSTOMER,)
 
 
 @pytest.mark.parametrize(
