@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from hitcall_pbx.core.compliance import abandon_rate
+from hitcall_pbx.core.compliance import CampaignMode, abandon_rate
 
 __all__ = [
     "MODE_ADAPTIVE_BASELINE",
@@ -53,10 +53,12 @@ __all__ = [
     "abandon_rate",
     "binomial_pmf",
     "decide",
+    "decide_predictive",
     "decide_progressive",
     "effective_abandoned",
     "line_room",
     "make_pacer",
+    "pace_decision",
     "poisson_binomial_pmf",
     "poisson_pmf",
 ]
@@ -1167,10 +1169,32 @@ class AdaptiveBaseline:
         return PacingDecision(n, f"adaptive level {self.level:.2f}{why}", MODE_ADAPTIVE_BASELINE)
 
 
+def decide_predictive(snapshot: PacingSnapshot, stats: PacingStats) -> PacingDecision:
+    """The predictive policy the dialer ships: `decide`, floored at progressive.
+
+    Predictive never places fewer calls than there are ready agents with no call on
+    the way: one call per free agent cannot abandon, and no agent sits idle while the
+    model is unsure (its pessimism with one or two agents would otherwise stall them).
+    """
+    progressive = decide_progressive(snapshot)
+    decision = decide(snapshot, stats)
+    if decision.dial_now < progressive.dial_now:
+        return replace(decision, dial_now=progressive.dial_now, reserve_agents=False)
+    return decision
+
+
+def pace_decision(mode: CampaignMode, snapshot: PacingSnapshot, stats: PacingStats | None) -> PacingDecision:
+    """Calls to place now for a progressive or predictive campaign (what the dialer runs)."""
+    if mode is not CampaignMode.PREDICTIVE or stats is None:
+        return decide_progressive(snapshot)
+    return decide_predictive(snapshot, stats)
+
+
 def make_pacer(mode: str) -> Callable[[PacingSnapshot, PacingStats], PacingDecision]:
-    """The pacing function for a campaign mode (a fresh state for adaptive-baseline)."""
+    """The pacing function for a simulated mode: predictive is exactly the shipped policy
+    (`decide_predictive`); adaptive-baseline gets a fresh state."""
     if mode == MODE_PREDICTIVE:
-        return decide
+        return decide_predictive
     if mode == MODE_PROGRESSIVE:
         return lambda snapshot, _stats: decide_progressive(snapshot)
     if mode == MODE_ADAPTIVE_BASELINE:

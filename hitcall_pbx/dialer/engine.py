@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -59,24 +59,6 @@ _BACK_TO_HOPPER = "CASE WHEN callback_at IS NOT NULL THEN 'callback' WHEN attemp
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def pace_decision(
-    mode: CampaignMode, snap: pacing.PacingSnapshot, stats: pacing.PacingStats | None
-) -> pacing.PacingDecision:
-    """Calls to place now for a progressive or predictive campaign.
-
-    Predictive never places fewer calls than there are ready agents with no call on
-    the way: one call per free agent cannot abandon, and no agent sits idle while the
-    model is unsure (its pessimism with one or two agents would otherwise stall them).
-    """
-    progressive = pacing.decide_progressive(snap)
-    if mode is not CampaignMode.PREDICTIVE or stats is None:
-        return progressive
-    decision = pacing.decide(snap, stats)
-    if decision.dial_now < progressive.dial_now:
-        return replace(decision, dial_now=progressive.dial_now, reserve_agents=False)
-    return decision
 
 
 class CdrSink(Protocol):
@@ -358,7 +340,7 @@ class Dialer:
 
     async def _pace(self, campaign: Campaign) -> None:
         stats = self._campaign_stats(campaign) if campaign.mode is CampaignMode.PREDICTIVE else None
-        decision = pace_decision(campaign.mode, self._snapshot(campaign), stats)
+        decision = pacing.pace_decision(campaign.mode, self._snapshot(campaign), stats)
         if decision.dial_now <= 0:
             return
         if time.monotonic() < self._empty_until.get(campaign.id, 0.0):

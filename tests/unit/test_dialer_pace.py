@@ -6,7 +6,6 @@ import pytest
 
 from hitcall_pbx.core import pacing
 from hitcall_pbx.core.compliance import CampaignMode
-from hitcall_pbx.dialer.engine import pace_decision
 
 
 def _snap(
@@ -28,21 +27,21 @@ def _snap(
 
 @pytest.mark.parametrize("ready", [1, 2, 3, 5, 20])
 def test_predictive_never_leaves_a_ready_agent_without_a_call(ready):
-    d = pace_decision(CampaignMode.PREDICTIVE, _snap(ready), pacing.PacingStats(ring_timeout_s=15.0))
+    d = pacing.pace_decision(CampaignMode.PREDICTIVE, _snap(ready), pacing.PacingStats(ring_timeout_s=15.0))
     assert d.dial_now >= ready and not d.reserve_agents
 
 
 def test_predictive_floor_counts_calls_already_ringing():
-    d = pace_decision(CampaignMode.PREDICTIVE, _snap(1, dialling=1), pacing.PacingStats(ring_timeout_s=15.0))
+    d = pacing.pace_decision(CampaignMode.PREDICTIVE, _snap(1, dialling=1), pacing.PacingStats(ring_timeout_s=15.0))
     assert d.dial_now <= 1
-    assert pace_decision(CampaignMode.PROGRESSIVE, _snap(1, dialling=1), None).dial_now == 0
+    assert pacing.pace_decision(CampaignMode.PROGRESSIVE, _snap(1, dialling=1), None).dial_now == 0
 
 
 def test_no_agent_logged_in_dials_nothing():
     for mode in (CampaignMode.PREDICTIVE, CampaignMode.PROGRESSIVE):
-        assert pace_decision(mode, _snap(0, logged_in=0), pacing.PacingStats()).dial_now == 0
+        assert pacing.pace_decision(mode, _snap(0, logged_in=0), pacing.PacingStats()).dial_now == 0
 
 
 def test_progressive_reserves_one_agent_per_call():
-    d = pace_decision(CampaignMode.PROGRESSIVE, _snap(3, dialling=1), None)
+    d = pacing.pace_decision(CampaignMode.PROGRESSIVE, _snap(3, dialling=1), None)
     assert (d.dial_now, d.reserve_agents) == (2, True)
