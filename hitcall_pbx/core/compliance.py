@@ -268,9 +268,9 @@ def check_dial(ctx: DialContext) -> DialVerdict:
         (ctx.dnc_campaign, DialReason.DNC_CAMPAIGN),
         (ctx.attempts >= ctx.max_attempts, DialReason.MAX_ATTEMPTS),
     )
-    for hit, reason in flags:
+    for hit, refusal in flags:
         if hit:
-            return DialVerdict(False, reason, None)
+            return DialVerdict(False, refusal, None)
 
     now = ctx.now.astimezone(UTC)
     earliest = now
