@@ -1,4 +1,5 @@
-"""Agent and call-attempt state machines as pure, table-driven transition functions.
+"""The agent state machine as a pure, table-driven transition function (the call
+lifecycle is in `core.calls`).
 
 Every transition takes `now`; an illegal transition raises IllegalTransition.
 Timestamps never go backwards: an event stamped earlier than the latest recorded
@@ -10,49 +11,26 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
 
-from hitcall_pbx.errors import Conflict, ValidationFailed
+from hitcall_pbx.core.calls import IllegalTransition
+from hitcall_pbx.core.calls import aware as _aware
+from hitcall_pbx.errors import ValidationFailed
 
 __all__ = [
     "AGENT_TRANSITIONS",
-    "CALL_TRANSITIONS",
     "Agent",
     "AgentEffect",
     "AgentEvent",
     "AgentState",
     "AgentTransition",
-    "Call",
-    "CallEvent",
-    "CallMetrics",
-    "CallState",
     "IllegalTransition",
     "StateSpan",
     "agent_tick",
     "agent_transition",
-    "call_transition",
-    "new_call",
 ]
-
-
-class IllegalTransition(Conflict):
-    code = "illegal_transition"
-
-    def __init__(self, machine: str, state: str, event: str, why: str | None = None) -> None:
-        message = f"{machine}: event {event!r} is not allowed in state {state!r}"
-        if why:
-            message += f" ({why})"
-        super().__init__(message, details={"machine": machine, "state": state, "event": event})
-        self.state = state
-        self.event = event
-
-
-def _aware(now: object, name: str = "now") -> datetime:
-    if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
-        raise ValidationFailed(f"{name} must be a timezone-aware datetime", details={"field": name})
-    return now
 
 
 # =========================================================================== agents
@@ -196,122 +174,3 @@ def agent_tick(agent: Agent, now: datetime) -> AgentTransition | None:
     if agent.state is AgentState.WRAP_UP and (agent.wrap_until is None or now >= agent.wrap_until):
         return agent_transition(agent, AgentEvent.WRAP_TIMEOUT, now)
     return None
-
-
-# =========================================================================== calls
-
-
-class CallState(enum.StrEnum):
-    RESERVED = "reserved"  # attempt id allocated, contact taken, not yet originated
-    ORIGINATING = "originating"
-    RINGING = "ringing"
-    ANSWERED = "answered"
-    BRIDGED = "bridged"  # customer in an agent's bridge
-    ENDED = "ended"
-
-
-class CallEvent(enum.StrEnum):
-    ORIGINATE = "originate"
-    RING = "ring"
-    ANSWER = "answer"
-    BRIDGE = "bridge"
-    END = "end"
-
-
-_C, _CE = CallState, CallEvent
-
-CALL_TRANSITIONS: Mapping[tuple[CallState, CallEvent], CallState] = MappingProxyType(
-    {
-        (_C.RESERVED, _CE.ORIGINATE): _C.ORIGINATING,
-        (_C.ORIGINATING, _CE.RING): _C.RINGING,
-        # Local channels may report Up without a Ringing state first.
-        (_C.ORIGINATING, _CE.ANSWER): _C.ANSWERED,
-        (_C.RINGING, _CE.ANSWER): _C.ANSWERED,
-        (_C.ANSWERED, _CE.BRIDGE): _C.BRIDGED,
-        **{(s, _CE.END): _C.ENDED for s in CallState if s is not _C.ENDED},
-    }
-)
-
-_STAMP = {
-    CallState.ORIGINATING: "originated_at",
-    CallState.RINGING: "ringing_at",
-    CallState.ANSWERED: "answered_at",
-    CallState.BRIDGED: "bridged_at",
-    CallState.ENDED: "ended_at",
-}
-
-
-@dataclass(frozen=True)
-class CallMetrics:
-    ring_s: float  # ringing (or originate when no ringing was seen) → answer or end
-    talk_s: float  # bridged → end
-    answer_to_bridge_ms: int | None  # None when never bridged
-
-
-@dataclass(frozen=True)
-class Call:
-    attempt_id: str
-    state: CallState
-    created_at: datetime
-    originated_at: datetime | None = None
-    ringing_at: datetime | None = None
-    answered_at: datetime | None = None
-    bridged_at: datetime | None = None
-    ended_at: datetime | None = None
-    hangup_cause: int | None = None
-    metrics: CallMetrics | None = None
-
-    @property
-    def last_at(self) -> datetime:
-        stamps = [
-            self.created_at,
-            self.originated_at,
-            self.ringing_at,
-            self.answered_at,
-            self.bridged_at,
-            self.ended_at,
-        ]
-        return max(s for s in stamps if s is not None)
-
-
-def new_call(attempt_id: str, now: datetime) -> Call:
-    """A reserved attempt (its id exists before originate)."""
-    _aware(now)
-    if not isinstance(attempt_id, str) or not attempt_id:
-        raise ValidationFailed("attempt_id must be a non-empty string", details={"field": "attempt_id"})
-    return Call(attempt_id=attempt_id, state=CallState.RESERVED, created_at=now)
-
-
-def _metrics(call: Call) -> CallMetrics:
-    assert call.ended_at is not None
-    ring_s = 0.0
-    ring_from = call.ringing_at or call.originated_at
-    if ring_from is not None:
-        ring_s = ((call.answered_at or call.ended_at) - ring_from).total_seconds()
-    talk_s = 0.0 if call.bridged_at is None else (call.ended_at - call.bridged_at).total_seconds()
-    a2b = None
-    if call.bridged_at is not None and call.answered_at is not None:
-        a2b = round((call.bridged_at - call.answered_at) / timedelta(milliseconds=1))
-    return CallMetrics(ring_s=ring_s, talk_s=talk_s, answer_to_bridge_ms=a2b)
-
-
-def call_transition(call: Call, event: CallEvent | str, now: datetime, *, cause: int | None = None) -> Call:
-    """Apply `event` at `now`; END records `cause` and computes the metrics."""
-    _aware(now)
-    try:
-        ev = CallEvent(event)
-    except ValueError:
-        raise ValidationFailed("unknown call event", details={"field": "event", "value": str(event)}) from None
-    new_state = CALL_TRANSITIONS.get((call.state, ev))
-    if new_state is None:
-        raise IllegalTransition("call", call.state.value, ev.value)
-    at = max(now, call.last_at)
-    changes: dict[str, object] = {"state": new_state, _STAMP[new_state]: at}
-    if new_state is CallState.ENDED:
-        if cause is not None and (isinstance(cause, bool) or not isinstance(cause, int) or cause < 0):
-            raise ValidationFailed("hangup cause must be an integer >= 0", details={"field": "cause"})
-        changes["hangup_cause"] = cause
-    out = replace(call, **changes)  # type: ignore[arg-type]
-    if new_state is CallState.ENDED:
-        out = replace(out, metrics=_metrics(out))
-    return out

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -8,18 +9,13 @@ from hypothesis import strategies as st
 
 from hitcall_pbx.core.states import (
     AGENT_TRANSITIONS,
-    CALL_TRANSITIONS,
     Agent,
     AgentEffect,
     AgentEvent,
     AgentState,
-    CallEvent,
-    CallState,
     IllegalTransition,
     agent_tick,
     agent_transition,
-    call_transition,
-    new_call,
 )
 from hitcall_pbx.errors import Conflict, ValidationFailed
 
@@ -156,125 +152,5 @@ def test_agent_machine_follows_table_and_time_is_contiguous(steps: list[tuple[Ag
             assert t.span.state is agent.state and t.span.seconds >= 0
             spans.append(t.span)
         agent = t.agent
-    for a, b in zip(spans, spans[1:]):
+    for a, b in itertools.pairwise(spans):
         assert a.ended == b.started
-
-
-# =========================================================================== calls
-
-
-def test_bridged_call_metrics() -> None:
-    c = new_call("att-1", s(0))
-    assert c.state is CallState.RESERVED
-    c = call_transition(c, "originate", s(0.1))
-    c = call_transition(c, "ring", s(1))
-    c = call_transition(c, "answer", s(9))
-    c = call_transition(c, "bridge", s(9.012))
-    assert c.metrics is None
-    c = call_transition(c, "end", s(69.012), cause=16)
-    assert c.state == "ended" and c.hangup_cause == 16
-    assert c.metrics is not None
-    assert c.metrics.ring_s == pytest.approx(8)
-    assert c.metrics.talk_s == pytest.approx(60)
-    assert c.metrics.answer_to_bridge_ms == 12
-
-
-def test_no_answer_metrics() -> None:
-    c = call_transition(new_call("a", s(0)), "originate", s(1))
-    c = call_transition(call_transition(c, "ring", s(2)), "end", s(27), cause=19)
-    assert c.metrics is not None
-    assert (c.metrics.ring_s, c.metrics.talk_s, c.metrics.answer_to_bridge_ms) == (25, 0, None)
-
-
-def test_answer_without_ringing_and_abandon() -> None:
-    c = call_transition(call_transition(new_call("a", s(0)), "originate", s(0)), "answer", s(5))
-    c = call_transition(c, "end", s(12))
-    assert c.metrics is not None
-    assert c.ringing_at is None and c.metrics.ring_s == 5 and c.metrics.answer_to_bridge_ms is None
-
-
-def test_end_before_originate() -> None:
-    c = call_transition(new_call("a", s(0)), "end", s(1))
-    assert c.metrics is not None and c.metrics.ring_s == 0 and c.originated_at is None
-
-
-@pytest.mark.parametrize(
-    ("path", "bad"),
-    [
-        ([], "ring"),
-        ([], "answer"),
-        ([], "bridge"),
-        (["originate"], "bridge"),
-        (["originate"], "originate"),
-        (["originate", "ring"], "ring"),
-        (["originate", "answer"], "ring"),
-        (["originate", "answer", "bridge"], "answer"),
-        (["end"], "end"),
-        (["originate", "end"], "answer"),
-    ],
-)
-def test_illegal_call_transitions(path: list[str], bad: str) -> None:
-    c = new_call("a", s(0))
-    for i, ev in enumerate(path):
-        c = call_transition(c, ev, s(i + 1))
-    with pytest.raises(IllegalTransition) as err:
-        call_transition(c, bad, s(100))
-    assert err.value.details["machine"] == "call"
-
-
-@pytest.mark.parametrize(
-    ("call_kw", "field"),
-    [({"attempt_id": ""}, "attempt_id"), ({"now": datetime(2024, 1, 1)}, "now")],
-)
-def test_call_bad_input(call_kw: dict[str, object], field: str) -> None:
-    kw: dict[str, object] = {"attempt_id": "a", "now": s(0)}
-    kw.update(call_kw)
-    with pytest.raises(ValidationFailed) as err:
-        new_call(**kw)  # type: ignore[arg-type]
-    assert err.value.details["field"] == field
-    with pytest.raises(ValidationFailed) as err:
-        call_transition(new_call("a", s(0)), "end", s(1), cause=-3)
-    assert err.value.details["field"] == "cause"
-    with pytest.raises(ValidationFailed) as err:
-        call_transition(new_call("a", s(0)), "explode", s(1))
-    assert err.value.details["field"] == "event"
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    st.lists(
-        st.tuples(st.sampled_from(list(CallEvent)), st.floats(-1, 60, allow_nan=False)),
-        max_size=12,
-    )
-)
-def test_call_paths_end_with_consistent_timestamps(steps: list[tuple[CallEvent, float]]) -> None:
-    call = new_call("a", s(0))
-    clock = 0.0
-    for event, dt in steps:
-        clock += dt
-        target = CALL_TRANSITIONS.get((call.state, event))
-        if target is None:
-            with pytest.raises(IllegalTransition):
-                call_transition(call, event, s(clock))
-            continue
-        call = call_transition(call, event, s(clock))
-        assert call.state is target
-    if call.state is not CallState.ENDED:
-        call = call_transition(call, "end", s(clock + 1))
-    stamps = [call.created_at, call.originated_at, call.ringing_at, call.answered_at, call.bridged_at, call.ended_at]
-    present = [x for x in stamps if x is not None]
-    assert present == sorted(present)
-    assert call.ended_at is not None and call.ended_at == max(present)
-    if call.bridged_at is not None:
-        assert call.answered_at is not None
-    if call.answered_at is not None:
-        assert call.originated_at is not None
-    m = call.metrics
-    assert m is not None and m.ring_s >= 0 and m.talk_s >= 0
-    total = (call.ended_at - call.created_at).total_seconds()
-    assert m.ring_s + m.talk_s <= total + 1e-6
-    assert (m.answer_to_bridge_ms is None) == (call.bridged_at is None)
-    if m.answer_to_bridge_ms is not None:
-        assert m.answer_to_bridge_ms >= 0
-    with pytest.raises(IllegalTransition):
-        call_transition(call, "end", s(clock + 2))
