@@ -24,8 +24,11 @@ __all__ = [
     "DEFAULT_RETRY_DELAYS",
     "INVALID_NUMBER_CAUSES",
     "CallFacts",
+    "ContactStatus",
+    "ContactUpdate",
     "Outcome",
     "classify_outcome",
+    "contact_after",
     "counts_as_abandon",
     "counts_as_connect",
     "is_invalid_number_cause",
@@ -227,3 +230,50 @@ def next_retry(
     if delay is None:
         return None
     return now + delay
+
+
+# --------------------------------------------------------------------------- contacts
+class ContactStatus(enum.StrEnum):
+    NEW = "new"
+    RETRY = "retry"
+    IN_PROGRESS = "in_progress"
+    CALLBACK = "callback"
+    DONE = "done"
+    FAILED = "failed"
+    DNC = "dnc"
+
+
+@dataclass(frozen=True)
+class ContactUpdate:
+    """What an ended attempt does to its contact. `never_reached`: the call never got to
+    the customer (cancelled, or its channel vanished unanswered), so a scheduled
+    callback stays scheduled."""
+
+    status: ContactStatus
+    retry_at: datetime | None
+    never_reached: bool
+
+
+def contact_after(
+    outcome: Outcome,
+    *,
+    retry_delays: Mapping[str, timedelta | int | float] | None,
+    attempt_no: int,
+    max_attempts: int,
+    ended_at: datetime,
+    vanished_unanswered: bool = False,
+) -> ContactUpdate:
+    """The contact's next status after its attempt `attempt_no` ended with `outcome`:
+    reached → done; a machine with no retry left → done; no retry left → failed;
+    otherwise retry at the campaign's delay. A cancelled attempt gives the contact back
+    at once (it was never dialled to the end)."""
+    if outcome is Outcome.CANCELLED:
+        return ContactUpdate(ContactStatus.RETRY, None, never_reached=True)
+    retry_at = next_retry(outcome, retry_delays, attempt_no, max_attempts, ended_at)
+    if outcome is Outcome.ANSWERED_HUMAN:
+        status = ContactStatus.DONE
+    elif retry_at is None:
+        status = ContactStatus.DONE if outcome is Outcome.ANSWERED_MACHINE else ContactStatus.FAILED
+    else:
+        status = ContactStatus.RETRY
+    return ContactUpdate(status, retry_at, never_reached=vanished_unanswered)

@@ -10,8 +10,10 @@ from hitcall_pbx.core.outcomes import (
     CAUSE_OUTCOMES,
     DEFAULT_RETRY_DELAYS,
     CallFacts,
+    ContactStatus,
     Outcome,
     classify_outcome,
+    contact_after,
     counts_as_abandon,
     counts_as_connect,
     is_invalid_number_cause,
@@ -202,3 +204,33 @@ def test_retry_never_before_now_and_respects_max(outcome: Outcome, attempts: int
         assert r is None
     else:
         assert r is not None and r >= NOW
+
+
+# ------------------------------------------------------------ contact after an attempt
+_DELAYS = {"busy": 600, "no_answer": 3600, "abandoned": 3600, "congestion": 900, "cancelled": 0}
+_T = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "attempt_no", "status", "retry_s"),
+    [
+        (Outcome.ANSWERED_HUMAN, 1, ContactStatus.DONE, None),
+        (Outcome.BUSY, 1, ContactStatus.RETRY, 600),
+        (Outcome.BUSY, 3, ContactStatus.FAILED, None),  # attempts used up
+        (Outcome.ANSWERED_MACHINE, 1, ContactStatus.DONE, None),  # no delay for machines here: final, not failed
+        (Outcome.ABANDONED, 2, ContactStatus.RETRY, 3600),
+        (Outcome.CANCELLED, 3, ContactStatus.RETRY, None),  # never dialled to the end: back at once
+    ],
+)
+def test_contact_after(outcome: Outcome, attempt_no: int, status: ContactStatus, retry_s: int | None) -> None:
+    update = contact_after(outcome, retry_delays=_DELAYS, attempt_no=attempt_no, max_attempts=3, ended_at=_T)
+    assert update.status is status
+    assert update.retry_at == (None if retry_s is None else _T + timedelta(seconds=retry_s))
+    assert update.never_reached is (outcome is Outcome.CANCELLED)
+
+
+def test_contact_after_a_vanished_call_keeps_its_callback() -> None:
+    update = contact_after(
+        Outcome.CONGESTION, retry_delays=_DELAYS, attempt_no=1, max_attempts=3, ended_at=_T, vanished_unanswered=True
+    )
+    assert update.status is ContactStatus.RETRY and update.never_reached
