@@ -31,14 +31,19 @@ from ..core.compliance import salted_number_hash
 from ..core.phone import normalize_e164, validate_timezone
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..hooks.events import enqueue
+from ..logs import get_logger
 from ..records.cdr import ATTEMPT_TABLES
 from ..records.purge import purge_recordings
 from ..records.recordings import RecordingStore
 from ..store import audit
 
+_log = get_logger("hitcall.privacy")
+
 __all__ = ["ErasureReport", "PrivacyService", "Subject", "SubjectExport", "parse_subject"]
 
 EXPORT_FORMAT = "hitcall.subject-export.v1"
+EXPORT_MAX_AGE_S = 3600  # an audio export archive left in the export dir longer than this is deleted
+_EXPORT_PREFIX = "hitcall-subject-"
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _TEXT_FIELDS = ("name", "title", "organisation", "external_id")
 RECTIFIABLE = frozenset({"phone_e164", "email", "timezone", *_TEXT_FIELDS})
@@ -213,7 +218,7 @@ class PrivacyService:
                     [x["campaign_id"] for x in (*found.attempts, *found.dnc) if x["campaign_id"] is not None],
                 )
             }
-            data = {
+            data: dict[str, Any] = {
                 "format": EXPORT_FORMAT,
                 "exported_at": datetime.now(UTC).isoformat(),
                 "subject": {"type": found.subject.kind, "value": found.subject.value},
@@ -236,24 +241,53 @@ class PrivacyService:
                 ],
                 "recordings": [self._recording_entry(r) for r in found.recordings],
             }
-            await audit.record(
-                conn,
-                **actor.audit_fields(),
-                action="subject.export",
-                object_type="subject",
-                object_id=found.key,
-                details={
-                    "contact_ids": found.contact_ids,
-                    "include_audio": include_audio,
-                    "attempts": len(found.attempts),
-                    "recordings": len(found.recordings),
-                },
-            )
-        if not include_audio:
-            return SubjectExport(data)
+            details: dict[str, Any] = {
+                "contact_ids": found.contact_ids,
+                "include_audio": include_audio,
+                "attempts": len(found.attempts),
+                "recordings": len(found.recordings),
+            }
+            if not include_audio:
+                # Committed with the read: the JSON is handed over only once its audit row is in.
+                await audit.record(conn, **self._export_audit(actor, found, details, result="ok"))
+                return SubjectExport(data)
         paths = {str(r["id"]): r["path"] for r in found.recordings}
-        archive = await asyncio.to_thread(self._zip, data, paths)
+        try:
+            archive = await asyncio.to_thread(self._zip, data, paths)
+        except Exception as exc:
+            _log.error("subject_export_failed", subject=found.key, error=f"{type(exc).__name__}: {exc}")
+            await audit.record(
+                self._pool, **self._export_audit(actor, found, details, result="failed", error=type(exc).__name__)
+            )
+            raise Unavailable("the export archive could not be written; see the service log") from None
+        audio = [rec["id"] for rec in data["recordings"] if rec["audio_file"] is not None]
+        missing = [rec["id"] for rec in data["recordings"] if rec.get("audio_missing")]
+        try:
+            await audit.record(
+                self._pool,
+                **self._export_audit(
+                    actor, found, {**details, "audio_recording_ids": audio, "audio_missing_ids": missing}, result="ok"
+                ),
+            )
+        except BaseException:
+            archive.unlink(missing_ok=True)  # not handed over unless audited
+            raise
         return SubjectExport(data, archive)
+
+    @staticmethod
+    def _export_audit(
+        actor: Actor, found: _Found, details: dict[str, Any], *, result: str, error: str | None = None
+    ) -> dict[str, Any]:
+        """The subject.export audit row: written once the export exists (result ok), or
+        when it failed (result failed, the error's type only)."""
+        extra = {"result": result} | ({"error": error} if error else {})
+        return {
+            **actor.audit_fields(),
+            "action": "subject.export",
+            "object_type": "subject",
+            "object_id": found.key,
+            "details": {**details, **extra},
+        }
 
     @staticmethod
     def _recording_entry(r: asyncpg.Record) -> dict[str, Any]:
@@ -262,7 +296,10 @@ class PrivacyService:
         return entry
 
     def _zip(self, data: dict[str, Any], paths: dict[str, str]) -> Path:
-        fd, name = tempfile.mkstemp(prefix="hitcall-subject-", suffix=".zip", dir=self._export_dir)
+        if self._export_dir is not None:
+            self._export_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._sweep_exports()
+        fd, name = tempfile.mkstemp(prefix=_EXPORT_PREFIX, suffix=".zip", dir=self._export_dir)
         archive = Path(name)
         try:
             with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
@@ -280,6 +317,18 @@ class PrivacyService:
             archive.unlink(missing_ok=True)
             raise
         return archive
+
+    def _sweep_exports(self) -> None:
+        """Delete archives left behind (a transfer cut before its end, a crash): they hold
+        personal data and audio, and the caller deletes the ones it sends."""
+        assert self._export_dir is not None
+        cutoff = datetime.now(UTC).timestamp() - EXPORT_MAX_AGE_S
+        for path in self._export_dir.glob(f"{_EXPORT_PREFIX}*.zip"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except OSError:
+                pass
 
     # -- rectification ---------------------------------------------------------------
     async def rectify(self, contact_id: int, changes: Mapping[str, Any], *, actor: Actor) -> dict[str, Any]:
