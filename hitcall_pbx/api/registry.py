@@ -28,6 +28,7 @@ from .types import BIGINT_MAX
 
 V1 = "/api/v1"
 JSON_LIMIT = 1 << 20  # 1 MiB
+JSON_MAX_DEPTH = 32  # arrays / objects nested deeper than any request model: refused before validation
 CSV_LIMIT = 20 << 20  # 20 MiB
 UUID_PARAMS = frozenset({"attempt_id", "recording_id"})
 _PARAM_RE = re.compile(r"\{([a-z_]+)\}")
@@ -251,6 +252,29 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _too_deep() -> MalformedBody:
+    return MalformedBody(
+        f"request body is nested more than {JSON_MAX_DEPTH} levels deep", details={"max_depth": JSON_MAX_DEPTH}
+    )
+
+
+def _nested_deeper_than(data: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` levels (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def _is_list(annotation: Any) -> bool:
     if typing.get_origin(annotation) is list:
         return True
@@ -281,6 +305,10 @@ async def _parse_body(route: Route, request: web.Request) -> Any:
         data = json.loads(raw) if raw.strip() else None
     except ValueError as exc:
         raise MalformedBody(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # the decoder's own depth guard: a body nested past the interpreter's limit
+        raise _too_deep() from None
+    if _nested_deeper_than(data, JSON_MAX_DEPTH):
+        raise _too_deep()
     assert route.body is not None
     try:
         return route.body.model_validate(data)
