@@ -29,6 +29,7 @@ from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
 from .dialer.inbound import InboundOptions, InboundRouter
 from .dialer.journal import CallJournal
+from .dialer.store import DialerStore
 from .errors import HitCallError
 from .hooks.dispatcher import WebhookDispatcher
 from .hooks.retention import prune_outbox
@@ -145,11 +146,12 @@ class HitCall:
         self._stack.append(self.journal.close)
         self.sessions = AgentSessions(self.ari, pool, journal=self.journal)
         self._stack.append(self.sessions.close)
+        hopper = Hopper(pool)
         self.dialer = Dialer(
             self.ari,
-            pool,
+            DialerStore(pool, hopper),
             self.sessions,
-            Hopper(pool),
+            hopper,
             CdrSink(self.cdr),
             tick_s=o.dialer_tick_s,
             campaign_refresh_s=o.campaign_refresh_s,

@@ -1,10 +1,12 @@
 """The dialing engine: campaigns, pacing, originate, answer → agent bridge, outcomes.
 
-It is the adapter around the pure core (pacing, compliance, outcomes, states):
-ARI events come in through `handle_event` (one at a time, in order), a pacing
-tick decides how many calls each running campaign places, the hopper creates
-the attempt rows (committed before originate), and every finished attempt
-leaves one CDR through the injected sink.
+It is the adapter around the pure core (pacing, compliance, outcomes, the call
+lifecycle in `core.calls`): ARI events come in through `handle_event` (one at a
+time, in order), a pacing tick decides how many calls each running campaign places,
+the hopper creates the attempt rows (committed before originate), and every
+finished attempt leaves one CDR through the injected sink. Its parts: preview
+offers (`preview`), resync / watchdog / restart recovery (`recovery`), the SQL it
+runs (`store`), the live call and its CDR (`calls`).
 
 Never dial twice: an attempt's ARI channel id is its attempt id, the row exists
 before originate, and an attempt is originated at most once by this process;
@@ -18,10 +20,9 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
@@ -35,122 +36,50 @@ from ..agents.sessions import (
 )
 from ..ari import AriClient, AriError, AriNotFound, Resync
 from ..core import pacing
+from ..core.calls import DIALLING_STATES, CallEvent, CallState
 from ..core.compliance import CampaignMode
-from ..core.outcomes import CallFacts, Outcome, classify_outcome, next_retry
+from ..core.outcomes import Outcome, contact_after
 from ..core.states import AgentState, AgentTransition
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
-from ..hooks.events import enqueue
 from ..logs import get_logger
+from ..stasis import StasisKind, app_args, parse_args
 from ..tasks import TaskSet
+from .calls import CdrSink, LiveCall, cdr_record, json_payload
 from .hopper import Hopper
 from .journal import CallJournal
 from .models import Attempt, Campaign
+from .preview import Offer, PreviewOffers
+from .recovery import CONNECT_LIMIT_S, INFO_MESSAGE_MAX_S, Recovery
+from .store import DialerStore
 
 log = get_logger("hitcall.dialer")
 
-CONNECT_LIMIT_S = 2.0
 HOPPER_EMPTY_BACKOFF_S = 2.0
-INFO_MESSAGE_MAX_S = 30.0
-WATCHDOG_MARGIN_S = 10.0
 DISPOSITION_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-# A contact given back undialled: a scheduled callback stays one.
-_BACK_TO_HOPPER = "CASE WHEN callback_at IS NOT NULL THEN 'callback' WHEN attempts > 0 THEN 'retry' ELSE 'new' END"
+
+__all__ = ["Dialer", "LiveCall", "Offer", "load_stats"]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class CdrSink(Protocol):
-    def submit(self, record: dict[str, Any]) -> None: ...
-
-
-@dataclass
-class LiveCall:
-    attempt: Attempt
-    campaign: Campaign
-    state: str = "originating"
-    agent_id: int | None = None  # reserved (progressive/preview) or connected agent
-    reserved: bool = False
-    placed_mono: float = field(default_factory=time.monotonic)
-    originated_at: datetime | None = None
-    ringing_at: datetime | None = None
-    answered_at: datetime | None = None
-    answered_mono: float | None = None
-    bridged_at: datetime | None = None
-    answer_to_bridge_ms: int | None = None
-    ended_at: datetime | None = None
-    hangup_cause: int | None = None
-    hangup_cause_txt: str | None = None
-    amd_status: str | None = None
-    amd_cause: str | None = None
-    disposition: str | None = None
-    cancelled: bool = False
-    abandoned: bool = False
-    info_playback: str | None = None
-    timer: asyncio.TimerHandle | None = None
-    recording_id: uuid.UUID | None = None
-    added_at: datetime | None = None  # the agent's bridge accepted the customer (ARI request returned)
-    vanished: bool = False  # the channel went away while its events were lost (ARI gap, Asterisk crash)
-
-    @property
-    def channel_id(self) -> str:
-        return self.attempt.channel_id
-
-
-def call_outcome(call: LiveCall) -> Outcome:
-    """The outcome of a finished call. A channel that vanished unanswered while its events
-    were lost (Asterisk crashed, ARI away) says nothing about the customer: it ends as
-    congestion, retried after the campaign's delay, never as a final failure."""
-    answered = call.answered_at is not None
-    if call.vanished and not answered and not call.cancelled:
-        return Outcome.CONGESTION
-    return classify_outcome(
-        CallFacts(
-            answered=answered,
-            hangup_cause=call.hangup_cause,
-            bridged=call.bridged_at is not None,
-            answer_to_bridge_ms=call.answer_to_bridge_ms,
-            amd_status=call.amd_status,
-            cancelled=call.cancelled,
-        )
-    )
-
-
-def agent_bridges(bridges: list[Any], live: dict[str, Any]) -> dict[int, tuple[list[str], list[str]]]:
-    """Agents' holding bridges that hold the agent's phone: agent id → (phone channels,
-    other channels in the bridge, i.e. the customer talking to the agent)."""
-    found: dict[int, tuple[list[str], list[str]]] = {}
-    for bridge in bridges:
-        if not bridge.id.startswith("hitcall-agent-"):
-            continue
-        try:
-            agent_id = int(bridge.id.removeprefix("hitcall-agent-"))
-        except ValueError:
-            continue
-        members = [c for c in bridge.channels if c in live]
-        phones = [c for c in members if live[c].name.startswith("PJSIP/")]
-        if phones:
-            found[agent_id] = (phones, [c for c in members if c not in phones])
-    return found
-
-
-@dataclass
-class Offer:
-    offer_id: int
-    agent_id: int
-    campaign: Campaign
-    contact_id: int
-    number: str
-    contact: dict[str, Any]
-    expires: asyncio.TimerHandle | None = None
+async def load_stats(store: DialerStore, campaign: Campaign, today: datetime) -> pacing.PacingStats:
+    """Pacing statistics seeded with today's and the last 30 days' abandon counts."""
+    stats = pacing.PacingStats(ring_timeout_s=float(campaign.ring_timeout_s))
+    tallies = await store.abandon_tallies(campaign.id)
+    day = today.date()
+    # One tally per past day, oldest first (days without calls count as empty days).
+    history = [tallies.get(day - timedelta(days=n), pacing.AbandonTally()) for n in range(29, 0, -1)]
+    stats.restore(tallies.get(day, pacing.AbandonTally()), history)
+    return stats
 
 
 class Dialer:
     def __init__(
         self,
         ari: AriClient,
-        pool: asyncpg.Pool,
+        store: DialerStore,
         sessions: AgentSessions,
         hopper: Hopper,
         cdr: CdrSink,
@@ -163,7 +92,7 @@ class Dialer:
         watchdog_s: float | None = 5.0,
     ) -> None:
         self.ari = ari
-        self.pool = pool
+        self.store = store
         self.sessions = sessions
         self.hopper = hopper
         self.cdr = cdr
@@ -177,21 +106,29 @@ class Dialer:
         self.waiting: deque[LiveCall] = deque()
         self.campaigns: dict[int, Campaign] = {}
         self.stats: dict[int, pacing.PacingStats] = {}
-        self.offers: dict[int, Offer] = {}
         self.blocked: dict[int, dict[str, int]] = {}
         self._empty_until: dict[int, float] = {}
         self._stats_day: dict[int, str] = {}
         self._tasks = TaskSet("dialer")
         self._loop_task: asyncio.Task[None] | None = None
         self._watchdog_task: asyncio.Task[None] | None = None
-        self._missing: set[str] = set()  # channels not in Asterisk at the last sweep
         self._wake = asyncio.Event()
         self._closing = False
         self._dialing_paused_reason: str | None = None
-        self._recovered = False
+        self.previews = PreviewOffers(store, sessions, self._place, self._spawn)
+        self.recovery = Recovery(self)
         self.on_call_end: list[Callable[[LiveCall, Outcome], None]] = []
         sessions.on_transition(self._agent_changed)
         sessions.on_dtmf(self._agent_key)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.store.pool
+
+    @property
+    def offers(self) -> dict[int, Offer]:
+        """Open preview offers by agent id."""
+        return self.previews.offers
 
     # ------------------------------------------------------------ life ---
     async def start(self) -> None:
@@ -208,55 +145,61 @@ class Dialer:
             if task:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        for offer in list(self.offers.values()):
-            await self._decide_offer(offer, "timeout", None)
+        await self.previews.close()
         if hangup_calls:
             for call in list(self.calls.values()):
-                await self._hangup(call.channel_id)
+                await self.hangup(call.channel_id)
         await self._tasks.wait()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self._tasks.spawn(coro)
 
     async def idle(self, timeout: float = 30.0) -> None:
         """Wait until no call is live and the calls' writes are committed (tests, demo)."""
         deadline = time.monotonic() + timeout
-        while (self.calls or self._tasks) and time.monotonic() < deadline:
+        while (self.calls or self._tasks) and time.monotonic() < deadline:  # noqa: ASYNC110 - two conditions, no event
             await asyncio.sleep(0.05)
         try:
             await self.journal.flush(max(0.1, deadline - time.monotonic()))
         except TimeoutError:
             pass
 
+    # ------------------------------------------------------------ views ---
+    def call_counts(self) -> dict[tuple[int, str], int]:
+        """Live calls by (campaign id, call state)."""
+        counts: dict[tuple[int, str], int] = {}
+        for c in self.calls.values():
+            key = (c.campaign.id, c.state.value)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def pacing_stats(self) -> Mapping[int, pacing.PacingStats]:
+        """Each running campaign's pacing statistics, by campaign id."""
+        return self.stats
+
+    def live_calls(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "attempt_id": str(c.attempt.id),
+                "campaign_id": c.campaign.id,
+                "number": c.attempt.number,
+                "state": c.state.value,
+                "agent_id": c.agent_id,
+                "answered_at": c.answered_at,
+                "bridged_at": c.bridged_at,
+            }
+            for c in self.calls.values()
+        ]
+
     # ------------------------------------------------------- campaigns ---
     async def refresh_campaigns(self) -> None:
-        rows = await self.pool.fetch("SELECT * FROM campaigns WHERE state = 'running'")
-        fresh = {r["id"]: Campaign.from_row(r) for r in rows}
-        for cid in fresh:
+        fresh = await self.store.running_campaigns()
+        for cid, campaign in fresh.items():
             if cid not in self.stats:
-                self.stats[cid] = await self._load_stats(fresh[cid])
+                now = _now()
+                self.stats[cid] = await load_stats(self.store, campaign, now)
+                self._stats_day[cid] = now.date().isoformat()
         self.campaigns = fresh
-
-    async def _load_stats(self, campaign: Campaign) -> pacing.PacingStats:
-        """Seed the pacing statistics with today's and the last 30 days' abandon counts."""
-        stats = pacing.PacingStats(ring_timeout_s=float(campaign.ring_timeout_s))
-        rows = await self.pool.fetch(
-            """SELECT (created_at AT TIME ZONE 'UTC')::date AS day,
-                      count(*) FILTER (WHERE abandoned) AS abandoned,
-                      count(*) FILTER (WHERE outcome = 'answered_human') AS connected,
-                      count(*) FILTER (WHERE outcome = 'answered_machine') AS machines
-               FROM call_attempts
-               WHERE campaign_id = $1 AND created_at >= now() - interval '30 days'
-               GROUP BY 1""",
-            campaign.id,
-        )
-        tallies = {r["day"]: pacing.AbandonTally(r["abandoned"], r["connected"], r["machines"]) for r in rows}
-        today = _now().date()
-        # One tally per past day, oldest first (days without calls count as empty days).
-        history = [tallies.get(today - timedelta(days=n), pacing.AbandonTally()) for n in range(29, 0, -1)]
-        stats.restore(tallies.get(today, pacing.AbandonTally()), history)
-        self._stats_day[campaign.id] = today.isoformat()
-        return stats
 
     def _campaign_stats(self, campaign: Campaign) -> pacing.PacingStats:
         stats = self.stats[campaign.id]
@@ -296,11 +239,11 @@ class Dialer:
         self._wake.set()
 
     async def tick(self) -> None:
-        if not self.ari.connected.is_set() or not self._recovered:
+        if not self.ari.connected.is_set() or not self.recovery.recovered:
             return
         for campaign in sorted(self.campaigns.values(), key=lambda c: -c.priority):
             if campaign.mode is CampaignMode.PREVIEW:
-                await self._offer_previews(campaign)
+                await self.previews.offer(campaign)
             else:
                 await self._pace(campaign)
 
@@ -318,12 +261,12 @@ class Dialer:
         for c in self.calls.values():
             if c.campaign.id != campaign.id:
                 continue
-            if c.state in ("originating", "ringing"):
+            if c.state in DIALLING_STATES:
                 if c.reserved:
                     reserved_calls += 1
                 else:
                     dialling.append(now - c.placed_mono)
-            elif c.state == "answered" and c.agent_id is None:
+            elif c.state is CallState.ANSWERED and c.agent_id is None:
                 waiting += 1
         return pacing.PacingSnapshot(
             now=now,
@@ -357,6 +300,7 @@ class Dialer:
         named = {a.agent_id for a in result.attempts}
         free = [s for s in self.sessions.ready_agents(campaign.id) if s.agent_id not in named]
         for attempt in result.attempts:
+            agent: AgentSession | None
             if attempt.agent_id is not None:
                 agent = self.sessions.by_agent.get(attempt.agent_id)
                 agent = agent if agent is not None and agent.state is AgentState.READY else None
@@ -367,16 +311,14 @@ class Dialer:
                 continue
             if agent is None:
                 # The agent went away while the contact was taken: never dialled.
-                await self._cancel_undialled(campaign, attempt)
+                self._cancel_undialled(campaign, attempt)
                 continue
-            self.sessions.reserve(agent, attempt.channel_id, campaign.id)
-            self._originate(campaign, attempt, agent)
+            self._place(campaign, attempt, agent)
 
-    async def _cancel_undialled(self, campaign: Campaign, attempt: Attempt) -> None:
-        call = LiveCall(attempt=attempt, campaign=campaign, cancelled=True)
-        call.hangup_cause_txt = "no agent left to reserve"
+    def _cancel_undialled(self, campaign: Campaign, attempt: Attempt) -> None:
+        call = LiveCall.placed(attempt, campaign)
         self.calls[call.channel_id] = call
-        self._finish(call, cause=None)
+        self.finish(call, cause=None, cause_txt="no agent left to reserve", cancelled=True)
 
     def _note_blocks(self, campaign: Campaign, blocked: dict[str, int]) -> None:
         mine = self.blocked.setdefault(campaign.id, {})
@@ -384,10 +326,13 @@ class Dialer:
             mine[k] = mine.get(k, 0) + v
 
     # --------------------------------------------------------- originate ---
+    def _place(self, campaign: Campaign, attempt: Attempt, agent: AgentSession) -> None:
+        """A call for one agent (progressive, preview, personal callback): reserved, then dialled."""
+        self.sessions.reserve(agent, attempt.channel_id, campaign.id)
+        self._originate(campaign, attempt, agent)
+
     def _originate(self, campaign: Campaign, attempt: Attempt, agent: AgentSession | None) -> None:
-        call = LiveCall(
-            attempt=attempt, campaign=campaign, agent_id=agent.agent_id if agent else None, reserved=agent is not None
-        )
+        call = LiveCall.placed(attempt, campaign, agent_id=agent.agent_id if agent else None)
         # Registered before the request: events for this channel can arrive before the answer.
         self.calls[call.channel_id] = call
         self._spawn(self._send_originate(call))
@@ -399,7 +344,7 @@ class Dialer:
                 f"Local/{a.number}@{self.outbound_context}",
                 a.channel_id,
                 app=self.ari.app,
-                app_args=f"customer,{a.id}",
+                app_args=app_args(StasisKind.CUSTOMER, a.id),
                 caller_id=a.caller_id or None,
                 timeout=call.campaign.ring_timeout_s,
                 variables={"HITCALL_ATTEMPT": str(a.id), "HITCALL_CAMPAIGN": str(a.campaign_id)},
@@ -408,17 +353,17 @@ class Dialer:
         except AriError as exc:
             # Not retried: one attempt id, at most one originate.
             log.warning("dialer.originate_failed", attempt_id=str(a.id), error=exc.message)
-            call.hangup_cause_txt = f"originate failed: {exc.message}"
             if call.channel_id in self.calls:
-                self._finish(call, cause=None)
+                self.finish(call, cause=None, cause_txt=f"originate failed: {exc.message}")
 
     def _originated(self, call: LiveCall) -> None:
         """Asterisk took the originate (its response, or the channel's first event if that
         comes first): call.originated, once, before any other event of the call."""
-        if call.originated_at is not None:
+        if call.state is not CallState.RESERVED:
             return
-        call.originated_at = _now()
+        call.apply(CallEvent.ORIGINATE, _now())
         a = call.attempt
+        assert call.originated_at is not None
         self.journal.event(
             "call.originated",
             f"attempt:{a.id}",
@@ -439,76 +384,81 @@ class Dialer:
         channel = getattr(ev, "channel", None)
         cid = channel.id if channel is not None else None
         if etype == "StasisStart":
-            args = list(ev.args or [])
-            kind = args[0] if args else ""
-            if kind == "agent-login":
-                endpoint = args[1] if len(args) > 1 else ""
-                await self.sessions.login(cid, endpoint)
-            elif kind in ("customer", "amd") and cid in self.calls:
-                await self._answered(self.calls[cid], ev, args)
-            elif kind in ("customer", "amd"):
+            kind, rest = parse_args(ev.args)
+            if kind is StasisKind.AGENT_LOGIN:
+                await self.sessions.login(cid, rest[0] if rest else "")
+            elif kind in (StasisKind.CUSTOMER, StasisKind.AMD) and cid in self.calls:
+                await self._answered(self.calls[cid], ev, kind, rest)
+            elif kind in (StasisKind.CUSTOMER, StasisKind.AMD):
                 # A customer channel this process does not know (e.g. after a restart): end it.
                 log.warning("dialer.unknown_customer_channel", channel_id=cid)
-                await self._hangup(cid)
+                await self.hangup(cid)
         elif etype == "ChannelStateChange" and cid in self.calls:
             call = self.calls[cid]
             if channel.state == "Ringing" and call.ringing_at is None:
                 self._originated(call)
-                call.ringing_at = ev.timestamp or _now()
-                call.state = "ringing" if call.state == "originating" else call.state
+                if call.state is CallState.ORIGINATING:
+                    call.apply(CallEvent.RING, ev.timestamp or _now())
         elif etype == "ChannelEnteredBridge" and cid in self.calls:
-            self._bridged(self.calls[cid], ev.timestamp or _now())
+            self.bridged(self.calls[cid], ev.timestamp or _now())
         elif etype == "ChannelDestroyed":
             if cid in self.calls:
-                self._finish(self.calls[cid], cause=ev.cause, cause_txt=ev.cause_txt, at=ev.timestamp)
+                self.finish(self.calls[cid], cause=ev.cause, cause_txt=ev.cause_txt, at=ev.timestamp)
             elif cid in self.sessions.by_channel:
-                await self._agent_gone(cid)
+                await self.agent_gone(cid)
         elif etype == "StasisEnd" and cid in self.sessions.by_channel:
-            await self._agent_gone(cid)
+            await self.agent_gone(cid)
         elif etype == "ChannelDtmfReceived" and cid in self.sessions.by_channel:
             self.sessions.dtmf(cid, ev.digit)
         elif etype == "PlaybackFinished":
             target = (ev.playback.target_uri or "").removeprefix("channel:")
             call = self.calls.get(target)
             if call is not None and call.info_playback == ev.playback.id:
-                await self._hangup(call.channel_id)
+                await self.hangup(call.channel_id)
 
-    async def _agent_gone(self, channel_id: str) -> None:
+    async def handle_resync(self, snap: Resync) -> None:
+        await self.recovery.resync(snap)
+
+    async def sweep(self) -> None:
+        await self.recovery.sweep()
+
+    async def agent_gone(self, channel_id: str) -> None:
         session = self.sessions.by_channel.get(channel_id)
         if session is None:
             return
         if session.attempt_id and session.attempt_id in self.calls:
             call = self.calls[session.attempt_id]
-            if call.state == "bridged":
-                await self._hangup(call.channel_id)
+            if call.state is CallState.BRIDGED:
+                await self.hangup(call.channel_id)
             elif call.reserved:
                 call.reserved = False
                 call.agent_id = None
-        offer = self.offers.get(session.agent_id)
-        if offer is not None:
-            await self._decide_offer(offer, "timeout", None)
+        await self.previews.agent_gone(session.agent_id)
         await self.sessions.logout(channel_id)
 
     # ------------------------------------------------------------ answer ---
-    async def _answered(self, call: LiveCall, ev: Any, args: list[str]) -> None:
-        if args[0] != "amd":
+    async def _answered(self, call: LiveCall, ev: Any, kind: StasisKind, rest: list[str]) -> None:
+        if kind is StasisKind.CUSTOMER:
             if call.answered_at is None:  # else already found answered by a resync or sweep
                 await self._answer(call, ev.timestamp or _now())
             return
-        call.amd_status = args[1] if len(args) > 1 and args[1] else None
-        call.amd_cause = args[2] if len(args) > 2 and args[2] else None
-        if call.amd_status == "MACHINE":
-            await self._hangup(call.channel_id)
+        if call.answered_at is None:
+            self._mark_answered(call, ev.timestamp or _now())
+        call.apply(
+            CallEvent.AMD,
+            ev.timestamp or _now(),
+            amd_status=rest[0] if rest else None,
+            amd_cause=rest[1] if len(rest) > 1 else None,
+        )
+        if call.fsm.amd_status == "MACHINE":
+            await self.hangup(call.channel_id)
             return
         self._connect_or_wait(call)
 
     def _mark_answered(self, call: LiveCall, at: datetime) -> None:
         self._originated(call)
-        call.answered_at = at
+        call.apply(CallEvent.ANSWER, at)
         call.answered_mono = time.monotonic()
-        call.state = "answered"
-        if call.ringing_at is None:
-            call.ringing_at = call.originated_at or call.answered_at
         self._emit("call.answered", call)
         self._store_progress(call)
 
@@ -519,7 +469,7 @@ class Dialer:
             return
         self._connect_or_wait(call)
 
-    async def _found_answered(self, call: LiveCall, bridge_agent: int | None) -> None:
+    async def found_answered(self, call: LiveCall, bridge_agent: int | None) -> None:
         """A customer Up in Stasis whose StasisStart never reached the dialer (lost in an
         ARI gap): the normal answer path, or, already in an agent's bridge, bridged."""
         if call.answered_at is not None or self.calls.get(call.channel_id) is not call:
@@ -533,7 +483,7 @@ class Dialer:
         session = self.sessions.by_agent.get(bridge_agent)
         if session is not None and session.state in (AgentState.READY, AgentState.RESERVED):
             self.sessions.connect(session, call.channel_id, call.campaign.id)
-        self._bridged(call, call.answered_at or _now())
+        self.bridged(call, call.answered_at or _now())
 
     async def _run_amd(self, call: LiveCall) -> None:
         # Keep events for the channel while it runs AMD in the dialplan.
@@ -583,15 +533,10 @@ class Dialer:
             # The customer (or the agent's bridge) is gone: the destroy event finishes the call.
             log.info("dialer.bridge_target_gone", attempt_id=str(call.attempt.id), agent_id=agent.agent_id)
 
-    def _bridged(self, call: LiveCall, at: datetime) -> None:
-        if call.bridged_at is not None:
-            return
-        # An answer found by a resync or sweep is stamped with our clock (microseconds);
-        # Asterisk's event times have milliseconds: never record a bridge before the answer.
-        call.bridged_at = at if call.answered_at is None else max(at, call.answered_at)
-        call.state = "bridged"
-        if call.answered_at is not None:
-            call.answer_to_bridge_ms = max(0, int((call.bridged_at - call.answered_at).total_seconds() * 1000))
+    def bridged(self, call: LiveCall, at: datetime) -> None:
+        if call.state is not CallState.ANSWERED:
+            return  # bridged already, or not a customer we put through
+        call.apply(CallEvent.BRIDGE, at)
         self._campaign_stats(call.campaign).observe_connect()
         self._emit("call.bridged", call)
         self._store_progress(call)
@@ -611,13 +556,13 @@ class Dialer:
 
     def _connect_timeout(self, call: LiveCall) -> None:
         call.timer = None
-        if call.state != "answered" or call.channel_id not in self.calls:
+        if call.state is not CallState.ANSWERED or call.channel_id not in self.calls:
             return
         try:
             self.waiting.remove(call)
         except ValueError:
             pass
-        call.abandoned = True
+        call.apply(CallEvent.ABANDON, _now())
         self._campaign_stats(call.campaign).observe_abandon()
         self._emit("call.abandoned", call)
         self._spawn(self._info_message(call))
@@ -625,16 +570,16 @@ class Dialer:
     async def _info_message(self, call: LiveCall) -> None:
         media = call.campaign.info_message_sound
         if not media:
-            await self._hangup(call.channel_id)
+            await self.hangup(call.channel_id)
             return
         try:
             pb = await self.ari.rest.play(call.channel_id, media)
             call.info_playback = pb.id
             call.timer = asyncio.get_running_loop().call_later(
-                INFO_MESSAGE_MAX_S, lambda: self._spawn(self._hangup(call.channel_id))
+                INFO_MESSAGE_MAX_S, lambda: self._spawn(self.hangup(call.channel_id))
             )
         except AriError:
-            await self._hangup(call.channel_id)
+            await self.hangup(call.channel_id)
 
     # --------------------------------------------------------- agent side ---
     def _agent_changed(self, session: AgentSession, tr: AgentTransition) -> None:
@@ -650,7 +595,7 @@ class Dialer:
 
     def _agent_key(self, session: AgentSession, digit: str) -> bool:
         if digit == KEY_HANGUP_CUSTOMER and session.state is AgentState.ON_CALL and session.attempt_id:
-            self._spawn(self._hangup(session.attempt_id))
+            self._spawn(self.hangup(session.attempt_id))
             return True
         if digit in DISPOSITION_KEYS and session.state in (AgentState.ON_CALL, AgentState.WRAP_UP):
             self._spawn(self.set_disposition(session.agent_id, DISPOSITION_KEYS[digit]))
@@ -658,7 +603,7 @@ class Dialer:
         offer = self.offers.get(session.agent_id)
         if offer is not None and digit in (KEY_PREVIEW_ACCEPT, KEY_PREVIEW_SKIP):
             decision = "accept" if digit == KEY_PREVIEW_ACCEPT else "skip"
-            self._spawn(self._decide_offer(offer, decision, "agent_key" if decision == "skip" else None))
+            self._spawn(self.previews.decide(offer, decision, "agent_key" if decision == "skip" else None))
             return True
         return False
 
@@ -682,107 +627,22 @@ class Dialer:
         self.journal.disposition(attempt_uuid, code)
 
     # ----------------------------------------------------------- preview ---
-    async def _offer_previews(self, campaign: Campaign) -> None:
-        for agent in self.sessions.ready_agents(campaign.id):
-            if agent.agent_id in self.offers:
-                continue
-            async with self.pool.acquire() as conn, conn.transaction():
-                row = await self.hopper.claim_one(campaign, _now(), conn, agent.agent_id)
-                if row is None:
-                    return
-                offer_id = await conn.fetchval(
-                    """INSERT INTO preview_offers (agent_id, campaign_id, contact_id, expires_at)
-                       VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING id""",
-                    agent.agent_id,
-                    campaign.id,
-                    row["id"],
-                    campaign.preview_offer_timeout_s,
-                )
-                contact = {
-                    "name": row["name"],
-                    "title": row["title"],
-                    "organisation": row["organisation"],
-                    "extra": row["extra"],
-                }
-                await enqueue(
-                    conn,
-                    "preview.offered",
-                    f"agent:{agent.agent_id}",
-                    {
-                        "offer_id": offer_id,
-                        "agent_id": agent.agent_id,
-                        "campaign_id": campaign.id,
-                        "contact_id": row["id"],
-                        "number": row["phone_e164"],
-                        "contact": contact,
-                        "expires_in_s": campaign.preview_offer_timeout_s,
-                    },
-                )
-            offer = Offer(offer_id, agent.agent_id, campaign, row["id"], row["phone_e164"], contact)
-            self.offers[agent.agent_id] = offer
-            self.sessions.reserve(agent, None, campaign.id)
-            offer.expires = asyncio.get_running_loop().call_later(
-                campaign.preview_offer_timeout_s, lambda o=offer: self._spawn(self._decide_offer(o, "timeout", None))
-            )
-            log.info("preview.offered", agent_id=agent.agent_id, offer_id=offer_id, contact_id=row["id"])
-
     async def accept_offer(self, agent_id: int) -> Attempt:
-        offer = self.offers.get(agent_id)
-        if offer is None:
-            raise NotFound("no open preview offer for this agent", details={"agent_id": agent_id})
-        attempt = await self._decide_offer(offer, "accept", None)
-        assert attempt is not None
-        return attempt
+        return await self.previews.accept(agent_id)
 
     async def skip_offer(self, agent_id: int, reason: str) -> None:
-        offer = self.offers.get(agent_id)
-        if offer is None:
-            raise NotFound("no open preview offer for this agent", details={"agent_id": agent_id})
-        await self._decide_offer(offer, "skip", reason)
-
-    async def _decide_offer(self, offer: Offer, decision: str, reason: str | None) -> Attempt | None:
-        if self.offers.get(offer.agent_id) is not offer:
-            return None
-        del self.offers[offer.agent_id]
-        if offer.expires:
-            offer.expires.cancel()
-        session = self.sessions.by_agent.get(offer.agent_id)
-        now = _now()
-        attempt: Attempt | None = None
-        async with self.pool.acquire() as conn, conn.transaction():
-            if decision == "accept" and session is not None:
-                attempt = await self.hopper.attempt_for_contact(
-                    conn, offer.campaign, offer.contact_id, now, offer.agent_id
-                )
-            if attempt is None:
-                # Back in the hopper behind the contacts already due: skip moves on to the next one.
-                await conn.execute(
-                    f"UPDATE contacts SET status = {_BACK_TO_HOPPER}, "
-                    "next_attempt_at = $2 WHERE id = $1 AND status = 'in_progress'",
-                    offer.contact_id,
-                    now,
-                )
-                decision = "skip" if decision == "accept" else decision
-                reason = reason or ("agent gone" if session is None else None)
-            await conn.execute(
-                """UPDATE preview_offers SET decision = $2, decided_at = now(), skip_reason = $3, attempt_id = $4
-                   WHERE id = $1""",
-                offer.offer_id,
-                decision,
-                reason if decision == "skip" else None,
-                attempt.id if attempt else None,
-            )
-        if attempt is not None and session is not None:
-            session.attempt_id = attempt.channel_id
-            self._originate(offer.campaign, attempt, session)
-        elif session is not None:
-            self.sessions.release(session)
-        log.info("preview.decided", agent_id=offer.agent_id, offer_id=offer.offer_id, decision=decision)
-        return attempt
+        await self.previews.skip(agent_id, reason)
 
     # ------------------------------------------------------------- end ---
-    def _finish(
-        self, call: LiveCall, *, cause: int | None, cause_txt: str | None = None, at: datetime | None = None
+    def finish(
+        self,
+        call: LiveCall,
+        *,
+        cause: int | None,
+        cause_txt: str | None = None,
+        at: datetime | None = None,
+        vanished: bool = False,
+        cancelled: bool = False,
     ) -> None:
         if self.calls.pop(call.channel_id, None) is None:
             return
@@ -792,32 +652,31 @@ class Dialer:
             self.waiting.remove(call)
         except ValueError:
             pass
-        call.ended_at = at or _now()
-        call.hangup_cause = cause
-        call.hangup_cause_txt = cause_txt or call.hangup_cause_txt
-        answered = call.answered_at is not None
-        outcome = call_outcome(call)
-        if outcome is Outcome.ABANDONED and not call.abandoned:
-            # Answered but gone before the 2 s were up (or AMD undecided): it still counts.
-            call.abandoned = True
-            self._campaign_stats(call.campaign).observe_abandon()
-            self._emit("call.abandoned", call)
+        counted = call.abandoned
+        ended = call.apply(
+            CallEvent.END, at or _now(), cause=cause, cause_txt=cause_txt, vanished=vanished, cancelled=cancelled
+        )
+        assert ended.outcome is not None and ended.metrics is not None and ended.ended_at is not None
+        outcome = ended.outcome
         stats = self._campaign_stats(call.campaign)
-        ring_s = ((call.answered_at or call.ended_at) - (call.originated_at or call.attempt.created_at)).total_seconds()
-        stats.observe_attempt(time.monotonic(), max(0.0, ring_s), answered)
+        if ended.abandoned and not counted:
+            # Answered but gone before the 2 s were up (or AMD undecided): it still counts.
+            stats.observe_abandon()
+            self._emit("call.abandoned", call)
+        stats.observe_attempt(time.monotonic(), ended.metrics.ring_s, ended.answered)
         if outcome is Outcome.ANSWERED_MACHINE:
             stats.observe_amd_machine()
         session = self.sessions.by_agent.get(call.agent_id) if call.agent_id is not None else None
         if session is not None and session.attempt_id == call.channel_id:
             if session.state is AgentState.ON_CALL:
-                if call.bridged_at:
-                    stats.observe_talk((call.ended_at - call.bridged_at).total_seconds())
+                if ended.bridged_at:
+                    stats.observe_talk(ended.metrics.talk_s)
                 self.sessions.customer_gone(session, call.campaign.wrap_up_s)
             elif session.state is AgentState.RESERVED:
                 self.sessions.release(session)
-        record = self._cdr_record(call, outcome)
-        self._submit_cdr(record)
-        self._close_attempt(call, outcome, record)
+        record = cdr_record(call)
+        self.submit_cdr(record)
+        self._close_attempt(call, record)
         for fn in self.on_call_end:
             fn(call, outcome)
         log.info(
@@ -825,83 +684,39 @@ class Dialer:
             attempt_id=str(call.attempt.id),
             outcome=outcome.value,
             cause=cause,
-            answer_to_bridge_ms=call.answer_to_bridge_ms,
+            answer_to_bridge_ms=ended.answer_to_bridge_ms,
             agent_id=call.agent_id,
         )
         self.wake()
 
-    def _submit_cdr(self, record: dict[str, Any]) -> None:
+    def submit_cdr(self, record: dict[str, Any]) -> None:
         try:
             self.cdr.submit(record)
         except (ValidationFailed, Unavailable) as exc:
             log.error("dialer.cdr_refused", attempt_id=str(record["id"]), error=exc.message, details=exc.details)
 
-    def _cdr_record(self, call: LiveCall, outcome: Outcome) -> dict[str, Any]:
-        a = call.attempt
-        start = call.originated_at or a.created_at
-        ring_end = call.answered_at or call.ended_at
-        ring_s = max(0.0, (ring_end - start).total_seconds()) if ring_end else None
-        talk_s = (
-            max(0.0, (call.ended_at - call.bridged_at).total_seconds()) if call.bridged_at and call.ended_at else 0.0
-        )
-        return {
-            "id": a.id,
-            "campaign_id": a.campaign_id,
-            "contact_id": a.contact_id,
-            "attempt_no": a.attempt_no,
-            "dialled_number": a.number,
-            "caller_id": a.caller_id,
-            "agent_id": call.agent_id if call.bridged_at else a.agent_id,
-            "mode": a.mode.value,
-            "state": "ended",
-            "created_at": a.created_at,
-            "originated_at": call.originated_at,
-            "ringing_at": call.ringing_at,
-            "answered_at": call.answered_at,
-            "bridged_at": call.bridged_at,
-            "ended_at": call.ended_at,
-            "ring_s": round(ring_s, 3) if ring_s is not None else None,
-            "talk_s": round(talk_s, 3),
-            "answer_to_bridge_ms": call.answer_to_bridge_ms,
-            "outcome": outcome.value,
-            "hangup_cause": call.hangup_cause,
-            "hangup_cause_txt": call.hangup_cause_txt,
-            "amd_status": call.amd_status,
-            "amd_cause": call.amd_cause,
-            "abandoned": call.abandoned,
-            "disposition": call.disposition,
-            "skip_reason": None,
-            "recording_id": call.recording_id,
-            "retention_until": a.retention_until,
-        }
-
-    def _close_attempt(self, call: LiveCall, outcome: Outcome, record: dict[str, Any]) -> None:
+    def _close_attempt(self, call: LiveCall, record: dict[str, Any]) -> None:
         """Contact bookkeeping for the next attempt, and the call.ended event."""
-        a = call.attempt
-        retry_at = next_retry(
-            outcome, call.campaign.retry_delays, a.attempt_no, call.campaign.max_attempts, call.ended_at or _now()
+        a, ended = call.attempt, call.fsm
+        assert ended.outcome is not None and ended.ended_at is not None
+        update = contact_after(
+            ended.outcome,
+            retry_delays=call.campaign.retry_delays,
+            attempt_no=a.attempt_no,
+            max_attempts=call.campaign.max_attempts,
+            ended_at=ended.ended_at,
+            vanished_unanswered=ended.vanished and not ended.answered,
         )
-        if outcome is Outcome.ANSWERED_HUMAN:
-            status = "done"
-        elif retry_at is None:
-            status = "failed" if outcome is not Outcome.ANSWERED_MACHINE else "done"
-        else:
-            status = "retry"
-        if outcome is Outcome.CANCELLED:
-            status, retry_at = "retry", None
-        # A callback stays scheduled when its call never reached the customer.
-        never_reached = outcome is Outcome.CANCELLED or (call.vanished and call.answered_at is None)
         self.journal.close_contact(
             a.contact_id,
             attempt_no=a.attempt_no,
             attempt_created_at=a.created_at,
-            status=status,
-            retry_at=retry_at,
-            outcome=outcome.value,
-            cancelled=never_reached,
+            status=update.status.value,
+            retry_at=update.retry_at,
+            outcome=ended.outcome.value,
+            cancelled=update.never_reached,
         )
-        payload = {k: (str(v) if isinstance(v, (uuid.UUID, datetime)) else v) for k, v in record.items()}
-        self.journal.event("call.ended", f"attempt:{a.id}", payload)
+        self.journal.event("call.ended", f"attempt:{a.id}", json_payload(record))
 
     def _store_progress(self, call: LiveCall) -> None:
         """Answer and bridge times in the attempt row while the call is up: after a crash
@@ -912,7 +727,7 @@ class Dialer:
             answered_at=call.answered_at,
             bridged_at=call.bridged_at,
             agent_id=call.agent_id,
-            answer_to_bridge_ms=call.answer_to_bridge_ms,
+            answer_to_bridge_ms=call.fsm.answer_to_bridge_ms,
         )
 
     def _emit(self, event_type: str, call: LiveCall) -> None:
@@ -929,27 +744,13 @@ class Dialer:
     async def hangup_call(self, attempt_id: str) -> None:
         if attempt_id not in self.calls:
             raise NotFound("no live call with this attempt id", details={"attempt_id": attempt_id})
-        await self._hangup(attempt_id)
+        await self.hangup(attempt_id)
 
-    async def _hangup(self, channel_id: str) -> None:
+    async def hangup(self, channel_id: str) -> None:
         try:
             await self.ari.rest.hangup(channel_id)
         except AriError:
             pass
-
-    def live_calls(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "attempt_id": str(c.attempt.id),
-                "campaign_id": c.campaign.id,
-                "number": c.attempt.number,
-                "state": c.state,
-                "agent_id": c.agent_id,
-                "answered_at": c.answered_at,
-                "bridged_at": c.bridged_at,
-            }
-            for c in self.calls.values()
-        ]
 
     # ---------------------------------------------------------- watchdog ---
     async def _watchdog_loop(self, interval: float) -> None:
@@ -963,203 +764,3 @@ class Dialer:
                 log.warning("dialer.watchdog_failed", error=exc.message)
             except Exception:
                 log.exception("dialer.watchdog_failed")
-
-    async def sweep(self) -> None:
-        """Compare the live calls and agent sessions with Asterisk's channels, so that no
-        call waits forever for an event that was lost: a call or agent whose channel is
-        gone at two sweeps in a row is finished (best outcome known) or logged out; a
-        missed bridge entry is repaired; a call stuck past its limits is hung up and
-        finished; a customer Up in Stasis whose answer was lost takes the answer path."""
-        now = time.monotonic()
-        # Judged: what existed before the listing (an originated call has its channel).
-        calls = [c for c in self.calls.values() if c.originated_at is not None]
-        phones = list(self.sessions.by_channel)
-        channels = await self.ari.rest.channel_states()
-        missing: set[str] = set()
-        for call in calls:
-            if self.calls.get(call.channel_id) is not call:
-                continue
-            if call.channel_id not in channels:
-                if call.channel_id in self._missing:
-                    log.warning("dialer.watchdog_call_gone", attempt_id=str(call.attempt.id), state=call.state)
-                    call.hangup_cause_txt = "channel gone without a hangup event (watchdog)"
-                    call.vanished = True
-                    self._finish(call, cause=None)
-                else:
-                    missing.add(call.channel_id)
-            elif call.answered_at is None and channels[call.channel_id] == ("Up", "Stasis"):
-                await self._found_answered(call, call.agent_id if await self._in_agent_bridge(call) else None)
-            elif call.state in ("originating", "ringing"):
-                if now - call.placed_mono > call.campaign.ring_timeout_s + WATCHDOG_MARGIN_S:
-                    await self._end_stuck(
-                        call,
-                        19 if call.state == "ringing" else None,
-                        "no answer or hangup event past the ring timeout (watchdog)",
-                    )
-            elif call.state == "answered":
-                waited = now - (call.answered_mono or now)
-                if call.added_at is not None and waited > CONNECT_LIMIT_S and await self._in_agent_bridge(call):
-                    log.warning("dialer.watchdog_bridge_repaired", attempt_id=str(call.attempt.id))
-                    self._bridged(call, call.added_at)
-                elif waited > CONNECT_LIMIT_S + INFO_MESSAGE_MAX_S + WATCHDOG_MARGIN_S:
-                    await self._end_stuck(call, None, "answered, never bridged nor ended (watchdog)")
-        for channel_id in phones:
-            if channel_id in channels or channel_id not in self.sessions.by_channel:
-                continue
-            if channel_id in self._missing:
-                log.warning("dialer.watchdog_agent_gone", agent_id=self.sessions.by_channel[channel_id].agent_id)
-                await self._agent_gone(channel_id)
-            else:
-                missing.add(channel_id)
-        self._missing = missing
-
-    async def _in_agent_bridge(self, call: LiveCall) -> bool:
-        agent = self.sessions.by_agent.get(call.agent_id) if call.agent_id is not None else None
-        if agent is None:
-            return False
-        try:
-            return call.channel_id in (await self.ari.rest.get_bridge(agent.bridge_id)).channels
-        except AriNotFound:
-            return False
-
-    async def _end_stuck(self, call: LiveCall, cause: int | None, why: str) -> None:
-        log.warning("dialer.watchdog_call_stuck", attempt_id=str(call.attempt.id), state=call.state, reason=why)
-        await self._hangup(call.channel_id)
-        self._finish(call, cause=cause, cause_txt=why)
-
-    # ---------------------------------------------------------- recovery ---
-    async def handle_resync(self, snap: Resync) -> None:
-        """After (re)connect: close attempts whose channels are gone, re-attach agents' phones,
-        adopt the calls a previous process left talking to an agent (first connect), and
-        repair calls whose answer or bridge entry was lost while ARI was away."""
-        live = {c.id: c for c in snap.channels}
-        for cid, call in list(self.calls.items()):
-            if cid not in live:
-                call.hangup_cause_txt = "channel gone while ARI was disconnected"
-                call.vanished = True
-                self._finish(call, cause=None)
-        for channel_id in list(self.sessions.by_channel):
-            if channel_id not in live:
-                await self._agent_gone(channel_id)
-        bridges = agent_bridges(snap.bridges, live)
-        talking = {c: agent_id for agent_id, (_, others) in bridges.items() for c in others}
-        adopt: list[asyncpg.Record] = []
-        if not self._recovered:
-            adopt = await self._recover_attempts(live, talking)
-        # Agents' phones still parked in their holding bridges stay logged in.
-        for agent_id, (phones, _) in bridges.items():
-            if agent_id not in self.sessions.by_agent:
-                await self.sessions.adopt(phones[0], agent_id)
-        for row in adopt:
-            await self._adopt_call(row)
-        self._recovered = True
-        for cid, call in list(self.calls.items()):
-            if self.calls.get(cid) is not call or cid not in live:
-                continue
-            channel = live[cid]
-            if call.answered_at is None and channel.state == "Up" and channel.dialplan.app_name == "Stasis":
-                await self._found_answered(call, talking.get(cid))
-            elif call.answered_at is not None and call.bridged_at is None and cid in talking:
-                log.warning("dialer.resync_bridge_repaired", attempt_id=str(call.attempt.id))
-                self._bridged(call, _now())
-        self.wake()
-
-    async def _adopt_call(self, r: asyncpg.Record) -> None:
-        """A customer a previous process put through to an agent, still talking: followed
-        to its end like any call (its CDR carries the whole talk time)."""
-        campaign = self.campaigns.get(r["campaign_id"]) or Campaign.from_row(
-            await self.pool.fetchrow("SELECT * FROM campaigns WHERE id = $1", r["campaign_id"])
-        )
-        attempt = Attempt(
-            id=r["id"],
-            campaign_id=r["campaign_id"],
-            contact_id=r["contact_id"],
-            attempt_no=r["attempt_no"],
-            number=r["dialled_number"],
-            caller_id=r["caller_id"] or "",
-            agent_id=r["agent_id"],
-            mode=CampaignMode(r["mode"]),
-            created_at=r["created_at"],
-            retention_until=r["retention_until"],
-        )
-        since = (_now() - r["answered_at"]).total_seconds()
-        call = LiveCall(
-            attempt=attempt,
-            campaign=campaign,
-            state="bridged",
-            agent_id=r["agent_id"],
-            originated_at=r["originated_at"] or r["created_at"],
-            ringing_at=r["ringing_at"],
-            answered_at=r["answered_at"],
-            answered_mono=time.monotonic() - since,
-            bridged_at=r["bridged_at"],
-            answer_to_bridge_ms=r["answer_to_bridge_ms"],
-            added_at=r["bridged_at"],
-        )
-        self.calls[call.channel_id] = call
-        session = self.sessions.by_agent.get(r["agent_id"])
-        if session is None:
-            await self._hangup(call.channel_id)  # its agent is not logged in: the hangup event ends it
-        else:
-            self.sessions.connect(session, call.channel_id, campaign.id)
-        log.warning("dialer.call_adopted", attempt_id=str(r["id"]), agent_id=r["agent_id"])
-
-    async def _recover_attempts(self, live: dict[str, Any], talking: dict[str, int]) -> list[asyncpg.Record]:
-        """First connect after a start: attempts left open by a previous process are
-        closed (and their channels hung up); they are never dialled again. Returned: the
-        attempts whose customer still talks to their agent (left open, to be adopted)."""
-        rows = await self.pool.fetch("SELECT * FROM live_attempts ORDER BY created_at")
-        adopt = []
-        for r in rows:
-            cid = str(r["id"])
-            if cid in self.calls:
-                continue
-            if r["bridged_at"] is not None and r["agent_id"] is not None and talking.get(cid) == r["agent_id"]:
-                adopt.append(r)
-                continue
-            if cid in live:
-                await self._hangup(cid)
-            answered = r["answered_at"] is not None
-            outcome = (
-                Outcome.ABANDONED
-                if answered and r["bridged_at"] is None
-                else (Outcome.ANSWERED_HUMAN if r["bridged_at"] is not None else Outcome.CANCELLED)
-            )
-            now = _now()
-            record = {k: r[k] for k in r.keys()}
-            record.update(
-                state="ended",
-                ended_at=now,
-                outcome=outcome.value,
-                abandoned=outcome is Outcome.ABANDONED,
-                hangup_cause_txt="recovered after service restart",
-            )
-            self._submit_cdr(record)
-            # A callback whose call never reached the customer stays scheduled.
-            await self.pool.execute(
-                """UPDATE contacts SET
-                       status = CASE WHEN $2 THEN 'done' WHEN $3 AND callback_at IS NOT NULL THEN 'callback'
-                                     ELSE 'retry' END,
-                       callback_at = CASE WHEN $3 THEN callback_at END,
-                       callback_agent_id = CASE WHEN $3 THEN callback_agent_id END
-                   WHERE id = $1 AND status = 'in_progress'""",
-                r["contact_id"],
-                outcome is Outcome.ANSWERED_HUMAN,
-                outcome is Outcome.CANCELLED,
-            )
-            log.warning("dialer.attempt_recovered", attempt_id=cid, outcome=outcome.value, live=cid in live)
-        await self.pool.execute(
-            "UPDATE preview_offers SET decision = 'timeout', decided_at = now() WHERE decision IS NULL"
-        )
-        # Contacts left in progress without an open attempt or offer go back to the hopper.
-        await self.pool.execute(
-            f"""UPDATE contacts c SET status = {_BACK_TO_HOPPER}
-               WHERE status = 'in_progress'
-                 AND NOT EXISTS (SELECT 1 FROM live_attempts a WHERE a.contact_id = c.id)
-                 AND NOT EXISTS (SELECT 1 FROM preview_offers p WHERE p.contact_id = c.id AND p.decision IS NULL)"""
-        )
-        await self.pool.execute("UPDATE agent_state_log SET ended_at = now() WHERE ended_at IS NULL")
-        await self.pool.execute(
-            "UPDATE agents SET state = 'logged_out', pause_code = NULL, state_since = now() WHERE state <> 'logged_out'"
-        )
-        return adopt

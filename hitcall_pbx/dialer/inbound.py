@@ -30,11 +30,10 @@ from ..agents.sessions import AgentSession, AgentSessions
 from ..ari import AriClient, AriError, AriNotFound, Resync
 from ..core.states import AgentState, AgentTransition
 from ..logs import get_logger
+from ..stasis import StasisKind, parse_args
 from ..tasks import TaskSet
 
 log = get_logger("hitcall.inbound")
-
-STASIS_KIND = "inbound"
 
 
 @dataclass(frozen=True)
@@ -158,9 +157,9 @@ class InboundRouter:
         channel = getattr(ev, "channel", None)
         cid = channel.id if channel is not None else None
         if etype == "StasisStart":
-            args = list(ev.args or [])
-            if args and args[0] == STASIS_KIND:
-                await self._arrived(cid, parse_request(args[1:]))
+            kind, rest = parse_args(ev.args)
+            if kind is StasisKind.INBOUND:
+                await self._arrived(cid, parse_request(rest))
         elif etype == "ChannelEnteredBridge" and cid in self.calls:
             call = self.calls[cid]
             call.bridged = True

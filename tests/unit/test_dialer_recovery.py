@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
+from hitcall_pbx.core.calls import CallEvent, call_transition, new_call
 from hitcall_pbx.core.compliance import CallingWindow, CampaignMode
 from hitcall_pbx.core.outcomes import Outcome, next_retry
 from hitcall_pbx.core.retention import RetentionPolicy
 from hitcall_pbx.core.states import AgentState
-from hitcall_pbx.dialer.engine import Dialer, LiveCall, agent_bridges, call_outcome
+from hitcall_pbx.dialer.calls import LiveCall, agent_bridges
+from hitcall_pbx.dialer.engine import Dialer
 from hitcall_pbx.dialer.models import Attempt, Campaign
 from hitcall_pbx.errors import Conflict
 
@@ -55,7 +57,8 @@ def _campaign(cid: int = 1, priority: int = 0) -> Campaign:
     )
 
 
-def _call(campaign: Campaign | None = None, **kw: Any) -> LiveCall:
+def _call(campaign: Campaign | None = None, *path: CallEvent, answered_mono: float | None = None) -> LiveCall:
+    """A live call taken through `path` (after originate) by the core lifecycle."""
     campaign = campaign or _campaign()
     attempt = Attempt(
         id=uuid.uuid4(),
@@ -69,32 +72,49 @@ def _call(campaign: Campaign | None = None, **kw: Any) -> LiveCall:
         created_at=NOW,
         retention_until=NOW + timedelta(days=730),
     )
-    return LiveCall(attempt=attempt, campaign=campaign, originated_at=NOW, **kw)
+    call = LiveCall.placed(attempt, campaign)
+    call.answered_mono = answered_mono
+    for i, event in enumerate((CallEvent.ORIGINATE, *path)):
+        call.apply(event, NOW + timedelta(seconds=i * 0.5))
+    return call
+
+
+def _end(call: LiveCall, **kw: Any) -> Outcome:
+    ended = call.apply(CallEvent.END, NOW + timedelta(seconds=30), **kw)
+    assert ended.outcome is not None
+    return ended.outcome
 
 
 # ------------------------------------------------------------- outcomes ---
 def test_a_call_vanished_unanswered_is_retried_not_failed():
-    call = _call(state="ringing", ringing_at=NOW, vanished=True)
-    outcome = call_outcome(call)
+    call = _call(None, CallEvent.RING)
+    outcome = _end(call, vanished=True)
     assert outcome is Outcome.CONGESTION
     retry = next_retry(outcome, call.campaign.retry_delays, 1, call.campaign.max_attempts, NOW)
     assert retry == NOW + timedelta(seconds=900), "the campaign's congestion retry"
 
 
 def test_without_the_vanished_mark_an_unknown_cause_stays_failed():
-    assert call_outcome(_call(state="ringing")) is Outcome.FAILED
-    assert call_outcome(_call(state="ringing", hangup_cause=17)) is Outcome.BUSY
+    assert _end(_call(None, CallEvent.RING)) is Outcome.FAILED
+    assert _end(_call(None, CallEvent.RING), cause=17) is Outcome.BUSY
 
 
 def test_vanished_calls_that_were_answered_keep_their_answered_outcome():
-    talking = _call(
-        state="bridged", answered_at=NOW, bridged_at=NOW + timedelta(seconds=1), answer_to_bridge_ms=1000, vanished=True
+    talking = _call(None, CallEvent.ANSWER, CallEvent.BRIDGE)
+    assert _end(talking, vanished=True) is Outcome.ANSWERED_HUMAN
+    waiting = _call(None, CallEvent.ANSWER)
+    assert _end(waiting, vanished=True) is Outcome.ABANDONED
+    cancelled = LiveCall.placed(_call().attempt, _campaign())
+    assert _end(cancelled, vanished=True, cancelled=True) is Outcome.CANCELLED
+
+
+def test_the_live_call_changes_only_through_the_core_lifecycle():
+    call = _call(None, CallEvent.RING)
+    assert call.fsm == call_transition(
+        call_transition(new_call(str(call.attempt.id), NOW), "originate", NOW), "ring", NOW + timedelta(seconds=0.5)
     )
-    assert call_outcome(talking) is Outcome.ANSWERED_HUMAN
-    waiting = _call(state="answered", answered_at=NOW, vanished=True)
-    assert call_outcome(waiting) is Outcome.ABANDONED
-    cancelled = _call(cancelled=True, vanished=True)
-    assert call_outcome(cancelled) is Outcome.CANCELLED
+    with pytest.raises(AttributeError):
+        call.answered_at = NOW  # type: ignore[misc]  # read-only: only the core transition sets it
 
 
 # -------------------------------------------------------------- bridges ---
@@ -160,9 +180,9 @@ def _dialer() -> tuple[Dialer, FakeSessions, FakeJournal]:
 async def test_a_ready_agent_takes_the_waiting_call_of_the_highest_priority_campaign_first():
     dialer, sessions, _ = _dialer()
     low, high = _campaign(1, priority=1), _campaign(2, priority=5)
-    oldest_low = _call(low, state="answered", answered_at=NOW, answered_mono=1.0)
-    high_new = _call(high, state="answered", answered_at=NOW, answered_mono=3.0)
-    high_old = _call(high, state="answered", answered_at=NOW, answered_mono=2.0)
+    oldest_low = _call(low, CallEvent.ANSWER, answered_mono=1.0)
+    high_new = _call(high, CallEvent.ANSWER, answered_mono=3.0)
+    high_old = _call(high, CallEvent.ANSWER, answered_mono=2.0)
     for c in (oldest_low, high_new, high_old):
         dialer.calls[c.channel_id] = c
         dialer.waiting.append(c)

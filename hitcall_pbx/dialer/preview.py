@@ -1,0 +1,113 @@
+"""Preview offers: a ready agent of a preview campaign is offered the next contact,
+accepts (the call is placed for that agent) or skips (the contact goes back to the
+hopper); an offer not decided in time, or whose agent goes away, times out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..agents.sessions import AgentSession, AgentSessions
+from ..errors import NotFound
+from ..logs import get_logger
+from .models import Attempt, Campaign
+from .store import DialerStore
+
+log = get_logger("hitcall.dialer")
+
+
+@dataclass
+class Offer:
+    offer_id: int
+    agent_id: int
+    campaign: Campaign
+    contact_id: int
+    number: str
+    contact: dict[str, Any]
+    expires: asyncio.TimerHandle | None = None
+
+
+class PreviewOffers:
+    def __init__(
+        self,
+        store: DialerStore,
+        sessions: AgentSessions,
+        place: Callable[[Campaign, Attempt, AgentSession], None],
+        spawn: Callable[[Coroutine[Any, Any, Any]], None],
+    ) -> None:
+        self.store = store
+        self.sessions = sessions
+        self._place = place
+        self._spawn = spawn
+        self.offers: dict[int, Offer] = {}  # by agent id
+
+    async def offer(self, campaign: Campaign) -> None:
+        """An offer to every ready agent of the campaign that has none, while contacts are due."""
+        for agent in self.sessions.ready_agents(campaign.id):
+            if agent.agent_id in self.offers:
+                continue
+            opened = await self.store.open_offer(campaign, agent.agent_id, datetime.now(UTC))
+            if opened is None:
+                return
+            offer_id, row, contact = opened
+            offer = Offer(offer_id, agent.agent_id, campaign, row["id"], row["phone_e164"], contact)
+            self.offers[agent.agent_id] = offer
+            self.sessions.reserve(agent, None, campaign.id)
+            offer.expires = asyncio.get_running_loop().call_later(
+                campaign.preview_offer_timeout_s, lambda o=offer: self._spawn(self.decide(o, "timeout", None))
+            )
+            log.info("preview.offered", agent_id=agent.agent_id, offer_id=offer_id, contact_id=row["id"])
+
+    def _open(self, agent_id: int) -> Offer:
+        offer = self.offers.get(agent_id)
+        if offer is None:
+            raise NotFound("no open preview offer for this agent", details={"agent_id": agent_id})
+        return offer
+
+    async def accept(self, agent_id: int) -> Attempt:
+        attempt = await self.decide(self._open(agent_id), "accept", None)
+        if attempt is None:
+            raise NotFound("the preview offer ended before it was accepted", details={"agent_id": agent_id})
+        return attempt
+
+    async def skip(self, agent_id: int, reason: str) -> None:
+        await self.decide(self._open(agent_id), "skip", reason)
+
+    async def agent_gone(self, agent_id: int) -> None:
+        offer = self.offers.get(agent_id)
+        if offer is not None:
+            await self.decide(offer, "timeout", None)
+
+    async def close(self) -> None:
+        for offer in list(self.offers.values()):
+            await self.decide(offer, "timeout", None)
+
+    async def decide(self, offer: Offer, decision: str, reason: str | None) -> Attempt | None:
+        if self.offers.get(offer.agent_id) is not offer:
+            return None
+        del self.offers[offer.agent_id]
+        if offer.expires:
+            offer.expires.cancel()
+        session = self.sessions.by_agent.get(offer.agent_id)
+        if session is None and decision != "timeout":
+            reason = reason or "agent gone"
+        attempt, decision, reason = await self.store.decide_offer(
+            offer_id=offer.offer_id,
+            campaign=offer.campaign,
+            contact_id=offer.contact_id,
+            agent_id=offer.agent_id,
+            accept=decision == "accept" and session is not None,
+            decision=decision,
+            reason=reason,
+            now=datetime.now(UTC),
+        )
+        if attempt is not None and session is not None:
+            session.attempt_id = attempt.channel_id
+            self._place(offer.campaign, attempt, session)
+        elif session is not None:
+            self.sessions.release(session)
+        log.info("preview.decided", agent_id=offer.agent_id, offer_id=offer.offer_id, decision=decision)
+        return attempt

@@ -1,0 +1,168 @@
+"""The SQL the dialer runs outside the call journal: running campaigns, the abandon
+history that seeds pacing, preview offers, and restart recovery. Call-path writes
+(progress, CDRs, contact bookkeeping, events) go through the journal and the CDR
+writer instead, so that a PostgreSQL outage never stops a call."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from ..core import pacing
+from ..core.outcomes import ContactUpdate
+from ..hooks.events import enqueue
+from .hopper import Hopper
+from .models import Attempt, Campaign
+
+# A contact given back undialled: a scheduled callback stays one.
+BACK_TO_HOPPER = "CASE WHEN callback_at IS NOT NULL THEN 'callback' WHEN attempts > 0 THEN 'retry' ELSE 'new' END"
+
+
+class DialerStore:
+    def __init__(self, pool: asyncpg.Pool, hopper: Hopper) -> None:
+        self.pool = pool
+        self.hopper = hopper
+
+    # ------------------------------------------------------- campaigns ---
+    async def running_campaigns(self) -> dict[int, Campaign]:
+        rows = await self.pool.fetch("SELECT * FROM campaigns WHERE state = 'running'")
+        return {r["id"]: Campaign.from_row(r) for r in rows}
+
+    async def campaign(self, campaign_id: int) -> Campaign:
+        return Campaign.from_row(await self.pool.fetchrow("SELECT * FROM campaigns WHERE id = $1", campaign_id))
+
+    async def abandon_tallies(self, campaign_id: int) -> dict[date, pacing.AbandonTally]:
+        """The campaign's abandon counts per UTC day over the last 30 days."""
+        rows = await self.pool.fetch(
+            """SELECT (created_at AT TIME ZONE 'UTC')::date AS day,
+                      count(*) FILTER (WHERE abandoned) AS abandoned,
+                      count(*) FILTER (WHERE outcome = 'answered_human') AS connected,
+                      count(*) FILTER (WHERE outcome = 'answered_machine') AS machines
+               FROM call_attempts
+               WHERE campaign_id = $1 AND created_at >= now() - interval '30 days'
+               GROUP BY 1""",
+            campaign_id,
+        )
+        return {r["day"]: pacing.AbandonTally(r["abandoned"], r["connected"], r["machines"]) for r in rows}
+
+    # -------------------------------------------------------- previews ---
+    async def open_offer(
+        self, campaign: Campaign, agent_id: int, now: datetime
+    ) -> tuple[int, asyncpg.Record, dict[str, Any]] | None:
+        """Claim the next contact for a preview offer to `agent_id`: the offer row and its
+        `preview.offered` event in one transaction. None when nothing is due."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await self.hopper.claim_one(campaign, now, conn, agent_id)
+            if row is None:
+                return None
+            offer_id = await conn.fetchval(
+                """INSERT INTO preview_offers (agent_id, campaign_id, contact_id, expires_at)
+                   VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING id""",
+                agent_id,
+                campaign.id,
+                row["id"],
+                campaign.preview_offer_timeout_s,
+            )
+            contact = {
+                "name": row["name"],
+                "title": row["title"],
+                "organisation": row["organisation"],
+                "extra": row["extra"],
+            }
+            await enqueue(
+                conn,
+                "preview.offered",
+                f"agent:{agent_id}",
+                {
+                    "offer_id": offer_id,
+                    "agent_id": agent_id,
+                    "campaign_id": campaign.id,
+                    "contact_id": row["id"],
+                    "number": row["phone_e164"],
+                    "contact": contact,
+                    "expires_in_s": campaign.preview_offer_timeout_s,
+                },
+            )
+        return offer_id, row, contact
+
+    async def decide_offer(
+        self,
+        *,
+        offer_id: int,
+        campaign: Campaign,
+        contact_id: int,
+        agent_id: int,
+        accept: bool,
+        decision: str,
+        reason: str | None,
+        now: datetime,
+    ) -> tuple[Attempt | None, str, str | None]:
+        """Close an offer: accepted, its attempt row (committed before originate); else
+        the contact goes back to the hopper behind the contacts already due. Returns the
+        attempt and the decision and reason as stored."""
+        attempt: Attempt | None = None
+        async with self.pool.acquire() as conn, conn.transaction():
+            if accept:
+                attempt = await self.hopper.attempt_for_contact(conn, campaign, contact_id, now, agent_id)
+            if attempt is None:
+                await conn.execute(
+                    f"UPDATE contacts SET status = {BACK_TO_HOPPER}, "
+                    "next_attempt_at = $2 WHERE id = $1 AND status = 'in_progress'",
+                    contact_id,
+                    now,
+                )
+                decision = "skip" if decision == "accept" else decision
+            await conn.execute(
+                """UPDATE preview_offers SET decision = $2, decided_at = now(), skip_reason = $3, attempt_id = $4
+                   WHERE id = $1""",
+                offer_id,
+                decision,
+                reason if decision == "skip" else None,
+                attempt.id if attempt else None,
+            )
+        return attempt, decision, reason
+
+    # -------------------------------------------------------- recovery ---
+    async def open_attempts(self) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch("SELECT * FROM live_attempts ORDER BY created_at"))
+
+    async def close_recovered_contact(self, contact_id: int, attempt_no: int, update: ContactUpdate) -> None:
+        """The contact of an attempt closed by recovery, by the same rule as a call that
+        ended normally: a callback stays scheduled when the call never reached the customer."""
+        await self.pool.execute(
+            """UPDATE contacts SET
+                   status = CASE WHEN $4 AND callback_at IS NOT NULL THEN 'callback' ELSE $2 END,
+                   next_attempt_at = $3,
+                   callback_at = CASE WHEN $4 THEN callback_at END,
+                   callback_agent_id = CASE WHEN $4 THEN callback_agent_id END
+               WHERE id = $1 AND status = 'in_progress' AND attempts = $5""",
+            contact_id,
+            update.status.value,
+            update.retry_at,
+            update.never_reached,
+            attempt_no,
+        )
+
+    async def reset_after_restart(self) -> None:
+        """What a stopped dialer left open and nobody can finish: offers time out, contacts
+        in progress with neither an open attempt nor an open offer go back to the hopper,
+        agents' open state rows end and every agent is logged out (their phones re-attach
+        at resync)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE preview_offers SET decision = 'timeout', decided_at = now() WHERE decision IS NULL"
+            )
+            await conn.execute(
+                f"""UPDATE contacts c SET status = {BACK_TO_HOPPER}
+                   WHERE status = 'in_progress'
+                     AND NOT EXISTS (SELECT 1 FROM live_attempts a WHERE a.contact_id = c.id)
+                     AND NOT EXISTS (SELECT 1 FROM preview_offers p
+                                     WHERE p.contact_id = c.id AND p.decision IS NULL)"""
+            )
+            await conn.execute("UPDATE agent_state_log SET ended_at = now() WHERE ended_at IS NULL")
+            await conn.execute(
+                "UPDATE agents SET state = 'logged_out', pause_code = NULL, state_since = now() "
+                "WHERE state <> 'logged_out'"
+            )
