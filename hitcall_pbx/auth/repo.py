@@ -209,6 +209,18 @@ async def get_token(conn: Conn, token_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1", token_id)
 
 
+async def revoke_user_tokens(conn: Conn, user_id: int, now: datetime) -> list[int]:
+    """Revoke every API token of the user still in force; the ids revoked."""
+    rows = await conn.fetch(
+        """UPDATE api_tokens SET revoked_at = $2
+           WHERE user_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)
+           RETURNING id""",
+        user_id,
+        now,
+    )
+    return sorted(r["id"] for r in rows)
+
+
 async def revoke_token(conn: Conn, token_id: int, now: datetime) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"""WITH t AS (UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING *)

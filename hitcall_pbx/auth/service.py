@@ -243,7 +243,8 @@ class AuthService:
         unlock: bool = False,
     ) -> asyncpg.Record:
         """Change role, enabled state, password or lock. Disabling or changing the password
-        ends the user's sessions; the last enabled admin cannot be disabled or demoted."""
+        ends the user's sessions and revokes its API tokens; the last enabled admin cannot be
+        disabled or demoted."""
         changes: dict[str, object] = {}
         if role is not None:
             changes["role"] = _role(role).value
@@ -270,36 +271,63 @@ class AuthService:
                     details={"field": "disabled" if disabled else "role"},
                 )
             row = await repo.update_user(conn, user_id, changes)
+            details: dict[str, object] = {"fields": sorted("password" if c == "password_hash" else c for c in changes)}
             if disabled or password is not None:
-                await repo.revoke_user_sessions(conn, user_id, now)
+                # A disabled user's credentials end for good (enabling it again revives none of
+                # them), and a new password ends what the old one may have handed out.
+                details["sessions_revoked"] = await repo.revoke_user_sessions(conn, user_id, now)
+                reason = "user_disabled" if disabled else "password_reset"
+                details["tokens_revoked"] = await self._revoke_tokens(conn, user_id, now, reason, actor)
             await audit.record(
                 conn,
                 **actor.audit_fields(),
                 action="user.update",
                 object_type="user",
                 object_id=user_id,
-                details={"fields": sorted("password" if c == "password_hash" else c for c in changes)},
+                details=details,
             )
         assert row is not None
         return row
 
+    @staticmethod
+    async def _revoke_tokens(
+        conn: asyncpg.Connection, user_id: int, now: datetime, reason: str, actor: Actor
+    ) -> list[int]:
+        """Revoke the user's API tokens in the caller's transaction, one token.revoke audit
+        row each (with the reason); the ids revoked."""
+        revoked = await repo.revoke_user_tokens(conn, user_id, now)
+        for token_id in revoked:
+            await audit.record(
+                conn,
+                **actor.audit_fields(),
+                action="token.revoke",
+                object_type="api_token",
+                object_id=token_id,
+                details={"user_id": user_id, "reason": reason},
+            )
+        return revoked
+
     async def change_own_password(self, principal: Principal, current: str, new: str, actor: Actor) -> None:
-        """Change the caller's own password; the caller's other sessions end."""
+        """Change the caller's own password; the caller's other sessions and the user's API
+        tokens end."""
         if principal.token_id is not None:
             raise Forbidden("an API token cannot change a password", code="not_a_session")
         phc = await repo.password_hash(self._pool, principal.user_id)
         if not await self._passwords.verify_async(phc, current):
             raise ValidationFailed("current password is wrong", details={"field": "current_password"})
         new_phc = await self._passwords.hash_async(validate_password(new, field="new_password"))
+        now = self._clock()
         async with self._pool.acquire() as conn, conn.transaction():
             await repo.update_user(conn, principal.user_id, {"password_hash": new_phc})
-            await repo.revoke_user_sessions(conn, principal.user_id, self._clock(), keep_hash=principal.session_hash)
+            sessions = await repo.revoke_user_sessions(conn, principal.user_id, now, keep_hash=principal.session_hash)
+            tokens = await self._revoke_tokens(conn, principal.user_id, now, "password_changed", actor)
             await audit.record(
                 conn,
                 **actor.audit_fields(),
                 action="user.password_change",
                 object_type="user",
                 object_id=principal.user_id,
+                details={"sessions_revoked": sessions, "tokens_revoked": tokens},
             )
 
     # --------------------------------------------------------------------- API tokens
