@@ -1,0 +1,430 @@
+"""The predictive model: `decide(snapshot, stats)`, the number of new calls to place now.
+
+It looks one ring timeout ahead (`_Horizon`): agents becoming free (ready now, wrap-up
+ending, calls ending by the talk-time hazard given each call's elapsed time) against
+calls being answered (calls ringing, given how long they have rung, and the new ones),
+as a step-by-step distribution of idle agents. A new call is placed while the agent
+idle time it saves is worth the abandons it adds at the current price of an abandon
+(`abandon_price`), and placing it one step later would not cost less (the pacer decides
+again then). The price follows today's abandon count against what the target rate
+allows (feedback; the 30-day rate lowers the target when it runs high); near the cap it
+climbs steeply, over the cap the campaign falls back to progressive for the rest of the
+day. Teams of up to about 30 agents get exact Poisson-binomial / binomial step
+distributions, larger ones a normal random-walk approximation.
+
+`decide` is the model's step; the predictive policy the dialer runs is
+`policies.decide_predictive`, which floors it at progressive.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import replace
+from typing import Final
+
+from hitcall_pbx.core.pacing.distributions import _SQRT1_2, _AnswerCdf, _convolve, binomial_pmf, poisson_pmf
+from hitcall_pbx.core.pacing.progressive import _no_agents, decide_progressive, line_room
+from hitcall_pbx.core.pacing.stats import PacingStats
+from hitcall_pbx.core.pacing.types import (
+    MODE_FALLBACK,
+    MODE_PREDICTIVE,
+    PacingDecision,
+    PacingSettings,
+    PacingSnapshot,
+)
+
+__all__ = ["abandon_price", "decide"]
+
+# The predictive model looks one ring timeout ahead in steps of about this many seconds.
+_STEP_S: Final = 3.125
+# Exact step distributions while at most this many calls ring (and the team is not large).
+_EXACT_MAX_CALLS: Final = 160
+# Feedback: price of an abandon (idle agent-seconds it must save) =
+# base × e^(gain × (abandons − allowed) / √(target abandons)) × e^(cap_gain × (reserve − abandons left to cap)),
+# reserve = cushion + √(answers in flight) + 2 √(abandons in flight).
+_BASE_PRICE: Final = 200.0  # at a target of _REFERENCE_TARGET
+_REFERENCE_TARGET: Final = 0.027
+_GAIN: Final = 0.5
+_CAP_GAIN: Final = 1.0
+_CUSHION: Final = 3.0
+_MIN_PRICE: Final = 5.0
+_MAX_PRICE: Final = 1e6
+# Idle-agent distributions: probability below this at the top is folded down.
+_TRIM: Final = 1e-7
+# Above this many agents that may take a call within the horizon, normal steps. Up to
+# it the exact distributions are affordable and pace better: at a few answers per
+# step the counts are too skewed and discrete for the normal approximation.
+_GAUSSIAN_MIN_AGENTS: Final = 32
+# The model plans with the contact rate estimate plus this many standard deviations.
+_CONTACT_SIGMAS: Final = 2.0
+# A new call must save at least this much idle agent time (seconds).
+_MIN_SAVING_S: Final = 0.01
+
+_INV_SQRT_2PI: Final = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def abandon_price(
+    stats: PacingStats,
+    settings: PacingSettings,
+    pipeline_abandons: float = 0.0,
+    pipeline_answers: float = 0.0,
+) -> tuple[float, str]:
+    """How many seconds of agent idle time one more expected abandoned call must save
+    to be worth it, and why.
+
+    Feedback on today's counts, the calls already placed included with their expected
+    abandons and answers (`pipeline_*`, from the model) so that the price rises before
+    a burst of abandons lands. With A abandoned of N answered (abandoned + connected):
+    the day may have abandoned `allowed = min(target × N, cap × max(N, V) − reserve)`,
+    V the volume from which the over-cap fallback applies: the budget left below the
+    cap, less a `reserve` for a burst (`_CUSHION` plus one sigma of the answers and two
+    of the abandons in flight). The price moves smoothly with the distance from
+    `allowed` measured in sigmas of the day's abandon count (e^gain per sigma), so it
+    stays steady through the day, which is what buys the most agent time per abandon;
+    when fewer than `reserve` abandons are left before the cap each missing one
+    multiplies it by e^cap_gain. The price scales with 1 / target, and a 30-day rate
+    above the target lowers the target."""
+    cap = settings.abandon_cap
+    target = settings.abandon_target
+    notes = []
+    fp = stats.amd_false_positive_rate
+    month = stats.last_30_days
+    if month.answered(fp) >= stats.trusted_volume:
+        r30 = month.rate(fp)
+        if r30 > target:
+            target *= min(1.0, max(0.25, (cap - r30) / (cap - target) if cap > target else 0.25))
+            notes.append(f"30-day rate {r30:.2%} above target")
+    today = stats.today
+    a = today.effective_abandoned(fp) + pipeline_abandons
+    n = today.effective_abandoned(fp) + today.connected + pipeline_answers
+    # abandons come in bunches: keep a reserve below the cap for a burst of answers
+    reserve = _CUSHION + math.sqrt(max(0.0, pipeline_answers)) + 2.0 * math.sqrt(max(0.0, pipeline_abandons))
+    volume = max(n, stats.trusted_volume)
+    allowed = min(target * n, cap * volume - reserve)
+    to_cap = cap * volume - a
+    exponent = _GAIN * max(-40.0, min(40.0, (a - allowed) / math.sqrt(max(1.0, target * n))))
+    notes.append(f"today {a:.1f} abandoned of {n:.0f} incl. calls in flight, allowed {allowed:.1f}")
+    if to_cap < reserve:
+        exponent += _CAP_GAIN * (reserve - to_cap)
+        notes.append(f"near cap: {max(0.0, to_cap):.1f} abandons left")
+    # a lower target needs a higher price from the start (about inversely)
+    price = _BASE_PRICE * (_REFERENCE_TARGET / max(target, 1e-6)) * math.exp(min(50.0, exponent))
+    return min(_MAX_PRICE, max(_MIN_PRICE, price)), "; ".join(notes)
+
+
+def decide(snapshot: PacingSnapshot, stats: PacingStats) -> PacingDecision:
+    """Predictive pacing: the number of new calls to place now."""
+    idle = _no_agents(snapshot)
+    if idle is not None:
+        return idle
+    settings = snapshot.settings
+    if stats.today_peak_rate > settings.abandon_cap:
+        fallback = decide_progressive(snapshot)
+        return replace(
+            fallback,
+            mode_effective=MODE_FALLBACK,
+            reason=f"abandon rate today reached {stats.today_peak_rate:.2%} > cap "
+            f"{settings.abandon_cap:.2%}: progressive for the rest of the day",
+        )
+    room = line_room(snapshot)
+    if room <= 0:
+        return PacingDecision(0, "line cap reached", MODE_PREDICTIVE)
+    model = _Horizon(snapshot, stats)
+    pipeline_abandons, _ = model.run(0)
+    price, why = abandon_price(stats, settings, pipeline_abandons, model.pipeline_answers())
+    n = model.best(price, room)
+    expected, idle_s = model.run(n)
+    return PacingDecision(
+        n,
+        f"predictive: {n} new calls; expected {expected:.2f} abandons, {idle_s:.0f} idle agent-s "
+        f"in the next {settings.ring_timeout_s:g} s; price {price:.0f} s/abandon ({why})",
+        MODE_PREDICTIVE,
+        False,
+        expected,
+        price,
+    )
+
+
+class _Horizon:
+    """The next ring-timeout seconds, in steps of about `_STEP_S`.
+
+    State: the number of idle agents ("tokens"). An agent counts from the moment it
+    is free minus the connect limit (an answered call may wait that long), less half
+    a step (an answer and a free in the same step are equally likely in either
+    order). Each step adds the agents whose wrap-up ends (known) and whose calls end
+    (Poisson with the talk-time hazard given each call's elapsed time), then takes
+    the step's answered calls (calls ringing, given how long they have rung, plus n
+    new ones): answers with no idle agent are abandoned. `run(n)` returns expected
+    abandons and idle agent-seconds over the horizon.
+
+    Teams up to `_GAUSSIAN_MIN_AGENTS` agents: the distribution of idle agents step by step,
+    answers per step exact (Poisson-binomial of the ringing calls × binomial of the
+    new ones). Otherwise answers − frees is a random walk with normal steps and the
+    abandons its running maximum (see `_run_gaussian`); the two agree closely where
+    both apply."""
+
+    __slots__ = (
+        "_memo",
+        "det",
+        "dt",
+        "free_k",
+        "free_mean",
+        "gaussian",
+        "inflight_k",
+        "inflight_probs",
+        "inflight_var",
+        "new_k",
+        "p",
+        "pm0",
+        "steps",
+        "waiting",
+    )
+
+    def __init__(self, snapshot: PacingSnapshot, stats: PacingStats) -> None:
+        settings = snapshot.settings
+        timeout = settings.ring_timeout_s
+        steps = max(1, math.ceil(timeout / _STEP_S - 1e-9))
+        dt = timeout / steps
+        self.steps = steps
+        self.dt = dt
+        lead = settings.connect_limit_s - dt / 2.0
+        cdf = stats.answer_cdf(timeout)
+        groups: dict[int, int] = {}
+        inv = 1.0 / _AnswerCdf.SLOT
+        for r in snapshot.dialling_elapsed_s:
+            if r < timeout:
+                slot = int(r * inv + 0.5)
+                groups[slot] = groups.get(slot, 0) + 1
+        rate, rate_sd = stats.contact_estimate([(cdf.steps(slot, dt, steps)[0], c) for slot, c in groups.items()])
+        # plan with a contact rate a little high: over-estimating answers is the safe side
+        p = min(0.999, rate + _CONTACT_SIGMAS * rate_sd)
+        self.p = p
+        wrap = round(stats.wrap_mean_s * 2.0) / 2.0
+
+        ready = snapshot.agents_ready
+        det = [0] * (steps + 1)
+        for w in snapshot.wrap_remaining_s:
+            k = math.ceil((w - lead) / dt - 1e-9)
+            if k <= 0:
+                ready += 1
+            elif k <= steps:
+                det[k] += 1
+        self.det = det
+        self.pm0 = [0.0] * ready + [1.0]
+        # small: exact step distributions; larger teams or many calls ringing: normal steps
+        self.gaussian = (
+            ready + len(snapshot.talk_elapsed_s) + sum(det) > _GAUSSIAN_MIN_AGENTS
+            or len(snapshot.dialling_elapsed_s) > _EXACT_MAX_CALLS
+        )
+
+        # Agents on a call free up when talk ends + wrap-up; in step k if the talk ends
+        # within (k−1)·dt + lead − wrap .. k·dt + lead − wrap from now. Per agent the
+        # conditional probability over the two halves of that window, each spread
+        # evenly over its steps (the hazard changes little within seconds).
+        free = [0.0] * (steps + 1)
+        start = lead - wrap  # window position of "now" (talk end + wrap − lead = 0)
+        end = steps * dt + start
+        if end > 0.0 and snapshot.talk_elapsed_s:
+            lo = max(0.0, start)
+            mid = (lo + end) / 2.0
+            surv = stats.talk_survival()
+            cache = surv.window(lo, mid, end)
+            first = second = 0.0
+            for e in snapshot.talk_elapsed_s:
+                slot = int(e * 2.0 + 0.5)
+                hit = cache.get(slot)
+                if hit is None:
+                    hit = cache[slot] = surv.ending(slot, lo, mid, end)
+                first += hit[0]
+                second += hit[1]
+            for k in range(1, steps + 1):
+                a = (k - 1) * dt + start
+                b = k * dt + start
+                share = 0.0
+                if mid > lo:
+                    share += first * max(0.0, min(b, mid) - max(a, lo)) / (mid - lo)
+                if end > mid:
+                    share += second * max(0.0, min(b, end) - max(a, mid)) / (end - mid)
+                free[k] = share
+        self.free_mean = free
+        self.free_k = [] if self.gaussian else [poisson_pmf(x) if x > 1e-9 else None for x in free]
+
+        # Calls ringing, grouped by elapsed time on the CDF's grid: probability of an
+        # answer inside each step given no answer so far.
+        exact = not self.gaussian
+        inflight = [0.0] * (steps + 1)
+        inflight_var = [0.0] * (steps + 1)
+        # exact: answers per step, the calls of one slot binomial (same probability)
+        kernels: list[list[float]] = [[1.0] for _ in range(steps + 1)]
+        for slot, count in groups.items():
+            g_r, incs = cdf.steps(slot, dt, steps)
+            rest = 1.0 - p * g_r
+            if rest <= 1e-12:
+                continue
+            scale = p / rest
+            for k in range(1, steps + 1):
+                inc = incs[k]
+                if inc > 0.0:
+                    x = scale * inc
+                    inflight[k] += x * count
+                    inflight_var[k] += x * (1.0 - x) * count
+                    if exact and x > 1e-12:
+                        kernels[k] = _convolve(kernels[k], binomial_pmf(count, x))
+        self.inflight_k = inflight
+        self.inflight_var = inflight_var
+        self.inflight_probs = kernels if exact else []
+        self.new_k = [p * x for x in cdf.steps(0, dt, steps)[1]]
+        self.waiting = snapshot.answered_waiting
+        self._memo: dict[tuple[int, int], tuple[float, float]] = {}
+
+    def pipeline_answers(self) -> float:
+        """Expected answers over the horizon from calls already placed (incl. waiting)."""
+        return math.fsum(self.inflight_k) + self.waiting
+
+    def run(self, n: int, later: int = 0) -> tuple[float, float]:
+        """(expected abandons, expected idle agent-seconds) with n new calls placed now
+        and `later` more placed one step from now."""
+        key = (n, later)
+        memo = self._memo.get(key)
+        if memo is not None:
+            return memo
+        result = self._run_gaussian(n, later) if self.gaussian else self._run_exact(n, later)
+        self._memo[key] = result
+        return result
+
+    def _run_gaussian(self, n: int, later: int) -> tuple[float, float]:
+        """Larger teams: Z_k = answers − frees − idle now, a random walk with normal
+        steps; abandons = max(0, Z_1 … Z_K), idle_k = abandons so far − Z_k. The
+        running maximum is carried as a normal variable (Clark's moments of the
+        maximum of two correlated normals)."""
+        mu_z = -0.5 - float(len(self.pm0) - 1)  # continuity: abandons need Z ≥ 1, an integer
+        var_z = 0.0
+        mu_m = var_m = cov_mz = 0.0
+        idle = 0.0
+        erfc = math.erfc
+        exp = math.exp
+        sqrt = math.sqrt
+        for k in range(1, self.steps + 1):
+            g = self.new_k[k]
+            h = self.new_k[k - 1]
+            f = self.free_mean[k]
+            mu_z += self.inflight_k[k] + n * g + later * h - f - self.det[k]
+            var_z += self.inflight_var[k] + n * g * (1.0 - g) + later * h * (1.0 - h) + f
+            if k == 1:
+                mu_z += self.waiting
+            a2 = var_m + var_z - 2.0 * cov_mz
+            if a2 <= 1e-12:
+                if mu_z > mu_m:
+                    mu_m, var_m, cov_mz = mu_z, var_z, var_z
+            else:
+                a = sqrt(a2)
+                alpha = (mu_m - mu_z) / a
+                cdf_a = 0.5 * erfc(-alpha * _SQRT1_2)
+                cdf_b = 1.0 - cdf_a
+                pdf = _INV_SQRT_2PI * exp(-0.5 * alpha * alpha)
+                mean = mu_m * cdf_a + mu_z * cdf_b + a * pdf
+                second = (mu_m * mu_m + var_m) * cdf_a + (mu_z * mu_z + var_z) * cdf_b + (mu_m + mu_z) * a * pdf
+                cov_mz = cov_mz * cdf_a + var_z * cdf_b
+                mu_m = mean
+                var_m = max(0.0, second - mean * mean)
+            idle += max(0.0, mu_m - mu_z - 0.5)
+        return mu_m, idle * self.dt
+
+    def _run_exact(self, n: int, later: int) -> tuple[float, float]:
+        pm = self.pm0
+        short = 0.0
+        idle = 0.0
+        det = self.det
+        free_k = self.free_k
+        new_k = self.new_k
+        for k in range(1, self.steps + 1):
+            # agents becoming free
+            d = det[k]
+            if d:
+                pm = [0.0] * d + pm
+            fk = free_k[k]
+            if fk is not None:
+                out = [0.0] * (len(pm) + len(fk) - 1)
+                for i, x in enumerate(pm):
+                    if x > 1e-12:
+                        for j, w in enumerate(fk, i):
+                            out[j] += x * w
+                while out[-1] < _TRIM:
+                    tail = out.pop()
+                    out[-1] += tail
+                pm = out
+            if k == 1 and self.waiting:
+                out = [0.0] * len(pm)
+                wait = self.waiting
+                for r, x in enumerate(pm):
+                    if r >= wait:
+                        out[r - wait] += x
+                    else:
+                        out[0] += x
+                        short += x * (wait - r)
+                pm = out
+            # calls answered
+            g = new_k[k]
+            h = new_k[k - 1]
+            kernel = self.inflight_probs[k]
+            if n and g > 0.0:
+                kernel = _convolve(kernel, binomial_pmf(n, g))
+            if later and h > 0.0:
+                kernel = _convolve(kernel, binomial_pmf(later, h))
+            size = len(kernel)
+            if size > 1:
+                # suffix sums: mass and first moment of "more answers than idle agents"
+                tail0 = list(itertools.accumulate(reversed(kernel)))
+                tail0.reverse()
+                tail1 = list(itertools.accumulate(a * w for a, w in zip(range(size - 1, -1, -1), reversed(kernel))))
+                tail1.reverse()
+                out = [0.0] * len(pm)
+                for r, x in enumerate(pm):
+                    if x <= 1e-12:
+                        continue
+                    if r + 1 < size:
+                        for a in range(r + 1):
+                            out[r - a] += x * kernel[a]
+                        t0 = tail0[r + 1]
+                        out[0] += x * t0
+                        short += x * (tail1[r + 1] - r * t0)
+                    else:
+                        for a, w in enumerate(kernel):
+                            out[r - a] += x * w
+                while len(out) > 1 and out[-1] < _TRIM:
+                    tail = out.pop()
+                    out[-1] += tail
+                pm = out
+            idle += sum([r * x for r, x in enumerate(pm)])
+        return short, idle * self.dt
+
+    def _worth(self, n: int, price: float) -> bool:
+        """Is the (n+1)-th new call worth placing now: the idle time it saves pays for
+        the abandons it adds, and placing it one step later would not cost less (the
+        pacer decides again before then, with more known)."""
+        a0, i0 = self.run(n)
+        a1, i1 = self.run(n + 1)
+        saved = i0 - i1
+        if not (saved > _MIN_SAVING_S and saved >= price * (a1 - a0)):
+            return False
+        a2, i2 = self.run(n, 1)
+        return i1 + price * a1 <= i2 + price * a2
+
+    def best(self, price: float, room: int) -> int:
+        """The number of new calls: the first n whose next call is not worth it (the
+        criterion is monotone in n), found by doubling then bisection."""
+        if room <= 0 or not self._worth(0, price):
+            return 0
+        lo, hi = 0, 1  # _worth(lo) holds; find the first failing n in (lo, room]
+        while hi < room and self._worth(hi, price):
+            lo, hi = hi, min(room, hi * 2)
+        if hi >= room and self._worth(room - 1, price):
+            return room
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._worth(mid, price):
+                lo = mid
+            else:
+                hi = mid
+        return hi
