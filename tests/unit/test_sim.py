@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from hitcall_pbx.core import pacing
+from hitcall_pbx.core.compliance import CampaignMode
+from hitcall_pbx.sim import model as sim_model
 from hitcall_pbx.sim.command import add_parser, run
 from hitcall_pbx.sim.model import simulate
 from hitcall_pbx.sim.scenario import Distribution, Scenario, ScenarioError
@@ -37,7 +42,7 @@ def test_progressive_never_abandons_even_with_agents_logging_in_and_out() -> Non
 
 
 def test_predictive_keeps_every_day_under_the_cap_and_beats_progressive() -> None:
-    common = dict(agents=20, contact_rate=0.2, hours=1.5, days=2, seed=11)
+    common: dict[str, Any] = dict(agents=20, contact_rate=0.2, hours=1.5, days=2, seed=11)
     pred = simulate(Scenario(mode="predictive", **common)).to_dict()
     prog = simulate(Scenario(mode="progressive", **common)).to_dict()
     assert len(pred["daily"]) == 2
@@ -48,6 +53,37 @@ def test_predictive_keeps_every_day_under_the_cap_and_beats_progressive() -> Non
     assert pred["occupancy"] > prog["occupancy"]
     # answered calls reach an agent within the 2-second limit or are abandoned
     assert pred["answer_to_agent_ms_p99"] <= 2000 + Scenario().bridge_ms
+
+
+@pytest.mark.parametrize("mode", [CampaignMode.PREDICTIVE, CampaignMode.PROGRESSIVE])
+def test_simulator_paces_with_the_dialers_policy(mode: CampaignMode, monkeypatch) -> None:
+    """Every decision the simulator acts on is the one the dialer's `pace_decision` makes
+    for the same snapshot and statistics. With two agents the predictive floor binds:
+    the model alone (`decide`) would have left a ready agent without a call."""
+    real = sim_model.make_pacer
+    seen: list[tuple[pacing.PacingDecision, pacing.PacingDecision, pacing.PacingDecision]] = []
+
+    def recording(name: str) -> Callable[[pacing.PacingSnapshot, pacing.PacingStats], pacing.PacingDecision]:
+        pacer = real(name)
+
+        def pace(snapshot: pacing.PacingSnapshot, stats: pacing.PacingStats) -> pacing.PacingDecision:
+            shipped = pacing.pace_decision(mode, snapshot, stats)
+            model_only = pacing.decide(snapshot, stats)
+            decision = pacer(snapshot, stats)
+            seen.append((decision, shipped, model_only))
+            return decision
+
+        return pace
+
+    monkeypatch.setattr(sim_model, "make_pacer", recording)
+    out = simulate(Scenario(mode=mode.value, agents=2, contact_rate=0.3, hours=0.5, seed=4)).to_dict()
+    assert out["connected"] > 0 and len(seen) > 100
+    assert all(decision == shipped for decision, shipped, _ in seen)
+    if mode is CampaignMode.PREDICTIVE:
+        assert not any(d.reserve_agents for d, _, _ in seen if d.mode_effective == pacing.MODE_PREDICTIVE)
+        assert any(decision.dial_now > model_only.dial_now for decision, _, model_only in seen)
+    else:
+        assert out["abandoned"] == 0 and all(decision.reserve_agents for decision, _, _ in seen if decision.dial_now)
 
 
 def test_daily_counters_reset_and_add_up() -> None:

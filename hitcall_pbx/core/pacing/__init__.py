@@ -14,7 +14,8 @@ fed with observations, and asks a pacer for a `PacingDecision`:
 * `decide_progressive(snapshot)` — one call per ready agent, the agent reserved.
 * `AdaptiveBaseline` — the classic adaptive dial level (level × ready agents),
   kept as a reference point for the simulator and benchmarks.
-* `make_pacer(mode)` — the simulator's and benchmarks' pacer by mode name.
+* `make_pacer(mode)` — the simulator's and benchmarks' pacer by mode name: for predictive
+  and progressive it is `pace_decision` for that mode, the policy the dialer ships.
 
 Abandon rate = abandoned / (abandoned + connected to an agent); the estimated AMD
 false positives (humans hung up as machines) count as abandoned.

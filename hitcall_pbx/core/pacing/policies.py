@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 from hitcall_pbx.core.compliance import CampaignMode
 from hitcall_pbx.core.pacing.model import decide
@@ -112,12 +113,12 @@ def pace_decision(mode: CampaignMode, snapshot: PacingSnapshot, stats: PacingSta
 
 
 def make_pacer(mode: str) -> Callable[[PacingSnapshot, PacingStats], PacingDecision]:
-    """The pacing function for a simulated mode: predictive is exactly the shipped policy
-    (`decide_predictive`); adaptive-baseline gets a fresh state."""
-    if mode == MODE_PREDICTIVE:
-        return decide_predictive
-    if mode == MODE_PROGRESSIVE:
-        return lambda snapshot, _stats: decide_progressive(snapshot)
+    """The pacing function for a simulated mode. Predictive and progressive are the
+    dialer's own `pace_decision` for that campaign mode (predictive = `decide_predictive`,
+    progressive = `decide_progressive`), so the simulator and the benchmarks measure the
+    policy that ships; adaptive-baseline gets a fresh state."""
+    if mode in (MODE_PREDICTIVE, MODE_PROGRESSIVE):
+        return partial(pace_decision, CampaignMode(mode))
     if mode == MODE_ADAPTIVE_BASELINE:
         return AdaptiveBaseline().decide
     raise ValueError(f"unknown pacing mode {mode!r}; expected one of {', '.join(PACING_MODES)}")
