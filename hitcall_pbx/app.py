@@ -289,9 +289,9 @@ async def serve(settings: Settings) -> int:
     options = Options(
         http=True,
         agi=True,
-        purge_interval_s=float(os.environ.get("HITCALL_PURGE_INTERVAL_S", 3600)),
+        purge_interval_s=settings.purge_interval_s or None,  # 0: no scheduled purge
         ari_wait_s=None,
-        shutdown_grace_s=float(os.environ.get("HITCALL_SHUTDOWN_GRACE_S", 30)),
+        shutdown_grace_s=settings.shutdown_grace_s,
     )
     app = HitCall(settings, options)
     await app.start()

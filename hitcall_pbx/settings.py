@@ -21,6 +21,9 @@ from .errors import ConfigError
 SANDBOX_ARI_USER = "hitcall"
 SANDBOX_ARI_PASSWORD = "hitcall-sandbox"
 
+MAX_PURGE_INTERVAL_S = 7 * 86400.0  # retention deadlines are days apart; a week at most between purges
+MAX_SHUTDOWN_GRACE_S = 3600.0
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -48,6 +51,22 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HITCALL_HTTP_HOST"))
     http_port: int = Field(default=8080, ge=1, le=65535, validation_alias=AliasChoices("HITCALL_HTTP_PORT"))
     agi_port: int = Field(default=4573, ge=1, le=65535, validation_alias=AliasChoices("HITCALL_AGI_PORT"))
+    # `hitcall serve`: seconds between scheduled purges (0: none, e.g. when cron runs `hitcall purge`).
+    purge_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=MAX_PURGE_INTERVAL_S,
+        allow_inf_nan=False,
+        validation_alias=AliasChoices("HITCALL_PURGE_INTERVAL_S"),
+    )
+    # `hitcall serve` on SIGTERM: seconds calls in progress may go on before the service hangs them up.
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=MAX_SHUTDOWN_GRACE_S,
+        allow_inf_nan=False,
+        validation_alias=AliasChoices("HITCALL_SHUTDOWN_GRACE_S"),
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -110,6 +129,8 @@ _ENV_NAMES = {
     "http_host": "HITCALL_HTTP_HOST",
     "http_port": "HITCALL_HTTP_PORT",
     "agi_port": "HITCALL_AGI_PORT",
+    "purge_interval_s": "HITCALL_PURGE_INTERVAL_S",
+    "shutdown_grace_s": "HITCALL_SHUTDOWN_GRACE_S",
 }
 
 

@@ -39,6 +39,10 @@ async def test_migrate_twice_then_status(empty_db_dsn, tmp_path):
         ({"HITCALL_LOG_LEVEL": "LOUD"}, "HITCALL_LOG_LEVEL"),
         ({"HITCALL_HTTP_PORT": "99999"}, "HITCALL_HTTP_PORT"),
         ({"HITCALL_ARI_URL": "http://10.1.2.3:8088/ari"}, "HITCALL_ARI_PASSWORD"),
+        ({"HITCALL_PURGE_INTERVAL_S": "hourly"}, "HITCALL_PURGE_INTERVAL_S"),
+        ({"HITCALL_PURGE_INTERVAL_S": "-1"}, "HITCALL_PURGE_INTERVAL_S"),
+        ({"HITCALL_SHUTDOWN_GRACE_S": "nan"}, "HITCALL_SHUTDOWN_GRACE_S"),
+        ({"HITCALL_SHUTDOWN_GRACE_S": "1e9"}, "HITCALL_SHUTDOWN_GRACE_S"),
     ],
 )
 def test_bad_setting_is_one_readable_line_exit_2(env, setting):
