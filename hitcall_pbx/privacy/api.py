@@ -48,6 +48,8 @@ class ApiPrivacy:
                 "attempts_retained": report.attempts_retained,
                 "dnc_entries_deleted": report.dnc_entries_deleted,
                 "webhook_events_deleted": report.webhook_events_deleted,
+                "numbers_suppressed": report.numbers_suppressed,
+                "contacts_sharing_numbers": report.contacts_sharing_numbers,
             },
             recordings_deleted=len(report.recordings_deleted),
             recordings_retained=[

@@ -96,6 +96,8 @@ class _Found:
     recordings: list[asyncpg.Record]
     dnc: list[asyncpg.Record]
     suppressed: bool
+    previous_numbers: list[asyncpg.Record] = field(default_factory=list)  # contact_number_history rows
+    sharing_contact_ids: list[int] = field(default_factory=list)  # other contacts holding a former number
 
     @property
     def contact_ids(self) -> list[int]:
@@ -128,6 +130,10 @@ class ErasureReport:
     webhook_events_deleted: int = 0  # undelivered or kept events that named the subject
     suppression_hashes_added: int = 0
     suppressed: bool = False  # the subject's numbers are in the suppression list
+    numbers_suppressed: int = 0  # every number the subject ever had (current, former, dialled)
+    # Other contacts now holding one of the subject's former numbers (maybe another person):
+    # kept, but their number is suppressed too.
+    contacts_sharing_numbers: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: _plain(v) for k, v in self.__dict__.items()}
@@ -155,21 +161,44 @@ class PrivacyService:
             contacts = await conn.fetch(
                 f"SELECT * FROM contacts WHERE lower(email) = lower($1) ORDER BY id{lock_clause}", subject.value
             )
-        numbers = sorted({c["phone_e164"] for c in contacts} | ({subject.value} if subject.kind == "phone" else set()))
+        primary = {c["phone_e164"] for c in contacts} | ({subject.value} if subject.kind == "phone" else set())
         ids = [c["id"] for c in contacts]
-        # Live attempts first (`ATTEMPT_TABLES`): a live row locked here is moved by the
-        # CDR writer only after this transaction, carrying an anonymisation over to the CDR.
-        attempts = [
-            row
-            for table in ATTEMPT_TABLES
-            for row in await conn.fetch(
-                f"""SELECT * FROM {table} WHERE dialled_number = ANY($1::text[]) OR contact_id = ANY($2::bigint[])
-                    ORDER BY created_at, id{lock_clause}""",
-                numbers,
-                ids,
-            )
-        ]
-        attempts.sort(key=lambda a: (a["created_at"], a["id"]))
+        # Every number the subject ever had: the contacts' numbers before a rectification or
+        # an update (history), then the numbers their CDRs were dialled on.
+        history = await conn.fetch(
+            """SELECT contact_id, phone_e164, replaced_at FROM contact_number_history
+               WHERE contact_id = ANY($1::bigint[]) ORDER BY contact_id, replaced_at""",
+            ids,
+        )
+        former = {h["phone_e164"] for h in history} - primary
+        attempts_by_id: dict[uuid.UUID, asyncpg.Record] = {}
+        while True:
+            # Live attempts first (`ATTEMPT_TABLES`): a live row locked here is moved by the
+            # CDR writer only after this transaction, carrying an anonymisation over to the CDR.
+            # A former number may be another person's now: only its attempts of no contact count.
+            for table in ATTEMPT_TABLES:
+                for row in await conn.fetch(
+                    f"""SELECT * FROM {table}
+                        WHERE dialled_number = ANY($1::text[]) OR contact_id = ANY($2::bigint[])
+                           OR (contact_id IS NULL AND dialled_number = ANY($3::text[]))
+                        ORDER BY created_at, id{lock_clause}""",
+                    sorted(primary),
+                    ids,
+                    sorted(former),
+                ):
+                    attempts_by_id.setdefault(row["id"], row)
+            dialled = {a["dialled_number"] for a in attempts_by_id.values() if a["contact_id"] in ids}
+            new = dialled - primary - former - {None}
+            if not new:
+                break
+            former |= new
+        numbers = sorted(primary | former)
+        attempts = sorted(attempts_by_id.values(), key=lambda a: (a["created_at"], a["id"]))
+        sharing = await conn.fetch(
+            "SELECT id FROM contacts WHERE phone_e164 = ANY($1::text[]) AND id <> ALL($2::bigint[]) ORDER BY id",
+            sorted(former),
+            ids,
+        )
         recordings = await conn.fetch(
             f"SELECT * FROM recordings WHERE attempt_id = ANY($1::uuid[]) ORDER BY created_at, id{lock_clause}",
             [a["id"] for a in attempts],
@@ -179,7 +208,18 @@ class PrivacyService:
         suppressed = await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM suppression_hashes WHERE hash = ANY($1::text[]))", hashes
         )
-        found = _Found(subject, salt, list(contacts), numbers, list(attempts), list(recordings), list(dnc), suppressed)
+        found = _Found(
+            subject,
+            salt,
+            list(contacts),
+            numbers,
+            attempts,
+            list(recordings),
+            list(dnc),
+            suppressed,
+            previous_numbers=list(history),
+            sharing_contact_ids=[r["id"] for r in sharing],
+        )
         if not (contacts or attempts or dnc or suppressed):
             raise NotFound("no data is held about this subject", details={"field": "subject"})
         return found
@@ -223,6 +263,7 @@ class PrivacyService:
                 "exported_at": datetime.now(UTC).isoformat(),
                 "subject": {"type": found.subject.kind, "value": found.subject.value},
                 "contacts": [{**_plain(dict(c)), "list_name": lists.get(c["list_id"])} for c in found.contacts],
+                "previous_numbers": [_plain(dict(h)) for h in found.previous_numbers],
                 "permissions": [
                     {
                         "contact_id": c["id"],
@@ -291,7 +332,7 @@ class PrivacyService:
 
     @staticmethod
     def _recording_entry(r: asyncpg.Record) -> dict[str, Any]:
-        entry = _plain({k: r[k] for k in r.keys() if k != "path"})
+        entry = _plain({k: r[k] for k in r.keys() if k != "path"})  # noqa: SIM118 (a Record iterates values)
         entry["audio_file"] = None if r["purged_at"] is not None else f"recordings/{r['id']}.{r['format']}"
         return entry
 
@@ -401,19 +442,23 @@ class PrivacyService:
                     now,
                 )
             await conn.execute("DELETE FROM contacts WHERE id = ANY($1::bigint[])", found.contact_ids)
+            # Another contact's record of once having had one of these numbers is a plain copy too.
+            await conn.execute("DELETE FROM contact_number_history WHERE phone_e164 = ANY($1::text[])", found.numbers)
             dnc = await conn.fetchval(
                 """WITH d AS (DELETE FROM dnc_entries WHERE phone_e164 = ANY($1::text[]) RETURNING 1)
                    SELECT count(*) FROM d""",
                 found.numbers,
             )
-            # Webhook events about the subject (its attempts, its contacts, or carrying its
-            # number) go too: an erased person is not sent on to a CRM afterwards.
+            # Webhook events about the subject (its attempts, its contacts, or carrying any
+            # number it ever had) go too: an erased person is not sent on to a CRM afterwards.
             events = await conn.fetchval(
                 """WITH d AS (DELETE FROM webhook_outbox
                               WHERE subject = ANY($1::text[]) OR payload::text LIKE ANY($2::text[])
+                                 OR payload->>'contact_id' = ANY($3::text[])
                               RETURNING 1) SELECT count(*) FROM d""",
                 [f"attempt:{a}" for a in anonymise] + [f"contact:{c}" for c in found.contact_ids],
                 [f'%"{n}"%' for n in found.numbers],
+                [str(c) for c in found.contact_ids],
             )
             added = await conn.fetchval(
                 """WITH i AS (INSERT INTO suppression_hashes (hash) SELECT unnest($1::text[])
@@ -447,6 +492,8 @@ class PrivacyService:
                 webhook_events_deleted=events,
                 suppression_hashes_added=added,
                 suppressed=bool(found.numbers),
+                numbers_suppressed=len(found.numbers),
+                contacts_sharing_numbers=found.sharing_contact_ids,
             )
             await audit.record(
                 conn,
