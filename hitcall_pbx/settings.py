@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HITCALL_HTTP_HOST"))
     http_port: int = Field(default=8080, ge=1, le=65535, validation_alias=AliasChoices("HITCALL_HTTP_PORT"))
     agi_port: int = Field(default=4573, ge=1, le=65535, validation_alias=AliasChoices("HITCALL_AGI_PORT"))
+    # /metrics: a bearer token it requires, and/or a listener of its own (then not on the API port)
+    metrics_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HITCALL_METRICS_TOKEN"))
+    metrics_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HITCALL_METRICS_HOST"))
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, validation_alias=AliasChoices("HITCALL_METRICS_PORT")
+    )
     # `hitcall serve`: seconds between scheduled purges (0: none, e.g. when cron runs `hitcall purge`).
     purge_interval_s: float = Field(
         default=3600.0,
@@ -97,6 +103,21 @@ class Settings(BaseSettings):
             raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
         return v
 
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _metrics_token(cls, v: object) -> object:
+        if isinstance(v, str):
+            if v.strip() == "":
+                return None
+            if not re.fullmatch(r"[\x21-\x7e]{32,256}", v):
+                raise ValueError("must be 32-256 printable characters without spaces, e.g. `openssl rand -hex 32`")
+        return v
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _metrics_port(cls, v: object) -> object:
+        return None if isinstance(v, str) and v.strip() == "" else v
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level(cls, v: object) -> object:
@@ -129,6 +150,9 @@ _ENV_NAMES = {
     "http_host": "HITCALL_HTTP_HOST",
     "http_port": "HITCALL_HTTP_PORT",
     "agi_port": "HITCALL_AGI_PORT",
+    "metrics_token": "HITCALL_METRICS_TOKEN",
+    "metrics_host": "HITCALL_METRICS_HOST",
+    "metrics_port": "HITCALL_METRICS_PORT",
     "purge_interval_s": "HITCALL_PURGE_INTERVAL_S",
     "shutdown_grace_s": "HITCALL_SHUTDOWN_GRACE_S",
 }

@@ -8,13 +8,13 @@ import time
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..auth import AuthService
 from .deps import ApiDeps
 from .errors import error_middleware
 from .openapi import build_openapi
-from .registry import CSV_LIMIT, Registry
+from .registry import CSV_LIMIT, V1, Registry
 from .routes import agents, auth, calls, campaigns, contacts, dnc, meta, records, users, webhooks
 
 MODULES = (auth, users, campaigns, contacts, dnc, agents, calls, records, webhooks, meta)
@@ -56,6 +56,19 @@ def _metrics_middleware(deps: ApiDeps) -> Any:
     return metrics_middleware
 
 
+# Public documents with nothing personal in them; every other /api/v1 answer is not to be stored.
+_CACHEABLE = frozenset({f"{V1}/openapi.json", f"{V1}/docs"})
+
+
+async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
+    """`Cache-Control: no-store` on every /api/v1 response (errors and streamed files
+    included): contacts, CDRs, recordings, exports, users and the audit log must not be
+    kept by browsers or proxies."""
+    path = request.path
+    if (path == V1 or path.startswith(V1 + "/")) and path not in _CACHEABLE:
+        response.headers["Cache-Control"] = "no-store"
+
+
 def create_app(deps: ApiDeps, *, registry: Registry | None = None) -> web.Application:
     """The REST API application. The composition root runs it (web.AppRunner) and owns
     the pool and services in `deps`."""
@@ -69,6 +82,19 @@ def create_app(deps: ApiDeps, *, registry: Registry | None = None) -> web.Applic
         role_scopes=registry.role_scopes(),
     )
     app = web.Application(middlewares=[_metrics_middleware(deps), error_middleware], client_max_size=CSV_LIMIT)
+    app.on_response_prepare.append(_no_store)
     app[meta.SPEC_KEY] = build_openapi(registry)
     registry.install(app, deps, auth_service)
+    return app
+
+
+def create_metrics_app(metrics: CollectorRegistry, *, token: str | None) -> web.Application:
+    """/metrics on a listener of its own (HITCALL_METRICS_HOST / HITCALL_METRICS_PORT), with
+    the same bearer token check as on the API port."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return meta.metrics_response(request, metrics, token)
+
+    app = web.Application(middlewares=[error_middleware])
+    app.router.add_get("/metrics", handler, allow_head=False)
     return app

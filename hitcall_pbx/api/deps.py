@@ -289,3 +289,5 @@ class ApiDeps:
     throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     session_ttl: timedelta = timedelta(hours=12)
     clock: Callable[[], datetime] = utcnow
+    metrics_token: str | None = None  # /metrics needs this bearer token (None: open)
+    metrics_on_api: bool = True  # False: /metrics is served on a listener of its own, 404 on the API port

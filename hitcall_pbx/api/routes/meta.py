@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import AwareDatetime, Field
 
 from ...auth import Role
+from ...auth.tokens import bearer_token
+from ...errors import NotFound, Unauthorized
 from ..openapi import docs_html
 from ..registry import V1, Ctx, Registry
 from ..repos import audit as repo
@@ -55,6 +58,16 @@ class AuditPage(Out):
     items: list[AuditEntry]
 
 
+def metrics_response(request: web.Request, metrics: CollectorRegistry, token: str | None) -> web.Response:
+    """The Prometheus exposition of `metrics`; when `token` is set, only for a request that
+    carries it as its bearer token (compared in constant time)."""
+    if token is not None:
+        given = bearer_token(request.headers.get("Authorization")) or ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("the metrics bearer token is required", code="unauthorized")
+    return web.Response(body=generate_latest(metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def _database(ctx: Ctx) -> str:
     try:
         async with asyncio.timeout(DB_TIMEOUT_S):
@@ -94,11 +107,14 @@ def register(reg: Registry) -> None:
         tag="health",
         roles=None,
         media="text/plain",
-        description="Text exposition format. No credentials: expose it only to the monitoring network.",
+        description="Text exposition format. With HITCALL_METRICS_TOKEN set it needs `Authorization: Bearer"
+        " <that token>` (401 otherwise); with HITCALL_METRICS_PORT set it is served on that listener only (404"
+        " here). With neither, expose the API port only to trusted networks.",
     )
     async def metrics(ctx: Ctx) -> web.Response:
-        data = generate_latest(ctx.deps.metrics)
-        return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        if not ctx.deps.metrics_on_api:
+            raise NotFound("metrics are served on their own listener")
+        return metrics_response(ctx.request, ctx.deps.metrics, ctx.deps.metrics_token)
 
     @reg.add(
         "GET",
