@@ -9,10 +9,11 @@ one at a time, in the order Asterisk sent them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,10 @@ class Resync:
 
 
 ResyncHandler = Callable[[Resync], Awaitable[None] | None]
+
+RestFactory = Callable[[aiohttp.ClientSession, str, Mapping[str, str]], AriRest]
+"""Builds the REST half from the client's session, base URL and extra headers: `AriRest`, or a
+subclass of it that observes or fails requests."""
 
 
 @dataclass
@@ -73,6 +78,7 @@ class AriClient:
         heartbeat: float = 5.0,
         request_timeout: float = 10.0,
         rng: random.Random | None = None,
+        rest_factory: RestFactory = AriRest,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.app = app
@@ -82,6 +88,7 @@ class AriClient:
         self._heartbeat = heartbeat
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._rng = rng or random.Random()
+        self._rest_factory = rest_factory
         self._session: aiohttp.ClientSession | None = None
         self._ws_session: aiohttp.ClientSession | None = None
         self._rest: AriRest | None = None
@@ -118,7 +125,7 @@ class AriClient:
             return
         connector = aiohttp.TCPConnector(limit=self._pool_limit, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
-        self._rest = AriRest(self._session, self.base_url, {})
+        self._rest = self._rest_factory(self._session, self.base_url, {})
 
     async def start_events(self, *, wait: float | None = None) -> None:
         """Start the events loop (registers the Stasis app); optionally wait for the first connect."""
@@ -139,10 +146,8 @@ class AriClient:
             await self._ws.close()
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
         for sess in (self._session, self._ws_session):
             if sess is not None:
                 await sess.close()

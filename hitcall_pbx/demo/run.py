@@ -18,7 +18,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,7 +95,7 @@ class Progress:
 
 
 def _bar(fraction: float, width: int = 32) -> str:
-    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    filled = round(max(0.0, min(1.0, fraction)) * width)
     return "█" * filled + "░" * (width - filled)
 
 
@@ -292,7 +292,8 @@ async def _add_customers(pool: Any, campaign_id: int, list_id: int, numbers: lis
 async def _wait_logins(app: HitCall, n: int, stop: asyncio.Event) -> int:
     assert app.sessions
     deadline = time.monotonic() + LOGIN_TIMEOUT_S
-    while len(app.sessions.by_agent) < n and time.monotonic() < deadline and not stop.is_set():
+    # Polled: agent sessions signal no change; logins take seconds, 0.1 s granularity is plenty.
+    while len(app.sessions.by_agent) < n and time.monotonic() < deadline and not stop.is_set():  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     return len(app.sessions.by_agent)
 
@@ -345,6 +346,7 @@ async def _progress(
            FROM all_attempts WHERE campaign_id = $1""",
         campaign_id,
     )
+    assert row is not None  # an aggregate without GROUP BY returns exactly one row
     live: dict[str, int] = {}
     for call in app.dialer.live_calls():
         live[call["state"]] = live.get(call["state"], 0) + 1
@@ -379,7 +381,8 @@ async def _log_out(app: HitCall) -> None:
         with contextlib.suppress(Exception):
             await app.ari.rest.hangup(session.channel_id)
     deadline = time.monotonic() + 5
-    while app.sessions.by_agent and time.monotonic() < deadline:
+    # Polled: agent sessions signal no change; the wait is bounded by the deadline.
+    while app.sessions.by_agent and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
 
 
@@ -429,7 +432,10 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     rate = s["abandon_rate"]
     rate_txt = "–" if rate is None else f"{rate * 100:.1f} %"
     verdict = "within" if (rate or 0) <= s["abandon_cap"] else "OVER"
-    fmt: Callable[[float | None], str] = lambda v: "–" if v is None else f"{v:.0f} ms"
+
+    def fmt(v: float | None) -> str:
+        return "–" if v is None else f"{v:.0f} ms"
+
     lines = [
         "",
         f"Summary of campaign #{s['campaign_id']}" + (" (stopped early)" if s["interrupted"] else ""),

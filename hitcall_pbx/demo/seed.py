@@ -9,13 +9,18 @@ from __future__ import annotations
 from datetime import time
 from typing import Any
 
-import asyncpg
+from ..store.db import Executor
 
-ALL_DAY = {"window_start": time(0, 0), "window_end": time(23, 59, 59), "window_days": [1, 2, 3, 4, 5, 6, 7]}
+# Campaign fields for a calling window open all day, every day (for `create_campaign(..., **ALL_DAY)`).
+ALL_DAY: dict[str, Any] = {
+    "window_start": time(0, 0),
+    "window_end": time(23, 59, 59),
+    "window_days": [1, 2, 3, 4, 5, 6, 7],
+}
 
 
 async def create_campaign(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Executor,
     name: str,
     *,
     mode: str = "progressive",
@@ -48,9 +53,7 @@ async def create_campaign(
     return campaign_id, list_id
 
 
-async def add_contacts(
-    conn: asyncpg.Connection | asyncpg.Pool, list_id: int, numbers: list[str], names: list[str] | None = None
-) -> None:
+async def add_contacts(conn: Executor, list_id: int, numbers: list[str], names: list[str] | None = None) -> None:
     rows = [(list_id, n, (names[i] if names else f"Customer {i + 1}")) for i, n in enumerate(numbers)]
     await conn.executemany(
         "INSERT INTO contacts (list_id, phone_e164, name, marketing_permission) VALUES ($1, $2, $3, true)", rows
@@ -58,7 +61,7 @@ async def add_contacts(
 
 
 async def create_agent(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Executor,
     number: str,
     endpoint: str,
     campaign_ids: list[int],
@@ -85,9 +88,7 @@ def sim_numbers(behaviour: int, count: int, start: int = 1) -> list[str]:
     return [f"+35840{behaviour}{n:06d}" for n in range(start, start + count)]
 
 
-async def ensure_agent(
-    conn: asyncpg.Connection | asyncpg.Pool, number: str, endpoint: str, campaign_ids: list[int]
-) -> int:
+async def ensure_agent(conn: Executor, number: str, endpoint: str, campaign_ids: list[int]) -> int:
     """The agent on this endpoint (created if missing), assigned to the campaigns."""
     agent_id = await conn.fetchval("SELECT id FROM agents WHERE endpoint = $1", endpoint)
     if agent_id is None:

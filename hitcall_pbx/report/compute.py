@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 CONNECT_LIMIT_MS = 2000
 RING_BINS_S = (0, 5, 10, 15, 20, 25, 30)
@@ -18,7 +18,11 @@ DNC_REASONS = ("dnc_global", "dnc_campaign", "marketing_prohibited", "suppressed
 BUSY_STATES = ("on_call", "wrap_up")
 STAFFED_STATES = ("ready", "reserved", "on_call", "wrap_up")
 
-Row = Mapping[str, Any]
+
+class Row(Protocol):
+    """A row read by column name: an asyncpg ``Record`` or a dict."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -70,6 +70,8 @@ async def load_campaign_day(
             start,
             end,
         )
+    # Aggregates without GROUP BY always return exactly one row.
+    assert month is not None and rec is not None
     return campaign_day(
         campaign,
         day,

@@ -98,10 +98,10 @@ def _bar_chart(
     slot = pw / n
     parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" xmlns="http://www.w3.org/2000/svg">']
     for i in range(5):
-        v = ymax * i / 4
+        tick = ymax * i / 4
         y = top + ph - ph * i / 4
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6e9f0"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="ax">{escape(fmt(v))}</text>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="ax">{escape(fmt(tick))}</text>')
     for i, v in enumerate(values):
         x = left + i * slot + slot * 0.14
         if i % label_every == 0:
@@ -243,6 +243,7 @@ def _campaign_section(r: CampaignDay) -> str:
         )
         or "<tr><td class='muted' colspan='2'>none</td></tr>"
     )
+    ring_median = "–" if r.ring_p50_s is None else f"{r.ring_p50_s:.1f} s"
     return f"""
 <section class="campaign">
   <div class="head"><h2>{escape(r.campaign_name)} <span class="muted">#{r.campaign_id}</span></h2>{pill}</div>
@@ -253,7 +254,7 @@ def _campaign_section(r: CampaignDay) -> str:
     <div class="card"><h3>Agent occupancy by hour</h3><p class="hint">Time on calls and wrap-up / time staffed.</p>
       {occupancy_svg}</div>
     <div class="card"><h3>Ring time until answer or give-up</h3>
-      <p class="hint">Calls per bin; median {"–" if r.ring_p50_s is None else f"{r.ring_p50_s:.1f} s"}.</p>{ring_svg}</div>
+      <p class="hint">Calls per bin; median {ring_median}.</p>{ring_svg}</div>
     <div class="card"><h3>Calls by hour</h3><p class="hint">Attempts placed (UTC hours).</p>{calls_svg}</div>
   </div>
   <div class="card wide"><h3>Outcomes</h3>{_stacked(r.outcomes)}</div>
@@ -278,9 +279,11 @@ main{padding:20px 32px 40px;max-width:1280px;margin:auto}.campaign{margin-bottom
 .head{display:flex;align-items:center;gap:14px;margin:8px 0 14px}.head h2{margin:0;font-size:20px}
 .pill{padding:4px 12px;border-radius:999px;font-weight:600;font-size:12px}.pill.ok{background:#dff3e9;color:#1c7a4f}
 .pill.bad{background:#fbe3e3;color:#b42828}.tiles{display:grid;grid-template-columns:repeat(6,1fr);gap:12px}
-.tiles.small{grid-template-columns:repeat(3,1fr);margin-bottom:10px}.tile{background:#fff;border-radius:10px;
-padding:12px 14px;box-shadow:0 1px 2px rgba(20,30,60,.08);border-top:3px solid #d5dbe6}.tile.ok{border-top-color:#2e9d6a}
-.tile.bad{border-top-color:#d64545}.tile .label{font-size:12px;color:#6b778c;text-transform:uppercase;letter-spacing:.03em}
+.tiles.small{grid-template-columns:repeat(3,1fr);margin-bottom:10px}
+.tile{background:#fff;border-radius:10px;padding:12px 14px;box-shadow:0 1px 2px rgba(20,30,60,.08);
+border-top:3px solid #d5dbe6}
+.tile.ok{border-top-color:#2e9d6a}.tile.bad{border-top-color:#d64545}
+.tile .label{font-size:12px;color:#6b778c;text-transform:uppercase;letter-spacing:.03em}
 .tile .value{font-size:26px;font-weight:650;margin:2px 0}.tile .sub{font-size:12px;color:#6b778c}
 .tiles.small .tile{box-shadow:none;background:#f7f8fb}.tiles.small .value{font-size:20px}
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:14px;margin-top:14px}.card{background:#fff;border-radius:10px;
@@ -290,7 +293,8 @@ font-weight:600}.meter{position:relative;height:6px;background:#edf0f5;border-ra
 .meter .fill{height:6px;border-radius:3px}.meter .capmark{position:absolute;left:66.7%;top:-3px;width:2px;height:12px;
 background:#1f2a3d}.stack{display:flex;height:22px;border-radius:6px;overflow:hidden;margin:10px 0}
 .legend{display:flex;flex-wrap:wrap;gap:6px 18px;font-size:13px}.legend i{display:inline-block;width:10px;height:10px;
-border-radius:2px;margin-right:6px}table{width:100%;border-collapse:collapse}td{padding:4px 0;border-bottom:1px solid #eef1f5}
+border-radius:2px;margin-right:6px}table{width:100%;border-collapse:collapse}
+td{padding:4px 0;border-bottom:1px solid #eef1f5}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#6b778c;font-weight:400}
 footer{color:#6b778c;font-size:12px;max-width:1280px;margin:auto;padding:0 32px 30px}
 """

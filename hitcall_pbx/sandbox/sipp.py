@@ -46,7 +46,7 @@ class SippAgents:
         self.workdir.mkdir(parents=True)
         shutil.copy2(SCENARIO_DIR / self.scenario, self.workdir / self.scenario)
         (self.workdir / "agents.csv").write_text("SEQUENTIAL\n" + "".join(f"{a};\n" for a in self.agents))
-        inner = Path("/tmp") / self.workdir.name
+        inner = Path("/") / self.workdir.relative_to(self.sandbox.root)  # the work dir seen inside the chroot
         n = len(self.agents)
         cmd = [
             "chroot",
@@ -80,13 +80,10 @@ class SippAgents:
             str(inner / "errors.log"),
             f"127.0.0.1:{SIP_PORT}",
         ]
-        log = open(self.workdir / "sipp.out", "ab")
-        try:
+        with open(self.workdir / "sipp.out", "ab") as log:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        finally:
-            log.close()
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
+from .db import Executor
 
 SYSTEM = "system"
 
 
 async def record(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Executor,
     *,
     actor: str,
     action: str,

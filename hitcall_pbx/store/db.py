@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from ..errors import Unavailable
 from ..logs import get_logger
@@ -21,6 +22,12 @@ from ..settings import Settings
 from .embedded import EmbeddedPostgres
 
 _log = get_logger("hitcall.store.db")
+
+# A connection to run statements on: one from `connect`, or one acquired from a pool (asyncpg hands
+# out a proxy there, which is not an `asyncpg.Connection` to the type checker).
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+# Where a statement can run: a pool (each call acquires a connection) or one connection.
+Executor: TypeAlias = asyncpg.Pool | Connection
 
 _CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,

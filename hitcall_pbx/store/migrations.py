@@ -29,6 +29,7 @@ import asyncpg
 
 from ..errors import HitCallError
 from ..logs import get_logger
+from .db import Connection, Executor
 
 _log = get_logger("hitcall.store.migrations")
 
@@ -57,8 +58,6 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 )
 """
-
-Executor = asyncpg.Pool | asyncpg.Connection
 
 
 class MigrationError(HitCallError):
@@ -116,14 +115,14 @@ def load(directory: Path | str | None = None) -> list[Migration]:
         data = path.read_bytes()
         try:
             sql = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise MigrationError(f"migration {name!r} is not UTF-8", details={"file": str(path)})
+        except UnicodeDecodeError as exc:
+            raise MigrationError(f"migration {name!r} is not UTF-8", details={"file": str(path)}) from exc
         found[version] = Migration(version, path.stem, path, _checksum(data), sql)
     return [found[v] for v in sorted(found)]
 
 
 @asynccontextmanager
-async def _connection(target: Executor) -> AsyncIterator[asyncpg.Connection]:
+async def _connection(target: Executor) -> AsyncIterator[Connection]:
     if isinstance(target, asyncpg.Pool):
         async with target.acquire() as conn:
             yield conn
@@ -131,7 +130,7 @@ async def _connection(target: Executor) -> AsyncIterator[asyncpg.Connection]:
         yield target
 
 
-async def _applied(conn: asyncpg.Connection) -> dict[int, asyncpg.Record]:
+async def _applied(conn: Connection) -> dict[int, asyncpg.Record]:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
         return {}
