@@ -16,10 +16,14 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .core.netaddr import IPNetwork, parse_networks
 from .errors import ConfigError
 
 SANDBOX_ARI_USER = "hitcall"
 SANDBOX_ARI_PASSWORD = "hitcall-sandbox"
+# The sandbox dialplan's HITCALL_AGI_SECRET (dialplan/sandbox/extensions_hitcall_local.conf); tests only.
+SANDBOX_AGI_SECRET = "hitcall-sandbox-agi-secret"  # noqa: S105 (the sandbox's public test value)
+AGI_SECRET_RE = re.compile(r"[A-Za-z0-9._~-]{16,256}")  # URL-safe: it travels in the AGI URL's query
 
 MAX_PURGE_INTERVAL_S = 7 * 86400.0  # retention deadlines are days apart; a week at most between purges
 MAX_SHUTDOWN_GRACE_S = 3600.0
@@ -42,6 +46,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    # Migrations run as this (the schema owner); unset: as DATABASE_URL's role.
+    migrate_database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("HITCALL_MIGRATE_DATABASE_URL")
+    )
     ari_url: str = Field(default="http://127.0.0.1:8088/ari", validation_alias=AliasChoices("HITCALL_ARI_URL"))
     ari_user: str = Field(default=SANDBOX_ARI_USER, validation_alias=AliasChoices("HITCALL_ARI_USER"))
     ari_password: str | None = Field(default=None, validation_alias=AliasChoices("HITCALL_ARI_PASSWORD"))
@@ -51,6 +59,12 @@ class Settings(BaseSettings):
     http_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HITCALL_HTTP_HOST"))
     http_port: int = Field(default=8080, ge=1, le=65535, validation_alias=AliasChoices("HITCALL_HTTP_PORT"))
     agi_port: int = Field(default=4573, ge=1, le=65535, validation_alias=AliasChoices("HITCALL_AGI_PORT"))
+    agi_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HITCALL_AGI_HOST"))
+    # FastAGI: every request must carry this (the dialplan's HITCALL_AGI_SECRET); required to run FastAGI.
+    agi_secret: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HITCALL_AGI_SECRET"))
+    agi_enabled: bool = Field(default=True, validation_alias=AliasChoices("HITCALL_AGI_ENABLED"))
+    # Reverse proxies whose X-Forwarded-For names the client (addresses or CIDR networks).
+    trusted_proxies: str = Field(default="", validation_alias=AliasChoices("HITCALL_TRUSTED_PROXIES"))
     # /metrics: a bearer token it requires, and/or a listener of its own (then not on the API port)
     metrics_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HITCALL_METRICS_TOKEN"))
     metrics_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HITCALL_METRICS_HOST"))
@@ -74,7 +88,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("HITCALL_SHUTDOWN_GRACE_S"),
     )
 
-    @field_validator("database_url")
+    @field_validator("database_url", "migrate_database_url")
     @classmethod
     def _dsn(cls, v: str | None) -> str | None:
         if v is None or v.strip() == "":
@@ -113,6 +127,28 @@ class Settings(BaseSettings):
                 raise ValueError("must be 32-256 printable characters without spaces, e.g. `openssl rand -hex 32`")
         return v
 
+    @field_validator("agi_secret", mode="before")
+    @classmethod
+    def _agi_secret(cls, v: object) -> object:
+        if isinstance(v, str):
+            if v.strip() == "":
+                return None
+            if not AGI_SECRET_RE.fullmatch(v):
+                raise ValueError(
+                    "must be 16-256 characters of letters, digits, '.', '_', '~', '-', e.g. `openssl rand -hex 32`"
+                )
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, v: str) -> str:
+        parse_networks(v)  # ValueError naming the bad entry
+        return v
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.trusted_proxies)
+
     @field_validator("metrics_port", mode="before")
     @classmethod
     def _metrics_port(cls, v: object) -> object:
@@ -150,6 +186,11 @@ _ENV_NAMES = {
     "http_host": "HITCALL_HTTP_HOST",
     "http_port": "HITCALL_HTTP_PORT",
     "agi_port": "HITCALL_AGI_PORT",
+    "agi_host": "HITCALL_AGI_HOST",
+    "agi_secret": "HITCALL_AGI_SECRET",
+    "agi_enabled": "HITCALL_AGI_ENABLED",
+    "trusted_proxies": "HITCALL_TRUSTED_PROXIES",
+    "migrate_database_url": "HITCALL_MIGRATE_DATABASE_URL",
     "metrics_token": "HITCALL_METRICS_TOKEN",
     "metrics_host": "HITCALL_METRICS_HOST",
     "metrics_port": "HITCALL_METRICS_PORT",
