@@ -36,6 +36,7 @@ _CONSTRAINT_FIELDS = {
     "users_username_key": "username",
     "agent_campaigns_pkey": "campaign_ids",
     "api_tokens_expiry_check": "expires_at",
+    "recordings_hold_case_id_format": "case_id",
 }
 _UNAVAILABLE = (
     ConnectionError,

@@ -8,6 +8,7 @@ counted on the UTC date, with the day clamped to the target month's length
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,6 +40,8 @@ MIN_CDR_MONTHS = 1
 MAX_CDR_MONTHS = 120
 DEFAULT_CDR_MONTHS = 24
 MAX_HOLD_MONTHS = 18
+# A complaint case id goes into the append-only audit log: an identifier, never a name.
+CASE_ID_PATTERN = r"^[A-Za-z0-9._/-]{1,64}$"
 
 
 def _utc(value: object, name: str) -> datetime:
@@ -79,6 +82,18 @@ class RetentionPolicy:
     def __post_init__(self) -> None:
         _months_field(self.recordings_months, "recordings_months", MIN_RECORDING_MONTHS, MAX_RECORDING_MONTHS)
         _months_field(self.cdr_months, "cdr_months", MIN_CDR_MONTHS, MAX_CDR_MONTHS)
+
+
+def validate_case_id(value: object) -> str | None:
+    """A complaint case id (None = no case): 1-64 letters, digits, '.', '_', '/', '-'."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(CASE_ID_PATTERN, value):
+        raise ValidationFailed(
+            "case_id must be an identifier of 1-64 letters, digits, '.', '_', '/', '-' (no names: it is audited)",
+            details={"field": "case_id"},
+        )
+    return value
 
 
 def minimum_deadline(call_at: datetime) -> datetime:

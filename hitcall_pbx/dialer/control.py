@@ -77,8 +77,10 @@ class EngineControl:
         return attempt.id
 
     async def skip_offer(self, agent_id: int, reason: str | None, *, actor: Actor) -> None:
-        await self.dialer.skip_offer(agent_id, reason or "skipped")
-        await self._audit(actor, "preview.skip", agent_id, reason=reason)
+        offer_id = await self.dialer.skip_offer(agent_id, reason or "skipped")
+        # The reason is free text (it may name the person): it stays on the offer row, which
+        # erasure removes with the contact; the append-only audit row names the offer only.
+        await self._audit(actor, "preview.skip", agent_id, offer_id=offer_id)
 
     async def live_calls(self, *, campaign_id: int | None = None, agent_id: int | None = None) -> list[LiveCall]:
         out = []

@@ -630,8 +630,9 @@ class Dialer:
     async def accept_offer(self, agent_id: int) -> Attempt:
         return await self.previews.accept(agent_id)
 
-    async def skip_offer(self, agent_id: int, reason: str) -> None:
-        await self.previews.skip(agent_id, reason)
+    async def skip_offer(self, agent_id: int, reason: str) -> int:
+        """Skip the agent's open preview offer; the offer's id."""
+        return await self.previews.skip(agent_id, reason)
 
     # ------------------------------------------------------------- end ---
     def finish(

@@ -73,8 +73,12 @@ class PreviewOffers:
             raise NotFound("the preview offer ended before it was accepted", details={"agent_id": agent_id})
         return attempt
 
-    async def skip(self, agent_id: int, reason: str) -> None:
-        await self.decide(self._open(agent_id), "skip", reason)
+    async def skip(self, agent_id: int, reason: str) -> int:
+        """Skip the agent's open offer; returns the offer's id (the reason stays on its row,
+        which goes with the contact when the person is erased)."""
+        offer = self._open(agent_id)
+        await self.decide(offer, "skip", reason)
+        return offer.offer_id
 
     async def agent_gone(self, agent_id: int) -> None:
         offer = self.offers.get(agent_id)

@@ -25,6 +25,7 @@ from ..core.retention import (
     max_hold_deadline,
     purge_eligible,
     recompute_deadline,
+    validate_case_id,
 )
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..store import audit
@@ -118,7 +119,7 @@ class RetentionOps:
         """Put a complaint hold on a recording (or change an existing one) until `until`, at
         most 18 months from the call (None: exactly that long)."""
         reason_text = _text(reason, "reason", required=True)
-        case = _text(case_id, "case_id", required=False)
+        case = validate_case_id(case_id)
         async with self._pool.acquire() as conn, conn.transaction():
             row = await self._locked_recording(conn, recording_id)
             call_at = row["created_at"]

@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import AwareDatetime, Field, RootModel
 
 from ...auth import Role
+from ...core.retention import CASE_ID_PATTERN
 from ..deps import ErasureResult, Recording, RecordingFilter, RecordingPage, Rectification, SubjectRef, SubjectResult
 from ..registry import V1, Ctx, Registry
 from ..types import In
@@ -27,7 +28,12 @@ class RecordingParams(RecordingFilter):
 
 class HoldIn(In):
     reason: str = Field(min_length=1, max_length=500, pattern=r"\S")
-    case_id: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"\S", description="complaint case")
+    case_id: str | None = Field(
+        default=None,
+        pattern=CASE_ID_PATTERN,
+        description="complaint case identifier (it is audited: an id, never a name); the reason holds the text",
+        examples=["CASE-2025/17"],
+    )
     until: AwareDatetime | None = Field(default=None, description="null = the longest allowed, 18 months from the call")
 
 
