@@ -52,7 +52,7 @@ def _ts(value: str) -> datetime:
 
 def _pct(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
 def _summary(ms: list[float]) -> dict[str, float]:

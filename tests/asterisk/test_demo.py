@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -53,10 +54,11 @@ async def test_demo_summary_matches_the_database(service_settings, service_dsn, 
             )
 
         html, csv_path, json_path = summary["report_files"]
-        report = json.loads(open(json_path).read())["campaigns"][0]
+        report = json.loads(Path(json_path).read_text())["campaigns"][0]
         assert report["campaign_id"] == cid and report["calls"] == len(rows)
         assert report["connects"] == summary["connects"]
-        assert open(html).read().startswith("<!DOCTYPE html>") and open(csv_path).read().startswith("day,")
+        assert Path(html).read_text().startswith("<!DOCTYPE html>")
+        assert Path(csv_path).read_text().startswith("day,")
         assert await conn.fetchval("SELECT count(*) FROM agents WHERE state <> 'logged_out'") == 0
     finally:
         await conn.close()

@@ -43,12 +43,12 @@ async def test_progressive_20_contacts_2_agents(service_settings, sandbox, hangu
 
             try:
                 await wait_until(all_done, timeout=60, interval=0.25)
-            except AssertionError:
+            except AssertionError as exc:
                 raise AssertionError(
                     await pool.fetch(
                         "SELECT status, last_outcome, count(*) FROM contacts WHERE list_id = $1 GROUP BY 1, 2", list_id
                     )
-                )
+                ) from exc
             await app.dialer.idle()
             await app.cdr.flush()
             await app.sessions.drain()

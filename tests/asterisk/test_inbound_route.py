@@ -131,7 +131,8 @@ async def test_caller_pressing_2_lands_in_the_agents_bridge(service_settings, sa
         events = [
             r["payload"]
             for r in await pool.fetch(
-                "SELECT payload FROM webhook_outbox WHERE event_type = 'agent.state_changed' AND subject = $1 ORDER BY id",
+                "SELECT payload FROM webhook_outbox WHERE event_type = 'agent.state_changed' AND subject = $1"
+                " ORDER BY id",
                 f"agent:{agent}",
             )
         ]

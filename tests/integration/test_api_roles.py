@@ -104,7 +104,8 @@ async def test_agent_may_not_act_on_another_agent(api: Api) -> None:
 
     other_call = await api.pool.fetchval(
         """INSERT INTO live_attempts (id, campaign_id, caller_id, agent_id, mode, retention_until)
-           VALUES (gen_random_uuid(), $1, '+358401111111', $2, 'progressive', now() + interval '1 year') RETURNING id""",
+           VALUES (gen_random_uuid(), $1, '+358401111111', $2, 'progressive', now() + interval '1 year')
+           RETURNING id""",
         world.ids["campaign_id"],
         other,
     )

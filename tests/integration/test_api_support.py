@@ -321,7 +321,8 @@ async def make_world(api: Api) -> World:
     agent_user = await api.pool.fetchval("SELECT id FROM users WHERE role = 'agent' ORDER BY id LIMIT 1")
     async with api.pool.acquire() as conn:
         campaign_id = await conn.fetchval(
-            "INSERT INTO campaigns (name, mode, caller_id) VALUES ('World', 'progressive', '+358401111111') RETURNING id"
+            "INSERT INTO campaigns (name, mode, caller_id) VALUES ('World', 'progressive', '+358401111111')"
+            " RETURNING id"
         )
         list_id = await conn.fetchval("INSERT INTO contact_lists (name) VALUES ('World list') RETURNING id")
         await conn.execute("INSERT INTO campaign_lists (campaign_id, list_id) VALUES ($1, $2)", campaign_id, list_id)
@@ -337,7 +338,8 @@ async def make_world(api: Api) -> World:
         await conn.execute(
             """INSERT INTO live_attempts (id, campaign_id, contact_id, dialled_number, caller_id, agent_id, mode,
                                           state, retention_until)
-               VALUES ($1, $2, $3, '+358401234567', '+358401111111', $4, 'progressive', 'bridged', now() + interval '1 year')""",
+               VALUES ($1, $2, $3, '+358401234567', '+358401111111', $4, 'progressive', 'bridged',
+                       now() + interval '1 year')""",
             attempt_id,
             campaign_id,
             contact_id,
@@ -351,7 +353,8 @@ async def make_world(api: Api) -> World:
             " ('http://127.0.0.1:9/hook', 'whsec_c2VjcmV0c2VjcmV0c2VjcmV0', '{*}') RETURNING id"
         )
         outbox_id = await conn.fetchval(
-            "INSERT INTO webhook_outbox (event_type, subject, payload) VALUES ('call.ended', 'call:1', '{}') RETURNING id"
+            "INSERT INTO webhook_outbox (event_type, subject, payload) VALUES ('call.ended', 'call:1', '{}')"
+            " RETURNING id"
         )
         delivery_id = await conn.fetchval(
             "INSERT INTO webhook_deliveries (outbox_id, subscription_id, state) VALUES ($1, $2, 'dead') RETURNING id",

@@ -128,8 +128,8 @@ async def test_keyset_pages_cover_everything_once_in_stable_order(db: asyncpg.Po
         assert len(page.items) <= 7
         rest.extend(page.items)
         cursor = page.next_cursor
-    assert first.items + rest == records + [late]
-    assert await _all(db, CdrQuery(), limit=41) == records + [late]  # exact fit: no empty page
+    assert first.items + rest == [*records, late]
+    assert await _all(db, CdrQuery(), limit=41) == [*records, late]  # exact fit: no empty page
 
 
 @pytest.mark.parametrize(

@@ -249,7 +249,7 @@ async def test_rows_the_database_refuses_are_set_aside_and_the_rest_written(db: 
     orphan = cdr(campaign + 1000)  # no such campaign: refused by the writer
     writer = CdrWriter(db, tmp_path)
     await writer.start()
-    for record in good[:2] + [orphan] + good[2:]:
+    for record in [*good[:2], orphan, *good[2:]]:
         writer.submit(record)
     await writer.close()
     assert set(await _rows(db)) == {r.id for r in good}

@@ -170,7 +170,7 @@ async def test_changed_checksum_is_refused(empty_db_dsn: str, mig_dir: Path) -> 
 
         first.write_text("CREATE TABLE a (id bigint);\n")
         write(mig_dir, "0002_b.sql", "CREATE TABLE b (id int);")
-        with pytest.raises(MigrationError, match="0001_a.sql was changed") as err:
+        with pytest.raises(MigrationError, match=r"0001_a\.sql was changed") as err:
             await migrations.apply(conn, mig_dir)
         assert err.value.code == "migration_error"
         with pytest.raises(MigrationError, match="changed"):
@@ -219,7 +219,7 @@ async def test_failing_migration_is_rolled_back(empty_db_dsn: str, mig_dir: Path
     write(mig_dir, "0003_c.sql", "CREATE TABLE c (id int);")
     conn = await connect(empty_db_dsn)
     try:
-        with pytest.raises(MigrationError, match="0002_b.sql failed") as err:
+        with pytest.raises(MigrationError, match=r"0002_b\.sql failed") as err:
             await migrations.apply(conn, mig_dir)
         assert err.value.details["applied"] == ["0001_a"]
         assert err.value.details["sqlstate"] == "22012"
@@ -270,7 +270,7 @@ async def test_unreachable_server_is_unavailable_naming_the_host() -> None:
     assert err.value.status == 503
 
     settings = Settings(database_url="postgresql://hitcall:s3cret@127.0.0.1:1/hitcall")
-    with pytest.raises(Unavailable, match="127.0.0.1:1"):
+    with pytest.raises(Unavailable, match=r"127\.0\.0\.1:1"):
         async with Database(settings):
             pass
 
@@ -283,7 +283,7 @@ async def test_database_with_url_and_json_codecs(empty_db_dsn: str) -> None:
         assert await database.pool.fetchval("SELECT $1::jsonb", value) == value
         assert await database.pool.fetchval("SELECT '[1, 2]'::json") == [1, 2]
     with pytest.raises(Unavailable):
-        database.pool
+        _ = database.pool
 
 
 async def test_database_embedded_in_data_dir_is_shared_and_stopped() -> None:
@@ -381,7 +381,8 @@ async def _recording(conn: asyncpg.Connection, **fields: object) -> uuid.UUID:
 async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
         user = await conn.fetchval(
-            "INSERT INTO users (username, password_hash, role) VALUES ('Anna.K', '$argon2id$v=19$m=65536,t=3,p=4$x$y', 'supervisor') RETURNING id"
+            "INSERT INTO users (username, password_hash, role)"
+            " VALUES ('Anna.K', '$argon2id$v=19$m=65536,t=3,p=4$x$y', 'supervisor') RETURNING id"
         )
         with pytest.raises(asyncpg.UniqueViolationError):  # usernames are case-insensitive
             await conn.execute("INSERT INTO users (username, role) VALUES ('anna.k', 'agent')")
@@ -392,7 +393,8 @@ async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
             ["calls:read", "contacts:write"],
         )
         await conn.execute(
-            "INSERT INTO sessions (token_hash, user_id, expires_at, source_ip) VALUES ($1, $2, now() + interval '8 hours', '10.0.0.5')",
+            "INSERT INTO sessions (token_hash, user_id, expires_at, source_ip)"
+            " VALUES ($1, $2, now() + interval '8 hours', '10.0.0.5')",
             "1" * 64,
             user,
         )
@@ -411,12 +413,14 @@ async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
         lst = await _list(conn)
         await conn.execute("INSERT INTO campaign_lists (campaign_id, list_id) VALUES ($1, $2)", campaign, lst)
         agent = await conn.fetchval(
-            "INSERT INTO agents (number, name, endpoint, user_id, state, pause_code) VALUES ('1001', 'Anna', 'agent1', $1, 'paused', 'lunch') RETURNING id",
+            "INSERT INTO agents (number, name, endpoint, user_id, state, pause_code)"
+            " VALUES ('1001', 'Anna', 'agent1', $1, 'paused', 'lunch') RETURNING id",
             user,
         )
         await conn.execute("INSERT INTO agent_campaigns VALUES ($1, $2)", agent, campaign)
         await conn.execute(
-            "INSERT INTO agent_state_log (agent_id, state, pause_code, campaign_id, started_at) VALUES ($1, 'paused', 'lunch', $2, now())",
+            "INSERT INTO agent_state_log (agent_id, state, pause_code, campaign_id, started_at)"
+            " VALUES ($1, 'paused', 'lunch', $2, now())",
             agent,
             campaign,
         )
@@ -461,7 +465,8 @@ async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
             disposition="sale",
         )
         await conn.execute(
-            "INSERT INTO preview_offers (agent_id, campaign_id, contact_id, attempt_id, expires_at, decided_at, decision)"
+            "INSERT INTO preview_offers"
+            " (agent_id, campaign_id, contact_id, attempt_id, expires_at, decided_at, decision)"
             " VALUES ($1, $2, $3, $4, now() + interval '30 s', now(), 'accept')",
             agent,
             campaign,
@@ -469,7 +474,8 @@ async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
             attempt,
         )
         await conn.execute(
-            "INSERT INTO recordings (attempt_id, campaign_id, path, sha256, size_bytes, duration_s, format, created_at, retention_until)"
+            "INSERT INTO recordings"
+            " (attempt_id, campaign_id, path, sha256, size_bytes, duration_s, format, created_at, retention_until)"
             " VALUES ($1, $2, 'a/b.wav', $3, 1000, 1.5, 'wav', $4, hitcall_add_months($4, 6))",
             attempt,
             campaign,
@@ -482,7 +488,8 @@ async def test_a_complete_valid_data_set_is_accepted(db: asyncpg.Pool) -> None:
             {"bytes": 1000},
         )
         sub = await conn.fetchval(
-            "INSERT INTO webhook_subscriptions (url, secret, event_types) VALUES ('https://crm.example/hooks', $1, $2) RETURNING id",
+            "INSERT INTO webhook_subscriptions (url, secret, event_types)"
+            " VALUES ('https://crm.example/hooks', $1, $2) RETURNING id",
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             ["call.ended", "recording.ready"],
         )
@@ -746,13 +753,17 @@ async def test_agent_and_offer_rules(db: asyncpg.Pool) -> None:
             )
         campaign, lst = await _campaign(conn, mode="preview"), await _list(conn)
         c1, c2 = await _contact(conn, lst, "+358401000001"), await _contact(conn, lst, "+358401000002")
-        offer = "INSERT INTO preview_offers (agent_id, campaign_id, contact_id, expires_at) VALUES ($1, $2, $3, now() + interval '30 s')"
+        offer = (
+            "INSERT INTO preview_offers (agent_id, campaign_id, contact_id, expires_at)"
+            " VALUES ($1, $2, $3, now() + interval '30 s')"
+        )
         await conn.execute(offer, agent, campaign, c1)
         with pytest.raises(asyncpg.UniqueViolationError, match="preview_offers_open_agent_key"):
             await conn.execute(offer, agent, campaign, c2)
         with pytest.raises(asyncpg.CheckViolationError, match="preview_offers_skip_reason_check"):
             await conn.execute(
-                "UPDATE preview_offers SET decided_at = now(), decision = 'accept', skip_reason = 'x' WHERE agent_id = $1",
+                "UPDATE preview_offers SET decided_at = now(), decision = 'accept', skip_reason = 'x'"
+                " WHERE agent_id = $1",
                 agent,
             )
 
@@ -769,7 +780,8 @@ async def test_webhook_and_alarm_rules(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
         with pytest.raises(asyncpg.CheckViolationError, match="webhook_subscriptions_secret_check"):
             await conn.execute(
-                "INSERT INTO webhook_subscriptions (url, secret, event_types) VALUES ('https://x.example', 'plain', '{call.ended}')"
+                "INSERT INTO webhook_subscriptions (url, secret, event_types)"
+                " VALUES ('https://x.example', 'plain', '{call.ended}')"
             )
         with pytest.raises(asyncpg.CheckViolationError, match="webhook_subscriptions_url_check"):
             await conn.execute(
@@ -804,7 +816,8 @@ async def test_sql_month_arithmetic_matches_core(db: asyncpg.Pool) -> None:
                         continue
     for months in (1, 2, 6, 18, 24):
         got = await db.fetch(
-            "SELECT hitcall_add_months(ts, $2) AS d FROM unnest($1::timestamptz[]) WITH ORDINALITY AS t(ts, n) ORDER BY n",
+            "SELECT hitcall_add_months(ts, $2) AS d"
+            " FROM unnest($1::timestamptz[]) WITH ORDINALITY AS t(ts, n) ORDER BY n",
             stamps,
             months,
         )

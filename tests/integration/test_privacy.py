@@ -200,7 +200,8 @@ async def test_erase_then_export_shows_nothing_personal_and_the_number_stays_blo
     assert erase_row["object_id"] == salted_number_hash(NUMBER, salt)
     assert (
         await db.fetchval(
-            "SELECT count(*) FROM webhook_outbox WHERE event_type = 'recording.purged' AND payload->>'reason' = 'erasure'"
+            "SELECT count(*) FROM webhook_outbox"
+            " WHERE event_type = 'recording.purged' AND payload->>'reason' = 'erasure'"
         )
         == 1
     )

@@ -35,8 +35,8 @@ async def make_attempt(pool, campaign: int, created_at: datetime, retention_unti
     await pool.execute(
         """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, created_at, retention_until,
                                       ended_at, outcome)
-           VALUES ($1, $2, '+358401234567', '+358931234567', 'progressive', $3, $4, $3::timestamptz + interval '1 minute',
-                   'no_answer')""",
+           VALUES ($1, $2, '+358401234567', '+358931234567', 'progressive', $3, $4,
+                   $3::timestamptz + interval '1 minute', 'no_answer')""",
         attempt,
         campaign,
         created_at,

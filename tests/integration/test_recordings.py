@@ -40,8 +40,8 @@ async def make_attempt(pool, created_at=CALL_AT) -> tuple[int, uuid.UUID]:
     await pool.execute(
         """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, created_at, retention_until,
                                       ended_at, outcome)
-           VALUES ($1, $2, '+358401234567', '+358931234567', 'progressive', $3, $4, $3::timestamptz + interval '1 minute',
-                   'no_answer')""",
+           VALUES ($1, $2, '+358401234567', '+358931234567', 'progressive', $3, $4,
+                   $3::timestamptz + interval '1 minute', 'no_answer')""",
         attempt,
         campaign,
         created_at,

@@ -47,8 +47,8 @@ async def make_call(
     await pool.execute(
         """INSERT INTO call_attempts (id, campaign_id, dialled_number, caller_id, mode, created_at, retention_until,
                                       ended_at, outcome)
-           VALUES ($1, $2, '+358401234567', '+358931234567', 'progressive', $3, $4, $3::timestamptz + interval '1 minute',
-                   'no_answer')""",
+           VALUES ($1, $2, '+358401234567', '+358931234567', 'progressive', $3, $4,
+                   $3::timestamptz + interval '1 minute', 'no_answer')""",
         attempt,
         campaign,
         call_at,

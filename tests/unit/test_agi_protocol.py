@@ -87,7 +87,7 @@ def test_dead_channel_refused_and_garbage_replies():
             parse_reply(line)
         assert not isinstance(err.value, AgiHangup)
     with pytest.raises(AgiError):
-        AgiReply(200, "abc").value
+        _ = AgiReply(200, "abc").value
 
 
 @given(st.text(max_size=200))

@@ -403,5 +403,5 @@ def test_the_abandon_price_moves_smoothly_through_a_calm_day() -> None:
         prices.append(abandon_price(stats, settings_)[0])
     assert prices == sorted(prices)
     # each extra abandon moves the price by a few per cent, not by a factor
-    steps = [b / a for a, b in zip(prices, prices[1:])]
+    steps = [b / a for a, b in itertools.pairwise(prices)]
     assert all(1.0 < s < 1.5 for s in steps)
