@@ -23,7 +23,8 @@ from .agi.server import AgiServer
 from .alarms import AlarmMonitor, gather_from_app
 from .api.app import create_app
 from .api.deps import ApiDeps
-from .ari import AriClient
+from .ari import AriClient, AriRest
+from .ari.client import RestFactory
 from .dialer.control import EngineControl
 from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
@@ -86,10 +87,19 @@ class CdrSink:
         self.writer.submit(cdr)
 
 
+def ari_client(settings: Settings, *, rest_factory: RestFactory = AriRest) -> AriClient:
+    """The service's ARI client for `settings`: what `HitCall` runs unless given another factory."""
+    assert settings.ari_password is not None  # Settings fills it in on loopback, else requires it
+    return AriClient(
+        settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app, rest_factory=rest_factory
+    )
+
+
 @dataclass
 class HitCall:
     settings: Settings
     options: Options = field(default_factory=Options)
+    ari_factory: Callable[[Settings], AriClient] | None = None  # None: `ari_client`
     db: Database | None = None
     ari: AriClient | None = None
     sessions: AgentSessions | None = None
@@ -138,8 +148,7 @@ class HitCall:
         await self.cdr.start()
         self._stack.append(self.cdr.close)
 
-        assert s.ari_password is not None
-        self.ari = AriClient(s.ari_url, s.ari_user, s.ari_password, s.ari_app)
+        self.ari = (self.ari_factory or ari_client)(s)
         # Closed after the dialer and the agent sessions: what they write goes through it.
         self.journal = CallJournal(pool, spool_dir=s.data_dir / "spool" / "journal")
         await self.journal.start()

@@ -8,15 +8,19 @@ end if this session started it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import aiohttp
 import pytest
 
+from hitcall_pbx.ari import AriRest, Channel
 from hitcall_pbx.ari.client import AriClient
 from hitcall_pbx.sandbox import Sandbox
-from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
+from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER, Settings
 
 ARI_URL = "http://127.0.0.1:8088/ari"
 
@@ -92,6 +96,34 @@ async def _clean_up(
 
 
 # ------------------------------------------------------------------ service ---
+class CountingRest(AriRest):
+    """The service's own ARI REST calls, counting the originate requests it sends per
+    channel (attempt) id before they go to Asterisk."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], *, sent: Counter[str]
+    ) -> None:
+        super().__init__(session, base_url, headers)
+        self.sent = sent
+
+    async def originate(self, endpoint: str, channel_id: str, **kw: Any) -> Channel:
+        self.sent[channel_id] += 1
+        return await super().originate(endpoint, channel_id, **kw)
+
+
+class OriginateCounter:
+    """Originate requests a `HitCall` sends, per channel (attempt) id, across every client
+    it builds: run it with `HitCall(settings, options, ari_factory=counter.ari_factory)`."""
+
+    def __init__(self) -> None:
+        self.sent: Counter[str] = Counter()
+
+    def ari_factory(self, settings: Settings) -> AriClient:
+        from hitcall_pbx.app import ari_client  # the service's own client, with counting requests
+
+        return ari_client(settings, rest_factory=functools.partial(CountingRest, sent=self.sent))
+
+
 @pytest.fixture
 async def service_dsn(pg_dsn, migrated_template):
     """A fresh migrated database for one service run (the service's own pool)."""

@@ -9,26 +9,20 @@ from collections import Counter
 import pytest
 
 from hitcall_pbx.app import HitCall, Options
-from hitcall_pbx.ari.rest import AriRest
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.sandbox import SippAgents
+from tests.live import OriginateCounter
 
 from .conftest import wait_until
 
 pytestmark = pytest.mark.asterisk
 
 
-async def test_restart_mid_campaign_never_double_dials(service_settings, sandbox, hangup_agents, monkeypatch):
-    originated: Counter[str] = Counter()
-    real_originate = AriRest.originate
-
-    async def counting_originate(self, endpoint, channel_id, **kw):
-        originated[channel_id] += 1
-        return await real_originate(self, endpoint, channel_id, **kw)
-
-    monkeypatch.setattr(AriRest, "originate", counting_originate)
+async def test_restart_mid_campaign_never_double_dials(service_settings, sandbox, hangup_agents):
+    originates = OriginateCounter()  # both processes' originate requests
+    originated = originates.sent
     options = Options(dialer_tick_s=0.05)
-    async with HitCall(service_settings, options) as first:
+    async with HitCall(service_settings, options, ari_factory=originates.ari_factory) as first:
         pool = first.db.pool
         cid, list_id = await create_campaign(
             pool,
@@ -43,7 +37,7 @@ async def test_restart_mid_campaign_never_double_dials(service_settings, sandbox
         await create_agent(pool, "1062", "agent62", [cid])
     phones = SippAgents(sandbox, ["agent61", "agent62"], port=5261)
     try:
-        async with HitCall(service_settings, options) as first:
+        async with HitCall(service_settings, options, ari_factory=originates.ari_factory) as first:
             phones.start()
             await wait_until(lambda: len(first.sessions.by_agent) == 2, timeout=15)
             await first.db.pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
@@ -55,7 +49,7 @@ async def test_restart_mid_campaign_never_double_dials(service_settings, sandbox
             talking = {c["attempt_id"] for c in first.dialer.live_calls() if c["bridged_at"]}
         assert talking
 
-        async with HitCall(service_settings, options) as second:
+        async with HitCall(service_settings, options, ari_factory=originates.ari_factory) as second:
             pool = second.db.pool
             await wait_until(lambda: len(second.sessions.by_agent) == 2, timeout=10)
 

@@ -15,7 +15,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from hitcall_pbx.ari.rest import AriRest
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.sandbox.asterisk import ARI_URL
 from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
@@ -98,19 +97,6 @@ class ChannelObserver:
                 pass
             self.connected.clear()
             await asyncio.sleep(0.05)
-
-
-def count_originates(monkeypatch: Any) -> Counter[str]:
-    """Originate requests the service sends, per channel (attempt) id, in this process."""
-    sent: Counter[str] = Counter()
-    real = AriRest.originate
-
-    async def counting(self: AriRest, endpoint: str, channel_id: str, **kw: Any) -> Any:
-        sent[channel_id] += 1
-        return await real(self, endpoint, channel_id, **kw)
-
-    monkeypatch.setattr(AriRest, "originate", counting)
-    return sent
 
 
 async def live_campaign(

@@ -18,12 +18,11 @@ import pytest
 
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.sandbox import SippAgents
-from tests.live import wait_until
+from tests.live import OriginateCounter, wait_until
 
 from .harness import (
     asterisk_attempt_channels,
     attempts,
-    count_originates,
     live_campaign,
     loss_and_duplicates,
     quick_calls,
@@ -53,12 +52,13 @@ def _stop(sandbox) -> None:
 
 @pytest.mark.parametrize("how", ["stop", "crash"])
 async def test_asterisk_restart_mid_campaign(
-    how, product_logging, service_settings, sandbox, hangup_agents, observer, monkeypatch
+    how, product_logging, service_settings, sandbox, hangup_agents, observer
 ):
-    sent = count_originates(monkeypatch)
+    originates = OriginateCounter()
+    sent = originates.sent
     phones = SippAgents(sandbox, AGENTS, port=5281)
     try:
-        async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        async with HitCall(service_settings, Options(dialer_tick_s=0.05), ari_factory=originates.ari_factory) as app:
             pool = app.db.pool
             cid, list_id = await live_campaign(
                 pool,

@@ -33,10 +33,10 @@ from hitcall_pbx.api.registry import JSON_LIMIT
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.auth import Actor, AuthService, Passwords, Role
 from hitcall_pbx.sandbox import SippAgents
+from tests.live import OriginateCounter
 
 from .harness import (
     attempts,
-    count_originates,
     live_campaign,
     loss_and_duplicates,
     quick_calls,
@@ -436,8 +436,8 @@ def _free_port() -> int:
 
 
 # --------------------------------------------------------------------- test ---
-async def test_bad_input_on_every_boundary(service_settings, sandbox, hangup_agents, observer, caplog, monkeypatch):
-    originated = count_originates(monkeypatch)
+async def test_bad_input_on_every_boundary(service_settings, sandbox, hangup_agents, observer, caplog):
+    originates = OriginateCounter()
     proxy = await InjectingAriProxy().start()
     settings = service_settings.model_copy(
         update={"ari_url": proxy.ari_url, "http_port": _free_port(), "agi_port": _free_port()}
@@ -445,8 +445,9 @@ async def test_bad_input_on_every_boundary(service_settings, sandbox, hangup_age
     phones = SippAgents(sandbox, AGENTS, port=5161)
     try:
         with capture_logs() as logs:
-            async with HitCall(settings, Options(http=True, agi=True, dialer_tick_s=0.05)) as app:
-                result = await _exercise(app, proxy, phones, observer, originated, logs)
+            options = Options(http=True, agi=True, dialer_tick_s=0.05)
+            async with HitCall(settings, options, ari_factory=originates.ari_factory) as app:
+                result = await _exercise(app, proxy, phones, observer, originates.sent, logs)
                 # A request still half-sent when the service stops ends quietly with it.
                 at_shutdown = await AgiPeer.open(app.agi.port)
                 await at_shutdown.send(b"agi_network: yes\n")

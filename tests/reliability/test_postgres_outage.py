@@ -13,11 +13,10 @@ import pytest
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.sandbox import SippAgents
 from hitcall_pbx.settings import load_settings
-from tests.live import ARI_URL, wait_until
+from tests.live import ARI_URL, OriginateCounter, wait_until
 
 from .harness import (
     attempts,
-    count_originates,
     live_campaign,
     loss_and_duplicates,
     quick_calls,
@@ -34,13 +33,14 @@ OUTAGE_S = 60.0
 
 
 async def test_postgres_outage_mid_campaign(
-    stoppable_pg, product_logging, sandbox, hangup_agents, observer, monkeypatch, tmp_path
+    stoppable_pg, product_logging, sandbox, hangup_agents, observer, tmp_path
 ):
-    sent = count_originates(monkeypatch)
+    originates = OriginateCounter()
+    sent = originates.sent
     settings = load_settings(database_url=stoppable_pg.uri, data_dir=tmp_path, ari_url=ARI_URL, ari_app="hitcall")
     phones = SippAgents(sandbox, AGENTS, port=5284)
     try:
-        async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
+        async with HitCall(settings, Options(dialer_tick_s=0.05), ari_factory=originates.ari_factory) as app:
             pool = app.db.pool
             cid, list_id = await live_campaign(
                 pool, "pg-outage", agents=AGENTS, numbers=quick_calls(CONTACTS, 840), first_agent_number=1184

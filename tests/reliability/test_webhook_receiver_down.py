@@ -24,11 +24,11 @@ import pytest
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.hooks import WebhookDispatcher, generate_secret
 from hitcall_pbx.sandbox import SippAgents
+from tests.live import OriginateCounter
 from tests.webhook_receiver import Receiver
 
 from .harness import (
     attempts,
-    count_originates,
     live_campaign,
     loss_and_duplicates,
     quick_calls,
@@ -82,13 +82,14 @@ async def _drained(pool, up_to_outbox_id: int | None, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hangup_agents, observer, monkeypatch):
-    originated = count_originates(monkeypatch)
+async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hangup_agents, observer):
+    originates = OriginateCounter()
+    originated = originates.sent
     options = Options(dialer_tick_s=0.05, webhooks=False, alarm_interval_s=None)
     secret = generate_secret()
     receiver = Receiver(secret)
     phones = SippAgents(sandbox, AGENTS, port=5151)
-    async with HitCall(service_settings, options) as app:
+    async with HitCall(service_settings, options, ari_factory=originates.ari_factory) as app:
         pool = app.db.pool
         await pool.execute(
             "INSERT INTO webhook_subscriptions (url, secret, event_types) VALUES ($1, $2, '{*}')", receiver.url, secret

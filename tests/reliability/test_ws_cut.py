@@ -17,12 +17,11 @@ import pytest
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.core.states import AgentState
 from hitcall_pbx.sandbox import SippAgents
-from tests.live import wait_until
+from tests.live import OriginateCounter, wait_until
 
 from .harness import (
     asterisk_attempt_channels,
     attempts,
-    count_originates,
     live_campaign,
     loss_and_duplicates,
     quick_calls,
@@ -41,14 +40,15 @@ HOLD_S = 1.0
 
 
 async def test_ari_websocket_cut_mid_campaign(
-    product_logging, service_settings, sandbox, hangup_agents, observer, monkeypatch
+    product_logging, service_settings, sandbox, hangup_agents, observer
 ):
-    sent = count_originates(monkeypatch)
+    originates = OriginateCounter()
+    sent = originates.sent
     proxy = await LoopbackProxy().start()
     settings = service_settings.model_copy(update={"ari_url": proxy.ari_url})
     phones = SippAgents(sandbox, AGENTS, port=5291)
     try:
-        async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
+        async with HitCall(settings, Options(dialer_tick_s=0.05), ari_factory=originates.ari_factory) as app:
             pool = app.db.pool
             # Dialled in this order: a talker, then two quick customers, and again, so that
             # calls ring while the first talker is still talking.

@@ -14,8 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from hitcall_pbx.app import ari_client
 from hitcall_pbx.ari import (
     AriBadRequest,
+    AriClient,
     AriConflict,
     AriHttpError,
     AriNotFound,
@@ -24,6 +26,7 @@ from hitcall_pbx.ari import (
     Channel,
 )
 from hitcall_pbx.ari.rest import ChannelVariables
+from hitcall_pbx.settings import load_settings
 
 AUTH = aiohttp.encode_basic_auth("hitcall", "secret")
 
@@ -220,3 +223,32 @@ async def test_channel_states_read_ids_states_and_application_without_models(ari
     assert await rest.channel_states() == {"att-1": ("Down", ""), "att-2": ("Up", "Stasis"), "odd": ("Ring", "")}
     fake.replies[("GET", "/ari/channels")] = (200, [])
     assert await rest.channel_states() == {}
+
+
+class RefusingRest(AriRest):
+    """A REST half whose originate fails before anything is sent; the rest is the real one."""
+
+    async def originate(self, endpoint: str, channel_id: str, **kw: Any) -> Channel:
+        raise AriUnavailable("refused here", endpoint="channels.originate")
+
+
+async def test_the_client_builds_its_rest_half_with_the_given_factory(ari: tuple[AriRest, FakeAri]) -> None:
+    _, fake = ari
+    fake.replies[("GET", "/ari/channels")] = (200, [CHANNEL])
+    client = AriClient(fake.url, "hitcall", "secret", "hitcall", rest_factory=RefusingRest)
+    await client.start_rest()
+    try:
+        assert isinstance(client.rest, RefusingRest)
+        with pytest.raises(AriUnavailable, match="refused here"):
+            await client.rest.originate("Local/+358401234567@hitcall-outbound", "att-1", app="hitcall")
+        assert [c.id for c in await client.rest.list_channels()] == ["att-1"]
+    finally:
+        await client.close()
+    assert [(r.method, r.raw_path) for r in fake.requests] == [("GET", "/ari/channels")], "nothing originated"
+    assert fake.requests[0].headers["Authorization"] == AUTH, "on the client's own session"
+
+
+def test_the_service_client_follows_the_settings() -> None:
+    settings = load_settings(ari_url="http://127.0.0.1:8088/ari/", ari_user="u", ari_password="p", ari_app="app-2")
+    client = ari_client(settings)
+    assert (client.base_url, client.app) == ("http://127.0.0.1:8088/ari", "app-2")
