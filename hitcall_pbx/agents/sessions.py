@@ -31,7 +31,7 @@ import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from ..ari import AriClient, AriError, AriNotFound
+from ..ari import AriError, AriNotFound, AriPort
 from ..core.states import Agent, AgentEffect, AgentEvent, AgentState, AgentTransition, agent_transition
 from ..dialer.journal import CallJournal
 from ..errors import Conflict, NotFound
@@ -101,7 +101,7 @@ class AgentSessions:
     """Live agent sessions, keyed by agent id and by the agent's channel id."""
 
     def __init__(
-        self, ari: AriClient, pool: asyncpg.Pool, *, journal: CallJournal, hasher: PasswordHasher | None = None
+        self, ari: AriPort, pool: asyncpg.Pool, *, journal: CallJournal, hasher: PasswordHasher | None = None
     ) -> None:
         """`journal`: the service's call journal, started and closed by its owner."""
         self.ari = ari

@@ -14,6 +14,7 @@ from hitcall_pbx.ari.models import (
     Playback,
     StoredRecording,
 )
+from hitcall_pbx.ari.port import AriPort, AriRestPort
 from hitcall_pbx.ari.rest import ENDPOINTS, AriRest, Endpoint
 
 __all__ = [
@@ -29,7 +30,9 @@ __all__ = [
     "AriEvent",
     "AriHttpError",
     "AriNotFound",
+    "AriPort",
     "AriRest",
+    "AriRestPort",
     "AriStats",
     "AriUnavailable",
     "AsteriskInfo",

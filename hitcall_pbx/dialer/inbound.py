@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 
 from ..agents.sessions import AgentSession, AgentSessions
-from ..ari import AriClient, AriError, AriNotFound, Resync
+from ..ari import AriError, AriNotFound, AriPort, Resync
 from ..core.states import AgentState, AgentTransition
 from ..logs import get_logger
 from ..stasis import StasisKind, parse_args
@@ -104,7 +104,7 @@ class InboundRouter:
     `handle_resync` on the ARI client (after the dialer's)."""
 
     def __init__(
-        self, ari: AriClient, pool: asyncpg.Pool, sessions: AgentSessions, options: InboundOptions = InboundOptions()
+        self, ari: AriPort, pool: asyncpg.Pool, sessions: AgentSessions, options: InboundOptions = InboundOptions()
     ) -> None:
         self.ari = ari
         self.pool = pool

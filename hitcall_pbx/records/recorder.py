@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from ..ari import AriClient, AriError
+from ..ari import AriError, AriPort
 from ..core.retention import RetentionPolicy
 from ..logs import get_logger
 from .recordings import RecordingStore
@@ -37,7 +37,7 @@ class _Pending:
 
 
 class Recorder:
-    def __init__(self, ari: AriClient, pool: asyncpg.Pool, store: RecordingStore, incoming_dir: Path) -> None:
+    def __init__(self, ari: AriPort, pool: asyncpg.Pool, store: RecordingStore, incoming_dir: Path) -> None:
         self.ari = ari
         self.pool = pool
         self.store = store

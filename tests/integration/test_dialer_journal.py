@@ -21,6 +21,7 @@ from hitcall_pbx.dialer.journal import CallJournal, apply_ops, decode_op, encode
 from hitcall_pbx.dialer.models import Attempt, Campaign
 from hitcall_pbx.store.db import create_pool, dsn_with_database
 from hitcall_pbx.store.embedded import EmbeddedPostgres
+from tests.ari_fake import FakeAri
 
 FAST = Backoff(base=0.05, cap=0.2)
 
@@ -398,7 +399,8 @@ async def test_agent_states_survive_a_postgres_stop_through_the_journal(
 ) -> None:
     pool = await create_pool(stoppable_pg.uri, min_size=1, max_size=2)
     journal = CallJournal(pool, spool_dir=tmp_path / "journal", backoff=FAST, write_timeout_s=2)
-    sessions = AgentSessions(None, pool, journal=journal)  # type: ignore[arg-type]  # no phone calls here
+    ari = FakeAri()
+    sessions = AgentSessions(ari, pool, journal=journal)
     try:
         agent = await create_agent(pool, "2501", "agent-j5", [])
         await journal.start()
@@ -439,6 +441,7 @@ async def test_agent_states_survive_a_postgres_stop_through_the_journal(
             ("ready", "paused"),
             ("paused", "ready"),
         ]
+        assert ari.rest.requests == [], "an adopted agent's pauses need no phone call"
     finally:
         await sessions.close()
         pool.terminate()
