@@ -38,3 +38,22 @@ async def find(
         until,
         limit,
     )
+
+
+async def seen_recently(
+    conn: Conn, *, action: str, object_type: str, object_id: str, actor: str, credential: str, window_s: float
+) -> bool:
+    """Whether `actor` with `credential` already has an `action` row on the object within the
+    last `window_s` seconds (database time)."""
+    return await conn.fetchval(
+        """SELECT EXISTS (
+               SELECT 1 FROM audit_log
+               WHERE object_type = $1 AND object_id = $2 AND action = $3 AND actor = $4
+                 AND details->>'credential' = $5 AND at > now() - make_interval(secs => $6))""",
+        object_type,
+        object_id,
+        action,
+        actor,
+        credential,
+        window_s,
+    )

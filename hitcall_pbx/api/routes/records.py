@@ -4,21 +4,28 @@ download and listen is audited before a byte is sent."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
+import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from pydantic import AwareDatetime, Field, RootModel
 
-from ...auth import Role
+from ...auth import Principal, Role
 from ...core.retention import CASE_ID_PATTERN
 from ..deps import ErasureResult, Recording, RecordingFilter, RecordingPage, Rectification, SubjectRef, SubjectResult
 from ..registry import V1, Ctx, Registry
+from ..repos import audit as audit_repo
 from ..types import In
 
 LISTEN = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.COMPLIANCE})
 COMPLIANCE = frozenset({Role.ADMIN, Role.COMPLIANCE})
+LISTEN_AUDIT_WINDOW = timedelta(hours=1)
+_BYTE_RANGES = re.compile(r"bytes=[0-9,-]{1,100}")
 
 
 class RecordingParams(RecordingFilter):
@@ -64,17 +71,50 @@ async def _read_and_delete(path: Path) -> AsyncIterator[bytes]:
         await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
-def _range_from_start(request: web.Request) -> bool:
-    rng = request.headers.get("Range", "").replace(" ", "")
-    return rng in ("", "bytes=0-") or rng.startswith("bytes=0-")
+def credential_ref(me: Principal) -> str:
+    """Which credential made a request, for audit rows: ``token:<id>``, or ``session:`` and a
+    pseudonym of the session (a hash of its stored hash: neither the token nor a key to it)."""
+    if me.token_id is not None:
+        return f"token:{me.token_id}"
+    digest = hashlib.sha256(b"hitcall-audit-session:" + (me.session_hash or "").encode()).hexdigest()
+    return f"session:{digest[:16]}"
+
+
+def _range(request: web.Request) -> str | None:
+    """The Range header for the audit row when it is a byte range (never free text)."""
+    rng = request.headers.get("Range")
+    if rng is None:
+        return None
+    rng = rng.replace(" ", "")
+    return rng if _BYTE_RANGES.fullmatch(rng) else "unparsed"
+
+
+async def audit_audio_access(ctx: Ctx, action: str, recording_id: uuid.UUID, *, once: bool) -> None:
+    """Audit an access to recording audio before any byte of it is sent. `once`: a player's
+    many range requests of one listen make one row per credential and recording per
+    LISTEN_AUDIT_WINDOW (any range, first or not); otherwise every request gets its row."""
+    credential = credential_ref(ctx.me)
+    if once and await audit_repo.seen_recently(
+        ctx.pool,
+        action=action,
+        object_type="recording",
+        object_id=str(recording_id),
+        actor=ctx.actor.name,
+        credential=credential,
+        window_s=LISTEN_AUDIT_WINDOW.total_seconds(),
+    ):
+        return
+    await ctx.audit(
+        ctx.pool, action, "recording", recording_id, {"credential": credential, "range": _range(ctx.request)}
+    )
 
 
 async def _serve(ctx: Ctx, *, inline: bool) -> web.StreamResponse:
     recording_id = ctx.params["recording_id"]
     f = await ctx.deps.recordings.open(recording_id)
-    # A player fetches a stream in byte ranges; the listen is audited once, at its start.
-    if not inline or _range_from_start(ctx.request):
-        await ctx.audit(ctx.pool, "recording.listen" if inline else "recording.download", "recording", recording_id)
+    # Whatever the Range (none, from 0, from the middle, a suffix, several), the access is
+    # audited before the response is prepared: no audio byte leaves without its row.
+    await audit_audio_access(ctx, "recording.listen" if inline else "recording.download", recording_id, once=inline)
     disposition = "inline" if inline else "attachment"
     return web.FileResponse(
         f.path,
@@ -84,6 +124,19 @@ async def _serve(ctx: Ctx, *, inline: bool) -> web.StreamResponse:
             "Cache-Control": "no-store",
         },
     )
+
+
+async def _audit_exported_audio(ctx: Ctx, data: dict[str, Any]) -> None:
+    """One recording.export row per recording whose audio is in a subject export, so that
+    every access to a recording's audio is found under the recording (the subject.export
+    row names the subject)."""
+    ids = [r["id"] for r in data.get("recordings", []) if r.get("audio_file")]
+    if not ids:
+        return
+    credential = credential_ref(ctx.me)
+    async with ctx.tx() as conn:
+        for recording_id in ids:
+            await ctx.audit(conn, "recording.export", "recording", recording_id, {"credential": credential})
 
 
 def register(reg: Registry) -> None:
@@ -122,7 +175,7 @@ def register(reg: Registry) -> None:
         roles=LISTEN,
         scope="recordings:read",
         media="audio/*",
-        description="Audited (recording.download).",
+        description="Audited (recording.download), every request, before any byte is sent.",
     )
     async def download_recording(ctx: Ctx) -> web.StreamResponse:
         return await _serve(ctx, inline=False)
@@ -135,8 +188,8 @@ def register(reg: Registry) -> None:
         roles=LISTEN,
         scope="recordings:read",
         media="audio/*",
-        description="Supports Range requests. Audited (recording.listen) once per listen: on the request that"
-        " starts at byte 0.",
+        description="Supports Range requests. Audited (recording.listen) before any byte is sent: once per"
+        " credential (session or API token) and recording per hour, whatever the Range.",
     )
     async def stream_recording(ctx: Ctx) -> web.StreamResponse:
         return await _serve(ctx, inline=True)
@@ -196,11 +249,18 @@ def register(reg: Registry) -> None:
         scope="subjects:read",
         body=SubjectIn,
         media="application/zip",
+        description="Audited before the archive is sent: subject.export, and recording.export for each"
+        " recording whose audio is in it.",
     )
     async def export_subject_zip(ctx: Ctx) -> web.StreamResponse:
         export = await ctx.deps.privacy.export(ctx.body.subject, include_audio=True, actor=ctx.actor)
         if export.archive is None:
             raise RuntimeError("privacy export returned no archive for include_audio")
+        try:
+            await _audit_exported_audio(ctx, export.data)
+        except BaseException:
+            export.archive.unlink(missing_ok=True)  # not handed over unless audited
+            raise
         headers = {
             "Content-Type": "application/zip",
             "Content-Disposition": 'attachment; filename="subject-export.zip"',
