@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..auth import AuthService
+from ..core.netaddr import IPNetwork, client_address
 from .deps import ApiDeps
 from .errors import error_middleware
 from .openapi import build_openapi
@@ -56,6 +57,21 @@ def _metrics_middleware(deps: ApiDeps) -> Any:
     return metrics_middleware
 
 
+def _client_middleware(trusted: tuple[IPNetwork, ...]) -> Any:
+    """`request.remote` is the client: behind a trusted proxy, the right-most address of
+    X-Forwarded-For that is not a trusted proxy; from any other peer the header is ignored.
+    Everything after it (audit rows, sessions, login throttling) sees that address."""
+
+    @web.middleware
+    async def client_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        client = client_address(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
+        if client is not None and client != request.remote:
+            request = request.clone(remote=client)
+        return await handler(request)
+
+    return client_middleware
+
+
 # Public documents with nothing personal in them; every other /api/v1 answer is not to be stored.
 _CACHEABLE = frozenset({f"{V1}/openapi.json", f"{V1}/docs"})
 
@@ -69,9 +85,12 @@ async def _no_store(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Cache-Control"] = "no-store"
 
 
-def create_app(deps: ApiDeps, *, registry: Registry | None = None) -> web.Application:
+def create_app(
+    deps: ApiDeps, *, registry: Registry | None = None, trusted_proxies: tuple[IPNetwork, ...] = ()
+) -> web.Application:
     """The REST API application. The composition root runs it (web.AppRunner) and owns
-    the pool and services in `deps`."""
+    the pool and services in `deps`. `trusted_proxies`: reverse proxies whose
+    X-Forwarded-For names the client (HITCALL_TRUSTED_PROXIES)."""
     registry = registry or build_registry()
     auth_service = AuthService(
         deps.pool,
@@ -81,7 +100,10 @@ def create_app(deps: ApiDeps, *, registry: Registry | None = None) -> web.Applic
         clock=deps.clock,
         role_scopes=registry.role_scopes(),
     )
-    app = web.Application(middlewares=[_metrics_middleware(deps), error_middleware], client_max_size=CSV_LIMIT)
+    app = web.Application(
+        middlewares=[_client_middleware(trusted_proxies), _metrics_middleware(deps), error_middleware],
+        client_max_size=CSV_LIMIT,
+    )
     app.on_response_prepare.append(_no_store)
     app[meta.SPEC_KEY] = build_openapi(registry)
     registry.install(app, deps, auth_service)

@@ -7,6 +7,9 @@ from typing import Any
 
 import asyncpg
 
+from ..store.db import Connection, Executor
+from .throttle import Window
+
 Conn = asyncpg.Connection | asyncpg.Pool
 
 USER_COLUMNS = """u.id, u.username, u.role, u.disabled, u.failed_logins, u.locked_until,
@@ -90,12 +93,80 @@ async def record_login_success(conn: Conn, user_id: int, now: datetime) -> None:
     )
 
 
-async def count_ip_failures(conn: Conn, source_ip: str, since: datetime) -> int:
-    return await conn.fetchval(
-        "SELECT count(*) FROM audit_log WHERE action = 'auth.login_failed' AND source_ip = $1::inet AND at > $2",
-        source_ip,
-        since,
+# ------------------------------------------------------------------- login throttle
+
+_THROTTLE_COLUMNS = "client, username, window_start, failures, locked_at, locked_until, refused"
+
+
+def _window(row: asyncpg.Record) -> Window:
+    return Window(row["window_start"], row["failures"], row["locked_at"], row["locked_until"], row["refused"])
+
+
+async def throttle_windows(conn: Connection, client: str, username: str, now: datetime) -> tuple[Window, Window]:
+    """The (client, every user) and (client, `username`) windows, created when missing and
+    locked for the login's transaction (in key order, so logins never deadlock)."""
+    await conn.execute(
+        """INSERT INTO login_throttle (client, username, window_start) VALUES ($1, '', $3), ($1, $2, $3)
+           ON CONFLICT (client, username) DO NOTHING""",
+        client,
+        username,
+        now,
     )
+    rows = await conn.fetch(
+        f"""SELECT {_THROTTLE_COLUMNS} FROM login_throttle WHERE client = $1 AND username IN ('', $2)
+            ORDER BY username FOR UPDATE""",
+        client,
+        username,
+    )
+    by_name = {r["username"]: _window(r) for r in rows}
+    return by_name[""], by_name[username]
+
+
+async def save_throttle_window(conn: Executor, client: str, username: str, w: Window) -> None:
+    await conn.execute(
+        """UPDATE login_throttle SET window_start = $3, failures = $4, locked_at = $5, locked_until = $6, refused = $7
+           WHERE client = $1 AND username = $2""",
+        client,
+        username,
+        w.window_start,
+        w.failures,
+        w.locked_at,
+        w.locked_until,
+        w.refused,
+    )
+
+
+async def delete_throttle_window(conn: Executor, client: str, username: str) -> None:
+    await conn.execute("DELETE FROM login_throttle WHERE client = $1 AND username = $2", client, username)
+
+
+async def ended_throttle_locks(conn: Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+    """Locks that are over (oldest first), locked for the caller's transaction; skips rows
+    another login holds."""
+    return await conn.fetch(
+        f"""SELECT {_THROTTLE_COLUMNS} FROM login_throttle WHERE locked_until <= $1
+            ORDER BY locked_until LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        now,
+        limit,
+    )
+
+
+async def delete_stale_throttle_windows(conn: Executor, before: datetime, limit: int) -> int:
+    """Delete unlocked windows that started before `before` (they count nothing any more)."""
+    return await conn.fetchval(
+        """WITH d AS (DELETE FROM login_throttle WHERE ctid = ANY(ARRAY(
+                         SELECT ctid FROM login_throttle WHERE locked_until IS NULL AND window_start < $1
+                         LIMIT $2 FOR UPDATE SKIP LOCKED))
+                      RETURNING 1)
+           SELECT count(*) FROM d""",
+        before,
+        limit,
+    )
+
+
+async def clear_user_throttle(conn: Executor, username: str) -> None:
+    """Unlock a user name for every client (an admin's unlock or a new password)."""
+    await conn.execute("DELETE FROM login_throttle WHERE username = lower($1)", username)
 
 
 # ------------------------------------------------------------------------ sessions

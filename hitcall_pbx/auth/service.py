@@ -5,6 +5,7 @@ Every change writes its audit row in the same transaction.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from ..store import audit
 from . import repo
 from .passwords import Passwords, validate_password
 from .roles import Actor, Principal, Role
-from .throttle import ThrottlePolicy
+from .throttle import Scope, ThrottlePolicy
 from .tokens import API_TOKEN_PREFIX, SESSION_PREFIX, display_prefix, new_token, token_hash
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -81,30 +82,35 @@ class AuthService:
     async def login(
         self, username: str, password: str, *, source_ip: str | None, user_agent: str | None = None
     ) -> SessionGrant:
-        """A new session for valid credentials. Failures are audited and counted; a user
-        with too many failures is locked, and so is an address that keeps failing."""
+        """A new session for valid credentials.
+
+        Failures are counted per (client, user name as typed) and per client (`ThrottlePolicy`);
+        an unknown user name and a wrong password answer alike (401, same body, one password
+        verification each). Each failure is audited until its key is locked (the failure that
+        locks it says so); tries refused while locked are only counted, and summarised in
+        one ``auth.login_throttled`` row per lock when it is over."""
         now = self._clock()
         actor = username if USERNAME_RE.fullmatch(username) else "unknown"
-        if source_ip is not None:
-            recent = await repo.count_ip_failures(self._pool, source_ip, self._policy.ip_window_start(now))
-            if self._policy.ip_blocked(recent):
-                await self._failure(actor, None, "address_throttled", source_ip)
-                raise LoginThrottled(
-                    "too many failed logins from this address; try again later",
-                    details={"retry_after_s": self._policy.ip_window_s},
-                )
-        refusal: HitCallError | None = None
+        client = source_ip or "unknown"
+        name_key = username.lower()[:64]
+        await self._summarise_locks(now)
+        refusal: HitCallError
         async with self._pool.acquire() as conn, conn.transaction():
-            user = await repo.user_for_login(conn, username)
-            if user is not None and self._policy.is_locked(user["locked_until"], now):
-                await self._failure(actor, user["id"], "locked", source_ip, conn=conn)
-                retry = int((user["locked_until"] - now).total_seconds()) + 1
+            whole, pair = await repo.throttle_windows(conn, client, name_key, now)
+            locked = [(s, w) for s, w in ((Scope.CLIENT, whole), (Scope.USER, pair)) if self._policy.is_locked(w, now)]
+            if locked:
+                for scope, w in locked:
+                    await repo.save_throttle_window(
+                        conn, client, "" if scope is Scope.CLIENT else name_key, self._policy.after_refusal(w)
+                    )
+                until = max(w.locked_until for _, w in locked if w.locked_until is not None)
                 refusal = LoginThrottled(
-                    "this user is locked after repeated failed logins; try again later",
-                    details={"retry_after_s": retry},
-                    code="login_locked",
+                    "too many failed logins; try again later",
+                    details={"retry_after_s": int((until - now).total_seconds()) + 1},
+                    code="login_locked" if locked[0][0] is Scope.USER else None,
                 )
             else:
+                user = await repo.user_for_login(conn, username)
                 ok = await self._passwords.verify_async(user["password_hash"] if user else None, password)
                 if ok and user is not None and not user["disabled"]:
                     token = new_token(SESSION_PREFIX)
@@ -113,6 +119,7 @@ class AuthService:
                         conn, token_hash(token), user["id"], now, expires, source_ip, (user_agent or "")[:256] or None
                     )
                     await repo.record_login_success(conn, user["id"], now)
+                    await repo.delete_throttle_window(conn, client, name_key)
                     await audit.record(
                         conn,
                         actor=user["username"],
@@ -123,37 +130,57 @@ class AuthService:
                         source_ip=source_ip,
                     )
                     return SessionGrant(token, expires, user["id"], user["username"], Role(user["role"]))
-                reason = "bad_credentials"
+                reason = "disabled" if user is not None and user["disabled"] and ok else "bad_credentials"
+                new_pair = self._policy.after_failure(pair, Scope.USER, now)
+                new_whole = self._policy.after_failure(whole, Scope.CLIENT, now)
+                await repo.save_throttle_window(conn, client, name_key, new_pair)
+                await repo.save_throttle_window(conn, client, "", new_whole)
+                details: dict[str, object] = {"reason": reason}
+                starts = [(s, w) for s, w in ((Scope.USER, new_pair), (Scope.CLIENT, new_whole)) if w.locked_at == now]
+                if starts:
+                    details["locked"] = [str(s) for s, _ in starts]
+                    details["locked_until"] = max(w.locked_until for _, w in starts if w.locked_until).isoformat()
                 if user is not None:
-                    if user["disabled"] and ok:
-                        reason = "disabled"
-                    else:
-                        count, locked = self._policy.after_failure(user["failed_logins"], now)
-                        await repo.record_login_failure(conn, user["id"], count, locked)
-                        if locked is not None:
-                            reason = "bad_credentials_locked"
-                await self._failure(actor, user["id"] if user else None, reason, source_ip, conn=conn)
+                    await repo.record_login_failure(
+                        conn,
+                        user["id"],
+                        user["failed_logins"] + 1,
+                        new_pair.locked_until if new_pair.locked_at == now else None,
+                    )
+                await audit.record(
+                    conn,
+                    actor=actor,
+                    action="auth.login_failed",
+                    object_type="user" if user is not None else None,
+                    object_id=user["id"] if user is not None else None,
+                    details=details,
+                    source_ip=source_ip,
+                )
                 refusal = Unauthorized("invalid username or password", code="invalid_credentials")
         raise refusal
 
-    async def _failure(
-        self,
-        actor: str,
-        user_id: int | None,
-        reason: str,
-        source_ip: str | None,
-        *,
-        conn: asyncpg.Connection | None = None,
-    ) -> None:
-        await audit.record(
-            conn or self._pool,
-            actor=actor,
-            action="auth.login_failed",
-            object_type="user" if user_id is not None else None,
-            object_id=user_id,
-            details={"reason": reason},
-            source_ip=source_ip,
-        )
+    async def _summarise_locks(self, now: datetime, *, limit: int = 100) -> None:
+        """One ``auth.login_throttled`` audit row per lock that is over and refused tries
+        (their count), then the key starts afresh; unlocked windows that count nothing any
+        more are deleted."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            for row in await repo.ended_throttle_locks(conn, now, limit):
+                if row["refused"]:
+                    name = row["username"]
+                    await audit.record(
+                        conn,
+                        actor=name if USERNAME_RE.fullmatch(name) else "unknown",
+                        action="auth.login_throttled",
+                        details={
+                            "scope": str(Scope.CLIENT if name == "" else Scope.USER),
+                            "refused": row["refused"],
+                            "locked_at": row["locked_at"].isoformat(),
+                            "locked_until": row["locked_until"].isoformat(),
+                        },
+                        source_ip=_inet(row["client"]),
+                    )
+                await repo.delete_throttle_window(conn, row["client"], row["username"])
+            await repo.delete_stale_throttle_windows(conn, self._policy.stale_before(now), limit)
 
     async def authenticate(self, token: str) -> Principal | None:
         """The principal of a bearer token, or None when it is unknown, expired or revoked,
@@ -271,6 +298,8 @@ class AuthService:
                     details={"field": "disabled" if disabled else "role"},
                 )
             row = await repo.update_user(conn, user_id, changes)
+            if unlock or password is not None:
+                await repo.clear_user_throttle(conn, current["username"])
             details: dict[str, object] = {"fields": sorted("password" if c == "password_hash" else c for c in changes)}
             if disabled or password is not None:
                 # A disabled user's credentials end for good (enabling it again revives none of
@@ -392,6 +421,13 @@ class AuthService:
                 conn, **actor.audit_fields(), action="token.revoke", object_type="api_token", object_id=token_id
             )
         return row
+
+
+def _inet(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 def _role(role: Role | str) -> Role:

@@ -8,6 +8,7 @@ import io
 import uuid
 import wave
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,8 @@ from aiohttp import test_utils
 from prometheus_client import CollectorRegistry
 
 from hitcall_pbx.api import ApiDeps, build_registry, create_app
-from hitcall_pbx.auth import AuthService, Role, ThrottlePolicy
+from hitcall_pbx.auth import AuthService, Passwords, Role, ThrottlePolicy
+from hitcall_pbx.core.netaddr import IPNetwork
 from hitcall_pbx.core.retention import RetentionPolicy, add_months
 from hitcall_pbx.privacy.api import ApiPrivacy
 from hitcall_pbx.privacy.service import PrivacyService
@@ -48,11 +50,16 @@ class ServiceApi:
         return {"Authorization": f"Bearer {(await resp.json())['token']}"}
 
 
-@pytest.fixture
-async def service_api(db: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[ServiceApi]:
+@asynccontextmanager
+async def running_api(
+    db: asyncpg.Pool,
+    data_dir: Path,
+    *,
+    trusted_proxies: tuple[IPNetwork, ...] = (),
+    passwords: Passwords = FAST_PASSWORDS,
+) -> AsyncIterator[ServiceApi]:
     """The API as app.py builds it: recordings under <data dir>/recordings, subject exports
     written to <data dir>/exports (neither created beforehand)."""
-    data_dir = tmp_path / "var"
     store = RecordingStore(data_dir / "recordings")
     clock = Clock()
     deps = ApiDeps(
@@ -64,19 +71,25 @@ async def service_api(db: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Service
         privacy=ApiPrivacy(PrivacyService(db, store, export_dir=data_dir / "exports")),
         webhooks=FakeReplay(),
         ari_connected=lambda: True,
-        passwords=FAST_PASSWORDS,
+        passwords=passwords,
         throttle=ThrottlePolicy(),
         clock=clock,
     )
     registry = build_registry()
-    app = create_app(deps, registry=registry)
-    auth = AuthService(db, passwords=FAST_PASSWORDS, clock=clock, role_scopes=registry.role_scopes())
+    app = create_app(deps, registry=registry, trusted_proxies=trusted_proxies)
+    auth = AuthService(db, passwords=passwords, clock=clock, role_scopes=registry.role_scopes())
     client = test_utils.TestClient(test_utils.TestServer(app))
     await client.start_server()
     try:
         yield ServiceApi(client, deps, auth, clock, data_dir, store)
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def service_api(db: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[ServiceApi]:
+    async with running_api(db, tmp_path / "var") as api:
+        yield api
 
 
 def wav_bytes(seconds: float = 1.0, rate: int = 8000) -> bytes:

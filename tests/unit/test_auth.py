@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from hitcall_pbx.auth import Actor, Passwords, Principal, Role, ThrottlePolicy, validate_password, validate_pin
 from hitcall_pbx.auth.service import validate_username
+from hitcall_pbx.auth.throttle import Scope
 from hitcall_pbx.auth.tokens import (
     API_TOKEN_PREFIX,
     SESSION_PREFIX,
@@ -25,24 +26,41 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 FAST = Passwords(time_cost=1, memory_cost=1024, parallelism=1)
 
 
-def test_five_consecutive_failures_lock_for_five_minutes() -> None:
+def test_five_failures_of_one_key_lock_it_for_five_minutes() -> None:
     policy = ThrottlePolicy()
-    count, locked = 0, None
+    w = None
     for expected in (1, 2, 3, 4):
-        count, locked = policy.after_failure(count, NOW)
-        assert (count, locked) == (expected, None)
-    count, locked = policy.after_failure(count, NOW)
-    assert (count, locked) == (0, NOW + timedelta(minutes=5))
-    assert policy.is_locked(locked, NOW + timedelta(minutes=4, seconds=59))
-    assert not policy.is_locked(locked, NOW + timedelta(minutes=5))
+        w = policy.after_failure(w, Scope.USER, NOW)
+        assert (w.failures, w.locked_until) == (expected, None)
+    w = policy.after_failure(w, Scope.USER, NOW)
+    assert (w.failures, w.locked_at, w.locked_until) == (0, NOW, NOW + timedelta(minutes=5))
+    assert policy.is_locked(w, NOW + timedelta(minutes=4, seconds=59))
+    assert not policy.is_locked(w, NOW + timedelta(minutes=5)) and policy.lock_ended(w, NOW + timedelta(minutes=5))
     assert not policy.is_locked(None, NOW)
+    assert policy.after_refusal(w).refused == 1
+    # After the lock the key starts a new window.
+    again = policy.after_failure(w, Scope.USER, NOW + timedelta(minutes=5))
+    assert (again.failures, again.locked_until, again.window_start) == (1, None, NOW + timedelta(minutes=5))
 
 
-@given(st.integers(min_value=0, max_value=1000))
-def test_address_block_threshold(failures: int) -> None:
+def test_failures_outside_the_window_start_a_new_one() -> None:
+    policy = ThrottlePolicy()
+    w = None
+    for _ in range(4):
+        w = policy.after_failure(w, Scope.USER, NOW)
+    w = policy.after_failure(w, Scope.USER, NOW + timedelta(seconds=policy.window_s))
+    assert (w.failures, w.locked_until) == (1, None)
+
+
+@given(st.integers(min_value=1, max_value=60))
+def test_a_client_is_locked_at_its_own_limit(failures: int) -> None:
     policy = ThrottlePolicy(ip_max_failures=20, ip_window_s=300)
-    assert policy.ip_blocked(failures) == (failures >= 20)
-    assert policy.ip_window_start(NOW) == NOW - timedelta(minutes=5)
+    w = None
+    for _ in range(failures):
+        w = policy.after_failure(w, Scope.CLIENT, NOW)
+    assert w is not None
+    assert policy.is_locked(w, NOW) == (failures % 20 == 0)
+    assert policy.limits(Scope.CLIENT) == (20, 300) and policy.limits(Scope.USER) == (5, 300)
 
 
 def test_tokens_are_random_prefixed_and_hashed() -> None:

@@ -48,8 +48,10 @@ def register(reg: Registry) -> None:
         roles=None,
         body=LoginRequest,
         response=LoginResponse,
-        description="5 failed logins lock the username for 5 minutes; an address with many failures is refused"
-        " for a while (429 with Retry-After). Every attempt is audited.",
+        description="5 failed logins of one username from one client lock that username for that client for"
+        " 5 minutes, 20 from one client lock the client (429 with Retry-After); other clients are not affected."
+        " An unknown username and a wrong password answer alike. Failures are audited; tries refused while"
+        " locked are counted in one audit row per lock.",
     )
     async def login(ctx: Ctx) -> LoginResponse:
         b: LoginRequest = ctx.body
