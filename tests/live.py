@@ -67,7 +67,7 @@ async def ari(sandbox):
     client = AriClient(ARI_URL, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall")
     log = EventLog()
     client.on_event(log)
-    client.events_log = log  # type: ignore[attr-defined]
+    client.events_log = log  # type: ignore[attr-defined]  # tests attach the event log to the client for later lookups
     await client.start(wait=15)
     yield client
     # Leave nothing behind: hang up the channels this test created.

@@ -47,7 +47,7 @@ async def caller_app(settings):
     client = AriClient(
         settings.ari_url, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, f"hitcall-caller-{uuid.uuid4().hex[:6]}"
     )
-    client.events_log = EventLog()  # type: ignore[attr-defined]
+    client.events_log = EventLog()  # type: ignore[attr-defined]  # tests attach the event log to the client for later lookups
     client.on_event(client.events_log)
     await client.start(wait=15)
     try:

@@ -91,7 +91,7 @@ async def test_unexpected_failure_is_a_json_500_with_a_logged_id(
     async def broken(**kw: object) -> list:
         raise RuntimeError("engine exploded")
 
-    api.dialer.live_calls = broken  # type: ignore[method-assign]
+    api.dialer.live_calls = broken  # type: ignore[method-assign]  # replaces the method to make it fail
     resp = await api.client.get("/api/v1/calls", headers=admin)
     assert resp.status == 500
     body = await resp.json()
@@ -106,7 +106,7 @@ async def test_dialer_failure_after_commit_keeps_the_change(api: Api, admin: dic
     async def down(campaign_id: int) -> None:
         raise ConnectionError("dialer away")
 
-    api.dialer.campaign_changed = down  # type: ignore[method-assign]
+    api.dialer.campaign_changed = down  # type: ignore[method-assign]  # replaces the method to make it fail
     resp = await api.client.post("/api/v1/campaigns", json={"name": "Kept", "mode": "preview"}, headers=admin)
     assert resp.status == 201
     assert await api.pool.fetchval("SELECT count(*) FROM campaigns") == 1

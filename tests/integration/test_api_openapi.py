@@ -102,11 +102,11 @@ class _ServerThread:
         self._database = f"test_fuzz_{uuid.uuid4().hex[:12]}"
 
     def _run(self, coro: object) -> object:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(60)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(60)  # type: ignore[arg-type]  # coro is any awaitable the caller built; typed object to keep _run generic
 
     def start(self) -> LiveApi:
         self._thread.start()
-        return self._run(self._start())  # type: ignore[return-value]
+        return self._run(self._start())  # type: ignore[return-value]  # _run returns object; _start returns the LiveApi
 
     async def _start(self) -> LiveApi:
         admin = await asyncpg.connect(self._pg_dsn)
@@ -121,7 +121,7 @@ class _ServerThread:
             dialer=FakeDialer(),
             cdrs=FakeCdrs(),
             recordings=FakeRecordings(self._tmp, make_recording()),
-            privacy=FakePrivacy(self._tmp),  # type: ignore[arg-type]
+            privacy=FakePrivacy(self._tmp),  # type: ignore[arg-type]  # a fake with only the methods the API calls
             webhooks=FakeReplay(),
             ari_connected=lambda: True,
             passwords=FAST_PASSWORDS,

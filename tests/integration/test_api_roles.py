@@ -60,7 +60,7 @@ async def test_role_matrix_over_every_route(api: Api) -> None:
         for caller in CALLERS:
             headers = dict(world.credentials[caller]) if caller is not None else {}
             kw = _body(route)
-            kw_headers = {**kw.pop("headers", {}), **headers}  # type: ignore[dict-item]
+            kw_headers = {**kw.pop("headers", {}), **headers}  # type: ignore[dict-item]  # _body's values are object; headers is a dict[str, str]
             resp = await api.client.request(route.method, url, headers=kw_headers, **kw)
             status = resp.status
             body = await resp.read()

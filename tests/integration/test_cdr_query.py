@@ -44,7 +44,7 @@ def _cdr(n: int, campaign: int, agent: int | None, **overrides: object) -> CdrRe
         retention_until=created + timedelta(days=730),
     )
     values.update(overrides)
-    return CdrRecord(**values)  # type: ignore[arg-type]
+    return CdrRecord(**values)  # type: ignore[arg-type]  # fields passed as **dict[str, object]; the constructor checks them
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def cdr(campaign_id: int, n: int = 0, **overrides: object) -> CdrRecord:
         retention_until=created + timedelta(days=730),
     )
     values.update(overrides)
-    return CdrRecord(**values)  # type: ignore[arg-type]
+    return CdrRecord(**values)  # type: ignore[arg-type]  # fields passed as **dict[str, object]; the constructor checks them
 
 
 async def _campaign(conn: asyncpg.Pool | asyncpg.Connection, name: str = "spring") -> int:

@@ -37,7 +37,7 @@ def utc(*a: int) -> datetime:
 def ctx(**kw: object) -> DialContext:
     base: dict[str, object] = {"phone": FI, "now": utc(2024, 6, 5, 9, 0), "max_attempts": 3}  # Wed 12:00 Helsinki
     base.update(kw)
-    return DialContext(**base)  # type: ignore[arg-type]
+    return DialContext(**base)  # type: ignore[arg-type]  # fields passed as **dict[str, object]; the constructor checks them
 
 
 # --------------------------------------------------------------------------- reasons
@@ -277,12 +277,12 @@ def test_bad_phone_and_tz_in_check() -> None:
 )
 def test_window_validation(kw: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationFailed) as err:
-        CallingWindow(**kw)  # type: ignore[arg-type]
+        CallingWindow(**kw)  # type: ignore[arg-type]  # deliberately wrong argument types: the test checks they are refused
     assert err.value.details["field"] == field
 
 
 def test_window_accepts_any_iterable_of_days() -> None:
-    assert CallingWindow(weekdays=[1, 2]).weekdays == frozenset({1, 2})  # type: ignore[arg-type]
+    assert CallingWindow(weekdays=[1, 2]).weekdays == frozenset({1, 2})  # type: ignore[arg-type]  # weekdays is typed frozenset; the test checks a list is accepted too
 
 
 # --------------------------------------------------------------------------- suppression hash

@@ -117,7 +117,7 @@ def test_connect_accounting() -> None:
 )
 def test_facts_validation(kw: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationFailed) as err:
-        CallFacts(**kw)  # type: ignore[arg-type]
+        CallFacts(**kw)  # type: ignore[arg-type]  # deliberately wrong argument types: the test checks they are refused
     assert err.value.details["field"] == field
 
 
@@ -151,7 +151,7 @@ def test_classification_is_total_and_consistent(
     if out is Outcome.ANSWERED_HUMAN:
         assert bridged and (ms is None or ms <= 2000) and amd != "MACHINE"
     if not answered and not cancelled:
-        assert out == CAUSE_OUTCOMES.get(cause, Outcome.FAILED)  # type: ignore[arg-type]
+        assert out == CAUSE_OUTCOMES.get(cause, Outcome.FAILED)  # type: ignore[arg-type]  # cause may be None: .get then gives the default, as the code does
 
 
 # --------------------------------------------------------------------------- retries
@@ -192,7 +192,7 @@ def test_campaign_delays() -> None:
 )
 def test_retry_validation(args: tuple[object, ...], field: str) -> None:
     with pytest.raises(ValidationFailed) as err:
-        next_retry(*args)  # type: ignore[arg-type]
+        next_retry(*args)  # type: ignore[arg-type]  # deliberately wrong argument types: the test checks they are refused
     assert err.value.details["field"] == field
 
 

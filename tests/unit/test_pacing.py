@@ -37,7 +37,7 @@ from hitcall_pbx.core.pacing import (
 
 def warm_stats(contact: float = 0.2, calls: int = 600, **kw: object) -> PacingStats:
     """Stats after a steady stream of attempts (every 5th answered after 8 s) and talks."""
-    stats = PacingStats(**kw)  # type: ignore[arg-type]
+    stats = PacingStats(**kw)  # type: ignore[arg-type]  # fields passed as **dict[str, object]; the constructor checks them
     t = 0.0
     every = round(1 / contact)
     for i in range(calls):
@@ -62,7 +62,7 @@ def busy_snapshot(**kw: object) -> PacingSnapshot:
         dialling_elapsed_s=(0.5, 1.0, 4.0, 9.0, 12.0, 20.0),
     )
     base.update(kw)
-    return PacingSnapshot(**base)  # type: ignore[arg-type]
+    return PacingSnapshot(**base)  # type: ignore[arg-type]  # fields passed as **dict[str, object]; the constructor checks them
 
 
 # --------------------------------------------------------------------------- guards

@@ -39,10 +39,10 @@ def test_region_changes_national_reading() -> None:
 @pytest.mark.parametrize("raw", ["", "   ", "abc", "040", "+358 0", "+999 1234567", "1" * 100, None, 4012345])
 def test_invalid_numbers_name_the_field(raw: object) -> None:
     with pytest.raises(ValidationFailed) as err:
-        normalize_e164(raw, field="contact.phone")  # type: ignore[arg-type]
+        normalize_e164(raw, field="contact.phone")  # type: ignore[arg-type]  # deliberately wrong argument types: the test checks they are refused
     assert err.value.details["field"] == "contact.phone"
     assert err.value.status == 422
-    assert not is_valid_e164(raw)  # type: ignore[arg-type]
+    assert not is_valid_e164(raw)  # type: ignore[arg-type]  # deliberately wrong argument types: the test checks they are refused
 
 
 @pytest.mark.parametrize("raw", ["+358 40 123 4567 ext. 9", "040 1234567 x12", "+358401234567;ext=3"])

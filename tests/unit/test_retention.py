@@ -91,7 +91,7 @@ def test_policy_defaults_and_deadlines() -> None:
 )
 def test_policy_out_of_range(kw: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationFailed) as err:
-        RetentionPolicy(**kw)  # type: ignore[arg-type]
+        RetentionPolicy(**kw)  # type: ignore[arg-type]  # deliberately wrong argument types: the test checks they are refused
     assert err.value.details["field"] == field
     assert err.value.status == 422
 

@@ -107,7 +107,7 @@ def test_illegal_agent_transitions(state: AgentState, event: str) -> None:
 )
 def test_agent_bad_input(agent: Agent, event: str, kw: dict[str, object], field: str) -> None:
     with pytest.raises(ValidationFailed) as err:
-        agent_transition(agent, event, s(1), **kw)  # type: ignore[arg-type]
+        agent_transition(agent, event, s(1), **kw)  # type: ignore[arg-type]  # deliberately wrong argument types: the test checks they are refused
     assert err.value.details["field"] == field
 
 
