@@ -5,9 +5,11 @@ once, and written to the `alarms` table together with an ``alarm.raised`` /
 ``alarm.cleared`` outbox event (subject ``alarm:<name>``) in one transaction, so the
 on-call system receives it through the signed webhooks. The conditions are those of
 `core.alarms`; the monitor adds the call journal's health to what `gather_inputs`
-reports. While Postgres is down the writes wait in memory, in order, and go out at the next check that reaches it; the
-writes are idempotent, so a write that is retried after an unclear failure does
-not duplicate a row or event. On start the raised alarms are loaded from the table:
+reports (`service_inputs`: read from the running service through the few readings of
+`AlarmSources` the composition root, app.py, wires). While Postgres is down the writes
+wait in memory, in order, and go out at the next check that reaches it; the writes are
+idempotent, so a write that is retried after an unclear failure does not duplicate a
+row or event. On start the raised alarms are loaded from the table:
 a restart neither raises them again nor forgets to clear them.
 """
 
@@ -17,19 +19,21 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Gauge
 
 from .core.alarms import Alarm, AlarmInputs, CampaignAbandon, JournalHealth, Thresholds, diff, evaluate
+from .core.pacing import PacingStats
 from .hooks.events import enqueue
 from .logs import get_logger
 
-__all__ = ["AlarmMonitor", "gather_from_app"]
+__all__ = ["AlarmMonitor", "AlarmSources", "campaign_abandon", "service_inputs"]
 
 log = get_logger("hitcall.alarms")
 
@@ -54,8 +58,39 @@ class Journal(Protocol):
     def backlog(self) -> int: ...
     @property
     def spool_backlog(self) -> int: ...
+    @property
+    def failing_since(self) -> float | None: ...
 
-    failing_since: float | None
+
+class WebhookHealth(Protocol):
+    """What the monitor reads of the webhook dispatcher's stats."""
+
+    @property
+    def dead(self) -> int: ...
+    @property
+    def oldest_pending_age_s(self) -> float | None: ...
+
+
+class AbandonCapped(Protocol):
+    """What the monitor reads of a running campaign."""
+
+    @property
+    def abandon_cap(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class AlarmSources:
+    """What `service_inputs` reads of the running service, each called at every check."""
+
+    pool: asyncpg.Pool  # probed (SELECT 1); the last purge run is read from its audit log
+    ari_connected: Callable[[], bool]  # the ARI events socket is connected now
+    cdr_backlog: Callable[[], int]  # CDRs in the local spool
+    campaigns: Callable[[], Mapping[int, AbandonCapped]]  # running campaigns by id
+    pacing_stats: Callable[[], Mapping[int, PacingStats]]  # their pacing statistics by campaign id
+    purge_last_failed: Callable[[], bool | None]  # None: no scheduled purge ran yet
+    webhook_stats: Callable[[], Awaitable[WebhookHealth]] | None = None  # None: no webhook alarms
+    purge_interval_s: float | None = None  # None: no scheduled purge, no purge alarms
+    disk_root: Path | None = None  # where recordings are stored; None: no disk alarms
 
 
 @dataclass(frozen=True)
@@ -230,12 +265,33 @@ class AlarmMonitor:
                 await enqueue(conn, "alarm.raised" if t.raised else "alarm.cleared", f"alarm:{a.name}", payload)
 
 
-class _AppInputs:
-    """Reads a live `HitCall` for the monitor; remembers since when ARI and Postgres are
-    down and the previous spool backlog (the spool trend)."""
+def campaign_abandon(
+    stats: Mapping[int, PacingStats], campaigns: Mapping[int, AbandonCapped]
+) -> tuple[CampaignAbandon, ...]:
+    """Each running campaign's abandon rates against its cap (campaigns without stats yet are left out)."""
+    out = []
+    for cid, st in list(stats.items()):
+        campaign = campaigns.get(cid)
+        if campaign is None:
+            continue
+        out.append(
+            CampaignAbandon(
+                campaign_id=cid,
+                cap=float(campaign.abandon_cap),
+                today_rate=float(st.today_rate),
+                rate_30_days=float(st.rate_30_days),
+                answered_today=float(st.today.answered(st.amd_false_positive_rate)),
+            )
+        )
+    return tuple(out)
 
-    def __init__(self, app: Any, probe_timeout: float) -> None:
-        self._app = app
+
+class _ServiceInputs:
+    """Reads the running service for the monitor; remembers since when ARI and Postgres
+    are down and the previous spool backlog (the spool trend)."""
+
+    def __init__(self, sources: AlarmSources, probe_timeout: float) -> None:
+        self._src = sources
         self._probe_timeout = probe_timeout
         self._started = time.monotonic()
         self._ari_down_at: float | None = None
@@ -243,24 +299,20 @@ class _AppInputs:
         self._backlog: int | None = None
 
     async def __call__(self) -> AlarmInputs:
-        app, now = self._app, time.monotonic()
-        ari = getattr(app, "ari", None)
-        ari_connected = ari is not None and ari.connected.is_set()
+        src, now = self._src, time.monotonic()
+        ari_connected = src.ari_connected()
         self._ari_down_at = None if ari_connected else (self._ari_down_at or now)
-        pool = getattr(getattr(app, "db", None), "pool", None)
-        db_ok = pool is not None and await self._probe(pool)
+        db_ok = await self._probe(src.pool)
         self._db_down_at = None if db_ok else (self._db_down_at or now)
 
-        cdr = getattr(app, "cdr", None)
-        backlog = int(cdr.spool_backlog) if cdr is not None else 0
+        backlog = int(src.cdr_backlog())
         trend = 0 if self._backlog is None else backlog - self._backlog
         self._backlog = backlog
 
-        dead, oldest = await self._webhooks(app) if db_ok else (None, None)
-        interval = getattr(getattr(app, "options", None), "purge_interval_s", None)
-        success_age = await self._purge_success_age(pool, interval, now) if db_ok and interval else None
-        metrics = getattr(app, "metrics", None)
-        free, total = await self._disk(getattr(app, "store", None))
+        dead, oldest = await self._webhooks() if db_ok else (None, None)
+        interval = src.purge_interval_s
+        success_age = await self._purge_success_age(src.pool, interval, now) if db_ok and interval else None
+        free, total = await self._disk(src.disk_root)
         return AlarmInputs(
             ari_connected=ari_connected,
             ari_down_s=0.0 if self._ari_down_at is None else now - self._ari_down_at,
@@ -268,12 +320,12 @@ class _AppInputs:
             db_down_s=0.0 if self._db_down_at is None else now - self._db_down_at,
             spool_backlog=backlog,
             spool_trend=trend,
-            campaigns=self._campaigns(getattr(app, "dialer", None)),
+            campaigns=campaign_abandon(src.pacing_stats(), src.campaigns()),
             webhook_dead=dead,
             webhook_oldest_pending_age_s=oldest,
             purge_interval_s=interval or None,
             last_purge_success_age_s=success_age,
-            last_purge_failed=getattr(metrics, "purge_last_failed", None),
+            last_purge_failed=src.purge_last_failed(),
             disk_free_bytes=free,
             disk_total_bytes=total,
         )
@@ -286,13 +338,12 @@ class _AppInputs:
             return False
         return True
 
-    async def _webhooks(self, app: Any) -> tuple[int | None, float | None]:
-        dispatcher = getattr(app, "webhooks", None)
-        if dispatcher is None:
+    async def _webhooks(self) -> tuple[int | None, float | None]:
+        if self._src.webhook_stats is None:
             return None, None
         try:
             async with asyncio.timeout(self._probe_timeout):
-                stats = await dispatcher.stats()
+                stats = await self._src.webhook_stats()
         except _DB_ERRORS:
             return None, None
         return int(stats.dead), stats.oldest_pending_age_s
@@ -313,29 +364,7 @@ class _AppInputs:
         return float(age) if age is not None else now - self._started
 
     @staticmethod
-    def _campaigns(dialer: Any) -> tuple[CampaignAbandon, ...]:
-        if dialer is None:
-            return ()
-        campaigns = getattr(dialer, "campaigns", {})
-        out = []
-        for cid, stats in list(getattr(dialer, "stats", {}).items()):
-            campaign = campaigns.get(cid)
-            if campaign is None:
-                continue
-            out.append(
-                CampaignAbandon(
-                    campaign_id=cid,
-                    cap=float(campaign.abandon_cap),
-                    today_rate=float(stats.today_rate),
-                    rate_30_days=float(stats.rate_30_days),
-                    answered_today=float(stats.today.answered(stats.amd_false_positive_rate)),
-                )
-            )
-        return tuple(out)
-
-    @staticmethod
-    async def _disk(store: Any) -> tuple[int | None, int | None]:
-        root = getattr(store, "root", None)
+    async def _disk(root: Path | None) -> tuple[int | None, int | None]:
         if root is None:
             return None, None
         try:
@@ -345,9 +374,9 @@ class _AppInputs:
         return usage.free, usage.total
 
 
-def gather_from_app(app: Any, *, probe_timeout: float = 2.0) -> Callable[[], Awaitable[AlarmInputs]]:
-    """The monitor's `gather_inputs` for a live `HitCall`: each call reads one `AlarmInputs`.
+def service_inputs(sources: AlarmSources, *, probe_timeout: float = 2.0) -> Callable[[], Awaitable[AlarmInputs]]:
+    """The monitor's `gather_inputs` for the running service: each call reads one `AlarmInputs`.
 
     Stateful (one per monitor): it measures how long ARI and Postgres have been down and
     the spool backlog's change between calls."""
-    return _AppInputs(app, probe_timeout)
+    return _ServiceInputs(sources, probe_timeout)

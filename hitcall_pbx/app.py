@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from .agents.sessions import AgentSessions
 from .agi.scripts import default_handlers
 from .agi.server import AgiServer
-from .alarms import AlarmMonitor, gather_from_app
+from .alarms import AlarmMonitor, AlarmSources, service_inputs
 from .api.app import create_app
 from .api.deps import ApiDeps
 from .ari import AriClient, AriRest
@@ -36,7 +36,7 @@ from .hooks.dispatcher import WebhookDispatcher
 from .hooks.retention import prune_outbox
 from .logs import get_logger
 from .looplag import LoopLagMonitor
-from .metrics import ServiceMetrics
+from .metrics import MetricsSources, ServiceMetrics
 from .privacy.api import ApiPrivacy
 from .privacy.service import PrivacyService
 from .records.api import ApiCdrs, ApiRecordings
@@ -185,10 +185,34 @@ class HitCall:
             self._stack.append(self.webhooks.close)
 
         registry = CollectorRegistry()
-        self.metrics = ServiceMetrics(registry, self)
+        ari, sessions, dialer, cdr, journal = self.ari, self.sessions, self.dialer, self.cdr, self.journal
+        self.metrics = metrics = ServiceMetrics(
+            registry,
+            MetricsSources(
+                ari_connected=lambda: ari.connected.is_set(),
+                ari_reconnects=lambda: ari.stats.reconnects,
+                agent_counts=sessions.counts,
+                call_counts=dialer.call_counts,
+                pacing_stats=dialer.pacing_stats,
+                cdr_backlog=lambda: cdr.spool_backlog,
+                journal_backlog=lambda: journal.backlog,
+                loop_lag=self.looplag,
+            ),
+        )
         if o.alarm_interval_s:
+            alarm_sources = AlarmSources(
+                pool=pool,
+                ari_connected=lambda: ari.connected.is_set(),
+                cdr_backlog=lambda: cdr.spool_backlog,
+                campaigns=lambda: dialer.campaigns,
+                pacing_stats=dialer.pacing_stats,
+                purge_last_failed=lambda: metrics.purge_last_failed,
+                webhook_stats=self.webhooks.stats,
+                purge_interval_s=o.purge_interval_s,
+                disk_root=self.store.root,
+            )
             self.alarms = AlarmMonitor(
-                pool, gather_from_app(self), registry=registry, interval=o.alarm_interval_s, journal=self.journal
+                pool, service_inputs(alarm_sources), registry=registry, interval=o.alarm_interval_s, journal=journal
             )
         if o.http:
             privacy = PrivacyService(pool, self.store, export_dir=s.data_dir / "exports")

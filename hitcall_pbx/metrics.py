@@ -1,8 +1,14 @@
-"""Prometheus metrics of the running service, read at scrape time from the live parts."""
+"""Prometheus metrics of the running service, read at scrape time from the live parts.
+
+The metrics see the service only through `MetricsSources`: a few readings the
+composition root (app.py) wires to the ARI client, agent sessions, dialer, CDR writer,
+call journal and loop-lag monitor.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector
@@ -10,55 +16,73 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from .core.pacing import PacingStats
+from .looplag import LoopLagMonitor
+
+__all__ = ["MetricsSources", "ServiceMetrics"]
+
+
+@dataclass(frozen=True)
+class MetricsSources:
+    """What the metrics read of the running service, each called at scrape time."""
+
+    ari_connected: Callable[[], bool]  # the ARI events socket is connected now
+    ari_reconnects: Callable[[], int]  # since start
+    agent_counts: Callable[[], Mapping[str, int]]  # logged-in agents by state
+    call_counts: Callable[[], Mapping[tuple[int, str], int]]  # live calls by (campaign id, call state)
+    pacing_stats: Callable[[], Mapping[int, PacingStats]]  # by running campaign id
+    cdr_backlog: Callable[[], int]  # CDRs in the local spool
+    journal_backlog: Callable[[], int]  # call journal writes not yet in Postgres (memory + spool)
+    loop_lag: LoopLagMonitor | None = None  # None: no event-loop lag metrics
+
 
 class _Live(Collector):
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, sources: MetricsSources) -> None:
+        self.sources = sources
 
     def collect(self) -> Iterator[Metric]:
-        app = self.app
+        src = self.sources
         ari = GaugeMetricFamily("hitcall_ari_connected", "1 when the ARI events socket is connected")
-        ari.add_metric([], 1.0 if app.ari is not None and app.ari.connected.is_set() else 0.0)
+        ari.add_metric([], 1.0 if src.ari_connected() else 0.0)
         yield ari
         rec = GaugeMetricFamily("hitcall_ari_reconnects", "ARI reconnects since start")
-        rec.add_metric([], float(app.ari.stats.reconnects) if app.ari else 0.0)
+        rec.add_metric([], float(src.ari_reconnects()))
         yield rec
         agents = GaugeMetricFamily("hitcall_agents", "logged-in agents by state", labels=["state"])
-        for state, n in (app.sessions.counts() if app.sessions else {}).items():
+        for state, n in src.agent_counts().items():
             agents.add_metric([state], float(n))
         yield agents
         calls = GaugeMetricFamily("hitcall_calls_in_progress", "live calls by campaign", labels=["campaign_id"])
+        per: dict[int, int] = {}
+        for (cid, _state), n in src.call_counts().items():
+            per[cid] = per.get(cid, 0) + n
+        for cid, n in per.items():
+            calls.add_metric([str(cid)], float(n))
+        yield calls
         abandon = GaugeMetricFamily(
             "hitcall_abandon_rate_today", "abandoned / (abandoned + connected) today", labels=["campaign_id"]
         )
-        if app.dialer is not None:
-            per: dict[int, int] = {}
-            for c in app.dialer.calls.values():
-                per[c.campaign.id] = per.get(c.campaign.id, 0) + 1
-            for cid, n in per.items():
-                calls.add_metric([str(cid)], float(n))
-            for cid, stats in app.dialer.stats.items():
-                abandon.add_metric([str(cid)], stats.today_rate)
-        yield calls
+        for cid, stats in list(src.pacing_stats().items()):
+            abandon.add_metric([str(cid)], stats.today_rate)
         yield abandon
         spool = GaugeMetricFamily("hitcall_cdr_spool_backlog", "CDRs waiting in the local spool for Postgres")
-        spool.add_metric([], float(app.cdr.spool_backlog) if app.cdr is not None else 0.0)
+        spool.add_metric([], float(src.cdr_backlog()))
         yield spool
         journal = GaugeMetricFamily(
             "hitcall_call_journal_backlog", "call and agent-state writes waiting for Postgres (memory + spool)"
         )
-        journal.add_metric([], float(app.journal.backlog) if app.journal is not None else 0.0)
+        journal.add_metric([], float(src.journal_backlog()))
         yield journal
 
 
 class _LoopLag(Collector):
-    """The event-loop lag monitor (`looplag.LoopLagMonitor`) of the app, when it runs one."""
+    """The event-loop lag monitor (`looplag.LoopLagMonitor`) of the service, when it runs one."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, lag: LoopLagMonitor | None) -> None:
+        self.lag = lag
 
     def collect(self) -> Iterator[Metric]:
-        lag = getattr(self.app, "looplag", None)
+        lag = self.lag
         if lag is None:
             return
         hist = HistogramMetricFamily("hitcall_event_loop_lag_seconds", "how late the event loop woke a periodic sleep")
@@ -78,9 +102,9 @@ class _LoopLag(Collector):
 
 
 class ServiceMetrics:
-    def __init__(self, registry: CollectorRegistry, app: Any) -> None:
-        registry.register(_Live(app))
-        registry.register(_LoopLag(app))
+    def __init__(self, registry: CollectorRegistry, sources: MetricsSources) -> None:
+        registry.register(_Live(sources))
+        registry.register(_LoopLag(sources.loop_lag))
         # process_resident_memory_bytes, process_cpu_seconds_total, open fds (Linux /proc).
         ProcessCollector(registry=registry)
         self.purged = Counter("hitcall_purged", "items purged", ["kind"], registry=registry)

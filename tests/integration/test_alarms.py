@@ -8,8 +8,8 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from hitcall_pbx.alarms import AlarmMonitor, gather_from_app
-from hitcall_pbx.core.alarms import AlarmInputs, Thresholds
+from hitcall_pbx.alarms import AlarmMonitor, AlarmSources, service_inputs
+from hitcall_pbx.core.alarms import AlarmInputs, Thresholds, evaluate
 from hitcall_pbx.core.backoff import Backoff
 from hitcall_pbx.core.pacing import PacingStats
 from hitcall_pbx.dialer.journal import CallJournal
@@ -215,23 +215,25 @@ async def test_start_with_postgres_down_loads_the_table_when_it_returns(db, pg_d
     assert gauge(registry, "webhook_dead_letters") == 0.0
 
 
-async def test_gather_from_app_reads_the_live_service(db, tmp_path):
+async def test_service_inputs_read_the_service_through_its_sources(db, tmp_path):
     await audit.record(db, actor="system:purge", actor_role="system", action="purge.run")
     stats = PacingStats(trusted_volume=1)
     stats.observe_connect(30)
     stats.observe_abandon(1)
-    ari = SimpleNamespace(connected=asyncio.Event())
-    app = SimpleNamespace(
-        ari=ari,
-        db=SimpleNamespace(pool=db),
-        cdr=SimpleNamespace(spool_backlog=3),
-        dialer=SimpleNamespace(stats={5: stats}, campaigns={5: SimpleNamespace(abandon_cap=0.03)}),
-        webhooks=WebhookDispatcher(db, aiohttp.ClientSession),
-        options=SimpleNamespace(purge_interval_s=3600.0),
-        metrics=SimpleNamespace(purge_last_failed=False),
-        store=RecordingStore(tmp_path),
+    connected = asyncio.Event()
+    service = SimpleNamespace(spool_backlog=3)
+    sources = AlarmSources(
+        pool=db,
+        ari_connected=connected.is_set,
+        cdr_backlog=lambda: service.spool_backlog,
+        campaigns=lambda: {5: SimpleNamespace(abandon_cap=0.03), 6: SimpleNamespace(abandon_cap=0.03)},
+        pacing_stats=lambda: {5: stats},  # campaign 6 has no stats yet: left out
+        purge_last_failed=lambda: False,
+        webhook_stats=WebhookDispatcher(db, aiohttp.ClientSession).stats,
+        purge_interval_s=3600.0,
+        disk_root=RecordingStore(tmp_path).root,
     )
-    gather = gather_from_app(app)
+    gather = service_inputs(sources)
     first = await gather()
     assert not first.ari_connected and first.db_ok and first.db_down_s == 0.0
     assert first.spool_backlog == 3 and first.spool_trend == 0
@@ -241,18 +243,35 @@ async def test_gather_from_app_reads_the_live_service(db, tmp_path):
     assert first.last_purge_failed is False and first.webhook_dead == 0
     assert first.disk_total_bytes > 0 and 0 <= first.disk_free_bytes <= first.disk_total_bytes
 
-    app.cdr.spool_backlog = 7
+    service.spool_backlog = 7
     await asyncio.sleep(0.01)
     second = await gather()
     assert second.spool_trend == 4 and second.ari_down_s > first.ari_down_s
-    ari.connected.set()
+    connected.set()
     assert (await gather()).ari_down_s == 0.0
 
-    # The whole path: the monitor raises the near-cap alarm (3.2 % > 80 % of 3 %) from this app.
+    # The whole path: the monitor raises the near-cap alarm (3.2 % > 80 % of 3 %) from these sources.
     m, registry = monitor(db, gather)
     raised, _ = await m.check_once()
     assert {a.name for a in raised} == {"campaign.5.abandon_near_cap", "campaign.5.abandon_over_cap"}
     assert gauge(registry, "campaign.5.abandon_over_cap") == 1.0
+
+
+async def test_service_inputs_without_webhooks_purge_or_disk_leave_those_unknown(db):
+    sources = AlarmSources(
+        pool=db,
+        ari_connected=lambda: True,
+        cdr_backlog=lambda: 0,
+        campaigns=dict,
+        pacing_stats=dict,
+        purge_last_failed=lambda: None,
+    )
+    inputs = await service_inputs(sources)()
+    assert inputs.ari_connected and inputs.db_ok and inputs.campaigns == ()
+    assert (inputs.webhook_dead, inputs.webhook_oldest_pending_age_s) == (None, None)
+    assert (inputs.purge_interval_s, inputs.last_purge_success_age_s, inputs.last_purge_failed) == (None, None, None)
+    assert (inputs.disk_free_bytes, inputs.disk_total_bytes) == (None, None)
+    assert evaluate(inputs, Thresholds(), {}) == {}, "nothing to raise on what is not known"
 
 
 async def test_journal_failing_raises_journal_backlog_and_clears_once_replayed(db, pg_dsn, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -12,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from hitcall_pbx.looplag import BUCKETS, LoopLagMonitor, quantile
-from hitcall_pbx.metrics import ServiceMetrics
+from hitcall_pbx.metrics import MetricsSources, ServiceMetrics
 
 
 def test_record_fills_cumulative_buckets_max_and_recent_window():
@@ -70,7 +69,17 @@ async def test_service_metrics_export_loop_lag_and_process_memory():
     for s in (0.002, 0.004, 0.08):
         lag.record(s)
     registry = CollectorRegistry()
-    ServiceMetrics(registry, SimpleNamespace(ari=None, sessions=None, dialer=None, cdr=None, journal=None, looplag=lag))
+    nothing = MetricsSources(
+        ari_connected=lambda: False,
+        ari_reconnects=lambda: 0,
+        agent_counts=dict,
+        call_counts=dict,
+        pacing_stats=dict,
+        cdr_backlog=lambda: 0,
+        journal_backlog=lambda: 0,
+        loop_lag=lag,
+    )
+    ServiceMetrics(registry, nothing)
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
     hist = {(s.name, s.labels.get("le")): s.value for s in families["hitcall_event_loop_lag_seconds"].samples}
     assert hist[("hitcall_event_loop_lag_seconds_bucket", "0.005")] == 2
