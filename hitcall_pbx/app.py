@@ -29,7 +29,6 @@ from .dialer.control import EngineControl
 from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
 from .dialer.inbound import InboundOptions, InboundRouter
-from .dialer.journal import CallJournal
 from .dialer.store import DialerStore
 from .errors import HitCallError
 from .hooks.dispatcher import WebhookDispatcher
@@ -41,6 +40,7 @@ from .privacy.api import ApiPrivacy
 from .privacy.service import PrivacyService
 from .records.api import ApiCdrs, ApiRecordings
 from .records.cdr import CdrRecord, CdrWriter, default_spool_dir
+from .records.journal import CallJournal
 from .records.purge import PurgeWorker
 from .records.recorder import Recorder
 from .records.recordings import RecordingStore

@@ -14,7 +14,7 @@ agent out.
 
 State changes go through the pure machine in core.states; every transition is
 stored (agent_state_log, agents.state) and published (agent.state_changed)
-through the call journal (`dialer.journal.CallJournal`): in order, off the call
+through the call journal (`records.journal.CallJournal`): in order, off the call
 path, kept in its durable spool while Postgres is down, idempotent on replay.
 """
 
@@ -33,9 +33,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..ari import AriError, AriNotFound, AriPort
 from ..core.states import Agent, AgentEffect, AgentEvent, AgentState, AgentTransition, agent_transition
-from ..dialer.journal import CallJournal
 from ..errors import Conflict, NotFound
 from ..logs import get_logger
+from ..records.journal import CallJournal
 from ..store import audit
 
 log = get_logger("hitcall.agents")

@@ -12,9 +12,9 @@ from ..agents.sessions import AgentSessions
 from ..api.deps import LiveCall
 from ..auth import Actor
 from ..errors import NotFound
+from ..records.journal import set_attempt_disposition
 from ..store import audit
 from .engine import Dialer
-from .journal import set_attempt_disposition
 
 
 class EngineControl:

@@ -42,11 +42,11 @@ from ..core.outcomes import Outcome, contact_after
 from ..core.states import AgentState, AgentTransition
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..logs import get_logger
+from ..records.journal import CallJournal
 from ..stasis import StasisKind, app_args, parse_args
 from ..tasks import TaskSet
 from .calls import CdrSink, LiveCall, cdr_record, json_payload
 from .hopper import Hopper
-from .journal import CallJournal
 from .models import Attempt, Campaign
 from .preview import Offer, PreviewOffers
 from .recovery import CONNECT_LIMIT_S, INFO_MESSAGE_MAX_S, Recovery

@@ -1,10 +1,10 @@
 """Call detail records: the final ``call_attempts`` row of every attempt, written in batches.
 
 The dialer inserts the attempt into ``live_attempts`` before originate; when the call
-ends it hands a `CdrRecord` to `CdrWriter.submit`, which returns at once. A background
-task writes batches keyed by the attempt id: one COPY into ``call_attempts`` and, in the
-same transaction, the deletion of the attempts' live rows (`write_cdrs`); a batch that
-meets an attempt already written (a replay) goes through a temp-table stage and one
+ends it hands a `CdrRecord` to `CdrWriter.submit`, which returns at once. A
+`WriteBehind` (`records.writebehind`) writes batches keyed by the attempt id: one COPY
+into ``call_attempts`` and, in the same transaction, the deletion of the attempts' live
+rows (`write_cdrs`); a batch that meets an attempt already written (a replay) goes through a temp-table stage and one
 ``INSERT ... SELECT ... ON CONFLICT (id) DO UPDATE`` instead. When Postgres is
 unreachable the batches go to a durable spool (`Spool`) and are replayed in submit order
 when it returns; while anything is spooled, new batches queue behind it in the spool, so
@@ -32,11 +32,8 @@ Any other error counts as Postgres being unavailable: nothing is dropped.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import operator
 import re
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,7 +49,7 @@ from ..core.compliance import CampaignMode
 from ..core.outcomes import AMD_HANGUP, AMD_HUMAN, AMD_MACHINE, AMD_NOTSURE, Outcome
 from ..errors import Unavailable, ValidationFailed
 from ..logs import get_logger
-from .spool import Spool
+from .writebehind import Rows, WriteBehind
 
 _log = get_logger("hitcall.records.cdr")
 
@@ -307,7 +304,7 @@ _UPSERT_ONE = (
 )
 
 
-def _rounds(records: Sequence[CdrRecord]) -> list[Sequence[CdrRecord]]:
+def _rounds(records: Sequence[CdrRecord]) -> Sequence[Sequence[CdrRecord]]:
     """Split so that no round holds an id twice (one statement may touch a row once);
     the rounds run in order, so a later record of an attempt lands after the earlier."""
     keys = [r.id.int for r in records]
@@ -398,36 +395,14 @@ async def write_cdrs(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -> 
         await _retire_live(conn, records)
 
 
-def _is_data_error(exc: BaseException) -> bool:
-    """The database (or the driver's encoder) refused the data itself: retrying cannot help."""
-    return isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)) or (
-        isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
-    )
+async def _upsert_one(conn: asyncpg.Connection, record: CdrRecord) -> None:
+    """One record through the upsert and its precedence rules (how refused rows are isolated)."""
+    await conn.execute(_UPSERT_ONE, *_row(record))
+    await _retire_live(conn, [record])
 
 
-async def _upsert_each(conn: asyncpg.Connection, records: Sequence[CdrRecord]) -> list[tuple[CdrRecord, str]]:
-    """Upsert row by row (a savepoint each); return the rows refused and why."""
-    refused: list[tuple[CdrRecord, str]] = []
-    async with conn.transaction():
-        for record in records:
-            try:
-                async with conn.transaction():
-                    await conn.execute(_UPSERT_ONE, *_row(record))
-                    await _retire_live(conn, [record])
-            except Exception as exc:
-                if not _is_data_error(exc):
-                    raise
-                refused.append((record, f"{type(exc).__name__}: {exc}"))
-    return refused
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-class _DatabaseDown(Exception):
-    """Postgres could not take the batch; spool and retry."""
+def _attempt_key(record: CdrRecord) -> int:
+    return record.id.int
 
 
 @dataclass(frozen=True)
@@ -448,17 +423,18 @@ class CdrWriterStats:
 
 
 class CdrWriter:
-    """Batched, spooled CDR writer. Use one per process and spool directory.
+    """Batched, spooled CDR writer: a `WriteBehind` of `CdrRecord`s (see
+    `records.writebehind`). Use one per process and spool directory.
 
     ``submit`` is synchronous and never blocks or raises on database trouble;
     ``flush`` waits until everything submitted before it is in Postgres or the spool.
     The spool directory is ``<data_dir>/spool/cdr``: see `default_spool_dir`.
 
-    A write starts when `batch_size` records wait or `flush_interval` seconds passed.
-    With a backlog (a burst, a spool replay) transactions grow to `max_batch_size`
-    rows and up to `concurrency` run at once, on separate pool connections, split by
-    attempt id. A write taking longer than `write_timeout` counts as Postgres being
-    unavailable; replays are retried after `backoff` delays.
+    A write starts when `batch_size` records wait or `flush_interval` seconds after the
+    first of them was submitted. With a backlog (a burst, a spool replay) transactions
+    grow to `max_batch_size` rows and up to `concurrency` run at once, on separate pool
+    connections, split by attempt id. A write taking longer than `write_timeout` counts
+    as Postgres being unavailable; replays are retried after `backoff` delays.
     """
 
     def __init__(
@@ -473,33 +449,31 @@ class CdrWriter:
         write_timeout: float = 30.0,
         backoff: Backoff = Backoff(base=0.2, cap=5.0),
     ) -> None:
-        if min(batch_size, concurrency) < 1 or max_batch_size < batch_size:
-            raise ValueError("need batch_size >= 1, concurrency >= 1, max_batch_size >= batch_size")
         if flush_interval <= 0 or write_timeout <= 0:
             raise ValueError("flush_interval and write_timeout must be > 0")
-        self._pool = pool
-        self._spool = Spool(spool_dir)
-        self._batch_size = batch_size
-        self._flush_interval = flush_interval
-        self._concurrency = concurrency
-        self._max_batch_size = max_batch_size
-        self._write_timeout = write_timeout
-        self._backoff = backoff
-        self._queue: deque[CdrRecord] = deque()
-        self._wake = asyncio.Event()
-        self._progress = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._submitted = 0
-        self._durable = 0
-        self._written = 0
-        self._spooled = 0
-        self._replayed = 0
-        self._rejected = 0
-        self._failures = 0
-        self._retry_at = 0.0
-        self._last_error: str | None = None
         self._campaigns: set[int] = set()
+        self._closing = False
+        rows = Rows(
+            write=write_cdrs,
+            write_one=_upsert_one,
+            encode=CdrRecord.to_json,
+            decode=CdrRecord.from_json,
+            screen=self._known_campaigns,
+            key=_attempt_key,
+        )
+        self._wb = WriteBehind(
+            pool,
+            rows,
+            name="cdr",
+            spool_dir=spool_dir,
+            batch_size=batch_size,
+            linger_s=flush_interval,
+            write_timeout_s=write_timeout,
+            backoff=backoff,
+            max_batch_size=max_batch_size,
+            concurrency=concurrency,
+            keep_refused=True,
+        )
 
     # -- public ----------------------------------------------------------------------
     def submit(self, record: CdrRecord) -> None:
@@ -508,175 +482,45 @@ class CdrWriter:
             raise Unavailable("the CDR writer is closed", code="cdr_writer_closed")
         if not isinstance(record, CdrRecord):
             raise ValidationFailed("a CDR must be a CdrRecord", details={"field": "record"})
-        self._queue.append(record)
-        self._submitted += 1
-        if len(self._queue) >= self._batch_size:
-            self._wake.set()
+        self._wb.put(record)
 
     async def start(self) -> None:
         """Open the spool (replaying what an earlier run left) and start writing."""
-        if self._task is not None:
-            return
-        await asyncio.to_thread(self._spool.open)
-        self._task = asyncio.create_task(self._run(), name="cdr-writer")
+        await self._wb.start()
 
     async def flush(self) -> None:
         """Wait until every record submitted so far is in Postgres or in the spool."""
-        target = self._submitted
-        task = self._task
-        if task is None:
+        if not self._wb.started:
             raise Unavailable("the CDR writer is not started", code="cdr_writer_closed")
-        self._wake.set()
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._durable >= target or task.done())
-        if self._durable < target:
-            raise Unavailable(
-                f"the CDR writer stopped with {target - self._durable} records not written",
-                code="cdr_writer_failed",
-                details={"last_error": self._last_error},
-            )
+        await self._wb.wait_durable()
 
     async def close(self) -> None:
         """Flush, stop, release the spool. Spooled rows wait there for the next start."""
-        if self._task is None:
+        if not self._wb.started:
             self._closing = True
             return
         try:
             await self.flush()
         finally:
             self._closing = True
-            self._wake.set()
-            task, self._task = self._task, None
-            await asyncio.gather(task, return_exceptions=True)
-            await asyncio.to_thread(self._spool.close)
+            await self._wb.close()
 
     @property
     def spool_backlog(self) -> int:
-        return self._spool.backlog
+        return self._wb.spool_backlog
 
     @property
     def stats(self) -> CdrWriterStats:
+        wb = self._wb
         return CdrWriterStats(
-            written=self._written,
-            spooled=self._spooled,
-            replayed=self._replayed,
-            rejected=self._rejected,
-            pending=self._submitted - self._durable,
-            spool_backlog=self._spool.backlog,
-            last_error=self._last_error,
+            written=wb.written,
+            spooled=wb.spilled,
+            replayed=wb.replayed,
+            rejected=wb.refused,
+            pending=wb.pending,
+            spool_backlog=wb.spool_backlog,
+            last_error=wb.last_error,
         )
-
-    # -- worker ----------------------------------------------------------------------
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while not (self._closing and not self._queue):
-            if len(self._queue) < self._batch_size and not self._wake.is_set():
-                try:
-                    async with asyncio.timeout(self._flush_interval):
-                        await self._wake.wait()
-                except TimeoutError:
-                    pass
-            self._wake.clear()
-            if self._spool.backlog and loop.time() >= self._retry_at:
-                with contextlib.suppress(_DatabaseDown):
-                    await self._replay()
-            while self._queue:
-                take = min(len(self._queue), self._max_batch_size * self._concurrency)
-                chunk = [self._queue.popleft() for _ in range(take)]
-                await self._store(chunk)
-                self._durable += take
-                async with self._progress:
-                    self._progress.notify_all()
-
-    async def _store(self, records: list[CdrRecord]) -> None:
-        """Make the records durable: in Postgres while nothing waits in the spool (so that
-        the spool is always older), else in the spool. Retries until one of them works."""
-        while True:
-            if not self._spool.backlog:
-                failed = await self._write_parts(records)
-                self._written += len(records) - len(failed)
-                if not failed:
-                    return
-                records = failed
-            was_empty = not self._spool.backlog
-            try:
-                await asyncio.to_thread(self._spool.append, [r.to_json() for r in records])
-            except OSError as exc:
-                self._last_error = f"spool: {_describe(exc)}"
-                _log.error("cdr_spool_write_failed", error=self._last_error, pending=len(records) + len(self._queue))
-                await asyncio.sleep(self._backoff.cap)
-                continue
-            if was_empty:
-                _log.warning("cdr_spooling", error=self._last_error)
-            self._spooled += len(records)
-            return
-
-    async def _write_parts(self, records: list[CdrRecord]) -> list[CdrRecord]:
-        """Write up to `concurrency` parts of at least `batch_size` concurrently, one
-        connection each; return the records Postgres did not take, in their original order.
-        Parts are split by attempt id: the records of one attempt stay in one part, in order."""
-        n = min(self._concurrency, -(-len(records) // self._batch_size))
-        parts = [records] if n == 1 else [[r for r in records if r.id.int % n == k] for k in range(n)]
-        results = await asyncio.gather(*map(self._write, parts), return_exceptions=True)
-        failed = {k for k, result in enumerate(results) if isinstance(result, _DatabaseDown)}
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, _DatabaseDown):
-                raise result
-        if len(failed) == n:
-            return records
-        return [r for r in records if r.id.int % n in failed] if failed else []
-
-    async def _replay(self) -> None:
-        replayed = 0
-        try:
-            for segment in await asyncio.to_thread(self._spool.segments):
-                read = await asyncio.to_thread(self._spool.read, segment)
-                records: list[CdrRecord] = []
-                invalid: list[tuple[dict[str, Any], str]] = []
-                for item in read.items:
-                    try:
-                        records.append(CdrRecord.from_json(item))
-                    except ValidationFailed as exc:
-                        invalid.append((item, exc.message))
-                step = self._max_batch_size * self._concurrency
-                for start in range(0, len(records), step):
-                    if await self._write_parts(records[start : start + step]):
-                        raise _DatabaseDown
-                if invalid:
-                    await self._keep_rejected(invalid)
-                await asyncio.to_thread(self._spool.remove, segment)
-                replayed += len(records)
-        finally:
-            self._replayed += replayed
-        _log.info("cdr_spool_replayed", rows=replayed)
-
-    async def _write(self, records: Sequence[CdrRecord]) -> None:
-        """Commit the records; refused rows are set aside. `_DatabaseDown` otherwise."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._write_timeout), self._pool.acquire() as conn:
-                refused, records = await self._known_campaigns(conn, records)
-                try:
-                    if records:
-                        await write_cdrs(conn, records)
-                except Exception as exc:
-                    if not _is_data_error(exc):
-                        raise
-                    refused += await _upsert_each(conn, records)
-        except Exception as exc:
-            self._failures += 1
-            self._retry_at = loop.time() + self._backoff.delay(self._failures - 1)
-            self._last_error = _describe(exc)
-            _log.warning(
-                "cdr_write_failed",
-                error=self._last_error,
-                rows=len(records),
-                retry_in_s=round(self._retry_at - loop.time(), 3),
-            )
-            raise _DatabaseDown from exc
-        self._failures = 0
-        if refused:
-            await self._keep_rejected([(r.to_json(), why) for r, why in refused])
 
     async def _known_campaigns(
         self, conn: asyncpg.Connection, records: Sequence[CdrRecord]
@@ -697,15 +541,6 @@ class CdrWriter:
             if r.campaign_id in unknown
         ]
         return refused, [r for r in records if r.campaign_id not in unknown]
-
-    async def _keep_rejected(self, items: list[tuple[dict[str, Any], str]]) -> None:
-        self._rejected += len(items)
-        self._last_error = f"rejected: {items[-1][1]}"
-        _log.error("cdr_rejected", rows=len(items), error=items[-1][1])
-        try:
-            await asyncio.to_thread(self._spool.reject, [{"error": why, "record": item} for item, why in items])
-        except OSError as exc:
-            _log.error("cdr_reject_file_failed", error=_describe(exc), ids=[item.get("id") for item, _ in items])
 
 
 def default_spool_dir(data_dir: Path | str) -> Path:

@@ -155,12 +155,13 @@ class Spool:
             return sum(self._counts.values())
 
     # -- writing ---------------------------------------------------------------------
-    def append(self, items: Sequence[Mapping[str, Any]]) -> None:
-        """Append the items durably (one write, one fsync); all or nothing."""
+    def append(self, items: Sequence[Mapping[str, Any]]) -> Path | None:
+        """Append the items durably (one write, one fsync); all or nothing. Return the
+        segment that holds them (one segment, never split), None when there are none."""
         if not items:
-            return
+            return None
         self._require_open()
-        if self._open_fd is None or self._counts[self._open_path] >= self._segment_items:
+        if self._open_fd is None or self._open_path is None or self._counts[self._open_path] >= self._segment_items:
             self._start_segment()
         fd, path = self._open_fd, self._open_path
         assert fd is not None and path is not None
@@ -179,6 +180,7 @@ class Spool:
             raise
         with self._counts_lock:
             self._counts[path] += len(items)
+        return path
 
     def reject(self, items: Sequence[Mapping[str, Any]]) -> None:
         """Keep items the database refused in today's ``rejected-YYYY-MM-DD.jsonl`` (durable,

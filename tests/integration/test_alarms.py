@@ -12,8 +12,8 @@ from hitcall_pbx.alarms import AlarmMonitor, AlarmSources, service_inputs
 from hitcall_pbx.core.alarms import AlarmInputs, Thresholds, evaluate
 from hitcall_pbx.core.backoff import Backoff
 from hitcall_pbx.core.pacing import PacingStats
-from hitcall_pbx.dialer.journal import CallJournal
 from hitcall_pbx.hooks.dispatcher import WebhookDispatcher
+from hitcall_pbx.records.journal import CallJournal
 from hitcall_pbx.records.recordings import RecordingStore
 from hitcall_pbx.store import audit
 

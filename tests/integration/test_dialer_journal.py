@@ -17,8 +17,8 @@ from hitcall_pbx.agents.sessions import AgentSessions
 from hitcall_pbx.core.backoff import Backoff
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.dialer.hopper import Hopper
-from hitcall_pbx.dialer.journal import CallJournal, apply_ops, decode_op, encode_op
 from hitcall_pbx.dialer.models import Attempt, Campaign
+from hitcall_pbx.records.journal import CallJournal, apply_ops, decode_op, encode_op
 from hitcall_pbx.store.db import create_pool, dsn_with_database
 from hitcall_pbx.store.embedded import EmbeddedPostgres
 from tests.ari_fake import FakeAri
@@ -81,14 +81,14 @@ async def test_ops_land_in_one_transaction_per_batch_in_order(db: asyncpg.Pool) 
     agent = await create_agent(db, "2001", "agent-j1", [])
     journal = CallJournal(db, linger_s=0.05)
     commits = 0
-    original = journal._write
+    original = journal._wb._write
 
     async def counting(batch):
         nonlocal commits
         commits += 1
         return await original(batch)
 
-    journal._write = counting  # type: ignore[method-assign]
+    journal._wb._write = counting  # type: ignore[method-assign]
     await journal.start()
     for a in attempts:
         _call(journal, a, agent)
@@ -106,7 +106,7 @@ async def test_replaying_a_batch_changes_nothing(db: asyncpg.Pool) -> None:
     journal = CallJournal(db)  # not started: its queue is read directly
     for a in attempts:
         _call(journal, a)
-    ops = list(journal._ops)
+    ops = journal._wb.queued()
     async with db.acquire() as conn:
         for _ in range(2):
             async with conn.transaction():
@@ -134,7 +134,7 @@ async def test_commit_outcome_unknown_is_retried_without_duplicates(db: asyncpg.
     """The connection dies right after COMMIT reached the server: the batch is applied again."""
     _, attempts = await _attempts(db, 5)
     journal = CallJournal(db, backoff=FAST)
-    original = journal._write
+    original = journal._wb._write
     lost = []
 
     async def commit_then_die(batch):
@@ -144,7 +144,7 @@ async def test_commit_outcome_unknown_is_retried_without_duplicates(db: asyncpg.
             raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
         return result
 
-    journal._write = commit_then_die  # type: ignore[method-assign]
+    journal._wb._write = commit_then_die  # type: ignore[method-assign]
     await journal.start()
     for a in attempts:
         _call(journal, a)
@@ -371,7 +371,7 @@ async def test_spooled_operations_round_trip_and_agent_states_replay_safely(db: 
     for state, code, since in states:
         journal.agent_state(agent, state=state, pause_code=code, campaign_id=None, since=since)
         journal.event("agent.state_changed", f"agent:{agent}", {"agent_id": agent, "state": state})
-    ops = list(journal._ops)
+    ops = journal._wb.queued()
     assert [decode_op(encode_op(op)) for op in ops] == ops
 
     first, rest = ops[:7], ops[7:]  # the call, then the agent's states

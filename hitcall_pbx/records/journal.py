@@ -1,22 +1,25 @@
-"""The call journal: the dialer's per-call Postgres writes, ordered and batched.
+"""The call journal: the dialer's per-call Postgres writes (and agent states), ordered and batched.
 
-The event path queues operations synchronously and never waits for Postgres; one
-background task applies what was queued so far in one transaction, with one
-multi-row statement per kind, in queue order (outbox ids follow it, so webhook
-delivery order per attempt is the order of the calls' events).
+The event path queues operations synchronously and never waits for Postgres. A
+`WriteBehind` (see `records.writebehind`) applies what was queued so far in one
+transaction, with one multi-row statement per kind, in queue order (outbox ids follow
+it, so webhook delivery order per attempt is the order of the calls' events): a batch
+starts `linger_s` after the first operation queued, so that what the call path queues
+meanwhile joins it.
 
 When Postgres is unreachable the failure is logged loudly and the queue goes to a
 durable spool (`records.spool.Spool`, ``<data_dir>/spool/journal``): the failed batch
-and everything queued after it, again at every failed retry, when the queue passes
-`max_backlog`, and at `close` with anything left. The spool always holds the oldest
-operations: the writer replays it in order (capped backoff) before it writes from
-memory again, and a new journal on the same directory replays what an earlier
-process left. The happy path never touches the disk; a SIGKILL loses only what was
-queued since the last spill (at most one linger while Postgres is up). `backlog`
-(memory and spool) and `failing_since` are for metrics and alarms. A connection that
-failed is terminated, never reused. Every operation is idempotent, so a batch whose
-COMMIT outcome is unknown (the connection died during COMMIT) or a spool segment
-replayed again after a crash is simply applied again:
+and everything queued after it, then what is queued while the spool is not empty (each
+linger), the queue past `max_backlog`, and at `close` anything left. The spool always
+holds the oldest operations: the writer replays it in order (capped backoff) before it
+writes from memory again, and a new journal on the same directory replays what an
+earlier process left. The happy path never touches the disk; a SIGKILL loses only what
+was queued since the last spill (at most one linger while Postgres is up, one write
+timeout when it just went down). `backlog` (memory and spool) and `failing_since` are
+for metrics and alarms. A connection that failed is terminated, never reused. Every
+operation is idempotent, so a batch whose COMMIT outcome is unknown (the connection
+died during COMMIT) or a spool segment replayed again after a crash is simply applied
+again:
 
 * an outbox event has a client-generated `event_id` (unique): ON CONFLICT DO NOTHING;
 * progress and disposition updates set absolute values;
@@ -33,30 +36,20 @@ other layers) the queue stays in memory and operations past `max_backlog` are dr
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import time
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
 from ..core.backoff import Backoff
 from ..hooks.events import EVENT_TYPES
-from ..logs import get_logger
-from ..records.cdr import ATTEMPT_TABLES
-from ..records.spool import Spool
-
-log = get_logger("hitcall.dialer.journal")
-
-T = TypeVar("T")
+from .cdr import ATTEMPT_TABLES
+from .writebehind import Rows, WriteBehind
 
 
 @dataclass(frozen=True)
@@ -105,7 +98,7 @@ class AgentStateChange:
 
 Op = OutboxEvent | Progress | Disposition | CloseContact | AgentStateChange
 
-# Spool lines: {"op": <kind>, <field>: <JSON value>, "run": <journal run>}.
+# Spool lines: {"op": <kind>, <field>: <JSON value>}; other keys (a "run" from earlier versions) are ignored.
 _KINDS: dict[str, type] = {
     "event": OutboxEvent,
     "progress": Progress,
@@ -284,11 +277,16 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
         )
 
 
-def _is_data_error(exc: BaseException) -> bool:
-    """The database refused the data itself: retrying cannot help."""
-    return isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)) or (
-        isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
-    )
+async def _apply_batch(conn: asyncpg.Connection, ops: Sequence[Op]) -> None:
+    async with conn.transaction():
+        await apply_ops(conn, list(ops))
+
+
+async def _apply_one(conn: asyncpg.Connection, op: Op) -> None:
+    await apply_ops(conn, [op])
+
+
+_ROWS: Rows[Op] = Rows(write=_apply_batch, write_one=_apply_one, encode=encode_op, decode=decode_op)
 
 
 class CallJournal:
@@ -311,29 +309,46 @@ class CallJournal:
         self.linger_s = linger_s
         self.write_timeout_s = write_timeout_s
         self.backoff = backoff
-        self.applied = 0
-        self.dropped = 0  # refused by the database, or past max_backlog without a spool
-        self.spilled = 0  # operations written to the spool
-        self.failing_since: float | None = None  # monotonic time of the first failed write in a row
-        self._spool = Spool(spool_dir) if spool_dir is not None else None
-        self._run_id = uuid.uuid4().hex  # tells this journal's operations in the spool from earlier ones
-        self._ops: deque[Op] = deque()
-        self._queued = 0
-        self._done = 0
-        self._wake = asyncio.Event()
-        self._full = asyncio.Event()
-        self._progress = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
-        self._spool_io: asyncio.Future[Any] | None = None
+        self._wb = WriteBehind(
+            pool,
+            _ROWS,
+            name="journal",
+            spool_dir=spool_dir,
+            batch_size=batch_size,
+            linger_s=linger_s,
+            write_timeout_s=write_timeout_s,
+            backoff=backoff,
+            max_backlog=max_backlog,
+        )
+
+    @property
+    def applied(self) -> int:
+        """Operations committed (from memory or the spool)."""
+        return self._wb.written + self._wb.replayed
+
+    @property
+    def dropped(self) -> int:
+        """Operations refused by the database, or past `max_backlog` without a spool."""
+        return self._wb.refused + self._wb.dropped
+
+    @property
+    def spilled(self) -> int:
+        """Operations written to the spool."""
+        return self._wb.spilled
+
+    @property
+    def failing_since(self) -> float | None:
+        """Monotonic time of the first failed write in a row; None while writes work."""
+        return self._wb.failing_since
 
     @property
     def backlog(self) -> int:
         """Operations queued or spooled and not yet committed."""
-        return len(self._ops) + (self._spool.backlog if self._spool is not None else 0)
+        return self._wb.backlog
 
     @property
     def spool_backlog(self) -> int:
-        return self._spool.backlog if self._spool is not None else 0
+        return self._wb.spool_backlog
 
     # ------------------------------------------------------------ queue ---
     def event(self, event_type: str, subject: str, payload: dict[str, Any]) -> uuid.UUID:
@@ -341,7 +356,7 @@ class CallJournal:
         if event_type not in EVENT_TYPES:
             raise ValueError(f"unknown webhook event type {event_type!r}")
         event_id = uuid.uuid4()
-        self._put(OutboxEvent(event_id, event_type, subject, payload))
+        self._wb.put(OutboxEvent(event_id, event_type, subject, payload))
         return event_id
 
     def progress(
@@ -354,7 +369,7 @@ class CallJournal:
         answer_to_bridge_ms: int | None,
     ) -> None:
         """Answer and bridge facts of a live attempt (the row shows what a crash would leave)."""
-        self._put(
+        self._wb.put(
             Progress(
                 attempt_id,
                 "bridged" if bridged_at else "answered",
@@ -366,7 +381,7 @@ class CallJournal:
         )
 
     def disposition(self, attempt_id: uuid.UUID, code: str) -> None:
-        self._put(Disposition(attempt_id, code))
+        self._wb.put(Disposition(attempt_id, code))
 
     def close_contact(
         self,
@@ -380,225 +395,26 @@ class CallJournal:
         cancelled: bool,
     ) -> None:
         """Contact bookkeeping after its attempt `attempt_no` ended."""
-        self._put(CloseContact(contact_id, attempt_no, attempt_created_at, status, retry_at, outcome, cancelled))
+        self._wb.put(CloseContact(contact_id, attempt_no, attempt_created_at, status, retry_at, outcome, cancelled))
 
     def agent_state(
         self, agent_id: int, *, state: str, pause_code: str | None, campaign_id: int | None, since: datetime
     ) -> None:
         """An agent's new state from `since` (agent_state_log, agents.state); queue its
         ``agent.state_changed`` event right after it."""
-        self._put(AgentStateChange(agent_id, state, pause_code, campaign_id, since))
-
-    def _put(self, op: Op) -> None:
-        if len(self._ops) >= self.max_backlog:
-            if self._spool is None:
-                self.dropped += 1
-                log.error("dialer.journal_full", backlog=len(self._ops), dropped=self.dropped, op=repr(op))
-                return
-            self._full.set()  # the writer moves the queue to the spool
-        self._ops.append(op)
-        self._queued += 1
-        self._wake.set()
+        self._wb.put(AgentStateChange(agent_id, state, pause_code, campaign_id, since))
 
     # ------------------------------------------------------------- life ---
     async def start(self) -> None:
         """Open the spool (what an earlier process left is written first) and start writing."""
-        if self._task is None:
-            if self._spool is not None:
-                await asyncio.to_thread(self._spool.open)
-                if self._spool.backlog:
-                    self._wake.set()
-            self._task = asyncio.create_task(self._run(), name="call-journal")
+        await self._wb.start()
 
     async def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything queued before this call is committed (or dropped)."""
-        target = self._queued
-        async with self._progress:
-            await asyncio.wait_for(self._progress.wait_for(lambda: self._done >= target), timeout)
+        """Wait until everything queued before this call is committed (or dropped), also
+        what went through the spool. TimeoutError after `timeout`."""
+        await self._wb.wait_committed(timeout)
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued (up to `timeout`), spool what is left, then stop."""
-        if self._task is None:
-            return
-        try:
-            if self._spool is None or self.failing_since is None:  # else: spool at once
-                await self.flush(timeout)
-        except TimeoutError:
-            log.error("dialer.journal_closed_with_backlog", backlog=self.backlog, spooled=self._spool is not None)
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
-        if self._spool_io is not None:
-            await asyncio.wait([self._spool_io])
-        if self._spool is not None:
-            await self._spill_or_log()  # a batch cut short may have committed too: replaying it is harmless
-            await asyncio.to_thread(self._spool.close)
-
-    # ----------------------------------------------------------- writer ---
-    async def _run(self) -> None:
-        failures = 0
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self.linger_s:
-                # Let the call path's own requests go first; what queues meanwhile joins the batch.
-                await asyncio.sleep(self.linger_s)
-            while self._ops or self.spool_backlog:
-                if self._full.is_set():
-                    await self._spill_or_log()
-                try:
-                    if self.spool_backlog:
-                        await self._replay()
-                    else:
-                        batch = list(islice(self._ops, self.batch_size))
-                        self._committed(len(batch), await self._write(batch))
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    failures += 1
-                    self._unavailable(exc, failures)
-                    await self._spill_or_log()
-                    await self._pause(self.backoff.delay(failures - 1))
-                    continue
-                if failures:
-                    self._recovered(failures)
-                    failures = 0
-                await self._notify()
-
-    async def _replay(self) -> None:
-        """Write the spool's oldest segment, batch by batch; remove it once all is committed."""
-        assert self._spool is not None
-        segment = (await self._io(self._spool.segments))[0]
-        read = await self._io(self._spool.read, segment)
-        ops: list[Op] = []
-        mine = 0
-        for item in read.items:
-            try:
-                ops.append(decode_op(item))
-            except (KeyError, TypeError, ValueError) as exc:
-                self.dropped += 1
-                log.error("dialer.journal_bad_spool_line", segment=segment.name, error=f"{type(exc).__name__}: {exc}")
-                continue
-            mine += item.get("run") == self._run_id
-        refused = 0
-        for start in range(0, len(ops), self.batch_size):
-            refused += await self._write(ops[start : start + self.batch_size])
-        await self._io(self._spool.remove, segment)
-        self.applied += len(ops) - refused
-        self.dropped += refused
-        self._done += mine
-        log.info(
-            "dialer.journal_replayed",
-            segment=segment.name,
-            ops=len(ops),
-            refused=refused,
-            spool_backlog=self.spool_backlog,
-        )
-
-    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
-        """Spool I/O in a thread; when the writer is cancelled meanwhile the call still
-        completes, and `close` waits for it: one caller at a time."""
-        self._spool_io = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-        return await asyncio.shield(self._spool_io)
-
-    async def _spill_or_log(self) -> None:
-        if self._spool is None:
-            return
-        try:
-            await self._spill()
-        except OSError as exc:
-            log.error("dialer.journal_spool_failed", error=f"{type(exc).__name__}: {exc}", backlog=len(self._ops))
-
-    async def _spill(self) -> None:
-        """Move the whole queue (the oldest unwritten operations follow the spool's) to the spool."""
-        assert self._spool is not None
-        self._full.clear()
-        ops = list(self._ops)
-        if not ops:
-            return
-        try:
-            await self._io(self._spool.append, [encode_op(op) | {"run": self._run_id} for op in ops])
-        finally:
-            write = self._spool_io
-            assert write is not None
-            await asyncio.wait([write])  # cancelled meanwhile (close): it still completes
-            if not write.cancelled() and write.exception() is None:
-                for _ in ops:
-                    self._ops.popleft()
-        self.spilled += len(ops)
-        log.warning("dialer.journal_spilled", ops=len(ops), spool_backlog=self._spool.backlog)
-
-    async def _pause(self, delay: float) -> None:
-        """Back off; a queue past `max_backlog` meanwhile goes to the spool at once."""
-        deadline = time.monotonic() + delay
-        while (left := deadline - time.monotonic()) > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), left)
-            if self._full.is_set():
-                await self._spill_or_log()
-
-    async def _write(self, batch: list[Op]) -> int:
-        """Commit the batch in one transaction; return how many operations the database
-        refused. A connection that failed otherwise (or timed out) is terminated."""
-        conn = await asyncio.wait_for(self.pool.acquire(), self.write_timeout_s)
-        try:
-            return await asyncio.wait_for(self._apply(conn, batch), self.write_timeout_s)
-        except BaseException:
-            conn.terminate()
-            raise
-        finally:
-            await self.pool.release(conn)
-
-    @staticmethod
-    async def _apply(conn: asyncpg.Connection, batch: list[Op]) -> int:
-        try:
-            async with conn.transaction():
-                await apply_ops(conn, batch)
-            return 0
-        except Exception as exc:
-            if not _is_data_error(exc):
-                raise
-        # Isolate the operations the database refuses (a savepoint each); write the others.
-        refused = 0
-        async with conn.transaction():
-            for op in batch:
-                try:
-                    async with conn.transaction():
-                        await apply_ops(conn, [op])
-                except Exception as exc:
-                    if not _is_data_error(exc):
-                        raise
-                    refused += 1
-                    log.error("dialer.journal_refused", op=repr(op), error=f"{type(exc).__name__}: {exc}")
-        return refused
-
-    def _unavailable(self, exc: BaseException, failures: int) -> None:
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-        log.error(
-            "dialer.journal_unavailable",
-            error=f"{type(exc).__name__}: {exc}",
-            backlog=self.backlog,
-            failures=failures,
-            down_s=round(time.monotonic() - self.failing_since, 1),
-        )
-
-    def _recovered(self, failures: int) -> None:
-        log.warning(
-            "dialer.journal_recovered",
-            failures=failures,
-            backlog=self.backlog,
-            down_s=round(time.monotonic() - (self.failing_since or time.monotonic()), 1),
-        )
-        self.failing_since = None
-
-    def _committed(self, n: int, refused: int) -> None:
-        for _ in range(n):
-            self._ops.popleft()
-        self.applied += n - refused
-        self.dropped += refused
-        self._done += n
-
-    async def _notify(self) -> None:
-        async with self._progress:
-            self._progress.notify_all()
+        """Write what is queued (up to `timeout`; at once to the spool while Postgres is
+        failing), spool what is left, then stop."""
+        await self._wb.close(timeout)
