@@ -49,7 +49,7 @@ from benchmarks.bridge_latency import ARI, _pct, live_environment
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.logs import configure_logging
 from hitcall_pbx.sandbox import Sandbox, SippAgents
-from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
+from hitcall_pbx.settings import SANDBOX_AGI_SECRET, SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
 from hitcall_pbx.store import migrations
 
 LAG_TARGET_S = 0.05
@@ -236,6 +236,7 @@ async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> di
         "HITCALL_LOG_LEVEL": "INFO",
         "HITCALL_HTTP_PORT": str(http_port),
         "HITCALL_AGI_PORT": str(_free_port()),
+        "HITCALL_AGI_SECRET": SANDBOX_AGI_SECRET,
         "HITCALL_ARI_URL": ARI,
     }
     log_path = tmp / "service.log"

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from .agents.sessions import AgentSessions
 from .agi.scripts import default_handlers
-from .agi.server import AgiServer
+from .agi.server import AGI_UNCONFIGURED, AgiServer
 from .alarms import AlarmMonitor, AlarmSources, service_inputs
 from .api.app import create_app
 from .api.deps import ApiDeps
@@ -30,7 +30,7 @@ from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
 from .dialer.inbound import InboundOptions, InboundRouter
 from .dialer.store import DialerStore
-from .errors import HitCallError
+from .errors import ConfigError, HitCallError
 from .hooks.dispatcher import WebhookDispatcher
 from .hooks.retention import prune_outbox
 from .logs import get_logger
@@ -130,6 +130,11 @@ class HitCall:
 
     async def _start(self) -> None:
         s, o = self.settings, self.options
+        agi = o.agi and s.agi_enabled
+        if agi and s.agi_secret is None:
+            raise ConfigError(
+                f"{AGI_UNCONFIGURED}; or set HITCALL_AGI_ENABLED=false", details={"setting": "HITCALL_AGI_SECRET"}
+            )
         self.looplag = LoopLagMonitor()
         await self.looplag.start()
         self._stack.append(self.looplag.close)
@@ -227,15 +232,17 @@ class HitCall:
                 ari_connected=lambda: self.ari is not None and self.ari.connected.is_set(),
                 draining=lambda: self.draining,
             )
-            self.http_runner = web.AppRunner(create_app(deps), handle_signals=False)
+            app = create_app(deps, trusted_proxies=s.trusted_proxy_networks)
+            self.http_runner = web.AppRunner(app, handle_signals=False)
             await self.http_runner.setup()
             site = web.TCPSite(self.http_runner, s.http_host, s.http_port)
             await site.start()
             self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             self._stack.append(self.http_runner.cleanup)
             log.info("app.http_listening", host=s.http_host, port=self.http_port)
-        if o.agi:
-            self.agi = AgiServer(pool, s.http_host, s.agi_port, default_handlers())
+        if agi and s.agi_secret is not None:
+            secret = s.agi_secret.get_secret_value()
+            self.agi = AgiServer(pool, s.agi_host, s.agi_port, default_handlers(), secret=secret)
             await self.agi.start()
             self._stack.append(self.agi.close)
         if o.purge_interval_s:

@@ -86,6 +86,7 @@ def _sandbox(args: argparse.Namespace) -> int:
                 f"  version   {info.asterisk_version}\n  ARI       {info.ari_url}\n"
                 f"  user      {info.ari_user}\n  password  {info.ari_password}\n"
                 f"  SIP       {info.sip}\n  root      {info.root}\n"
+                f"  FastAGI   HITCALL_AGI_SECRET={info.agi_secret}\n"
             )
     return 0 if (info.running or args.action == "stop") else 1
 

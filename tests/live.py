@@ -20,7 +20,7 @@ import pytest
 from hitcall_pbx.ari import AriRest, Channel
 from hitcall_pbx.ari.client import AriClient
 from hitcall_pbx.sandbox import Sandbox
-from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER, Settings
+from hitcall_pbx.settings import SANDBOX_AGI_SECRET, SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER, Settings
 
 ARI_URL = "http://127.0.0.1:8088/ari"
 
@@ -141,7 +141,13 @@ async def service_dsn(pg_dsn, migrated_template):
 def service_settings(service_dsn, tmp_path, sandbox):
     from hitcall_pbx.settings import load_settings
 
-    return load_settings(database_url=service_dsn, data_dir=tmp_path, ari_url=ARI_URL, ari_app="hitcall")
+    return load_settings(
+        database_url=service_dsn,
+        data_dir=tmp_path,
+        ari_url=ARI_URL,
+        ari_app="hitcall",
+        agi_secret=SANDBOX_AGI_SECRET,  # what the sandbox dialplan passes
+    )
 
 
 @pytest.fixture

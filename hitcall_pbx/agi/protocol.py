@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode
 
 from ..logs import get_logger
 
@@ -128,6 +129,22 @@ class AgiSession:
     def script(self) -> str:
         """The script name from ``agi://host:port/<script>?...``."""
         return self.env.get("agi_network_script", "").split("?", 1)[0].strip("/")
+
+    def take_param(self, name: str) -> str | None:
+        """The value of `name` in the script URL's query (``agi://host/script?name=value``),
+        then removed from the environment so that nothing logs it later; None when absent."""
+        found: str | None = None
+        for key in ("agi_network_script", "agi_request"):
+            value = self.env.get(key)
+            if value is None or "?" not in value:
+                continue
+            base, _, query = value.partition("?")
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if found is None:
+                found = next((v for k, v in pairs if k == name), None)
+            kept = [(k, v) for k, v in pairs if k != name]
+            self.env[key] = base + ("?" + urlencode(kept) if kept else "")
+        return found
 
     @property
     def args(self) -> list[str]:

@@ -1,15 +1,23 @@
-"""asyncio FastAGI server: dialplan ``AGI(agi://host:4573/<script>)`` runs a handler.
+"""asyncio FastAGI server: dialplan ``AGI(agi://host:4573/<script>?secret=<secret>)`` runs a handler.
 
-Every connection is bounded (line length, environment size, time to send the
-environment, time per reply, whole-session time, number of sessions), and whatever a
-peer sends, an error ends only that connection and is logged.
+Every request carries the shared secret (``HITCALL_AGI_SECRET``, the dialplan's global of
+the same name) in the script URL's query; it is compared in constant time, and a request
+without it or with another one gets nothing (no lookup, no opt-out) and is logged
+(``agi_refused``, never with the secret). Every connection is bounded (line length,
+environment size, time to send the environment, time per reply, whole-session time,
+number of sessions). A connection that has not sent its request yet holds no session
+slot: each peer may keep `max_pending_per_peer` of those (opening more closes its
+oldest) and each is cut after `env_timeout`, so idle connections cannot block Asterisk's.
+Whatever a peer sends, an error ends only that connection and is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import asyncpg
 
@@ -20,6 +28,10 @@ Handler = Callable[[AgiSession, asyncpg.Pool], Awaitable[None]]
 
 _log = get_logger("hitcall.agi")
 
+AGI_UNCONFIGURED = (
+    "HITCALL_AGI_SECRET is required to run FastAGI (the same value as HITCALL_AGI_SECRET in the dialplan's [globals])"
+)
+
 
 class AgiServer:
     def __init__(
@@ -29,11 +41,20 @@ class AgiServer:
         port: int,
         handlers: Mapping[str, Handler],
         *,
+        secret: str,
         session_timeout: float = 600.0,
-        env_timeout: float = 10.0,
+        env_timeout: float = 2.0,
         reply_timeout: float = 120.0,
         max_sessions: int = 200,
+        max_pending_per_peer: int = 8,
+        max_pending: int = 256,
     ) -> None:
+        if not secret:
+            raise ValueError("the FastAGI server needs a secret (HITCALL_AGI_SECRET)")
+        self._secret = secret.encode()
+        self._max_pending_per_peer = max_pending_per_peer
+        self._max_pending = max_pending
+        self._pending: dict[asyncio.StreamWriter, str] = {}  # connections before their request -> peer, oldest first
         self._pool = pool
         self._host = host
         self._port = port
@@ -75,16 +96,25 @@ class AgiServer:
         assert task is not None
         self._tasks.add(task)
         peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else "?"
         log = _log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else None)
         try:
+            self._admit(address, writer, log)
+            try:
+                agi = await AgiSession.open(
+                    reader, writer, env_timeout=self._env_timeout, reply_timeout=self._reply_timeout
+                )
+            finally:
+                self._release(writer)
+            log = log.bind(script=agi.script, channel=agi.uniqueid)
+            refusal = self._check_secret(agi)
+            if refusal is not None:
+                log.warning("agi_refused", reason=refusal)
+                return
             if self._slots.locked():
                 log.warning("agi_busy")
                 return
             async with self._slots, asyncio.timeout(self._session_timeout):
-                agi = await AgiSession.open(
-                    reader, writer, env_timeout=self._env_timeout, reply_timeout=self._reply_timeout
-                )
-                log = log.bind(script=agi.script, channel=agi.uniqueid)
                 handler = self._handlers.get(agi.script)
                 if handler is None:
                     log.warning("agi_unknown_script")
@@ -108,3 +138,34 @@ class AgiServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    # ------------------------------------------------------- before the request ---
+    def _admit(self, address: str, writer: asyncio.StreamWriter, log: Any) -> None:
+        """Count a connection that has not sent its request yet. A peer at its cap, or the
+        server at its own, loses its oldest such connection: the newest (e.g. Asterisk's real
+        request, sent at once) is served, and an idle one lasts at most `env_timeout`."""
+        mine = [w for w, a in self._pending.items() if a == address]
+        if len(mine) >= self._max_pending_per_peer:
+            self._evict(mine[0])
+            log.warning("agi_peer_cap", closed_oldest=True, per_peer=self._max_pending_per_peer)
+        elif len(self._pending) >= self._max_pending:
+            self._evict(next(iter(self._pending)))
+            log.warning("agi_pending_cap", closed_oldest=True, pending=self._max_pending)
+        self._pending[writer] = address
+
+    def _evict(self, writer: asyncio.StreamWriter) -> None:
+        del self._pending[writer]
+        writer.transport.abort()
+
+    def _release(self, writer: asyncio.StreamWriter) -> None:
+        self._pending.pop(writer, None)
+
+    def _check_secret(self, agi: AgiSession) -> str | None:
+        """None when the request carries the secret; else why not (never the value). The
+        secret is then removed from the session's environment."""
+        given = agi.take_param("secret")
+        if given is None:
+            return "missing_secret"
+        if not hmac.compare_digest(given.encode(), self._secret):
+            return "wrong_secret"
+        return None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import HitCallError
 from ..logs import get_logger
-from ..settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
+from ..settings import SANDBOX_AGI_SECRET, SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
 
 log = get_logger("hitcall.sandbox")
 
@@ -46,6 +46,7 @@ class SandboxInfo:
     ari_user: str
     ari_password: str
     sip: str
+    agi_secret: str  # HITCALL_AGI_SECRET of the sandbox dialplan (dialplan/sandbox/extensions_hitcall_local.conf)
     asterisk_version: str | None = None
 
     def as_dict(self) -> dict[str, object]:
@@ -307,6 +308,7 @@ class Sandbox:
             ari_user=SANDBOX_ARI_USER,
             ari_password=SANDBOX_ARI_PASSWORD,
             sip=f"udp:127.0.0.1:{SIP_PORT}",
+            agi_secret=SANDBOX_AGI_SECRET,
             asterisk_version=version,
         )
 

@@ -1,7 +1,8 @@
 """FastAGI scripts driven by the real sandboxed Asterisk.
 
 A call is originated into the product's [hitcall-inbound] context (the return-call
-line, ``AGI(agi://127.0.0.1:4573/optout)``) as ``Local/<number>@hitcall-inbound``
+line, ``AGI(agi://127.0.0.1:4573/optout?secret=${HITCALL_AGI_SECRET})``, the sandbox's
+secret) as ``Local/<number>@hitcall-inbound``
 with the caller id under test; the ;1 half sits in our Stasis app and plays the
 caller: it presses keys with ARI send_dtmf.
 """
@@ -15,10 +16,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import pytest
+from structlog.testing import capture_logs
 
 from hitcall_pbx.agi import AgiServer, AgiSession, default_handlers
 from hitcall_pbx.agi.scripts import lookup
 from hitcall_pbx.ari import AriNotFound
+from hitcall_pbx.settings import SANDBOX_AGI_SECRET
 
 pytestmark = pytest.mark.asterisk
 
@@ -41,8 +44,8 @@ async def add_contact(db, list_name: str, *, name: str, permission: bool = False
 
 
 @asynccontextmanager
-async def serve(db, handlers: Mapping) -> AsyncIterator[AgiServer]:
-    server = AgiServer(db, "127.0.0.1", AGI_PORT, handlers)
+async def serve(db, handlers: Mapping, *, secret: str = SANDBOX_AGI_SECRET) -> AsyncIterator[AgiServer]:
+    server = AgiServer(db, "127.0.0.1", AGI_PORT, handlers, secret=secret)
     await server.start()
     try:
         yield server
@@ -196,3 +199,23 @@ async def test_lookup_sets_channel_variables_for_known_and_unknown_callers(ari, 
         await ari.rest.send_dtmf(unknown, "#")
         for cid in (known, unknown):
             await ari.events_log.wait_for("ChannelDestroyed", lambda e, c=cid: e.channel.id == c, timeout=20)
+
+
+async def test_a_dialplan_with_another_secret_gets_nothing(ari, db):
+    """The server's secret differs from the dialplan's: Asterisk's request is refused (and
+    logged without either secret), nothing is looked up or opted out, and the dialplan goes
+    on without HitCall's variables: the caller is hung up."""
+    await add_contact(db, "spring", name="Maija")
+    ran: list[str] = []
+
+    async def must_not_run(agi: AgiSession, pool) -> None:
+        ran.append(agi.script)
+
+    with capture_logs() as logs:
+        async with serve(db, {"optout": must_not_run, "lookup": must_not_run}, secret="not-the-dialplans-secret"):
+            cid = await call_return_line(ari, CALLER)
+            await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == cid, timeout=20)
+    assert ran == []
+    assert [e["reason"] for e in logs if e["event"] == "agi_refused"] == ["wrong_secret"]
+    assert SANDBOX_AGI_SECRET not in repr(logs) and "not-the-dialplans-secret" not in repr(logs)
+    assert await db.fetchval("SELECT count(*) FROM dnc_entries") == 0

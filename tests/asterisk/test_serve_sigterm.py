@@ -23,6 +23,7 @@ import pytest
 
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign
 from hitcall_pbx.sandbox import SippAgents
+from hitcall_pbx.settings import SANDBOX_AGI_SECRET
 from hitcall_pbx.store.db import create_pool
 
 from .conftest import wait_until
@@ -50,6 +51,7 @@ class Service:
             "HITCALL_ARI_URL": settings.ari_url,
             "HITCALL_HTTP_PORT": str(self.port),
             "HITCALL_AGI_PORT": str(_free_port()),
+            "HITCALL_AGI_SECRET": SANDBOX_AGI_SECRET,
             "HITCALL_SHUTDOWN_GRACE_S": str(grace_s),
         }
         self.log_path = tmp_path / "serve.log"

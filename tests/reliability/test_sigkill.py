@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from hitcall_pbx.sandbox import SippAgents
+from hitcall_pbx.settings import SANDBOX_AGI_SECRET
 from hitcall_pbx.store.db import create_pool
 from tests.live import ARI_URL, wait_until
 
@@ -99,6 +100,7 @@ async def test_sigkill_mid_campaign_then_restart(
         HITCALL_ARI_URL=ARI_URL,
         HITCALL_HTTP_PORT=str(_free_port()),
         HITCALL_AGI_PORT=str(_free_port()),
+        HITCALL_AGI_SECRET=SANDBOX_AGI_SECRET,
         HITCALL_LOG_LEVEL="INFO",
         HITCALL_PURGE_INTERVAL_S="86400",
     )

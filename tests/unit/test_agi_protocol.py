@@ -38,6 +38,8 @@ ENV = (
     "\n"
 )
 
+SECRET = "unit-test-agi-secret-0123"
+
 
 class FakeAsterisk:
     """The Asterisk end of a socket pair: writes raw bytes, reads command lines."""
@@ -218,6 +220,7 @@ async def test_server_survives_garbage_and_serves_the_next_call():
         "127.0.0.1",
         0,
         {"ok": script, "boom": boom},  # type: ignore[arg-type]
+        secret=SECRET,
         env_timeout=0.3,
         session_timeout=2,
     )
@@ -238,11 +241,11 @@ async def test_server_survives_garbage_and_serves_the_next_call():
         await talk(b"agi_request: agi://h/ok\n")  # disconnects before the blank line
         await talk(b"a" * (MAX_LINE * 4))  # one endless line
         await talk(b"agi_request: agi://h/", close=False)  # never finishes: env timeout
-        await talk(b"agi_network_script: nosuch\n\n")
-        await talk(b"agi_network_script: boom\n\n")
+        await talk(b"agi_network_script: nosuch?secret=" + SECRET.encode() + b"\n\n")
+        await talk(b"agi_network_script: boom?secret=" + SECRET.encode() + b"\n\n")
         # The server is still up and a proper session works.
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"agi_network_script: ok\nagi_callerid: +358401234567\n\n")
+        writer.write(b"agi_network_script: ok?secret=" + SECRET.encode() + b"\nagi_callerid: +358401234567\n\n")
         assert await reader.readline() == b'SET VARIABLE "SEEN" "+358401234567"\n'
         writer.write(b"200 result=1\n")
         assert await asyncio.wait_for(reader.read(), 5) == b""  # the server closes when done
@@ -259,10 +262,10 @@ async def test_close_ends_running_sessions():
         started.set()
         await agi.wait_for_digit(60000)
 
-    server = AgiServer(None, "127.0.0.1", 0, {"slow": slow})  # type: ignore[arg-type]
+    server = AgiServer(None, "127.0.0.1", 0, {"slow": slow}, secret=SECRET)  # type: ignore[arg-type]
     await server.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"agi_network_script: slow\n\n")
+    writer.write(b"agi_network_script: slow?secret=" + SECRET.encode() + b"\n\n")
     await asyncio.wait_for(started.wait(), 5)
     await asyncio.wait_for(server.close(), 5)
     assert await asyncio.wait_for(reader.read(), 5) == b"WAIT FOR DIGIT 60000\n"
@@ -275,12 +278,15 @@ async def test_optout_line_with_database_down_routes_the_caller_to_an_agent():
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
     pool = await asyncpg.create_pool(f"postgresql://x@127.0.0.1:{dead_port}/x", min_size=0)
-    server = AgiServer(pool, "127.0.0.1", 0, default_handlers())
+    server = AgiServer(pool, "127.0.0.1", 0, default_handlers(), secret=SECRET)
     await server.start()
     commands: list[str] = []
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        writer.write(b"agi_network_script: optout\nagi_callerid: +358401234567\nagi_extension: 0291234567\n\n")
+        writer.write(
+            b"agi_network_script: optout?secret=" + SECRET.encode() + b"\n"
+            b"agi_callerid: +358401234567\nagi_extension: 0291234567\n\n"
+        )
         while line := (await asyncio.wait_for(reader.readline(), 10)).decode().rstrip("\n"):
             commands.append(line)
             pressed_1 = line.startswith('STREAM FILE "hello-world"')

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from hitcall_pbx.sandbox.asterisk import Sandbox
-from hitcall_pbx.settings import Settings
+from hitcall_pbx.settings import AGI_SECRET_RE, SANDBOX_AGI_SECRET, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -76,7 +76,10 @@ def test_service_environment_is_what_settings_read(compose):
     # ARI on the port http.conf binds, FastAGI on the port the dialplan calls.
     assert ":8088/" in env["HITCALL_ARI_URL"] and "bindport = 8088" in (ROOT / "dialplan/http.conf").read_text()
     assert "HITCALL_AGI = agi://127.0.0.1:4573" in (ROOT / "dialplan/extensions.conf").read_text()
-    assert env["HITCALL_AGI_PORT"] == "4573"
+    assert env["HITCALL_AGI_PORT"] == "4573" and env["HITCALL_AGI_HOST"] == "127.0.0.1"
+    # Asterisk and the service get the same FastAGI secret.
+    assert env["HITCALL_AGI_SECRET"] == "${HITCALL_AGI_SECRET}"
+    assert compose["services"]["asterisk"]["environment"]["HITCALL_AGI_SECRET"].startswith("${HITCALL_AGI_SECRET")
     assert compose["services"]["asterisk"]["environment"]["HITCALL_ARI_PASSWORD"].startswith("${HITCALL_ARI_PASSWORD")
 
 
@@ -134,24 +137,52 @@ def test_compose_builds_from_the_repository_root(compose):
         assert (ROOT / build["dockerfile"]).is_file()
 
 
-def test_entrypoint_sets_the_ari_password(tmp_path):
-    """The entrypoint's substitution replaces the placeholder in dialplan/ari.conf."""
-    conf = tmp_path / "ari.conf"
+def _entrypoint(tmp_path: Path) -> tuple[str, Path, Path]:
+    """The entrypoint script writing into copies of dialplan/ari.conf and extensions.conf."""
+    conf, extensions = tmp_path / "ari.conf", tmp_path / "extensions.conf"
     conf.write_text((ROOT / "dialplan/ari.conf").read_text())
+    extensions.write_text((ROOT / "dialplan/extensions.conf").read_text())
     script = (DOCKER / "asterisk/entrypoint.sh").read_text().replace("/etc/asterisk/ari.conf", str(conf))
+    script = script.replace("/etc/asterisk/extensions.conf", str(extensions))
     script = script.replace("mkdir -p /var/run/asterisk /var/spool/asterisk/recording", ":")
+    return script, conf, extensions
+
+
+AGI_SECRET = "0123456789abcdef-agi.secret~"
+
+
+def test_entrypoint_sets_the_ari_password_and_the_agi_secret(tmp_path):
+    """The entrypoint's substitutions replace the placeholders in dialplan/ari.conf and extensions.conf."""
+    script, conf, extensions = _entrypoint(tmp_path)
     secret = "s3cr/t&with\\odd"
-    proc = subprocess.run(
-        ["sh", "-c", script, "entrypoint", "true"], env={"HITCALL_ARI_PASSWORD": secret, "PATH": "/usr/bin:/bin"}
-    )
+    env = {"HITCALL_ARI_PASSWORD": secret, "HITCALL_AGI_SECRET": AGI_SECRET, "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(["sh", "-c", script, "entrypoint", "true"], env=env)
     assert proc.returncode == 0
     assert f"password = {secret}\n" in conf.read_text() and "CHANGE-ME" not in conf.read_text()
-    assert (
-        subprocess.run(
-            ["sh", "-c", script, "entrypoint", "true"], env={"PATH": "/usr/bin:/bin"}, capture_output=True
-        ).returncode
-        == 2
-    )
+    text = extensions.read_text()
+    assert f"\nHITCALL_AGI_SECRET = {AGI_SECRET}\n" in text
+    assert "AGI(${HITCALL_AGI}/optout?secret=${HITCALL_AGI_SECRET})" in text
+    for missing in ({}, {"HITCALL_AGI_SECRET": AGI_SECRET}, {"HITCALL_ARI_PASSWORD": "x"}):
+        proc = subprocess.run(
+            ["sh", "-c", script, "entrypoint", "true"], env={**missing, "PATH": "/usr/bin:/bin"}, capture_output=True
+        )
+        assert proc.returncode == 2, missing
+
+
+@pytest.mark.parametrize("bad", ["short", "has space in it 123", "semi;colon-0123456789", "amp&ersand-0123456789"])
+def test_entrypoint_refuses_an_agi_secret_that_cannot_travel_in_the_url(tmp_path, bad):
+    script, _, extensions = _entrypoint(tmp_path)
+    before = extensions.read_text()
+    env = {"HITCALL_ARI_PASSWORD": "x", "HITCALL_AGI_SECRET": bad, "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(["sh", "-c", script, "entrypoint", "true"], env=env, capture_output=True)
+    assert proc.returncode == 2 and b"HITCALL_AGI_SECRET" in proc.stderr
+    assert extensions.read_text() == before
+
+
+def test_the_sandbox_dialplan_passes_the_sandbox_agi_secret():
+    text = (ROOT / "dialplan/sandbox/extensions_hitcall_local.conf").read_text()
+    assert f"\nHITCALL_AGI_SECRET = {SANDBOX_AGI_SECRET}\n" in text
+    assert AGI_SECRET_RE.fullmatch(SANDBOX_AGI_SECRET)
 
 
 def test_operator_guide_documents_every_setting(compose):
