@@ -21,10 +21,11 @@ from .agents.sessions import AgentSessions
 from .agi.scripts import default_handlers
 from .agi.server import AGI_UNCONFIGURED, AgiServer
 from .alarms import AlarmMonitor, AlarmSources, service_inputs
-from .api.app import create_app
+from .api.app import create_app, create_metrics_app
 from .api.deps import ApiDeps
 from .ari import AriClient, AriRest
 from .ari.client import RestFactory
+from .core.netpolicy import AddressPolicy
 from .dialer.control import EngineControl
 from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
@@ -33,6 +34,7 @@ from .dialer.store import DialerStore
 from .errors import ConfigError, HitCallError
 from .hooks.dispatcher import WebhookDispatcher
 from .hooks.retention import prune_outbox
+from .hooks.targets import WebhookTargets
 from .logs import get_logger
 from .looplag import LoopLagMonitor
 from .metrics import MetricsSources, ServiceMetrics
@@ -184,7 +186,9 @@ class HitCall:
         await self.dialer.start()
         self._stack.append(self._stop_dialer)
 
-        self.webhooks = WebhookDispatcher(pool, aiohttp.ClientSession)
+        self.webhooks = WebhookDispatcher(
+            pool, aiohttp.ClientSession, address_policy=AddressPolicy(s.webhook_allow_networks)
+        )
         if o.webhooks:
             await self.webhooks.start()
             self._stack.append(self.webhooks.close)
@@ -232,14 +236,7 @@ class HitCall:
                 ari_connected=lambda: self.ari is not None and self.ari.connected.is_set(),
                 draining=lambda: self.draining,
             )
-            app = create_app(deps, trusted_proxies=s.trusted_proxy_networks)
-            self.http_runner = web.AppRunner(app, handle_signals=False)
-            await self.http_runner.setup()
-            site = web.TCPSite(self.http_runner, s.http_host, s.http_port)
-            await site.start()
-            self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self._stack.append(self.http_runner.cleanup)
-            log.info("app.http_listening", host=s.http_host, port=self.http_port)
+            await self._listen(deps)
         if agi and s.agi_secret is not None:
             secret = s.agi_secret.get_secret_value()
             self.agi = AgiServer(pool, s.agi_host, s.agi_port, default_handlers(), secret=secret)
@@ -255,6 +252,29 @@ class HitCall:
         if self.alarms is not None:
             await self.alarms.start()
             self._stack.append(self.alarms.close)
+
+    async def _listen(self, deps: ApiDeps) -> None:
+        s = self.settings
+        token = s.metrics_token.get_secret_value() if s.metrics_token is not None else None
+        deps.metrics_token = token
+        deps.metrics_on_api = s.metrics_port is None
+        deps.webhook_targets = WebhookTargets(AddressPolicy(s.webhook_allow_networks))
+        if s.metrics_port is not None:
+            runner = web.AppRunner(create_metrics_app(deps.metrics, token=token), handle_signals=False)
+            await runner.setup()
+            await web.TCPSite(runner, s.metrics_host, s.metrics_port).start()
+            self._stack.append(runner.cleanup)
+            log.info("app.metrics_listening", host=s.metrics_host, port=s.metrics_port, token=token is not None)
+        elif token is None and s.http_host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("app.metrics_open", host=s.http_host, hint="set HITCALL_METRICS_TOKEN or HITCALL_METRICS_PORT")
+        app = create_app(deps, trusted_proxies=s.trusted_proxy_networks)
+        self.http_runner = web.AppRunner(app, handle_signals=False)
+        await self.http_runner.setup()
+        site = web.TCPSite(self.http_runner, s.http_host, s.http_port)
+        await site.start()
+        self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp: a started site has its server
+        self._stack.append(self.http_runner.cleanup)
+        log.info("app.http_listening", host=s.http_host, port=self.http_port)
 
     async def _stop_dialer(self) -> None:
         assert self.dialer is not None

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     agi_enabled: bool = Field(default=True, validation_alias=AliasChoices("HITCALL_AGI_ENABLED"))
     # Reverse proxies whose X-Forwarded-For names the client (addresses or CIDR networks).
     trusted_proxies: str = Field(default="", validation_alias=AliasChoices("HITCALL_TRUSTED_PROXIES"))
+    # Webhook targets the address policy lets through although not public (a CRM on the LAN): networks.
+    webhook_allow_nets: str = Field(default="", validation_alias=AliasChoices("HITCALL_WEBHOOK_ALLOW_NETS"))
     # /metrics: a bearer token it requires, and/or a listener of its own (then not on the API port)
     metrics_token: SecretStr | None = Field(default=None, validation_alias=AliasChoices("HITCALL_METRICS_TOKEN"))
     metrics_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HITCALL_METRICS_HOST"))
@@ -149,6 +151,16 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
         return parse_networks(self.trusted_proxies)
 
+    @field_validator("webhook_allow_nets")
+    @classmethod
+    def _webhook_allow_nets(cls, v: str) -> str:
+        parse_networks(v)  # ValueError naming the bad entry
+        return v
+
+    @property
+    def webhook_allow_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.webhook_allow_nets)
+
     @field_validator("metrics_port", mode="before")
     @classmethod
     def _metrics_port(cls, v: object) -> object:
@@ -190,6 +202,7 @@ _ENV_NAMES = {
     "agi_secret": "HITCALL_AGI_SECRET",
     "agi_enabled": "HITCALL_AGI_ENABLED",
     "trusted_proxies": "HITCALL_TRUSTED_PROXIES",
+    "webhook_allow_nets": "HITCALL_WEBHOOK_ALLOW_NETS",
     "migrate_database_url": "HITCALL_MIGRATE_DATABASE_URL",
     "metrics_token": "HITCALL_METRICS_TOKEN",
     "metrics_host": "HITCALL_METRICS_HOST",

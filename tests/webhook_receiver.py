@@ -1,13 +1,21 @@
 """A CRM's webhook endpoint for tests: verifies Standard Webhooks signatures, acknowledges
-each webhook-id, counts repeats, and can fail (503) or be down (port closed)."""
+each webhook-id, counts repeats, and can fail (503) or be down (port closed). It listens on
+127.0.0.1: dispatchers that deliver to it need `ALLOW_LOOPBACK`."""
 
 from __future__ import annotations
 
 import socket
 from collections import Counter
+from ipaddress import ip_network
 
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
+
+from hitcall_pbx.core.netpolicy import AddressPolicy
+
+# The receiver listens on loopback, which the product refuses as a webhook target: the
+# tests allow it explicitly, as an operator allows a CRM on the LAN (HITCALL_WEBHOOK_ALLOW_NETS).
+ALLOW_LOOPBACK = AddressPolicy(allow=(ip_network("127.0.0.0/8"), ip_network("::1/128")))
 
 
 def free_port() -> int:
@@ -26,6 +34,7 @@ class Receiver:
         self.accepted: list[dict] = []  # verified and acknowledged, in arrival order
         self.duplicates = 0  # an already acknowledged webhook-id delivered again
         self.bad_signatures = 0
+        self.hosts: list[str] = []  # the Host header of each request
         self._seen: set[str] = set()
         self._runner: web.AppRunner | None = None
 
@@ -35,6 +44,7 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
+        self.hosts.append(request.headers.get("Host", ""))
         body = await request.read()
         if self.fail:
             self.unacknowledged[request.headers.get("webhook-id", "")] += 1

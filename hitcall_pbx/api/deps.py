@@ -271,6 +271,18 @@ class WebhookReplay(Protocol):
         the ids replayed."""
 
 
+class WebhookTargetCheck(Protocol):
+    async def check_url(self, url: str, *, field: str = "url") -> None:
+        """ValidationFailed naming `field` when the URL's host is, or resolves to, an address
+        webhooks may not reach (loopback, private, link-local, metadata ...)."""
+
+
+def default_webhook_targets() -> WebhookTargetCheck:
+    from ..hooks.targets import WebhookTargets
+
+    return WebhookTargets()
+
+
 # ------------------------------------------------------------------------ ApiDeps
 
 
@@ -291,3 +303,5 @@ class ApiDeps:
     clock: Callable[[], datetime] = utcnow
     metrics_token: str | None = None  # /metrics needs this bearer token (None: open)
     metrics_on_api: bool = True  # False: /metrics is served on a listener of its own, 404 on the API port
+    # checks a webhook URL when a subscription is created or changed (default: public addresses only)
+    webhook_targets: WebhookTargetCheck = field(default_factory=default_webhook_targets)

@@ -58,6 +58,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         try:
             replayed = await dispatcher.replay(
                 actor=f"cli:{getpass.getuser()}",
+                actor_role="system",  # the server's shell: every owner's deliveries
                 delivery_ids=args.ids,
                 subscription_id=args.subscription,
                 event_type=args.event_type,

@@ -17,6 +17,11 @@ Delivery rules (docs/webhooks.md describes them for CRM integrators):
 * Delivery is at least once: a receiver that timed out (or a worker that died
   mid-request) may see an event again; receivers de-duplicate on ``webhook-id``.
   A non-2xx answer is never counted as delivered, so it never causes a duplicate.
+* Every attempt checks the target against the address policy (`hooks.targets`): an IP
+  literal before connecting, a name through the resolver the connector uses, so the
+  connection goes to a checked address. Redirects are not followed (a 3xx is a failed
+  attempt). The error stored for the API is generic (``HTTP <status>``, ``connection
+  failed``, ``timeout``, ``address not allowed``); what exactly failed is logged.
 """
 
 from __future__ import annotations
@@ -29,21 +34,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import aiohttp
 import asyncpg
+from aiohttp.abc import AbstractResolver
 
 from ..core.backoff import Backoff
+from ..core.netpolicy import AddressPolicy, host_address
 from ..errors import ValidationFailed
 from ..logs import get_logger
 from ..store import audit
 from .events import EVENT_TYPES
 from .signing import signature_headers
+from .targets import GuardedResolver, TargetRefused
 
 DEFAULT_BACKOFF = Backoff(base=5.0, cap=3600.0)
 DEFAULT_MAX_AGE = timedelta(hours=24)
 USER_AGENT = "HitCall-Webhooks/1"
+# The only texts stored in webhook_deliveries.last_error besides "HTTP <status>".
+ERROR_REFUSED = "address not allowed"
+ERROR_TIMEOUT = "timeout"
+ERROR_CONNECTION = "connection failed"
 
 _log = get_logger("hitcall.hooks")
 
@@ -184,13 +197,16 @@ class WebhookDispatcher:
 
     `clock` schedules retries, leases and the max-age deadline (tests compress time
     with it); `wall_clock` gives the ``webhook-timestamp`` header, which receivers
-    compare with their own real clock.
+    compare with their own real clock. `address_policy` says which addresses targets may
+    have (default: public ones only; the operator's HITCALL_WEBHOOK_ALLOW_NETS adds
+    exceptions); `resolver` is the name resolver it checks (default: the system's).
+    `http_session_factory` is called with the guarded ``connector=``.
     """
 
     def __init__(
         self,
         pool: asyncpg.Pool,
-        http_session_factory: Callable[[], aiohttp.ClientSession],
+        http_session_factory: Callable[..., aiohttp.ClientSession],
         *,
         clock: Callable[[], datetime] = utc_now,
         backoff: Backoff = DEFAULT_BACKOFF,
@@ -201,10 +217,14 @@ class WebhookDispatcher:
         batch_size: int = 500,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
+        address_policy: AddressPolicy | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self._pool = pool
+        self._policy = address_policy or AddressPolicy()
+        self._resolver = resolver
         self._session_factory = http_session_factory
         self._session: aiohttp.ClientSession | None = None
         self._clock = clock
@@ -324,7 +344,15 @@ class WebhookDispatcher:
     async def _post(self, job: _Job) -> tuple[int | None, str | None]:
         """POST the event; (status, None) on 2xx, else (status or None, error text)."""
         if self._session is None:
-            self._session = self._session_factory()
+            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self._policy, self._resolver))
+            self._session = self._session_factory(connector=connector)
+        log = _log.bind(delivery_id=job.delivery_id, subscription_id=job.subscription_id)
+        host = urlsplit(job.url).hostname or ""
+        literal = host_address(host)
+        reason = self._policy.refusal(literal) if literal is not None else None
+        if reason is not None:  # an IP literal never reaches the resolver: checked here
+            log.warning("webhook_target_refused", host=host, reason=reason)
+            return None, ERROR_REFUSED
         body = event_body(job.event_id, job.event_type, job.created_at, job.subject, job.payload)
         headers = {
             "Content-Type": "application/json",
@@ -341,9 +369,15 @@ class WebhookDispatcher:
             ) as resp:
                 if 200 <= resp.status < 300:
                     return resp.status, None
-                return resp.status, f"HTTP {resp.status}"
+                return resp.status, f"HTTP {resp.status}"  # a 3xx too: redirects are not followed
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:500]
+            refused = exc if isinstance(exc, TargetRefused) else getattr(exc, "os_error", None)
+            if isinstance(refused, TargetRefused):
+                log.warning("webhook_target_refused", host=refused.host, address=refused.address, reason=refused.reason)
+                return None, ERROR_REFUSED
+            generic = ERROR_TIMEOUT if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)) else ERROR_CONNECTION
+            log.info("webhook_attempt_error", host=host, error=f"{type(exc).__name__}: {exc}"[:500])
+            return None, generic
 
     # ------------------------------------------------------- stats, replay ---
     async def stats(self) -> WebhookStats:

@@ -25,7 +25,7 @@ from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.hooks import WebhookDispatcher, generate_secret
 from hitcall_pbx.sandbox import SippAgents
 from tests.live import OriginateCounter
-from tests.webhook_receiver import Receiver
+from tests.webhook_receiver import ALLOW_LOOPBACK, Receiver
 
 from .harness import (
     attempts,
@@ -101,7 +101,13 @@ async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hang
         # The service's dispatcher, on compressed time. Its lease (request timeout + 30 s of
         # virtual time) must outlast a real loopback POST: 150 virtual s = 1.5 real s.
         dispatcher = WebhookDispatcher(
-            pool, aiohttp.ClientSession, clock=clock, request_timeout=120.0, poll_interval=0.05, rng=random.Random(5)
+            pool,
+            aiohttp.ClientSession,
+            clock=clock,
+            request_timeout=120.0,
+            poll_interval=0.05,
+            rng=random.Random(5),
+            address_policy=ALLOW_LOOPBACK,  # the receiver is on 127.0.0.1
         )
         await dispatcher.start()
         try:
