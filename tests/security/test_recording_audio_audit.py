@@ -10,9 +10,11 @@ import io
 import uuid
 import zipfile
 
+import asyncpg
 import pytest
 
 from hitcall_pbx.auth import Role
+from hitcall_pbx.store.db import dsn_with_database
 from tests.integration.test_api_support import SYSTEM
 from tests.security.service_api import ServiceApi, seed_recorded_call, service_api  # noqa: F401
 
@@ -133,15 +135,22 @@ async def test_subject_export_audio_is_audited_per_recording(service_api: Servic
     assert len(await _rows(api, rec)) == 1
 
 
-async def test_no_audio_leaves_when_the_audit_row_cannot_be_written(service_api: ServiceApi, recorded: dict):
+async def test_no_audio_leaves_when_the_audit_row_cannot_be_written(
+    service_api: ServiceApi, recorded: dict, pg_dsn: str
+) -> None:
     api, rec, audio = service_api, recorded["recording"].id, recorded["audio"]
-    await api.pool.execute(
-        """CREATE FUNCTION test_refuse_recording_audit() RETURNS trigger LANGUAGE plpgsql AS
-           $$ BEGIN IF NEW.action LIKE 'recording.%' THEN RAISE EXCEPTION 'audit store refuses'; END IF;
-              RETURN NEW; END $$;
-           CREATE TRIGGER test_refuse_recording_audit BEFORE INSERT ON audit_log
-           FOR EACH ROW EXECUTE FUNCTION test_refuse_recording_audit();"""
-    )
+    # the audit store refuses recording rows (installed by the server's admin, not the service's role)
+    admin = await asyncpg.connect(dsn_with_database(pg_dsn, await api.pool.fetchval("SELECT current_database()")))
+    try:
+        await admin.execute(
+            """CREATE FUNCTION test_refuse_recording_audit() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN IF NEW.action LIKE 'recording.%' THEN RAISE EXCEPTION 'audit store refuses'; END IF;
+                  RETURN NEW; END $$;
+               CREATE TRIGGER test_refuse_recording_audit BEFORE INSERT ON audit_log
+               FOR EACH ROW EXECUTE FUNCTION test_refuse_recording_audit();"""
+        )
+    finally:
+        await admin.close()
     headers = await _credential(api, "session")
     for route in ROUTES:
         for rng in RANGES:
@@ -151,9 +160,7 @@ async def test_no_audio_leaves_when_the_audit_row_cannot_be_written(service_api:
             assert resp.status == 500, (route, rng, resp.status)
             assert b"RIFF" not in body and audio[100:200] not in body
     compliance = await api.login_as(Role.COMPLIANCE)
-    resp = await api.client.post(
-        "/api/v1/subjects/export.zip", json={"subject": {"phone": NUMBER}}, headers=compliance
-    )
+    resp = await api.client.post("/api/v1/subjects/export.zip", json={"subject": {"phone": NUMBER}}, headers=compliance)
     body = await resp.read()
     assert resp.status == 500 and not body.startswith(b"PK") and audio[:64] not in body
     exports = api.data_dir / "exports"
