@@ -26,7 +26,7 @@ from .api.deps import ApiDeps
 from .ari import AriClient, AriRest
 from .ari.client import RestFactory
 from .core.netpolicy import AddressPolicy
-from .dialer.control import EngineControl
+from .dialer.control import ApiOnlyControl, EngineControl
 from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
 from .dialer.inbound import InboundOptions, InboundRouter
@@ -48,7 +48,8 @@ from .records.recorder import Recorder
 from .records.recordings import RecordingStore
 from .settings import Settings
 from .store import migrations
-from .store.db import Database
+from .store.db import Database, connect
+from .store.dialer_lock import DialerLock
 
 log = get_logger("hitcall.app")
 
@@ -59,6 +60,7 @@ DRAIN_HANGUP_WAIT_S = 5.0  # after the grace limit: for the hung-up calls' end e
 class Options:
     """What to run. `hitcall serve` runs everything; tests and the demo switch parts off."""
 
+    dialer: bool = True  # False: API only (no ARI, dialer, AGI, webhooks delivery, purge, alarms)
     dialer_tick_s: float = 0.25
     dialer_watchdog_s: float | None = 5.0  # None: no sweep of live calls against Asterisk
     campaign_refresh_s: float = 1.0
@@ -119,6 +121,7 @@ class HitCall:
     alarms: AlarmMonitor | None = None
     draining: bool = False  # SIGTERM received: /readyz says not ready, no new calls
     looplag: LoopLagMonitor | None = None
+    dialer_lock: DialerLock | None = None
     _stack: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -148,8 +151,16 @@ class HitCall:
             applied = await migrations.apply(pool)
             if applied:
                 log.info("app.migrated", applied=applied)
-
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        if not o.dialer:
+            await self._start_api_only()
+            return
+        # One dialing process per database: taken before anything reads or recovers live rows.
+        dsn = self.db.dsn
+        self.dialer_lock = DialerLock(lambda: connect(dsn))
+        await self.dialer_lock.acquire()
+        self._stack.append(self.dialer_lock.release)
+
         self.store = RecordingStore(s.data_dir / "recordings")
         self.cdr = CdrWriter(pool, default_spool_dir(s.data_dir))
         await self.cdr.start()
@@ -173,6 +184,7 @@ class HitCall:
             campaign_refresh_s=o.campaign_refresh_s,
             journal=self.journal,
             watchdog_s=o.dialer_watchdog_s,
+            fenced=lambda: self.dialer_lock.lost if self.dialer_lock else None,
         )
         self.recorder = Recorder(self.ari, pool, self.store, s.data_dir / "spool" / "recordings")
         self.dialer.on_call_end.append(self.recorder.call_ended)
@@ -276,6 +288,29 @@ class HitCall:
         self._stack.append(self.http_runner.cleanup)
         log.info("app.http_listening", host=s.http_host, port=self.http_port)
 
+    async def _start_api_only(self) -> None:
+        """The REST API over the database, for a process beside the one that dials: live
+        call control answers 503 naming where it runs."""
+        s = self.settings
+        assert self.db is not None
+        pool = self.db.pool
+        self.store = RecordingStore(s.data_dir / "recordings")
+        registry = CollectorRegistry()
+        privacy = PrivacyService(pool, self.store, export_dir=s.data_dir / "exports")
+        self.webhooks = WebhookDispatcher(pool, aiohttp.ClientSession)  # replay and stats only: no delivery loop
+        deps = ApiDeps(
+            pool=pool,
+            metrics=registry,
+            dialer=ApiOnlyControl(pool),
+            cdrs=ApiCdrs(pool),
+            recordings=ApiRecordings(pool, self.store),
+            privacy=ApiPrivacy(privacy),
+            webhooks=self.webhooks,
+            ari_connected=lambda: False,
+            draining=lambda: self.draining,
+        )
+        await self._listen(deps)
+
     async def _stop_dialer(self) -> None:
         assert self.dialer is not None
         await self.dialer.close()
@@ -286,6 +321,7 @@ class HitCall:
                 report = await worker.run_once()
                 if self.metrics:
                     self.metrics.purge_done(report)
+                assert self.db is not None
                 pruned = await prune_outbox(self.db.pool, now=datetime.now(UTC))
                 if pruned:
                     log.info("webhooks.outbox_pruned", events=pruned)
@@ -334,8 +370,9 @@ class HitCall:
         await self.close()
 
 
-async def serve(settings: Settings) -> int:
-    """`hitcall serve`: everything in one process until SIGTERM / SIGINT."""
+async def serve(settings: Settings, *, api_only: bool = False) -> int:
+    """`hitcall serve`: everything in one process until SIGTERM / SIGINT (`api_only`: the
+    REST API only, beside the process that dials)."""
     import signal
 
     stop, again = asyncio.Event(), asyncio.Event()
@@ -347,15 +384,16 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     options = Options(
+        dialer=not api_only,
         http=True,
-        agi=True,
+        agi=not api_only,
         purge_interval_s=settings.purge_interval_s or None,  # 0: no scheduled purge
         ari_wait_s=None,
         shutdown_grace_s=settings.shutdown_grace_s,
     )
     app = HitCall(settings, options)
     await app.start()
-    log.info("app.serving", pid=os.getpid())
+    log.info("app.serving", pid=os.getpid(), api_only=api_only)
     try:
         await stop.wait()
         log.info("app.stopping", grace_s=options.shutdown_grace_s)

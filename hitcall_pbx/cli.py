@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="summary as JSON on stdout")
 
     sv = sub.add_parser("serve", help="run the service: ARI, dialer, REST API, FastAGI, webhooks, purge")
+    sv.add_argument(
+        "--api-only",
+        action="store_true",
+        help="serve the REST API only, beside the process that dials (one dials per database)",
+    )
     sv.set_defaults(handler=_serve)
 
     import importlib
@@ -146,7 +151,7 @@ def _without_settings(run: Callable[[argparse.Namespace], int], settings: Settin
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from .app import serve
 
-    return await serve(settings)
+    return await serve(settings, api_only=args.api_only)
 
 
 # Sub-commands that live with their feature: each module has add_parser() and run().

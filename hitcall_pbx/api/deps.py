@@ -21,13 +21,13 @@ from prometheus_client import CollectorRegistry
 from pydantic import AwareDatetime, Field, model_validator
 
 from ..auth import Actor, Passwords, ThrottlePolicy, utcnow
+from ..core.calls import CallState
+from ..core.compliance import CampaignMode
+from ..core.outcomes import Outcome
 from .types import Email, In, Out, Patch, Phone, Query, TimeZone
 
-Outcome = Literal[
-    "answered_human", "answered_machine", "busy", "no_answer", "congestion", "failed", "abandoned", "cancelled"
-]
-CallMode = Literal["preview", "progressive", "predictive"]
-CallState = Literal["reserved", "originating", "ringing", "answered", "bridged", "ended"]
+# The API's call vocabulary is the core's: one definition of each.
+CallMode = CampaignMode
 
 
 # ------------------------------------------------------------------------ dialer

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
+
 from ..agents.sessions import AgentSessions
 from ..api.deps import LiveCall
 from ..auth import Actor
-from ..errors import NotFound
+from ..errors import NotFound, Unavailable
 from ..records.journal import set_attempt_disposition
 from ..store import audit
 from .engine import Dialer
@@ -96,10 +98,10 @@ class EngineControl:
                     agent_id=c.agent_id,
                     contact_id=c.attempt.contact_id,
                     number=c.attempt.number,
-                    state=c.state,  # type: ignore[arg-type]
-                    mode=c.attempt.mode.value,
+                    state=c.state,
+                    mode=c.attempt.mode,
                     originated_at=c.originated_at,
-                    answered_at=c.answered_at,  # type: ignore[arg-type]
+                    answered_at=c.answered_at,
                     bridged_at=c.bridged_at,
                 )
             )
@@ -108,3 +110,68 @@ class EngineControl:
     async def hang_up(self, attempt_id: uuid.UUID, *, actor: Actor) -> None:
         await self.dialer.hangup_call(str(attempt_id))
         await self._audit(actor, "call.hangup", None, attempt_id=attempt_id)
+
+
+class ApiOnlyControl:
+    """The controls of a process that serves the API only (`hitcall serve --api-only`):
+    live call and agent control belong to the one process that dials on this database,
+    so they answer 503; what is stored (a disposition on a named attempt) works here."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @staticmethod
+    def _elsewhere() -> Unavailable:
+        return Unavailable(
+            "this HitCall process serves the API only; live calls and agents are controlled "
+            "through the process that dials",
+            code="dialer_elsewhere",
+        )
+
+    async def campaign_changed(self, campaign_id: int) -> None:
+        """Nothing to do: the dialing process reads campaign changes every second."""
+
+    async def agent_changed(self, agent_id: int) -> None:
+        """Nothing to do: the dialing process reads agent changes every second."""
+
+    async def pause_agent(self, agent_id: int, pause_code: str, *, actor: Actor) -> None:
+        raise self._elsewhere()
+
+    async def unpause_agent(self, agent_id: int, *, actor: Actor) -> None:
+        raise self._elsewhere()
+
+    async def end_wrap_up(self, agent_id: int, *, actor: Actor) -> None:
+        raise self._elsewhere()
+
+    async def set_disposition(
+        self, agent_id: int, disposition: str, *, attempt_id: uuid.UUID | None, actor: Actor
+    ) -> None:
+        if attempt_id is None:
+            raise self._elsewhere()
+        if not await set_attempt_disposition(self.pool, attempt_id, agent_id, disposition):
+            raise NotFound(
+                "no call of this agent with that attempt id",
+                details={"attempt_id": str(attempt_id), "agent_id": agent_id},
+            )
+        await audit.record(
+            self.pool,
+            actor=actor.name,
+            actor_role=actor.role,
+            action="call.disposition",
+            object_type="agent",
+            object_id=agent_id,
+            details={"disposition": disposition, "attempt_id": str(attempt_id)},
+            source_ip=actor.source_ip,
+        )
+
+    async def accept_offer(self, agent_id: int, *, actor: Actor) -> uuid.UUID:
+        raise self._elsewhere()
+
+    async def skip_offer(self, agent_id: int, reason: str | None, *, actor: Actor) -> None:
+        raise self._elsewhere()
+
+    async def live_calls(self, *, campaign_id: int | None = None, agent_id: int | None = None) -> list[LiveCall]:
+        raise self._elsewhere()
+
+    async def hang_up(self, attempt_id: uuid.UUID, *, actor: Actor) -> None:
+        raise self._elsewhere()

@@ -5,8 +5,12 @@ lifecycle in `core.calls`): ARI events come in through `handle_event` (one at a
 time, in order), a pacing tick decides how many calls each running campaign places,
 the hopper creates the attempt rows (committed before originate), and every
 finished attempt leaves one CDR through the injected sink. Its parts: preview
-offers (`preview`), resync / watchdog / restart recovery (`recovery`), the SQL it
-runs (`store`), the live call and its CDR (`calls`).
+offers (`preview`), resync / watchdog / restart recovery (`recovery`), pacing and
+the hopper (`pacer`), what a call writes (`ledger`), the SQL it runs (`store`), the
+live call and its CDR (`calls`). What stays here, at about 650 lines, is the call
+path itself — originate, events, answer, AMD, connect to an agent, bridge, end —
+whose steps hand one live call and one agent between them within milliseconds;
+split further, each step would pass the call table and the agents to the next.
 
 Never dial twice: an attempt's ARI channel id is its attempt id, the row exists
 before originate, and an attempt is originated at most once by this process;
@@ -21,7 +25,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -34,45 +38,36 @@ from ..agents.sessions import (
     AgentSession,
     AgentSessions,
 )
-from ..ari import AriClient, AriError, AriNotFound, Resync
+from ..ari import AriClient, AriError, Resync
 from ..core import pacing
-from ..core.calls import DIALLING_STATES, CallEvent, CallState
+from ..core.calls import CallEvent, CallState
 from ..core.compliance import CampaignMode
-from ..core.outcomes import Outcome, contact_after
+from ..core.outcomes import Outcome
 from ..core.states import AgentState, AgentTransition
-from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
+from ..errors import Conflict, NotFound, ValidationFailed
 from ..logs import get_logger
 from ..records.journal import CallJournal
 from ..stasis import StasisKind, app_args, parse_args
 from ..tasks import TaskSet
-from .calls import CdrSink, LiveCall, cdr_record, json_payload
+from .calls import CdrSink, LiveCall
+from .connect import AnswerPath
 from .hopper import Hopper
+from .ledger import CallLedger
 from .models import Attempt, Campaign
+from .pacer import CampaignPacer
 from .preview import Offer, PreviewOffers
-from .recovery import CONNECT_LIMIT_S, INFO_MESSAGE_MAX_S, Recovery
+from .recovery import Recovery
 from .store import DialerStore
 
 log = get_logger("hitcall.dialer")
 
-HOPPER_EMPTY_BACKOFF_S = 2.0
 DISPOSITION_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
-__all__ = ["Dialer", "LiveCall", "Offer", "load_stats"]
+__all__ = ["Dialer", "LiveCall", "Offer"]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-async def load_stats(store: DialerStore, campaign: Campaign, today: datetime) -> pacing.PacingStats:
-    """Pacing statistics seeded with today's and the last 30 days' abandon counts."""
-    stats = pacing.PacingStats(ring_timeout_s=float(campaign.ring_timeout_s))
-    tallies = await store.abandon_tallies(campaign.id)
-    day = today.date()
-    # One tally per past day, oldest first (days without calls count as empty days).
-    history = [tallies.get(day - timedelta(days=n), pacing.AbandonTally()) for n in range(29, 0, -1)]
-    stats.restore(tallies.get(day, pacing.AbandonTally()), history)
-    return stats
 
 
 class Dialer:
@@ -90,6 +85,7 @@ class Dialer:
         amd_context: str = "hitcall-amd",
         journal: CallJournal,
         watchdog_s: float | None = 5.0,
+        fenced: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.ari = ari
         self.store = store
@@ -97,26 +93,25 @@ class Dialer:
         self.hopper = hopper
         self.cdr = cdr
         self.journal = journal
+        self.ledger = CallLedger(journal, cdr)
         self.watchdog_s = watchdog_s
+        self.fenced = fenced  # why this process may not dial any more (None: it may)
         self.tick_s = tick_s
         self.campaign_refresh_s = campaign_refresh_s
         self.outbound_context = outbound_context
         self.amd_context = amd_context
         self.calls: dict[str, LiveCall] = {}
         self.waiting: deque[LiveCall] = deque()
-        self.campaigns: dict[int, Campaign] = {}
-        self.stats: dict[int, pacing.PacingStats] = {}
-        self.blocked: dict[int, dict[str, int]] = {}
-        self._empty_until: dict[int, float] = {}
-        self._stats_day: dict[int, str] = {}
+        self.pacer = CampaignPacer(store, hopper, sessions, self.calls)
         self._tasks = TaskSet("dialer")
         self._loop_task: asyncio.Task[None] | None = None
         self._watchdog_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closing = False
         self._dialing_paused_reason: str | None = None
-        self.previews = PreviewOffers(store, sessions, self._place, self._spawn)
+        self.previews = PreviewOffers(store, sessions, self._originate, self._spawn)
         self.recovery = Recovery(self)
+        self.answers = AnswerPath(self)
         self.on_call_end: list[Callable[[LiveCall, Outcome], None]] = []
         sessions.on_transition(self._agent_changed)
         sessions.on_dtmf(self._agent_key)
@@ -124,6 +119,15 @@ class Dialer:
     @property
     def pool(self) -> asyncpg.Pool:
         return self.store.pool
+
+    @property
+    def campaigns(self) -> dict[int, Campaign]:
+        """The running campaigns, by id."""
+        return self.pacer.campaigns
+
+    @property
+    def stats(self) -> dict[int, pacing.PacingStats]:
+        return self.pacer.stats
 
     @property
     def offers(self) -> dict[int, Offer]:
@@ -193,21 +197,10 @@ class Dialer:
 
     # ------------------------------------------------------- campaigns ---
     async def refresh_campaigns(self) -> None:
-        fresh = await self.store.running_campaigns()
-        for cid, campaign in fresh.items():
-            if cid not in self.stats:
-                now = _now()
-                self.stats[cid] = await load_stats(self.store, campaign, now)
-                self._stats_day[cid] = now.date().isoformat()
-        self.campaigns = fresh
+        await self.pacer.refresh()
 
     def _campaign_stats(self, campaign: Campaign) -> pacing.PacingStats:
-        stats = self.stats[campaign.id]
-        today = _now().date().isoformat()
-        if self._stats_day.get(campaign.id) != today:
-            stats.new_day()
-            self._stats_day[campaign.id] = today
-        return stats
+        return self.pacer.stats_for(campaign)
 
     # ------------------------------------------------------------ loop ---
     async def _loop(self) -> None:
@@ -224,7 +217,8 @@ class Dialer:
                     await self.sessions.refresh_campaigns()
                     last_refresh = time.monotonic()
                 await self.tick()
-                self._dialing_paused_reason = None
+                if self.fenced() is None:
+                    self._dialing_paused_reason = None
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # Postgres down: no attempt can get its stored id, so nothing is dialled.
                 if self._dialing_paused_reason is None:
@@ -241,89 +235,32 @@ class Dialer:
     async def tick(self) -> None:
         if not self.ari.connected.is_set() or not self.recovery.recovered:
             return
+        fenced = self.fenced()
+        if fenced is not None:
+            if self._dialing_paused_reason != fenced:
+                log.error("dialer.fenced", reason=fenced)
+                self._dialing_paused_reason = fenced
+            return
         for campaign in sorted(self.campaigns.values(), key=lambda c: -c.priority):
             if campaign.mode is CampaignMode.PREVIEW:
                 await self.previews.offer(campaign)
             else:
                 await self._pace(campaign)
 
-    def _snapshot(self, campaign: Campaign) -> pacing.PacingSnapshot:
-        now = time.monotonic()
-        agents = [s for s in self.sessions.by_agent.values() if campaign.id in s.campaigns and not s.pin_pending]
-        wrap, talk = [], []
-        for s in agents:
-            if s.state is AgentState.WRAP_UP and s.fsm.wrap_until is not None:
-                wrap.append(max(0.0, (s.fsm.wrap_until - _now()).total_seconds()))
-            elif s.state is AgentState.ON_CALL:
-                call = self.calls.get(s.attempt_id or "")
-                talk.append(max(0.0, now - call.answered_mono) if call and call.answered_mono else 0.0)
-        dialling, reserved_calls, waiting = [], 0, 0
-        for c in self.calls.values():
-            if c.campaign.id != campaign.id:
-                continue
-            if c.state in DIALLING_STATES:
-                if c.reserved:
-                    reserved_calls += 1
-                else:
-                    dialling.append(now - c.placed_mono)
-            elif c.state is CallState.ANSWERED and c.agent_id is None:
-                waiting += 1
-        return pacing.PacingSnapshot(
-            now=now,
-            agents_logged_in=len(agents),
-            agents_ready=len(self.sessions.ready_agents(campaign.id)),
-            wrap_remaining_s=tuple(wrap),
-            talk_elapsed_s=tuple(talk),
-            dialling_elapsed_s=tuple(dialling),
-            answered_waiting=waiting,
-            reserved_calls=reserved_calls,
-            agents_paused=sum(1 for s in agents if s.state is AgentState.PAUSED),
-            settings=campaign.pacing_settings(),
-        )
-
     async def _pace(self, campaign: Campaign) -> None:
-        stats = self._campaign_stats(campaign) if campaign.mode is CampaignMode.PREDICTIVE else None
-        decision = pacing.pace_decision(campaign.mode, self._snapshot(campaign), stats)
-        if decision.dial_now <= 0:
-            return
-        if time.monotonic() < self._empty_until.get(campaign.id, 0.0):
-            return
-        ready = [s.agent_id for s in self.sessions.ready_agents(campaign.id)]
-        result = await self.hopper.take(campaign, decision.dial_now, _now(), ready_agents=ready)
-        self._note_blocks(campaign, result.blocked)
-        if not result.attempts:
-            # Nothing due now: look again in a while, not on every tick.
-            self._empty_until[campaign.id] = time.monotonic() + HOPPER_EMPTY_BACKOFF_S
-            return
-        # A callback for one agent is placed for that agent, reserved now (in every mode);
-        # progressive reserves one ready agent for each other call too.
-        named = {a.agent_id for a in result.attempts}
-        free = [s for s in self.sessions.ready_agents(campaign.id) if s.agent_id not in named]
-        for attempt in result.attempts:
-            agent: AgentSession | None
-            if attempt.agent_id is not None:
-                agent = self.sessions.by_agent.get(attempt.agent_id)
-                agent = agent if agent is not None and agent.state is AgentState.READY else None
-            elif decision.reserve_agents:
-                agent = free.pop(0) if free else None
-            else:
-                self._originate(campaign, attempt, None)
-                continue
-            if agent is None:
+        for p in await self.pacer.due(campaign):
+            if not p.for_agent:
+                self._originate(campaign, p.attempt, None)
+            elif p.agent is None:
                 # The agent went away while the contact was taken: never dialled.
-                self._cancel_undialled(campaign, attempt)
-                continue
-            self._place(campaign, attempt, agent)
+                self._cancel_undialled(campaign, p.attempt)
+            else:
+                self._place(campaign, p.attempt, p.agent)
 
     def _cancel_undialled(self, campaign: Campaign, attempt: Attempt) -> None:
         call = LiveCall.placed(attempt, campaign)
         self.calls[call.channel_id] = call
         self.finish(call, cause=None, cause_txt="no agent left to reserve", cancelled=True)
-
-    def _note_blocks(self, campaign: Campaign, blocked: dict[str, int]) -> None:
-        mine = self.blocked.setdefault(campaign.id, {})
-        for k, v in blocked.items():
-            mine[k] = mine.get(k, 0) + v
 
     # --------------------------------------------------------- originate ---
     def _place(self, campaign: Campaign, attempt: Attempt, agent: AgentSession) -> None:
@@ -382,13 +319,17 @@ class Dialer:
     async def handle_event(self, ev: Any) -> None:
         etype = getattr(ev, "type", None)
         channel = getattr(ev, "channel", None)
-        cid = channel.id if channel is not None else None
+        if channel is None:
+            if etype == "PlaybackFinished":
+                await self._playback_finished(ev)
+            return
+        cid: str = channel.id
         if etype == "StasisStart":
             kind, rest = parse_args(ev.args)
             if kind is StasisKind.AGENT_LOGIN:
                 await self.sessions.login(cid, rest[0] if rest else "")
             elif kind in (StasisKind.CUSTOMER, StasisKind.AMD) and cid in self.calls:
-                await self._answered(self.calls[cid], ev, kind, rest)
+                await self.answers.answered(self.calls[cid], ev, kind, rest)
             elif kind in (StasisKind.CUSTOMER, StasisKind.AMD):
                 # A customer channel this process does not know (e.g. after a restart): end it.
                 log.warning("dialer.unknown_customer_channel", channel_id=cid)
@@ -410,11 +351,12 @@ class Dialer:
             await self.agent_gone(cid)
         elif etype == "ChannelDtmfReceived" and cid in self.sessions.by_channel:
             self.sessions.dtmf(cid, ev.digit)
-        elif etype == "PlaybackFinished":
-            target = (ev.playback.target_uri or "").removeprefix("channel:")
-            call = self.calls.get(target)
-            if call is not None and call.info_playback == ev.playback.id:
-                await self.hangup(call.channel_id)
+
+    async def _playback_finished(self, ev: Any) -> None:
+        target = (ev.playback.target_uri or "").removeprefix("channel:")
+        call = self.calls.get(target)
+        if call is not None and call.info_playback == ev.playback.id:
+            await self.hangup(call.channel_id)
 
     async def handle_resync(self, snap: Resync) -> None:
         await self.recovery.resync(snap)
@@ -436,161 +378,15 @@ class Dialer:
         await self.previews.agent_gone(session.agent_id)
         await self.sessions.logout(channel_id)
 
-    # ------------------------------------------------------------ answer ---
-    async def _answered(self, call: LiveCall, ev: Any, kind: StasisKind, rest: list[str]) -> None:
-        if kind is StasisKind.CUSTOMER:
-            if call.answered_at is None:  # else already found answered by a resync or sweep
-                await self._answer(call, ev.timestamp or _now())
-            return
-        if call.answered_at is None:
-            self._mark_answered(call, ev.timestamp or _now())
-        call.apply(
-            CallEvent.AMD,
-            ev.timestamp or _now(),
-            amd_status=rest[0] if rest else None,
-            amd_cause=rest[1] if len(rest) > 1 else None,
-        )
-        if call.fsm.amd_status == "MACHINE":
-            await self.hangup(call.channel_id)
-            return
-        self._connect_or_wait(call)
-
-    def _mark_answered(self, call: LiveCall, at: datetime) -> None:
-        self._originated(call)
-        call.apply(CallEvent.ANSWER, at)
-        call.answered_mono = time.monotonic()
-        self._emit("call.answered", call)
-        self._store_progress(call)
-
-    async def _answer(self, call: LiveCall, at: datetime) -> None:
-        self._mark_answered(call, at)
-        if call.campaign.amd_enabled:
-            await self._run_amd(call)
-            return
-        self._connect_or_wait(call)
+    def bridged(self, call: LiveCall, at: datetime) -> None:
+        self.answers.bridged(call, at)
 
     async def found_answered(self, call: LiveCall, bridge_agent: int | None) -> None:
-        """A customer Up in Stasis whose StasisStart never reached the dialer (lost in an
-        ARI gap): the normal answer path, or, already in an agent's bridge, bridged."""
-        if call.answered_at is not None or self.calls.get(call.channel_id) is not call:
-            return  # its answer arrived meanwhile, or it ended
-        log.warning("dialer.answer_recovered", attempt_id=str(call.attempt.id), agent_id=bridge_agent)
-        if bridge_agent is None:
-            await self._answer(call, _now())
-            return
-        self._mark_answered(call, _now())
-        call.agent_id = bridge_agent
-        session = self.sessions.by_agent.get(bridge_agent)
-        if session is not None and session.state in (AgentState.READY, AgentState.RESERVED):
-            self.sessions.connect(session, call.channel_id, call.campaign.id)
-        self.bridged(call, call.answered_at or _now())
-
-    async def _run_amd(self, call: LiveCall) -> None:
-        # Keep events for the channel while it runs AMD in the dialplan.
-        try:
-            await self.ari.rest.subscribe(self.ari.app, f"channel:{call.channel_id}")
-            await self.ari.rest.continue_in_dialplan(
-                call.channel_id, context=self.amd_context, extension="s", priority=1
-            )
-        except AriError as exc:
-            log.warning("dialer.amd_failed", attempt_id=str(call.attempt.id), error=exc.message)
-            self._connect_or_wait(call)
-
-    def _connect_or_wait(self, call: LiveCall) -> None:
-        agent = self._agent_for(call)
-        if agent is not None:
-            self._connect(call, agent)
-            return
-        self.waiting.append(call)
-        remaining = CONNECT_LIMIT_S - (time.monotonic() - (call.answered_mono or time.monotonic()))
-        call.timer = asyncio.get_running_loop().call_later(max(0.0, remaining), self._connect_timeout, call)
-
-    def _agent_for(self, call: LiveCall) -> AgentSession | None:
-        if call.agent_id is not None:
-            session = self.sessions.by_agent.get(call.agent_id)
-            if session is not None and session.state is AgentState.RESERVED:
-                return session
-            call.agent_id = None
-            call.reserved = False
-        ready = self.sessions.ready_agents(call.campaign.id)
-        return ready[0] if ready else None
-
-    def _connect(self, call: LiveCall, agent: AgentSession) -> None:
-        """Give the answered call to the agent (synchronously, so no one else takes
-        the agent), then add it to the agent's bridge."""
-        call.agent_id = agent.agent_id
-        if call.timer:
-            call.timer.cancel()
-            call.timer = None
-        self.sessions.connect(agent, call.channel_id, call.campaign.id)
-        self._spawn(self._add_to_bridge(call, agent))
-
-    async def _add_to_bridge(self, call: LiveCall, agent: AgentSession) -> None:
-        try:
-            await self.ari.rest.add_channel(agent.bridge_id, call.channel_id)
-            call.added_at = _now()
-        except AriNotFound:
-            # The customer (or the agent's bridge) is gone: the destroy event finishes the call.
-            log.info("dialer.bridge_target_gone", attempt_id=str(call.attempt.id), agent_id=agent.agent_id)
-
-    def bridged(self, call: LiveCall, at: datetime) -> None:
-        if call.state is not CallState.ANSWERED:
-            return  # bridged already, or not a customer we put through
-        call.apply(CallEvent.BRIDGE, at)
-        self._campaign_stats(call.campaign).observe_connect()
-        self._emit("call.bridged", call)
-        self._store_progress(call)
-        if call.campaign.record_calls:
-            self._spawn(self._start_recording(call))
-
-    async def _start_recording(self, call: LiveCall) -> None:
-        agent = self.sessions.by_agent.get(call.agent_id or -1)
-        if agent is None:
-            return
-        rec_id = uuid.uuid4()
-        try:
-            await self.ari.rest.record_bridge(agent.bridge_id, str(rec_id), "wav", if_exists="fail")
-            call.recording_id = rec_id
-        except AriError as exc:
-            log.warning("dialer.record_failed", attempt_id=str(call.attempt.id), error=exc.message)
-
-    def _connect_timeout(self, call: LiveCall) -> None:
-        call.timer = None
-        if call.state is not CallState.ANSWERED or call.channel_id not in self.calls:
-            return
-        try:
-            self.waiting.remove(call)
-        except ValueError:
-            pass
-        call.apply(CallEvent.ABANDON, _now())
-        self._campaign_stats(call.campaign).observe_abandon()
-        self._emit("call.abandoned", call)
-        self._spawn(self._info_message(call))
-
-    async def _info_message(self, call: LiveCall) -> None:
-        media = call.campaign.info_message_sound
-        if not media:
-            await self.hangup(call.channel_id)
-            return
-        try:
-            pb = await self.ari.rest.play(call.channel_id, media)
-            call.info_playback = pb.id
-            call.timer = asyncio.get_running_loop().call_later(
-                INFO_MESSAGE_MAX_S, lambda: self._spawn(self.hangup(call.channel_id))
-            )
-        except AriError:
-            await self.hangup(call.channel_id)
+        await self.answers.found_answered(call, bridge_agent)
 
     # --------------------------------------------------------- agent side ---
     def _agent_changed(self, session: AgentSession, tr: AgentTransition) -> None:
-        if tr.agent.state is AgentState.READY:
-            # A waiting answered call gets this agent first: highest campaign priority, then oldest.
-            mine = [c for c in self.waiting if c.campaign.id in session.campaigns]
-            if mine:
-                call = min(mine, key=lambda c: (-c.campaign.priority, c.answered_mono or 0.0))
-                self.waiting.remove(call)
-                self._connect(call, session)
-                return
+        if tr.agent.state is AgentState.READY and not self.answers.agent_ready(session):
             self.wake()
 
     def _agent_key(self, session: AgentSession, digit: str) -> bool:
@@ -663,7 +459,7 @@ class Dialer:
         if ended.abandoned and not counted:
             # Answered but gone before the 2 s were up (or AMD undecided): it still counts.
             stats.observe_abandon()
-            self._emit("call.abandoned", call)
+            self.ledger.event("call.abandoned", call)
         stats.observe_attempt(time.monotonic(), ended.metrics.ring_s, ended.answered)
         if outcome is Outcome.ANSWERED_MACHINE:
             stats.observe_amd_machine()
@@ -675,9 +471,7 @@ class Dialer:
                 self.sessions.customer_gone(session, call.campaign.wrap_up_s)
             elif session.state is AgentState.RESERVED:
                 self.sessions.release(session)
-        record = cdr_record(call)
-        self.submit_cdr(record)
-        self._close_attempt(call, record)
+        self.ledger.ended(call)
         for fn in self.on_call_end:
             fn(call, outcome)
         log.info(
@@ -691,55 +485,7 @@ class Dialer:
         self.wake()
 
     def submit_cdr(self, record: dict[str, Any]) -> None:
-        try:
-            self.cdr.submit(record)
-        except (ValidationFailed, Unavailable) as exc:
-            log.error("dialer.cdr_refused", attempt_id=str(record["id"]), error=exc.message, details=exc.details)
-
-    def _close_attempt(self, call: LiveCall, record: dict[str, Any]) -> None:
-        """Contact bookkeeping for the next attempt, and the call.ended event."""
-        a, ended = call.attempt, call.fsm
-        assert ended.outcome is not None and ended.ended_at is not None
-        update = contact_after(
-            ended.outcome,
-            retry_delays=call.campaign.retry_delays,
-            attempt_no=a.attempt_no,
-            max_attempts=call.campaign.max_attempts,
-            ended_at=ended.ended_at,
-            vanished_unanswered=ended.vanished and not ended.answered,
-        )
-        self.journal.close_contact(
-            a.contact_id,
-            attempt_no=a.attempt_no,
-            attempt_created_at=a.created_at,
-            status=update.status.value,
-            retry_at=update.retry_at,
-            outcome=ended.outcome.value,
-            cancelled=update.never_reached,
-        )
-        self.journal.event("call.ended", f"attempt:{a.id}", json_payload(record))
-
-    def _store_progress(self, call: LiveCall) -> None:
-        """Answer and bridge times in the attempt row while the call is up: after a crash
-        the next process knows which customer was answered or talking (never re-dialled
-        as if unanswered; an answered, unbridged call counts as abandoned)."""
-        self.journal.progress(
-            call.attempt.id,
-            answered_at=call.answered_at,
-            bridged_at=call.bridged_at,
-            agent_id=call.agent_id,
-            answer_to_bridge_ms=call.fsm.answer_to_bridge_ms,
-        )
-
-    def _emit(self, event_type: str, call: LiveCall) -> None:
-        payload = {
-            "attempt_id": str(call.attempt.id),
-            "campaign_id": call.campaign.id,
-            "contact_id": call.attempt.contact_id,
-            "agent_id": call.agent_id,
-            "at": _now().isoformat(),
-        }
-        self.journal.event(event_type, f"attempt:{call.attempt.id}", payload)
+        self.ledger.submit_cdr(record)
 
     # ---------------------------------------------------------- control ---
     async def hangup_call(self, attempt_id: str) -> None:

@@ -21,6 +21,7 @@ import asyncpg
 from ..core.compliance import DialContext, DialReason, DialVerdict, check_dial, salted_number_hash
 from ..core.retention import cdr_deadline
 from ..logs import get_logger
+from ..store.db import Connection
 from .models import Attempt, Campaign
 
 log = get_logger("hitcall.hopper")
@@ -89,7 +90,7 @@ class Hopper:
         self.pool = pool
         self._salt: bytes | None = None
 
-    async def _suppression_salt(self, conn: asyncpg.Connection) -> bytes:
+    async def _suppression_salt(self, conn: Connection) -> bytes:
         if self._salt is None:
             self._salt = bytes(await conn.fetchval("SELECT suppression_salt FROM installation"))
         return self._salt
@@ -113,7 +114,7 @@ class Hopper:
         return result
 
     async def claim_one(
-        self, campaign: Campaign, now: datetime, conn: asyncpg.Connection, agent_id: int
+        self, campaign: Campaign, now: datetime, conn: Connection, agent_id: int
     ) -> asyncpg.Record | None:
         """Lock one dialable contact for `agent_id` in the caller's transaction (preview
         offers) and mark it in progress."""
@@ -126,7 +127,7 @@ class Hopper:
         return row
 
     async def attempt_for_contact(
-        self, conn: asyncpg.Connection, campaign: Campaign, contact_id: int, now: datetime, agent_id: int
+        self, conn: Connection, campaign: Campaign, contact_id: int, now: datetime, agent_id: int
     ) -> Attempt | None:
         """An accepted preview offer: the contact is re-checked (an opt-out may have
         arrived while the agent looked at it) and its attempt row created."""
@@ -137,7 +138,7 @@ class Hopper:
 
     async def _select(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         campaign: Campaign,
         n: int,
         now: datetime,
@@ -150,7 +151,7 @@ class Hopper:
 
     async def _check(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         campaign: Campaign,
         rows: list[asyncpg.Record],
         n: int,
@@ -203,7 +204,7 @@ class Hopper:
         return allowed
 
     async def _block(
-        self, conn: asyncpg.Connection, campaign: Campaign, r: asyncpg.Record, verdict: DialVerdict, now: datetime
+        self, conn: Connection, campaign: Campaign, r: asyncpg.Record, verdict: DialVerdict, now: datetime
     ) -> None:
         assert verdict.reason is not None
         status = _FINAL_STATUS.get(verdict.reason)
@@ -226,7 +227,7 @@ class Hopper:
         )
 
     async def _create_attempts(
-        self, conn: asyncpg.Connection, campaign: Campaign, rows: list[tuple[Any, int | None]], now: datetime
+        self, conn: Connection, campaign: Campaign, rows: list[tuple[Any, int | None]], now: datetime
     ) -> list[Attempt]:
         """Attempt rows for (contact row, agent id) pairs: one multi-row statement per table
         (the dialer emits call.originated once Asterisk took the originate)."""

@@ -132,7 +132,7 @@ class InboundRouter:
     async def idle(self, timeout: float) -> None:
         """Wait until no caller is left (up to `timeout` seconds)."""
         deadline = time.monotonic() + timeout
-        while (self.calls or self._tasks) and time.monotonic() < deadline:
+        while (self.calls or self._tasks) and time.monotonic() < deadline:  # noqa: ASYNC110 - two conditions, no event
             await asyncio.sleep(0.05)
 
     def live_calls(self) -> list[dict[str, Any]]:
@@ -158,7 +158,7 @@ class InboundRouter:
         cid = channel.id if channel is not None else None
         if etype == "StasisStart":
             kind, rest = parse_args(ev.args)
-            if kind is StasisKind.INBOUND:
+            if kind is StasisKind.INBOUND and cid is not None:
                 await self._arrived(cid, parse_request(rest))
         elif etype == "ChannelEnteredBridge" and cid in self.calls:
             call = self.calls[cid]
@@ -179,9 +179,9 @@ class InboundRouter:
             await self._hangup(call.channel_id)
         elif etype == "PlaybackFinished":
             target = (ev.playback.target_uri or "").removeprefix("channel:")
-            call = self.calls.get(target)
-            if call is not None and call.playback_id == ev.playback.id:
-                await self._hangup(call.channel_id)
+            playing = self.calls.get(target)
+            if playing is not None and playing.playback_id == ev.playback.id:
+                await self._hangup(playing.channel_id)
 
     async def handle_resync(self, snap: Resync) -> None:
         """After an ARI reconnect: callers whose channels went meanwhile are finished;

@@ -56,10 +56,11 @@ class PreviewOffers:
             offer = Offer(offer_id, agent.agent_id, campaign, row["id"], row["phone_e164"], contact)
             self.offers[agent.agent_id] = offer
             self.sessions.reserve(agent, None, campaign.id)
-            offer.expires = asyncio.get_running_loop().call_later(
-                campaign.preview_offer_timeout_s, lambda o=offer: self._spawn(self.decide(o, "timeout", None))
-            )
+            offer.expires = asyncio.get_running_loop().call_later(campaign.preview_offer_timeout_s, self._expire, offer)
             log.info("preview.offered", agent_id=agent.agent_id, offer_id=offer_id, contact_id=row["id"])
+
+    def _expire(self, offer: Offer) -> None:
+        self._spawn(self.decide(offer, "timeout", None))
 
     def _open(self, agent_id: int) -> Offer:
         offer = self.offers.get(agent_id)

@@ -20,6 +20,7 @@ from ..core.compliance import CampaignMode
 from ..core.outcomes import Outcome, contact_after
 from ..logs import get_logger
 from .calls import LiveCall, agent_bridges
+from .connect import CONNECT_LIMIT_S, INFO_MESSAGE_MAX_S
 from .models import Attempt
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 log = get_logger("hitcall.dialer")
 
-CONNECT_LIMIT_S = 2.0
-INFO_MESSAGE_MAX_S = 30.0
 WATCHDOG_MARGIN_S = 10.0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import asyncpg
+from ..store.db import Connection
 
 EVENT_TYPES = (
     "call.originated",
@@ -28,7 +28,7 @@ EVENT_TYPES = (
 )
 
 
-async def enqueue(conn: asyncpg.Connection, event_type: str, subject: str, payload: dict[str, Any]) -> uuid.UUID:
+async def enqueue(conn: Connection, event_type: str, subject: str, payload: dict[str, Any]) -> uuid.UUID:
     """Write one event to the outbox. `subject` orders delivery (e.g. "attempt:<id>", "agent:7")."""
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type!r}")

@@ -53,7 +53,7 @@ async def test_a_broken_lock_connection_is_taken_again(dsn: str) -> None:
         [pid] = await _holder_pids(admin, lock.key)
         await admin.execute("SELECT pg_terminate_backend($1)", pid)
         new_pids = await wait_until(
-            lambda: _holder_pids(admin, lock.key) if lock.held else None, timeout=10, interval=0.05
+            lambda: _holder_pids(admin, lock.key) if lock.held else None, timeout=30, interval=0.05
         )
         assert new_pids and new_pids != [pid] and lock.lost is None
     finally:
@@ -80,7 +80,7 @@ async def test_a_holder_whose_lock_was_taken_meanwhile_is_fenced(dsn: str) -> No
         # Another process takes the lock before the holder notices the break.
         await wait_until(lambda: other.fetchval("SELECT pg_try_advisory_lock($1)", lock.key), timeout=5)
         database_back.set()
-        reason = await wait_until(lambda: lock.lost, timeout=10, interval=0.05)
+        reason = await wait_until(lambda: lock.lost, timeout=30, interval=0.05)
         assert "taken by" in reason and not lock.held
     finally:
         await lock.release()

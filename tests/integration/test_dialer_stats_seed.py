@@ -7,8 +7,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from hitcall_pbx.demo.seed import create_campaign
-from hitcall_pbx.dialer.engine import load_stats
 from hitcall_pbx.dialer.models import Campaign
+from hitcall_pbx.dialer.pacer import load_stats
 from hitcall_pbx.dialer.store import DialerStore
 
 

@@ -1,0 +1,193 @@
+"""The answer → agent path: an answered customer (after AMD when the campaign runs it)
+goes to its reserved agent or the first ready one, is added to the agent's bridge and
+recorded; with no agent within the 2-second limit it is abandoned and hears the
+campaign's information message. A customer whose answer was lost in an ARI gap joins
+the same path when the resync or the watchdog finds it Up in Stasis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from ..agents.sessions import AgentSession
+from ..ari import AriError, AriNotFound
+from ..core.calls import CallEvent, CallState
+from ..core.states import AgentState
+from ..logs import get_logger
+from ..stasis import StasisKind
+from .calls import LiveCall
+
+if TYPE_CHECKING:
+    from .engine import Dialer
+
+log = get_logger("hitcall.dialer")
+
+CONNECT_LIMIT_S = 2.0
+INFO_MESSAGE_MAX_S = 30.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AnswerPath:
+    def __init__(self, dialer: Dialer) -> None:
+        self.d = dialer
+
+    async def answered(self, call: LiveCall, ev: Any, kind: StasisKind, rest: list[str]) -> None:
+        if kind is StasisKind.CUSTOMER:
+            if call.answered_at is None:  # else already found answered by a resync or sweep
+                await self._answer(call, ev.timestamp or _now())
+            return
+        if call.answered_at is None:
+            self._mark_answered(call, ev.timestamp or _now())
+        call.apply(
+            CallEvent.AMD,
+            ev.timestamp or _now(),
+            amd_status=rest[0] if rest else None,
+            amd_cause=rest[1] if len(rest) > 1 else None,
+        )
+        if call.fsm.amd_status == "MACHINE":
+            await self.d.hangup(call.channel_id)
+            return
+        self._connect_or_wait(call)
+
+    def _mark_answered(self, call: LiveCall, at: datetime) -> None:
+        self.d._originated(call)
+        call.apply(CallEvent.ANSWER, at)
+        call.answered_mono = time.monotonic()
+        self.d.ledger.event("call.answered", call)
+        self.d.ledger.progress(call)
+
+    async def _answer(self, call: LiveCall, at: datetime) -> None:
+        self._mark_answered(call, at)
+        if call.campaign.amd_enabled:
+            await self._run_amd(call)
+            return
+        self._connect_or_wait(call)
+
+    async def found_answered(self, call: LiveCall, bridge_agent: int | None) -> None:
+        """A customer Up in Stasis whose StasisStart never reached the dialer (lost in an
+        ARI gap): the normal answer path, or, already in an agent's bridge, bridged."""
+        if call.answered_at is not None or self.d.calls.get(call.channel_id) is not call:
+            return  # its answer arrived meanwhile, or it ended
+        log.warning("dialer.answer_recovered", attempt_id=str(call.attempt.id), agent_id=bridge_agent)
+        if bridge_agent is None:
+            await self._answer(call, _now())
+            return
+        self._mark_answered(call, _now())
+        call.agent_id = bridge_agent
+        session = self.d.sessions.by_agent.get(bridge_agent)
+        if session is not None and session.state in (AgentState.READY, AgentState.RESERVED):
+            self.d.sessions.connect(session, call.channel_id, call.campaign.id)
+        self.bridged(call, call.answered_at or _now())
+
+    async def _run_amd(self, call: LiveCall) -> None:
+        # Keep events for the channel while it runs AMD in the dialplan.
+        try:
+            await self.d.ari.rest.subscribe(self.d.ari.app, f"channel:{call.channel_id}")
+            await self.d.ari.rest.continue_in_dialplan(
+                call.channel_id, context=self.d.amd_context, extension="s", priority=1
+            )
+        except AriError as exc:
+            log.warning("dialer.amd_failed", attempt_id=str(call.attempt.id), error=exc.message)
+            self._connect_or_wait(call)
+
+    def _connect_or_wait(self, call: LiveCall) -> None:
+        agent = self._agent_for(call)
+        if agent is not None:
+            self.connect(call, agent)
+            return
+        self.d.waiting.append(call)
+        remaining = CONNECT_LIMIT_S - (time.monotonic() - (call.answered_mono or time.monotonic()))
+        call.timer = asyncio.get_running_loop().call_later(max(0.0, remaining), self._connect_timeout, call)
+
+    def _agent_for(self, call: LiveCall) -> AgentSession | None:
+        if call.agent_id is not None:
+            session = self.d.sessions.by_agent.get(call.agent_id)
+            if session is not None and session.state is AgentState.RESERVED:
+                return session
+            call.agent_id = None
+            call.reserved = False
+        ready = self.d.sessions.ready_agents(call.campaign.id)
+        return ready[0] if ready else None
+
+    def connect(self, call: LiveCall, agent: AgentSession) -> None:
+        """Give the answered call to the agent (synchronously, so no one else takes
+        the agent), then add it to the agent's bridge."""
+        call.agent_id = agent.agent_id
+        if call.timer:
+            call.timer.cancel()
+            call.timer = None
+        self.d.sessions.connect(agent, call.channel_id, call.campaign.id)
+        self.d._spawn(self._add_to_bridge(call, agent))
+
+    async def _add_to_bridge(self, call: LiveCall, agent: AgentSession) -> None:
+        try:
+            await self.d.ari.rest.add_channel(agent.bridge_id, call.channel_id)
+            call.added_at = _now()
+        except AriNotFound:
+            # The customer (or the agent's bridge) is gone: the destroy event finishes the call.
+            log.info("dialer.bridge_target_gone", attempt_id=str(call.attempt.id), agent_id=agent.agent_id)
+
+    def bridged(self, call: LiveCall, at: datetime) -> None:
+        if call.state is not CallState.ANSWERED:
+            return  # bridged already, or not a customer we put through
+        call.apply(CallEvent.BRIDGE, at)
+        self.d._campaign_stats(call.campaign).observe_connect()
+        self.d.ledger.event("call.bridged", call)
+        self.d.ledger.progress(call)
+        if call.campaign.record_calls:
+            self.d._spawn(self._start_recording(call))
+
+    async def _start_recording(self, call: LiveCall) -> None:
+        agent = self.d.sessions.by_agent.get(call.agent_id or -1)
+        if agent is None:
+            return
+        rec_id = uuid.uuid4()
+        try:
+            await self.d.ari.rest.record_bridge(agent.bridge_id, str(rec_id), "wav", if_exists="fail")
+            call.recording_id = rec_id
+        except AriError as exc:
+            log.warning("dialer.record_failed", attempt_id=str(call.attempt.id), error=exc.message)
+
+    def _connect_timeout(self, call: LiveCall) -> None:
+        call.timer = None
+        if call.state is not CallState.ANSWERED or call.channel_id not in self.d.calls:
+            return
+        try:
+            self.d.waiting.remove(call)
+        except ValueError:
+            pass
+        call.apply(CallEvent.ABANDON, _now())
+        self.d._campaign_stats(call.campaign).observe_abandon()
+        self.d.ledger.event("call.abandoned", call)
+        self.d._spawn(self._info_message(call))
+
+    async def _info_message(self, call: LiveCall) -> None:
+        media = call.campaign.info_message_sound
+        if not media:
+            await self.d.hangup(call.channel_id)
+            return
+        try:
+            pb = await self.d.ari.rest.play(call.channel_id, media)
+            call.info_playback = pb.id
+            call.timer = asyncio.get_running_loop().call_later(
+                INFO_MESSAGE_MAX_S, lambda: self.d._spawn(self.d.hangup(call.channel_id))
+            )
+        except AriError:
+            await self.d.hangup(call.channel_id)
+
+    def agent_ready(self, session: AgentSession) -> bool:
+        """A newly ready agent takes a waiting answered call first: highest campaign
+        priority, then the oldest. False when none waits for the agent's campaigns."""
+        mine = [c for c in self.d.waiting if c.campaign.id in session.campaigns]
+        if not mine:
+            return False
+        call = min(mine, key=lambda c: (-c.campaign.priority, c.answered_mono or 0.0))
+        self.d.waiting.remove(call)
+        self.connect(call, session)
+        return True

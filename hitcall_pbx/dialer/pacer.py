@@ -1,0 +1,146 @@
+"""Pacing adapter: the running campaigns, their pacing statistics (seeded from the
+CDRs, rolled over at midnight), the snapshot the pure pacer (`core.pacing`) decides
+on, and the contacts the hopper hands out for that decision, each with the agent it
+is placed for."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from ..agents.sessions import AgentSession, AgentSessions
+from ..core import pacing
+from ..core.calls import DIALLING_STATES, CallState
+from ..core.compliance import CampaignMode
+from ..core.states import AgentState
+from .calls import LiveCall
+from .hopper import Hopper
+from .models import Attempt, Campaign
+from .store import DialerStore
+
+HOPPER_EMPTY_BACKOFF_S = 2.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def load_stats(store: DialerStore, campaign: Campaign, today: datetime) -> pacing.PacingStats:
+    """Pacing statistics seeded with today's and the last 30 days' abandon counts."""
+    stats = pacing.PacingStats(ring_timeout_s=float(campaign.ring_timeout_s))
+    tallies = await store.abandon_tallies(campaign.id)
+    day = today.date()
+    # One tally per past day, oldest first (days without calls count as empty days).
+    history = [tallies.get(day - timedelta(days=n), pacing.AbandonTally()) for n in range(29, 0, -1)]
+    stats.restore(tallies.get(day, pacing.AbandonTally()), history)
+    return stats
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A contact to dial now. `agent`: the agent it is reserved for (progressive, personal
+    callback); None with `for_agent` set: its agent went away, so it is not dialled."""
+
+    attempt: Attempt
+    agent: AgentSession | None
+    for_agent: bool
+
+
+class CampaignPacer:
+    def __init__(
+        self, store: DialerStore, hopper: Hopper, sessions: AgentSessions, calls: Mapping[str, LiveCall]
+    ) -> None:
+        self.store = store
+        self.hopper = hopper
+        self.sessions = sessions
+        self.calls = calls
+        self.campaigns: dict[int, Campaign] = {}
+        self.stats: dict[int, pacing.PacingStats] = {}
+        self.blocked: dict[int, dict[str, int]] = {}
+        self._stats_day: dict[int, str] = {}
+        self._empty_until: dict[int, float] = {}
+
+    async def refresh(self) -> None:
+        fresh = await self.store.running_campaigns()
+        for cid, campaign in fresh.items():
+            if cid not in self.stats:
+                now = _now()
+                self.stats[cid] = await load_stats(self.store, campaign, now)
+                self._stats_day[cid] = now.date().isoformat()
+        self.campaigns = fresh
+
+    def stats_for(self, campaign: Campaign) -> pacing.PacingStats:
+        """The campaign's statistics, rolled over to a new day at UTC midnight."""
+        stats = self.stats[campaign.id]
+        today = _now().date().isoformat()
+        if self._stats_day.get(campaign.id) != today:
+            stats.new_day()
+            self._stats_day[campaign.id] = today
+        return stats
+
+    def snapshot(self, campaign: Campaign) -> pacing.PacingSnapshot:
+        now = time.monotonic()
+        agents = [s for s in self.sessions.by_agent.values() if campaign.id in s.campaigns and not s.pin_pending]
+        wrap, talk = [], []
+        for s in agents:
+            if s.state is AgentState.WRAP_UP and s.fsm.wrap_until is not None:
+                wrap.append(max(0.0, (s.fsm.wrap_until - _now()).total_seconds()))
+            elif s.state is AgentState.ON_CALL:
+                call = self.calls.get(s.attempt_id or "")
+                talk.append(max(0.0, now - call.answered_mono) if call and call.answered_mono else 0.0)
+        dialling, reserved_calls, waiting = [], 0, 0
+        for c in self.calls.values():
+            if c.campaign.id != campaign.id:
+                continue
+            if c.state in DIALLING_STATES:
+                if c.reserved:
+                    reserved_calls += 1
+                else:
+                    dialling.append(now - c.placed_mono)
+            elif c.state is CallState.ANSWERED and c.agent_id is None:
+                waiting += 1
+        return pacing.PacingSnapshot(
+            now=now,
+            agents_logged_in=len(agents),
+            agents_ready=len(self.sessions.ready_agents(campaign.id)),
+            wrap_remaining_s=tuple(wrap),
+            talk_elapsed_s=tuple(talk),
+            dialling_elapsed_s=tuple(dialling),
+            answered_waiting=waiting,
+            reserved_calls=reserved_calls,
+            agents_paused=sum(1 for s in agents if s.state is AgentState.PAUSED),
+            settings=campaign.pacing_settings(),
+        )
+
+    async def due(self, campaign: Campaign) -> list[Placement]:
+        """The calls to place now for a progressive or predictive campaign."""
+        stats = self.stats_for(campaign) if campaign.mode is CampaignMode.PREDICTIVE else None
+        decision = pacing.pace_decision(campaign.mode, self.snapshot(campaign), stats)
+        if decision.dial_now <= 0 or time.monotonic() < self._empty_until.get(campaign.id, 0.0):
+            return []
+        ready = [s.agent_id for s in self.sessions.ready_agents(campaign.id)]
+        result = await self.hopper.take(campaign, decision.dial_now, _now(), ready_agents=ready)
+        mine = self.blocked.setdefault(campaign.id, {})
+        for k, v in result.blocked.items():
+            mine[k] = mine.get(k, 0) + v
+        if not result.attempts:
+            # Nothing due now: look again in a while, not on every tick.
+            self._empty_until[campaign.id] = time.monotonic() + HOPPER_EMPTY_BACKOFF_S
+            return []
+        # A callback for one agent is placed for that agent, reserved now (in every mode);
+        # progressive reserves one ready agent for each other call too.
+        named = {a.agent_id for a in result.attempts}
+        free = [s for s in self.sessions.ready_agents(campaign.id) if s.agent_id not in named]
+        out = []
+        for attempt in result.attempts:
+            if attempt.agent_id is not None:
+                agent = self.sessions.by_agent.get(attempt.agent_id)
+                ready_agent = agent if agent is not None and agent.state is AgentState.READY else None
+                out.append(Placement(attempt, ready_agent, for_agent=True))
+            elif decision.reserve_agents:
+                out.append(Placement(attempt, free.pop(0) if free else None, for_agent=True))
+            else:
+                out.append(Placement(attempt, None, for_agent=False))
+        return out
