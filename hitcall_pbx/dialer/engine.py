@@ -38,7 +38,7 @@ from ..agents.sessions import (
     AgentSession,
     AgentSessions,
 )
-from ..ari import AriClient, AriError, Resync
+from ..ari import AriError, AriPort, Resync
 from ..core import pacing
 from ..core.calls import CallEvent, CallState
 from ..core.compliance import CampaignMode
@@ -57,7 +57,7 @@ from .models import Attempt, Campaign
 from .pacer import CampaignPacer
 from .preview import Offer, PreviewOffers
 from .recovery import Recovery
-from .store import DialerStore
+from .store import CallStore
 
 log = get_logger("hitcall.dialer")
 
@@ -73,8 +73,8 @@ def _now() -> datetime:
 class Dialer:
     def __init__(
         self,
-        ari: AriClient,
-        store: DialerStore,
+        ari: AriPort,
+        store: CallStore,
         sessions: AgentSessions,
         hopper: Hopper,
         cdr: CdrSink,

@@ -18,7 +18,7 @@ from ..core.states import AgentState
 from .calls import LiveCall
 from .hopper import Hopper
 from .models import Attempt, Campaign
-from .store import DialerStore
+from .store import CallStore
 
 HOPPER_EMPTY_BACKOFF_S = 2.0
 
@@ -27,7 +27,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def load_stats(store: DialerStore, campaign: Campaign, today: datetime) -> pacing.PacingStats:
+async def load_stats(store: CallStore, campaign: Campaign, today: datetime) -> pacing.PacingStats:
     """Pacing statistics seeded with today's and the last 30 days' abandon counts."""
     stats = pacing.PacingStats(ring_timeout_s=float(campaign.ring_timeout_s))
     tallies = await store.abandon_tallies(campaign.id)
@@ -50,7 +50,7 @@ class Placement:
 
 class CampaignPacer:
     def __init__(
-        self, store: DialerStore, hopper: Hopper, sessions: AgentSessions, calls: Mapping[str, LiveCall]
+        self, store: CallStore, hopper: Hopper, sessions: AgentSessions, calls: Mapping[str, LiveCall]
     ) -> None:
         self.store = store
         self.hopper = hopper

@@ -14,7 +14,7 @@ from ..agents.sessions import AgentSession, AgentSessions
 from ..errors import NotFound
 from ..logs import get_logger
 from .models import Attempt, Campaign
-from .store import DialerStore
+from .store import CallStore
 
 log = get_logger("hitcall.dialer")
 
@@ -33,7 +33,7 @@ class Offer:
 class PreviewOffers:
     def __init__(
         self,
-        store: DialerStore,
+        store: CallStore,
         sessions: AgentSessions,
         place: Callable[[Campaign, Attempt, AgentSession], None],
         spawn: Callable[[Coroutine[Any, Any, Any]], None],

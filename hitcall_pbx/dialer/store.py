@@ -6,7 +6,7 @@ writer instead, so that a PostgreSQL outage never stops a call."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -18,6 +18,42 @@ from .models import Attempt, Campaign
 
 # A contact given back undialled: a scheduled callback stays one.
 BACK_TO_HOPPER = "CASE WHEN callback_at IS NOT NULL THEN 'callback' WHEN attempts > 0 THEN 'retry' ELSE 'new' END"
+
+
+class CallStore(Protocol):
+    """What the dialer reads and writes in PostgreSQL outside the call journal (the port
+    its parts take; `DialerStore` is the PostgreSQL adapter)."""
+
+    pool: asyncpg.Pool
+
+    async def running_campaigns(self) -> dict[int, Campaign]: ...
+
+    async def campaign(self, campaign_id: int) -> Campaign: ...
+
+    async def abandon_tallies(self, campaign_id: int) -> dict[date, pacing.AbandonTally]: ...
+
+    async def open_offer(
+        self, campaign: Campaign, agent_id: int, now: datetime
+    ) -> tuple[int, asyncpg.Record, dict[str, Any]] | None: ...
+
+    async def decide_offer(
+        self,
+        *,
+        offer_id: int,
+        campaign: Campaign,
+        contact_id: int,
+        agent_id: int,
+        accept: bool,
+        decision: str,
+        reason: str | None,
+        now: datetime,
+    ) -> tuple[Attempt | None, str, str | None]: ...
+
+    async def open_attempts(self) -> list[asyncpg.Record]: ...
+
+    async def close_recovered_contact(self, contact_id: int, attempt_no: int, update: ContactUpdate) -> None: ...
+
+    async def reset_after_restart(self) -> None: ...
 
 
 class DialerStore:

@@ -5,7 +5,6 @@ and a disposition for an inbound caller."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -22,6 +21,8 @@ from hitcall_pbx.dialer.calls import LiveCall, agent_bridges
 from hitcall_pbx.dialer.engine import Dialer
 from hitcall_pbx.dialer.models import Attempt, Campaign
 from hitcall_pbx.errors import Conflict
+
+from ..ari_fake import FakeAri
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -165,15 +166,10 @@ class FakeJournal:
         self.dispositions.append((attempt_id, code))
 
 
-class FakeRest:
-    async def add_channel(self, bridge_id: str, channel_id: str, **kw: Any) -> None:
-        pass
-
-
 def _dialer() -> tuple[Dialer, FakeSessions, FakeJournal]:
     sessions, journal = FakeSessions(), FakeJournal()
-    ari = SimpleNamespace(rest=FakeRest(), app="hitcall", connected=asyncio.Event())
-    dialer = Dialer(ari, None, sessions, None, None, journal=journal, watchdog_s=None)  # type: ignore[arg-type]
+    # No database, hopper or CDR sink: these tests drive the agent side only.
+    dialer = Dialer(FakeAri(), None, sessions, None, None, journal=journal, watchdog_s=None)  # type: ignore[arg-type]
     return dialer, sessions, journal
 
 
