@@ -347,7 +347,11 @@ class WebhookDispatcher:
             connector = aiohttp.TCPConnector(resolver=GuardedResolver(self._policy, self._resolver))
             self._session = self._session_factory(connector=connector)
         log = _log.bind(delivery_id=job.delivery_id, subscription_id=job.subscription_id)
-        host = urlsplit(job.url).hostname or ""
+        try:
+            host = urlsplit(job.url).hostname or ""
+        except ValueError:  # not a URL aiohttp could reach either
+            log.warning("webhook_target_unparsable")
+            return None, ERROR_CONNECTION
         literal = host_address(host)
         reason = self._policy.refusal(literal) if literal is not None else None
         if reason is not None:  # an IP literal never reaches the resolver: checked here

@@ -63,8 +63,11 @@ class WebhookTargets:
         """ValidationFailed (naming `field`) when the URL's host is, or resolves to, an address
         the policy refuses. A name that does not resolve now passes (the CRM's DNS may come
         later): every delivery resolves and checks it again."""
-        parts = urlsplit(url)
-        host = parts.hostname
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:  # e.g. an unclosed [IPv6 literal
+            raise ValidationFailed("the URL cannot be parsed", details={"field": field}) from None
         if not host:
             raise ValidationFailed("the URL has no host", details={"field": field})
         try:

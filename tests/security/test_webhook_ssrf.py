@@ -314,3 +314,16 @@ async def test_delivery_errors_shown_through_the_api_are_generic(api: Api) -> No
     errors = {d["last_error"] for d in (await resp.json())["items"]}
     assert errors == {"connection failed", "HTTP 500", "timeout", "address not allowed"}
     assert errors - {"HTTP 500"} <= GENERIC_ERRORS
+
+
+@pytest.mark.parametrize("url", ["http://[::1/", "http://[crm]/hooks", "http://crm.example:99999/", "http://:80/"])
+async def test_urls_that_cannot_be_parsed_are_422_on_url(api: Api, url: str) -> None:
+    resp = await api.client.post(
+        "/api/v1/webhooks/subscriptions",
+        json={"url": url, "event_types": ["*"]},
+        headers=await api.as_role(Role.INTEGRATION),
+    )
+    body = await resp.json()
+    assert resp.status == 422, body
+    assert [f["field"] for f in body["details"]["fields"]] == ["url"]
+    assert await api.pool.fetchval("SELECT count(*) FROM webhook_subscriptions") == 0
