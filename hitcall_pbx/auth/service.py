@@ -15,6 +15,7 @@ import asyncpg
 
 from ..errors import Conflict, Forbidden, HitCallError, NotFound, Unauthorized, ValidationFailed
 from ..store import audit
+from ..store.db import Connection
 from . import repo
 from .passwords import Passwords, validate_password
 from .roles import Actor, Principal, Role
@@ -319,9 +320,7 @@ class AuthService:
         return row
 
     @staticmethod
-    async def _revoke_tokens(
-        conn: asyncpg.Connection, user_id: int, now: datetime, reason: str, actor: Actor
-    ) -> list[int]:
+    async def _revoke_tokens(conn: Connection, user_id: int, now: datetime, reason: str, actor: Actor) -> list[int]:
         """Revoke the user's API tokens in the caller's transaction, one token.revoke audit
         row each (with the reason); the ids revoked."""
         revoked = await repo.revoke_user_tokens(conn, user_id, now)
