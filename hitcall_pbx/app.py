@@ -47,7 +47,6 @@ from .records.purge import PurgeWorker
 from .records.recorder import Recorder
 from .records.recordings import RecordingStore
 from .settings import Settings
-from .store import migrations
 from .store.db import Database, connect
 from .store.dialer_lock import DialerLock
 
@@ -148,7 +147,7 @@ class HitCall:
         self._stack.append(self.db.close)
         pool = self.db.pool
         if o.migrate:
-            applied = await migrations.apply(pool)
+            applied = await self.db.migrate()  # as the schema owner; grants the service role
             if applied:
                 log.info("app.migrated", applied=applied)
         s.data_dir.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ async def _migrate(settings: Settings, args: argparse.Namespace) -> int:
                 when = r.applied_at.isoformat() if r.applied_at else "pending"
                 sys.stdout.write(f"{r.name:<40} {when}\n")
             return 0
-        applied = await migrations.apply(db.pool)
+        applied = await db.migrate()  # as the schema owner, then the service role's grants
     if applied:
         for name in applied:
             sys.stdout.write(f"applied {name}\n")

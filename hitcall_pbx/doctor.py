@@ -13,7 +13,7 @@ import aiohttp
 from .ari import AriClient, AriError, AriNotFound
 from .errors import HitCallError
 from .settings import Settings
-from .store import migrations
+from .store import migrations, roles
 from .store.db import Database
 
 REQUIRED_MODULES = ("res_ari.so", "res_stasis.so", "app_amd.so", "res_stasis_recording.so", "chan_pjsip.so")
@@ -35,6 +35,7 @@ async def check_database(settings: Settings) -> list[Check]:
         async with Database(settings) as db, db.pool.acquire() as conn:
             version = await conn.fetchval("SHOW server_version")
             rows = await migrations.status(conn)
+            role = await roles.inspect_role(conn)
     except (HitCallError, OSError) as exc:
         msg = exc.message if isinstance(exc, HitCallError) else str(exc)
         return [Check("database", False, msg)]
@@ -47,7 +48,24 @@ async def check_database(settings: Settings) -> list[Check]:
             not pending,
             "up to date" if not pending else f"{len(pending)} pending: {', '.join(pending)} (run `hitcall migrate`)",
         ),
+        _role_check(role),
     ]
+
+
+def _role_check(role: roles.RoleReport) -> Check:
+    """A warning when the service's role could change the audit log: a superuser, a table
+    owner (the owner of audit_log can drop its trigger), or UPDATE/DELETE on it."""
+    problems = role.problems
+    if not problems:
+        return Check("database_role", True, f"service runs as {role.role}: no superuser, owns no table")
+    return Check(
+        "database_role",
+        False,
+        "warning: "
+        + "; ".join(problems)
+        + " — run the service as a role of its own (DATABASE_URL) and migrate as the owner"
+        " (HITCALL_MIGRATE_DATABASE_URL); see the operator guide, Database roles",
+    )
 
 
 async def check_asterisk(settings: Settings) -> list[Check]:

@@ -1,10 +1,13 @@
 """Shared fixtures: one PostgreSQL server per test session, one fresh database per test.
 
 `pg_dsn` is the server's admin DSN: an embedded server in a temp dir, or the server
-named by ``HITCALL_TEST_DATABASE_URL`` (a role allowed to CREATE DATABASE).
-`empty_db_dsn` is a new empty database, `db` a pool on a new fully migrated one (a
-clone of a template database migrated once per session). Both are dropped after the
-test.
+named by ``HITCALL_TEST_DATABASE_URL`` (a role allowed to CREATE DATABASE and CREATEROLE).
+The databases use the product's role split (hitcall_pbx.store.roles): the schema owner
+role owns them and runs the migrations, then grants the service role; the service role
+(no superuser, owns no table) is what `db` connects as, like `hitcall serve`.
+`empty_db_dsn` is a new empty database (as the owner, to migrate), `db` a pool as the
+service on a new fully migrated one (a clone of a template database migrated once per
+session). Both are dropped after the test.
 """
 
 from __future__ import annotations
@@ -20,15 +23,29 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from hitcall_pbx.store import migrations
-from hitcall_pbx.store.db import create_pool, dsn_with_database
+from hitcall_pbx.store import migrations, roles
+from hitcall_pbx.store.db import create_pool, dsn_with_database, dsn_with_user
 from hitcall_pbx.store.embedded import EmbeddedPostgres
+
+OWNER, SERVICE = roles.EMBEDDED_OWNER, roles.EMBEDDED_SERVICE
+ROLE_PASSWORDS = {OWNER: "test-owner-password", SERVICE: "test-service-password"}
+
+
+def as_owner(server_dsn: str, database: str) -> str:
+    """DSN of `database` as the schema owner (what migrations use)."""
+    return dsn_with_user(dsn_with_database(server_dsn, database), OWNER, ROLE_PASSWORDS[OWNER])
+
+
+def as_service(server_dsn: str, database: str) -> str:
+    """DSN of `database` as the service role (what `hitcall serve` uses)."""
+    return dsn_with_user(dsn_with_database(server_dsn, database), SERVICE, ROLE_PASSWORDS[SERVICE])
 
 
 @pytest.fixture(scope="session")
 async def pg_dsn() -> AsyncIterator[str]:
     url = os.environ.get("HITCALL_TEST_DATABASE_URL")
     if url:
+        await _ensure_roles(url)
         yield url
         return
     # Directly under the temp dir (world-traversable), so a root run needs no
@@ -38,6 +55,7 @@ async def pg_dsn() -> AsyncIterator[str]:
     try:
         await asyncio.to_thread(pg.start)
         await _throwaway_durability(pg.uri)
+        await _ensure_roles(pg.uri)
         yield pg.uri
     finally:
         await asyncio.to_thread(pg.stop)
@@ -56,14 +74,36 @@ async def _throwaway_durability(dsn: str) -> None:
         await conn.close()
 
 
+async def _ensure_roles(server_dsn: str) -> None:
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await roles.ensure_roles(
+            admin,
+            owner=OWNER,
+            owner_password=ROLE_PASSWORDS[OWNER],
+            service=SERVICE,
+            service_password=ROLE_PASSWORDS[SERVICE],
+        )
+    finally:
+        await admin.close()
+
+
 async def _create_database(server_dsn: str, template: str | None = None) -> str:
+    """A new database owned by the owner role (a copy of `template`, which has the owner's
+    schema and the service's grants already)."""
     name = f"test_{uuid.uuid4().hex[:16]}"
     admin = await asyncpg.connect(server_dsn)
     try:
         clause = f' TEMPLATE "{template}"' if template else ""
-        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
+        await admin.execute(f'CREATE DATABASE "{name}" OWNER "{OWNER}"{clause}')
     finally:
         await admin.close()
+    if template is None:
+        admin = await asyncpg.connect(dsn_with_database(server_dsn, name))
+        try:
+            await roles.prepare_database(admin, owner=OWNER)
+        finally:
+            await admin.close()
     return name
 
 
@@ -80,9 +120,10 @@ async def migrated_template(pg_dsn: str) -> AsyncIterator[str]:
     """Name of a database with every migration applied; `db` clones it."""
     name = await _create_database(pg_dsn)
     try:
-        conn = await asyncpg.connect(dsn_with_database(pg_dsn, name))
+        conn = await asyncpg.connect(as_owner(pg_dsn, name))
         try:
             await migrations.apply(conn)
+            await roles.grant_service(conn, SERVICE)
         finally:
             await conn.close()
         yield name
@@ -94,7 +135,7 @@ async def migrated_template(pg_dsn: str) -> AsyncIterator[str]:
 async def empty_db_dsn(pg_dsn: str) -> AsyncIterator[str]:
     name = await _create_database(pg_dsn)
     try:
-        yield dsn_with_database(pg_dsn, name)
+        yield as_owner(pg_dsn, name)
     finally:
         await _drop_database(pg_dsn, name)
 
@@ -103,7 +144,7 @@ async def empty_db_dsn(pg_dsn: str) -> AsyncIterator[str]:
 async def db(pg_dsn: str, migrated_template: str) -> AsyncIterator[asyncpg.Pool]:
     name = await _create_database(pg_dsn, template=migrated_template)
     try:
-        pool = await create_pool(dsn_with_database(pg_dsn, name), min_size=1, max_size=5)
+        pool = await create_pool(as_service(pg_dsn, name), min_size=1, max_size=5)
         try:
             yield pool
         finally:

@@ -127,12 +127,11 @@ class OriginateCounter:
 @pytest.fixture
 async def service_dsn(pg_dsn, migrated_template):
     """A fresh migrated database for one service run (the service's own pool)."""
-    from hitcall_pbx.store.db import dsn_with_database
-    from tests.conftest import _create_database, _drop_database
+    from tests.conftest import _create_database, _drop_database, as_service
 
     name = await _create_database(pg_dsn, template=migrated_template)
     try:
-        yield dsn_with_database(pg_dsn, name)
+        yield as_service(pg_dsn, name)  # the service's own role, as in production
     finally:
         await _drop_database(pg_dsn, name)
 
@@ -140,6 +139,8 @@ async def service_dsn(pg_dsn, migrated_template):
 @pytest.fixture
 def service_settings(service_dsn, tmp_path, sandbox):
     from hitcall_pbx.settings import load_settings
+    from hitcall_pbx.store.db import dsn_with_user
+    from tests.conftest import OWNER, ROLE_PASSWORDS
 
     return load_settings(
         database_url=service_dsn,
@@ -147,6 +148,7 @@ def service_settings(service_dsn, tmp_path, sandbox):
         ari_url=ARI_URL,
         ari_app="hitcall",
         agi_secret=SANDBOX_AGI_SECRET,  # what the sandbox dialplan passes
+        migrate_database_url=dsn_with_user(service_dsn, OWNER, ROLE_PASSWORDS[OWNER]),  # migrations as the owner
     )
 
 

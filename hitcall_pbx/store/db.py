@@ -11,7 +11,7 @@ import asyncio
 import json
 from types import TracebackType
 from typing import Any, TypeAlias
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -19,7 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 from ..errors import Unavailable
 from ..logs import get_logger
 from ..settings import Settings
-from .embedded import EmbeddedPostgres
+from .embedded import EMBEDDED_OWNER, EMBEDDED_SERVICE, EmbeddedPostgres
 
 _log = get_logger("hitcall.store.db")
 
@@ -62,6 +62,14 @@ def dsn_with_database(dsn: str, database: str) -> str:
     """The same server DSN pointing at another database."""
     parts = urlsplit(dsn)
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+def dsn_with_user(dsn: str, user: str, password: str) -> str:
+    """The same DSN logging in as another role."""
+    parts = urlsplit(dsn)
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _unavailable(dsn: str, exc: BaseException) -> Unavailable:
@@ -141,6 +149,7 @@ class Database:
         self._embedded: EmbeddedPostgres | None = None
         self._pool: asyncpg.Pool | None = None
         self._dsn: str | None = None
+        self._owner_dsn: str | None = None  # the embedded server's schema owner
 
     @property
     def dsn(self) -> str:
@@ -168,7 +177,11 @@ class Database:
             embedded = EmbeddedPostgres(self._settings.data_dir)
             await asyncio.to_thread(embedded.start)
             self._embedded = embedded
-            dsn = embedded.uri
+            try:
+                dsn, self._owner_dsn = await _prepare_embedded(embedded)
+            except BaseException:
+                await self._release_embedded()
+                raise
         try:
             self._pool = await create_pool(dsn, min_size=self._min_size, max_size=self._max_size)
         except BaseException:
@@ -177,6 +190,26 @@ class Database:
         self._dsn = dsn
         _log.info("database_open", host=dsn_host(dsn), embedded=self.embedded)
         return self
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations as the schema owner (HITCALL_MIGRATE_DATABASE_URL, or the
+        embedded server's owner role), then grant the service's role what it needs
+        (`roles.grant_service`, every time: it also covers a service role that changed).
+        With DATABASE_URL alone its role migrates: it is the owner then. The names applied."""
+        from . import migrations, roles  # they use this module's types
+
+        owner_dsn = self._settings.migrate_database_url or self._owner_dsn
+        if owner_dsn is None:
+            return await migrations.apply(self.pool)
+        conn = await connect(owner_dsn)
+        try:
+            applied = await migrations.apply(conn)
+            service = await self.pool.fetchval("SELECT current_user")
+            if service != await conn.fetchval("SELECT current_user"):
+                await roles.grant_service(conn, service)
+        finally:
+            await conn.close()
+        return applied
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -206,3 +239,25 @@ class Database:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+async def _prepare_embedded(embedded: EmbeddedPostgres) -> tuple[str, str]:
+    """Set the embedded server's roles up as its superuser (idempotent, at every start):
+    the owner and the service login roles, the owner owning schema public and everything
+    in it. The service's and the owner's DSNs."""
+    from . import roles  # it uses this module's types
+
+    passwords = await asyncio.to_thread(embedded.role_passwords)
+    admin = await connect(embedded.uri)
+    try:
+        await roles.ensure_roles(
+            admin,
+            owner=EMBEDDED_OWNER,
+            owner_password=passwords[EMBEDDED_OWNER],
+            service=EMBEDDED_SERVICE,
+            service_password=passwords[EMBEDDED_SERVICE],
+        )
+        await roles.prepare_database(admin, owner=EMBEDDED_OWNER)
+    finally:
+        await admin.close()
+    return embedded.service_uri, embedded.owner_uri

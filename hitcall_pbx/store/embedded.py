@@ -28,6 +28,13 @@ Server settings
     for batched CDR writes and the purge; durability is PostgreSQL's default (``fsync``,
     ``synchronous_commit``, ``full_page_writes`` are never changed).
 
+Roles
+    The server's superuser (``postgres``, `uri`) only sets the roles up (`Database` does it
+    at every start): the schema owner ``hitcall_owner`` runs migrations (`owner_uri`), and
+    the service connects as ``hitcall_service`` (`service_uri`), no superuser and owning no
+    table (store.roles). Their passwords are generated once and kept in
+    ``<data_dir>/pg/hitcall-roles.json`` (mode 0600).
+
 Running as root
     PostgreSQL refuses to run as root. pgserver then creates a system user
     ``pgserver`` (``useradd``), runs ``initdb``/``pg_ctl`` as that user, chowns the pg
@@ -40,8 +47,10 @@ Running as root
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
+import secrets
 import stat
 import threading
 import warnings
@@ -49,6 +58,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from ..errors import ConfigError, Unavailable
 from ..logs import get_logger
@@ -56,8 +66,14 @@ from ..logs import get_logger
 _log = get_logger("hitcall.store.embedded")
 
 _OWNER_FILE = ".hitcall-postmaster"
+_ROLES_FILE = "hitcall-roles.json"
+# The embedded server's roles: the schema owner (migrations) and the service (no superuser, owns no table).
+EMBEDDED_OWNER = "hitcall_owner"
+EMBEDDED_SERVICE = "hitcall_service"
 _SETTINGS_FILE = "hitcall.conf"
 _INCLUDE = f"include_if_exists = '{_SETTINGS_FILE}'"
+
+_ROLE_NAMES = (EMBEDDED_OWNER, EMBEDDED_SERVICE)
 
 SERVER_SETTINGS: Mapping[str, str] = MappingProxyType(
     {
@@ -253,6 +269,39 @@ class EmbeddedPostgres:
         if self._uri is None:
             raise Unavailable("embedded PostgreSQL is not running (call start() first)")
         return self._uri
+
+    def role_passwords(self) -> dict[str, str]:
+        """The owner's and the service's passwords, generated at the first call and kept in
+        ``<pg>/hitcall-roles.json`` (0600, in the server's own 0700 directory)."""
+        path = self.pgdata / _ROLES_FILE
+        try:
+            stored = json.loads(path.read_text())
+            if isinstance(stored, dict) and all(isinstance(stored.get(n), str) for n in _ROLE_NAMES):
+                return {n: stored[n] for n in _ROLE_NAMES}
+        except (OSError, ValueError):
+            pass
+        passwords = {n: secrets.token_urlsafe(32) for n in _ROLE_NAMES}
+        tmp = path.with_name(f".{_ROLES_FILE}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(passwords, f)
+        os.replace(tmp, path)
+        return passwords
+
+    def role_uri(self, role: str) -> str:
+        """`uri` as one of the HitCall roles (`EMBEDDED_OWNER`, `EMBEDDED_SERVICE`)."""
+        parts = urlsplit(self.uri)
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{quote(role, safe='')}:{quote(self.role_passwords()[role], safe='')}@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    @property
+    def owner_uri(self) -> str:
+        return self.role_uri(EMBEDDED_OWNER)
+
+    @property
+    def service_uri(self) -> str:
+        return self.role_uri(EMBEDDED_SERVICE)
 
     @property
     def running(self) -> bool:

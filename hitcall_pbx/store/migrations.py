@@ -164,7 +164,10 @@ async def apply(target: Executor, directory: Path | str | None = None) -> list[s
     async with _connection(target) as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         try:
-            await conn.execute(_CREATE_TABLE)
+            # Only when missing: creating needs the schema owner, and a service role without
+            # that right may run `apply` on an up-to-date database (it then does nothing).
+            if not await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+                await conn.execute(_CREATE_TABLE)
             applied = await _applied(conn)
             _verify_history(files, applied)
             for mig in files:
@@ -180,9 +183,14 @@ async def apply(target: Executor, directory: Path | str | None = None) -> list[s
                             mig.checksum,
                         )
                 except asyncpg.PostgresError as exc:
+                    hint = (
+                        "; migrations run as the schema owner: set HITCALL_MIGRATE_DATABASE_URL"
+                        if isinstance(exc, asyncpg.InsufficientPrivilegeError)
+                        else ""
+                    )
                     raise MigrationError(
                         f"migration {mig.path.name} failed and was rolled back:"
-                        f" {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                        f" {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{hint}",
                         details={
                             "version": mig.version,
                             "name": mig.name,

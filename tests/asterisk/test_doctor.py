@@ -34,6 +34,7 @@ async def test_doctor_reports_everything_ok(sandbox, service_dsn, tmp_path):
     for name in (
         "database",
         "migrations",
+        "database_role",  # the fixtures' service role: no superuser, owns no table
         "ari",
         "stasis_app",
         "module:app_amd.so",

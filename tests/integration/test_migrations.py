@@ -14,9 +14,10 @@ import pytest
 
 from hitcall_pbx.errors import Unavailable
 from hitcall_pbx.settings import Settings
-from hitcall_pbx.store import migrations
+from hitcall_pbx.store import migrations, roles
 from hitcall_pbx.store.db import Database, connect, create_pool
 from hitcall_pbx.store.migrations import MIGRATION_LOCK_KEY, MigrationError
+from tests.conftest import as_owner
 
 REAL = migrations.load()
 REAL_NAMES = [m.name for m in REAL]
@@ -292,7 +293,9 @@ async def test_database_embedded_in_data_dir_is_shared_and_stopped() -> None:
         settings = Settings(database_url=None, data_dir=data_dir)
         async with Database(settings) as outer:
             assert outer.embedded and outer.dsn.startswith("postgresql://")
-            assert await migrations.apply(outer.pool) == REAL_NAMES
+            assert await outer.migrate() == REAL_NAMES  # as the owner role, then the service's grants
+            role = await roles.inspect_role(outer.pool)
+            assert (role.role, role.superuser, role.owned_tables) == ("hitcall_service", False, [])
             async with Database(settings) as inner:
                 assert await inner.pool.fetchval("SELECT count(*) FROM schema_migrations") == len(REAL)
             # the inner handle closing did not stop the server the outer one uses
@@ -627,20 +630,32 @@ async def test_recording_retention_stays_between_2_and_6_months(db: asyncpg.Pool
             await _recording(conn, sha256="AB" * 32)
 
 
-async def test_audit_log_is_append_only(db: asyncpg.Pool) -> None:
+async def test_audit_log_is_append_only(db: asyncpg.Pool, pg_dsn: str) -> None:
     async with db.acquire() as conn:
         row = await conn.fetchval(
             "INSERT INTO audit_log (actor, actor_role, action) VALUES ('admin', 'admin', 'user.login') RETURNING id"
         )
-        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-            await conn.execute("UPDATE audit_log SET actor = 'someone else' WHERE id = $1", row)
-        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
-            await conn.execute("DELETE FROM audit_log WHERE id = $1", row)
-        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        # The service's role has no right to change it (tests/security has the rest)...
+        for sql in ("UPDATE audit_log SET actor = 'someone else' WHERE id = $1", "DELETE FROM audit_log WHERE id = $1"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for table audit_log"):
+                await conn.execute(sql, row)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("TRUNCATE audit_log")
-        assert await conn.fetchval("SELECT actor FROM audit_log WHERE id = $1", row) == "admin"
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute("INSERT INTO audit_log (actor, action) VALUES ('admin', 'Drop Table')")
+        database = await conn.fetchval("SELECT current_database()")
+    # ... and even its owner is stopped by the trigger.
+    owner = await asyncpg.connect(as_owner(pg_dsn, database))
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await owner.execute("UPDATE audit_log SET actor = 'someone else' WHERE id = $1", row)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await owner.execute("DELETE FROM audit_log WHERE id = $1", row)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await owner.execute("TRUNCATE audit_log")
+        assert await owner.fetchval("SELECT actor FROM audit_log WHERE id = $1", row) == "admin"
+    finally:
+        await owner.close()
 
 
 async def test_contact_rules(db: asyncpg.Pool) -> None:

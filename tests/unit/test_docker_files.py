@@ -71,8 +71,16 @@ def test_service_environment_is_what_settings_read(compose):
     read = {f.validation_alias.choices[0] for f in Settings.model_fields.values()}  # type: ignore[union-attr]  # every Settings field has an AliasChoices validation alias
     assert set(env) <= read, set(env) - read
     assert {"DATABASE_URL", "HITCALL_ARI_URL", "HITCALL_ARI_PASSWORD", "HITCALL_DATA_DIR"} <= set(env)
-    assert env["DATABASE_URL"].startswith("postgresql://hitcall:")
-    assert env["DATABASE_URL"].endswith("@127.0.0.1:5432/hitcall")
+    # The service runs as its own role; migrations as the schema owner (docker/postgres creates both).
+    assert env["DATABASE_URL"] == "postgresql://hitcall_service:${HITCALL_DB_PASSWORD}@127.0.0.1:5432/hitcall"
+    assert env["HITCALL_MIGRATE_DATABASE_URL"] == (
+        "postgresql://hitcall_owner:${HITCALL_DB_OWNER_PASSWORD}@127.0.0.1:5432/hitcall"
+    )
+    pg = compose["services"]["postgres"]
+    assert pg["build"]["dockerfile"] == "docker/postgres/Dockerfile"
+    assert pg["environment"]["POSTGRES_USER"] == "postgres" and pg["environment"]["POSTGRES_DB"] == "hitcall"
+    for name in ("HITCALL_DB_PASSWORD", "HITCALL_DB_OWNER_PASSWORD"):
+        assert pg["environment"][name].startswith("${" + name + ":?")
     # ARI on the port http.conf binds, FastAGI on the port the dialplan calls.
     assert ":8088/" in env["HITCALL_ARI_URL"] and "bindport = 8088" in (ROOT / "dialplan/http.conf").read_text()
     assert "HITCALL_AGI = agi://127.0.0.1:4573" in (ROOT / "dialplan/extensions.conf").read_text()
@@ -120,7 +128,7 @@ def test_hitcall_image_installs_the_package_and_serves():
     assert {"./hitcall_pbx", "./migrations"} <= copied and workdir == "/opt/hitcall"
 
 
-@pytest.mark.parametrize("dockerfile", ["asterisk/Dockerfile", "hitcall/Dockerfile"])
+@pytest.mark.parametrize("dockerfile", ["asterisk/Dockerfile", "hitcall/Dockerfile", "postgres/Dockerfile"])
 def test_every_copied_path_exists(dockerfile):
     for instr, args in _instructions(DOCKER / dockerfile):
         if instr != "COPY":
@@ -191,3 +199,12 @@ def test_operator_guide_documents_every_setting(compose):
         assert f"`{name}`" in guide, name
     for volume in compose["volumes"]:
         assert f"`{volume}`" in guide, volume
+
+
+def test_postgres_image_creates_the_roles_at_init():
+    steps = _instructions(DOCKER / "postgres/Dockerfile")
+    assert steps[0] == ("FROM", "postgres:17")
+    copies = {shlex.split(a)[-1]: shlex.split(a)[:-1] for i, a in steps if i == "COPY"}
+    assert copies["/docker-entrypoint-initdb.d/10-hitcall-roles.sh"] == ["docker/postgres/init-roles.sh"]
+    assert copies["/usr/local/share/hitcall/hitcall-roles.sql"] == ["docker/postgres/hitcall-roles.sql"]
+    assert "/usr/local/share/hitcall/hitcall-roles.sql" in (DOCKER / "postgres/init-roles.sh").read_text()
