@@ -10,13 +10,18 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
+from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.auth import Passwords, Role
 from hitcall_pbx.core.netaddr import parse_networks
+from hitcall_pbx.settings import Settings
+from tests.conftest import as_service
 from tests.integration.test_api_support import PASSWORD, SYSTEM
 from tests.security.service_api import ServiceApi, running_api
+from tests.webhook_receiver import free_port
 
 LOGIN = "/api/v1/auth/login"
 WRONG = "not the password!"
@@ -148,3 +153,30 @@ async def test_unknown_user_names_and_wrong_passwords_answer_alike(db: asyncpg.P
         known = statistics.median(times["known"][:-1])
         unknown = statistics.median(times["unknown"][:-1])
         assert 0.6 < known / unknown < 1.6, (known, unknown)
+
+
+async def test_the_service_takes_its_trusted_proxies_from_the_settings(
+    db: asyncpg.Pool, pg_dsn: str, tmp_path: Path
+) -> None:
+    """`hitcall serve` wires HITCALL_TRUSTED_PROXIES into the API it serves."""
+    http_port = free_port()
+    settings = Settings(
+        database_url=as_service(pg_dsn, await db.fetchval("SELECT current_database()")),
+        data_dir=tmp_path / "var",
+        http_port=http_port,
+        trusted_proxies="127.0.0.0/8",
+        agi_enabled=False,
+    )
+    app = HitCall(settings, Options(dialer=False, http=True, migrate=False, agi=False, webhooks=False))
+    await app.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for client in ("198.51.100.21", "198.51.100.22"):
+                headers = {"X-Forwarded-For": f"10.9.9.9, {client}"}
+                body = {"username": "nobody", "password": WRONG}
+                async with http.post(f"http://127.0.0.1:{http_port}{LOGIN}", json=body, headers=headers) as resp:
+                    assert resp.status == 401
+    finally:
+        await app.close()
+    ips = await db.fetch("SELECT host(source_ip) AS ip FROM audit_log WHERE action = 'auth.login_failed' ORDER BY id")
+    assert [r["ip"] for r in ips] == ["198.51.100.21", "198.51.100.22"]
