@@ -1,4 +1,4 @@
-"""`hitcall cdr export`: CDRs as CSV or JSON on standard output."""
+"""`hitcall cdr export`: CDRs as CSV or JSON on standard output; `hitcall cdr reconcile` (records.reconcile)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from ..errors import HitCallError, ValidationFailed
 from ..settings import Settings
 from ..store import audit
 from ..store.db import Database
+from . import reconcile
 from .cdr_query import EXPORT_FORMATS, CdrExport, CdrQuery
 
 
@@ -26,6 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--to", dest="until", help="calls created before (ISO 8601 with zone)")
     e.add_argument("--outcome", help="e.g. answered_human, no_answer, busy, abandoned")
     e.add_argument("--format", default="csv", help="csv (default) or json")
+    reconcile.add_parser(sub)
 
 
 def _id(value: str | None, flag: str) -> int | None:
@@ -75,6 +77,8 @@ def _actor() -> str:
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
+    if args.cdr_action == "reconcile":
+        return await reconcile.run_reconcile(settings, args)
     try:
         query = _query(args)
     except ValidationFailed as exc:
