@@ -189,7 +189,9 @@ class HitCall:
         self.dialer.on_call_end.append(self.recorder.call_ended)
         self.ari.on_event(self.dialer.handle_event)
         # After the dialer: a newly ready agent goes to an answered outbound customer first.
-        self.inbound = InboundRouter(self.ari, pool, self.sessions, o.inbound)
+        self.inbound = InboundRouter(
+            self.ari, pool, self.sessions, o.inbound, cdr=CdrSink(self.cdr), journal=self.journal
+        )
         self.ari.on_event(self.inbound.handle_event)
         self.ari.on_resync(self.inbound.handle_resync)
         self.ari.on_event(self.recorder.handle_event)

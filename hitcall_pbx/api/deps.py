@@ -23,7 +23,7 @@ from pydantic import AwareDatetime, Field, model_validator
 from ..auth import Actor, Passwords, ThrottlePolicy, utcnow
 from ..core.calls import CallState
 from ..core.compliance import CampaignMode
-from ..core.outcomes import Outcome
+from ..core.outcomes import CallDirection, Outcome
 from .types import Email, In, Out, Patch, Phone, Query, TimeZone
 
 # The API's call vocabulary is the core's: one definition of each.
@@ -90,17 +90,24 @@ class CdrFilter(Query):
     since: AwareDatetime | None = Field(default=None, description="created_at >= since")
     until: AwareDatetime | None = Field(default=None, description="created_at < until")
     outcome: Outcome | None = None
+    direction: CallDirection | None = Field(default=None, description="outbound or inbound (default: both)")
 
 
 class Cdr(Out):
     id: uuid.UUID
-    campaign_id: int
+    direction: CallDirection = Field(
+        description="outbound: dialled by HitCall; inbound: a caller reached HitCall (the return-call line)"
+    )
+    campaign_id: int | None = Field(default=None, description="inbound: none when the caller matched no campaign")
     contact_id: int | None = None
-    attempt_no: int
-    dialled_number: str | None = None
-    caller_id: str
+    attempt_no: int | None = Field(default=None, description="outbound only")
+    dialled_number: str | None = Field(default=None, description="outbound: the customer's number dialled")
+    caller_id: str | None = Field(
+        default=None, description="the company's number: presented (outbound) or dialled by the caller (inbound)"
+    )
+    caller_number: str | None = Field(default=None, description="inbound: the caller's number (none when withheld)")
     agent_id: int | None = None
-    mode: CallMode
+    mode: CallMode | None = Field(default=None, description="outbound only")
     state: CallState
     created_at: datetime
     originated_at: datetime | None = None

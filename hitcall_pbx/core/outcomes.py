@@ -23,6 +23,7 @@ __all__ = [
     "CAUSE_OUTCOMES",
     "DEFAULT_RETRY_DELAYS",
     "INVALID_NUMBER_CAUSES",
+    "CallDirection",
     "CallFacts",
     "ContactStatus",
     "ContactUpdate",
@@ -31,6 +32,7 @@ __all__ = [
     "contact_after",
     "counts_as_abandon",
     "counts_as_connect",
+    "inbound_outcome",
     "is_invalid_number_cause",
     "next_retry",
     "outcome_for_cause",
@@ -54,6 +56,15 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     ABANDONED = "abandoned"
     CANCELLED = "cancelled"
+    NO_AGENT = "no_agent"  # inbound only: no agent took the call; the caller heard the message
+
+
+class CallDirection(enum.StrEnum):
+    """Who placed the call: HitCall (outbound, a dialling attempt) or a caller who reached
+    HitCall (inbound, the return-call line)."""
+
+    OUTBOUND = "outbound"
+    INBOUND = "inbound"
 
 
 _O = Outcome
@@ -163,6 +174,17 @@ def counts_as_abandon(outcome: Outcome | str) -> bool:
     return outcome == Outcome.ABANDONED
 
 
+def inbound_outcome(*, bridged: bool, service_ended: bool) -> Outcome:
+    """The outcome of an inbound call (a caller on the return-call line): ANSWERED_HUMAN
+    when it reached an agent's bridge; else NO_AGENT when the service ended it (no agent
+    within the wait limit and the message played, the service stopping, the agent's phone
+    gone before the caller was put through); else ABANDONED: the caller hung up before
+    reaching an agent. Inbound calls are never in the outbound abandon rate."""
+    if bridged:
+        return Outcome.ANSWERED_HUMAN
+    return Outcome.NO_AGENT if service_ended else Outcome.ABANDONED
+
+
 # --------------------------------------------------------------------------- retries
 
 # Delays used when a campaign sets none. An outcome missing from the mapping is
@@ -178,7 +200,7 @@ DEFAULT_RETRY_DELAYS: Mapping[Outcome, timedelta] = MappingProxyType(
     }
 )
 
-_FINAL = frozenset({Outcome.ANSWERED_HUMAN})
+_FINAL = frozenset({Outcome.ANSWERED_HUMAN, Outcome.NO_AGENT})  # NO_AGENT: inbound only, nothing to retry
 
 
 _OUTCOME_VALUES = frozenset(o.value for o in Outcome)

@@ -104,6 +104,7 @@ def cdr_record(call: LiveCall) -> dict[str, Any]:
     assert c.outcome is not None and c.metrics is not None, "a CDR is written for an ended call only"
     return {
         "id": a.id,
+        "direction": "outbound",
         "campaign_id": a.campaign_id,
         "contact_id": a.contact_id,
         "attempt_no": a.attempt_no,

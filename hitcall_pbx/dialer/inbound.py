@@ -13,6 +13,16 @@ outbound call (phone key 0 hangs the caller up), so agent.state_changed flows as
 Outbound calls keep priority: the dialer's agent listener runs first and gives a
 newly ready agent to an answered outbound customer (2-second rule) before this
 router looks at waiting callers.
+
+Every caller the router got writes one CDR when the call ends (``direction =
+'inbound'``, `inbound_cdr`), through the same CDR writer as the dialer, and a
+``call.ended`` webhook event carrying it through the call journal. Its id is derived
+from the channel id (`records.cdr.inbound_cdr_id`). Outcome (`core.outcomes.inbound_outcome`):
+``answered_human`` (put through to an agent), ``no_agent`` (the service ended the call
+first: the message after the wait limit, shutting down, the agent's phone gone) or
+``abandoned`` (the caller hung up before reaching an agent; never in the outbound abandon
+rate). The retention deadline follows the caller's campaign's CDR policy, or the default
+policy (`InboundOptions.retention`) when the caller matched no campaign.
 """
 
 from __future__ import annotations
@@ -22,16 +32,24 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from ..agents.sessions import AgentSession, AgentSessions
 from ..ari import AriError, AriNotFound, AriPort, Resync
+from ..core.outcomes import CallDirection, Outcome, inbound_outcome
+from ..core.phone import normalize_e164
+from ..core.retention import RetentionPolicy, cdr_deadline
 from ..core.states import AgentState, AgentTransition
+from ..errors import Unavailable, ValidationFailed
 from ..logs import get_logger
+from ..records.cdr import inbound_cdr_id
+from ..records.journal import CallJournal
 from ..stasis import StasisKind, parse_args
 from ..tasks import TaskSet
+from .calls import CdrSink, json_payload
 
 log = get_logger("hitcall.inbound")
 
@@ -43,6 +61,8 @@ class InboundOptions:
     moh_class: str | None = None  # Asterisk's default class
     wrap_up_s: float = 10.0  # when the caller's campaign is unknown (the campaigns' default)
     message_max_s: float = 30.0  # hung up even if the message's PlaybackFinished never comes
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # CDRs of callers of no campaign
+    lookup_timeout_s: float = 5.0  # the campaign's look-up at the end of a call whose first one failed
 
 
 @dataclass(frozen=True)
@@ -51,16 +71,33 @@ class InboundRequest:
     contact_id: int | None
 
 
+@dataclass(frozen=True)
+class CampaignInfo:
+    """What the router uses of the caller's campaign."""
+
+    wrap_up_s: float
+    retention: RetentionPolicy
+
+
 @dataclass
 class InboundCall:
     channel_id: str
     request: InboundRequest
     arrived_mono: float = field(default_factory=time.monotonic)
+    arrived_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    caller_number: str | None = None  # the caller's number, E.164 (None: withheld / not a number)
+    line_number: str | None = None  # the number the caller dialled, E.164
     wrap_up_s: float = 0.0
     agent_id: int | None = None
     agent_channel_id: str | None = None
     waiting: bool = False
     bridged: bool = False
+    bridged_at: datetime | None = None
+    service_ended: bool = False  # the service gave up on the caller or hung it up
+    hangup_cause: int | None = None
+    hangup_cause_txt: str | None = None
+    campaign: CampaignInfo | None = None
+    campaign_checked: bool = False  # the campaign look-up answered (`campaign` None: no such campaign)
     playback_id: str | None = None
     timer: asyncio.TimerHandle | None = None
 
@@ -98,18 +135,92 @@ def choose_caller(session: AgentSession, waiting: deque[InboundCall]) -> Inbound
     return waiting[0] if waiting else None
 
 
+def e164_or_none(raw: str | None) -> str | None:
+    """A number from the channel (caller id, dialled extension) in E.164, or None when
+    empty, withheld or not a valid number."""
+    if not raw:
+        return None
+    try:
+        return normalize_e164(raw, field="number")
+    except ValidationFailed:
+        return None
+
+
+def inbound_cdr(call: InboundCall, ended_at: datetime, default_policy: RetentionPolicy) -> dict[str, Any]:
+    """The CDR row of an ended inbound call (`records.cdr.CdrRecord` columns).
+
+    created_at: the caller reached the router; answered_at = bridged_at: an agent took
+    the call; ring_s: seconds waited (to the agent, or to the end); talk_s: with the agent.
+    The campaign is the caller's (the dialplan's HITCALL_CAMPAIGN) unless the look-up found
+    no such campaign; its CDR policy sets the deadline, else `default_policy`."""
+    created = call.arrived_at
+    ended = max(ended_at, created)
+    bridged_at = call.bridged_at if call.bridged else None
+    if bridged_at is not None:
+        bridged_at = min(max(bridged_at, created), ended)
+    outcome = inbound_outcome(bridged=bridged_at is not None, service_ended=call.service_ended)
+    unknown_campaign = call.campaign_checked and call.campaign is None
+    policy = call.campaign.retention if call.campaign is not None else default_policy
+    return {
+        "id": inbound_cdr_id(call.channel_id),
+        "direction": CallDirection.INBOUND.value,
+        "campaign_id": None if unknown_campaign else call.request.campaign_id,
+        "contact_id": call.request.contact_id,
+        "attempt_no": None,
+        "dialled_number": None,
+        "caller_id": call.line_number,
+        "caller_number": call.caller_number,
+        "agent_id": call.agent_id,
+        "mode": None,
+        "state": "ended",
+        "created_at": created,
+        "originated_at": None,
+        "ringing_at": None,
+        "answered_at": bridged_at,
+        "bridged_at": bridged_at,
+        "ended_at": ended,
+        "ring_s": round(((bridged_at or ended) - created).total_seconds(), 3),
+        "talk_s": round((ended - bridged_at).total_seconds(), 3) if bridged_at is not None else 0.0,
+        "answer_to_bridge_ms": None,
+        "outcome": outcome.value,
+        "hangup_cause": call.hangup_cause,
+        "hangup_cause_txt": call.hangup_cause_txt,
+        "amd_status": None,
+        "amd_cause": None,
+        "abandoned": outcome is Outcome.ABANDONED,
+        "disposition": None,
+        "skip_reason": None,
+        "recording_id": None,
+        "retention_until": cdr_deadline(created, policy),
+    }
+
+
+def _event_time(ev: Any) -> datetime:
+    when = getattr(ev, "timestamp", None)
+    return when if isinstance(when, datetime) and when.utcoffset() is not None else datetime.now(UTC)
+
+
 # ------------------------------------------------------------------- adapter ---
 class InboundRouter:
     """Routes return-call line callers to agents; register `handle_event` and
     `handle_resync` on the ARI client (after the dialer's)."""
 
     def __init__(
-        self, ari: AriPort, pool: asyncpg.Pool, sessions: AgentSessions, options: InboundOptions = InboundOptions()
+        self,
+        ari: AriPort,
+        pool: asyncpg.Pool,
+        sessions: AgentSessions,
+        options: InboundOptions = InboundOptions(),
+        *,
+        cdr: CdrSink | None = None,
+        journal: CallJournal | None = None,
     ) -> None:
         self.ari = ari
         self.pool = pool
         self.sessions = sessions
         self.options = options
+        self.cdr = cdr  # None: no CDRs (tests of routing alone)
+        self.journal = journal
         self.calls: dict[str, InboundCall] = {}
         self.waiting: deque[InboundCall] = deque()
         self._by_agent_channel: dict[str, InboundCall] = {}
@@ -159,9 +270,11 @@ class InboundRouter:
         if etype == "StasisStart":
             kind, rest = parse_args(ev.args)
             if kind is StasisKind.INBOUND and cid is not None:
-                await self._arrived(cid, parse_request(rest))
+                await self._arrived(cid, parse_request(rest), ev)
         elif etype == "ChannelEnteredBridge" and cid in self.calls:
             call = self.calls[cid]
+            if not call.bridged:
+                call.bridged_at = _event_time(ev)
             call.bridged = True
             log.info(
                 "inbound.bridged",
@@ -170,9 +283,15 @@ class InboundRouter:
                 bridge_id=ev.bridge.id,
                 wait_ms=int((time.monotonic() - call.arrived_mono) * 1000),
             )
+        elif etype == "ChannelHangupRequest" and cid in self.calls:
+            if ev.cause is not None:
+                self.calls[cid].hangup_cause = ev.cause
         elif etype in ("StasisEnd", "ChannelDestroyed") and cid in self.calls:
             # StasisEnd: a channel that came in through the dialplan is not followed after it.
-            self._caller_gone(self.calls[cid])
+            call = self.calls[cid]
+            if etype == "ChannelDestroyed":
+                call.hangup_cause, call.hangup_cause_txt = ev.cause, ev.cause_txt
+            self._caller_gone(call, _event_time(ev))
         elif etype in ("ChannelDestroyed", "StasisEnd") and cid in self._by_agent_channel:
             # The agent hung up the phone during the call: the caller is not left in silence.
             call = self._by_agent_channel.pop(cid)
@@ -188,14 +307,22 @@ class InboundRouter:
         a caller whose agent's phone went is hung up."""
         live = {c.id for c in snap.channels}
         for call in [c for c in self.calls.values() if c.channel_id not in live]:
-            self._caller_gone(call)
+            self._caller_gone(call, datetime.now(UTC))
         for agent_channel, call in list(self._by_agent_channel.items()):
             if agent_channel not in live:
                 del self._by_agent_channel[agent_channel]
                 await self._hangup(call.channel_id)
 
-    async def _arrived(self, channel_id: str, request: InboundRequest) -> None:
-        call = InboundCall(channel_id=channel_id, request=request, wrap_up_s=self.options.wrap_up_s)
+    async def _arrived(self, channel_id: str, request: InboundRequest, ev: Any = None) -> None:
+        channel = getattr(ev, "channel", None)
+        call = InboundCall(
+            channel_id=channel_id,
+            request=request,
+            wrap_up_s=self.options.wrap_up_s,
+            arrived_at=_event_time(ev),
+            caller_number=e164_or_none(channel.caller.number) if channel is not None else None,
+            line_number=e164_or_none(channel.dialplan.exten) if channel is not None else None,
+        )
         # Registered before any await: a hang-up during the lookup still finds it.
         self.calls[channel_id] = call
         log.info(
@@ -206,12 +333,12 @@ class InboundRouter:
             return
         if request.campaign_id is not None:
             try:
-                wrap = await self.pool.fetchval("SELECT wrap_up_s FROM campaigns WHERE id = $1", request.campaign_id)
+                call.campaign = await self._campaign_info(request.campaign_id)
+                call.campaign_checked = True
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("inbound.campaign_lookup_failed", channel_id=channel_id, error=str(exc))
-                wrap = None
-            if wrap is not None:
-                call.wrap_up_s = float(wrap)
+            if call.campaign is not None:
+                call.wrap_up_s = call.campaign.wrap_up_s
         if self.calls.get(channel_id) is not call:
             return  # hung up meanwhile
         agent = choose_agent(request.campaign_id, self.sessions.by_agent.values())
@@ -259,7 +386,7 @@ class InboundRouter:
             # The caller (or the agent's bridge) is gone: the destroy events end the call.
             log.info("inbound.bridge_target_gone", channel_id=call.channel_id, agent_id=call.agent_id)
 
-    def _caller_gone(self, call: InboundCall) -> None:
+    def _caller_gone(self, call: InboundCall, ended_at: datetime) -> None:
         self.calls.pop(call.channel_id, None)
         self._stop_waiting(call)
         if call.agent_channel_id is not None:
@@ -268,6 +395,62 @@ class InboundRouter:
         if session is not None and session.attempt_id == call.channel_id:
             self.sessions.customer_gone(session, call.wrap_up_s)
         log.info("inbound.ended", channel_id=call.channel_id, agent_id=call.agent_id, bridged=call.bridged)
+        if call.request.campaign_id is not None and not call.campaign_checked:
+            # The campaign is not known yet (its look-up failed or is under way): its
+            # retention policy is needed for the deadline.
+            self._spawn(self._record_after_lookup(call, ended_at))
+        else:
+            self._record(call, ended_at)
+
+    # ----------------------------------------------------------- records ---
+    async def _campaign_info(self, campaign_id: int) -> CampaignInfo | None:
+        row = await self.pool.fetchrow(
+            "SELECT wrap_up_s, retention_recordings_months, retention_cdr_months FROM campaigns WHERE id = $1",
+            campaign_id,
+        )
+        if row is None:
+            return None
+        return CampaignInfo(
+            wrap_up_s=float(row["wrap_up_s"]),
+            retention=RetentionPolicy(row["retention_recordings_months"], row["retention_cdr_months"]),
+        )
+
+    async def _record_after_lookup(self, call: InboundCall, ended_at: datetime) -> None:
+        assert call.request.campaign_id is not None
+        try:
+            call.campaign = await asyncio.wait_for(
+                self._campaign_info(call.request.campaign_id), self.options.lookup_timeout_s
+            )
+            call.campaign_checked = True
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The CDR is not held back: the default policy's deadline, and a loud log.
+            log.warning(
+                "inbound.cdr_default_retention",
+                channel_id=call.channel_id,
+                campaign_id=call.request.campaign_id,
+                error=str(exc) or type(exc).__name__,
+            )
+        self._record(call, ended_at)
+
+    def _record(self, call: InboundCall, ended_at: datetime) -> None:
+        """The call's CDR and its call.ended event (never raises into the call path)."""
+        if self.cdr is None:
+            return
+        record = inbound_cdr(call, ended_at, self.options.retention)
+        try:
+            self.cdr.submit(record)
+        except (ValidationFailed, Unavailable) as exc:
+            log.error("inbound.cdr_refused", channel_id=call.channel_id, error=exc.message, details=exc.details)
+        if self.journal is not None:
+            self.journal.event("call.ended", f"attempt:{record['id']}", json_payload(record))
+        log.info(
+            "inbound.recorded",
+            channel_id=call.channel_id,
+            attempt_id=str(record["id"]),
+            outcome=record["outcome"],
+            agent_id=call.agent_id,
+            campaign_id=record["campaign_id"],
+        )
 
     # ----------------------------------------------------------- waiting ---
     def _stop_waiting(self, call: InboundCall) -> None:
@@ -289,6 +472,7 @@ class InboundRouter:
         moh = call.waiting
         self._stop_waiting(call)
         if call.channel_id in self.calls:
+            call.service_ended = True
             log.info("inbound.no_agent", channel_id=call.channel_id, campaign_id=call.request.campaign_id)
             self._spawn(self._play_and_hang_up(call, moh))
 
@@ -306,6 +490,9 @@ class InboundRouter:
         )
 
     async def _hangup(self, channel_id: str) -> None:
+        call = self.calls.get(channel_id)
+        if call is not None:
+            call.service_ended = True
         try:
             await self.ari.rest.hangup(channel_id)
         except AriError:

@@ -77,7 +77,7 @@ class DialerStore:
                       count(*) FILTER (WHERE outcome = 'answered_human') AS connected,
                       count(*) FILTER (WHERE outcome = 'answered_machine') AS machines
                FROM call_attempts
-               WHERE campaign_id = $1 AND created_at >= now() - interval '30 days'
+               WHERE campaign_id = $1 AND direction = 'outbound' AND created_at >= now() - interval '30 days'
                GROUP BY 1""",
             campaign_id,
         )

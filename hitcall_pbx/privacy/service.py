@@ -164,7 +164,7 @@ class PrivacyService:
         primary = {c["phone_e164"] for c in contacts} | ({subject.value} if subject.kind == "phone" else set())
         ids = [c["id"] for c in contacts]
         # Every number the subject ever had: the contacts' numbers before a rectification or
-        # an update (history), then the numbers their CDRs were dialled on.
+        # an update (history), then the numbers their CDRs were dialled on or called from.
         history = await conn.fetch(
             """SELECT contact_id, phone_e164, replaced_at FROM contact_number_history
                WHERE contact_id = ANY($1::bigint[]) ORDER BY contact_id, replaced_at""",
@@ -176,18 +176,26 @@ class PrivacyService:
             # Live attempts first (`ATTEMPT_TABLES`): a live row locked here is moved by the
             # CDR writer only after this transaction, carrying an anonymisation over to the CDR.
             # A former number may be another person's now: only its attempts of no contact count.
+            # The subject's number is dialled_number on outbound rows, caller_number on inbound ones.
             for table in ATTEMPT_TABLES:
                 for row in await conn.fetch(
                     f"""SELECT * FROM {table}
-                        WHERE dialled_number = ANY($1::text[]) OR contact_id = ANY($2::bigint[])
-                           OR (contact_id IS NULL AND dialled_number = ANY($3::text[]))
+                        WHERE dialled_number = ANY($1::text[]) OR caller_number = ANY($1::text[])
+                           OR contact_id = ANY($2::bigint[])
+                           OR (contact_id IS NULL AND (dialled_number = ANY($3::text[])
+                                                       OR caller_number = ANY($3::text[])))
                         ORDER BY created_at, id{lock_clause}""",
                     sorted(primary),
                     ids,
                     sorted(former),
                 ):
                     attempts_by_id.setdefault(row["id"], row)
-            dialled = {a["dialled_number"] for a in attempts_by_id.values() if a["contact_id"] in ids}
+            dialled = {
+                number
+                for a in attempts_by_id.values()
+                if a["contact_id"] in ids
+                for number in (a["dialled_number"], a["caller_number"])
+            }
             new = dialled - primary - former - {None}
             if not new:
                 break
@@ -436,7 +444,8 @@ class PrivacyService:
             ]
             for table in ATTEMPT_TABLES:
                 await conn.execute(
-                    f"""UPDATE {table} SET dialled_number = NULL, contact_id = NULL, anonymised_at = $2
+                    f"""UPDATE {table} SET dialled_number = NULL, caller_number = NULL, contact_id = NULL,
+                                         anonymised_at = $2
                         WHERE id = ANY($1::uuid[])""",
                     anonymise,
                     now,

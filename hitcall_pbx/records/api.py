@@ -21,7 +21,12 @@ _CONTENT_TYPES = {"wav": "audio/wav", "gsm": "audio/x-gsm", "ulaw": "audio/basic
 
 def _query(flt: deps.CdrFilter) -> CdrQuery:
     return CdrQuery(
-        campaign_id=flt.campaign_id, agent_id=flt.agent_id, since=flt.since, until=flt.until, outcome=flt.outcome
+        campaign_id=flt.campaign_id,
+        agent_id=flt.agent_id,
+        since=flt.since,
+        until=flt.until,
+        outcome=flt.outcome,
+        direction=flt.direction,
     )
 
 

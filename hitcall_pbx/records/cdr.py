@@ -10,6 +10,11 @@ unreachable the batches go to a durable spool (`Spool`) and are replayed in subm
 when it returns; while anything is spooled, new batches queue behind it in the spool, so
 a later record of an attempt is never overtaken by an older one.
 
+Inbound calls (``direction = 'inbound'``, a caller on the return-call line) have no
+live row: the inbound router (`dialer.inbound`) submits their one CDR when they end,
+with an id derived from the Asterisk channel id (`inbound_cdr_id`), so that a replay
+updates the same row.
+
 Precedence when the row already exists (a replay therefore changes nothing):
 
 * ``campaign_id``, ``contact_id``, ``created_at``, ``retention_until`` keep the stored
@@ -40,13 +45,13 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import asyncpg
 
 from ..core.backoff import Backoff
 from ..core.compliance import CampaignMode
-from ..core.outcomes import AMD_HANGUP, AMD_HUMAN, AMD_MACHINE, AMD_NOTSURE, Outcome
+from ..core.outcomes import AMD_HANGUP, AMD_HUMAN, AMD_MACHINE, AMD_NOTSURE, CallDirection, Outcome
 from ..errors import Unavailable, ValidationFailed
 from ..logs import get_logger
 from .writebehind import Rows, WriteBehind
@@ -83,23 +88,27 @@ _KINDS: dict[str, str] = {
     "skip_reason": "text",
     "recording_id": "uuid",
     "retention_until": "ts",
+    "direction": "text",
+    "caller_number": "text",
 }
 COLUMNS: tuple[str, ...] = tuple(_KINDS)
 _REQUIRED = frozenset(
     {
         "id",
-        "campaign_id",
-        "attempt_no",
-        "caller_id",
-        "mode",
         "state",
         "created_at",
         "ended_at",
         "outcome",
         "abandoned",
         "retention_until",
+        "direction",
     }
 )
+# Required on outbound rows only (call_attempts_outbound_check); an inbound row has no
+# attempt number or mode, and may match no campaign or dialled line.
+_OUTBOUND_REQUIRED = ("campaign_id", "attempt_no", "mode", "caller_id")
+# Columns a record built from a dict may leave out (the dialer's rows predate them).
+_ROW_DEFAULTS: dict[str, Any] = {"direction": CallDirection.OUTBOUND.value, "caller_number": None}
 
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _DISPOSITION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -125,6 +134,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hangup_cause": _between(0, 127),
     "dialled_number": (lambda v: bool(_E164.match(v)), "must be an E.164 number like +358401234567"),
     "caller_id": (lambda v: bool(_E164.match(v)), "must be an E.164 number like +358401234567"),
+    "caller_number": (lambda v: bool(_E164.match(v)), "must be an E.164 number like +358401234567"),
+    "direction": _one_of(frozenset(d.value for d in CallDirection)),
     "mode": _one_of(frozenset(m.value for m in CampaignMode)),
     "state": _one_of(frozenset({"ended"})),
     "outcome": _one_of(frozenset(o.value for o in Outcome)),
@@ -177,22 +188,26 @@ def _clean(name: str, kind: str, value: Any) -> Any:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CdrRecord:
-    """The final state of one call attempt: every ``call_attempts`` column the dialer fills.
+    """The final state of one call: every ``call_attempts`` column the dialer (outbound)
+    or the inbound router (inbound) fills.
 
     Validated on construction with the table's own rules (ValidationFailed names the
-    column). Datetimes are normalised to UTC, ``ring_s``/``talk_s`` to Decimal with
-    millisecond precision (floats are taken by their shortest repr), so a record equals
-    the one read back from the database or from its JSON form.
+    column): an outbound record needs campaign_id, attempt_no, mode and caller_id and has
+    no caller_number; an inbound one has no dialled_number, attempt_no or mode (see
+    migration 0008 for what each number column holds in each direction). Datetimes are
+    normalised to UTC, ``ring_s``/``talk_s`` to Decimal with millisecond precision
+    (floats are taken by their shortest repr), so a record equals the one read back from
+    the database or from its JSON form.
     """
 
     id: UUID
-    campaign_id: int
+    campaign_id: int | None = None
     contact_id: int | None = None
-    attempt_no: int = 1
+    attempt_no: int | None = 1
     dialled_number: str | None = None
-    caller_id: str
+    caller_id: str | None = None
     agent_id: int | None = None
-    mode: str
+    mode: str | None = None
     state: str = "ended"
     created_at: datetime
     originated_at: datetime | None = None
@@ -213,6 +228,8 @@ class CdrRecord:
     skip_reason: str | None = None
     recording_id: UUID | None = None
     retention_until: datetime
+    direction: str = CallDirection.OUTBOUND.value
+    caller_number: str | None = None
 
     def __post_init__(self) -> None:
         for name, kind in _KINDS.items():
@@ -227,6 +244,18 @@ class CdrRecord:
             rule = _RULES.get(name)
             if rule is not None and not rule[0](clean):
                 raise _invalid(name, rule[1], value)
+        if self.direction == CallDirection.OUTBOUND:
+            for name in _OUTBOUND_REQUIRED:
+                if getattr(self, name) is None:
+                    raise _invalid(name, "is required on an outbound call")
+            if self.caller_number is not None:
+                raise _invalid("caller_number", "must be empty on an outbound call", self.caller_number)
+        else:
+            for name in ("dialled_number", "attempt_no", "mode"):
+                if getattr(self, name) is not None:
+                    raise _invalid(name, "must be empty on an inbound call", getattr(self, name))
+        if self.outcome == Outcome.NO_AGENT and self.direction != CallDirection.INBOUND:
+            raise _invalid("outcome", "no_agent is an inbound outcome", self.outcome)
         if self.outcome == Outcome.ABANDONED and not self.abandoned:
             raise _invalid("abandoned", "must be true when the outcome is abandoned", self.abandoned)
         if self.retention_until <= self.created_at:
@@ -238,8 +267,9 @@ class CdrRecord:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> CdrRecord:
-        """From a database row holding (at least) `COLUMNS`."""
-        return cls(**{name: row[name] for name in COLUMNS})
+        """From a database row holding (at least) `COLUMNS`; a dict may leave out
+        ``direction`` (outbound) and ``caller_number``."""
+        return cls(**{name: row[name] if name in row else _ROW_DEFAULTS[name] for name in COLUMNS})
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict: UUIDs and decimals as strings, datetimes as ISO 8601 UTC."""
@@ -277,6 +307,16 @@ class CdrRecord:
 
 
 _row = operator.attrgetter(*COLUMNS)
+
+# The namespace of inbound CDR ids: uuid5(INBOUND_NAMESPACE, <Asterisk channel id>).
+INBOUND_NAMESPACE = UUID("5d1f8c8e-3b1e-5a7c-9f0e-6c1b2a4d8e71")
+
+
+def inbound_cdr_id(channel_id: str) -> UUID:
+    """The CDR id of the inbound call on Asterisk channel `channel_id`: the same for every
+    record of that call (a replay after a crash never writes a second row)."""
+    return uuid5(INBOUND_NAMESPACE, channel_id)
+
 
 # -- SQL -------------------------------------------------------------------------------
 _COLS = ", ".join(COLUMNS)
@@ -346,6 +386,7 @@ SET disposition = coalesce(g.disposition, c.disposition),
     recording_id = coalesce(c.recording_id, g.recording_id),
     retention_until = g.retention_until,
     dialled_number = CASE WHEN g.anonymised_at IS NULL THEN c.dialled_number END,
+    caller_number = CASE WHEN g.anonymised_at IS NULL THEN c.caller_number END,
     contact_id = CASE WHEN g.anonymised_at IS NULL THEN c.contact_id END,
     anonymised_at = coalesce(c.anonymised_at, g.anonymised_at)
 FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[], $5::timestamptz[])
@@ -525,10 +566,11 @@ class CdrWriter:
     async def _known_campaigns(
         self, conn: asyncpg.Connection, records: Sequence[CdrRecord]
     ) -> tuple[list[tuple[CdrRecord, str]], list[CdrRecord]]:
-        """(refused, rest): a CDR must name an existing campaign. call_attempts has no
-        foreign keys (see migration 0005); campaigns are never deleted, so the ids seen
-        once are cached and a batch normally costs no query."""
-        unknown = {r.campaign_id for r in records} - self._campaigns
+        """(refused, rest): a CDR that names a campaign must name an existing one (an
+        inbound CDR may name none). call_attempts has no foreign keys (see migration 0005);
+        campaigns are never deleted, so the ids seen once are cached and a batch normally
+        costs no query."""
+        unknown = {r.campaign_id for r in records if r.campaign_id is not None} - self._campaigns
         if unknown:
             rows = await conn.fetch("SELECT id FROM campaigns WHERE id = ANY($1::bigint[])", list(unknown))
             self._campaigns.update(r["id"] for r in rows)
@@ -551,9 +593,11 @@ def default_spool_dir(data_dir: Path | str) -> Path:
 __all__ = [
     "ATTEMPT_TABLES",
     "COLUMNS",
+    "INBOUND_NAMESPACE",
     "CdrRecord",
     "CdrWriter",
     "CdrWriterStats",
     "default_spool_dir",
+    "inbound_cdr_id",
     "write_cdrs",
 ]

@@ -1,4 +1,7 @@
-"""Query and export CDRs (ended call attempts) by campaign, agent, time range and outcome.
+"""Query and export CDRs (ended calls) by campaign, agent, time range, outcome and direction.
+
+Inbound CDRs (``direction = 'inbound'``) are included unless a direction is asked for; they
+may have no campaign (a filter by campaign leaves those out).
 
 Pages are in a stable order, ``(created_at, id)``, with keyset cursors: a cursor names the
 last row of a page, so paging neither skips nor repeats rows when new calls arrive.
@@ -27,7 +30,7 @@ from uuid import UUID
 
 import asyncpg
 
-from ..core.outcomes import Outcome
+from ..core.outcomes import CallDirection, Outcome
 from ..errors import ValidationFailed
 from .cdr import COLUMNS, CdrRecord
 
@@ -35,6 +38,7 @@ MAX_PAGE_SIZE = 1000
 EXPORT_FORMATS = ("csv", "json")
 
 _OUTCOMES = frozenset(o.value for o in Outcome)
+_DIRECTIONS = frozenset(d.value for d in CallDirection)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
@@ -57,6 +61,7 @@ class CdrQuery:
     since: datetime | None = None
     until: datetime | None = None
     outcome: str | None = None
+    direction: str | None = None
 
     def __post_init__(self) -> None:
         _id(self.campaign_id, "campaign_id")
@@ -69,6 +74,8 @@ class CdrQuery:
             raise _bad("until", "must be after since", self.until)
         if self.outcome is not None and self.outcome not in _OUTCOMES:
             raise _bad("outcome", "must be one of " + ", ".join(sorted(_OUTCOMES)), self.outcome)
+        if self.direction is not None and self.direction not in _DIRECTIONS:
+            raise _bad("direction", "must be one of " + ", ".join(sorted(_DIRECTIONS)), self.direction)
 
     def _where(self, args: list[Any]) -> str:
         conditions = ["state = 'ended'"]
@@ -78,6 +85,7 @@ class CdrQuery:
             ("created_at", ">=", self.since),
             ("created_at", "<", self.until),
             ("outcome", "=", self.outcome),
+            ("direction", "=", self.direction),
         ):
             if value is not None:
                 args.append(value)

@@ -25,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--agent", help="agent id")
     e.add_argument("--from", dest="since", help="calls created at or after (ISO 8601 with zone)")
     e.add_argument("--to", dest="until", help="calls created before (ISO 8601 with zone)")
-    e.add_argument("--outcome", help="e.g. answered_human, no_answer, busy, abandoned")
+    e.add_argument("--outcome", help="e.g. answered_human, no_answer, busy, abandoned, no_agent")
+    e.add_argument("--direction", help="outbound or inbound (default: both)")
     e.add_argument("--format", default="csv", help="csv (default) or json")
     reconcile.add_parser(sub)
 
@@ -64,8 +65,9 @@ def _query(args: argparse.Namespace) -> CdrQuery:
             since=since,
             until=until,
             outcome=args.outcome,
+            direction=args.direction,
         )
-    except ValidationFailed as exc:  # only the outcome is left unchecked here
+    except ValidationFailed as exc:  # only the outcome and the direction are left unchecked here
         raise ValidationFailed(f"--{exc.message}") from None
 
 
@@ -108,6 +110,7 @@ async def _export(settings: Settings, args: argparse.Namespace, query: CdrQuery)
                 "since": query.since.isoformat() if query.since else None,
                 "until": query.until.isoformat() if query.until else None,
                 "outcome": query.outcome,
+                "direction": query.direction,
             },
         )
         async for chunk in CdrExport(db.pool, query, args.format):

@@ -2,8 +2,9 @@
 
 Recordings: the file is deleted, then the row becomes a tombstone (``purged_at``,
 ``purge_reason = 'retention'``; metadata kept) and ``recording.purged`` is emitted.
-CDRs (``call_attempts``): the personal data (``dialled_number``, ``contact_id``) is
-cleared and ``anonymised_at`` set; the rest of the row stays for statistics.
+CDRs (``call_attempts``): the personal data (``dialled_number``, ``caller_number`` of an
+inbound call, ``contact_id``) is cleared and ``anonymised_at`` set; the rest of the row
+stays for statistics.
 Rejected CDRs in the CDR spool (given ``spool_dir``): files past the CDR minimum
 retention are deleted (`spool.expire_rejected`).
 
@@ -213,7 +214,8 @@ class PurgeWorker:
                 await conn.execute("SET LOCAL synchronous_commit = off")
                 row = await conn.fetchrow(
                     f"""WITH done AS (
-                            UPDATE call_attempts SET dialled_number = NULL, contact_id = NULL, anonymised_at = $1
+                            UPDATE call_attempts
+                            SET dialled_number = NULL, caller_number = NULL, contact_id = NULL, anonymised_at = $1
                             WHERE ctid = ANY(ARRAY(
                                 SELECT ctid FROM call_attempts WHERE {_ATTEMPTS_DUE} AND retention_until >= $3
                                 ORDER BY retention_until LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED))

@@ -10,8 +10,8 @@ from pathlib import Path
 from ..errors import HitCallError, NotFound, ValidationFailed
 from ..settings import Settings
 from ..store.db import Database
-from .compute import CampaignDay
-from .query import load_report
+from .compute import CampaignDay, InboundDay
+from .query import load_inbound_without_campaign, load_report
 from .render import FORMATS, render
 
 
@@ -32,14 +32,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
 
 
-def write_files(reports: list[CampaignDay], day: date, directory: Path, stem: str) -> list[Path]:
+def write_files(
+    reports: list[CampaignDay],
+    day: date,
+    directory: Path,
+    stem: str,
+    *,
+    inbound_without_campaign: InboundDay | None = None,
+) -> list[Path]:
     """Write the report in every format into `directory`; returns the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
     paths = []
     for fmt in FORMATS:
         path = directory / f"{stem}.{fmt}"
-        path.write_text(render(reports, fmt, day=day, generated_at=now), encoding="utf-8")
+        text = render(reports, fmt, day=day, generated_at=now, inbound_without_campaign=inbound_without_campaign)
+        path.write_text(text, encoding="utf-8")
         paths.append(path)
     return paths
 
@@ -47,15 +55,18 @@ def write_files(reports: list[CampaignDay], day: date, directory: Path, stem: st
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         day = parse_day(args.date) if args.date else datetime.now(UTC).date()
+        unmatched = None
         async with Database(settings) as db:
             reports = await load_report(db.pool, day, args.campaign)
+            if args.campaign is None:  # the whole day: return calls of no campaign too
+                unmatched = await load_inbound_without_campaign(db.pool, day)
     except (ValidationFailed, NotFound) as exc:
         sys.stderr.write(f"hitcall report: {exc.message}\n")
         return 2
     except HitCallError as exc:
         sys.stderr.write(f"hitcall report: {exc.message}\n")
         return 1
-    text = render(reports, args.format, day=day)
+    text = render(reports, args.format, day=day, inbound_without_campaign=unmatched)
     if args.out is None:
         sys.stdout.write(text)
     else:

@@ -1,7 +1,9 @@
 """Daily compliance report figures, computed from rows (pure: no I/O).
 
 Days are UTC calendar days, the same days the dialer counts abandon caps and
-dial blocks on. Abandon rate = abandoned / (abandoned + connected to an agent).
+dial blocks on. Abandon rate = abandoned / (abandoned + connected to an agent), over
+outbound calls only. Inbound calls (callers on the return-call line) are reported beside
+them (`InboundDay`): per campaign when the caller matched one, and on their own otherwise.
 """
 
 from __future__ import annotations
@@ -55,6 +57,57 @@ class Hour:
 
 
 @dataclass(frozen=True)
+class InboundDay:
+    """The day's inbound calls (of one campaign, or of none): how many reached an agent,
+    how many callers hung up waiting (abandoned), how many heard the no-agent message."""
+
+    calls: int = 0
+    connected: int = 0
+    abandoned: int = 0
+    no_agent: int = 0
+    wait_to_agent_p50_s: float | None = None
+    wait_to_agent_p99_s: float | None = None
+    abandoned_wait_p50_s: float | None = None
+    talk_s: float = 0.0
+
+    @property
+    def connected_share(self) -> float | None:
+        return self.connected / self.calls if self.calls else None
+
+
+def inbound_day(rows: Iterable[Row]) -> InboundDay:
+    """`rows`: the day's inbound call_attempts rows (outcome, ring_s = seconds waited, talk_s)."""
+    calls = connected = abandoned = no_agent = 0
+    to_agent: list[float] = []
+    gave_up: list[float] = []
+    talk = 0.0
+    for r in rows:
+        calls += 1
+        waited = float(r["ring_s"]) if r["ring_s"] is not None else None
+        if r["outcome"] == "answered_human":
+            connected += 1
+            if waited is not None:
+                to_agent.append(waited)
+        elif r["outcome"] == "abandoned":
+            abandoned += 1
+            if waited is not None:
+                gave_up.append(waited)
+        elif r["outcome"] == "no_agent":
+            no_agent += 1
+        talk += float(r["talk_s"] or 0)
+    return InboundDay(
+        calls=calls,
+        connected=connected,
+        abandoned=abandoned,
+        no_agent=no_agent,
+        wait_to_agent_p50_s=percentile(to_agent, 50),
+        wait_to_agent_p99_s=percentile(to_agent, 99),
+        abandoned_wait_p50_s=percentile(gave_up, 50),
+        talk_s=round(talk, 3),
+    )
+
+
+@dataclass(frozen=True)
 class CampaignDay:
     campaign_id: int
     campaign_name: str
@@ -84,6 +137,7 @@ class CampaignDay:
     recordings_purged: int
     recordings_on_hold: int
     hours: list[Hour] = field(default_factory=list)
+    inbound: InboundDay = field(default_factory=InboundDay)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -141,12 +195,14 @@ def campaign_day(
     recordings_on_hold: int,
     agent_intervals: Iterable[Row] = (),
     now: datetime | None = None,
+    inbound: InboundDay | None = None,
 ) -> CampaignDay:
     """The report of one campaign for one day.
 
-    `attempts`: that day's call_attempts rows (created_at, answered_at, bridged_at,
+    `attempts`: that day's outbound call_attempts rows (created_at, answered_at, bridged_at,
     abandoned, outcome, ring_s, answer_to_bridge_ms). The 30-day figures (the 30 days
-    ending with `day`) come precomputed, as they span more rows than one day."""
+    ending with `day`) come precomputed, as they span more rows than one day. `inbound`:
+    the campaign's inbound calls that day (`inbound_day`)."""
     cap = float(campaign["abandon_cap"])
     start, _ = day_bounds(day)
     connects = sum(1 for a in attempts if a["bridged_at"] is not None)
@@ -204,6 +260,7 @@ def campaign_day(
         recordings_purged=recordings_purged,
         recordings_on_hold=recordings_on_hold,
         hours=hours,
+        inbound=inbound or InboundDay(),
     )
 
 
@@ -230,9 +287,25 @@ CSV_COLUMNS = (
     "recordings_stored",
     "recordings_purged",
     "recordings_on_hold",
+    "inbound_calls",
+    "inbound_connected",
+    "inbound_abandoned",
+    "inbound_no_agent",
+    "inbound_wait_to_agent_p50_s",
+    "inbound_wait_to_agent_p99_s",
+    "inbound_abandoned_wait_p50_s",
+    "inbound_talk_s",
 )
 
 
 def csv_row(r: CampaignDay) -> list[Any]:
     d = r.as_dict()
+    d.update({f"inbound_{k}": v for k, v in d["inbound"].items()})
     return ["" if d[c] is None else d[c] for c in CSV_COLUMNS]
+
+
+def inbound_csv_row(day: date, inbound: InboundDay) -> list[Any]:
+    """The CSV row of the inbound calls that matched no campaign (only the inbound columns)."""
+    d: dict[str, Any] = {f"inbound_{k}": v for k, v in asdict(inbound).items()}
+    d.update(day=day.isoformat(), campaign_name="(no campaign)")
+    return ["" if d.get(c) is None else d[c] for c in CSV_COLUMNS]

@@ -7,14 +7,18 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 
 from ..errors import NotFound
-from .compute import CampaignDay, campaign_day, day_bounds
+from .compute import CampaignDay, InboundDay, campaign_day, day_bounds, inbound_day
+
+_INBOUND_ROWS = """SELECT outcome, ring_s, talk_s FROM call_attempts
+                   WHERE direction = 'inbound' AND created_at >= $1 AND created_at < $2"""
 
 
 async def campaigns_for_day(conn: asyncpg.Connection | asyncpg.Pool, day: date) -> list[int]:
-    """Campaigns with any activity that day (calls or dial blocks)."""
+    """Campaigns with any activity that day (calls, inbound ones included, or dial blocks)."""
     start, end = day_bounds(day)
     rows = await conn.fetch(
-        """SELECT campaign_id FROM call_attempts WHERE created_at >= $1 AND created_at < $2
+        """SELECT campaign_id FROM call_attempts
+           WHERE created_at >= $1 AND created_at < $2 AND campaign_id IS NOT NULL
            UNION SELECT campaign_id FROM dial_blocks WHERE day = $3 ORDER BY 1""",
         start,
         end,
@@ -31,17 +35,21 @@ async def load_campaign_day(
         campaign = await conn.fetchrow("SELECT id, name, abandon_cap FROM campaigns WHERE id = $1", campaign_id)
         if campaign is None:
             raise NotFound(f"campaign {campaign_id} does not exist", details={"field": "campaign"})
+        # The outbound calls: the abandon rate is theirs alone.
         attempts = await conn.fetch(
             """SELECT created_at, answered_at, bridged_at, abandoned, outcome, ring_s, answer_to_bridge_ms
-               FROM call_attempts WHERE campaign_id = $1 AND created_at >= $2 AND created_at < $3""",
+               FROM call_attempts
+               WHERE campaign_id = $1 AND direction = 'outbound' AND created_at >= $2 AND created_at < $3""",
             campaign_id,
             start,
             end,
         )
+        inbound = await conn.fetch(_INBOUND_ROWS + " AND campaign_id = $3", start, end, campaign_id)
         month = await conn.fetchrow(
             """SELECT count(*) FILTER (WHERE abandoned) AS abandoned,
                       count(*) FILTER (WHERE bridged_at IS NOT NULL) AS connects
-               FROM call_attempts WHERE campaign_id = $1 AND created_at >= $2 AND created_at < $3""",
+               FROM call_attempts
+               WHERE campaign_id = $1 AND direction = 'outbound' AND created_at >= $2 AND created_at < $3""",
             campaign_id,
             end - timedelta(days=30),
             end,
@@ -84,7 +92,14 @@ async def load_campaign_day(
         recordings_on_hold=rec["on_hold"],
         agent_intervals=intervals,
         now=now or datetime.now(UTC),
+        inbound=inbound_day(inbound),
     )
+
+
+async def load_inbound_without_campaign(conn: asyncpg.Connection | asyncpg.Pool, day: date) -> InboundDay:
+    """The day's inbound calls whose caller matched no campaign."""
+    start, end = day_bounds(day)
+    return inbound_day(await conn.fetch(_INBOUND_ROWS + " AND campaign_id IS NULL", start, end))
 
 
 async def load_report(

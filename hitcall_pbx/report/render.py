@@ -7,10 +7,11 @@ import io
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from html import escape
 
-from .compute import CSV_COLUMNS, CampaignDay, csv_row
+from .compute import CSV_COLUMNS, CampaignDay, InboundDay, csv_row, inbound_csv_row
 
 FORMATS = ("html", "csv", "json")
 
@@ -23,6 +24,7 @@ OUTCOME_COLOURS = {
     "failed": "#6b7280",
     "abandoned": "#d64545",
     "cancelled": "#c4cad6",
+    "no_agent": "#b0527a",
     "in_progress": "#4b8fe2",
 }
 BLOCK_LABELS = {
@@ -39,21 +41,37 @@ BLOCK_LABELS = {
 GOOD, BAD, MUTED, ACCENT = "#2e9d6a", "#d64545", "#6b778c", "#3b6fd8"
 
 
-def render(reports: list[CampaignDay], fmt: str, *, day: date, generated_at: datetime | None = None) -> str:
+def render(
+    reports: list[CampaignDay],
+    fmt: str,
+    *,
+    day: date,
+    generated_at: datetime | None = None,
+    inbound_without_campaign: InboundDay | None = None,
+) -> str:
+    """The report in `fmt`; `inbound_without_campaign`: the day's inbound calls that matched
+    no campaign (None: not part of this report, e.g. a report of one campaign)."""
+    unmatched = inbound_without_campaign
     if fmt == "json":
-        return (
-            json.dumps({"day": day.isoformat(), "campaigns": [r.as_dict() for r in reports]}, indent=2, default=str)
-            + "\n"
-        )
+        data = {
+            "day": day.isoformat(),
+            "campaigns": [r.as_dict() for r in reports],
+            "inbound_without_campaign": asdict(unmatched) if unmatched is not None else None,
+        }
+        return json.dumps(data, indent=2, default=str) + "\n"
     if fmt == "csv":
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
         w.writerow(CSV_COLUMNS)
         for r in reports:
             w.writerow(csv_row(r))
+        if unmatched is not None and unmatched.calls:
+            w.writerow(inbound_csv_row(day, unmatched))
         return out.getvalue()
     if fmt == "html":
-        return html_page(reports, day=day, generated_at=generated_at or datetime.now(UTC))
+        return html_page(
+            reports, day=day, generated_at=generated_at or datetime.now(UTC), inbound_without_campaign=unmatched
+        )
     raise ValueError(f"unknown format {fmt!r}")
 
 
@@ -163,6 +181,21 @@ def _tile(label: str, value: str, sub: str = "", tone: str = "") -> str:
     )
 
 
+def _inbound_tiles(i: InboundDay) -> str:
+    if not i.calls:
+        return '<p class="muted">No return calls.</p>'
+    wait = "–" if i.wait_to_agent_p50_s is None else f"{i.wait_to_agent_p50_s:.1f} s"
+    gave_up = "–" if i.abandoned_wait_p50_s is None else f"{i.abandoned_wait_p50_s:.1f} s"
+    return (
+        '<div class="tiles small">'
+        + _tile("Return calls", str(i.calls), f"{i.talk_s / 60:.1f} min with agents")
+        + _tile("Put through to an agent", str(i.connected), f"{_pct(i.connected_share, 0)} · median wait {wait}")
+        + _tile("Hung up waiting", str(i.abandoned), f"median wait {gave_up}")
+        + _tile("No agent free", str(i.no_agent), "heard the message")
+        + "</div>"
+    )
+
+
 # ---------------------------------------------------------------------- page ---
 def _campaign_section(r: CampaignDay) -> str:
     ok = r.within_cap_day and r.within_cap_30d
@@ -258,6 +291,9 @@ def _campaign_section(r: CampaignDay) -> str:
     <div class="card"><h3>Calls by hour</h3><p class="hint">Attempts placed (UTC hours).</p>{calls_svg}</div>
   </div>
   <div class="card wide"><h3>Outcomes</h3>{_stacked(r.outcomes)}</div>
+  <div class="card wide"><h3>Return calls (inbound)</h3>
+    <p class="hint">Callers on the return-call line matched to this campaign. Not part of the abandon rate.</p>
+    {_inbound_tiles(r.inbound)}</div>
   <div class="grid">
     <div class="card"><h3>Dialling blocked before the call</h3>
       <div class="tiles small">{_tile("Outside calling window", str(r.blocked_outside_window))}
@@ -300,15 +336,25 @@ footer{color:#6b778c;font-size:12px;max-width:1280px;margin:auto;padding:0 32px 
 """
 
 
-def html_page(reports: list[CampaignDay], *, day: date, generated_at: datetime) -> str:
+def html_page(
+    reports: list[CampaignDay], *, day: date, generated_at: datetime, inbound_without_campaign: InboundDay | None = None
+) -> str:
     body = "".join(_campaign_section(r) for r in reports) or '<p class="muted">No campaign activity on this day.</p>'
+    if inbound_without_campaign is not None and inbound_without_campaign.calls:
+        body += f"""
+<section class="campaign">
+  <div class="head"><h2>Return calls of no campaign</h2></div>
+  <div class="card wide"><p class="hint">Callers on the return-call line whose number and dialled line matched no
+    campaign.</p>{_inbound_tiles(inbound_without_campaign)}</div>
+</section>"""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>HitCall compliance report {day.isoformat()}</title><style>{_CSS}</style></head>
 <body><header><h1>HitCall · Daily compliance report</h1>
 <p>{day.strftime("%A %d %B %Y")} (UTC) · {len(reports)} campaign{"s" if len(reports) != 1 else ""}</p></header>
 <main>{body}</main>
-<footer>Abandon rate = abandoned / (abandoned + connected to an agent); a call is abandoned when a person answered and
-no agent took it within 2 seconds. The 30-day rate covers the 30 days ending with this day. Generated
+<footer>Abandon rate = abandoned / (abandoned + connected to an agent) over outbound calls; a call is abandoned when a
+person answered and no agent took it within 2 seconds. Return calls (inbound) are counted apart. The 30-day rate
+covers the 30 days ending with this day. Generated
 {generated_at.strftime("%Y-%m-%d %H:%M UTC")}.</footer></body></html>
 """

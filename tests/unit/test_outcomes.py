@@ -16,6 +16,7 @@ from hitcall_pbx.core.outcomes import (
     contact_after,
     counts_as_abandon,
     counts_as_connect,
+    inbound_outcome,
     is_invalid_number_cause,
     next_retry,
     outcome_for_cause,
@@ -35,6 +36,7 @@ def test_outcome_values_are_stable() -> None:
         "failed",
         "abandoned",
         "cancelled",
+        "no_agent",
     ]
 
 
@@ -200,7 +202,7 @@ def test_retry_validation(args: tuple[object, ...], field: str) -> None:
 @given(st.sampled_from(list(Outcome)), st.integers(0, 10), st.integers(1, 10))
 def test_retry_never_before_now_and_respects_max(outcome: Outcome, attempts: int, max_attempts: int) -> None:
     r = next_retry(outcome, DEFAULT_RETRY_DELAYS, attempts, max_attempts, NOW)
-    if attempts >= max_attempts or outcome in (Outcome.ANSWERED_HUMAN, Outcome.FAILED):
+    if attempts >= max_attempts or outcome in (Outcome.ANSWERED_HUMAN, Outcome.FAILED, Outcome.NO_AGENT):
         assert r is None
     else:
         assert r is not None and r >= NOW
@@ -234,3 +236,13 @@ def test_contact_after_a_vanished_call_keeps_its_callback() -> None:
         Outcome.CONGESTION, retry_delays=_DELAYS, attempt_no=1, max_attempts=3, ended_at=_T, vanished_unanswered=True
     )
     assert update.status is ContactStatus.RETRY and update.never_reached
+
+
+def test_inbound_outcomes() -> None:
+    """A return call put through to an agent is answered; one the service ended first is
+    no_agent; one the caller left before an agent took it is abandoned (the bridge wins)."""
+    assert inbound_outcome(bridged=True, service_ended=False) is Outcome.ANSWERED_HUMAN
+    assert inbound_outcome(bridged=True, service_ended=True) is Outcome.ANSWERED_HUMAN
+    assert inbound_outcome(bridged=False, service_ended=True) is Outcome.NO_AGENT
+    assert inbound_outcome(bridged=False, service_ended=False) is Outcome.ABANDONED
+    assert not counts_as_abandon(Outcome.NO_AGENT) and not counts_as_connect(Outcome.NO_AGENT)

@@ -52,7 +52,8 @@ async def exists(conn: Conn, campaign_id: int) -> bool:
 
 
 async def abandon_counts(conn: Conn, campaign_id: int, tz: str) -> asyncpg.Record:
-    """Abandoned and agent-connected attempts today (calendar day in `tz`) and over 30 days."""
+    """Abandoned and agent-connected outbound attempts today (calendar day in `tz`) and over
+    30 days (inbound calls are not in the abandon rate)."""
     return await conn.fetchrow(
         """SELECT count(*) FILTER (WHERE abandoned AND created_at >= day0)             AS day_abandoned,
                   count(*) FILTER (WHERE bridged_at IS NOT NULL AND created_at >= day0) AS day_connected,
@@ -60,7 +61,7 @@ async def abandon_counts(conn: Conn, campaign_id: int, tz: str) -> asyncpg.Recor
                   count(*) FILTER (WHERE bridged_at IS NOT NULL)                        AS period_connected
            FROM all_attempts,
                 LATERAL (SELECT date_trunc('day', now() AT TIME ZONE $2) AT TIME ZONE $2 AS day0) d
-           WHERE campaign_id = $1 AND created_at >= now() - interval '30 days'""",
+           WHERE campaign_id = $1 AND direction = 'outbound' AND created_at >= now() - interval '30 days'""",
         campaign_id,
         tz,
     )
