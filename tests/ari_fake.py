@@ -31,6 +31,7 @@ class FakeAriRest:
     requests: list[Request] = field(default_factory=list)
     bridges: dict[str, list[str]] = field(default_factory=dict)
     stored: dict[str, bytes] = field(default_factory=dict)
+    globals: dict[str, str] = field(default_factory=dict)
 
     def _note(self, method: str, *args: Any, **kwargs: Any) -> None:
         self.requests.append(Request(method, args, kwargs))
@@ -121,6 +122,10 @@ class FakeAriRest:
 
     async def stop_live(self, name: str) -> None:
         self._note("stop_live", name)
+
+    async def get_global_var(self, variable: str) -> str:
+        self._note("get_global_var", variable)
+        return self.globals.get(variable, "")
 
     async def get_stored_file(self, name: str) -> bytes:
         self._note("get_stored_file", name)

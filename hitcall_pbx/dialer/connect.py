@@ -43,7 +43,7 @@ class AnswerPath:
                 await self._answer(call, ev.timestamp or _now())
             return
         if call.answered_at is None:
-            self._mark_answered(call, ev.timestamp or _now())
+            self.mark_answered(call, ev.timestamp or _now())
         call.apply(
             CallEvent.AMD,
             ev.timestamp or _now(),
@@ -55,7 +55,7 @@ class AnswerPath:
             return
         self._connect_or_wait(call)
 
-    def _mark_answered(self, call: LiveCall, at: datetime) -> None:
+    def mark_answered(self, call: LiveCall, at: datetime) -> None:
         self.d._originated(call)
         call.apply(CallEvent.ANSWER, at)
         call.answered_mono = time.monotonic()
@@ -63,7 +63,7 @@ class AnswerPath:
         self.d.ledger.progress(call)
 
     async def _answer(self, call: LiveCall, at: datetime) -> None:
-        self._mark_answered(call, at)
+        self.mark_answered(call, at)
         if call.campaign.amd_enabled:
             await self._run_amd(call)
             return
@@ -78,7 +78,7 @@ class AnswerPath:
         if bridge_agent is None:
             await self._answer(call, _now())
             return
-        self._mark_answered(call, _now())
+        self.mark_answered(call, _now())
         call.agent_id = bridge_agent
         session = self.d.sessions.by_agent.get(bridge_agent)
         if session is not None and session.state in (AgentState.READY, AgentState.RESERVED):
@@ -151,6 +151,7 @@ class AnswerPath:
         try:
             await self.d.ari.rest.record_bridge(agent.bridge_id, str(rec_id), "wav", if_exists="fail")
             call.recording_id = rec_id
+            self.d.journal.recording(call.attempt.id, rec_id)
         except AriError as exc:
             log.warning("dialer.record_failed", attempt_id=str(call.attempt.id), error=exc.message)
 

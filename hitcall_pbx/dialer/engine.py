@@ -40,6 +40,7 @@ from ..agents.sessions import (
 )
 from ..ari import AriError, AriPort, Resync
 from ..core import pacing
+from ..core.answer_stamp import SlotPool, parse_stamp, stamp_variable
 from ..core.calls import CallEvent, CallState
 from ..core.compliance import CampaignMode
 from ..core.outcomes import Outcome
@@ -103,6 +104,7 @@ class Dialer:
         self.calls: dict[str, LiveCall] = {}
         self.waiting: deque[LiveCall] = deque()
         self.pacer = CampaignPacer(store, hopper, sessions, self.calls)
+        self.slots = SlotPool()
         self._tasks = TaskSet("dialer")
         self._loop_task: asyncio.Task[None] | None = None
         self._watchdog_task: asyncio.Task[None] | None = None
@@ -270,6 +272,7 @@ class Dialer:
 
     def _originate(self, campaign: Campaign, attempt: Attempt, agent: AgentSession | None) -> None:
         call = LiveCall.placed(attempt, campaign, agent_id=agent.agent_id if agent else None)
+        call.slot = self.slots.take()
         # Registered before the request: events for this channel can arrive before the answer.
         self.calls[call.channel_id] = call
         self._spawn(self._send_originate(call))
@@ -284,7 +287,11 @@ class Dialer:
                 app_args=app_args(StasisKind.CUSTOMER, a.id),
                 caller_id=a.caller_id or None,
                 timeout=call.campaign.ring_timeout_s,
-                variables={"HITCALL_ATTEMPT": str(a.id), "HITCALL_CAMPAIGN": str(a.campaign_id)},
+                variables={
+                    "HITCALL_ATTEMPT": str(a.id),
+                    "HITCALL_CAMPAIGN": str(a.campaign_id),
+                    "HITCALL_SLOT": str(call.slot),
+                },
             )
             self._originated(call)
         except AriError as exc:
@@ -443,6 +450,8 @@ class Dialer:
     ) -> None:
         if self.calls.pop(call.channel_id, None) is None:
             return
+        if call.slot is not None:
+            self.slots.give_back(call.slot)
         if call.timer:
             call.timer.cancel()
         try:
@@ -483,6 +492,21 @@ class Dialer:
             agent_id=call.agent_id,
         )
         self.wake()
+
+    async def finish_vanished(self, call: LiveCall, cause_txt: str) -> None:
+        """A call whose channel went away while its events were lost: its answer, when the
+        dialplan stamped one, still counts (an answered customer nobody took is abandoned)."""
+        if call.answered_at is None and call.slot is not None:
+            try:
+                stamp = await self.ari.rest.get_global_var(stamp_variable(call.slot))
+            except AriError as exc:
+                log.warning("dialer.answer_stamp_unreadable", attempt_id=str(call.attempt.id), error=exc.message)
+                stamp = ""
+            at = parse_stamp(stamp, call.attempt.id)
+            if at is not None and self.calls.get(call.channel_id) is call and call.answered_at is None:
+                log.warning("dialer.answer_found_in_stamp", attempt_id=str(call.attempt.id), answered_at=at.isoformat())
+                self.answers.mark_answered(call, at)
+        self.finish(call, cause=None, cause_txt=cause_txt, vanished=True)
 
     def submit_cdr(self, record: dict[str, Any]) -> None:
         self.ledger.submit_cdr(record)

@@ -42,7 +42,7 @@ _CALLBACK_AGENT_HERE = """EXISTS (SELECT 1 FROM agent_campaigns ac JOIN agents a
                              WHERE ac.agent_id = {c}.callback_agent_id AND ac.campaign_id = $1 AND NOT ag.disabled)"""
 _CANDIDATES_TEMPLATE = (
     """
-SELECT c.id, c.phone_e164, c.name, c.timezone, c.attempts, c.next_attempt_at, c.status,
+SELECT c.id, c.phone_e164, c.name, c.timezone, c.attempts, c.lost_attempts, c.next_attempt_at, c.status,
        CASE WHEN """
     + _CALLBACK_AGENT_HERE.format(c="c")
     + """ THEN c.callback_agent_id END AS callback_agent_id,
@@ -181,7 +181,8 @@ class Hopper:
                     now=now,
                     mode=campaign.mode,
                     max_attempts=campaign.max_attempts,
-                    attempts=r["attempts"],
+                    # An attempt HitCall lost track of does not count against the customer.
+                    attempts=r["attempts"] - r["lost_attempts"],
                     contact_tz=r["timezone"],
                     marketing_prohibited=r["marketing_prohibited"] or r["prohibited_elsewhere"],
                     processing_restricted=r["processing_restricted"],
@@ -237,6 +238,7 @@ class Hopper:
                 campaign_id=campaign.id,
                 contact_id=r["id"],
                 attempt_no=r["attempts"] + 1,
+                lost_before=r["lost_attempts"],
                 number=r["phone_e164"],
                 caller_id=campaign.caller_id or "",
                 agent_id=agent_id,

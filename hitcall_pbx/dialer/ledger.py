@@ -64,6 +64,7 @@ class CallLedger:
             max_attempts=call.campaign.max_attempts,
             ended_at=ended.ended_at,
             vanished_unanswered=ended.vanished and not ended.answered,
+            lost_before=a.lost_before,
         )
         self.journal.close_contact(
             a.contact_id,
@@ -73,5 +74,6 @@ class CallLedger:
             retry_at=update.retry_at,
             outcome=ended.outcome.value,
             cancelled=update.never_reached,
+            lost=update.lost,
         )
         self.journal.event("call.ended", f"attempt:{a.id}", json_payload(record))

@@ -35,6 +35,7 @@ class Campaign:
     retention: RetentionPolicy
     company_name: str | None = None
     callback_number: str | None = None
+    callback_skip_delay_s: int = 900
 
     @classmethod
     def from_row(cls, r: Any) -> Campaign:
@@ -69,6 +70,7 @@ class Campaign:
             ),
             priority=r["priority"],
             preview_offer_timeout_s=r["preview_offer_timeout_s"],
+            callback_skip_delay_s=r["callback_skip_delay_s"],
             max_lines_per_agent=float(r["max_lines_per_agent"]),
             retention=RetentionPolicy(
                 recordings_months=r["retention_recordings_months"], cdr_months=r["retention_cdr_months"]
@@ -100,6 +102,7 @@ class Attempt:
     created_at: datetime
     retention_until: datetime
     contact: dict[str, Any] = field(default_factory=dict)
+    lost_before: int = 0  # the contact's earlier attempts HitCall lost track of (not counted)
 
     @property
     def channel_id(self) -> str:

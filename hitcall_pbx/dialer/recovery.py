@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from ..ari import AriNotFound, Resync
+from ..ari import AriError, AriNotFound, Resync
+from ..core.answer_stamp import MAX_SLOTS_SCANNED, read_stamp, stamp_variable
 from ..core.calls import DIALLING_STATES, CallState, adopted_call, recovered_outcome
 from ..core.compliance import CampaignMode
 from ..core.outcomes import Outcome, contact_after
@@ -61,9 +62,7 @@ class Recovery:
             if call.channel_id not in channels:
                 if call.channel_id in self._missing:
                     log.warning("dialer.watchdog_call_gone", attempt_id=str(call.attempt.id), state=call.state)
-                    d.finish(
-                        call, cause=None, cause_txt="channel gone without a hangup event (watchdog)", vanished=True
-                    )
+                    await d.finish_vanished(call, "channel gone without a hangup event (watchdog)")
                 else:
                     missing.add(call.channel_id)
             elif call.answered_at is None and channels[call.channel_id] == ("Up", "Stasis"):
@@ -115,7 +114,7 @@ class Recovery:
         live = {c.id: c for c in snap.channels}
         for cid, call in list(d.calls.items()):
             if cid not in live:
-                d.finish(call, cause=None, cause_txt="channel gone while ARI was disconnected", vanished=True)
+                await d.finish_vanished(call, "channel gone while ARI was disconnected")
         for channel_id in list(d.sessions.by_channel):
             if channel_id not in live:
                 await d.agent_gone(channel_id)
@@ -176,8 +175,13 @@ class Recovery:
             agent_id=r["agent_id"],
             answered_mono=time.monotonic() - since,
             added_at=r["bridged_at"],
+            recording_id=r["recording_id"],  # stopped and stored when the call ends, like any other
         )
         d.calls[call.channel_id] = call
+        # Its connect is in no CDR yet: today's pacing statistics count it now.
+        stats = d.pacer.stats.get(campaign.id)
+        if stats is not None:
+            stats.observe_connect()
         session = d.sessions.by_agent.get(r["agent_id"])
         if session is None:
             await d.hangup(call.channel_id)  # its agent is not logged in: the hangup event ends it
@@ -185,12 +189,29 @@ class Recovery:
             d.sessions.connect(session, call.channel_id, campaign.id)
         log.warning("dialer.call_adopted", attempt_id=str(r["id"]), agent_id=r["agent_id"])
 
+    async def _answer_stamps(self) -> dict[str, datetime]:
+        """The answer stamps the dialplan left in slots 0, 1, 2, ... (attempt id hex → time)."""
+        found: dict[str, datetime] = {}
+        for slot in range(MAX_SLOTS_SCANNED):
+            try:
+                value = await self.d.ari.rest.get_global_var(stamp_variable(slot))
+            except AriError as exc:
+                log.warning("dialer.answer_stamps_unreadable", slot=slot, error=exc.message)
+                break
+            if not value:
+                break  # a slot never used: the ones above it were never used either
+            stamp = read_stamp(value)
+            if stamp is not None:
+                found[stamp[0]] = stamp[1]
+        return found
+
     async def _recover_attempts(self, live: dict[str, Any], talking: dict[str, int]) -> list[asyncpg.Record]:
         """First connect after a start: attempts left open by a previous process are
         closed (and their channels hung up); they are never dialled again. Returned: the
         attempts whose customer still talks to their agent (left open, to be adopted)."""
         d = self.d
         adopt = []
+        stamps: dict[str, datetime] | None = None
         for r in await d.store.open_attempts():
             cid = str(r["id"])
             if cid in d.calls:
@@ -200,11 +221,17 @@ class Recovery:
                 continue
             if cid in live:
                 await d.hangup(cid)
-            outcome = recovered_outcome(answered=r["answered_at"] is not None, bridged=r["bridged_at"] is not None)
+            answered_at = r["answered_at"]
+            if answered_at is None:
+                # Answered while no process followed it? The dialplan's stamp says.
+                stamps = await self._answer_stamps() if stamps is None else stamps
+                answered_at = stamps.get(r["id"].hex)
+            outcome = recovered_outcome(answered=answered_at is not None, bridged=r["bridged_at"] is not None)
             now = _now()
             record = dict(r.items())
             record.update(
                 state=CallState.ENDED.value,
+                answered_at=answered_at,
                 ended_at=now,
                 outcome=outcome.value,
                 abandoned=outcome is Outcome.ABANDONED,
@@ -220,6 +247,12 @@ class Recovery:
                 ended_at=now,
             )
             await d.store.close_recovered_contact(r["contact_id"], r["attempt_no"], update)
+            # Its abandon or connect is in no CDR yet: today's pacing statistics count it now.
+            stats = d.pacer.stats.get(campaign.id)
+            if stats is not None and outcome is Outcome.ABANDONED:
+                stats.observe_abandon()
+            elif stats is not None and outcome is Outcome.ANSWERED_HUMAN:
+                stats.observe_connect()
             log.warning("dialer.attempt_recovered", attempt_id=cid, outcome=outcome.value, live=cid in live)
         await d.store.reset_after_restart()
         return adopt

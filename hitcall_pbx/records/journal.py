@@ -71,6 +71,15 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class RecordingLink:
+    """The recording a live call's bridge is being recorded to: stored on the attempt at
+    once, so that a process adopting the call after a restart keeps the link."""
+
+    attempt_id: uuid.UUID
+    recording_id: uuid.UUID
+
+
+@dataclass(frozen=True)
 class Disposition:
     attempt_id: uuid.UUID
     code: str
@@ -85,6 +94,7 @@ class CloseContact:
     retry_at: datetime | None
     outcome: str
     cancelled: bool
+    lost: bool = False  # not counted against max_attempts (contacts.lost_attempts)
 
 
 @dataclass(frozen=True)
@@ -96,18 +106,19 @@ class AgentStateChange:
     since: datetime
 
 
-Op = OutboxEvent | Progress | Disposition | CloseContact | AgentStateChange
+Op = OutboxEvent | Progress | RecordingLink | Disposition | CloseContact | AgentStateChange
 
 # Spool lines: {"op": <kind>, <field>: <JSON value>}; other keys (a "run" from earlier versions) are ignored.
 _KINDS: dict[str, type] = {
     "event": OutboxEvent,
     "progress": Progress,
     "disposition": Disposition,
+    "recording": RecordingLink,
     "close_contact": CloseContact,
     "agent_state": AgentStateChange,
 }
 _KIND_OF = {cls: kind for kind, cls in _KINDS.items()}
-_UUIDS = {"event_id", "attempt_id"}
+_UUIDS = {"event_id", "attempt_id", "recording_id"}
 _TIMES = {"answered_at", "bridged_at", "attempt_created_at", "retry_at", "since"}
 
 
@@ -156,6 +167,15 @@ FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bi
      AS v(id, state, answered_at, bridged_at, agent_id, ms)
 WHERE a.id = v.id AND a.state <> 'ended' AND (a.state <> 'bridged' OR v.state = 'bridged')
 """
+# The attempt is live or already a CDR (in the order `ATTEMPT_TABLES` explains); a link
+# already stored wins.
+_RECORDING_LINKS = tuple(
+    f"""
+UPDATE {table} a SET recording_id = v.rec
+FROM unnest($1::uuid[], $2::uuid[]) AS v(id, rec) WHERE a.id = v.id AND a.recording_id IS NULL
+"""
+    for table in ATTEMPT_TABLES
+)
 # The attempt is live or already a CDR (in the order `ATTEMPT_TABLES` explains).
 _DISPOSITIONS = tuple(
     f"""
@@ -187,9 +207,11 @@ UPDATE contacts c
 SET status = CASE WHEN {_KEEP_CALLBACK} THEN 'callback' ELSE v.status END,
     next_attempt_at = v.retry_at, last_outcome = v.outcome,
     callback_agent_id = CASE WHEN {_KEEP_CALLBACK} THEN c.callback_agent_id END,
-    callback_at = CASE WHEN {_KEEP_CALLBACK} THEN c.callback_at END
-FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::text[], $7::bool[])
-     AS v(id, attempt_no, created, status, retry_at, outcome, cancelled)
+    callback_at = CASE WHEN {_KEEP_CALLBACK} THEN c.callback_at END,
+    lost_attempts = least(1, c.lost_attempts + v.lost::int)
+FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::text[], $7::bool[],
+            $8::bool[])
+     AS v(id, attempt_no, created, status, retry_at, outcome, cancelled, lost)
 WHERE c.id = v.id AND c.status = 'in_progress' AND c.attempts = v.attempt_no
 """
 # Agent state changes, in queue order per agent: the open row started before the first
@@ -228,6 +250,7 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
     # The latest progress / disposition of an attempt wins (a row is updated once per statement).
     progress = {op.attempt_id: op for op in ops if isinstance(op, Progress)}
     dispositions = {op.attempt_id: op for op in ops if isinstance(op, Disposition)}
+    links = {op.attempt_id: op for op in ops if isinstance(op, RecordingLink)}
     closes = {op.contact_id: op for op in ops if isinstance(op, CloseContact)}
     agents = [op for op in ops if isinstance(op, AgentStateChange)]
     if progress:
@@ -241,6 +264,10 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
             [o.agent_id for o in p],
             [o.answer_to_bridge_ms for o in p],
         )
+    if links:
+        r = list(links.values())
+        for statement in _RECORDING_LINKS:
+            await conn.execute(statement, [o.attempt_id for o in r], [o.recording_id for o in r])
     if dispositions:
         d = list(dispositions.values())
         for statement in _DISPOSITIONS:
@@ -256,6 +283,7 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
             [o.retry_at for o in c],
             [o.outcome for o in c],
             [o.cancelled for o in c],
+            [o.lost for o in c],
         )
     if agents:
         args = (
@@ -380,6 +408,10 @@ class CallJournal:
             )
         )
 
+    def recording(self, attempt_id: uuid.UUID, recording_id: uuid.UUID) -> None:
+        """Link the live attempt to the recording its bridge is being recorded to."""
+        self._wb.put(RecordingLink(attempt_id, recording_id))
+
     def disposition(self, attempt_id: uuid.UUID, code: str) -> None:
         self._wb.put(Disposition(attempt_id, code))
 
@@ -393,9 +425,13 @@ class CallJournal:
         retry_at: datetime | None,
         outcome: str,
         cancelled: bool,
+        lost: bool = False,
     ) -> None:
-        """Contact bookkeeping after its attempt `attempt_no` ended."""
-        self._wb.put(CloseContact(contact_id, attempt_no, attempt_created_at, status, retry_at, outcome, cancelled))
+        """Contact bookkeeping after its attempt `attempt_no` ended (`lost`: HitCall lost
+        track of the call; the attempt does not count against max_attempts)."""
+        self._wb.put(
+            CloseContact(contact_id, attempt_no, attempt_created_at, status, retry_at, outcome, cancelled, lost)
+        )
 
     def agent_state(
         self, agent_id: int, *, state: str, pause_code: str | None, campaign_id: int | None, since: datetime

@@ -62,6 +62,9 @@ class _Settings(In):
     window_days: Weekdays = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="ISO weekdays, 1 = Monday")
     priority: int = Field(default=0, ge=-1000, le=1000)
     preview_offer_timeout_s: int = Field(default=30, ge=5, le=600)
+    callback_skip_delay_s: int = Field(
+        default=900, ge=0, le=604800, description="seconds a skipped preview callback waits before it is offered again"
+    )
     max_lines_per_agent: float = Field(default=3, ge=1, le=10)
     retention_recordings_months: int = Field(default=6, ge=2, le=6)
     retention_cdr_months: int = Field(default=24, ge=1, le=120)
@@ -101,6 +104,7 @@ class CampaignUpdate(Patch):
     window_days: Weekdays = None  # type: ignore[assignment]
     priority: int = Field(default=None, ge=-1000, le=1000)  # type: ignore[assignment]
     preview_offer_timeout_s: int = Field(default=None, ge=5, le=600)  # type: ignore[assignment]
+    callback_skip_delay_s: int = Field(default=None, ge=0, le=604800)  # type: ignore[assignment]
     max_lines_per_agent: float = Field(default=None, ge=1, le=10)  # type: ignore[assignment]
     retention_recordings_months: int = Field(default=None, ge=2, le=6)  # type: ignore[assignment]
     retention_cdr_months: int = Field(default=None, ge=1, le=120)  # type: ignore[assignment]
@@ -131,6 +135,7 @@ class Campaign(Out):
     window_days: list[int]
     priority: int
     preview_offer_timeout_s: int
+    callback_skip_delay_s: int
     max_lines_per_agent: float
     retention_recordings_months: int
     retention_cdr_months: int
