@@ -35,6 +35,10 @@ Log events, ``<name>.<event>``: ``unavailable`` (a write failed), ``recovered``,
 
 Spool I/O runs in a thread, one call at a time; a call cut short by `close` still
 completes, and `close` waits for it.
+
+About 530 lines: batching, refusal isolation, spill and replay share one writer task and
+its ordering guarantee (nothing written from memory while the spool holds older items);
+split across modules, that guarantee would have to be kept by several of them.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ and log in and out by the scenario's schedule. The pacer is asked after every ba
 of state changes and every `tick_s` seconds. Each simulated day is `hours` long,
 starts at its own midnight (abandon counters reset), and the run reports totals,
 per-day figures and the 30-day rate.
+
+About 540 lines: one event loop whose handlers (dial, answer, connect, talk, wrap-up,
+shifts) share the agents' and calls' state; the pacing it drives is core.pacing's.
 """
 
 from __future__ import annotations
