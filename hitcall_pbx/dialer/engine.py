@@ -7,7 +7,7 @@ the hopper creates the attempt rows (committed before originate), and every
 finished attempt leaves one CDR through the injected sink. Its parts: preview
 offers (`preview`), resync / watchdog / restart recovery (`recovery`), pacing and
 the hopper (`pacer`), what a call writes (`ledger`), the SQL it runs (`store`), the
-live call and its CDR (`calls`). What stays here, at about 650 lines, is the call
+live call and its CDR (`calls`). What stays here, at about 540 lines, is the call
 path itself — originate, events, answer, AMD, connect to an agent, bridge, end —
 whose steps hand one live call and one agent between them within milliseconds;
 split further, each step would pass the call table and the agents to the next.
