@@ -4,13 +4,12 @@ It is the adapter around the pure core (pacing, compliance, outcomes, the call
 lifecycle in `core.calls`): ARI events come in through `handle_event` (one at a
 time, in order), a pacing tick decides how many calls each running campaign places,
 the hopper creates the attempt rows (committed before originate), and every
-finished attempt leaves one CDR through the injected sink. Its parts: preview
-offers (`preview`), resync / watchdog / restart recovery (`recovery`), pacing and
-the hopper (`pacer`), what a call writes (`ledger`), the SQL it runs (`store`), the
-live call and its CDR (`calls`). What stays here, at about 540 lines, is the call
-path itself — originate, events, answer, AMD, connect to an agent, bridge, end —
-whose steps hand one live call and one agent between them within milliseconds;
-split further, each step would pass the call table and the agents to the next.
+finished attempt leaves one CDR through the injected sink. Its parts: the answer →
+agent path (`connect`), preview offers (`preview`), resync / watchdog / restart
+recovery (`recovery`), pacing and the hopper (`pacer`), what a call writes
+(`ledger`), the SQL it runs (`store`), the live call and its CDR (`calls`). What
+stays here, at about 540 lines, is the call's life — originate, the event dispatch,
+the end, agent keys and dispositions — and the loop that runs them.
 
 Never dial twice: an attempt's ARI channel id is its attempt id, the row exists
 before originate, and an attempt is originated at most once by this process;
