@@ -37,6 +37,7 @@ from ..errors import Conflict, NotFound
 from ..logs import get_logger
 from ..records.journal import CallJournal
 from ..store import audit
+from ..tasks import TaskSet
 
 log = get_logger("hitcall.agents")
 
@@ -112,6 +113,7 @@ class AgentSessions:
         self.journal = journal
         self._listeners: list[Callable[[AgentSession, AgentTransition], None]] = []
         self._dtmf_handlers: list[Callable[[AgentSession, str], bool]] = []
+        self._tasks = TaskSet("agents")  # prompts and logouts started from timers and key presses
 
     # ---------------------------------------------------------- wiring ---
     def on_transition(self, fn: Callable[[AgentSession, AgentTransition], None]) -> None:
@@ -238,7 +240,7 @@ class AgentSessions:
         """Ask for the agent number or the PIN (or play `media`); the entry times out."""
         self._cancel_prompt(session)
         prompt = "sound:agent-user" if session.number_pending else "sound:agent-pass"
-        asyncio.ensure_future(self._say(session, media or prompt))
+        self._tasks.spawn(self._say(session, media or prompt))
         session.prompt_timer = asyncio.get_running_loop().call_later(PIN_TIMEOUT_S, self._pin_timeout, session)
 
     async def _say(self, session: AgentSession, media: str) -> None:
@@ -268,7 +270,7 @@ class AgentSessions:
         session.prompt_timer = None
         if session.pin_pending and self.by_channel.get(session.channel_id) is session:
             log.warning("agent.pin_timeout", agent_id=session.agent_id or None, endpoint=session.endpoint)
-            asyncio.ensure_future(self.logout(session.channel_id, reason="pin_timeout"))
+            self._tasks.spawn(self.logout(session.channel_id, reason="pin_timeout"))
 
     def _pin_digit(self, session: AgentSession, digit: str) -> None:
         if digit != "#":
@@ -312,7 +314,7 @@ class AgentSessions:
             return
         if ok:
             if await self._admit(session) is not None:
-                asyncio.ensure_future(self._play(session.channel_id, "sound:agent-loginok"))
+                self._tasks.spawn(self._play(session.channel_id, "sound:agent-loginok"))
             return
         session.attempts += 1
         refused = session.attempts >= PIN_ATTEMPTS
@@ -390,7 +392,8 @@ class AgentSessions:
             session.wrap_timer.cancel()
             session.wrap_timer = None
         if AgentEffect.START_WRAP_TIMER in tr.effects:
-            delay = max(0.0, (tr.agent.wrap_until - tr.agent.since).total_seconds()) if tr.agent.wrap_until else 0.0
+            a = tr.agent
+            delay = max(0.0, (a.wrap_until - a.since).total_seconds()) if a.wrap_until and a.since else 0.0
             session.wrap_timer = asyncio.get_running_loop().call_later(delay, self._wrap_timeout, session)
         self._store(session, tr, session.campaign_id)
         for fn in self._listeners:
@@ -487,6 +490,7 @@ class AgentSessions:
     # ------------------------------------------------------- storage ---
     def _store(self, session: AgentSession, tr: AgentTransition, campaign_id: int | None) -> None:
         a = tr.agent
+        assert a.since is not None  # every transition stamps the time its state was entered
         self.journal.agent_state(
             session.agent_id, state=a.state.value, pause_code=a.pause_code, campaign_id=campaign_id, since=a.since
         )
