@@ -23,6 +23,7 @@ from ..auth.tokens import bearer_token
 from ..errors import Forbidden, HitCallError, NotFound, Unauthorized
 from ..logs import get_logger
 from ..store import audit
+from ..store.db import Connection, Executor
 from .deps import ApiDeps
 from .types import BIGINT_MAX
 
@@ -166,13 +167,13 @@ class Ctx:
         return self.me.actor(self.source_ip)
 
     @asynccontextmanager
-    async def tx(self) -> AsyncIterator[asyncpg.Connection]:
+    async def tx(self) -> AsyncIterator[Connection]:
         async with self.pool.acquire() as conn, conn.transaction():
             yield conn
 
     async def audit(
         self,
-        conn: asyncpg.Connection | asyncpg.Pool,
+        conn: Executor,
         action: str,
         object_type: str | None = None,
         object_id: object = None,

@@ -22,7 +22,8 @@ _SELECT = """SELECT a.id, a.number, a.name, a.endpoint, a.user_id, a.disabled, a
 async def list_all(conn: Conn, *, state: str | None, campaign_id: int | None) -> list[asyncpg.Record]:
     return await conn.fetch(
         f"""{_SELECT} WHERE ($1::text IS NULL OR a.state = $1)
-              AND ($2::bigint IS NULL OR EXISTS (SELECT 1 FROM agent_campaigns x WHERE x.agent_id = a.id AND x.campaign_id = $2))
+              AND ($2::bigint IS NULL
+                   OR EXISTS (SELECT 1 FROM agent_campaigns x WHERE x.agent_id = a.id AND x.campaign_id = $2))
             ORDER BY a.id""",
         state,
         campaign_id,
@@ -72,7 +73,8 @@ async def set_campaigns(conn: Conn, agent_id: int, campaign_ids: list[int]) -> N
 
 async def missing_campaigns(conn: Conn, campaign_ids: list[int]) -> list[int]:
     rows = await conn.fetch(
-        "SELECT u.cid FROM unnest($1::bigint[]) AS u(cid) WHERE NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id = u.cid)",
+        "SELECT u.cid FROM unnest($1::bigint[]) AS u(cid)"
+        " WHERE NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id = u.cid)",
         campaign_ids,
     )
     return [r["cid"] for r in rows]

@@ -6,6 +6,7 @@ from typing import Any
 
 import asyncpg
 
+from ...store.db import Connection
 from . import sql
 from .sql import Conn
 
@@ -96,7 +97,7 @@ _IMPORT_FIELDS = ("external_id", "name", "title", "email", "organisation", "time
 _IMPORT_TYPES = ("text", "text", "text", "text", "text", "text", "boolean", "jsonb")
 
 
-async def insert_contacts(conn: asyncpg.Connection, list_id: int, rows: list[dict[str, Any]]) -> int:
+async def insert_contacts(conn: Connection, list_id: int, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     cols = ("phone_e164", *_IMPORT_FIELDS)
@@ -111,7 +112,7 @@ async def insert_contacts(conn: asyncpg.Connection, list_id: int, rows: list[dic
     return int(status.split()[-1])
 
 
-async def update_contacts(conn: asyncpg.Connection, rows: list[dict[str, Any]]) -> int:
+async def update_contacts(conn: Connection, rows: list[dict[str, Any]]) -> int:
     """Overwrite imported fields of existing contacts (by id). A contact that objected to
     marketing keeps its prohibition and gets no permission."""
     if not rows:

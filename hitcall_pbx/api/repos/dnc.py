@@ -9,13 +9,15 @@ from .sql import delete as _delete
 
 
 async def add(conn: Conn, phone: str, campaign_id: int | None, reason: str | None, source: str) -> asyncpg.Record:
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         "INSERT INTO dnc_entries (phone_e164, campaign_id, reason, source) VALUES ($1, $2, $3, $4) RETURNING *",
         phone,
         campaign_id,
         reason,
         source,
     )
+    assert row is not None  # INSERT ... RETURNING returns the inserted row
+    return row
 
 
 async def get(conn: Conn, entry_id: int) -> asyncpg.Record | None:

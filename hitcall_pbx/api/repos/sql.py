@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
-import asyncpg
+from ...store.db import Executor
 
-Conn = asyncpg.Connection | asyncpg.Pool
+# A pool, a connection or a pool's connection proxy (what `pool.acquire()` hands out).
+Conn: TypeAlias = Executor
 
 
 def _check(table: str, data: Mapping[str, Any], allowed: Iterable[str]) -> list[str]:

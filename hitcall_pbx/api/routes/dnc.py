@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+import asyncpg
 from pydantic import Field, model_validator
 
 from ...auth import Role
@@ -51,8 +52,8 @@ class DncFilter(Page):
         return self
 
 
-def _out(row: object) -> DncEntry:
-    return DncEntry.model_validate({**dict(row), "phone": row["phone_e164"]})  # type: ignore[index]
+def _out(row: asyncpg.Record) -> DncEntry:
+    return DncEntry.model_validate({**dict(row), "phone": row["phone_e164"]})
 
 
 def register(reg: Registry) -> None:
