@@ -54,7 +54,7 @@ async def exists(conn: Conn, campaign_id: int) -> bool:
 async def abandon_counts(conn: Conn, campaign_id: int, tz: str) -> asyncpg.Record:
     """Abandoned and agent-connected outbound attempts today (calendar day in `tz`) and over
     30 days (inbound calls are not in the abandon rate)."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         """SELECT count(*) FILTER (WHERE abandoned AND created_at >= day0)             AS day_abandoned,
                   count(*) FILTER (WHERE bridged_at IS NOT NULL AND created_at >= day0) AS day_connected,
                   count(*) FILTER (WHERE abandoned)                                     AS period_abandoned,
@@ -65,6 +65,8 @@ async def abandon_counts(conn: Conn, campaign_id: int, tz: str) -> asyncpg.Recor
         campaign_id,
         tz,
     )
+    assert row is not None  # an aggregate without GROUP BY returns exactly one row
+    return row
 
 
 async def agents_by_state(conn: Conn, campaign_id: int) -> dict[str, int]:
