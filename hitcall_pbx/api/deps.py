@@ -24,7 +24,7 @@ from ..auth import Actor, Passwords, ThrottlePolicy, utcnow
 from ..core.calls import CallState
 from ..core.compliance import CampaignMode
 from ..core.outcomes import CallDirection, Outcome
-from .types import Email, In, Out, Patch, Phone, Query, TimeZone
+from .types import UNSET, Email, In, Out, Patch, Phone, Query, TimeZone
 
 # The API's call vocabulary is the core's: one definition of each.
 CallMode = CampaignMode
@@ -222,7 +222,7 @@ class Rectification(Patch):
     title: str | None = Field(default=None, max_length=200)
     email: Email | None = None
     organisation: str | None = Field(default=None, max_length=200)
-    phone: Phone = None  # type: ignore[assignment]
+    phone: Phone = UNSET
     timezone: TimeZone | None = None
 
 

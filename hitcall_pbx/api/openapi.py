@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, JsonSchemaValue, models_json_schema
 
 from .. import __version__
 from .registry import Registry, Route
@@ -90,7 +90,7 @@ def _error(status: int) -> dict[str, Any]:
 
 
 def _operation(
-    route: Route, refs: dict[tuple[type[BaseModel], str], Any], components: dict[str, Any]
+    route: Route, refs: dict[tuple[type[BaseModel], JsonSchemaMode], JsonSchemaValue], components: dict[str, Any]
 ) -> dict[str, Any]:
     params = [
         {"name": n, "in": "path", "required": True, "schema": _path_schema(k)} for n, k in route.path_params.items()
@@ -155,7 +155,7 @@ def _operation(
 
 
 def build_openapi(registry: Registry) -> dict[str, Any]:
-    pairs: list[tuple[type[BaseModel], str]] = [(ErrorBody, "serialization")]
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorBody, "serialization")]
     for route in registry.routes:
         if route.body is not None:
             pairs.append((route.body, "validation"))
@@ -163,7 +163,8 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
             pairs.append((route.response, "serialization"))
         pairs.extend((model, "serialization") for _, model in route.other_responses)
     pairs = list(dict.fromkeys(pairs))
-    refs, top = models_json_schema(pairs, ref_template=REF)  # type: ignore[arg-type]
+    schemas, top = models_json_schema(pairs, ref_template=REF)
+    refs = {pair: schemas[pair] for pair in pairs}
     components: dict[str, Any] = dict(top.get("$defs", {}))
     paths: dict[str, dict[str, Any]] = {}
     for route in registry.routes:
@@ -221,7 +222,7 @@ def docs_html(spec: dict[str, Any]) -> str:
             roles = ", ".join(op.get("x-roles", [])) or "public"
             if "x-scope" in op:
                 roles += f"<br><code>{e(op['x-scope'])}</code>"
-            ok = next((v for k, v in op["responses"].items() if k.startswith("2")), {})
+            ok: dict[str, Any] = next((v for k, v in op["responses"].items() if k.startswith("2")), {})
             req = _schema_name(op.get("requestBody", {}).get("content"))
             out.append(
                 f"<tr><td><span class='m'>{method}</span> <code>{e(path)}</code></td><td>{e(op['summary'])}</td>"

@@ -52,9 +52,15 @@ class In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The default of a Patch field typed without None (`name: Text = UNSET`): the field may be left
+# out but not sent as null. Typed Any so that a non-optional annotation takes it: pydantic does
+# not validate defaults, and `Patch.changes()` holds only the fields that were sent.
+UNSET: Any = None
+
+
 class Patch(In):
     """A partial update: only the fields sent change. A field typed without None may be
-    left out but not sent as null."""
+    left out (its default is `UNSET`) but not sent as null."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_drop_null_defaults)
 

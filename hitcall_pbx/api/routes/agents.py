@@ -13,7 +13,7 @@ from ...auth import Role
 from ...errors import Conflict, NotFound, ValidationFailed
 from ..registry import V1, Ctx, Registry, found
 from ..repos import agents as repo
-from ..types import BIGINT_MAX, Code, Id, In, Out, Patch, Query, Text
+from ..types import BIGINT_MAX, UNSET, Code, Id, In, Out, Patch, Query, Text
 
 MANAGE = frozenset({Role.ADMIN, Role.SUPERVISOR})
 CONTROL = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT})
@@ -35,13 +35,13 @@ class AgentCreate(In):
 
 
 class AgentUpdate(Patch):
-    number: str = Field(default=None, pattern=NUMBER)  # type: ignore[assignment]
-    name: Text = None  # type: ignore[assignment]
+    number: str = Field(default=UNSET, pattern=NUMBER)
+    name: Text = UNSET
     pin: str | None = Field(default=None, pattern=PIN, description="null removes the PIN")
     endpoint: str | None = Field(default=None, pattern=ENDPOINT)
     user_id: Id | None = None
-    disabled: bool = None  # type: ignore[assignment]
-    campaign_ids: CampaignIds = Field(default=None, max_length=1000)  # type: ignore[assignment]
+    disabled: bool = UNSET
+    campaign_ids: CampaignIds = Field(default=UNSET, max_length=1000)
 
 
 class Agent(Out):

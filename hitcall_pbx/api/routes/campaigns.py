@@ -14,7 +14,7 @@ from ...errors import Conflict, ValidationFailed
 from ...hooks.events import enqueue
 from ..registry import V1, Ctx, Registry, found
 from ..repos import campaigns as repo
-from ..types import In, MediaUri, Out, Patch, Phone, Query, Text
+from ..types import UNSET, In, MediaUri, Out, Patch, Phone, Query, Text
 
 READ = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.COMPLIANCE, Role.INTEGRATION})
 MANAGE = frozenset({Role.ADMIN, Role.SUPERVISOR})
@@ -84,30 +84,30 @@ class CampaignCreate(_Settings):
 
 
 class CampaignUpdate(Patch):
-    name: Text = None  # type: ignore[assignment]
-    mode: Mode = None  # type: ignore[assignment]
+    name: Text = UNSET
+    mode: Mode = UNSET
     caller_id: Phone | None = None
-    ring_timeout_s: int = Field(default=None, ge=15, le=180)  # type: ignore[assignment]
-    max_attempts: int = Field(default=None, ge=1, le=100)  # type: ignore[assignment]
-    retry_busy_s: int = Field(default=None, ge=60, le=2592000)  # type: ignore[assignment]
-    retry_no_answer_s: int = Field(default=None, ge=60, le=2592000)  # type: ignore[assignment]
-    retry_congestion_s: int = Field(default=None, ge=60, le=2592000)  # type: ignore[assignment]
-    retry_machine_s: int = Field(default=None, ge=60, le=2592000)  # type: ignore[assignment]
-    wrap_up_s: int = Field(default=None, ge=0, le=3600)  # type: ignore[assignment]
-    abandon_cap: float = Field(default=None, ge=0, le=0.2)  # type: ignore[assignment]
+    ring_timeout_s: int = Field(default=UNSET, ge=15, le=180)
+    max_attempts: int = Field(default=UNSET, ge=1, le=100)
+    retry_busy_s: int = Field(default=UNSET, ge=60, le=2592000)
+    retry_no_answer_s: int = Field(default=UNSET, ge=60, le=2592000)
+    retry_congestion_s: int = Field(default=UNSET, ge=60, le=2592000)
+    retry_machine_s: int = Field(default=UNSET, ge=60, le=2592000)
+    wrap_up_s: int = Field(default=UNSET, ge=0, le=3600)
+    abandon_cap: float = Field(default=UNSET, ge=0, le=0.2)
     info_message_sound: MediaUri | None = None
-    amd_enabled: bool = None  # type: ignore[assignment]
-    record_calls: bool = None  # type: ignore[assignment]
+    amd_enabled: bool = UNSET
+    record_calls: bool = UNSET
     recording_announcement: MediaUri | None = None
-    window_start: HhMm = None  # type: ignore[assignment]
-    window_end: HhMm = None  # type: ignore[assignment]
-    window_days: Weekdays = None  # type: ignore[assignment]
-    priority: int = Field(default=None, ge=-1000, le=1000)  # type: ignore[assignment]
-    preview_offer_timeout_s: int = Field(default=None, ge=5, le=600)  # type: ignore[assignment]
-    callback_skip_delay_s: int = Field(default=None, ge=0, le=604800)  # type: ignore[assignment]
-    max_lines_per_agent: float = Field(default=None, ge=1, le=10)  # type: ignore[assignment]
-    retention_recordings_months: int = Field(default=None, ge=2, le=6)  # type: ignore[assignment]
-    retention_cdr_months: int = Field(default=None, ge=1, le=120)  # type: ignore[assignment]
+    window_start: HhMm = UNSET
+    window_end: HhMm = UNSET
+    window_days: Weekdays = UNSET
+    priority: int = Field(default=UNSET, ge=-1000, le=1000)
+    preview_offer_timeout_s: int = Field(default=UNSET, ge=5, le=600)
+    callback_skip_delay_s: int = Field(default=UNSET, ge=0, le=604800)
+    max_lines_per_agent: float = Field(default=UNSET, ge=1, le=10)
+    retention_recordings_months: int = Field(default=UNSET, ge=2, le=6)
+    retention_cdr_months: int = Field(default=UNSET, ge=1, le=120)
     company_name: Text | None = None
     callback_number: Phone | None = None
 

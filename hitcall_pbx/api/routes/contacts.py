@@ -13,7 +13,7 @@ from ..imports import ContactIn, RowError, ValidRow, parse_csv, validate_rows
 from ..registry import CSV_LIMIT, V1, Ctx, Registry, found
 from ..repos import campaigns as campaigns_repo
 from ..repos import contacts as repo
-from ..types import BIGINT_MAX, Email, Id, In, Out, Page, Patch, Phone, Query, Text, TimeZone
+from ..types import BIGINT_MAX, UNSET, Email, Id, In, Out, Page, Patch, Phone, Query, Text, TimeZone
 from .campaigns import check_campaign
 
 ROLES = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.INTEGRATION})
@@ -29,7 +29,7 @@ class ContactListIn(In):
 
 
 class ContactListUpdate(Patch):
-    name: Text = None  # type: ignore[assignment]
+    name: Text = UNSET
     description: str | None = Field(default=None, max_length=2000)
     campaign_id: Id | None = Field(default=None, description="null detaches the list from its campaign")
 
@@ -85,16 +85,16 @@ class ContactFilter(Page):
 
 
 class ContactUpdate(Patch):
-    phone: Phone = None  # type: ignore[assignment]
+    phone: Phone = UNSET
     external_id: str | None = Field(default=None, min_length=1, max_length=200)
     name: str | None = Field(default=None, max_length=200)
     title: str | None = Field(default=None, max_length=200)
     email: Email | None = None
     organisation: str | None = Field(default=None, max_length=200)
     timezone: TimeZone | None = None
-    marketing_permission: bool = None  # type: ignore[assignment]
-    marketing_prohibited: bool = None  # type: ignore[assignment]
-    extra: dict[str, Any] = None  # type: ignore[assignment]
+    marketing_permission: bool = UNSET
+    marketing_prohibited: bool = UNSET
+    extra: dict[str, Any] = UNSET
 
 
 _ROWS_SCHEMA = {"type": "array", "maxItems": MAX_JSON_ROWS, "items": {"$ref": "#/components/schemas/ContactIn"}}

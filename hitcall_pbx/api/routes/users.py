@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, Field
 
 from ...auth import Role
 from ..registry import V1, Ctx, Registry
-from ..types import Id, In, Out, Patch, Query
+from ..types import UNSET, Id, In, Out, Patch, Query
 
 ADMIN = frozenset({Role.ADMIN})
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
@@ -40,9 +40,9 @@ class UserCreate(In):
 
 
 class UserUpdate(Patch):
-    role: Role = None  # type: ignore[assignment]
-    disabled: bool = None  # type: ignore[assignment]
-    password: str = Field(default=None, min_length=12, max_length=1024)  # type: ignore[assignment]
+    role: Role = UNSET
+    disabled: bool = UNSET
+    password: str = Field(default=UNSET, min_length=12, max_length=1024)
     unlock: bool = Field(default=False, description="clear a login lock and the failure count")
 
 
