@@ -20,7 +20,7 @@ from .core.netaddr import IPNetwork, parse_networks
 from .errors import ConfigError
 
 SANDBOX_ARI_USER = "hitcall"
-SANDBOX_ARI_PASSWORD = "hitcall-sandbox"
+SANDBOX_ARI_PASSWORD = "hitcall-sandbox"  # noqa: S105 (the sandbox's public test value)
 # The sandbox dialplan's HITCALL_AGI_SECRET (dialplan/sandbox/extensions_hitcall_local.conf); tests only.
 SANDBOX_AGI_SECRET = "hitcall-sandbox-agi-secret"  # noqa: S105 (the sandbox's public test value)
 AGI_SECRET_RE = re.compile(r"[A-Za-z0-9._~-]{16,256}")  # URL-safe: it travels in the AGI URL's query
@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s):// URL of Asterisk's ARI, e.g. http://127.0.0.1:8088/ari")
         try:
-            parts.port
+            _ = parts.port  # raises on a port that is not a number in 0-65535
         except ValueError as exc:
             raise ValueError(f"has an invalid port ({exc})") from None
         return v.rstrip("/")

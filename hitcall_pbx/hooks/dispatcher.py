@@ -388,7 +388,9 @@ class WebhookDispatcher:
         now = self._clock()
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(_STATS)
-            undispatched, oldest_new = await conn.fetchrow(_UNDISPATCHED)
+            outbox = await conn.fetchrow(_UNDISPATCHED)
+        assert row is not None and outbox is not None  # aggregates without GROUP BY return exactly one row
+        undispatched, oldest_new = outbox
         oldest = min((t for t in (row["oldest"], oldest_new) if t is not None), default=None)
         return WebhookStats(
             backlog=row["backlog"],

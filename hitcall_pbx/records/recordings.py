@@ -216,7 +216,7 @@ class RecordingStore:
         existing = await pool.fetchrow("SELECT * FROM recordings WHERE id = $1", recording_id)
         if existing is not None:
             return await self._resume(existing, source)
-        if not source.is_file():
+        if not await asyncio.to_thread(source.is_file):
             raise NotFound(f"recording file {source} does not exist", details={"field": "source_path"})
 
         sha256, size, duration = await asyncio.to_thread(self._install, source, relative)
@@ -240,13 +240,14 @@ class RecordingStore:
                     call_at,
                     retention_until,
                 )
+                assert row is not None  # INSERT ... RETURNING returns the inserted row
                 recording = Recording.from_row(row)
                 await audit.record(
                     conn,
                     **RECORDER.audit_fields(),
                     action="recording.store",
                     object_type="recording",
-                    object_id=recording_id,
+                    object_id=str(recording_id),
                     details={
                         "attempt_id": str(attempt_id),
                         "campaign_id": campaign_id,

@@ -26,6 +26,7 @@ and at least every tick_s.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass, field, fields, replace
@@ -266,7 +267,7 @@ class Scenario:
             return self.contact_rate
         if hour <= curve[0][0]:
             return curve[0][1]
-        for (h0, v0), (h1, v1) in zip(curve, curve[1:]):
+        for (h0, v0), (h1, v1) in itertools.pairwise(curve):
             if hour <= h1:
                 return v0 + (v1 - v0) * (hour - h0) / (h1 - h0)
         return curve[-1][1]
