@@ -482,10 +482,12 @@ async def _exercise(
         assert time.monotonic() < deadline, "agent did not log in through the proxy"
         await asyncio.sleep(0.05)
     headers = await _admin_headers(pool)
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{base}/api/v1/lists", json={"name": "bad input target"}, headers=headers) as r:
-            assert r.status == 201, await r.text()
-            target_list = (await r.json())["id"]
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{base}/api/v1/lists", json={"name": "bad input target"}, headers=headers) as r,
+    ):
+        assert r.status == 201, await r.text()
+        target_list = (await r.json())["id"]
     rows_before = await pool.fetchval("SELECT (SELECT count(*) FROM contacts) + (SELECT count(*) FROM contact_lists)")
 
     # ARI: garbage into the live events stream.
