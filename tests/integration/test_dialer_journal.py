@@ -88,7 +88,7 @@ async def test_ops_land_in_one_transaction_per_batch_in_order(db: asyncpg.Pool) 
         commits += 1
         return await original(batch)
 
-    journal._wb._write = counting  # type: ignore[method-assign]
+    journal._wb._write = counting  # type: ignore[method-assign]  # wrapped to count the commits
     await journal.start()
     for a in attempts:
         _call(journal, a, agent)
@@ -144,7 +144,7 @@ async def test_commit_outcome_unknown_is_retried_without_duplicates(db: asyncpg.
             raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
         return result
 
-    journal._wb._write = commit_then_die  # type: ignore[method-assign]
+    journal._wb._write = commit_then_die  # type: ignore[method-assign]  # wrapped: the connection dies after a commit
     await journal.start()
     for a in attempts:
         _call(journal, a)

@@ -216,10 +216,10 @@ async def test_server_survives_garbage_and_serves_the_next_call():
         raise RuntimeError("handler bug")
 
     server = AgiServer(
-        None,
+        None,  # type: ignore[arg-type]  # no pool: these scripts never touch the database
         "127.0.0.1",
         0,
-        {"ok": script, "boom": boom},  # type: ignore[arg-type]
+        {"ok": script, "boom": boom},
         secret=SECRET,
         env_timeout=0.3,
         session_timeout=2,
@@ -262,7 +262,7 @@ async def test_close_ends_running_sessions():
         started.set()
         await agi.wait_for_digit(60000)
 
-    server = AgiServer(None, "127.0.0.1", 0, {"slow": slow}, secret=SECRET)  # type: ignore[arg-type]
+    server = AgiServer(None, "127.0.0.1", 0, {"slow": slow}, secret=SECRET)  # type: ignore[arg-type]  # no pool: the script never touches the database
     await server.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"agi_network_script: slow?secret=" + SECRET.encode() + b"\n\n")

@@ -169,7 +169,7 @@ class FakeJournal:
 def _dialer() -> tuple[Dialer, FakeSessions, FakeJournal]:
     sessions, journal = FakeSessions(), FakeJournal()
     # No database, hopper or CDR sink: these tests drive the agent side only.
-    dialer = Dialer(FakeAri(), None, sessions, None, None, journal=journal, watchdog_s=None)  # type: ignore[arg-type]
+    dialer = Dialer(FakeAri(), None, sessions, None, None, journal=journal, watchdog_s=None)  # type: ignore[arg-type]  # None for the pool, hopper and CDR sink
     return dialer, sessions, journal
 
 
