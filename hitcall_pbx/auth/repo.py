@@ -10,31 +10,29 @@ import asyncpg
 from ..store.db import Connection, Executor
 from .throttle import Window
 
-Conn = asyncpg.Connection | asyncpg.Pool
-
 USER_COLUMNS = """u.id, u.username, u.role, u.disabled, u.failed_logins, u.locked_until,
     u.last_login_at, u.created_at, u.updated_at, (u.password_hash IS NOT NULL) AS has_password"""
 
 TOKEN_COLUMNS = """t.id, t.user_id, t.name, t.prefix, t.scopes, t.created_at, t.expires_at,
-    t.revoked_at, t.last_used_at"""
+    t.revoked_at, t.last_used_at"""  # noqa: S105 - SQL column names, not a credential
 
 _USER_UPDATABLE = frozenset({"role", "disabled", "password_hash", "failed_logins", "locked_until"})
 
 
-async def list_users(conn: Conn) -> list[asyncpg.Record]:
+async def list_users(conn: Executor) -> list[asyncpg.Record]:
     return await conn.fetch(f"SELECT {USER_COLUMNS} FROM users u ORDER BY u.id")
 
 
-async def get_user(conn: Conn, user_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
+async def get_user(conn: Executor, user_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1{lock}", user_id)
 
 
-async def user_id_by_name(conn: Conn, username: str) -> int | None:
+async def user_id_by_name(conn: Executor, username: str) -> int | None:
     return await conn.fetchval("SELECT id FROM users WHERE lower(username) = lower($1)", username)
 
 
-async def user_for_login(conn: asyncpg.Connection, username: str) -> asyncpg.Record | None:
+async def user_for_login(conn: Connection, username: str) -> asyncpg.Record | None:
     """The user with its password hash, locked for the login's transaction."""
     return await conn.fetchrow(
         "SELECT id, username, role, password_hash, disabled, failed_logins, locked_until"
@@ -43,21 +41,23 @@ async def user_for_login(conn: asyncpg.Connection, username: str) -> asyncpg.Rec
     )
 
 
-async def password_hash(conn: Conn, user_id: int) -> str | None:
+async def password_hash(conn: Executor, user_id: int) -> str | None:
     return await conn.fetchval("SELECT password_hash FROM users WHERE id = $1", user_id)
 
 
-async def insert_user(conn: Conn, username: str, role: str, password_hash: str | None) -> asyncpg.Record:
-    return await conn.fetchrow(
+async def insert_user(conn: Executor, username: str, role: str, password_hash: str | None) -> asyncpg.Record:
+    row = await conn.fetchrow(
         f"""WITH u AS (INSERT INTO users (username, role, password_hash) VALUES ($1, $2, $3) RETURNING *)
             SELECT {USER_COLUMNS} FROM u""",
         username,
         role,
         password_hash,
     )
+    assert row is not None  # INSERT ... RETURNING yields the one row it inserted
+    return row
 
 
-async def update_user(conn: Conn, user_id: int, changes: dict[str, Any]) -> asyncpg.Record | None:
+async def update_user(conn: Executor, user_id: int, changes: dict[str, Any]) -> asyncpg.Record | None:
     unknown = set(changes) - _USER_UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -72,11 +72,11 @@ async def update_user(conn: Conn, user_id: int, changes: dict[str, Any]) -> asyn
     )
 
 
-async def count_other_active_admins(conn: Conn, user_id: int) -> int:
+async def count_other_active_admins(conn: Executor, user_id: int) -> int:
     return await conn.fetchval("SELECT count(*) FROM users WHERE role = 'admin' AND NOT disabled AND id <> $1", user_id)
 
 
-async def record_login_failure(conn: Conn, user_id: int, failed_logins: int, locked_until: datetime | None) -> None:
+async def record_login_failure(conn: Executor, user_id: int, failed_logins: int, locked_until: datetime | None) -> None:
     await conn.execute(
         "UPDATE users SET failed_logins = $2, locked_until = COALESCE($3, locked_until) WHERE id = $1",
         user_id,
@@ -85,7 +85,7 @@ async def record_login_failure(conn: Conn, user_id: int, failed_logins: int, loc
     )
 
 
-async def record_login_success(conn: Conn, user_id: int, now: datetime) -> None:
+async def record_login_success(conn: Executor, user_id: int, now: datetime) -> None:
     await conn.execute(
         "UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = $2 WHERE id = $1",
         user_id,
@@ -173,7 +173,7 @@ async def clear_user_throttle(conn: Executor, username: str) -> None:
 
 
 async def insert_session(
-    conn: Conn,
+    conn: Executor,
     token_hash: str,
     user_id: int,
     created_at: datetime,
@@ -196,7 +196,7 @@ async def insert_session(
 _PRINCIPAL_COLUMNS = "u.id AS user_id, u.username, u.role, u.disabled, a.id AS agent_id"
 
 
-async def session_principal(conn: Conn, token_hash: str, now: datetime) -> asyncpg.Record | None:
+async def session_principal(conn: Executor, token_hash: str, now: datetime) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"""SELECT {_PRINCIPAL_COLUMNS}, s.last_seen_at
             FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN agents a ON a.user_id = u.id
@@ -206,17 +206,17 @@ async def session_principal(conn: Conn, token_hash: str, now: datetime) -> async
     )
 
 
-async def touch_session(conn: Conn, token_hash: str, now: datetime) -> None:
+async def touch_session(conn: Executor, token_hash: str, now: datetime) -> None:
     await conn.execute("UPDATE sessions SET last_seen_at = $2 WHERE token_hash = $1", token_hash, now)
 
 
-async def revoke_session(conn: Conn, token_hash: str, now: datetime) -> None:
+async def revoke_session(conn: Executor, token_hash: str, now: datetime) -> None:
     await conn.execute(
         "UPDATE sessions SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL", token_hash, now
     )
 
 
-async def revoke_user_sessions(conn: Conn, user_id: int, now: datetime, *, keep_hash: str | None = None) -> int:
+async def revoke_user_sessions(conn: Executor, user_id: int, now: datetime, *, keep_hash: str | None = None) -> int:
     status = await conn.execute(
         """UPDATE sessions SET revoked_at = $2
            WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
@@ -232,7 +232,7 @@ async def revoke_user_sessions(conn: Conn, user_id: int, now: datetime, *, keep_
 
 
 async def insert_token(
-    conn: Conn,
+    conn: Executor,
     user_id: int,
     name: str,
     token_hash: str,
@@ -241,7 +241,7 @@ async def insert_token(
     created_at: datetime,
     expires_at: datetime | None,
 ) -> asyncpg.Record:
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         f"""WITH t AS (INSERT INTO api_tokens (user_id, name, token_hash, prefix, scopes, created_at, expires_at)
                        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *)
             SELECT {TOKEN_COLUMNS} FROM t""",
@@ -253,9 +253,11 @@ async def insert_token(
         created_at,
         expires_at,
     )
+    assert row is not None  # INSERT ... RETURNING yields the one row it inserted
+    return row
 
 
-async def token_principal(conn: Conn, token_hash: str, now: datetime) -> asyncpg.Record | None:
+async def token_principal(conn: Executor, token_hash: str, now: datetime) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"""SELECT {_PRINCIPAL_COLUMNS}, t.id AS token_id, t.scopes, t.last_used_at
             FROM api_tokens t JOIN users u ON u.id = t.user_id LEFT JOIN agents a ON a.user_id = u.id
@@ -265,22 +267,22 @@ async def token_principal(conn: Conn, token_hash: str, now: datetime) -> asyncpg
     )
 
 
-async def touch_token(conn: Conn, token_id: int, now: datetime) -> None:
+async def touch_token(conn: Executor, token_id: int, now: datetime) -> None:
     await conn.execute("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1", token_id, now)
 
 
-async def list_tokens(conn: Conn, user_id: int | None = None) -> list[asyncpg.Record]:
+async def list_tokens(conn: Executor, user_id: int | None = None) -> list[asyncpg.Record]:
     return await conn.fetch(
         f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE $1::bigint IS NULL OR t.user_id = $1 ORDER BY t.id",
         user_id,
     )
 
 
-async def get_token(conn: Conn, token_id: int) -> asyncpg.Record | None:
+async def get_token(conn: Executor, token_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow(f"SELECT {TOKEN_COLUMNS} FROM api_tokens t WHERE t.id = $1", token_id)
 
 
-async def revoke_user_tokens(conn: Conn, user_id: int, now: datetime) -> list[int]:
+async def revoke_user_tokens(conn: Executor, user_id: int, now: datetime) -> list[int]:
     """Revoke every API token of the user still in force; the ids revoked."""
     rows = await conn.fetch(
         """UPDATE api_tokens SET revoked_at = $2
@@ -292,7 +294,7 @@ async def revoke_user_tokens(conn: Conn, user_id: int, now: datetime) -> list[in
     return sorted(r["id"] for r in rows)
 
 
-async def revoke_token(conn: Conn, token_id: int, now: datetime) -> asyncpg.Record | None:
+async def revoke_token(conn: Executor, token_id: int, now: datetime) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"""WITH t AS (UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING *)
             SELECT {TOKEN_COLUMNS} FROM t""",
