@@ -6,7 +6,7 @@ import hashlib
 import secrets
 
 SESSION_PREFIX = "hcs_"
-API_TOKEN_PREFIX = "hct_"
+API_TOKEN_PREFIX = "hct_"  # noqa: S105 - the public kind marker in front of a token, not a secret
 DISPLAY_PREFIX_LEN = 12
 
 

@@ -16,7 +16,7 @@ import secrets
 
 from ..errors import ValidationFailed
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks marker in front of a secret, not a secret
 SECRET_BYTES = 32
 
 

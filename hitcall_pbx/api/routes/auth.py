@@ -18,7 +18,7 @@ class LoginRequest(In):
 
 class LoginResponse(Out):
     token: str = Field(description="bearer token; send as `Authorization: Bearer <token>`")
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - the OAuth 2 token type name, not a credential
     expires_at: datetime
     user_id: int
     username: str
