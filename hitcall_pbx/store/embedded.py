@@ -57,7 +57,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ..errors import ConfigError, Unavailable
@@ -116,8 +116,8 @@ class _ProcessHandles:
     it so that two `EmbeddedPostgres` on one data dir in one process share it safely.
     """
 
-    lock = threading.Lock()
-    counts: dict[Path, int] = {}
+    lock: ClassVar[threading.Lock] = threading.Lock()
+    counts: ClassVar[dict[Path, int]] = {}
 
 
 class EmbeddedPostgres:
