@@ -31,6 +31,7 @@ from ..errors import ValidationFailed
 from ..hooks.events import enqueue
 from ..logs import get_logger
 from ..store import audit
+from ..store.db import Executor
 from .protocol import AgiSession
 from .server import Handler
 
@@ -162,7 +163,7 @@ ORDER BY state = 'running' DESC, updated_at DESC LIMIT 1
 """
 
 
-async def find_contact(conn: asyncpg.Pool | asyncpg.Connection, phone_e164: str) -> CallerContact | None:
+async def find_contact(conn: Executor, phone_e164: str) -> CallerContact | None:
     """The contact a call from this number most likely concerns: the one called most
     recently, else one in a running campaign. Restricted contacts are never used."""
     row = await conn.fetchrow(_FIND_CONTACT, phone_e164)
