@@ -96,7 +96,8 @@ class CdrFilter(Query):
 class Cdr(Out):
     id: uuid.UUID
     direction: CallDirection = Field(
-        description="outbound: dialled by HitCall; inbound: a caller reached HitCall (the return-call line)"
+        default=CallDirection.OUTBOUND,
+        description="outbound: dialled by HitCall; inbound: a caller reached HitCall (the return-call line)",
     )
     campaign_id: int | None = Field(default=None, description="inbound: none when the caller matched no campaign")
     contact_id: int | None = None
