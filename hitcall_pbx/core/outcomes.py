@@ -274,6 +274,7 @@ class ContactUpdate:
     status: ContactStatus
     retry_at: datetime | None
     never_reached: bool
+    lost: bool = False  # this attempt is HitCall's loss, not counted against max_attempts
 
 
 def contact_after(
@@ -284,18 +285,26 @@ def contact_after(
     max_attempts: int,
     ended_at: datetime,
     vanished_unanswered: bool = False,
+    lost_before: int = 0,
 ) -> ContactUpdate:
     """The contact's next status after its attempt `attempt_no` ended with `outcome`:
     reached → done; a machine with no retry left → done; no retry left → failed;
     otherwise retry at the campaign's delay. A cancelled attempt gives the contact back
-    at once (it was never dialled to the end)."""
+    at once (it was never dialled to the end).
+
+    A call that vanished unanswered while its events were lost says nothing about the
+    customer: the first such attempt of a contact is not counted (`lost`), so even on
+    the last attempt the contact is retried once more; `lost_before` are the contact's
+    earlier attempts not counted that way."""
     if outcome is Outcome.CANCELLED:
         return ContactUpdate(ContactStatus.RETRY, None, never_reached=True)
-    retry_at = next_retry(outcome, retry_delays, attempt_no, max_attempts, ended_at)
+    lost = vanished_unanswered and lost_before == 0
+    counted = max(0, attempt_no - lost_before - (1 if lost else 0))
+    retry_at = next_retry(outcome, retry_delays, counted, max_attempts, ended_at)
     if outcome is Outcome.ANSWERED_HUMAN:
         status = ContactStatus.DONE
     elif retry_at is None:
         status = ContactStatus.DONE if outcome is Outcome.ANSWERED_MACHINE else ContactStatus.FAILED
     else:
         status = ContactStatus.RETRY
-    return ContactUpdate(status, retry_at, never_reached=vanished_unanswered)
+    return ContactUpdate(status, retry_at, never_reached=vanished_unanswered, lost=lost)

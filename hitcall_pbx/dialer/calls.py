@@ -35,6 +35,7 @@ class LiveCall:
     timer: asyncio.TimerHandle | None = None
     recording_id: uuid.UUID | None = None
     added_at: datetime | None = None  # the agent's bridge accepted the customer (ARI request returned)
+    slot: int | None = None  # line slot: where the dialplan stamps the answer (core.answer_stamp)
 
     @classmethod
     def placed(cls, attempt: Attempt, campaign: Campaign, *, agent_id: int | None = None) -> LiveCall:

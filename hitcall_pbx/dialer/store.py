@@ -143,13 +143,21 @@ class DialerStore:
             if accept:
                 attempt = await self.hopper.attempt_for_contact(conn, campaign, contact_id, now, agent_id)
             if attempt is None:
+                skipped = decision == "skip"  # by the agent (an accept that found no call is not postponed)
+                decision = "skip" if decision == "accept" else decision
+                # A callback the agent skips waits the campaign's delay (it is first in callback
+                # order: without it, it would be offered again at once); the skip stays on the offer.
                 await conn.execute(
-                    f"UPDATE contacts SET status = {BACK_TO_HOPPER}, "
-                    "next_attempt_at = $2 WHERE id = $1 AND status = 'in_progress'",
+                    f"""UPDATE contacts SET status = {BACK_TO_HOPPER}, next_attempt_at = $2,
+                           callback_at = CASE WHEN $3 AND callback_at IS NOT NULL
+                                              THEN greatest(callback_at, $2::timestamptz + make_interval(secs => $4::float8))
+                                              ELSE callback_at END
+                       WHERE id = $1 AND status = 'in_progress'""",
                     contact_id,
                     now,
+                    skipped,
+                    float(campaign.callback_skip_delay_s),
                 )
-                decision = "skip" if decision == "accept" else decision
             await conn.execute(
                 """UPDATE preview_offers SET decision = $2, decided_at = now(), skip_reason = $3, attempt_id = $4
                    WHERE id = $1""",

@@ -246,3 +246,24 @@ def test_inbound_outcomes() -> None:
     assert inbound_outcome(bridged=False, service_ended=True) is Outcome.NO_AGENT
     assert inbound_outcome(bridged=False, service_ended=False) is Outcome.ABANDONED
     assert not counts_as_abandon(Outcome.NO_AGENT) and not counts_as_connect(Outcome.NO_AGENT)
+
+
+def test_a_lost_last_attempt_is_retried_once_more() -> None:
+    lost = contact_after(
+        Outcome.CONGESTION, retry_delays=_DELAYS, attempt_no=3, max_attempts=3, ended_at=_T, vanished_unanswered=True
+    )
+    assert lost.status is ContactStatus.RETRY and lost.lost
+    assert lost.retry_at == _T + timedelta(seconds=900)
+    # Its extra attempt is counted like any other; a second loss is not forgiven.
+    again = contact_after(
+        Outcome.CONGESTION,
+        retry_delays=_DELAYS,
+        attempt_no=4,
+        max_attempts=3,
+        ended_at=_T,
+        vanished_unanswered=True,
+        lost_before=1,
+    )
+    assert again.status is ContactStatus.FAILED and not again.lost
+    busy = contact_after(Outcome.BUSY, retry_delays=_DELAYS, attempt_no=3, max_attempts=3, ended_at=_T, lost_before=1)
+    assert busy.status is ContactStatus.RETRY, "the lost attempt earlier does not count"
