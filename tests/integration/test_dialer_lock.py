@@ -52,9 +52,12 @@ async def test_a_broken_lock_connection_is_taken_again(dsn: str) -> None:
     try:
         [pid] = await _holder_pids(admin, lock.key)
         await admin.execute("SELECT pg_terminate_backend($1)", pid)
-        new_pids = await wait_until(
-            lambda: _holder_pids(admin, lock.key) if lock.held else None, timeout=30, interval=0.05
-        )
+
+        async def taken_again() -> list[int] | None:
+            pids = await _holder_pids(admin, lock.key)
+            return pids if lock.held and pids and pids != [pid] else None
+
+        new_pids = await wait_until(taken_again, timeout=30, interval=0.05)
         assert new_pids and new_pids != [pid] and lock.lost is None
     finally:
         await lock.release()
