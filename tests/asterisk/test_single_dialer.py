@@ -20,6 +20,7 @@ import pytest
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign
 from hitcall_pbx.sandbox import SippAgents
+from hitcall_pbx.settings import SANDBOX_AGI_SECRET
 from hitcall_pbx.store.dialer_lock import holder_name
 
 from .conftest import wait_until
@@ -38,6 +39,7 @@ def _serve_env(settings, tmp_path: Path, http_port: int) -> dict[str, str]:
         "HITCALL_ARI_URL": settings.ari_url,
         "HITCALL_HTTP_PORT": str(http_port),
         "HITCALL_AGI_PORT": str(_free_port()),
+        "HITCALL_AGI_SECRET": SANDBOX_AGI_SECRET,
     }
 
 
