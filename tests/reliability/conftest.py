@@ -17,6 +17,15 @@ async def observer(sandbox):
 
 
 @pytest.fixture
+def asterisk_cdrs(sandbox, tmp_path):
+    """Asterisk's own CDRs (cdr_csv) written from the start of the test on, for
+    `hitcall cdr reconcile` after the fault."""
+    from tests.asterisk_cdr import AsteriskCdrs
+
+    return AsteriskCdrs(sandbox, tmp_path)
+
+
+@pytest.fixture
 def product_logging():
     """The service's own JSON logging (as `hitcall serve` configures it): the default
     console renderer draws every logged traceback with its locals, which stalls the

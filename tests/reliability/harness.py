@@ -15,9 +15,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from hitcall_pbx.core.reconcile import DifferenceKind
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.sandbox.asterisk import ARI_URL
 from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
+from tests.asterisk_cdr import AsteriskCdrs
 
 REPORT_ENV = "HITCALL_RELIABILITY_REPORT"
 DEFAULT_REPORT = Path(__file__).resolve().parents[2] / "build" / "reliability-report.jsonl"
@@ -212,3 +214,16 @@ async def asterisk_attempt_channels(ari_rest: Any) -> list[str]:
 
 def _is_uuid(text: str) -> bool:
     return len(text) == 36 and text.count("-") == 4
+
+
+async def reconcile_with_asterisk(pool: asyncpg.Pool, cdrs: AsteriskCdrs) -> dict[str, Any]:
+    """`hitcall cdr reconcile` of the test's attempts against the records Asterisk's
+    cdr_csv wrote during the test: what every fault test reports and asserts after the
+    fault (no difference, or only the ones the fault explains)."""
+    results = await cdrs.reconcile_settled(pool)
+    differences = [d for r in results for d in r.result.differences]
+    return {
+        "matched": sum(r.result.matched for r in results),
+        "differences": [d.as_dict() for d in differences],
+        "by_kind": {k.value: sorted(d.attempt_id for d in differences if d.kind is k) for k in DifferenceKind},
+    }

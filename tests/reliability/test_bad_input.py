@@ -33,6 +33,7 @@ from hitcall_pbx.api.registry import JSON_LIMIT
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.auth import Actor, AuthService, Passwords, Role
 from hitcall_pbx.sandbox import SippAgents
+from hitcall_pbx.settings import SANDBOX_AGI_SECRET
 from tests.live import OriginateCounter
 
 from .harness import (
@@ -40,6 +41,7 @@ from .harness import (
     live_campaign,
     loss_and_duplicates,
     quick_calls,
+    reconcile_with_asterisk,
     report,
     run_campaign,
     wait_settled,
@@ -326,7 +328,7 @@ def _env(script: str, **extra: str) -> bytes:
     lines = {
         "agi_network": "yes",
         "agi_network_script": script,
-        "agi_request": f"agi://127.0.0.1/{script}",
+        "agi_request": f"agi://127.0.0.1/{script}?secret={SANDBOX_AGI_SECRET}",  # what the sandbox dialplan sends
         "agi_channel": "PJSIP/test-0001",
         "agi_uniqueid": "1700000000.1",
         **extra,
@@ -436,7 +438,7 @@ def _free_port() -> int:
 
 
 # --------------------------------------------------------------------- test ---
-async def test_bad_input_on_every_boundary(service_settings, sandbox, hangup_agents, observer, caplog):
+async def test_bad_input_on_every_boundary(service_settings, sandbox, hangup_agents, observer, caplog, asterisk_cdrs):
     originates = OriginateCounter()
     proxy = await InjectingAriProxy().start()
     settings = service_settings.model_copy(
@@ -447,7 +449,7 @@ async def test_bad_input_on_every_boundary(service_settings, sandbox, hangup_age
         with capture_logs() as logs:
             options = Options(http=True, agi=True, dialer_tick_s=0.05)
             async with HitCall(settings, options, ari_factory=originates.ari_factory) as app:
-                result = await _exercise(app, proxy, phones, observer, originates.sent, logs)
+                result = await _exercise(app, proxy, phones, observer, originates.sent, logs, asterisk_cdrs)
                 # A request still half-sent when the service stops ends quietly with it.
                 at_shutdown = await AgiPeer.open(app.agi.port)
                 await at_shutdown.send(b"agi_network: yes\n")
@@ -469,6 +471,7 @@ async def _exercise(
     observer: Any,
     originated: Counter[str],
     logs: list[dict],
+    asterisk_cdrs: Any,
 ) -> dict[str, Any]:
     pool = app.db.pool
     base = f"http://127.0.0.1:{app.http_port}"
@@ -518,6 +521,7 @@ async def _exercise(
     call_after_s = time.monotonic() - injected_done
     rows = await attempts(pool, cid)
     calls = loss_and_duplicates(rows, observer, originated)
+    reconciled = await reconcile_with_asterisk(pool, asterisk_cdrs)
     await agi_slow.closed_by_server(15)
     held_closed_after_s = time.monotonic() - held_since
     agi_slow.abort()
@@ -588,6 +592,7 @@ async def _exercise(
     assert rows[0]["bridged_at"] is not None, "the call was bridged to the agent"
     assert calls["duplicated"] == 0 and calls["lost"] == 0 and calls["open_attempts"] == 0, calls
     assert calls["answered_lost"] == 0 and calls["bridged_lost"] == 0, calls
+    assert reconciled["differences"] == [] and reconciled["matched"] == 1, reconciled
 
     return {
         "injected": {
@@ -607,6 +612,7 @@ async def _exercise(
         "lost": calls["lost"],
         "duplicated": calls["duplicated"],
         "calls": calls,
+        "reconcile": reconciled,
     }
 
 

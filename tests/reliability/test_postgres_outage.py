@@ -20,6 +20,7 @@ from .harness import (
     live_campaign,
     loss_and_duplicates,
     quick_calls,
+    reconcile_with_asterisk,
     report,
     run_campaign,
     wait_settled,
@@ -33,7 +34,7 @@ OUTAGE_S = 60.0
 
 
 async def test_postgres_outage_mid_campaign(
-    stoppable_pg, product_logging, sandbox, hangup_agents, observer, tmp_path
+    stoppable_pg, product_logging, sandbox, hangup_agents, observer, tmp_path, asterisk_cdrs
 ):
     originates = OriginateCounter()
     sent = originates.sent
@@ -82,6 +83,7 @@ async def test_postgres_outage_mid_campaign(
                 )
             }
             stats = app.cdr.stats
+            reconciled = await reconcile_with_asterisk(pool, asterisk_cdrs)
         counts = loss_and_duplicates(rows, observer, sent)
         by_id = {str(r["id"]): r for r in rows}
         ended_events = {str(r["id"]): events.get(f"attempt:{r['id']}", 0) for r in rows if r["state"] == "ended"}
@@ -100,6 +102,7 @@ async def test_postgres_outage_mid_campaign(
             dialling_resumed_after_s=round(dialling_resumed_s, 3),
             attempts_without_one_call_ended_event=sum(1 for n in ended_events.values() if n != 1),
             **counts,
+            reconcile=reconciled,
         )
 
         assert dialled_while_down == 0, "no attempt is dialled without a stored id"
@@ -114,5 +117,7 @@ async def test_postgres_outage_mid_campaign(
         assert stats.spool_backlog == 0 and stats.rejected == 0, stats
         assert counts["originated"] == CONTACTS, counts
         assert all(n == 1 for n in ended_events.values()), ended_events
+        # The CDRs spooled through the outage say what Asterisk's own say.
+        assert reconciled["differences"] == [] and reconciled["matched"] == CONTACTS, reconciled
     finally:
         phones.stop()

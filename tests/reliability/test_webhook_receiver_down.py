@@ -32,6 +32,7 @@ from .harness import (
     live_campaign,
     loss_and_duplicates,
     quick_calls,
+    reconcile_with_asterisk,
     report,
     run_campaign,
     wait_settled,
@@ -82,7 +83,7 @@ async def _drained(pool, up_to_outbox_id: int | None, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hangup_agents, observer):
+async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hangup_agents, observer, asterisk_cdrs):
     originates = OriginateCounter()
     originated = originates.sent
     options = Options(dialer_tick_s=0.05, webhooks=False, alarm_interval_s=None)
@@ -142,6 +143,7 @@ async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hang
         deliveries = await pool.fetch("SELECT state, attempts FROM webhook_deliveries")
         rows = await attempts(pool, cid)
         calls = loss_and_duplicates(rows, observer, originated)
+        reconciled = await reconcile_with_asterisk(pool, asterisk_cdrs)
 
     accepted_ids = [e["id"] for e in receiver.accepted]
     expected: dict[str, list[str]] = defaultdict(list)
@@ -172,6 +174,7 @@ async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hang
         bad_signatures=receiver.bad_signatures,
         dead=sum(1 for d in deliveries if d["state"] == "dead"),
         calls=calls,
+        reconcile=reconciled,
     )
 
     assert events_in_outage > 0 and delivered_in_outage == 0, line
@@ -185,3 +188,4 @@ async def test_webhook_receiver_down_ten_minutes(service_settings, sandbox, hang
     assert calls["duplicated"] == 0 and calls["lost"] == 0 and calls["open_attempts"] == 0, calls
     assert calls["answered_lost"] == 0 and calls["bridged_lost"] == 0, calls
     assert Counter(e["type"] for e in receiver.accepted)["call.ended"] == calls["attempts"] == 8
+    assert reconciled["differences"] == [] and reconciled["matched"] == 8, reconciled

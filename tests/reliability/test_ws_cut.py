@@ -25,6 +25,7 @@ from .harness import (
     live_campaign,
     loss_and_duplicates,
     quick_calls,
+    reconcile_with_asterisk,
     report,
     run_campaign,
     talkers,
@@ -40,7 +41,7 @@ HOLD_S = 1.0
 
 
 async def test_ari_websocket_cut_mid_campaign(
-    product_logging, service_settings, sandbox, hangup_agents, observer
+    product_logging, service_settings, sandbox, hangup_agents, observer, asterisk_cdrs
 ):
     originates = OriginateCounter()
     sent = originates.sent
@@ -85,6 +86,7 @@ async def test_ari_websocket_cut_mid_campaign(
             await app.cdr.flush()
             rows = await attempts(pool, cid)
             counts = loss_and_duplicates(rows, observer, sent)
+            reconciled = await reconcile_with_asterisk(pool, asterisk_cdrs)
             stuck = {
                 "service_calls": len(app.dialer.calls),
                 "asterisk_channels": len(await asterisk_attempt_channels(app.ari.rest)),
@@ -114,6 +116,7 @@ async def test_ari_websocket_cut_mid_campaign(
             ended_in_gap={aid: by_id[aid]["outcome"] for aid in ended_in_gap},
             ended_in_gap_answered_in_asterisk=[aid for aid in ended_in_gap if aid in observer.answered],
             **counts,
+            reconcile=reconciled,
         )
 
         assert dropped, "the service's events socket went through the proxy and was cut"
@@ -127,6 +130,8 @@ async def test_ari_websocket_cut_mid_campaign(
         assert repaired_not == [], "calls up after the resync keep (or get back) their true state"
         assert stuck == {"service_calls": 0, "asterisk_channels": 0, "agents_not_ready": 0}, stuck
         assert counts["originated"] == LONG + QUICK, counts
+        # Asterisk's own CDRs say the same about every call, those that ended in the gap included.
+        assert reconciled["differences"] == [] and reconciled["matched"] == LONG + QUICK, reconciled
     finally:
         phones.stop()
         await proxy.close()
