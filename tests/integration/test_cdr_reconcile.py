@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from hitcall_pbx.core.reconcile import DifferenceKind
 from hitcall_pbx.records import command
-from hitcall_pbx.records.cdr import CdrRecord, write_cdrs
+from hitcall_pbx.records.cdr import CdrRecord, inbound_cdr_id, write_cdrs
 from hitcall_pbx.records.reconcile import Request, read_hitcall, read_pgsql, reconcile_day
 from hitcall_pbx.settings import Settings
 from hitcall_pbx.store.db import dsn_with_database
@@ -85,6 +85,24 @@ async def day(db: asyncpg.Pool, tmp_path: Path) -> dict[str, object]:
     records = [
         _call(n, outcome, campaign=campaign, at=at, ring_s=ring, talk_s=talk) for n, outcome, at, ring, talk, _ in CALLS
     ]
+    # A return call (inbound): Asterisk's records of it carry no attempt tag; not reconciled.
+    records.append(
+        CdrRecord(
+            id=inbound_cdr_id("1772442000.7"),
+            direction="inbound",
+            campaign_id=None,
+            attempt_no=None,
+            mode=None,
+            caller_id="+358201234567",
+            caller_number="+358401234567",
+            created_at=T0 + timedelta(minutes=10),
+            answered_at=T0 + timedelta(minutes=10, seconds=4),
+            bridged_at=T0 + timedelta(minutes=10, seconds=4),
+            ended_at=T0 + timedelta(minutes=11),
+            outcome="answered_human",
+            retention_until=T0 + timedelta(days=730),
+        )
+    )
     async with db.acquire() as conn:
         await write_cdrs(conn, records)
         # Reserved, never originated, and a live one still ringing: nothing in Asterisk yet.
@@ -120,7 +138,7 @@ async def test_a_matching_day_from_master_csv(db: asyncpg.Pool, day: dict) -> No
         result = (await reconcile_day(conn, _request(day["csv"]))).result
         assert result.clean, result.differences
         assert (result.hitcall_attempts, result.asterisk_attempts, result.matched) == (6, 4, 4)
-        assert (result.in_progress, result.not_dialled) == (2, 0)
+        assert (result.in_progress, result.not_dialled, result.not_reconciled) == (2, 0, 1)
         before = (await reconcile_day(conn, _request(day["csv"], day=DAY - timedelta(days=1)))).result
         assert before.clean and before.matched == 1, "the call across midnight is its HitCall day's"
 
@@ -152,7 +170,9 @@ async def test_read_hitcall_takes_the_day_and_the_named_attempts(db: asyncpg.Poo
     async with db.acquire() as conn:
         rows = await read_hitcall(conn, start, start + timedelta(days=1), [str(uuid.UUID(int=5))])
     by_id = {r.attempt_id: r for r in rows}
-    assert sorted(by_id) == [str(uuid.UUID(int=n)) for n in range(1, 8)]
+    assert sorted(by_id) == sorted([str(uuid.UUID(int=n)) for n in range(1, 8)] + [str(inbound_cdr_id("1772442000.7"))])
+    assert by_id[str(inbound_cdr_id("1772442000.7"))].direction == "inbound"
+    assert {r.direction for r in rows if r.attempt_id != str(inbound_cdr_id("1772442000.7"))} == {"outbound"}
     assert by_id[str(uuid.UUID(int=7))].state == "ringing" and not by_id[str(uuid.UUID(int=7))].ended
     assert by_id[str(uuid.UUID(int=1))].answered_at is not None and by_id[str(uuid.UUID(int=1))].ended
 
@@ -266,7 +286,7 @@ async def test_cli_exit_codes_and_output(
     assert code == 0, out
     assert out == (
         "2026-03-02 (Europe/Helsinki): 6 attempts in HitCall, 4 in Asterisk, 4 matched, 0 never dialled,"
-        " 2 in progress: no differences\n"
+        " 2 in progress, 1 inbound not reconciled: no differences\n"
     )
 
     path = tmp_path / "busy-gone.csv"
