@@ -343,7 +343,7 @@ async def _progress(
                   count(*) FILTER (WHERE bridged_at IS NOT NULL) AS connects,
                   count(*) FILTER (WHERE abandoned) AS abandoned,
                   (SELECT abandon_cap FROM campaigns WHERE id = $1) AS cap
-           FROM all_attempts WHERE campaign_id = $1""",
+           FROM all_attempts WHERE campaign_id = $1 AND direction = 'outbound'""",
         campaign_id,
     )
     assert row is not None  # an aggregate without GROUP BY returns exactly one row
@@ -391,7 +391,7 @@ async def _summary(app: HitCall, campaign_id: int, data_dir: Path) -> dict[str, 
     pool = app.db.pool
     rows = await pool.fetch(
         "SELECT outcome, abandoned, bridged_at, answer_to_bridge_ms, mode, state FROM all_attempts "
-        "WHERE campaign_id = $1",
+        "WHERE campaign_id = $1 AND direction = 'outbound'",
         campaign_id,
     )
     cap = float(await pool.fetchval("SELECT abandon_cap FROM campaigns WHERE id = $1", campaign_id))
