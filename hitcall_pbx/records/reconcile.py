@@ -177,17 +177,26 @@ class CsvRead:
     records: list[AsteriskRecord]
     lines: int = 0
     tagged: int = 0
-    unreadable: int = 0  # tagged lines that could not be read (e.g. cut short when Asterisk was killed)
+    unreadable: int = 0  # lines that are no CSV, or tagged lines with unreadable fields (a damaged file)
 
 
 def read_csv(path: Path, tz: tzinfo, since: datetime, until: datetime) -> CsvRead:
     """Tagged records of Master.csv whose start is in [since, until)."""
     out = CsvRead(records=[])
     with path.open(newline="", encoding="utf-8", errors="replace") as fh:
-        for n, row in enumerate(csv.reader(fh), start=1):
-            out.lines = n
+        reader = csv.reader(fh)
+        while True:
             try:
-                record = csv_record(row, n, tz)
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:  # e.g. a field past the csv module's size limit: skip the line
+                out.lines = reader.line_num
+                out.unreadable += 1
+                continue
+            out.lines = reader.line_num
+            try:
+                record = csv_record(row, reader.line_num, tz)
             except (ValueError, IndexError, ValidationFailed):
                 out.unreadable += 1
                 continue
@@ -316,7 +325,7 @@ async def reconcile_day(conn: Connection, req: Request) -> DayResult:
         records = read.records
         source = {"cdr_csv": str(req.csv_path), "lines": read.lines, "tagged": read.tagged}
         if read.unreadable:
-            source["unreadable_tagged_lines"] = read.unreadable
+            source["unreadable_lines"] = read.unreadable
     hitcall = await read_hitcall(conn, day_start, day_end, {r.attempt_id for r in records})
     result = reconcile(hitcall, records, day_start=day_start, day_end=day_end, tolerance_s=req.tolerance_s)
     return DayResult(result, source)
@@ -330,9 +339,9 @@ def render_text(day: date, tz: tzinfo, outcome: DayResult) -> str:
     )
     if r.not_reconciled:
         head += f", {r.not_reconciled} inbound not reconciled"
-    unreadable = outcome.source.get("unreadable_tagged_lines")
+    unreadable = outcome.source.get("unreadable_lines")
     if unreadable:
-        head += f", {unreadable} unreadable tagged lines in Master.csv"
+        head += f", {unreadable} unreadable lines in Master.csv"
     if r.clean:
         return head + ": no differences\n"
     count = len(r.differences)

@@ -382,12 +382,13 @@ def test_read_csv_keeps_the_window_and_counts_unreadable_lines(tmp_path: Path) -
     lines = MASTER_CSV.splitlines()
     cut = lines[3][:200]  # cut short before its tag (Asterisk killed mid-write): not an attempt's
     garbled = lines[3].replace(",4,3,", ",4,x,")  # tagged, billsec unreadable
+    oversized = '"' + "x" * 200_000 + '",' + lines[3]  # past the csv module's field limit
     path = tmp_path / "Master.csv"
-    path.write_text(MASTER_CSV + garbled + "\n" + cut)
+    path.write_text(MASTER_CSV + garbled + "\n" + oversized + "\n" + lines[3] + "\n" + cut)
     since = datetime(2026, 12, 5, 20, 21, tzinfo=UTC)
     read = read_csv(path, UTC, since, since + timedelta(hours=1))
-    assert [r.disposition for r in read.records] == ["ANSWERED"], "the window holds the answered call only"
-    assert (read.lines, read.tagged, read.unreadable) == (7, 3, 1)
+    assert [r.disposition for r in read.records] == ["ANSWERED", "ANSWERED"], "lines after damaged ones are read"
+    assert (read.lines, read.tagged, read.unreadable) == (9, 4, 2)
 
 
 def _args(*argv: str) -> argparse.Namespace:
