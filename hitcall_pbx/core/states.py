@@ -158,9 +158,8 @@ def agent_transition(
         if isinstance(wrap_s, bool) or not isinstance(wrap_s, (int, float)) or not 0 <= wrap_s <= 86_400:
             raise ValidationFailed("wrap_s must be between 0 and 86400 seconds", details={"field": "wrap_s"})
         wrap_until = at + timedelta(seconds=wrap_s)
-    elif ev is AgentEvent.WRAP_TIMEOUT:
-        if agent.wrap_until is not None and at < agent.wrap_until:
-            raise IllegalTransition("agent", agent.state.value, ev.value, "wrap-up time not over")
+    elif ev is AgentEvent.WRAP_TIMEOUT and agent.wrap_until is not None and at < agent.wrap_until:
+        raise IllegalTransition("agent", agent.state.value, ev.value, "wrap-up time not over")
 
     span = None
     if agent.since is not None:

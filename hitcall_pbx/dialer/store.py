@@ -149,9 +149,10 @@ class DialerStore:
                 # order: without it, it would be offered again at once); the skip stays on the offer.
                 await conn.execute(
                     f"""UPDATE contacts SET status = {BACK_TO_HOPPER}, next_attempt_at = $2,
-                           callback_at = CASE WHEN $3 AND callback_at IS NOT NULL
-                                              THEN greatest(callback_at, $2::timestamptz + make_interval(secs => $4::float8))
-                                              ELSE callback_at END
+                           callback_at = CASE
+                               WHEN $3 AND callback_at IS NOT NULL
+                               THEN greatest(callback_at, $2::timestamptz + make_interval(secs => $4::float8))
+                               ELSE callback_at END
                        WHERE id = $1 AND status = 'in_progress'""",
                     contact_id,
                     now,

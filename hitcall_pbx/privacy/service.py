@@ -36,6 +36,7 @@ from ..records.cdr import ATTEMPT_TABLES
 from ..records.purge import purge_recordings
 from ..records.recordings import RecordingStore
 from ..store import audit
+from ..store.db import Connection
 
 _log = get_logger("hitcall.privacy")
 
@@ -149,7 +150,7 @@ class PrivacyService:
 
     # -- lookup ----------------------------------------------------------------------
     @staticmethod
-    async def _find(conn: asyncpg.Connection, raw: object, *, lock: bool = False) -> _Found:
+    async def _find(conn: Connection, raw: object, *, lock: bool = False) -> _Found:
         subject = parse_subject(raw)
         lock_clause = " FOR UPDATE" if lock else ""
         salt = bytes(await conn.fetchval("SELECT suppression_salt FROM installation"))
@@ -595,7 +596,7 @@ class PrivacyService:
 
 
 async def _rectify_row(
-    conn: asyncpg.Connection, row: asyncpg.Record, values: dict[str, Any]
+    conn: Connection, row: asyncpg.Record, values: dict[str, Any]
 ) -> tuple[asyncpg.Record, list[str]]:
     changed = sorted(k for k, v in values.items() if row[k] != v)
     if not changed:
@@ -608,6 +609,7 @@ async def _rectify_row(
     except asyncpg.UniqueViolationError as exc:
         name = "external_id" if "external" in (exc.constraint_name or "") else "phone_e164"
         raise Conflict(f"another contact in the list has this {name}", details={"field": name}) from None
+    assert new is not None  # the row is locked by the caller: the UPDATE finds it
     return new, changed
 
 

@@ -266,7 +266,7 @@ class CdrRecord:
         return _row(self)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> CdrRecord:
+    def from_row(cls, row: Mapping[str, Any] | asyncpg.Record) -> CdrRecord:
         """From a database row holding (at least) `COLUMNS`; a dict may leave out
         ``direction`` (outbound) and ``caller_number``."""
         return cls(**{name: row[name] if name in row else _ROW_DEFAULTS[name] for name in COLUMNS})

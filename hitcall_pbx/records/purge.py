@@ -35,6 +35,7 @@ from ..errors import ValidationFailed
 from ..hooks.events import enqueue
 from ..logs import get_logger
 from ..store import audit
+from ..store.db import Connection
 from .recordings import RecordingStore
 from .spool import expire_rejected
 
@@ -83,7 +84,7 @@ def _purged_payload(row: asyncpg.Record, now: datetime, reason: str) -> dict[str
 
 
 async def purge_recordings(
-    conn: asyncpg.Connection,
+    conn: Connection,
     store: RecordingStore,
     rows: Sequence[asyncpg.Record],
     *,
@@ -225,6 +226,7 @@ class PurgeWorker:
                     self._batch,
                     floor,
                 )
+                assert row is not None  # an aggregate without GROUP BY has one row
                 if row["n"] == 0:
                     return anonymised
                 await audit.record(

@@ -29,6 +29,7 @@ from ..core.retention import (
 )
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..store import audit
+from ..store.db import Connection
 from .cdr import ATTEMPT_TABLES
 from .purge import purge_recordings
 from .recordings import RecordingStore
@@ -96,7 +97,7 @@ class RetentionOps:
         self._store = store
 
     @staticmethod
-    async def _locked_recording(conn: asyncpg.Connection, recording_id: uuid.UUID) -> asyncpg.Record:
+    async def _locked_recording(conn: Connection, recording_id: uuid.UUID) -> asyncpg.Record:
         row = await conn.fetchrow("SELECT * FROM recordings WHERE id = $1 FOR UPDATE", recording_id)
         if row is None:
             raise NotFound("recording not found", details={"field": "recording_id", "value": str(recording_id)})
@@ -134,12 +135,13 @@ class RetentionOps:
                 reason_text,
                 case,
             )
+            assert new is not None  # the recording is locked above: the statement finds it
             await audit.record(
                 conn,
                 **actor.audit_fields(),
                 action="recording.hold",
                 object_type="recording",
-                object_id=recording_id,
+                object_id=str(recording_id),
                 details={
                     "held_until": held_until.isoformat(),
                     "case_id": case,
@@ -167,13 +169,14 @@ class RetentionOps:
                    WHERE id = $1 RETURNING *""",
                 recording_id,
             )
+            assert new is not None  # the recording is locked above: the statement finds it
             purge = purge_eligible(now, new["created_at"], new["retention_until"], None, None)
             await audit.record(
                 conn,
                 **actor.audit_fields(),
                 action="recording.release",
                 object_type="recording",
-                object_id=recording_id,
+                object_id=str(recording_id),
                 details={
                     "case_id": row["hold_case_id"],
                     "held_until": row["held_until"].isoformat(),
@@ -188,6 +191,7 @@ class RetentionOps:
                         "the recording's file could not be deleted; the hold is kept", details={"field": "recording_id"}
                     )
                 new = await conn.fetchrow("SELECT * FROM recordings WHERE id = $1", recording_id)
+                assert new is not None  # the recording is locked above: the statement finds it
         return _state(new)
 
     async def change_policy(
@@ -272,7 +276,7 @@ class RetentionOps:
 
 
 async def _restamp(
-    conn: asyncpg.Connection,
+    conn: Connection,
     table: str,
     live: str,
     kind: str,
