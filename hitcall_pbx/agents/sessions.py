@@ -408,7 +408,8 @@ class AgentSessions:
         if session.state is AgentState.WRAP_UP and self.by_agent.get(session.agent_id) is session:
             self._apply(session, AgentEvent.WRAP_TIMEOUT)
 
-    def reserve(self, session: AgentSession, attempt_id: str | None, campaign_id: int) -> None:
+    def reserve(self, session: AgentSession, attempt_id: str | None, campaign_id: int | None) -> None:
+        """Reserve the agent for a call of `campaign_id` (None: an inbound caller of no campaign)."""
         session.attempt_id = attempt_id
         session.campaign_id = campaign_id
         self._apply(session, AgentEvent.RESERVE)
@@ -417,7 +418,7 @@ class AgentSessions:
         if session.state is AgentState.RESERVED:
             self._apply(session, AgentEvent.RELEASE)
 
-    def connect(self, session: AgentSession, attempt_id: str, campaign_id: int) -> None:
+    def connect(self, session: AgentSession, attempt_id: str, campaign_id: int | None) -> None:
         if session.state is AgentState.READY:
             self.reserve(session, attempt_id, campaign_id)
         session.attempt_id = attempt_id

@@ -19,6 +19,10 @@ from ..store import audit
 from .engine import Dialer
 
 
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 class EngineControl:
     def __init__(self, dialer: Dialer, sessions: AgentSessions) -> None:
         self.dialer = dialer
@@ -31,7 +35,7 @@ class EngineControl:
             actor_role=actor.role,
             action=action,
             object_type="agent" if agent_id is not None else "call",
-            object_id=agent_id if agent_id is not None else details.get("attempt_id"),  # type: ignore[arg-type]
+            object_id=agent_id if agent_id is not None else _text_or_none(details.get("attempt_id")),
             details={k: str(v) for k, v in details.items() if v is not None},
             source_ip=actor.source_ip,
         )

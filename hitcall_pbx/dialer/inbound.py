@@ -368,7 +368,7 @@ class InboundRouter:
         call.agent_id = session.agent_id
         call.agent_channel_id = session.channel_id
         self._by_agent_channel[session.channel_id] = call
-        self.sessions.connect(session, call.channel_id, call.request.campaign_id)  # type: ignore[arg-type]
+        self.sessions.connect(session, call.channel_id, call.request.campaign_id)
         self._spawn(self._add_to_bridge(call, session.bridge_id, moh))
         log.info(
             "inbound.connecting",

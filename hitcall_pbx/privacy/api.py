@@ -20,7 +20,9 @@ _FIELDS = {"phone": "phone_e164"}
 
 
 def _subject(ref: SubjectRef) -> str:
-    return ref.phone if ref.phone is not None else ref.email  # type: ignore[return-value]
+    subject = ref.phone if ref.phone is not None else ref.email
+    assert subject is not None, "SubjectRef requires a phone or an email"
+    return subject
 
 
 class ApiPrivacy:

@@ -31,7 +31,7 @@ CALLER = "+358401234567"
 
 @asynccontextmanager
 async def agi_server(db: asyncpg.Pool, **options: float) -> AsyncIterator[AgiServer]:
-    server = AgiServer(db, "127.0.0.1", 0, default_handlers(), secret=SECRET, **options)  # type: ignore[arg-type]
+    server = AgiServer(db, "127.0.0.1", 0, default_handlers(), secret=SECRET, **options)  # type: ignore[arg-type]  # timeouts and caps by name
     await server.start()
     try:
         yield server
@@ -179,4 +179,4 @@ async def test_fastagi_does_not_run_without_a_secret(tmp_path, capsys):
     assert await agi_command.run(settings, args) == 2
     assert "HITCALL_AGI_SECRET is required" in capsys.readouterr().err
     with pytest.raises(ValueError, match="secret"):
-        AgiServer(None, "127.0.0.1", 0, default_handlers(), secret="")  # type: ignore[arg-type]
+        AgiServer(None, "127.0.0.1", 0, default_handlers(), secret="")  # type: ignore[arg-type]  # refused before the pool is used

@@ -89,7 +89,7 @@ async def test_tables_a_later_migration_creates_are_granted_too(db: asyncpg.Pool
         try:
             await roles.grant_service(owner, SERVICE)
         finally:
-            roles.RESTRICTED = original  # type: ignore[misc]
+            roles.RESTRICTED = original  # type: ignore[misc]  # restored after the test
         await db.execute("INSERT INTO later_log VALUES (1)")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await db.execute("DELETE FROM later_log")

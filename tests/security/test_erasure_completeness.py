@@ -83,7 +83,7 @@ async def test_erasure_leaves_no_number_the_subject_ever_had_nor_the_name(servic
         add_months(created, 24),
     )
     source = tmp_path / "held.wav"
-    source.write_bytes(first["audio"])  # type: ignore[arg-type]
+    source.write_bytes(first["audio"])  # type: ignore[arg-type]  # the fixture's dict values are typed object
     from hitcall_pbx.core.retention import RetentionPolicy
 
     held = await api.store.finalize(
