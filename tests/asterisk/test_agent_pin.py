@@ -58,8 +58,15 @@ async def test_pin_login_right_and_wrong(service_settings, sandbox, hangup_agent
             # another phone leaves agent 1141's session alone and asks for the number again.
             await wait_until(lambda: sessions.counts().get("login_pin") == 1, timeout=10)
             assert wrong not in sessions.by_agent
-            pending = next(s for s in sessions.by_channel.values() if s.pin_pending)
-            assert pending.endpoint == "agent144" and pending.number_pending and pending.agent_id == 0
+            # The phone's wrong PIN lands a moment after its agent number: wait for the question again.
+            pending = await wait_until(
+                lambda: next(
+                    (s for s in sessions.by_channel.values() if s.pin_pending and s.number_pending and s.attempts),
+                    None,
+                ),
+                timeout=10,
+            )
+            assert pending.endpoint == "agent144" and pending.agent_id == 0 and pending.attempts == 1
             assert sessions.by_agent[by_endpoint].endpoint == "agent141"
             await sessions.logout(pending.channel_id)
             await sessions.drain()
