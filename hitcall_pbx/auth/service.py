@@ -31,6 +31,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# The audit actor of a login with a user name that names no user (the text typed is not kept).
+UNKNOWN_ACTOR = "unknown"
+
+
 class LoginThrottled(HitCallError):
     status = 429
     code = "login_throttled"
@@ -91,7 +95,6 @@ class AuthService:
         locks it says so); tries refused while locked are only counted, and summarised in
         one ``auth.login_throttled`` row per lock when it is over."""
         now = self._clock()
-        actor = username if USERNAME_RE.fullmatch(username) else "unknown"
         client = source_ip or "unknown"
         name_key = username.lower()[:64]
         await self._summarise_locks(now)
@@ -148,9 +151,11 @@ class AuthService:
                         user["failed_logins"] + 1,
                         new_pair.locked_until if new_pair.locked_at == now else None,
                     )
+                # The actor is a real user's name, never the text typed: a password typed into the
+                # user name field must not land in the append-only audit log.
                 await audit.record(
                     conn,
-                    actor=actor,
+                    actor=user["username"] if user is not None else UNKNOWN_ACTOR,
                     action="auth.login_failed",
                     object_type="user" if user is not None else None,
                     object_id=user["id"] if user is not None else None,
@@ -168,9 +173,10 @@ class AuthService:
             for row in await repo.ended_throttle_locks(conn, now, limit):
                 if row["refused"]:
                     name = row["username"]
+                    known = await repo.user_for_login(conn, name) if name else None
                     await audit.record(
                         conn,
-                        actor=name if USERNAME_RE.fullmatch(name) else "unknown",
+                        actor=known["username"] if known is not None else UNKNOWN_ACTOR,
                         action="auth.login_throttled",
                         details={
                             "scope": str(Scope.CLIENT if name == "" else Scope.USER),

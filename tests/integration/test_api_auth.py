@@ -59,7 +59,7 @@ async def test_failed_logins_are_audited_and_do_not_reveal_users(api: Api) -> No
     rows = await api.audit_rows("auth.login_failed")
     assert [(r["actor"], r["details"]["reason"], r["ip"]) for r in rows] == [
         ("pekka", "bad_credentials", "127.0.0.1"),
-        ("nobody", "bad_credentials", "127.0.0.1"),
+        ("unknown", "bad_credentials", "127.0.0.1"),  # the text typed as a user name is not kept
     ]
     assert await api.pool.fetchval("SELECT failed_logins FROM users WHERE username = 'pekka'") == 1
 

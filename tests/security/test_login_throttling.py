@@ -180,3 +180,16 @@ async def test_the_service_takes_its_trusted_proxies_from_the_settings(
         await app.close()
     ips = await db.fetch("SELECT host(source_ip) AS ip FROM audit_log WHERE action = 'auth.login_failed' ORDER BY id")
     assert [r["ip"] for r in ips] == ["198.51.100.21", "198.51.100.22"]
+
+
+async def test_a_password_typed_as_the_user_name_never_reaches_the_audit_log(untrusted_peer: ServiceApi) -> None:
+    api = untrusted_peer
+    await add_user(api, "maija")
+    typed = "Kissa2026pwd"  # looks like a user name: the old code kept it as the actor
+    for _ in range(api.deps.throttle.max_failures + 3):
+        await login(api, typed, WRONG)
+    api.clock.advance(seconds=api.deps.throttle.lock_s + 1)
+    assert (await login(api, "maija", PASSWORD))[0] == 200  # writes the lock's summary
+    rows = await api.pool.fetch("SELECT actor, details::text AS details FROM audit_log")
+    assert any(r["actor"] == "unknown" for r in rows)
+    assert not [r for r in rows if typed.lower() in (r["actor"] + r["details"]).lower()], rows
