@@ -16,20 +16,34 @@ service's inbound router in Stasis). HITCALL_CAMPAIGN is the contact's campaign,
 the campaign whose caller id was dialled, so that the router prefers its agents. The opt-out is committed before
 the confirmation is played, so it applies before the next dial of every campaign; if
 it cannot be recorded (database down) the caller is routed to an agent instead.
+
+A return call that ends in the menu writes its one inbound CDR when the session ends
+(`menu_cdr`, `record_menu_call`): outcome ``self_service`` (opted out, or listened and
+hung up or gave up), or ``abandoned`` when the caller pressed 2 but hung up before being
+handed over. Its id is `records.cdr.inbound_cdr_id` of ``agi_uniqueid``, the Asterisk
+channel id the inbound router sees too; a caller handed to the router (key 2) gets no
+row from the menu: the router writes it. The row and its ``call.ended`` webhook event are
+written in one transaction, ``ON CONFLICT (id) DO NOTHING``.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
+from ..core.outcomes import CallDirection, Outcome, menu_outcome
 from ..core.phone import normalize_e164
+from ..core.retention import RetentionPolicy, cdr_deadline
+from ..dialer.calls import json_payload
 from ..errors import ValidationFailed
 from ..hooks.events import enqueue
 from ..logs import get_logger
+from ..records.cdr import COLUMNS, CdrRecord, inbound_cdr_id
 from ..store import audit
 from ..store.db import Executor
 from .protocol import AgiSession
@@ -66,6 +80,8 @@ class OptOutPrompts:
     goodbye: tuple[str, ...] = ("vm-goodbye",)
     digit_timeout_ms: int = 5000
     max_tries: int = 3
+    # The CDR deadline of a call that matched no campaign (the inbound router's default too).
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
 
 @dataclass(frozen=True)
@@ -145,6 +161,50 @@ def identification(info_message_sound: str | None, default: tuple[str, ...]) -> 
     return default
 
 
+@dataclass(frozen=True)
+class MenuCall:
+    """What the menu knows of a return call when its session ends."""
+
+    channel_id: str
+    started_at: datetime
+    ended_at: datetime
+    outcome: Outcome
+    caller_number: str | None  # E.164, None when withheld or invalid
+    line_number: str | None  # the number dialled, E.164
+    campaign_id: int | None  # the campaign the caller or the line matched (checked against campaigns)
+    contact_id: int | None
+    campaign_retention: RetentionPolicy | None  # None: no campaign, the default policy applies
+
+
+def menu_cdr(call: MenuCall, default_policy: RetentionPolicy) -> CdrRecord:
+    """The inbound CDR of a return call that ended in the menu: answered_at = created_at
+    (the dialplan answered before the menu), no agent, ring_s 0, talk_s the time in the
+    menu; the deadline from the campaign's CDR policy, else `default_policy`."""
+    ended = max(call.ended_at, call.started_at)
+    return CdrRecord(
+        id=inbound_cdr_id(call.channel_id),
+        direction=CallDirection.INBOUND.value,
+        campaign_id=call.campaign_id,
+        contact_id=call.contact_id,
+        attempt_no=None,
+        dialled_number=None,
+        caller_id=call.line_number,
+        caller_number=call.caller_number,
+        agent_id=None,
+        mode=None,
+        state="ended",
+        created_at=call.started_at,
+        answered_at=call.started_at,
+        bridged_at=None,
+        ended_at=ended,
+        ring_s=Decimal(0),
+        talk_s=Decimal(str(round((ended - call.started_at).total_seconds(), 3))),
+        outcome=call.outcome.value,
+        abandoned=call.outcome is Outcome.ABANDONED,
+        retention_until=cdr_deadline(call.started_at, call.campaign_retention or default_policy),
+    )
+
+
 # ------------------------------------------------------------------ database ---
 _FIND_CONTACT = """
 SELECT c.id, c.name, c.external_id, c.list_id, cp.id AS campaign_id, cp.name AS campaign_name
@@ -209,6 +269,60 @@ async def record_opt_out(pool: asyncpg.Pool, phone_e164: str, *, channel: str | 
     return OptOutResult(dnc_entry_id=dnc_id, contact_ids=sorted(contact_ids), event_ids=event_ids)
 
 
+_INSERT_CDR = (
+    f"INSERT INTO call_attempts ({', '.join(COLUMNS)})"
+    f" VALUES ({', '.join(f'${i}' for i in range(1, len(COLUMNS) + 1))})"
+    " ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+
+
+async def record_menu_call(
+    pool: asyncpg.Pool,
+    *,
+    channel_id: str,
+    started_at: datetime,
+    outcome: Outcome,
+    caller: str | None,
+    line: str | None,
+    campaign_id: int | None,
+    contact_id: int | None,
+    default_policy: RetentionPolicy,
+) -> CdrRecord | None:
+    """Write the menu call's CDR and its call.ended event in one transaction; None when
+    the call already has its row (nothing written). A campaign id that names no campaign
+    is dropped (the default policy applies)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = (
+            await conn.fetchrow(
+                "SELECT retention_recordings_months, retention_cdr_months FROM campaigns WHERE id = $1", campaign_id
+            )
+            if campaign_id is not None
+            else None
+        )
+        record = menu_cdr(
+            MenuCall(
+                channel_id=channel_id,
+                started_at=started_at,
+                ended_at=datetime.now(UTC),
+                outcome=outcome,
+                caller_number=caller,
+                line_number=line,
+                campaign_id=campaign_id if row is not None else None,
+                contact_id=contact_id,
+                campaign_retention=RetentionPolicy(row[0], row[1]) if row is not None else None,
+            ),
+            default_policy,
+        )
+        if await conn.fetchval(_INSERT_CDR, *record.to_row()) is None:
+            return None
+        # As the router's call.ended (`dialer.calls.json_payload`): ids and times as strings, seconds as numbers.
+        payload = json_payload(
+            {name: float(v) if isinstance(v := getattr(record, name), Decimal) else v for name in COLUMNS}
+        )
+        await enqueue(conn, "call.ended", f"attempt:{record.id}", payload)
+    return record
+
+
 # ------------------------------------------------------------------- scripts ---
 async def _set_variables(agi: AgiSession, variables: dict[str, str]) -> None:
     for name, value in variables.items():
@@ -220,62 +334,127 @@ async def lookup(agi: AgiSession, pool: asyncpg.Pool) -> None:
     await _set_variables(agi, lookup_variables(await find_contact(pool, number) if number else None))
 
 
+@dataclass
+class _MenuState:
+    """What the menu did, for the CDR written when its session ends."""
+
+    campaign_id: int | None = None
+    contact_id: int | None = None
+    asked_for_agent: bool = False
+    handed_to_router: bool = False
+
+
+async def _record_menu_call(
+    agi: AgiSession,
+    pool: asyncpg.Pool,
+    prompts: OptOutPrompts,
+    started_at: datetime,
+    outcome: Outcome,
+    number: str | None,
+    state: _MenuState,
+) -> None:
+    """The menu call's CDR; a failure is logged, never raised into the session's end."""
+    assert agi.uniqueid is not None
+    try:
+        record = await record_menu_call(
+            pool,
+            channel_id=agi.uniqueid,
+            started_at=started_at,
+            outcome=outcome,
+            caller=number,
+            line=caller_number(agi.extension),
+            campaign_id=state.campaign_id,
+            contact_id=state.contact_id,
+            default_policy=prompts.retention,
+        )
+    except (*_DB_ERRORS, ValidationFailed) as exc:
+        _log.error("agi_cdr_failed", channel=agi.uniqueid, error=f"{type(exc).__name__}: {exc}")
+        return
+    _log.info(
+        "agi_cdr_recorded",
+        channel=agi.uniqueid,
+        attempt_id=None if record is None else str(record.id),
+        outcome=str(outcome),
+        written=record is not None,
+    )
+
+
+async def _serve_menu(
+    agi: AgiSession, pool: asyncpg.Pool, prompts: OptOutPrompts, number: str | None, state: _MenuState
+) -> None:
+    dialled = caller_number(agi.extension)
+    try:
+        contact = await find_contact(pool, number) if number else None
+        line = await pool.fetchrow(_LINE_CAMPAIGN, dialled) if dialled else None
+    except _DB_ERRORS as exc:  # the line still identifies the company and offers an agent
+        _log.error("agi_lookup_failed", channel=agi.uniqueid, error=f"{type(exc).__name__}: {exc}")
+        contact, line = None, None
+    sound = line["info_message_sound"] if line else None
+    variables = line_variables(contact, (line["id"], line["name"]) if line else None)
+    state.contact_id = contact.id if contact else None
+    state.campaign_id = int(variables["HITCALL_CAMPAIGN"]) if variables["HITCALL_CAMPAIGN"] else None
+    await _set_variables(agi, variables)
+    keys = OPT_OUT_DIGIT + AGENT_DIGIT
+    digit = await agi.play(identification(sound, prompts.identify), keys)
+    tries = 1
+    while True:
+        if digit is None:
+            digit = await agi.play(prompts.menu, keys) or await agi.wait_for_digit(prompts.digit_timeout_ms)
+        action = menu_action(digit, tries, max_tries=prompts.max_tries, caller_known=number is not None)
+        _log.info(
+            "agi_optout_menu",
+            channel=agi.uniqueid,
+            action=str(action),
+            tries=tries,
+            contact_id=contact.id if contact else None,
+        )
+        if action is MenuAction.OPT_OUT:
+            assert number is not None
+            try:
+                result = await record_opt_out(pool, number, channel=agi.uniqueid)
+            except _DB_ERRORS as exc:
+                # Not recorded: hand the caller to a person rather than drop the request.
+                _log.error("agi_opt_out_failed", channel=agi.uniqueid, error=f"{type(exc).__name__}: {exc}")
+                action = MenuAction.AGENT
+            else:
+                _log.info(
+                    "agi_opted_out",
+                    channel=agi.uniqueid,
+                    dnc_entry_id=result.dnc_entry_id,
+                    contact_ids=result.contact_ids,
+                )
+                await agi.set_variable("HITCALL_OPTED_OUT", "1")
+                await agi.play(prompts.opted_out)
+                return
+        if action is MenuAction.AGENT:
+            state.asked_for_agent = True
+            await agi.set_variable("HITCALL_ROUTE", "agent")
+            await agi.play(prompts.agent)
+            # Back in the dialplan, which hands the caller to the router (its CDR).
+            state.handed_to_router = True
+            return
+        if action is MenuAction.GIVE_UP:
+            await agi.play(prompts.goodbye)
+            return
+        if digit is not None:
+            await agi.play(prompts.invalid)
+        digit, tries = None, tries + 1
+
+
 def optout_script(prompts: OptOutPrompts = OptOutPrompts()) -> Handler:
     """The return-call line handler with the given prompts."""
 
     async def optout(agi: AgiSession, pool: asyncpg.Pool) -> None:
+        started_at = datetime.now(UTC)
         number = caller_number(agi.caller_id)
-        dialled = caller_number(agi.extension)
+        state = _MenuState()
         try:
-            contact = await find_contact(pool, number) if number else None
-            line = await pool.fetchrow(_LINE_CAMPAIGN, dialled) if dialled else None
-        except _DB_ERRORS as exc:  # the line still identifies the company and offers an agent
-            _log.error("agi_lookup_failed", channel=agi.uniqueid, error=f"{type(exc).__name__}: {exc}")
-            contact, line = None, None
-        sound = line["info_message_sound"] if line else None
-        await _set_variables(agi, line_variables(contact, (line["id"], line["name"]) if line else None))
-        keys = OPT_OUT_DIGIT + AGENT_DIGIT
-        digit = await agi.play(identification(sound, prompts.identify), keys)
-        tries = 1
-        while True:
-            if digit is None:
-                digit = await agi.play(prompts.menu, keys) or await agi.wait_for_digit(prompts.digit_timeout_ms)
-            action = menu_action(digit, tries, max_tries=prompts.max_tries, caller_known=number is not None)
-            _log.info(
-                "agi_optout_menu",
-                channel=agi.uniqueid,
-                action=str(action),
-                tries=tries,
-                contact_id=contact.id if contact else None,
-            )
-            if action is MenuAction.OPT_OUT:
-                assert number is not None
-                try:
-                    result = await record_opt_out(pool, number, channel=agi.uniqueid)
-                except _DB_ERRORS as exc:
-                    # Not recorded: hand the caller to a person rather than drop the request.
-                    _log.error("agi_opt_out_failed", channel=agi.uniqueid, error=f"{type(exc).__name__}: {exc}")
-                    action = MenuAction.AGENT
-                else:
-                    _log.info(
-                        "agi_opted_out",
-                        channel=agi.uniqueid,
-                        dnc_entry_id=result.dnc_entry_id,
-                        contact_ids=result.contact_ids,
-                    )
-                    await agi.set_variable("HITCALL_OPTED_OUT", "1")
-                    await agi.play(prompts.opted_out)
-                    return
-            if action is MenuAction.AGENT:
-                await agi.set_variable("HITCALL_ROUTE", "agent")
-                await agi.play(prompts.agent)
-                return
-            if action is MenuAction.GIVE_UP:
-                await agi.play(prompts.goodbye)
-                return
-            if digit is not None:
-                await agi.play(prompts.invalid)
-            digit, tries = None, tries + 1
+            await _serve_menu(agi, pool, prompts, number, state)
+        finally:
+            # Also when the caller hangs up in the menu (AgiHangup) or the session is cut.
+            outcome = menu_outcome(asked_for_agent=state.asked_for_agent, handed_to_router=state.handed_to_router)
+            if outcome is not None and agi.uniqueid:
+                await _record_menu_call(agi, pool, prompts, started_at, outcome, number, state)
 
     return optout
 

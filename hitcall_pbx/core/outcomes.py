@@ -34,6 +34,7 @@ __all__ = [
     "counts_as_connect",
     "inbound_outcome",
     "is_invalid_number_cause",
+    "menu_outcome",
     "next_retry",
     "outcome_for_cause",
 ]
@@ -57,6 +58,7 @@ class Outcome(enum.StrEnum):
     ABANDONED = "abandoned"
     CANCELLED = "cancelled"
     NO_AGENT = "no_agent"  # inbound only: no agent took the call; the caller heard the message
+    SELF_SERVICE = "self_service"  # inbound only: served by the return-call menu (opted out, or listened and left)
 
 
 class CallDirection(enum.StrEnum):
@@ -185,6 +187,18 @@ def inbound_outcome(*, bridged: bool, service_ended: bool) -> Outcome:
     return Outcome.NO_AGENT if service_ended else Outcome.ABANDONED
 
 
+def menu_outcome(*, asked_for_agent: bool, handed_to_router: bool) -> Outcome | None:
+    """The outcome of a return call as the FastAGI menu sees it when its session ends.
+    None when the caller was handed to the inbound router (key 2 and the menu returned to
+    the dialplan): the router writes that call's CDR. ABANDONED when the caller asked for
+    an agent but hung up before being handed over; else SELF_SERVICE: the menu served the
+    caller (opted out, or listened and hung up or gave up). Inbound: never in the outbound
+    abandon rate."""
+    if handed_to_router:
+        return None
+    return Outcome.ABANDONED if asked_for_agent else Outcome.SELF_SERVICE
+
+
 # --------------------------------------------------------------------------- retries
 
 # Delays used when a campaign sets none. An outcome missing from the mapping is
@@ -200,7 +214,8 @@ DEFAULT_RETRY_DELAYS: Mapping[Outcome, timedelta] = MappingProxyType(
     }
 )
 
-_FINAL = frozenset({Outcome.ANSWERED_HUMAN, Outcome.NO_AGENT})  # NO_AGENT: inbound only, nothing to retry
+# NO_AGENT, SELF_SERVICE: inbound only, nothing to retry
+_FINAL = frozenset({Outcome.ANSWERED_HUMAN, Outcome.NO_AGENT, Outcome.SELF_SERVICE})
 
 
 _OUTCOME_VALUES = frozenset(o.value for o in Outcome)

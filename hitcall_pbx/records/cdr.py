@@ -13,7 +13,9 @@ a later record of an attempt is never overtaken by an older one.
 Inbound calls (``direction = 'inbound'``, a caller on the return-call line) have no
 live row: the inbound router (`dialer.inbound`) submits their one CDR when they end,
 with an id derived from the Asterisk channel id (`inbound_cdr_id`), so that a replay
-updates the same row.
+updates the same row. A return call that ends in the FastAGI menu (``agi.scripts``: opted
+out, or hung up without asking for an agent) gets its CDR from the menu instead, inserted
+directly with the same id rule (``ON CONFLICT (id) DO NOTHING``).
 
 Precedence when the row already exists (a replay therefore changes nothing):
 
@@ -254,8 +256,8 @@ class CdrRecord:
             for name in ("dialled_number", "attempt_no", "mode"):
                 if getattr(self, name) is not None:
                     raise _invalid(name, "must be empty on an inbound call", getattr(self, name))
-        if self.outcome == Outcome.NO_AGENT and self.direction != CallDirection.INBOUND:
-            raise _invalid("outcome", "no_agent is an inbound outcome", self.outcome)
+        if self.outcome in (Outcome.NO_AGENT, Outcome.SELF_SERVICE) and self.direction != CallDirection.INBOUND:
+            raise _invalid("outcome", f"{self.outcome} is an inbound outcome", self.outcome)
         if self.outcome == Outcome.ABANDONED and not self.abandoned:
             raise _invalid("abandoned", "must be true when the outcome is abandoned", self.abandoned)
         if self.retention_until <= self.created_at:

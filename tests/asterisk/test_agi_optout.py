@@ -21,6 +21,8 @@ from structlog.testing import capture_logs
 from hitcall_pbx.agi import AgiServer, AgiSession, default_handlers
 from hitcall_pbx.agi.scripts import lookup
 from hitcall_pbx.ari import AriNotFound
+from hitcall_pbx.core.retention import RetentionPolicy, cdr_deadline
+from hitcall_pbx.records.cdr import inbound_cdr_id
 from hitcall_pbx.settings import SANDBOX_AGI_SECRET
 
 pytestmark = pytest.mark.asterisk
@@ -113,11 +115,33 @@ async def test_caller_presses_1_and_every_campaign_stops_calling(ari, db):
     assert audit["details"]["channel"] == f"{cid}-2"
     assert CALLER not in str(audit["details"])  # no phone numbers in the append-only log
 
+    # The call leaves exactly one inbound CDR, written by the menu (no agent, no router):
+    # its id is that of the AGI's channel, the one Stasis would see.
+    [cdr] = await db.fetch("SELECT * FROM call_attempts")
+    assert cdr["id"] == inbound_cdr_id(f"{cid}-2")
+    assert (cdr["direction"], cdr["outcome"], cdr["abandoned"], cdr["agent_id"], cdr["bridged_at"]) == (
+        "inbound",
+        "self_service",
+        False,
+        None,
+        None,
+    )
+    assert (cdr["caller_number"], cdr["contact_id"], cdr["campaign_id"], cdr["dialled_number"]) == (
+        CALLER,
+        second,  # the lookup's contact: none called yet, the latest updated; neither list is in a campaign
+        None,
+        None,
+    )
+    assert cdr["created_at"] == cdr["answered_at"] < cdr["ended_at"]
+    assert cdr["retention_until"] == cdr_deadline(cdr["created_at"], RetentionPolicy())
+
     events = await db.fetch("SELECT event_type, subject, payload FROM webhook_outbox ORDER BY id")
     assert [(e["event_type"], e["subject"]) for e in events] == [
         ("contact.opted_out", f"contact:{first}"),
         ("contact.opted_out", f"contact:{second}"),
+        ("call.ended", f"attempt:{cdr['id']}"),
     ]
+    assert (events[2]["payload"]["direction"], events[2]["payload"]["outcome"]) == ("inbound", "self_service")
     payload = events[0]["payload"]
     assert payload.pop("list_id") == await db.fetchval("SELECT list_id FROM contacts WHERE id = $1", first)
     assert payload == {
@@ -152,6 +176,9 @@ async def test_caller_presses_2_and_is_routed_to_an_agent(ari, db):
         await ari.rest.hangup(cid)
         await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == cid, timeout=20)
     assert route == ["agent"]
+    # Handed to the router (not running here), which writes that call's CDR: none from the menu.
+    assert await db.fetchval("SELECT count(*) FROM call_attempts") == 0
+    assert await db.fetchval("SELECT count(*) FROM webhook_outbox WHERE event_type = 'call.ended'") == 0
     assert await db.fetchval("SELECT count(*) FROM dnc_entries") == 0
     assert await db.fetchval("SELECT bool_or(marketing_prohibited) FROM contacts") is False
 

@@ -18,6 +18,7 @@ from hitcall_pbx.core.outcomes import (
     counts_as_connect,
     inbound_outcome,
     is_invalid_number_cause,
+    menu_outcome,
     next_retry,
     outcome_for_cause,
 )
@@ -37,6 +38,7 @@ def test_outcome_values_are_stable() -> None:
         "abandoned",
         "cancelled",
         "no_agent",
+        "self_service",
     ]
 
 
@@ -202,7 +204,8 @@ def test_retry_validation(args: tuple[object, ...], field: str) -> None:
 @given(st.sampled_from(list(Outcome)), st.integers(0, 10), st.integers(1, 10))
 def test_retry_never_before_now_and_respects_max(outcome: Outcome, attempts: int, max_attempts: int) -> None:
     r = next_retry(outcome, DEFAULT_RETRY_DELAYS, attempts, max_attempts, NOW)
-    if attempts >= max_attempts or outcome in (Outcome.ANSWERED_HUMAN, Outcome.FAILED, Outcome.NO_AGENT):
+    final = (Outcome.ANSWERED_HUMAN, Outcome.FAILED, Outcome.NO_AGENT, Outcome.SELF_SERVICE)
+    if attempts >= max_attempts or outcome in final:
         assert r is None
     else:
         assert r is not None and r >= NOW
@@ -246,6 +249,17 @@ def test_inbound_outcomes() -> None:
     assert inbound_outcome(bridged=False, service_ended=True) is Outcome.NO_AGENT
     assert inbound_outcome(bridged=False, service_ended=False) is Outcome.ABANDONED
     assert not counts_as_abandon(Outcome.NO_AGENT) and not counts_as_connect(Outcome.NO_AGENT)
+
+
+def test_menu_outcomes() -> None:
+    """A return call that ends in the FastAGI menu: handed to the router (key 2), the
+    router writes its CDR (None); asked for an agent but hung up before the handover,
+    abandoned; else the menu served the caller (opted out, or listened and left)."""
+    assert menu_outcome(asked_for_agent=True, handed_to_router=True) is None
+    assert menu_outcome(asked_for_agent=True, handed_to_router=False) is Outcome.ABANDONED
+    assert menu_outcome(asked_for_agent=False, handed_to_router=False) is Outcome.SELF_SERVICE
+    assert not counts_as_abandon(Outcome.SELF_SERVICE) and not counts_as_connect(Outcome.SELF_SERVICE)
+    assert next_retry(Outcome.SELF_SERVICE, {"self_service": 60}, 1, 5, NOW) is None  # inbound only: final
 
 
 def test_a_lost_last_attempt_is_retried_once_more() -> None:
