@@ -246,7 +246,7 @@ class Recovery:
                 max_attempts=campaign.max_attempts,
                 ended_at=now,
             )
-            await d.store.close_recovered_contact(r["contact_id"], r["attempt_no"], update)
+            await d.store.close_recovered_contact(r["contact_id"], r["attempt_no"], update, outcome.value)
             # Its abandon or connect is in no CDR yet: today's pacing statistics count it now.
             stats = d.pacer.stats.get(campaign.id)
             if stats is not None and outcome is Outcome.ABANDONED:

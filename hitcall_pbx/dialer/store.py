@@ -51,7 +51,9 @@ class CallStore(Protocol):
 
     async def open_attempts(self) -> list[asyncpg.Record]: ...
 
-    async def close_recovered_contact(self, contact_id: int, attempt_no: int, update: ContactUpdate) -> None: ...
+    async def close_recovered_contact(
+        self, contact_id: int, attempt_no: int, update: ContactUpdate, outcome: str
+    ) -> None: ...
 
     async def reset_after_restart(self) -> None: ...
 
@@ -173,13 +175,15 @@ class DialerStore:
     async def open_attempts(self) -> list[asyncpg.Record]:
         return list(await self.pool.fetch("SELECT * FROM live_attempts ORDER BY created_at"))
 
-    async def close_recovered_contact(self, contact_id: int, attempt_no: int, update: ContactUpdate) -> None:
+    async def close_recovered_contact(
+        self, contact_id: int, attempt_no: int, update: ContactUpdate, outcome: str
+    ) -> None:
         """The contact of an attempt closed by recovery, by the same rule as a call that
         ended normally: a callback stays scheduled when the call never reached the customer."""
         await self.pool.execute(
             """UPDATE contacts SET
                    status = CASE WHEN $4 AND callback_at IS NOT NULL THEN 'callback' ELSE $2 END,
-                   next_attempt_at = $3,
+                   next_attempt_at = $3, last_outcome = $6,
                    callback_at = CASE WHEN $4 THEN callback_at END,
                    callback_agent_id = CASE WHEN $4 THEN callback_agent_id END
                WHERE id = $1 AND status = 'in_progress' AND attempts = $5""",
@@ -188,6 +192,7 @@ class DialerStore:
             update.retry_at,
             update.never_reached,
             attempt_no,
+            outcome,
         )
 
     async def reset_after_restart(self) -> None:

@@ -54,8 +54,14 @@ async def test_restart_mid_campaign_never_double_dials(service_settings, sandbox
             await wait_until(lambda: len(second.sessions.by_agent) == 2, timeout=10)
 
             async def finished():
+                # Done or failed; a customer the restart left answered with no agent (abandoned)
+                # waits the campaign's abandon retry delay like any abandoned call.
                 return await pool.fetchval(
-                    "SELECT bool_and(status IN ('done', 'failed')) FROM contacts WHERE list_id = $1", list_id
+                    """SELECT bool_and(status IN ('done', 'failed')
+                                       OR (status = 'retry' AND last_outcome = 'abandoned'
+                                           AND next_attempt_at > now() + interval '30 minutes'))
+                       FROM contacts WHERE list_id = $1""",
+                    list_id,
                 )
 
             await wait_until(finished, timeout=45, interval=0.25)
