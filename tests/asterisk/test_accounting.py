@@ -121,6 +121,11 @@ async def test_a_ringing_call_lost_on_the_last_attempt_is_retried_once_more(serv
             await wait_until(lambda: app.dialer.calls[first].originated_at, timeout=5, interval=0.02)
             # Asterisk loses the ringing call while ARI is away.
             await app.ari.rest.hangup(first)
+
+            async def gone() -> bool:
+                return first not in await app.ari.rest.channel_states()
+
+            await wait_until(gone, timeout=10, interval=0.05)
             await _resync(app)
             app.ari._handlers[:] = handlers  # events flow again
             await app.journal.flush(5)
