@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..core.calls import Call, CallEvent, CallState, call_transition, new_call
-from ..core.outcomes import Outcome
 from .models import Attempt, Campaign
 
 
@@ -139,8 +138,3 @@ def cdr_record(call: LiveCall) -> dict[str, Any]:
 def json_payload(record: dict[str, Any]) -> dict[str, Any]:
     """A CDR row as a webhook payload (ids and times as strings)."""
     return {k: (str(v) if isinstance(v, (uuid.UUID, datetime)) else v) for k, v in record.items()}
-
-
-def call_outcome(call: LiveCall) -> Outcome | None:
-    """The outcome of an ended call (None while it is up)."""
-    return call.fsm.outcome

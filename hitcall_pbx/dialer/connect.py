@@ -137,7 +137,7 @@ class AnswerPath:
         if call.state is not CallState.ANSWERED:
             return  # bridged already, or not a customer we put through
         call.apply(CallEvent.BRIDGE, at)
-        self.d._campaign_stats(call.campaign).observe_connect()
+        self.d.pacer.stats_for(call.campaign).observe_connect()
         self.d.ledger.event("call.bridged", call)
         self.d.ledger.progress(call)
         if call.campaign.record_calls:
@@ -164,7 +164,7 @@ class AnswerPath:
         except ValueError:
             pass
         call.apply(CallEvent.ABANDON, _now())
-        self.d._campaign_stats(call.campaign).observe_abandon()
+        self.d.pacer.stats_for(call.campaign).observe_abandon()
         self.d.ledger.event("call.abandoned", call)
         self.d._spawn(self._info_message(call))
 

@@ -200,9 +200,6 @@ class Dialer:
     async def refresh_campaigns(self) -> None:
         await self.pacer.refresh()
 
-    def _campaign_stats(self, campaign: Campaign) -> pacing.PacingStats:
-        return self.pacer.stats_for(campaign)
-
     # ------------------------------------------------------------ loop ---
     async def _loop(self) -> None:
         last_refresh = time.monotonic()
@@ -463,7 +460,7 @@ class Dialer:
         )
         assert ended.outcome is not None and ended.metrics is not None and ended.ended_at is not None
         outcome = ended.outcome
-        stats = self._campaign_stats(call.campaign)
+        stats = self.pacer.stats_for(call.campaign)
         if ended.abandoned and not counted:
             # Answered but gone before the 2 s were up (or AMD undecided): it still counts.
             stats.observe_abandon()
