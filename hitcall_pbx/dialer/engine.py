@@ -80,6 +80,7 @@ class Dialer:
         cdr: CdrSink,
         *,
         tick_s: float = 0.25,
+        min_tick_gap_s: float = 0.05,
         campaign_refresh_s: float = 1.0,
         outbound_context: str = "hitcall-outbound",
         amd_context: str = "hitcall-amd",
@@ -97,6 +98,9 @@ class Dialer:
         self.watchdog_s = watchdog_s
         self.fenced = fenced  # why this process may not dial any more (None: it may)
         self.tick_s = tick_s
+        # Wake-ups (a call ended, an agent is ready) come in bursts under load: at most one
+        # pacing pass per gap, so a pass costs O(agents + calls) a few times a second, not per event.
+        self.min_tick_gap_s = min_tick_gap_s
         self.campaign_refresh_s = campaign_refresh_s
         self.outbound_context = outbound_context
         self.amd_context = amd_context
@@ -202,13 +206,17 @@ class Dialer:
 
     # ------------------------------------------------------------ loop ---
     async def _loop(self) -> None:
-        last_refresh = time.monotonic()
+        last_refresh = last_tick = time.monotonic()
         while not self._closing:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.tick_s)
             except TimeoutError:
                 pass
+            gap = self.min_tick_gap_s - (time.monotonic() - last_tick)
+            if gap > 0:
+                await asyncio.sleep(gap)
             self._wake.clear()
+            last_tick = time.monotonic()
             try:
                 if time.monotonic() - last_refresh >= self.campaign_refresh_s:
                     await self.refresh_campaigns()
