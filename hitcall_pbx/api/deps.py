@@ -22,12 +22,10 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from ..auth import Actor, Passwords, ThrottlePolicy, utcnow
 from ..core.calls import CallState
-from ..core.compliance import CampaignMode
-from ..core.outcomes import CallDirection, Outcome
+from ..core.outcomes import CallDirection, CallMode, Outcome
 from .types import UNSET, Email, In, Out, Patch, Phone, Query, TimeZone
 
-# The API's call vocabulary is the core's: one definition of each.
-CallMode = CampaignMode
+# The API's call vocabulary is the core's: one definition of each (CallMode, CallState, Outcome …).
 
 
 # ------------------------------------------------------------------------ dialer
@@ -79,6 +77,14 @@ class DialerControl(Protocol):
 
     async def hang_up(self, attempt_id: uuid.UUID, *, actor: Actor) -> None:
         """Hang up a live call; NotFound when the attempt has no live call."""
+
+    async def manual_dial(
+        self, agent_id: int, *, campaign_id: int | None, number: str | None, contact_id: int | None, actor: Actor
+    ) -> uuid.UUID:
+        """Dial a number of campaign `campaign_id`, or a contact, for the agent; the call is
+        that agent's. Conflict code dial_refused (details: reason, field) when a pre-dial rule
+        refuses it, agent_not_available when the agent is not logged in or not ready or
+        paused; returns the attempt id."""
 
 
 # ------------------------------------------------------------------------ records

@@ -25,6 +25,7 @@ __all__ = [
     "INVALID_NUMBER_CAUSES",
     "CallDirection",
     "CallFacts",
+    "CallMode",
     "ContactStatus",
     "ContactUpdate",
     "Outcome",
@@ -67,6 +68,16 @@ class CallDirection(enum.StrEnum):
 
     OUTBOUND = "outbound"
     INBOUND = "inbound"
+
+
+class CallMode(enum.StrEnum):
+    """How an outbound attempt was placed: in its campaign's mode (`CampaignMode`'s values),
+    or manual (an agent dialled the number or contact; the call is that agent's only)."""
+
+    PREVIEW = "preview"
+    PROGRESSIVE = "progressive"
+    PREDICTIVE = "predictive"
+    MANUAL = "manual"
 
 
 _O = Outcome

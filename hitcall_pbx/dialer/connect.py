@@ -101,6 +101,10 @@ class AnswerPath:
         if agent is not None:
             self.connect(call, agent)
             return
+        if call.attempt.manual:
+            # Its agent is gone and no other agent takes a manual call: the information message.
+            self._connect_timeout(call)
+            return
         self.d.waiting.append(call)
         remaining = CONNECT_LIMIT_S - (time.monotonic() - (call.answered_mono or time.monotonic()))
         call.timer = asyncio.get_running_loop().call_later(max(0.0, remaining), self._connect_timeout, call)
@@ -112,6 +116,8 @@ class AnswerPath:
                 return session
             call.agent_id = None
             call.reserved = False
+        if call.attempt.manual:
+            return None
         ready = self.d.sessions.ready_agents(call.campaign.id)
         return ready[0] if ready else None
 

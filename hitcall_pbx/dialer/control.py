@@ -17,6 +17,7 @@ from ..errors import NotFound, Unavailable
 from ..records.journal import set_attempt_disposition
 from ..store import audit
 from .engine import Dialer
+from .manual import ManualTarget
 
 
 def _text_or_none(value: object) -> str | None:
@@ -115,6 +116,21 @@ class EngineControl:
         await self.dialer.hangup_call(str(attempt_id))
         await self._audit(actor, "call.hangup", None, attempt_id=attempt_id)
 
+    async def manual_dial(
+        self, agent_id: int, *, campaign_id: int | None, number: str | None, contact_id: int | None, actor: Actor
+    ) -> uuid.UUID:
+        attempt = await self.dialer.manual.dial(agent_id, ManualTarget(campaign_id, number, contact_id))
+        # The number is personal data: the append-only audit row names the attempt and contact only.
+        await self._audit(
+            actor,
+            "call.manual_dial",
+            agent_id,
+            attempt_id=attempt.id,
+            campaign_id=attempt.campaign_id,
+            contact_id=attempt.contact_id,
+        )
+        return attempt.id
+
 
 class ApiOnlyControl:
     """The controls of a process that serves the API only (`hitcall serve --api-only`):
@@ -178,4 +194,9 @@ class ApiOnlyControl:
         raise self._elsewhere()
 
     async def hang_up(self, attempt_id: uuid.UUID, *, actor: Actor) -> None:
+        raise self._elsewhere()
+
+    async def manual_dial(
+        self, agent_id: int, *, campaign_id: int | None, number: str | None, contact_id: int | None, actor: Actor
+    ) -> uuid.UUID:
         raise self._elsewhere()

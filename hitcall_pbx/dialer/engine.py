@@ -5,7 +5,7 @@ lifecycle in `core.calls`): ARI events come in through `handle_event` (one at a
 time, in order), a pacing tick decides how many calls each running campaign places,
 the hopper creates the attempt rows (committed before originate), and every
 finished attempt leaves one CDR through the injected sink. Its parts: the answer →
-agent path (`connect`), preview offers (`preview`), resync / watchdog / restart
+agent path (`connect`), preview offers (`preview`), manual dial (`manual`), resync / watchdog / restart
 recovery (`recovery`), pacing and the hopper (`pacer`), what a call writes
 (`ledger`), the SQL it runs (`store`), the live call and its CDR (`calls`). What
 stays here, at about 540 lines, is the call's life — originate, the event dispatch,
@@ -53,6 +53,7 @@ from .calls import CdrSink, LiveCall
 from .connect import AnswerPath
 from .hopper import Hopper
 from .ledger import CallLedger
+from .manual import ManualDial
 from .models import Attempt, Campaign
 from .pacer import CampaignPacer
 from .preview import Offer, PreviewOffers
@@ -117,6 +118,7 @@ class Dialer:
         self.previews = PreviewOffers(store, sessions, self._originate, self._spawn)
         self.recovery = Recovery(self)
         self.answers = AnswerPath(self)
+        self.manual = ManualDial(self)
         self.on_call_end: list[Callable[[LiveCall, Outcome], None]] = []
         sessions.on_transition(self._agent_changed)
         sessions.on_dtmf(self._agent_key)

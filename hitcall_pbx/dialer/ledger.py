@@ -57,6 +57,13 @@ class CallLedger:
         assert ended.outcome is not None and ended.ended_at is not None
         record = cdr_record(call)
         self.submit_cdr(record)
+        if a.contact_id is not None:  # else a number dialled by hand: no contact to close
+            self._close_contact(call)
+        self.journal.event("call.ended", f"attempt:{a.id}", json_payload(record))
+
+    def _close_contact(self, call: LiveCall) -> None:
+        a, ended = call.attempt, call.fsm
+        assert a.contact_id is not None and ended.outcome is not None and ended.ended_at is not None
         update = contact_after(
             ended.outcome,
             retry_delays=call.campaign.retry_delays,
@@ -76,4 +83,3 @@ class CallLedger:
             cancelled=update.never_reached,
             lost=update.lost,
         )
-        self.journal.event("call.ended", f"attempt:{a.id}", json_payload(record))

@@ -8,6 +8,7 @@ from datetime import datetime, time
 from typing import Any
 
 from ..core.compliance import CallingWindow, CampaignMode
+from ..core.outcomes import CallMode
 from ..core.pacing import PacingSettings
 from ..core.retention import RetentionPolicy
 
@@ -93,16 +94,21 @@ class Attempt:
 
     id: uuid.UUID
     campaign_id: int
-    contact_id: int
+    contact_id: int | None  # None: a number an agent dialled by hand (no contact)
     attempt_no: int
     number: str
     caller_id: str
     agent_id: int | None
-    mode: CampaignMode
+    mode: CampaignMode | CallMode  # the campaign's mode, or CallMode.MANUAL (an agent dialled it)
     created_at: datetime
     retention_until: datetime
     contact: dict[str, Any] = field(default_factory=dict)
     lost_before: int = 0  # the contact's earlier attempts HitCall lost track of (not counted)
+
+    @property
+    def manual(self) -> bool:
+        """Dialled by an agent (manual dial): only that agent may take the call."""
+        return self.mode == CallMode.MANUAL
 
     @property
     def channel_id(self) -> str:

@@ -71,6 +71,14 @@ class CampaignPacer:
                 self._stats_day[cid] = now.date().isoformat()
         self.campaigns = fresh
 
+    async def track(self, campaign: Campaign) -> None:
+        """Statistics for a campaign that is not running (a manual dial in a paused campaign),
+        so that its calls are counted like any other."""
+        if campaign.id not in self.stats:
+            now = _now()
+            self.stats[campaign.id] = await load_stats(self.store, campaign, now)
+            self._stats_day[campaign.id] = now.date().isoformat()
+
     def stats_for(self, campaign: Campaign) -> pacing.PacingStats:
         """The campaign's statistics, rolled over to a new day at UTC midnight."""
         stats = self.stats[campaign.id]

@@ -17,8 +17,7 @@ import asyncpg
 from ..ari import AriError, AriNotFound, Resync
 from ..core.answer_stamp import MAX_SLOTS_SCANNED, read_stamp, stamp_variable
 from ..core.calls import DIALLING_STATES, CallState, adopted_call, recovered_outcome
-from ..core.compliance import CampaignMode
-from ..core.outcomes import Outcome, contact_after
+from ..core.outcomes import CallMode, Outcome, contact_after
 from ..logs import get_logger
 from .calls import LiveCall, agent_bridges
 from .connect import CONNECT_LIMIT_S, INFO_MESSAGE_MAX_S
@@ -154,7 +153,7 @@ class Recovery:
             number=r["dialled_number"],
             caller_id=r["caller_id"] or "",
             agent_id=r["agent_id"],
-            mode=CampaignMode(r["mode"]),
+            mode=CallMode(r["mode"]),
             created_at=r["created_at"],
             retention_until=r["retention_until"],
         )

@@ -52,8 +52,7 @@ from uuid import UUID, uuid5
 import asyncpg
 
 from ..core.backoff import Backoff
-from ..core.compliance import CampaignMode
-from ..core.outcomes import AMD_HANGUP, AMD_HUMAN, AMD_MACHINE, AMD_NOTSURE, CallDirection, Outcome
+from ..core.outcomes import AMD_HANGUP, AMD_HUMAN, AMD_MACHINE, AMD_NOTSURE, CallDirection, CallMode, Outcome
 from ..errors import Unavailable, ValidationFailed
 from ..logs import get_logger
 from .writebehind import Rows, WriteBehind
@@ -138,7 +137,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "caller_id": (lambda v: bool(_E164.match(v)), "must be an E.164 number like +358401234567"),
     "caller_number": (lambda v: bool(_E164.match(v)), "must be an E.164 number like +358401234567"),
     "direction": _one_of(frozenset(d.value for d in CallDirection)),
-    "mode": _one_of(frozenset(m.value for m in CampaignMode)),
+    "mode": _one_of(frozenset(m.value for m in CallMode)),
     "state": _one_of(frozenset({"ended"})),
     "outcome": _one_of(frozenset(o.value for o in Outcome)),
     "amd_status": _one_of(frozenset({AMD_HUMAN, AMD_MACHINE, AMD_NOTSURE, AMD_HANGUP})),

@@ -10,10 +10,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ...auth import Role
-from ...errors import Conflict, NotFound, ValidationFailed
+from ...errors import Conflict, Forbidden, NotFound, ValidationFailed
 from ..registry import V1, Ctx, Registry, found
 from ..repos import agents as repo
-from ..types import BIGINT_MAX, UNSET, Code, Id, In, Out, Patch, Query, Text
+from ..types import BIGINT_MAX, UNSET, Code, Id, In, Out, Patch, Phone, Query, Text
 
 MANAGE = frozenset({Role.ADMIN, Role.SUPERVISOR})
 CONTROL = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT})
@@ -106,6 +106,12 @@ class PreviewOffer(Out):
 
 class Accepted(Out):
     attempt_id: uuid.UUID
+
+
+class ManualDialIn(In):
+    campaign_id: Id | None = Field(default=None, description="the campaign of the call; required with number")
+    number: Phone | None = Field(default=None, description="a number to dial (give number or contact_id)")
+    contact_id: Id | None = Field(default=None, description="a contact of a campaign to dial")
 
 
 async def _load(conn: Any, agent_id: int, *, for_update: bool = False) -> Any:
@@ -357,3 +363,41 @@ def register(reg: Registry) -> None:
     )
     async def skip_offer(ctx: Ctx) -> None:
         await ctx.deps.dialer.skip_offer(await _existing(ctx), ctx.body.reason, actor=ctx.actor)
+
+    @reg.add(
+        "POST",
+        f"{V1}/agents/{{agent_id}}/dial",
+        summary="Manual dial: the agent calls a number or a contact",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:control",
+        own_agent=True,
+        body=ManualDialIn,
+        response=Accepted,
+        status=202,
+        description="Dials `number` in campaign `campaign_id`, or the contact `contact_id`, for this agent"
+        " only; the call is an attempt like any other (mode manual: CDR, webhook events). Every pre-dial rule"
+        " applies: suppression, restriction of processing, do-not-call lists, objection to direct marketing,"
+        " the 72-hour rule after an abandoned call and the campaign's calling window in the callee's local"
+        " time; a refusal is 409 `dial_refused` with `details.reason` and nothing is dialled. The agent must"
+        " be logged in on its phone and ready or paused (409 `agent_not_available`); a paused agent is unpaused"
+        " for the call.",
+    )
+    async def manual_dial(ctx: Ctx) -> Accepted:
+        b: ManualDialIn = ctx.body
+        if (b.number is None) == (b.contact_id is None):
+            raise ValidationFailed("give either number or contact_id", details={"field": "number"})
+        if b.number is not None and b.campaign_id is None:
+            raise ValidationFailed("campaign_id is required to dial a number", details={"field": "campaign_id"})
+        agent_id = await _existing(ctx)
+        if ctx.me.role is Role.SUPERVISOR:
+            # A supervisor dials for the agents of the campaigns they supervise (their phone's campaigns).
+            mine = set(await repo.supervised_campaigns(ctx.pool, ctx.me.user_id))
+            if b.campaign_id is not None and b.campaign_id not in mine:
+                raise Forbidden("the campaign is not one you supervise", details={"field": "campaign_id"})
+            if not mine.intersection(await repo.agent_campaigns(ctx.pool, agent_id)):
+                raise Forbidden("the agent works on no campaign you supervise", details={"agent_id": agent_id})
+        attempt_id = await ctx.deps.dialer.manual_dial(
+            agent_id, campaign_id=b.campaign_id, number=b.number, contact_id=b.contact_id, actor=ctx.actor
+        )
+        return Accepted(attempt_id=attempt_id)
