@@ -128,27 +128,99 @@ def over_cap_stats() -> PacingStats:
     return stats
 
 
-def test_over_cap_falls_back_to_progressive_for_the_rest_of_the_day() -> None:
-    stats = over_cap_stats()
+def test_over_cap_falls_back_to_progressive_until_connects_bring_it_back_under() -> None:
+    stats = over_cap_stats()  # 5 abandoned of 105
     snap = busy_snapshot(agents_ready=3, dialling_elapsed_s=(1.0,), answered_waiting=0)
     d = decide(snap, stats)
     assert d.mode_effective == MODE_FALLBACK
     assert d.reserve_agents
     assert d.dial_now == 3 - 1  # ready agents not already served by a ringing call
-    # connects bring today's rate back under the cap: still progressive today
-    stats.observe_connect(400)
-    assert stats.today_rate < 0.03
+    assert d.abandon_budget == pytest.approx(0.03 * 105 - 5)
+    # 5 abandons need 5 / 0.03 = 166.7 answered: 62 more connects
+    assert "progressive until 62 more connects" in d.reason
+    stats.observe_connect(61)
     assert decide(snap, stats).mode_effective == MODE_FALLBACK
-    # a new day dials predictively again (the 30-day rate is fine)
-    stats.new_day()
-    assert decide(snap, stats).mode_effective == MODE_PREDICTIVE
+    # back under the cap: predictive again, at a high price (almost nothing left to spend)
+    stats.observe_connect(1)
+    back = decide(snap, stats)
+    assert back.mode_effective == MODE_PREDICTIVE
+    assert back.abandon_price > 20 * abandon_price(warm_stats_with(4000, 60), PacingSettings())[0]
+    # more connects earn budget: the price falls, dialling picks up
+    stats.observe_connect(2000)
+    later = decide(snap, stats)
+    assert later.abandon_price < back.abandon_price / 20
+    assert later.dial_now >= back.dial_now
 
 
-def test_few_calls_over_the_cap_do_not_trip_the_fallback() -> None:
+def warm_stats_with(connected: int, abandoned: int) -> PacingStats:
+    stats = warm_stats()
+    stats.observe_connect(connected)
+    stats.observe_abandon(abandoned)
+    return stats
+
+
+def test_a_day_starts_without_a_budget_and_earns_it_with_connects() -> None:
+    settings_ = PacingSettings()
+    fresh = warm_stats()
+    assert fresh.abandon_budget(0.03) == 0.0
+    p0, why = abandon_price(fresh, settings_)
+    assert "near cap" in why
+    prices = [abandon_price(warm_stats_with(c, 0), settings_)[0] for c in (50, 100, 200, 400, 800, 1600)]
+    assert p0 > prices[0] and prices == sorted(prices, reverse=True)
+    assert p0 > 50 * prices[-1]
+    # cautious start: a fresh day places fewer calls than the same moment later in the day
+    snap = busy_snapshot(agents_ready=6, dialling_elapsed_s=())
+    assert decide(snap, fresh).dial_now < decide(snap, warm_stats_with(1600, 0)).dial_now
+
+
+def test_an_early_abandon_is_paid_back_before_predictive_resumes() -> None:
     stats = warm_stats()
     stats.observe_connect(3)
-    stats.observe_abandon(1)  # 25 % but only 4 answered calls
+    stats.observe_abandon(1)  # 25 %: over the cap until 30 more connects
+    assert decide(busy_snapshot(), stats).mode_effective == MODE_FALLBACK
+    stats.observe_connect(30)
     assert decide(busy_snapshot(), stats).mode_effective == MODE_PREDICTIVE
+
+
+def test_a_30_day_rate_over_the_cap_falls_back_even_on_a_clean_day() -> None:
+    stats = warm_stats()
+    stats.observe_connect(900)
+    stats.observe_abandon(100)  # 10 % yesterday
+    stats.new_day()
+    stats.observe_connect(500)  # clean so far today
+    assert stats.abandon_budget(0.03) == pytest.approx(0.03 * 1500 - 100)
+    d = decide(busy_snapshot(), stats)
+    assert d.mode_effective == MODE_FALLBACK and "over 30 days" in d.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(st.sampled_from(["connect", "abandon", "amd"]), max_size=400),
+    cap=st.floats(0.005, 0.2),
+    fp=st.sampled_from([0.0, 0.05, 0.2]),
+)
+def test_the_budget_is_what_is_left_under_the_cap_and_only_a_connect_adds_to_it(
+    events: list[str], cap: float, fp: float
+) -> None:
+    stats = PacingStats(amd_false_positive_rate=fp)
+    before = stats.abandon_budget(cap)
+    for event in events:
+        if event == "connect":
+            stats.observe_connect()
+        elif event == "abandon":
+            stats.observe_abandon()
+        else:
+            stats.observe_amd_machine()
+        after = stats.abandon_budget(cap)
+        if event == "connect":
+            assert after == pytest.approx(before + cap)
+        elif event == "abandon" or fp > 0.0:
+            assert after < before
+        else:
+            assert after == before
+        before = after
+    # not negative exactly when the day's rate is at most the cap
+    assert (before >= -1e-9) == (stats.today.rate(fp) <= cap + 1e-9)
 
 
 def test_price_rises_near_the_cap_and_slows_dialling() -> None:
@@ -158,7 +230,7 @@ def test_price_rises_near_the_cap_and_slows_dialling() -> None:
     calm.observe_abandon(30)  # 1.5 %
     near = warm_stats()
     near.observe_connect(2000)
-    near.observe_abandon(59)  # 2.9 %
+    near.observe_abandon(60)  # 2.9 %: 1.8 abandons left before the cap
     p_calm, _ = abandon_price(calm, settings_)
     p_near, why = abandon_price(near, settings_)
     assert p_near > 10 * p_calm and "near cap" in why
@@ -405,3 +477,28 @@ def test_the_abandon_price_moves_smoothly_through_a_calm_day() -> None:
     # each extra abandon moves the price by a few per cent, not by a factor
     steps = [b / a for a, b in itertools.pairwise(prices)]
     assert all(1.0 < s < 1.5 for s in steps)
+
+
+@settings(max_examples=80, deadline=None)
+@given(snap=snapshots, abandoned=st.integers(0, 30), connected=st.integers(0, 600))
+def test_over_the_cap_predictive_places_only_reserved_progressive_calls(
+    snap: PacingSnapshot, abandoned: int, connected: int
+) -> None:
+    stats = warm_stats(calls=100)
+    stats.observe_connect(connected)
+    stats.observe_abandon(abandoned)
+    d = pacing.decide_predictive(snap, stats)
+    if stats.abandon_budget(snap.settings.abandon_cap) < 0 and snap.active_agents > 0:
+        assert d.mode_effective == MODE_FALLBACK and d.reserve_agents
+        assert d.dial_now == decide_progressive(snap).dial_now
+
+
+def test_a_new_day_keeps_the_contact_rate_but_not_the_confidence_in_it() -> None:
+    stats = warm_stats(contact=0.5, calls=2000)
+    rate, sd = stats.contact_estimate([])
+    stats.new_day()
+    rate2, sd2 = stats.contact_estimate([])
+    assert rate2 == pytest.approx(rate)
+    assert sd2 > 3 * sd
+    # the first minutes of a day plan with a contact rate well above yesterday's
+    assert rate2 + 2 * sd2 > 0.85

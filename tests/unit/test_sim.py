@@ -208,3 +208,32 @@ def test_distributions_sample_with_the_requested_mean() -> None:
         assert min(values) >= 0
     with pytest.raises(ScenarioError):
         Distribution("uniform", 1, 5)
+
+
+def test_a_busy_morning_does_not_leave_predictive_in_progressive_for_the_day() -> None:
+    """35 agents, a high contact rate and short talks: the day starts without an
+    abandon budget, earns it with connects, and never spends more than it has."""
+    common: dict[str, Any] = dict(agents=35, contact_rate=0.55, talk=Distribution("lognormal", 60.0, 45.0), hours=2.0)
+    for seed in (1, 3):
+        pred = simulate(Scenario(mode="predictive", seed=seed, **common)).to_dict()
+        base = simulate(Scenario(mode="adaptive-baseline", seed=seed, **common)).to_dict()
+        assert pred["max_daily_abandon_rate"] <= 0.03
+        assert pred["fallback_minutes"] < 0.1 * 120
+        assert pred["abandoned"] > 0  # it does dial ahead once it has earned the budget
+        assert pred["talk_minutes_per_agent_hour"] >= base["talk_minutes_per_agent_hour"]
+
+
+def test_a_morning_that_answers_well_then_falls_off_stays_under_the_cap() -> None:
+    sc = Scenario(
+        mode="predictive",
+        agents=35,
+        contact_rate_by_hour=((0.0, 0.6), (0.5, 0.35), (1.0, 0.15), (2.0, 0.3)),
+        hours=3.0,
+        days=2,
+        seed=4,
+    )
+    out = simulate(sc).to_dict()
+    assert all(day["abandon_rate"] <= 0.03 for day in out["daily"])
+    assert out["fallback_minutes"] < 0.1 * 2 * 180
+    prog = simulate(sc.with_overrides(mode="progressive")).to_dict()
+    assert out["talk_minutes_per_agent_hour"] >= 1.15 * prog["talk_minutes_per_agent_hour"]

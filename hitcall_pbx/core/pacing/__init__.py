@@ -9,8 +9,9 @@ fed with observations, and asks a pacer for a `PacingDecision`:
   floored at progressive (never fewer calls than ready agents without one).
 * `decide(snapshot, stats)` — the predictive model: it looks one ring timeout ahead and
   places a call while the agent idle time it saves is worth the abandons it adds at the
-  current price of an abandon (feedback on today's and the 30-day abandon counts); over
-  the cap the campaign falls back to progressive for the rest of the day.
+  current price of an abandon (feedback on the abandon budget earned today: cap ×
+  calls answered − abandons, and on the 30-day counts); over the cap it dials
+  progressive until the connects bring the rate back under, then predictive again.
 * `decide_progressive(snapshot)` — one call per ready agent, the agent reserved.
 * `AdaptiveBaseline` — the classic adaptive dial level (level × ready agents),
   kept as a reference point for the simulator and benchmarks.

@@ -7,10 +7,13 @@ as a step-by-step distribution of idle agents. A new call is placed while the ag
 idle time it saves is worth the abandons it adds at the current price of an abandon
 (`abandon_price`), and placing it one step later would not cost less (the pacer decides
 again then). The price follows today's abandon count against what the target rate
-allows (feedback; the 30-day rate lowers the target when it runs high); near the cap it
-climbs steeply, over the cap the campaign falls back to progressive for the rest of the
-day. Teams of up to about 30 agents get exact Poisson-binomial / binomial step
-distributions, larger ones a normal random-walk approximation.
+allows (feedback; the 30-day rate lowers the target when it runs high). The day's
+budget is earned: cap × calls answered so far − abandons, so a day starts cautious and
+dials harder as connects accumulate; near the cap the price climbs steeply, and over it
+(today's or the 30-day rate) the campaign dials progressive, which cannot abandon, until
+the connects bring it back under; then predictive again, at a high price. Teams of up to
+about 30 agents get exact Poisson-binomial / binomial step distributions, larger ones a
+normal random-walk approximation.
 
 `decide` is the model's step; the predictive policy the dialer runs is
 `policies.decide_predictive`, which floors it at progressive.
@@ -47,7 +50,7 @@ _BASE_PRICE: Final = 200.0  # at a target of _REFERENCE_TARGET
 _REFERENCE_TARGET: Final = 0.027
 _GAIN: Final = 0.5
 _CAP_GAIN: Final = 1.0
-_CUSHION: Final = 3.0
+_CUSHION: Final = 2.0
 _MIN_PRICE: Final = 5.0
 _MAX_PRICE: Final = 1e6
 # Idle-agent distributions: probability below this at the top is folded down.
@@ -76,15 +79,18 @@ def abandon_price(
     Feedback on today's counts, the calls already placed included with their expected
     abandons and answers (`pipeline_*`, from the model) so that the price rises before
     a burst of abandons lands. With A abandoned of N answered (abandoned + connected):
-    the day may have abandoned `allowed = min(target × N, cap × max(N, V) − reserve)`,
-    V the volume from which the over-cap fallback applies: the budget left below the
-    cap, less a `reserve` for a burst (`_CUSHION` plus one sigma of the answers and two
-    of the abandons in flight). The price moves smoothly with the distance from
-    `allowed` measured in sigmas of the day's abandon count (e^gain per sigma), so it
-    stays steady through the day, which is what buys the most agent time per abandon;
-    when fewer than `reserve` abandons are left before the cap each missing one
-    multiplies it by e^cap_gain. The price scales with 1 / target, and a 30-day rate
-    above the target lowers the target."""
+    the day may have abandoned `allowed = min(target × N, A + budget − reserve)`, where
+    `budget` is what is left below the cap on the calls answered so far
+    (`PacingStats.abandon_budget`, today and 30 days; calls in flight earn nothing
+    until they connect) less the abandons in flight, and `reserve` a margin for a burst
+    (`_CUSHION` plus one sigma of the answers and two of the abandons in flight). The
+    budget is earned: a day starts with none, so the price starts high and falls as
+    connects come in. The price moves smoothly with the distance from `allowed`
+    measured in sigmas of the day's abandon count (e^gain per sigma), so it stays steady
+    through the day, which is what buys the most agent time per abandon; when fewer
+    than `reserve` abandons are left before the cap each missing one multiplies it by
+    e^cap_gain. The price scales with 1 / target, and a 30-day rate above the target
+    lowers the target."""
     cap = settings.abandon_cap
     target = settings.abandon_target
     notes = []
@@ -100,9 +106,8 @@ def abandon_price(
     n = today.effective_abandoned(fp) + today.connected + pipeline_answers
     # abandons come in bunches: keep a reserve below the cap for a burst of answers
     reserve = _CUSHION + math.sqrt(max(0.0, pipeline_answers)) + 2.0 * math.sqrt(max(0.0, pipeline_abandons))
-    volume = max(n, stats.trusted_volume)
-    allowed = min(target * n, cap * volume - reserve)
-    to_cap = cap * volume - a
+    to_cap = stats.abandon_budget(cap) - pipeline_abandons
+    allowed = min(target * n, a + to_cap - reserve)
     exponent = _GAIN * max(-40.0, min(40.0, (a - allowed) / math.sqrt(max(1.0, target * n))))
     notes.append(f"today {a:.1f} abandoned of {n:.0f} incl. calls in flight, allowed {allowed:.1f}")
     if to_cap < reserve:
@@ -113,36 +118,49 @@ def abandon_price(
     return min(_MAX_PRICE, max(_MIN_PRICE, price)), "; ".join(notes)
 
 
+def _fallback(snapshot: PacingSnapshot, stats: PacingStats, budget: float) -> PacingDecision:
+    """Over the cap (today's or the 30 days' rate): progressive, which cannot abandon,
+    until the connects have paid the excess back."""
+    cap = snapshot.settings.abandon_cap
+    connects = max(1, math.ceil(-budget / cap - 1e-9))
+    fallback = decide_progressive(snapshot)
+    over = "today" if stats.today_rate > cap else "over 30 days"
+    return replace(
+        fallback,
+        mode_effective=MODE_FALLBACK,
+        reason=f"abandon rate {over} over the cap {cap:.2%}: progressive until {connects} more connects",
+        abandon_budget=budget,
+    )
+
+
 def decide(snapshot: PacingSnapshot, stats: PacingStats) -> PacingDecision:
     """Predictive pacing: the number of new calls to place now."""
     idle = _no_agents(snapshot)
     if idle is not None:
         return idle
     settings = snapshot.settings
-    if stats.today_peak_rate > settings.abandon_cap:
-        fallback = decide_progressive(snapshot)
-        return replace(
-            fallback,
-            mode_effective=MODE_FALLBACK,
-            reason=f"abandon rate today reached {stats.today_peak_rate:.2%} > cap "
-            f"{settings.abandon_cap:.2%}: progressive for the rest of the day",
-        )
+    budget = stats.abandon_budget(settings.abandon_cap)
+    if budget < 0.0:
+        return _fallback(snapshot, stats, budget)
     room = line_room(snapshot)
     if room <= 0:
-        return PacingDecision(0, "line cap reached", MODE_PREDICTIVE)
+        return PacingDecision(0, "line cap reached", MODE_PREDICTIVE, abandon_budget=budget)
     model = _Horizon(snapshot, stats)
     pipeline_abandons, _ = model.run(0)
     price, why = abandon_price(stats, settings, pipeline_abandons, model.pipeline_answers())
     n = model.best(price, room)
     expected, idle_s = model.run(n)
+    horizon = settings.ring_timeout_s
     return PacingDecision(
         n,
         f"predictive: {n} new calls; expected {expected:.2f} abandons, {idle_s:.0f} idle agent-s "
-        f"in the next {settings.ring_timeout_s:g} s; price {price:.0f} s/abandon ({why})",
+        f"in the next {horizon:g} s; price {price:.0f} s/abandon ({why})",
         MODE_PREDICTIVE,
         False,
         expected,
         price,
+        abandon_budget=budget,
+        idle_agents=idle_s / horizon,
     )
 
 

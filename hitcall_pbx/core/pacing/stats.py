@@ -118,8 +118,8 @@ class PacingStats:
     included); ring-to-answer time of answered calls (log-normal fitted on log
     seconds); talk and wrap time (mean, sd; talk modelled as log-normal). Abandon
     accounting: today's and the last `history_days` days' counts (AMD false-positive
-    estimate included), and the highest rate today once at least `trusted_volume`
-    answered calls counted (over the cap, the fallback is sticky for the day).
+    estimate included), the abandon budget left under the cap (`abandon_budget`), and
+    the highest rate today once at least `trusted_volume` answered calls counted.
     Pure (no I/O, no clock); the tables it keeps are caches of its own estimates.
     """
 
@@ -127,7 +127,7 @@ class PacingStats:
         self,
         *,
         contact_rate: float = 0.2,
-        contact_weight: float = 20.0,
+        contact_weight: float = 5.0,
         contact_halflife: float = 400.0,
         ring_mean_s: float = 8.0,
         ring_sd_s: float = 4.0,
@@ -167,6 +167,7 @@ class PacingStats:
         self._c_decay = 0.5 ** (1.0 / contact_halflife)
         self._c_yes = contact_rate * contact_weight
         self._c_no = (1.0 - contact_rate) * contact_weight
+        self._c_weight = contact_weight
         mu, sigma = _lognormal_params(ring_mean_s, ring_sd_s)
         self._ring_log = _Moments(mu, sigma, ring_weight, ring_halflife)
         self._talk = _Moments(talk_mean_s, talk_sd_s, talk_weight, talk_halflife)
@@ -224,7 +225,19 @@ class PacingStats:
         self._note_rate()
 
     def new_day(self) -> None:
-        """Close today's abandon counts into the 30-day history."""
+        """Close today's abandon counts into the 30-day history. Yesterday's contact
+        rate carries over with no more weight than the prior: how a day's first hour
+        answers is not known from how the last one did."""
+        while self._pending:  # yesterday's last calls: counted now, then weighed down
+            _, _, yes, _ = heapq.heappop(self._pending)
+            self._c_yes += 1.0 if yes else 0.0
+            self._c_no += 0.0 if yes else 1.0
+        self._pending_yes = 0
+        total = self._c_yes + self._c_no
+        if total > self._c_weight:
+            scale = self._c_weight / total
+            self._c_yes *= scale
+            self._c_no *= scale
         self._history.append(self._today)
         self._today = AbandonTally()
         self._today_peak_rate = 0.0
@@ -353,6 +366,22 @@ class PacingStats:
     @property
     def rate_30_days(self) -> float:
         return self.last_30_days.rate(self.amd_false_positive_rate)
+
+    def abandon_budget(self, cap: float) -> float:
+        """Abandons the campaign could still have without its rate going over `cap` if
+        the day closed now: cap × answered − abandoned (AMD estimate included), for
+        today's counts and for the last 30 days', the lower of the two. Negative: over
+        the cap; every connect earns `cap` of an abandon back. At the start of a day,
+        with no calls answered yet, it is zero: the budget is earned as connects come."""
+        if not 0.0 < cap < 1.0:
+            raise ValueError("cap must be between 0 and 1")
+        fp = self.amd_false_positive_rate
+        today = self._today
+        month = self.last_30_days
+        return min(
+            cap * today.answered(fp) - today.effective_abandoned(fp),
+            cap * month.answered(fp) - month.effective_abandoned(fp),
+        )
 
     @property
     def today_peak_rate(self) -> float:

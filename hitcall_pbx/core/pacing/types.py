@@ -117,7 +117,10 @@ class PacingDecision:
     progressive-fallback (over the cap today), adaptive-baseline or idle.
     `expected_abandons`: the model's expected abandoned calls over the next ring
     timeout after dialling (predictive). `abandon_price`: idle agent-seconds one more
-    expected abandon had to save (predictive)."""
+    expected abandon had to save (predictive). `abandon_budget`: abandons left today
+    before the cap on the calls answered so far (negative: over it; predictive and its
+    fallback). `idle_agents`: the model's mean idle agents over the next ring timeout
+    with these calls placed (predictive)."""
 
     dial_now: int
     reason: str
@@ -125,3 +128,5 @@ class PacingDecision:
     reserve_agents: bool = False
     expected_abandons: float = 0.0
     abandon_price: float = 0.0
+    abandon_budget: float | None = None
+    idle_agents: float | None = None
