@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from ..auth import Actor, AuthService, Principal, Role
-from ..auth.tokens import bearer_token
+from ..auth.tokens import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, SESSION_PREFIX, bearer_token, csrf_valid
 from ..errors import Forbidden, HitCallError, NotFound, Unauthorized
 from ..logs import get_logger
 from ..store import audit
@@ -317,14 +317,37 @@ async def _parse_body(route: Route, request: web.Request) -> Any:
         raise RequestInvalid.from_pydantic(exc, "body") from None
 
 
+async def _authenticate(request: web.Request, auth: AuthService) -> Principal | None:
+    """The caller: a bearer token, else the browser workspace's session cookie. A request
+    by cookie that may change something needs the session's CSRF token in a header (a
+    browser sends the cookie along with requests other sites make it send)."""
+    token = bearer_token(request.headers.get("Authorization"))
+    if token:
+        return await auth.authenticate(token)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie or not cookie.startswith(SESSION_PREFIX) or len(cookie) > 256:
+        return None
+    principal = await auth.authenticate(cookie)
+    if (
+        principal is not None
+        and request.method not in SAFE_METHODS
+        and not csrf_valid(cookie, request.headers.get(CSRF_HEADER))
+    ):
+        raise Forbidden(
+            f"a request with the session cookie needs the {CSRF_HEADER} header of its session",
+            details={"header": CSRF_HEADER},
+            code="csrf_failed",
+        )
+    return principal
+
+
 def _endpoint(route: Route, deps: ApiDeps, auth: AuthService) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     path_params = route.path_params
 
     async def endpoint(request: web.Request) -> web.StreamResponse:
         principal: Principal | None = None
         if route.roles is not None:
-            token = bearer_token(request.headers.get("Authorization"))
-            principal = await auth.authenticate(token) if token else None
+            principal = await _authenticate(request, auth)
             if principal is None:
                 raise Unauthorized("a valid bearer token is required", code="unauthorized")
             if principal.role not in route.roles:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 
 SESSION_PREFIX = "hcs_"
 API_TOKEN_PREFIX = "hct_"  # noqa: S105 - the public kind marker in front of a token, not a secret
 DISPLAY_PREFIX_LEN = 12
+# The browser workspace keeps its session token in this cookie (HttpOnly, SameSite=Strict); a
+# request authenticated by it that changes anything must carry the session's CSRF token in
+# CSRF_HEADER (fetch) or CSRF_FIELD (form).
+SESSION_COOKIE = "hitcall_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def new_token(prefix: str) -> str:
@@ -33,3 +41,13 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value or len(value) > 256:
         return None
     return value
+
+
+def csrf_token(session_token: str) -> str:
+    """The CSRF token of a session: an HMAC of the session's secret, so it needs no storage,
+    ends with the session, and cannot be computed by a page that cannot read the cookie."""
+    return hmac.new(session_token.encode(), b"hitcall-csrf", hashlib.sha256).hexdigest()
+
+
+def csrf_valid(session_token: str, presented: str | None) -> bool:
+    return bool(presented) and hmac.compare_digest(csrf_token(session_token), presented or "")

@@ -1,0 +1,249 @@
+// The agent's desk: state bar, customer card, disposition, callback, own day.
+// Everything goes through the REST API with the session cookie (+ CSRF header); the page is
+// pushed the agent's own events (state changes, calls) and reloads what they change.
+"use strict";
+
+(() => {
+  const { t, api, el, formatDateTime, formatDuration, toast, failed } = window.HC;
+  const root = document.getElementById("agent");
+  const agentId = Number(root.dataset.agentId);
+  const $ = (id) => document.getElementById(id);
+  const view = { state: null, since: null, pauseCode: null, card: null, wrapS: null, callbackPath: null };
+
+  // ----------------------------------------------------------------- state bar
+  function showState(s) {
+    view.state = s.state;
+    view.since = s.state_since ? new Date(s.state_since) : new Date();
+    view.pauseCode = s.pause_code;
+    const badge = $("state-badge");
+    badge.textContent = t(`state.${s.state}`) + (s.pause_code ? ` · ${t(`pause.${s.pause_code}`) || s.pause_code}` : "");
+    badge.className = `badge state-${s.state}`;
+    root.dataset.state = s.state;
+    $("phone-banner").hidden = s.state !== "logged_out";
+    const loggedIn = s.state !== "logged_out";
+    $("btn-ready").disabled = !loggedIn || !["paused", "wrap_up"].includes(s.state);
+    $("btn-pause").disabled = !loggedIn || !["ready", "wrap_up"].includes(s.state);
+    $("pause-code").disabled = $("btn-pause").disabled;
+    $("btn-end-wrap").hidden = s.state !== "wrap_up";
+    tick();
+  }
+
+  function tick() {
+    const now = Date.now();
+    if (view.since) $("state-time").textContent = formatDuration((now - view.since.getTime()) / 1000);
+    const wrap = $("wrap-left");
+    if (view.state === "wrap_up" && view.wrapS !== null && view.since) {
+      const left = view.wrapS - (now - view.since.getTime()) / 1000;
+      wrap.textContent = t("agent.wrap_left", { seconds: Math.max(0, Math.ceil(left)) });
+      wrap.hidden = false;
+    } else {
+      wrap.hidden = true;
+    }
+    const timer = $("call-timer");
+    const card = view.card;
+    if (card && card.kind === "call" && card.bridged_at) {
+      timer.textContent = `${t("agent.call_timer")} ${formatDuration((now - new Date(card.bridged_at).getTime()) / 1000)}`;
+      timer.hidden = false;
+    } else {
+      timer.hidden = true;
+    }
+    if (card && card.kind === "offer" && card.expires_at) {
+      const left = (new Date(card.expires_at).getTime() - now) / 1000;
+      $("offer-left").textContent = t("card.offer_left", { seconds: Math.max(0, Math.ceil(left)) });
+    }
+  }
+
+  // --------------------------------------------------------------- the card
+  function text(id, value) {
+    $(id).textContent = value === null || value === undefined || value === "" ? "–" : String(value);
+  }
+
+  function showCard(card) {
+    view.card = card;
+    const body = $("card-body");
+    if (!card) {
+      body.hidden = true;
+      $("no-card").hidden = false;
+      $("card").removeAttribute("data-attempt-id");
+      $("card").removeAttribute("data-kind");
+      $("btn-hangup").disabled = true;
+      setDispositionEnabled(false);
+      tick();
+      return;
+    }
+    view.wrapS = card.wrap_up_s ?? view.wrapS;
+    $("no-card").hidden = true;
+    body.hidden = false;
+    $("card").dataset.kind = card.kind;
+    $("card").dataset.attemptId = card.attempt_id || "";
+    $("offer").hidden = card.kind !== "offer";
+    text("c-name", card.name);
+    text("c-organisation", card.organisation);
+    text("c-title", card.title);
+    text("c-numbers", [card.phone, ...card.earlier_numbers].join(", "));
+    text("c-email", card.email);
+    text("c-campaign", card.campaign_name);
+    text("c-timezone", card.timezone);
+    const m = $("c-marketing");
+    m.textContent = card.marketing_prohibited ? t("card.prohibited") : card.marketing_permission ? t("card.permission") : t("card.none");
+    m.className = card.marketing_prohibited ? "flag bad" : card.marketing_permission ? "flag good" : "flag";
+    const extra = $("c-extra");
+    extra.replaceChildren();
+    for (const [k, v] of Object.entries(card.extra || {})) {
+      extra.append(el("dt", {}, k), el("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v)));
+    }
+    if (document.activeElement !== $("c-notes")) $("c-notes").value = card.notes || "";
+    const rows = $("c-history");
+    rows.replaceChildren();
+    for (const h of card.history) {
+      rows.append(el("tr", {},
+        el("td", {}, formatDateTime(h.at)),
+        el("td", {}, h.outcome ? t(`outcome.${h.outcome}`) : "–"),
+        el("td", {}, h.disposition ? (t(`disp.${h.disposition}`) || h.disposition) : "–"),
+        el("td", {}, h.agent_name || "–")));
+    }
+    $("c-history-empty").hidden = card.history.length > 0;
+    const select = $("disposition");
+    const current = select.value;
+    select.replaceChildren(...card.dispositions.map((d) => el("option", { value: d }, messageOr(`disp.${d}`, d))));
+    if (card.dispositions.includes(current)) select.value = current;
+    $("callback-zone").textContent = card.timezone;
+    $("btn-hangup").disabled = card.kind !== "call";
+    setDispositionEnabled(card.kind !== "offer" && Boolean(card.attempt_id));
+    if (!window.hcCardShown || window.hcCardShown.attempt !== (card.attempt_id || `offer:${card.offer_id}`)) {
+      window.hcCardShown = { attempt: card.attempt_id || `offer:${card.offer_id}`, at: Date.now() };
+    }
+    tick();
+  }
+
+  function messageOr(key, fallback) {
+    const text = t(key);
+    return text === key ? fallback : text;
+  }
+
+  function setDispositionEnabled(on) {
+    for (const id of ["disposition", "btn-disposition", "btn-notes"]) $(id).disabled = !on && id !== "btn-notes";
+    $("btn-notes").disabled = !view.card;
+    const callback = on && Boolean(view.callbackPath);
+    $("callback-at").disabled = !callback;
+    $("btn-callback").disabled = !callback;
+  }
+
+  // ----------------------------------------------------------------- loading
+  let loading = null;
+  async function loadState() {
+    showState(await api("GET", `/agents/${agentId}/state`));
+  }
+  async function loadCard() {
+    try {
+      showCard(await api("GET", `/agents/${agentId}/card`));
+    } catch (err) {
+      if (err.status === 404) showCard(null);
+      else throw err;
+    }
+  }
+  async function loadDay() {
+    const d = await api("GET", `/agents/${agentId}/day`);
+    $("day-calls").textContent = String(d.calls);
+    $("day-talk").textContent = formatDuration(d.talk_s);
+    $("day-callbacks").textContent = String(d.callbacks_due);
+  }
+  function loadAll() {
+    if (!loading) {
+      loading = Promise.all([loadState(), loadCard(), loadDay()])
+        .catch(failed)
+        .finally(() => { loading = null; });
+    }
+    return loading;
+  }
+
+  // A callback is booked through the callbacks API when this HitCall has one (POST /callbacks:
+  // a time without an offset is the contact's local time).
+  async function findCallbackApi() {
+    try {
+      const spec = await fetch("/api/v1/openapi.json", { cache: "no-store" }).then((r) => r.json());
+      view.callbackPath = spec.paths && spec.paths["/api/v1/callbacks"]?.post ? "/callbacks" : null;
+    } catch (err) {
+      view.callbackPath = null;
+    }
+    if (!view.callbackPath) $("callback-zone").textContent = t("card.callback_unavailable");
+    setDispositionEnabled(Boolean(view.card && view.card.kind !== "offer" && view.card.attempt_id));
+  }
+
+  // ----------------------------------------------------------------- actions
+  async function act(fn, okText) {
+    try {
+      await fn();
+      if (okText) toast(okText);
+    } catch (err) {
+      failed(err);
+    }
+    await loadAll();
+  }
+  const ready = () => act(() => view.state === "wrap_up"
+    ? api("POST", `/agents/${agentId}/wrap-up/end`)
+    : api("POST", `/agents/${agentId}/unpause`));
+  const pause = () => act(() => api("POST", `/agents/${agentId}/pause`, { pause_code: $("pause-code").value }));
+  const hangup = () => view.card?.attempt_id && act(() => api("POST", `/calls/${view.card.attempt_id}/hangup`));
+  const accept = () => view.card?.kind === "offer" && act(() => api("POST", `/agents/${agentId}/offer/accept`));
+  const skip = () => view.card?.kind === "offer" && act(() => api("POST", `/agents/${agentId}/offer/skip`, { reason: $("skip-reason").value || null }));
+
+  $("btn-ready").addEventListener("click", ready);
+  $("btn-end-wrap").addEventListener("click", ready);
+  $("btn-pause").addEventListener("click", pause);
+  $("btn-hangup").addEventListener("click", hangup);
+  $("btn-accept").addEventListener("click", accept);
+  $("btn-skip").addEventListener("click", skip);
+  $("btn-notes").addEventListener("click", () => act(
+    () => api("PUT", `/agents/${agentId}/card/notes`, { notes: $("c-notes").value }), t("card.notes_saved")));
+  $("disposition-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const card = view.card;
+    if (!card?.attempt_id) return;
+    act(() => api("POST", `/agents/${agentId}/disposition`, { disposition: $("disposition").value, attempt_id: card.attempt_id }),
+      t("card.disposition_saved"));
+  });
+  $("callback-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const card = view.card;
+    const local = $("callback-at").value;
+    if (!card?.attempt_id || !local || !view.callbackPath) return;
+    const at = local.length === 16 ? `${local}:00` : local;
+    act(() => api("POST", view.callbackPath, { contact_id: card.contact_id, at, kind: "personal" }),
+      t("card.callback_saved"));
+  });
+
+  // The phone's keys, on the keyboard: P pause (1), R ready (2), H hang up (0), A accept (#), S skip (*), D disposition.
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const tag = (e.target.tagName || "").toLowerCase();
+    if (["input", "textarea", "select"].includes(tag)) return;
+    const key = e.key.toLowerCase();
+    const actions = { p: pause, r: ready, h: hangup, a: accept, s: skip, d: () => $("disposition").focus() };
+    if (actions[key]) {
+      e.preventDefault();
+      actions[key]();
+    }
+  });
+
+  // ------------------------------------------------------------------- live
+  HC.stream("/web/live/agent", {
+    hello: () => loadAll(),
+    resync: () => loadAll(),
+    agent: (m) => {
+      if (m.type === "agent.state_changed") {
+        showState({ state: m.state, pause_code: m.pause_code, state_since: m.at });
+        loadCard().catch(failed);
+        if (m.state === "wrap_up" || m.state === "ready") loadDay().catch(failed);
+      } else if (m.type === "call.bridged" || m.type === "call.answered") {
+        loadCard().catch(failed);
+      } else if (m.type === "call.ended") {
+        loadAll();
+      }
+    },
+    down: () => toast(t("error.network"), "bad"),
+  });
+  setInterval(tick, 1000);
+  loadAll();
+  findCallbackApi();
+})();

@@ -1,0 +1,225 @@
+// The supervisor's wallboard: one campaign's live figures, pushed by the server (server-sent
+// events): a full snapshot when figures change, and each agent-state change the moment it
+// happens. Actions go through the REST API with the session cookie (+ CSRF header).
+"use strict";
+
+(() => {
+  const { t, api, el, formatDuration, formatPercent, toast, failed } = window.HC;
+  const root = document.getElementById("wallboard");
+  const campaignId = Number(root.dataset.campaignId);
+  if (!campaignId) return;
+  const $ = (id) => document.getElementById(id);
+  const agents = new Map(); // id -> {row, since, state}
+  let snapshot = null;
+
+  function text(id, value) {
+    $(id).textContent = value === null || value === undefined ? "–" : String(value);
+  }
+
+  function meter(id, rate, cap) {
+    const bar = $(id);
+    const ratio = rate === null || rate === undefined || !cap ? 0 : Math.min(rate / cap, 1.5);
+    bar.style.width = `${Math.min(ratio, 1) * 100}%`;
+    bar.className = ratio >= 1 ? "bad" : ratio >= 0.8 ? "warn" : "good";
+  }
+
+  function showSnapshot(s) {
+    snapshot = s;
+    if (s.missing) return;
+    const state = $("camp-state");
+    state.textContent = t(`campaign.${s.state}`);
+    state.className = `badge campaign-${s.state}`;
+    text("camp-mode", s.mode);
+    for (const b of document.querySelectorAll("[data-campaign-action]")) {
+      const action = b.dataset.campaignAction;
+      b.disabled = !((action === "start" && s.state === "draft") || (action === "pause" && s.state === "running")
+        || (action === "resume" && s.state === "paused"));
+    }
+    const calls = s.calls || {};
+    text("f-ringing", calls.ringing ?? t("sup.not_available"));
+    text("f-waiting", calls.waiting ?? t("sup.not_available"));
+    text("f-bridged", calls.bridged ?? t("sup.not_available"));
+    const ab = s.abandon || {};
+    text("f-ab-today", formatPercent(ab.today, 2));
+    text("f-ab-30", formatPercent(ab.last_30_days, 2));
+    text("f-cap", `${t("sup.cap")} ${formatPercent(ab.cap, 1)}`);
+    meter("m-ab-today", ab.today, ab.cap);
+    meter("m-ab-30", ab.last_30_days, ab.cap);
+    const lat = s.latency_ms || {};
+    text("f-latency", lat.p50 === null || lat.p50 === undefined ? "–" : `${lat.p50} / ${lat.p99} ms`);
+    const pacing = s.pacing || {};
+    text("f-contact", formatPercent(pacing.contact_rate ?? s.contact_rate, 0));
+    const working = s.agents.filter((a) => !["logged_out", "paused"].includes(a.state)).length;
+    const lines = (calls.ringing ?? 0) + (calls.waiting ?? 0) + (calls.bridged ?? 0);
+    text("f-lines", working ? (lines / working).toFixed(2) : "–");
+    text("f-decision", pacing.decision ? `${pacing.decision.dial_now} · ${pacing.decision.mode_effective} · ${pacing.decision.reason}` : "–");
+    text("f-hopper", s.hopper);
+    text("f-callbacks", s.callbacks_due);
+    showAgents(s.agents);
+    showAlarms(s.alarms || []);
+    drawChart(s.history || []);
+  }
+
+  function showAgents(list) {
+    const body = $("agents-body");
+    const seen = new Set();
+    for (const a of list) {
+      seen.add(a.id);
+      let entry = agents.get(a.id);
+      if (!entry) {
+        entry = makeRow(a);
+        agents.set(a.id, entry);
+        body.append(entry.row);
+      }
+      // The snapshot is at most a few seconds old: a pushed change newer than it wins.
+      if (!entry.pushedAt || new Date(a.since) >= entry.pushedAt) setAgentState(entry, a.state, a.pause_code, a.since);
+    }
+    for (const [id, entry] of agents) {
+      if (!seen.has(id)) {
+        entry.row.remove();
+        agents.delete(id);
+      }
+    }
+    $("no-agents").hidden = list.length > 0;
+  }
+
+  function makeRow(a) {
+    const stateCell = el("span", { class: "badge" });
+    const timeCell = el("td", { class: "num" });
+    const actions = el("td", { class: "actions" },
+      el("button", { type: "button", onclick: () => agentAction(a.id, "pause") }, t("sup.force_pause")),
+      el("button", { type: "button", onclick: () => agentAction(a.id, "unpause") }, t("sup.unpause")),
+      el("button", { type: "button", "data-needs": "logout", onclick: () => agentAction(a.id, "logout") }, t("sup.logout_agent")),
+      el("button", { type: "button", "data-needs": "listen", onclick: () => agentAction(a.id, "listen") }, t("sup.listen")));
+    const row = el("tr", { dataset: { agentId: String(a.id) } },
+      el("th", { scope: "row" }, `${a.name} `, el("span", { class: "muted" }, `#${a.number}`)),
+      el("td", {}, stateCell), timeCell, actions);
+    applyCapabilities(row);
+    return { row, stateCell, timeCell, since: null, state: null, pushedAt: null };
+  }
+
+  function setAgentState(entry, state, pauseCode, since) {
+    entry.state = state;
+    entry.since = since ? new Date(since) : new Date();
+    entry.stateCell.textContent = t(`state.${state}`) + (pauseCode ? ` · ${pauseCode}` : "");
+    entry.stateCell.className = `badge state-${state}`;
+    entry.row.dataset.state = state;
+    tickAgent(entry);
+  }
+
+  function tickAgent(entry) {
+    if (entry.since) entry.timeCell.textContent = formatDuration((Date.now() - entry.since.getTime()) / 1000);
+  }
+
+  function showAlarms(list) {
+    const ul = $("alarms");
+    ul.replaceChildren(...list.map((a) => el("li", { class: `alarm ${a.severity}` },
+      el("strong", {}, a.name), ` · ${a.severity} · ${HC.formatDateTime(a.raised_at)}`)));
+    $("no-alarms").hidden = list.length > 0;
+  }
+
+  // Calls by state over the last minutes: stacked areas in an inline SVG.
+  function drawChart(points) {
+    const box = $("chart");
+    const W = 460, H = 140, pad = 24;
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    svg.setAttribute("aria-hidden", "true");
+    const keys = ["bridged", "waiting", "ringing"];
+    const max = Math.max(4, ...points.map((p) => keys.reduce((s, k) => s + (p[k] || 0), 0)));
+    const now = Date.now() / 1000, span = 300;
+    const x = (tt) => pad + ((tt - (now - span)) / span) * (W - pad - 4);
+    const y = (v) => H - pad + 4 - (v / max) * (H - pad - 8);
+    for (let g = 0; g <= 2; g++) {
+      const v = Math.round((max * g) / 2);
+      const line = document.createElementNS(ns, "line");
+      line.setAttribute("x1", pad); line.setAttribute("x2", W - 4);
+      line.setAttribute("y1", y(v)); line.setAttribute("y2", y(v));
+      line.setAttribute("class", "grid");
+      svg.append(line);
+      const label = document.createElementNS(ns, "text");
+      label.setAttribute("x", 2); label.setAttribute("y", y(v) + 4);
+      label.textContent = String(v);
+      svg.append(label);
+    }
+    if (points.length > 1) {
+      let base = points.map(() => 0);
+      for (const k of keys) {
+        const top = points.map((p, i) => base[i] + (p[k] || 0));
+        const upper = points.map((p, i) => `${x(p.t).toFixed(1)},${y(top[i]).toFixed(1)}`);
+        const lower = points.map((p, i) => `${x(p.t).toFixed(1)},${y(base[i]).toFixed(1)}`).reverse();
+        const poly = document.createElementNS(ns, "polygon");
+        poly.setAttribute("points", [...upper, ...lower].join(" "));
+        poly.setAttribute("class", `area ${k}`);
+        svg.append(poly);
+        base = top;
+      }
+    }
+    box.replaceChildren(svg);
+  }
+
+  // ----------------------------------------------------------------- actions
+  const capabilities = { logout: null, listen: null };
+  function applyCapabilities(row) {
+    for (const b of row.querySelectorAll("[data-needs]")) b.hidden = !capabilities[b.dataset.needs];
+  }
+  async function findCapabilities() {
+    try {
+      const spec = await fetch("/api/v1/openapi.json", { cache: "no-store" }).then((r) => r.json());
+      const paths = Object.keys(spec.paths || {});
+      capabilities.logout = paths.includes("/api/v1/agents/{agent_id}/logout") ? "/agents/{agent_id}/logout" : null;
+      capabilities.listen = paths.includes("/api/v1/calls/{attempt_id}/monitor") ? "/calls/{attempt_id}/monitor" : null;
+    } catch (err) { /* the buttons stay hidden */ }
+    for (const entry of agents.values()) applyCapabilities(entry.row);
+  }
+
+  async function agentAction(id, action) {
+    try {
+      if (action === "pause") await api("POST", `/agents/${id}/pause`, { pause_code: "supervisor" });
+      else if (action === "unpause") {
+        const entry = agents.get(id);
+        await api("POST", entry?.state === "wrap_up" ? `/agents/${id}/wrap-up/end` : `/agents/${id}/unpause`);
+      } else if (action === "logout" && capabilities.logout) {
+        await api("POST", capabilities.logout.replace("{agent_id}", String(id)));
+      } else if (action === "listen" && capabilities.listen) {
+        const attempt = snapshot?.agent_calls?.[String(id)];
+        if (!attempt) return toast(t("sup.no_call"), "bad");
+        await api("POST", capabilities.listen.replace("{attempt_id}", attempt), { mode: "listen" });
+        toast(t("sup.listening"));
+      }
+    } catch (err) {
+      failed(err);
+    }
+  }
+
+  for (const b of document.querySelectorAll("[data-campaign-action]")) {
+    b.addEventListener("click", async () => {
+      try {
+        const c = await api("POST", `/campaigns/${campaignId}/${b.dataset.campaignAction}`);
+        toast(`${t("sup.state")}: ${t(`campaign.${c.state}`)}`);
+        if (snapshot) showSnapshot({ ...snapshot, state: c.state });
+      } catch (err) {
+        failed(err);
+      }
+    });
+  }
+
+  // ------------------------------------------------------------------- live
+  HC.stream(`/web/live/wallboard?campaign=${campaignId}`, {
+    snapshot: (s) => showSnapshot(s),
+    live: (m) => {
+      if (m.type !== "agent.state_changed") return;
+      const entry = agents.get(m.agent_id);
+      if (!entry) return;
+      entry.pushedAt = m.at ? new Date(m.at) : new Date();
+      setAgentState(entry, m.state, m.pause_code, m.at);
+      entry.row.classList.add("changed");
+      setTimeout(() => entry.row.classList.remove("changed"), 1200);
+    },
+    up: () => { $("live-dot").className = "live"; },
+    down: () => { $("live-dot").className = "live down"; toast(t("error.network"), "bad"); },
+  });
+  setInterval(() => { for (const entry of agents.values()) tickAgent(entry); }, 1000);
+  findCapabilities();
+})();
