@@ -16,9 +16,33 @@ from .deps import ApiDeps
 from .errors import error_middleware
 from .openapi import build_openapi
 from .registry import CSV_LIMIT, V1, Registry
-from .routes import agents, auth, calls, campaigns, contacts, dnc, meta, records, users, webhooks
+from .routes import (
+    agents,
+    auth,
+    calls,
+    campaigns,
+    contacts,
+    dnc,
+    meta,
+    records,
+    transfers,
+    users,
+    webhooks,
+)
 
-MODULES = (auth, users, campaigns, contacts, dnc, agents, calls, records, webhooks, meta)
+MODULES = (
+    auth,
+    users,
+    campaigns,
+    contacts,
+    dnc,
+    agents,
+    transfers,
+    calls,
+    records,
+    webhooks,
+    meta,
+)
 
 
 def build_registry() -> Registry:

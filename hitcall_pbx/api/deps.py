@@ -44,6 +44,20 @@ class LiveCall(Out):
     bridged_at: datetime | None = None
 
 
+class TransferStatus(Out):
+    attempt_id: uuid.UUID
+    kind: Literal["blind", "attended"]
+    state: Literal["dialing", "consulting", "conference", "completed", "cancelled", "failed", "customer_gone"] = Field(
+        description="dialing: the external number rings; consulting: the agent talks to the target"
+    )
+    from_agent_id: int
+    target: Literal["agent", "campaign", "number"]
+    to_agent_id: int | None = Field(default=None, description="the agent who takes (or took) the customer")
+    target_campaign_id: int | None = None
+    number: str | None = None
+    cause: str | None = Field(default=None, description="why it failed")
+
+
 class DialerControl(Protocol):
     """The dialing engine's controls. Agent methods raise NotFound for an agent that is not
     logged in (or has no open offer / call) and Conflict for a transition its state refuses."""
@@ -77,6 +91,17 @@ class DialerControl(Protocol):
 
     async def hang_up(self, attempt_id: uuid.UUID, *, actor: Actor) -> None:
         """Hang up a live call; NotFound when the attempt has no live call."""
+
+    async def transfer(
+        self, agent_id: int, kind: Literal["blind", "attended"], target: dict[str, Any], *, actor: Actor
+    ) -> TransferStatus:
+        """Transfer the agent's customer (`target`: agent_id | campaign_id | number).
+        ValidationFailed names the bad field; Conflict: no call, target not ready, one running."""
+
+    async def transfer_action(
+        self, agent_id: int, action: Literal["complete", "cancel", "conference"], *, actor: Actor
+    ) -> TransferStatus:
+        """Complete, cancel or make a conference of the agent's attended transfer."""
 
     async def manual_dial(
         self, agent_id: int, *, campaign_id: int | None, number: str | None, contact_id: int | None, actor: Actor
@@ -135,6 +160,17 @@ class Cdr(Out):
     recording_id: uuid.UUID | None = None
     retention_until: datetime
     anonymised_at: datetime | None = None
+    transfer_kind: Literal["blind", "attended"] | None = Field(
+        default=None, description="the call's last transfer: blind or attended (none: never transferred)"
+    )
+    transfer_target: Literal["agent", "campaign", "number"] | None = Field(
+        default=None, description="what the agent transferred to"
+    )
+    transfer_agent_id: int | None = Field(default=None, description="the agent who took the transferred customer")
+    transfer_campaign_id: int | None = Field(default=None, description="the campaign whose ready agents were asked")
+    transfer_number: str | None = Field(default=None, description="the external number (none once anonymised)")
+    transfer_result: Literal["completed", "conference", "cancelled", "failed", "customer_gone"] | None = None
+    transfer_cause: str | None = Field(default=None, description="why the transfer failed")
 
 
 class CdrPage(Out):

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..core.calls import Call, CallEvent, CallState, call_transition, new_call
+from ..core.transfer import Legs, Transfer
 from .models import Attempt, Campaign
 
 
@@ -35,6 +36,8 @@ class LiveCall:
     recording_id: uuid.UUID | None = None
     added_at: datetime | None = None  # the agent's bridge accepted the customer (ARI request returned)
     slot: int | None = None  # line slot: where the dialplan stamps the answer (core.answer_stamp)
+    transfer: Transfer | None = None  # the call's last transfer (dialer.transfer)
+    legs: Legs = field(default_factory=Legs)  # who talked to the customer when (written as they end)
 
     @classmethod
     def placed(cls, attempt: Attempt, campaign: Campaign, *, agent_id: int | None = None) -> LiveCall:
@@ -110,7 +113,8 @@ def cdr_record(call: LiveCall) -> dict[str, Any]:
         "attempt_no": a.attempt_no,
         "dialled_number": a.number,
         "caller_id": a.caller_id,
-        "agent_id": call.agent_id if c.bridged_at else a.agent_id,
+        # a transferred call keeps the agent who took it (its first leg); legs name the others
+        "agent_id": (call.legs.items[0].agent_id if call.legs.items else call.agent_id) if c.bridged_at else a.agent_id,
         "mode": a.mode.value,
         "state": CallState.ENDED.value,
         "created_at": a.created_at,
@@ -132,6 +136,23 @@ def cdr_record(call: LiveCall) -> dict[str, Any]:
         "skip_reason": None,
         "recording_id": call.recording_id,
         "retention_until": a.retention_until,
+        **transfer_columns(call.transfer),
+    }
+
+
+def transfer_columns(t: Transfer | None) -> dict[str, Any]:
+    """The CDR's transfer columns (migration 0012) for the call's last transfer."""
+    if t is None:
+        return {}
+    result = t.result
+    return {
+        "transfer_kind": t.kind.value,
+        "transfer_target": t.target.kind.value,
+        "transfer_agent_id": t.to_agent_id,
+        "transfer_campaign_id": t.target.campaign_id,
+        "transfer_number": t.target.number,
+        "transfer_result": result.value if result else "customer_gone",
+        "transfer_cause": t.cause,
     }
 
 

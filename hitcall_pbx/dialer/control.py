@@ -7,12 +7,14 @@ its audit row.
 from __future__ import annotations
 
 import uuid
+from typing import Any, Literal
 
 import asyncpg
 
 from ..agents.sessions import AgentSessions
-from ..api.deps import LiveCall
+from ..api.deps import LiveCall, TransferStatus
 from ..auth import Actor
+from ..core.transfer import Transfer, TransferEvent, TransferKind, parse_target
 from ..errors import NotFound, Unavailable
 from ..records.journal import set_attempt_disposition
 from ..store import audit
@@ -131,6 +133,38 @@ class EngineControl:
         )
         return attempt.id
 
+    async def transfer(
+        self, agent_id: int, kind: Literal["blind", "attended"], target: dict[str, Any], *, actor: Actor
+    ) -> TransferStatus:
+        t = await self.dialer.transfers.start(agent_id, TransferKind(kind), parse_target(target))
+        status = _transfer_status(t)
+        await self._audit(
+            actor, "call.transfer", agent_id, attempt_id=status.attempt_id, kind=kind, target=t.target.describe()
+        )
+        return status
+
+    async def transfer_action(
+        self, agent_id: int, action: Literal["complete", "cancel", "conference"], *, actor: Actor
+    ) -> TransferStatus:
+        t = await self.dialer.transfers.act(agent_id, TransferEvent(action))
+        status = _transfer_status(t)
+        await self._audit(actor, f"call.transfer_{action}", agent_id, attempt_id=status.attempt_id)
+        return status
+
+
+def _transfer_status(t: Transfer) -> TransferStatus:
+    return TransferStatus(
+        attempt_id=uuid.UUID(t.attempt_id),
+        kind=t.kind.value,
+        state=t.state.value,
+        from_agent_id=t.from_agent_id,
+        target=t.target.kind.value,
+        to_agent_id=t.to_agent_id,
+        target_campaign_id=t.target.campaign_id,
+        number=t.target.number,
+        cause=t.cause,
+    )
+
 
 class ApiOnlyControl:
     """The controls of a process that serves the API only (`hitcall serve --api-only`):
@@ -194,6 +228,17 @@ class ApiOnlyControl:
         raise self._elsewhere()
 
     async def hang_up(self, attempt_id: uuid.UUID, *, actor: Actor) -> None:
+        raise self._elsewhere()
+
+    async def transfer(
+        self, agent_id: int, kind: Literal["blind", "attended"], target: dict[str, Any], *, actor: Actor
+    ) -> TransferStatus:
+        parse_target(target)  # bad input is refused here as well
+        raise self._elsewhere()
+
+    async def transfer_action(
+        self, agent_id: int, action: Literal["complete", "cancel", "conference"], *, actor: Actor
+    ) -> TransferStatus:
         raise self._elsewhere()
 
     async def manual_dial(

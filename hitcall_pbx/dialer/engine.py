@@ -59,6 +59,7 @@ from .pacer import CampaignPacer
 from .preview import Offer, PreviewOffers
 from .recovery import Recovery
 from .store import CallStore
+from .transfer import Transfers
 
 log = get_logger("hitcall.dialer")
 
@@ -85,6 +86,7 @@ class Dialer:
         campaign_refresh_s: float = 1.0,
         outbound_context: str = "hitcall-outbound",
         amd_context: str = "hitcall-amd",
+        transfer_context: str = "hitcall-transfer",
         journal: CallJournal,
         watchdog_s: float | None = 5.0,
         fenced: Callable[[], str | None] = lambda: None,
@@ -119,7 +121,8 @@ class Dialer:
         self.recovery = Recovery(self)
         self.answers = AnswerPath(self)
         self.manual = ManualDial(self)
-        self.on_call_end: list[Callable[[LiveCall, Outcome], None]] = []
+        self.transfers = Transfers(self, context=transfer_context)
+        self.on_call_end: list[Callable[[LiveCall, Outcome], None]] = [self.transfers.call_ended]
         sessions.on_transition(self._agent_changed)
         sessions.on_dtmf(self._agent_key)
 
@@ -337,6 +340,8 @@ class Dialer:
                 await self._playback_finished(ev)
             return
         cid: str = channel.id
+        if await self.transfers.handle_event(ev):
+            return
         if etype == "StasisStart":
             kind, rest = parse_args(ev.args)
             if kind is StasisKind.AGENT_LOGIN:
@@ -381,7 +386,9 @@ class Dialer:
         session = self.sessions.by_channel.get(channel_id)
         if session is None:
             return
-        if session.attempt_id and session.attempt_id in self.calls:
+        if await self.transfers.agent_gone(session):
+            pass  # a transfer keeps the customer: see dialer.transfer
+        elif session.attempt_id and session.attempt_id in self.calls:
             call = self.calls[session.attempt_id]
             if call.state is CallState.BRIDGED:
                 await self.hangup(call.channel_id)
@@ -403,6 +410,8 @@ class Dialer:
             self.wake()
 
     def _agent_key(self, session: AgentSession, digit: str) -> bool:
+        if self.transfers.key(session, digit):
+            return True
         if digit == KEY_HANGUP_CUSTOMER and session.state is AgentState.ON_CALL and session.attempt_id:
             self._spawn(self.hangup(session.attempt_id))
             return True

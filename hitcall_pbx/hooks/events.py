@@ -25,6 +25,11 @@ EVENT_TYPES = (
     "campaign.state_changed",
     "alarm.raised",
     "alarm.cleared",
+    "transfer.started",
+    "transfer.completed",
+    "transfer.cancelled",
+    "transfer.failed",
+    "conference.started",
 )
 
 

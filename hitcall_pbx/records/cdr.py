@@ -91,6 +91,13 @@ _KINDS: dict[str, str] = {
     "retention_until": "ts",
     "direction": "text",
     "caller_number": "text",
+    "transfer_kind": "text",
+    "transfer_target": "text",
+    "transfer_agent_id": "int",
+    "transfer_campaign_id": "int",
+    "transfer_number": "text",
+    "transfer_result": "text",
+    "transfer_cause": "text",
 }
 COLUMNS: tuple[str, ...] = tuple(_KINDS)
 _REQUIRED = frozenset(
@@ -108,8 +115,22 @@ _REQUIRED = frozenset(
 # Required on outbound rows only (call_attempts_outbound_check); an inbound row has no
 # attempt number or mode, and may match no campaign or dialled line.
 _OUTBOUND_REQUIRED = ("campaign_id", "attempt_no", "mode", "caller_id")
+# The call's last transfer (migration 0012); NULL when it was never transferred.
+_TRANSFER_COLUMNS = (
+    "transfer_kind",
+    "transfer_target",
+    "transfer_agent_id",
+    "transfer_campaign_id",
+    "transfer_number",
+    "transfer_result",
+    "transfer_cause",
+)
 # Columns a record built from a dict may leave out (the dialer's rows predate them).
-_ROW_DEFAULTS: dict[str, Any] = {"direction": CallDirection.OUTBOUND.value, "caller_number": None}
+_ROW_DEFAULTS: dict[str, Any] = {
+    "direction": CallDirection.OUTBOUND.value,
+    "caller_number": None,
+    **dict.fromkeys(_TRANSFER_COLUMNS),
+}
 
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _DISPOSITION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -142,6 +163,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "outcome": _one_of(frozenset(o.value for o in Outcome)),
     "amd_status": _one_of(frozenset({AMD_HUMAN, AMD_MACHINE, AMD_NOTSURE, AMD_HANGUP})),
     "disposition": (lambda v: bool(_DISPOSITION.match(v)), "must be 1-64 of A-Z a-z 0-9 _ . -"),
+    "transfer_kind": _one_of(frozenset({"blind", "attended"})),
+    "transfer_target": _one_of(frozenset({"agent", "campaign", "number"})),
+    "transfer_agent_id": _between(1, _BIGINT),
+    "transfer_campaign_id": _between(1, _BIGINT),
+    "transfer_number": (lambda v: bool(_E164.match(v)), "must be an E.164 number like +358401234567"),
+    "transfer_result": _one_of(frozenset({"completed", "conference", "cancelled", "failed", "customer_gone"})),
     "ring_s": (lambda v: 0 <= v < 10**7, "must be >= 0 and < 10000000 seconds"),
     "talk_s": (lambda v: 0 <= v < 10**7, "must be >= 0 and < 10000000 seconds"),
 }
@@ -231,6 +258,13 @@ class CdrRecord:
     retention_until: datetime
     direction: str = CallDirection.OUTBOUND.value
     caller_number: str | None = None
+    transfer_kind: str | None = None
+    transfer_target: str | None = None
+    transfer_agent_id: int | None = None
+    transfer_campaign_id: int | None = None
+    transfer_number: str | None = None
+    transfer_result: str | None = None
+    transfer_cause: str | None = None
 
     def __post_init__(self) -> None:
         for name, kind in _KINDS.items():
@@ -259,6 +293,8 @@ class CdrRecord:
             raise _invalid("outcome", f"{self.outcome} is an inbound outcome", self.outcome)
         if self.outcome == Outcome.ABANDONED and not self.abandoned:
             raise _invalid("abandoned", "must be true when the outcome is abandoned", self.abandoned)
+        if (self.transfer_kind is None) != (self.transfer_result is None):
+            raise _invalid("transfer_result", "must be set exactly when transfer_kind is", self.transfer_result)
         if self.retention_until <= self.created_at:
             raise _invalid("retention_until", "must be after created_at", self.retention_until)
 

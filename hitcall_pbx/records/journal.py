@@ -106,7 +106,20 @@ class AgentStateChange:
     since: datetime
 
 
-Op = OutboxEvent | Progress | RecordingLink | Disposition | CloseContact | AgentStateChange
+@dataclass(frozen=True)
+class CallLeg:
+    """One party's time on a call (call_legs): an agent or an external transfer target."""
+
+    attempt_id: uuid.UUID
+    seq: int
+    agent_id: int | None
+    number: str | None
+    role: str
+    joined_at: datetime
+    left_at: datetime
+
+
+Op = OutboxEvent | Progress | RecordingLink | Disposition | CloseContact | AgentStateChange | CallLeg
 
 # Spool lines: {"op": <kind>, <field>: <JSON value>}; other keys (a "run" from earlier versions) are ignored.
 _KINDS: dict[str, type] = {
@@ -116,10 +129,11 @@ _KINDS: dict[str, type] = {
     "recording": RecordingLink,
     "close_contact": CloseContact,
     "agent_state": AgentStateChange,
+    "leg": CallLeg,
 }
 _KIND_OF = {cls: kind for kind, cls in _KINDS.items()}
 _UUIDS = {"event_id", "attempt_id", "recording_id"}
-_TIMES = {"answered_at", "bridged_at", "attempt_created_at", "retry_at", "since"}
+_TIMES = {"answered_at", "bridged_at", "attempt_created_at", "retry_at", "since", "joined_at", "left_at"}
 
 
 def encode_op(op: Op) -> dict[str, Any]:
@@ -240,6 +254,15 @@ WHERE g.id = v.a AND g.state_since <= v.s
 """
 
 
+# A leg is written once (a replay changes nothing).
+_LEGS = """
+INSERT INTO call_legs (attempt_id, seq, agent_id, number, role, joined_at, left_at)
+SELECT * FROM unnest($1::uuid[], $2::smallint[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[],
+                     $7::timestamptz[])
+ON CONFLICT (attempt_id, seq) DO NOTHING
+"""
+
+
 def _dumps(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), default=str)
 
@@ -253,6 +276,7 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
     links = {op.attempt_id: op for op in ops if isinstance(op, RecordingLink)}
     closes = {op.contact_id: op for op in ops if isinstance(op, CloseContact)}
     agents = [op for op in ops if isinstance(op, AgentStateChange)]
+    legs = [op for op in ops if isinstance(op, CallLeg)]
     if progress:
         p = list(progress.values())
         await conn.execute(
@@ -295,6 +319,17 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
         )
         for statement in (_AGENT_END_OPEN, _AGENT_LOG, _AGENT_STATE):
             await conn.execute(statement, *args)
+    if legs:
+        await conn.execute(
+            _LEGS,
+            [o.attempt_id for o in legs],
+            [o.seq for o in legs],
+            [o.agent_id for o in legs],
+            [o.number for o in legs],
+            [o.role for o in legs],
+            [o.joined_at for o in legs],
+            [o.left_at for o in legs],
+        )
     if events:
         await conn.execute(
             _INSERT_EVENTS,
@@ -439,6 +474,20 @@ class CallJournal:
         """An agent's new state from `since` (agent_state_log, agents.state); queue its
         ``agent.state_changed`` event right after it."""
         self._wb.put(AgentStateChange(agent_id, state, pause_code, campaign_id, since))
+
+    def leg(
+        self,
+        attempt_id: uuid.UUID,
+        seq: int,
+        *,
+        agent_id: int | None,
+        number: str | None,
+        role: str,
+        joined_at: datetime,
+        left_at: datetime,
+    ) -> None:
+        """One ended leg of a call (who talked to the customer, from when to when)."""
+        self._wb.put(CallLeg(attempt_id, seq, agent_id, number, role, joined_at, left_at))
 
     # ------------------------------------------------------------- life ---
     async def start(self) -> None:

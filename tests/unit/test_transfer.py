@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -196,6 +197,6 @@ def test_legs_never_overlap_for_one_party(moves):
     legs = legs.close_all(now)
     for party in {leg.party for leg in legs.items}:
         mine = sorted((leg for leg in legs.items if leg.party == party), key=lambda leg: leg.seq)
-        for a, b in zip(mine, mine[1:]):
+        for a, b in itertools.pairwise(mine):
             assert a.left is not None and a.left <= b.joined
     assert all(leg.seconds >= 0 for leg in legs.items)

@@ -1,0 +1,325 @@
+"""Transfers and conference on real Asterisk: SIPp agent phones, simulated customers and
+external numbers (the sandbox's trunk is the sim-customer context). Each test checks
+the bridges' members through ARI, the agents' states, the CDR's transfer columns and the
+call's legs, and the webhook events."""
+
+from __future__ import annotations
+
+import pytest
+
+from hitcall_pbx.app import HitCall, Options
+from hitcall_pbx.ari import AriNotFound
+from hitcall_pbx.core.transfer import Target, TargetKind, TransferEvent, TransferKind
+from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
+from hitcall_pbx.errors import Conflict, NotFound
+from hitcall_pbx.sandbox import SippAgents
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.asterisk
+
+BLIND, ATTENDED = TransferKind.BLIND, TransferKind.ATTENDED
+ANSWERS = "+358401999001"  # an external number that answers and stays
+BUSY = "+358402999001"
+
+
+def agent(agent_id: int) -> Target:
+    return Target(TargetKind.AGENT, agent_id=agent_id)
+
+
+def number(n: str) -> Target:
+    return Target(TargetKind.NUMBER, number=n)
+
+
+async def members(app: HitCall, bridge_id: str) -> set[str]:
+    try:
+        return set((await app.ari.rest.get_bridge(bridge_id)).channels)
+    except AriNotFound:
+        return set()
+
+
+def state(app: HitCall, agent_id: int) -> str:
+    return app.sessions.get(agent_id).state.value
+
+
+async def customer_with(app: HitCall, agent_id: int, timeout: float = 15) -> str:
+    """The attempt id of the customer bridged to the agent."""
+    await wait_until(
+        lambda: any(c["bridged_at"] and c["agent_id"] == agent_id for c in app.dialer.live_calls()), timeout=timeout
+    )
+    return next(c["attempt_id"] for c in app.dialer.live_calls() if c["agent_id"] == agent_id)
+
+
+async def ended(app: HitCall, pool, attempt_id: str):
+    await wait_until(lambda: attempt_id not in app.dialer.calls, timeout=10)
+    await app.dialer.idle()
+    await app.cdr.flush()
+    await app.sessions.drain()
+    row = await pool.fetchrow("SELECT * FROM call_attempts WHERE id = $1", attempt_id)
+    legs = await pool.fetch("SELECT * FROM call_legs WHERE attempt_id = $1 ORDER BY seq", attempt_id)
+    events = [
+        r["event_type"]
+        for r in await pool.fetch(
+            "SELECT event_type FROM webhook_outbox WHERE subject = $1 AND event_type LIKE '%.%' ORDER BY id",
+            f"attempt:{attempt_id}",
+        )
+        if r["event_type"].startswith(("transfer.", "conference."))
+    ]
+    return row, legs, events
+
+
+async def no_channels_left(app: HitCall, attempt_id: str) -> None:
+    async def gone():
+        names = [c.name for c in await app.ari.rest.list_channels()]
+        return not any(n.startswith("Local/") for n in names)
+
+    await wait_until(gone, timeout=10)
+    assert await members(app, f"hitcall-xfer-{attempt_id}") == set()
+
+
+async def test_blind_transfer_to_an_agent_then_to_a_campaigns_ready_agent(service_settings, sandbox, hangup_agents):
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, _ = await create_campaign(
+            pool, "xfer-blind", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 1, start=810), **ALL_DAY
+        )
+        other, _ = await create_campaign(pool, "xfer-helpdesk", mode="progressive", **ALL_DAY)
+        a = await create_agent(pool, "1081", "agent81", [cid])
+        b = await create_agent(pool, "1082", "agent82", [other])
+        c = await create_agent(pool, "1083", "agent83", [other])
+        with SippAgents(sandbox, ["agent81", "agent82", "agent83"], port=5501):
+            await wait_until(lambda: len(app.sessions.by_agent) == 3, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            call_id = await customer_with(app, a)
+            xfer = app.dialer.transfers
+            sa, sb, sc = (app.sessions.get(x) for x in (a, b, c))
+
+            # Bad requests change nothing: to itself, to an agent not ready, by an agent without a call.
+            app.sessions.pause(c, "lunch")
+            for bad in (agent(a), agent(c)):
+                with pytest.raises(Conflict):
+                    await xfer.start(a, BLIND, bad)
+            with pytest.raises(Conflict):
+                await xfer.start(b, BLIND, agent(a))
+            with pytest.raises(NotFound):
+                await xfer.start(9999, BLIND, agent(b))
+            assert call_id in await members(app, sa.bridge_id)
+            assert (state(app, a), state(app, b), state(app, c)) == ("on_call", "ready", "paused")
+            app.sessions.unpause(c)
+
+            # Blind to agent B: the customer is in B's bridge at once, A wraps up.
+            t = await xfer.start(a, BLIND, agent(b))
+            assert t.state.value == "completed" and t.to_agent_id == b
+            await wait_until(lambda: members(app, sb.bridge_id), timeout=5)
+            assert await members(app, sb.bridge_id) == {sb.channel_id, call_id}
+            assert await members(app, sa.bridge_id) == {sa.channel_id}
+            assert (state(app, a), state(app, b)) == ("wrap_up", "on_call")
+            assert app.dialer.calls[call_id].agent_id == b
+
+            # B passes the customer on to the campaign's ready agents: C (the only one ready).
+            t = await xfer.start(b, BLIND, Target(TargetKind.CAMPAIGN, campaign_id=other))
+            assert t.to_agent_id == c
+            assert await members(app, sc.bridge_id) == {sc.channel_id, call_id}
+            assert (state(app, b), state(app, c)) == ("wrap_up", "on_call")
+
+            await app.dialer.hangup(call_id)  # the customer hangs up
+            row, legs, events = await ended(app, pool, call_id)
+            assert state(app, c) == "wrap_up"
+        assert row["agent_id"] == a and row["outcome"] == "answered_human"
+        assert (row["transfer_kind"], row["transfer_target"], row["transfer_result"]) == (
+            "blind",
+            "campaign",
+            "completed",
+        )
+        assert (row["transfer_agent_id"], row["transfer_campaign_id"]) == (c, other)
+        assert [(leg["agent_id"], leg["role"]) for leg in legs] == [(a, "agent"), (b, "target"), (c, "target")]
+        assert all(leg["left_at"] is not None and leg["talk_s"] >= 0 for leg in legs)
+        # each agent's talk time: its own legs, together the customer's whole time with agents
+        assert abs(sum(float(leg["talk_s"]) for leg in legs) - float(row["talk_s"])) < 0.5
+        assert events == ["transfer.started", "transfer.completed"] * 2
+
+
+async def test_blind_transfer_to_an_external_number_and_a_busy_one(service_settings, sandbox, hangup_agents):
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, _ = await create_campaign(
+            pool, "xfer-external", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 2, start=820), **ALL_DAY
+        )
+        a = await create_agent(pool, "1084", "agent84", [cid])
+        with SippAgents(sandbox, ["agent84"], port=5503):
+            await wait_until(lambda: a in app.sessions.by_agent, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            sa = app.sessions.get(a)
+            xfer = app.dialer.transfers
+            call_id = await customer_with(app, a)
+
+            t = await xfer.start(a, BLIND, number(ANSWERS))
+            assert t.state.value == "dialing" and state(app, a) == "wrap_up"
+            bridge = f"hitcall-xfer-{call_id}"
+            await wait_until(lambda: xfer.active[call_id].transfer.state.value == "completed", timeout=10)
+            target_channel = xfer.active[call_id].target_channel
+            assert await members(app, bridge) == {call_id, target_channel}
+            assert await members(app, sa.bridge_id) == {sa.channel_id}
+            # The external party hangs up: the customer's call ends with it.
+            await app.ari.rest.hangup(target_channel)
+            row, legs, events = await ended(app, pool, call_id)
+            await no_channels_left(app, call_id)
+            assert row["transfer_number"] == ANSWERS and row["transfer_result"] == "completed"
+            assert [(leg["agent_id"], leg["number"], leg["role"]) for leg in legs] == [
+                (a, None, "agent"),
+                (None, ANSWERS, "target"),
+            ]
+            assert events == ["transfer.started", "transfer.completed"]
+
+            # A busy number: the blind transfer fails and the call ends with a clear outcome.
+            app.sessions.end_wrap(a)
+            call_id = await customer_with(app, a)
+            await xfer.start(a, BLIND, number(BUSY))
+            row, legs, events = await ended(app, pool, call_id)
+            await no_channels_left(app, call_id)
+            assert (row["transfer_result"], row["transfer_cause"]) == ("failed", "busy")
+            assert row["outcome"] == "answered_human" and row["agent_id"] == a
+            assert events == ["transfer.started", "transfer.failed"]
+            assert state(app, a) == "wrap_up"
+
+
+async def test_attended_transfer_cancel_conference_complete(service_settings, sandbox, hangup_agents):
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, _ = await create_campaign(
+            pool, "xfer-attended", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 1, start=830), **ALL_DAY
+        )
+        other, _ = await create_campaign(pool, "xfer-attended-2", mode="progressive", **ALL_DAY)
+        a = await create_agent(pool, "1085", "agent85", [cid])
+        b = await create_agent(pool, "1086", "agent86", [other])
+        with SippAgents(sandbox, ["agent85", "agent86"], port=5505):
+            await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            sa, sb = app.sessions.get(a), app.sessions.get(b)
+            xfer = app.dialer.transfers
+            call_id = await customer_with(app, a)
+            hold = f"hitcall-xfer-{call_id}"
+
+            # Consultation: the customer waits alone (music on hold), B's phone is in A's bridge.
+            t = await xfer.start(a, ATTENDED, agent(b))
+            assert t.state.value == "consulting"
+            assert await members(app, hold) == {call_id}
+            assert await members(app, sa.bridge_id) == {sa.channel_id, sb.channel_id}
+            assert (state(app, a), state(app, b)) == ("on_call", "reserved")
+            with pytest.raises(Conflict):
+                await xfer.start(a, ATTENDED, agent(b))  # one at a time
+
+            # Cancel: back to the customer, B home and ready.
+            await xfer.act(a, TransferEvent.CANCEL)
+            assert await members(app, sa.bridge_id) == {sa.channel_id, call_id}
+            await wait_until(lambda: members(app, sb.bridge_id), timeout=5)
+            assert await members(app, sb.bridge_id) == {sb.channel_id}
+            assert (state(app, a), state(app, b)) == ("on_call", "ready")
+            with pytest.raises(Conflict):
+                await xfer.act(a, TransferEvent.COMPLETE)  # nothing to complete
+
+            # Again, then a three-way conference in A's bridge.
+            await xfer.start(a, ATTENDED, agent(b))
+            t = await xfer.act(a, TransferEvent.CONFERENCE)
+            assert t.state.value == "conference"
+            assert await members(app, sa.bridge_id) == {sa.channel_id, sb.channel_id, call_id}
+            assert (state(app, a), state(app, b)) == ("on_call", "on_call")
+
+            # A leaves the conference: customer and B in B's bridge, A wraps up.
+            t = await xfer.act(a, TransferEvent.COMPLETE)
+            assert t.state.value == "completed"
+            assert await members(app, sb.bridge_id) == {sb.channel_id, call_id}
+            assert await members(app, sa.bridge_id) == {sa.channel_id}
+            assert await members(app, hold) == set()
+            assert (state(app, a), state(app, b)) == ("wrap_up", "on_call")
+
+            await app.dialer.hangup(call_id)
+            row, legs, events = await ended(app, pool, call_id)
+            assert state(app, b) == "wrap_up"
+        assert (row["transfer_kind"], row["transfer_target"], row["transfer_agent_id"], row["transfer_result"]) == (
+            "attended",
+            "agent",
+            b,
+            "completed",
+        )
+        assert row["agent_id"] == a
+        assert [(leg["agent_id"], leg["role"]) for leg in legs] == [
+            (a, "agent"),
+            (b, "consult"),
+            (b, "consult"),
+            (b, "conference"),
+            (b, "target"),
+        ]
+        talk = {}
+        for leg in legs:
+            talk[leg["agent_id"]] = talk.get(leg["agent_id"], 0) + float(leg["talk_s"])
+        assert talk[a] > 0 and talk[b] > 0
+        assert events == [
+            "transfer.started",
+            "transfer.cancelled",
+            "transfer.started",
+            "conference.started",
+            "transfer.completed",
+        ]
+
+
+async def test_attended_failures_end_cleanly(service_settings, sandbox, hangup_agents):
+    """A busy number and a refusing agent give the customer back to the agent; the customer
+    hanging up during a consultation with a number ends everything."""
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, _ = await create_campaign(
+            pool, "xfer-failures", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 1, start=840), **ALL_DAY
+        )
+        other, _ = await create_campaign(pool, "xfer-failures-2", mode="progressive", **ALL_DAY)
+        a = await create_agent(pool, "1087", "agent87", [cid])
+        b = await create_agent(pool, "1088", "agent88", [other])
+        with SippAgents(sandbox, ["agent87", "agent88"], port=5507):
+            await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            sa, sb = app.sessions.get(a), app.sessions.get(b)
+            xfer = app.dialer.transfers
+            call_id = await customer_with(app, a)
+
+            await xfer.start(a, ATTENDED, number(BUSY))
+            await wait_until(lambda: xfer.active.get(call_id) is None, timeout=10)
+            assert app.dialer.calls[call_id].transfer.cause == "busy"
+            assert await members(app, sa.bridge_id) == {sa.channel_id, call_id}
+            assert state(app, a) == "on_call"
+
+            # B refuses with key 0 on its phone (the DTMF event's path).
+            await xfer.start(a, ATTENDED, agent(b))
+            app.sessions.dtmf(sb.channel_id, "0")
+            await wait_until(lambda: xfer.active.get(call_id) is None, timeout=5)
+            assert app.dialer.calls[call_id].transfer.cause == "refused"
+            assert await members(app, sa.bridge_id) == {sa.channel_id, call_id}
+            await wait_until(lambda: members(app, sb.bridge_id), timeout=5)
+            assert await members(app, sb.bridge_id) == {sb.channel_id}
+            assert (state(app, a), state(app, b)) == ("on_call", "ready")
+
+            # Consulting an external number, the customer hangs up: all of it ends.
+            await xfer.start(a, ATTENDED, number(ANSWERS))
+            await wait_until(lambda: xfer.active[call_id].transfer.state.value == "consulting", timeout=10)
+            target_channel = xfer.active[call_id].target_channel
+            assert await members(app, sa.bridge_id) == {sa.channel_id, target_channel}
+            await app.dialer.hangup(call_id)
+            row, legs, events = await ended(app, pool, call_id)
+            await no_channels_left(app, call_id)
+            assert (state(app, a), state(app, b)) == ("wrap_up", "ready")
+        assert (row["transfer_kind"], row["transfer_number"], row["transfer_result"]) == (
+            "attended",
+            ANSWERS,
+            "customer_gone",
+        )
+        assert events == [
+            "transfer.started",
+            "transfer.failed",
+            "transfer.started",
+            "transfer.failed",
+            "transfer.started",
+        ]
+        assert [(leg["agent_id"], leg["number"], leg["role"]) for leg in legs] == [
+            (a, None, "agent"),
+            (b, None, "consult"),
+            (None, ANSWERS, "consult"),
+        ]
