@@ -34,6 +34,7 @@ from hitcall_pbx.api.deps import (
     SubjectExport,
     SubjectRef,
     SubjectResult,
+    TransferStatus,
 )
 from hitcall_pbx.api.registry import Registry
 from hitcall_pbx.auth import Actor, AuthService, Passwords, Role, ThrottlePolicy
@@ -107,6 +108,25 @@ class FakeDialer:
 
     async def hang_up(self, attempt_id: uuid.UUID, *, actor: Actor) -> None:
         self._note("hang_up", attempt_id, actor=actor)
+
+    async def transfer(self, agent_id: int, kind: str, target: dict[str, Any], *, actor: Actor) -> TransferStatus:
+        self._note("transfer", agent_id, kind, target, actor=actor)
+        return TransferStatus(
+            attempt_id=self.attempt_id,
+            kind=kind,
+            state="consulting" if kind == "attended" else "completed",
+            from_agent_id=agent_id,
+            target=next(iter(target)).removesuffix("_id"),
+            to_agent_id=target.get("agent_id"),
+            number=target.get("number"),
+        )
+
+    async def transfer_action(self, agent_id: int, action: str, *, actor: Actor) -> TransferStatus:
+        self._note("transfer_action", agent_id, action, actor=actor)
+        state = {"complete": "completed", "cancel": "cancelled", "conference": "conference"}[action]
+        return TransferStatus(
+            attempt_id=self.attempt_id, kind="attended", state=state, from_agent_id=agent_id, target="agent"
+        )
 
 
 CSV_HEADER = b"id,campaign_id,agent_id,outcome\n"

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ...core.transfer import parse_target
 from ...errors import NotFound, ValidationFailed
 from ..deps import TransferStatus
 from ..registry import V1, Ctx, Registry
@@ -35,7 +36,8 @@ class TransferIn(In):
 
 
 async def _check_target(ctx: Ctx, target: TransferTarget) -> None:
-    """An agent or campaign the target names must exist (422 naming the field)."""
+    """Exactly one target, a dialable number, an agent or campaign that exists (422 naming the field)."""
+    parse_target(target.model_dump(exclude_none=True))
     if target.agent_id is not None and await repo.get(ctx.pool, target.agent_id) is None:
         raise ValidationFailed(f"agent {target.agent_id} does not exist", details={"field": "target.agent_id"})
     if target.campaign_id is not None and await repo.missing_campaigns(ctx.pool, [target.campaign_id]):
