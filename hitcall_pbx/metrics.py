@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .core.pacing import PacingStats
+from .core.pacing import PacingStats, PacingView
 from .looplag import LoopLagMonitor
 
 __all__ = ["MetricsSources", "ServiceMetrics"]
@@ -34,6 +34,7 @@ class MetricsSources:
     cdr_backlog: Callable[[], int]  # CDRs in the local spool
     journal_backlog: Callable[[], int]  # call journal writes not yet in Postgres (memory + spool)
     loop_lag: LoopLagMonitor | None = None  # None: no event-loop lag metrics
+    pacing_views: Callable[[], Mapping[int, PacingView]] = dict  # each running campaign's latest pacing decision
 
 
 class _Live(Collector):
@@ -65,6 +66,7 @@ class _Live(Collector):
         for cid, stats in list(src.pacing_stats().items()):
             abandon.add_metric([str(cid)], stats.today_rate)
         yield abandon
+        yield from _pacing(src.pacing_views())
         spool = GaugeMetricFamily("hitcall_cdr_spool_backlog", "CDRs waiting in the local spool for Postgres")
         spool.add_metric([], float(src.cdr_backlog()))
         yield spool
@@ -73,6 +75,44 @@ class _Live(Collector):
         )
         journal.add_metric([], float(src.journal_backlog()))
         yield journal
+
+
+def _pacing(views: Mapping[int, PacingView]) -> Iterator[Metric]:
+    """The pacer's latest decision per campaign: what it decided, on what figures, and
+    whether a predictive campaign is in progressive fallback and why."""
+    label = ["campaign_id"]
+    mode = GaugeMetricFamily("hitcall_pacing_mode", "1 for the pacing mode in effect", labels=["campaign_id", "mode"])
+    dial = GaugeMetricFamily("hitcall_pacing_dial_now", "calls the latest pacing decision placed", labels=label)
+    lines = GaugeMetricFamily(
+        "hitcall_pacing_lines_in_flight", "calls not yet with an agent (ringing or answered waiting)", labels=label
+    )
+    idle = GaugeMetricFamily(
+        "hitcall_pacing_predicted_idle_agents", "the model's mean idle agents over the next ring timeout", labels=label
+    )
+    price = GaugeMetricFamily(
+        "hitcall_pacing_abandon_price_seconds", "idle agent-seconds one more expected abandon must save", labels=label
+    )
+    budget = GaugeMetricFamily(
+        "hitcall_pacing_abandon_budget", "abandons left today before the cap (negative: over the cap)", labels=label
+    )
+    fallback = GaugeMetricFamily(
+        "hitcall_pacing_fallback",
+        "1 while a predictive campaign dials progressive because it is over the cap",
+        labels=["campaign_id", "cause"],
+    )
+    for cid, view in list(views.items()):
+        key = [str(cid)]
+        mode.add_metric([*key, view.mode_effective], 1.0)
+        dial.add_metric(key, float(view.dial_now))
+        lines.add_metric(key, float(view.lines_in_flight))
+        if view.predicted_idle_agents is not None:
+            idle.add_metric(key, view.predicted_idle_agents)
+        if view.abandon_price is not None:
+            price.add_metric(key, view.abandon_price)
+        if view.budget_left is not None:
+            budget.add_metric(key, view.budget_left)
+            fallback.add_metric([*key, view.fallback_cause or ""], 1.0 if view.fallback else 0.0)
+    yield from (mode, dial, lines, idle, price, budget, fallback)
 
 
 class _LoopLag(Collector):

@@ -7,7 +7,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hitcall_pbx.core.pacing import PacingStats
+from hitcall_pbx.core.compliance import CampaignMode
+from hitcall_pbx.core.pacing import PacingSnapshot, PacingStats, pace_decision, pacing_view
 from hitcall_pbx.metrics import MetricsSources, ServiceMetrics
 
 
@@ -69,3 +70,36 @@ def test_an_idle_service_exports_zeros_and_no_labelled_series() -> None:
     assert m["hitcall_ari_connected"] == {(): 0.0} and m["hitcall_call_journal_backlog"] == {(): 0.0}
     for name in ("hitcall_agents", "hitcall_calls_in_progress", "hitcall_abandon_rate_today"):
         assert name not in m, name
+
+
+def test_the_pacers_decision_and_figures_are_scraped_per_campaign() -> None:
+    snap = PacingSnapshot(
+        now=10.0, agents_logged_in=5, agents_ready=1, talk_elapsed_s=(20.0, 40.0, 60.0), dialling_elapsed_s=(2.0,)
+    )
+    calm, over = PacingStats(), PacingStats()
+    calm.observe_connect(1000)
+    calm.observe_abandon(10)
+    over.observe_connect(100)
+    over.observe_abandon(10)
+    views = {
+        7: pacing_view(pace_decision(CampaignMode.PREDICTIVE, snap, calm), snap, calm),
+        8: pacing_view(pace_decision(CampaignMode.PREDICTIVE, snap, over), snap, over),
+        9: pacing_view(pace_decision(CampaignMode.PROGRESSIVE, snap, None), snap, None),
+    }
+    m = scrape(idle(pacing_views=lambda: views))
+    c7, c8, c9 = ((("campaign_id", str(c)),) for c in (7, 8, 9))
+    assert m["hitcall_pacing_mode"] == {
+        (("campaign_id", "7"), ("mode", "predictive")): 1.0,
+        (("campaign_id", "8"), ("mode", "progressive-fallback")): 1.0,
+        (("campaign_id", "9"), ("mode", "progressive")): 1.0,
+    }
+    assert m["hitcall_pacing_dial_now"][c7] == views[7].dial_now
+    assert m["hitcall_pacing_lines_in_flight"] == {c7: 1.0, c8: 1.0, c9: 1.0}
+    assert m["hitcall_pacing_abandon_budget"] == {c7: 0.03 * 1010 - 10, c8: 0.03 * 110 - 10}
+    assert set(m["hitcall_pacing_abandon_price_seconds"]) == {c7}
+    assert m["hitcall_pacing_abandon_price_seconds"][c7] == views[7].abandon_price
+    assert set(m["hitcall_pacing_predicted_idle_agents"]) == {c7}
+    assert m["hitcall_pacing_fallback"] == {
+        (("campaign_id", "7"), ("cause", "")): 0.0,
+        (("campaign_id", "8"), ("cause", "today_over_cap")): 1.0,
+    }

@@ -24,7 +24,9 @@ false positives (humans hung up as machines) count as abandoned.
 Modules: `types` (modes, settings, snapshot, decision), `stats` (abandon accounting and
 the estimators), `distributions` (probability tables), `progressive` (progressive
 pacing and the shared guards), `model` (`decide`, its horizon and the abandon price),
-`policies` (`decide_predictive`, `pace_decision`, `AdaptiveBaseline`, `make_pacer`).
+`policies` (`decide_predictive`, `pace_decision`, `AdaptiveBaseline`, `make_pacer`),
+`view` (`PacingView`: the decision and the figures behind it, for /metrics and the
+wallboard).
 This package re-exports them all.
 """
 
@@ -48,6 +50,7 @@ from hitcall_pbx.core.pacing.types import (
     PacingSettings,
     PacingSnapshot,
 )
+from hitcall_pbx.core.pacing.view import PacingView, pacing_view, view_changed
 
 __all__ = [
     "MODE_ADAPTIVE_BASELINE",
@@ -62,6 +65,7 @@ __all__ = [
     "PacingSettings",
     "PacingSnapshot",
     "PacingStats",
+    "PacingView",
     "abandon_price",
     "abandon_rate",
     "binomial_pmf",
@@ -72,6 +76,8 @@ __all__ = [
     "line_room",
     "make_pacer",
     "pace_decision",
+    "pacing_view",
     "poisson_binomial_pmf",
     "poisson_pmf",
+    "view_changed",
 ]
