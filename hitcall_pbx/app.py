@@ -194,6 +194,8 @@ class HitCall:
         )
         self.ari.on_event(self.inbound.handle_event)
         self.ari.on_resync(self.inbound.handle_resync)
+        # Inbound calls a stopped process left: adopted or closed before the dialer dials.
+        self.dialer.recovery.on_restart.append(self.inbound.recover)
         self.ari.on_event(self.recorder.handle_event)
         self.ari.on_resync(self.dialer.handle_resync)
         await self.dialer.start()
@@ -252,7 +254,7 @@ class HitCall:
             await self._listen(deps)
         if agi and s.agi_secret is not None:
             secret = s.agi_secret.get_secret_value()
-            self.agi = AgiServer(pool, s.agi_host, s.agi_port, default_handlers(), secret=secret)
+            self.agi = AgiServer(pool, s.agi_host, s.agi_port, default_handlers(journal=self.journal), secret=secret)
             await self.agi.start()
             self._stack.append(self.agi.close)
         if o.purge_interval_s:

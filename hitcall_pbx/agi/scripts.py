@@ -23,12 +23,17 @@ hung up or gave up), or ``abandoned`` when the caller pressed 2 but hung up befo
 handed over. Its id is `records.cdr.inbound_cdr_id` of ``agi_uniqueid``, the Asterisk
 channel id the inbound router sees too; a caller handed to the router (key 2) gets no
 row from the menu: the router writes it. The row and its ``call.ended`` webhook event are
-written in one transaction, ``ON CONFLICT (id) DO NOTHING``.
+written in one transaction, ``ON CONFLICT (id) DO NOTHING``, and the call's live row is
+deleted in it. The live row (``live_attempts``, direction inbound) is queued through the
+call journal when the menu has identified the caller, so that restart recovery closes a
+call the service stopped following (`dialer.inbound`); only the dialing process, whose
+journal the handlers get, writes live rows (a standalone ``hitcall agi`` writes none).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -44,6 +49,7 @@ from ..errors import ValidationFailed
 from ..hooks.events import enqueue
 from ..logs import get_logger
 from ..records.cdr import COLUMNS, CdrRecord, inbound_cdr_id
+from ..records.journal import CallJournal
 from ..store import audit
 from ..store.db import Executor
 from .protocol import AgiSession
@@ -276,6 +282,14 @@ _INSERT_CDR = (
 )
 
 
+# The call's live row goes with its CDR (the erasure time when one reached it while live).
+_RETIRE_LIVE_ROW = """WITH gone AS (DELETE FROM live_attempts WHERE id = $1 AND direction = 'inbound'
+                                    RETURNING anonymised_at)
+                      SELECT anonymised_at FROM gone"""
+_ANONYMISE_CDR = """UPDATE call_attempts SET caller_number = NULL, contact_id = NULL,
+                           anonymised_at = coalesce(anonymised_at, $2) WHERE id = $1"""
+
+
 async def record_menu_call(
     pool: asyncpg.Pool,
     *,
@@ -313,12 +327,17 @@ async def record_menu_call(
             ),
             default_policy,
         )
-        if await conn.fetchval(_INSERT_CDR, *record.to_row()) is None:
+        inserted = await conn.fetchval(_INSERT_CDR, *record.to_row())
+        anonymised_at = await conn.fetchval(_RETIRE_LIVE_ROW, record.id)
+        if inserted is None:
             return None
         # As the router's call.ended (`dialer.calls.json_payload`): ids and times as strings, seconds as numbers.
         payload = json_payload(
             {name: float(v) if isinstance(v := getattr(record, name), Decimal) else v for name in COLUMNS}
         )
+        if anonymised_at is not None:  # an erasure reached the call while it was live: so does it its CDR
+            await conn.execute(_ANONYMISE_CDR, record.id, anonymised_at)
+            payload.update(caller_number=None, contact_id=None)
         await enqueue(conn, "call.ended", f"attempt:{record.id}", payload)
     return record
 
@@ -379,8 +398,47 @@ async def _record_menu_call(
     )
 
 
+async def _menu_arrival(
+    agi: AgiSession,
+    pool: asyncpg.Pool,
+    journal: CallJournal,
+    prompts: OptOutPrompts,
+    started_at: datetime,
+    number: str | None,
+    state: _MenuState,
+) -> None:
+    """Queue the call's live row: its deadline from the campaign's CDR policy (the
+    default policy when there is none or it cannot be read now)."""
+    assert agi.uniqueid is not None
+    policy, campaign_id = prompts.retention, state.campaign_id
+    if campaign_id is not None:
+        try:
+            row = await pool.fetchrow(
+                "SELECT retention_recordings_months, retention_cdr_months FROM campaigns WHERE id = $1", campaign_id
+            )
+        except _DB_ERRORS as exc:
+            _log.warning("agi_campaign_lookup_failed", channel=agi.uniqueid, error=f"{type(exc).__name__}: {exc}")
+        else:
+            campaign_id = None if row is None else campaign_id
+            policy = RetentionPolicy(row[0], row[1]) if row is not None else policy
+    journal.inbound_arrival(
+        inbound_cdr_id(agi.uniqueid),
+        campaign_id=campaign_id,
+        contact_id=state.contact_id,
+        caller_id=caller_number(agi.extension),
+        caller_number=number,
+        created_at=started_at,
+        retention_until=cdr_deadline(started_at, policy),
+    )
+
+
 async def _serve_menu(
-    agi: AgiSession, pool: asyncpg.Pool, prompts: OptOutPrompts, number: str | None, state: _MenuState
+    agi: AgiSession,
+    pool: asyncpg.Pool,
+    prompts: OptOutPrompts,
+    number: str | None,
+    state: _MenuState,
+    arrived: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     dialled = caller_number(agi.extension)
     try:
@@ -394,6 +452,8 @@ async def _serve_menu(
     state.contact_id = contact.id if contact else None
     state.campaign_id = int(variables["HITCALL_CAMPAIGN"]) if variables["HITCALL_CAMPAIGN"] else None
     await _set_variables(agi, variables)
+    if arrived is not None:
+        await arrived()
     keys = OPT_OUT_DIGIT + AGENT_DIGIT
     digit = await agi.play(identification(sound, prompts.identify), keys)
     tries = 1
@@ -441,15 +501,21 @@ async def _serve_menu(
         digit, tries = None, tries + 1
 
 
-def optout_script(prompts: OptOutPrompts = OptOutPrompts()) -> Handler:
-    """The return-call line handler with the given prompts."""
+def optout_script(prompts: OptOutPrompts = OptOutPrompts(), journal: CallJournal | None = None) -> Handler:
+    """The return-call line handler with the given prompts; with the dialing process's
+    `journal`, each call gets its live row."""
 
     async def optout(agi: AgiSession, pool: asyncpg.Pool) -> None:
         started_at = datetime.now(UTC)
         number = caller_number(agi.caller_id)
         state = _MenuState()
+
+        async def arrived() -> None:
+            if journal is not None and agi.uniqueid:
+                await _menu_arrival(agi, pool, journal, prompts, started_at, number, state)
+
         try:
-            await _serve_menu(agi, pool, prompts, number, state)
+            await _serve_menu(agi, pool, prompts, number, state, arrived)
         finally:
             # Also when the caller hangs up in the menu (AgiHangup) or the session is cut.
             outcome = menu_outcome(asked_for_agent=state.asked_for_agent, handed_to_router=state.handed_to_router)
@@ -459,6 +525,9 @@ def optout_script(prompts: OptOutPrompts = OptOutPrompts()) -> Handler:
     return optout
 
 
-def default_handlers(prompts: OptOutPrompts = OptOutPrompts()) -> dict[str, Handler]:
-    """The scripts served by `AgiServer`: ``lookup`` and ``optout``."""
-    return {"lookup": lookup, "optout": optout_script(prompts)}
+def default_handlers(
+    prompts: OptOutPrompts = OptOutPrompts(), journal: CallJournal | None = None
+) -> dict[str, Handler]:
+    """The scripts served by `AgiServer`: ``lookup`` and ``optout`` (`journal`: the
+    dialing process's call journal, for the return calls' live rows)."""
+    return {"lookup": lookup, "optout": optout_script(prompts, journal)}

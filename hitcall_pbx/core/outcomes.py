@@ -60,6 +60,7 @@ class Outcome(enum.StrEnum):
     CANCELLED = "cancelled"
     NO_AGENT = "no_agent"  # inbound only: no agent took the call; the caller heard the message
     SELF_SERVICE = "self_service"  # inbound only: served by the return-call menu (opted out, or listened and left)
+    UNTRACKED = "untracked"  # inbound only: ended while no HitCall process followed it (found gone at restart)
 
 
 class CallDirection(enum.StrEnum):
@@ -225,8 +226,8 @@ DEFAULT_RETRY_DELAYS: Mapping[Outcome, timedelta] = MappingProxyType(
     }
 )
 
-# NO_AGENT, SELF_SERVICE: inbound only, nothing to retry
-_FINAL = frozenset({Outcome.ANSWERED_HUMAN, Outcome.NO_AGENT, Outcome.SELF_SERVICE})
+# NO_AGENT, SELF_SERVICE, UNTRACKED: inbound only, nothing to retry
+_FINAL = frozenset({Outcome.ANSWERED_HUMAN, Outcome.NO_AGENT, Outcome.SELF_SERVICE, Outcome.UNTRACKED})
 
 
 _OUTCOME_VALUES = frozenset(o.value for o in Outcome)

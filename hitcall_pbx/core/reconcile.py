@@ -27,6 +27,21 @@ What is compared, per attempt of the day:
   ended, and the whole call: duration against originated → ended, each within a
   tolerance (billsec and duration are whole seconds).
 
+Inbound calls (a caller on the return-call line). [hitcall-inbound] sets
+``CDR(userfield)=hitcall:<id>`` on the caller's channel before it answers, with the id of
+HitCall's CDR of that call (computed from the channel's unique id by the rule
+`records.cdr.inbound_cdr_id` follows). The caller's channel's own record runs from its
+arrival to its hangup, or to the moment it joins an agent's bridge: the agent's phone is
+the older channel, so the rest of the call is in the record of the agent's phone, which
+Asterisk posts when that phone hangs up (the agent logs out), with the caller as its B
+side. All records tagged with the id are read together. Compared: present on both
+sides; the line answered (every inbound outcome — put through, no agent, abandoned
+waiting, self service, untracked — is a call the dialplan answered, so Asterisk says
+ANSWERED); and the end: Asterisk's last end against HitCall's ended_at (or, for a call
+put through to an agent, its bridged_at) within the tolerance, except for an
+``untracked`` call (it ended while no HitCall process followed it: HitCall's ended_at
+is when that was found, so Asterisk's end must only not be later).
+
 The day: an attempt belongs to the day of its HitCall created_at; an Asterisk record
 whose attempt HitCall does not know at all belongs to the day of its start.
 """
@@ -228,6 +243,7 @@ class DifferenceKind(enum.StrEnum):
     OUTCOME = "outcome"  # outcome classes differ
     TALK_TIME = "talk_time"  # billsec vs answered → ended
     DURATION = "duration"  # duration vs originated → ended
+    END_TIME = "end_time"  # inbound: Asterisk's last end vs HitCall's ended_at
 
 
 @dataclass(frozen=True)
@@ -258,8 +274,9 @@ class Reconciliation:
     matched: int  # on both sides and compared
     not_dialled: int  # HitCall attempts never originated (no Asterisk record expected)
     in_progress: int  # open in HitCall and no Asterisk record yet
-    not_reconciled: int  # HitCall rows of other directions (inbound): Asterisk's are not tagged
+    not_reconciled: int  # HitCall rows of a direction neither outbound nor inbound
     differences: tuple[Difference, ...] = field(default_factory=tuple)
+    inbound: int = 0  # of hitcall_attempts: inbound calls (return calls)
 
     @property
     def clean(self) -> bool:
@@ -280,6 +297,7 @@ class Reconciliation:
             "not_dialled": self.not_dialled,
             "in_progress": self.in_progress,
             "not_reconciled": self.not_reconciled,
+            "inbound": self.inbound,
             "difference_counts": counts,
             "differences": [d.as_dict() for d in self.differences],
         }
@@ -329,18 +347,19 @@ def reconcile(
     for aid, row in rows.items():
         if not in_day(row.created_at):
             continue
-        if row.direction != "outbound":
+        if row.direction not in ("outbound", "inbound"):
             not_reconciled += 1
             continue
         scope.add(aid)
     scope |= {aid for aid, recs in records.items() if aid not in rows and any(in_day(r.start) for r in recs)}
 
     differences: list[Difference] = []
-    matched = not_dialled = in_progress = asterisk_attempts = hitcall_attempts = 0
+    matched = not_dialled = in_progress = asterisk_attempts = hitcall_attempts = inbound = 0
     for aid in sorted(scope):
         h = rows.get(aid)
         recs = records.get(aid)
         hitcall_attempts += h is not None
+        inbound += h is not None and h.direction == "inbound"
         asterisk_attempts += bool(recs)
         if h is None:
             assert recs  # in scope through its records
@@ -349,7 +368,7 @@ def reconcile(
                 Difference(
                     DifferenceKind.MISSING_IN_HITCALL,
                     aid,
-                    f"Asterisk dialled it ({r.disposition}); HitCall has no attempt with this id",
+                    f"Asterisk has a record of it ({r.disposition}); HitCall has no call with this id",
                     asterisk=r.summary(),
                 )
             )
@@ -357,20 +376,24 @@ def reconcile(
         if not recs:
             if not h.ended:
                 in_progress += 1  # Asterisk writes its record when the call ends
-            elif h.originated_at is None:
+            elif h.originated_at is None and h.direction == "outbound":
                 not_dialled += 1  # Asterisk never took the originate: no channel, no record
             else:
                 differences.append(
                     Difference(
                         DifferenceKind.MISSING_IN_ASTERISK,
                         aid,
-                        f"HitCall dialled it ({h.outcome}); Asterisk has no record tagged with this id",
+                        f"HitCall {'had' if h.direction == 'inbound' else 'dialled'} it ({h.outcome}); "
+                        "Asterisk has no record tagged with this id",
                         hitcall=h.summary(),
                     )
                 )
             continue
         matched += 1
-        differences.extend(_compare(h, pick_record(recs), tolerance_s))
+        if h.direction == "inbound":
+            differences.extend(_compare_inbound(h, recs, tolerance_s))
+        else:
+            differences.extend(_compare(h, pick_record(recs), tolerance_s))
     return Reconciliation(
         day_start=day_start,
         day_end=day_end,
@@ -382,6 +405,7 @@ def reconcile(
         in_progress=in_progress,
         not_reconciled=not_reconciled,
         differences=tuple(differences),
+        inbound=inbound,
     )
 
 
@@ -403,4 +427,36 @@ def _compare(h: HitCallAttempt, r: AsteriskRecord, tolerance_s: float) -> list[D
     whole = _seconds(h.originated_at, h.ended_at)
     if whole is not None and abs(r.duration - whole) > tolerance_s:
         out.append(diff(DifferenceKind.DURATION, f"duration {r.duration} s, HitCall originated → ended {whole:g} s"))
+    return out
+
+
+def _compare_inbound(h: HitCallAttempt, recs: list[AsteriskRecord], tolerance_s: float) -> list[Difference]:
+    """An inbound call against all of its channel's tagged records (see the module doc)."""
+    ordered = sorted(recs, key=lambda r: (r.end or r.start, r.order))
+    last = ordered[-1]
+    answered = [r for r in recs if asterisk_class(r.disposition) is OutcomeClass.ANSWERED]
+    picked = answered[-1] if answered else last
+    summary = picked.summary() | {"end": _iso(last.end), "records": len(recs)}
+
+    def diff(kind: DifferenceKind, detail: str) -> Difference:
+        return Difference(kind, h.attempt_id, detail, hitcall=h.summary(), asterisk=summary)
+
+    if not h.ended:
+        return [diff(DifferenceKind.OPEN_IN_HITCALL, f"Asterisk ended it ({last.disposition}); HitCall's row is open")]
+    out: list[Difference] = []
+    if not answered:
+        out.append(
+            diff(DifferenceKind.OUTCOME, f"HitCall {h.outcome} (a call the line answered), Asterisk {last.disposition}")
+        )
+    if last.end is not None and h.ended_at is not None:
+        late = (last.end - h.ended_at).total_seconds()
+        # The caller's own record ends where it joined the agent (answered_at = bridged_at).
+        at_bridge = h.answered_at is not None and abs((last.end - h.answered_at).total_seconds()) <= tolerance_s
+        if late > tolerance_s or (h.outcome != "untracked" and -late > tolerance_s and not at_bridge):
+            out.append(
+                diff(
+                    DifferenceKind.END_TIME,
+                    f"Asterisk ended it at {last.end.isoformat()}, HitCall at {h.ended_at.isoformat()} ({late:+.3g} s)",
+                )
+            )
     return out

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from ..core.calls import Call, CallEvent, CallState, call_transition, new_call
 from ..core.transfer import Legs, Transfer
+from ..stasis import StasisKind
 from .models import Attempt, Campaign
 
 
@@ -83,6 +84,19 @@ class LiveCall:
         return self.fsm.abandoned
 
 
+def is_agent_phone(channel: Any) -> bool:
+    """An agent's phone: a SIP channel that is not a caller the return-call line handed to
+    the inbound router (a trunk's caller is a SIP channel too; it is in Stasis with the
+    ``inbound`` arguments)."""
+    if not channel.name.startswith("PJSIP/"):
+        return False
+    dialplan = getattr(channel, "dialplan", None)
+    if dialplan is None or getattr(dialplan, "app_name", "") != "Stasis":
+        return True
+    args = [a.strip() for a in (getattr(dialplan, "app_data", "") or "").split(",")]
+    return not (len(args) > 1 and args[1] == StasisKind.INBOUND.value)
+
+
 def agent_bridges(bridges: list[Any], live: dict[str, Any]) -> dict[int, tuple[list[str], list[str]]]:
     """Agents' holding bridges that hold the agent's phone: agent id → (phone channels,
     other channels in the bridge, i.e. the customer talking to the agent)."""
@@ -95,7 +109,7 @@ def agent_bridges(bridges: list[Any], live: dict[str, Any]) -> dict[int, tuple[l
         except ValueError:
             continue
         members = [c for c in bridge.channels if c in live]
-        phones = [c for c in members if live[c].name.startswith("PJSIP/")]
+        phones = [c for c in members if is_agent_phone(live[c])]
         if phones:
             found[agent_id] = (phones, [c for c in members if c not in phones])
     return found

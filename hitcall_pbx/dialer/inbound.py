@@ -23,6 +23,17 @@ first: the message after the wait limit, shutting down, the agent's phone gone) 
 ``abandoned`` (the caller hung up before reaching an agent; never in the outbound abandon
 rate). The retention deadline follows the caller's campaign's CDR policy, or the default
 policy (`InboundOptions.retention`) when the caller matched no campaign.
+
+While it is up, the call has a live row (``live_attempts``, direction inbound, the CDR's
+id): written through the journal when the caller arrives (the FastAGI menu writes it
+first, the router rewrites it with its own arrival), its agent and bridge time when it
+is put through; the CDR writer retires it with the CDR. At the first connect after a
+start (`recover`, run by the dialer's restart recovery once the agents' phones are
+adopted and before it dials), the rows a stopped process left are adopted when their
+channel is still up (talking to an agent: the agent stays on the call; in Stasis without
+an agent: back in the queue, its wait counted from its arrival) and followed to one
+complete CDR, or closed with outcome ``untracked`` (`untracked_cdr`) when the channel is
+gone. Only the dialing process (`store.dialer_lock`) writes and recovers these rows.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +50,7 @@ import asyncpg
 
 from ..agents.sessions import AgentSession, AgentSessions
 from ..ari import AriError, AriNotFound, AriPort, Resync
+from ..core.calls import CallState
 from ..core.outcomes import CallDirection, Outcome, inbound_outcome
 from ..core.phone import normalize_e164
 from ..core.retention import RetentionPolicy, cdr_deadline
@@ -49,7 +61,7 @@ from ..records.cdr import inbound_cdr_id
 from ..records.journal import CallJournal
 from ..stasis import StasisKind, parse_args
 from ..tasks import TaskSet
-from .calls import CdrSink, json_payload
+from .calls import CdrSink, agent_bridges, json_payload
 
 log = get_logger("hitcall.inbound")
 
@@ -195,9 +207,49 @@ def inbound_cdr(call: InboundCall, ended_at: datetime, default_policy: Retention
     }
 
 
+UNTRACKED_CAUSE = "ended while no HitCall process followed it (found gone at restart)"
+
+
+def untracked_cdr(row: Mapping[str, Any], ended_at: datetime) -> dict[str, Any]:
+    """The CDR of an inbound call whose live row a stopped process left and whose channel
+    is gone: outcome ``untracked``; ended_at is when that was found (the call ended at
+    most that late); the agent and bridge time the row holds say how far it got."""
+    record = dict(row.items())
+    created: datetime = row["created_at"]
+    ended = max(ended_at, created)
+    bridged_at = row["bridged_at"]
+    if bridged_at is not None:
+        bridged_at = min(max(bridged_at, created), ended)
+    record.update(
+        state=CallState.ENDED.value,
+        answered_at=bridged_at,
+        bridged_at=bridged_at,
+        ended_at=ended,
+        ring_s=round(((bridged_at or ended) - created).total_seconds(), 3),
+        talk_s=round((ended - bridged_at).total_seconds(), 3) if bridged_at is not None else 0.0,
+        outcome=Outcome.UNTRACKED.value,
+        abandoned=False,
+        hangup_cause=None,
+        hangup_cause_txt=UNTRACKED_CAUSE,
+    )
+    return record
+
+
 def _event_time(ev: Any) -> datetime:
     when = getattr(ev, "timestamp", None)
     return when if isinstance(when, datetime) and when.utcoffset() is not None else datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- database ---
+async def open_inbound_calls(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """The inbound calls' live rows, oldest first; a row whose CDR is already written
+    (the journal's row came after it) is deleted, not returned."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """DELETE FROM live_attempts l WHERE l.direction = 'inbound'
+                 AND EXISTS (SELECT 1 FROM call_attempts c WHERE c.id = l.id)"""
+        )
+        return list(await conn.fetch("SELECT * FROM live_attempts WHERE direction = 'inbound' ORDER BY created_at, id"))
 
 
 # ------------------------------------------------------------------- adapter ---
@@ -275,6 +327,7 @@ class InboundRouter:
             call = self.calls[cid]
             if not call.bridged:
                 call.bridged_at = _event_time(ev)
+                self._journal_bridged(call)
             call.bridged = True
             log.info(
                 "inbound.bridged",
@@ -341,6 +394,7 @@ class InboundRouter:
                 call.wrap_up_s = call.campaign.wrap_up_s
         if self.calls.get(channel_id) is not call:
             return  # hung up meanwhile
+        self._journal_arrival(call)
         agent = choose_agent(request.campaign_id, self.sessions.by_agent.values())
         if agent is not None:
             self._connect(call, agent)
@@ -350,6 +404,116 @@ class InboundRouter:
         call.timer = asyncio.get_running_loop().call_later(self.options.max_wait_s, self._give_up, call)
         self._spawn(self._start_moh(call))
         log.info("inbound.waiting", channel_id=channel_id, campaign_id=request.campaign_id)
+
+    # ------------------------------------------------------- live rows ---
+    def _journal_arrival(self, call: InboundCall) -> None:
+        """The call's live row (its campaign looked up, or the look-up failed: the default
+        policy's deadline, as its CDR will have)."""
+        if self.journal is None:
+            return
+        unknown_campaign = call.campaign_checked and call.campaign is None
+        policy = call.campaign.retention if call.campaign is not None else self.options.retention
+        self.journal.inbound_arrival(
+            inbound_cdr_id(call.channel_id),
+            campaign_id=None if unknown_campaign else call.request.campaign_id,
+            contact_id=call.request.contact_id,
+            caller_id=call.line_number,
+            caller_number=call.caller_number,
+            created_at=call.arrived_at,
+            retention_until=cdr_deadline(call.arrived_at, policy),
+        )
+
+    def _journal_bridged(self, call: InboundCall) -> None:
+        if self.journal is not None and call.bridged_at is not None:
+            self.journal.progress(
+                inbound_cdr_id(call.channel_id),
+                answered_at=call.bridged_at,
+                bridged_at=call.bridged_at,
+                agent_id=call.agent_id,
+                answer_to_bridge_ms=None,
+            )
+
+    async def recover(self, snap: Resync) -> None:
+        """First connect after a start: the inbound calls a stopped process left (their
+        live rows). Still up in Stasis: adopted (with their agent, or waiting again) and
+        followed to one complete CDR; gone: closed with an ``untracked`` CDR. A row whose
+        CDR is already written is only removed."""
+        rows = await open_inbound_calls(self.pool)
+        if not rows:
+            return
+        channels = {c.id: c for c in snap.channels}
+        by_row = {inbound_cdr_id(cid): channel for cid, channel in channels.items()}
+        talking = {c: agent for agent, (_, others) in agent_bridges(snap.bridges, channels).items() for c in others}
+        now = datetime.now(UTC)
+        for row in rows:
+            channel = by_row.get(row["id"])
+            if channel is not None and channel.id in self.calls:
+                continue  # came to this process's router meanwhile
+            if channel is None or channel.dialplan.app_name != "Stasis":
+                # Gone, or left the menu for the dialplan's end (the menu's process died
+                # with it): should it reach the router after all, the router's CDR wins.
+                self._record_untracked(row, now)
+                continue
+            await self._adopt(row, channel.id, talking.get(channel.id), now)
+
+    def _record_untracked(self, row: Mapping[str, Any], now: datetime) -> None:
+        record = untracked_cdr(row, now)
+        log.warning("inbound.call_recovered", attempt_id=str(row["id"]), outcome=record["outcome"])
+        if self.cdr is not None:
+            try:
+                self.cdr.submit(record)
+            except (ValidationFailed, Unavailable) as exc:
+                log.error("inbound.cdr_refused", attempt_id=str(row["id"]), error=exc.message, details=exc.details)
+        if self.journal is not None:
+            self.journal.event("call.ended", f"attempt:{record['id']}", json_payload(record))
+
+    async def _adopt(self, row: Mapping[str, Any], channel_id: str, agent_id: int | None, now: datetime) -> None:
+        """A caller a stopped process had, still in Stasis: followed again from here."""
+        created: datetime = row["created_at"]
+        call = InboundCall(
+            channel_id=channel_id,
+            request=InboundRequest(row["campaign_id"], row["contact_id"]),
+            arrived_mono=time.monotonic() - max(0.0, (now - created).total_seconds()),
+            arrived_at=created,
+            caller_number=row["caller_number"],
+            line_number=row["caller_id"],
+            wrap_up_s=self.options.wrap_up_s,
+        )
+        if call.request.campaign_id is not None:
+            try:
+                call.campaign = await self._campaign_info(call.request.campaign_id)
+                call.campaign_checked = True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("inbound.campaign_lookup_failed", channel_id=channel_id, error=str(exc))
+            if call.campaign is not None:
+                call.wrap_up_s = call.campaign.wrap_up_s
+        self.calls[channel_id] = call
+        if agent_id is not None:
+            # Talking to an agent: the agent stays on the call, the CDR carries the whole talk.
+            call.agent_id, call.bridged = agent_id, True
+            call.bridged_at = row["bridged_at"] or now
+            session = self.sessions.by_agent.get(agent_id)
+            log.warning("inbound.call_adopted", attempt_id=str(row["id"]), agent_id=agent_id, talking=True)
+            if session is None:
+                await self._hangup(channel_id)  # its agent is not logged in: the hangup event ends it
+                return
+            call.agent_channel_id = session.channel_id
+            self._by_agent_channel[session.channel_id] = call
+            self.sessions.connect(session, channel_id, call.request.campaign_id)
+            return
+        # Waiting (music on hold) or hearing the message: back in the queue, its wait
+        # counted from its arrival.
+        log.warning("inbound.call_adopted", attempt_id=str(row["id"]), talking=False)
+        agent = choose_agent(call.request.campaign_id, self.sessions.by_agent.values())
+        call.waiting = True
+        self.waiting.append(call)
+        if agent is not None:
+            self._connect(call, agent)
+            return
+        waited = (now - created).total_seconds()
+        call.timer = asyncio.get_running_loop().call_later(
+            max(0.0, self.options.max_wait_s - waited), self._give_up, call
+        )
 
     # ------------------------------------------------------------ agents ---
     def _agent_changed(self, session: AgentSession, tr: AgentTransition) -> None:

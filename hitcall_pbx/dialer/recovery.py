@@ -1,6 +1,7 @@
 """Keeping the dialer's picture true to Asterisk: the resync after every (re)connect,
 the watchdog sweep against lost events, and, at the first connect after a start,
-closing or adopting the attempts a stopped process left open.
+closing or adopting the attempts a stopped process left open (and, through `on_restart`,
+the inbound calls: `dialer.inbound`).
 
 Only the process that holds the dialer lock (store.process_lock) runs a dialer, so
 the open attempts and agent rows recovery touches are never another live process's.
@@ -9,6 +10,7 @@ the open attempts and agent rows recovery touches are never another live process
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,9 @@ class Recovery:
         self.d = dialer
         self.recovered = False  # the first resync after start has run
         self._missing: set[str] = set()  # channels not in Asterisk at the last sweep
+        # Run at the first connect after a start, once the agents' phones and the outbound
+        # calls are adopted and before dialling starts: the inbound router's recovery.
+        self.on_restart: list[Callable[[Resync], Awaitable[None]]] = []
 
     # ---------------------------------------------------------- watchdog ---
     async def sweep(self) -> None:
@@ -128,6 +133,12 @@ class Recovery:
                 await d.sessions.adopt(phones[0], agent_id)
         for row in adopt:
             await self._adopt_call(row)
+        if not self.recovered:
+            for hook in self.on_restart:
+                try:
+                    await hook(snap)
+                except Exception:  # the dialer still starts; the hook's calls stay open for the next start
+                    log.exception("dialer.restart_hook_failed")
         self.recovered = True
         for cid, call in list(d.calls.items()):
             if d.calls.get(cid) is not call or cid not in live:

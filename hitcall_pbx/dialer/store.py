@@ -173,7 +173,10 @@ class DialerStore:
 
     # -------------------------------------------------------- recovery ---
     async def open_attempts(self) -> list[asyncpg.Record]:
-        return list(await self.pool.fetch("SELECT * FROM live_attempts ORDER BY created_at"))
+        """Outbound attempts left open (the inbound router recovers inbound calls' rows)."""
+        return list(
+            await self.pool.fetch("SELECT * FROM live_attempts WHERE direction = 'outbound' ORDER BY created_at")
+        )
 
     async def close_recovered_contact(
         self, contact_id: int, attempt_no: int, update: ContactUpdate, outcome: str
@@ -207,7 +210,8 @@ class DialerStore:
             await conn.execute(
                 f"""UPDATE contacts c SET status = {BACK_TO_HOPPER}
                    WHERE status = 'in_progress'
-                     AND NOT EXISTS (SELECT 1 FROM live_attempts a WHERE a.contact_id = c.id)
+                     AND NOT EXISTS (SELECT 1 FROM live_attempts a
+                                     WHERE a.contact_id = c.id AND a.direction = 'outbound')
                      AND NOT EXISTS (SELECT 1 FROM preview_offers p
                                      WHERE p.contact_id = c.id AND p.decision IS NULL)"""
             )

@@ -10,12 +10,14 @@ unreachable the batches go to a durable spool (`Spool`) and are replayed in subm
 when it returns; while anything is spooled, new batches queue behind it in the spool, so
 a later record of an attempt is never overtaken by an older one.
 
-Inbound calls (``direction = 'inbound'``, a caller on the return-call line) have no
-live row: the inbound router (`dialer.inbound`) submits their one CDR when they end,
-with an id derived from the Asterisk channel id (`inbound_cdr_id`), so that a replay
-updates the same row. A return call that ends in the FastAGI menu (``agi.scripts``: opted
-out, or hung up without asking for an agent) gets its CDR from the menu instead, inserted
-directly with the same id rule (``ON CONFLICT (id) DO NOTHING``).
+Inbound calls (``direction = 'inbound'``, a caller on the return-call line) have a live
+row too, written through the call journal when the caller reaches the menu or the
+router (restart recovery adopts or closes it). The inbound router (`dialer.inbound`)
+submits their one CDR when they end, with an id derived from the Asterisk channel id
+(`inbound_cdr_id`), so that a replay updates the same row. A return call that ends in
+the FastAGI menu (``agi.scripts``: opted out, or hung up without asking for an agent)
+gets its CDR from the menu instead, inserted directly with the same id rule (``ON
+CONFLICT (id) DO NOTHING``), its live row deleted in the same transaction.
 
 Precedence when the row already exists (a replay therefore changes nothing):
 
@@ -39,6 +41,7 @@ Any other error counts as Postgres being unavailable: nothing is dropped.
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -47,7 +50,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 import asyncpg
 
@@ -132,6 +135,8 @@ _ROW_DEFAULTS: dict[str, Any] = {
     **dict.fromkeys(_TRANSFER_COLUMNS),
 }
 
+# Outcomes only an inbound call can have.
+_INBOUND_ONLY = frozenset({Outcome.NO_AGENT, Outcome.SELF_SERVICE, Outcome.UNTRACKED})
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _DISPOSITION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MILLIS = Decimal("0.001")
@@ -289,7 +294,7 @@ class CdrRecord:
             for name in ("dialled_number", "attempt_no", "mode"):
                 if getattr(self, name) is not None:
                     raise _invalid(name, "must be empty on an inbound call", getattr(self, name))
-        if self.outcome in (Outcome.NO_AGENT, Outcome.SELF_SERVICE) and self.direction != CallDirection.INBOUND:
+        if self.outcome in _INBOUND_ONLY and self.direction != CallDirection.INBOUND:
             raise _invalid("outcome", f"{self.outcome} is an inbound outcome", self.outcome)
         if self.outcome == Outcome.ABANDONED and not self.abandoned:
             raise _invalid("abandoned", "must be true when the outcome is abandoned", self.abandoned)
@@ -345,14 +350,19 @@ class CdrRecord:
 
 _row = operator.attrgetter(*COLUMNS)
 
-# The namespace of inbound CDR ids: uuid5(INBOUND_NAMESPACE, <Asterisk channel id>).
-INBOUND_NAMESPACE = UUID("5d1f8c8e-3b1e-5a7c-9f0e-6c1b2a4d8e71")
+# The id of an inbound CDR is computed from the Asterisk channel id by a rule the dialplan
+# can apply too (SHA1() of func_sha1 and substrings), so that [hitcall-inbound] tags
+# Asterisk's own CDR of the call with the same id (`hitcall cdr reconcile`): the SHA1 of
+# ``hitcall-inbound:<channel id>`` in hex, laid out as a UUID of version 5, variant 8.
+INBOUND_ID_PREFIX = "hitcall-inbound:"
 
 
 def inbound_cdr_id(channel_id: str) -> UUID:
-    """The CDR id of the inbound call on Asterisk channel `channel_id`: the same for every
-    record of that call (a replay after a crash never writes a second row)."""
-    return uuid5(INBOUND_NAMESPACE, channel_id)
+    """The CDR id of the inbound call on Asterisk channel `channel_id` (its ``UNIQUEID``):
+    the same for every record of that call (a replay after a crash never writes a second
+    row), and the id the dialplan tags Asterisk's CDR with."""
+    h = hashlib.sha1(f"{INBOUND_ID_PREFIX}{channel_id}".encode()).hexdigest()  # noqa: S324 - an id, not security
+    return UUID(f"{h[0:8]}-{h[8:12]}-5{h[13:16]}-8{h[17:20]}-{h[20:32]}")
 
 
 # -- SQL -------------------------------------------------------------------------------
@@ -630,7 +640,7 @@ def default_spool_dir(data_dir: Path | str) -> Path:
 __all__ = [
     "ATTEMPT_TABLES",
     "COLUMNS",
-    "INBOUND_NAMESPACE",
+    "INBOUND_ID_PREFIX",
     "CdrRecord",
     "CdrWriter",
     "CdrWriterStats",

@@ -119,7 +119,23 @@ class CallLeg:
     left_at: datetime
 
 
-Op = OutboxEvent | Progress | RecordingLink | Disposition | CloseContact | AgentStateChange | CallLeg
+@dataclass(frozen=True)
+class InboundArrival:
+    """A caller reached the return-call menu or the inbound router: the call's live row
+    (direction inbound, id = the id its CDR will have), so that restart recovery finds a
+    call the service stopped following. A replay, or the router taking over the menu's
+    row, rewrites the same row; a call whose CDR is already written gets none."""
+
+    attempt_id: uuid.UUID
+    campaign_id: int | None
+    contact_id: int | None
+    caller_id: str | None  # the line the caller dialled (E.164)
+    caller_number: str | None  # the caller's number (E.164)
+    created_at: datetime
+    retention_until: datetime
+
+
+Op = OutboxEvent | Progress | RecordingLink | Disposition | CloseContact | AgentStateChange | CallLeg | InboundArrival
 
 # Spool lines: {"op": <kind>, <field>: <JSON value>}; other keys (a "run" from earlier versions) are ignored.
 _KINDS: dict[str, type] = {
@@ -130,10 +146,21 @@ _KINDS: dict[str, type] = {
     "close_contact": CloseContact,
     "agent_state": AgentStateChange,
     "leg": CallLeg,
+    "inbound": InboundArrival,
 }
 _KIND_OF = {cls: kind for kind, cls in _KINDS.items()}
 _UUIDS = {"event_id", "attempt_id", "recording_id"}
-_TIMES = {"answered_at", "bridged_at", "attempt_created_at", "retry_at", "since", "joined_at", "left_at"}
+_TIMES = {
+    "answered_at",
+    "bridged_at",
+    "attempt_created_at",
+    "retry_at",
+    "since",
+    "joined_at",
+    "left_at",
+    "created_at",
+    "retention_until",
+}
 
 
 def encode_op(op: Op) -> dict[str, Any]:
@@ -267,9 +294,47 @@ def _dumps(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), default=str)
 
 
+# An inbound call's live row (`InboundArrival`). A campaign or contact that does not
+# exist (any more) is stored as NULL; a row already a CDR is not brought back.
+_INBOUND_ARRIVALS = """
+INSERT INTO live_attempts (id, direction, campaign_id, contact_id, attempt_no, mode, dialled_number, caller_id,
+                           caller_number, state, created_at, retention_until)
+SELECT v.id, 'inbound', c.id, k.id, NULL, NULL, NULL, v.line, v.caller, 'answered', v.created, v.deadline
+FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[])
+     AS v(id, campaign, contact, line, caller, created, deadline)
+LEFT JOIN campaigns c ON c.id = v.campaign
+LEFT JOIN contacts k ON k.id = v.contact
+WHERE NOT EXISTS (SELECT 1 FROM call_attempts a WHERE a.id = v.id)
+ON CONFLICT (id) DO UPDATE SET
+    campaign_id = EXCLUDED.campaign_id, contact_id = EXCLUDED.contact_id, caller_id = EXCLUDED.caller_id,
+    caller_number = EXCLUDED.caller_number, created_at = EXCLUDED.created_at,
+    retention_until = EXCLUDED.retention_until
+WHERE live_attempts.direction = 'inbound' AND live_attempts.anonymised_at IS NULL
+"""
+
+
+async def write_inbound_arrivals(conn: asyncpg.Connection, arrivals: Sequence[InboundArrival]) -> None:
+    """Insert (or rewrite) inbound calls' live rows; the latest arrival of a call wins."""
+    latest = list({a.attempt_id: a for a in arrivals}.values())
+    if not latest:
+        return
+    await conn.execute(
+        _INBOUND_ARRIVALS,
+        [a.attempt_id for a in latest],
+        [a.campaign_id for a in latest],
+        [a.contact_id for a in latest],
+        [a.caller_id for a in latest],
+        [a.caller_number for a in latest],
+        [a.created_at for a in latest],
+        [a.retention_until for a in latest],
+    )
+
+
 async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
     """Apply operations in the caller's transaction: one statement per kind."""
     events = [op for op in ops if isinstance(op, OutboxEvent)]
+    # First: an inbound call's progress in the same batch updates the row this inserts.
+    await write_inbound_arrivals(conn, [op for op in ops if isinstance(op, InboundArrival)])
     # The latest progress / disposition of an attempt wins (a row is updated once per statement).
     progress = {op.attempt_id: op for op in ops if isinstance(op, Progress)}
     dispositions = {op.attempt_id: op for op in ops if isinstance(op, Disposition)}
@@ -441,6 +506,22 @@ class CallJournal:
                 agent_id if bridged_at else None,
                 answer_to_bridge_ms,
             )
+        )
+
+    def inbound_arrival(
+        self,
+        attempt_id: uuid.UUID,
+        *,
+        campaign_id: int | None,
+        contact_id: int | None,
+        caller_id: str | None,
+        caller_number: str | None,
+        created_at: datetime,
+        retention_until: datetime,
+    ) -> None:
+        """An inbound call's live row (`InboundArrival`)."""
+        self._wb.put(
+            InboundArrival(attempt_id, campaign_id, contact_id, caller_id, caller_number, created_at, retention_until)
         )
 
     def recording(self, attempt_id: uuid.UUID, recording_id: uuid.UUID) -> None:

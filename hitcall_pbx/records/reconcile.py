@@ -277,8 +277,8 @@ async def read_pgsql(dsn: str, table: str, tz: tzinfo, since: datetime, until: d
 
 # ------------------------------------------------------------------- HitCall ---
 async def read_hitcall(conn: Connection, since: datetime, until: datetime, ids: Iterable[str]) -> list[HitCallAttempt]:
-    """HitCall's attempts created in [since, until), and those with the given ids (outbound
-    only once the CDR has a direction column)."""
+    """HitCall's calls created in [since, until) (outbound attempts and inbound calls), and
+    those with the given ids."""
     columns = {a.name for a in (await conn.prepare("SELECT * FROM all_attempts LIMIT 0")).get_attributes()}
     direction = "direction" if "direction" in columns else "'outbound'::text AS direction"
     rows = await conn.fetch(
@@ -333,12 +333,13 @@ async def reconcile_day(conn: Connection, req: Request) -> DayResult:
 
 def render_text(day: date, tz: tzinfo, outcome: DayResult) -> str:
     r = outcome.result
+    inbound = f" ({r.inbound} of them inbound)" if r.inbound else ""
     head = (
-        f"{day.isoformat()} ({tz}): {r.hitcall_attempts} attempts in HitCall, {r.asterisk_attempts} in Asterisk, "
-        f"{r.matched} matched, {r.not_dialled} never dialled, {r.in_progress} in progress"
+        f"{day.isoformat()} ({tz}): {r.hitcall_attempts} attempts in HitCall{inbound}, {r.asterisk_attempts} in "
+        f"Asterisk, {r.matched} matched, {r.not_dialled} never dialled, {r.in_progress} in progress"
     )
     if r.not_reconciled:
-        head += f", {r.not_reconciled} inbound not reconciled"
+        head += f", {r.not_reconciled} of another direction not reconciled"
     unreadable = outcome.source.get("unreadable_lines")
     if unreadable:
         head += f", {unreadable} unreadable lines in Master.csv"

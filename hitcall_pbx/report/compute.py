@@ -59,12 +59,16 @@ class Hour:
 @dataclass(frozen=True)
 class InboundDay:
     """The day's inbound calls (of one campaign, or of none): how many reached an agent,
-    how many callers hung up waiting (abandoned), how many heard the no-agent message."""
+    how many callers hung up waiting (abandoned), how many heard the no-agent message, how
+    many the return-call menu served (self_service: opted out, or listened and hung up) and
+    how many ended while no HitCall process followed them (untracked: a service restart)."""
 
     calls: int = 0
     connected: int = 0
     abandoned: int = 0
     no_agent: int = 0
+    self_service: int = 0
+    untracked: int = 0
     wait_to_agent_p50_s: float | None = None
     wait_to_agent_p99_s: float | None = None
     abandoned_wait_p50_s: float | None = None
@@ -77,7 +81,7 @@ class InboundDay:
 
 def inbound_day(rows: Iterable[Row]) -> InboundDay:
     """`rows`: the day's inbound call_attempts rows (outcome, ring_s = seconds waited, talk_s)."""
-    calls = connected = abandoned = no_agent = 0
+    calls = connected = abandoned = no_agent = self_service = untracked = 0
     to_agent: list[float] = []
     gave_up: list[float] = []
     talk = 0.0
@@ -94,12 +98,18 @@ def inbound_day(rows: Iterable[Row]) -> InboundDay:
                 gave_up.append(waited)
         elif r["outcome"] == "no_agent":
             no_agent += 1
+        elif r["outcome"] == "self_service":
+            self_service += 1
+        elif r["outcome"] == "untracked":
+            untracked += 1
         talk += float(r["talk_s"] or 0)
     return InboundDay(
         calls=calls,
         connected=connected,
         abandoned=abandoned,
         no_agent=no_agent,
+        self_service=self_service,
+        untracked=untracked,
         wait_to_agent_p50_s=percentile(to_agent, 50),
         wait_to_agent_p99_s=percentile(to_agent, 99),
         abandoned_wait_p50_s=percentile(gave_up, 50),
@@ -291,6 +301,8 @@ CSV_COLUMNS = (
     "inbound_connected",
     "inbound_abandoned",
     "inbound_no_agent",
+    "inbound_self_service",
+    "inbound_untracked",
     "inbound_wait_to_agent_p50_s",
     "inbound_wait_to_agent_p99_s",
     "inbound_abandoned_wait_p50_s",

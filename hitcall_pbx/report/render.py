@@ -192,6 +192,8 @@ def _inbound_tiles(i: InboundDay) -> str:
         + _tile("Put through to an agent", str(i.connected), f"{_pct(i.connected_share, 0)} · median wait {wait}")
         + _tile("Hung up waiting", str(i.abandoned), f"median wait {gave_up}")
         + _tile("No agent free", str(i.no_agent), "heard the message")
+        + _tile("Served by the menu", str(i.self_service), "opted out, or listened and hung up")
+        + (_tile("Untracked", str(i.untracked), "ended during a service restart") if i.untracked else "")
         + "</div>"
     )
 

@@ -85,7 +85,7 @@ async def day(db: asyncpg.Pool, tmp_path: Path) -> dict[str, object]:
     records = [
         _call(n, outcome, campaign=campaign, at=at, ring_s=ring, talk_s=talk) for n, outcome, at, ring, talk, _ in CALLS
     ]
-    # A return call (inbound): Asterisk's records of it carry no attempt tag; not reconciled.
+    # A return call (inbound): [hitcall-inbound] tags the caller's channel with its id.
     records.append(
         CdrRecord(
             id=inbound_cdr_id("1772442000.7"),
@@ -118,6 +118,12 @@ async def day(db: asyncpg.Pool, tmp_path: Path) -> dict[str, object]:
                 T0 + timedelta(days=1),
             )
     lines = [_csv_line(n, at, ring, *asterisk) for n, _, at, ring, _, asterisk in CALLS]
+    # The return call's channel: answered by the line (the menu) 6 s before the router had it.
+    inbound = str(inbound_cdr_id("1772442000.7"))
+    lines.append(["", "+358401234567", "0201234567", "hitcall-inbound", '"" <+358401234567>',
+                  "PJSIP/trunk-00000008", "", "Stasis", "hitcall,inbound,,", "2026-03-02 09:09:54",
+                  "2026-03-02 09:09:54", "2026-03-02 09:11:00", "66", "66", "ANSWERED", "DOCUMENTATION",
+                  "1772442000.7", f"hitcall:{inbound}", "", "1772442000.7", "8"])  # fmt: skip
     # Asterisk's untagged record of an agent's phone, and one of another day.
     lines.append(["", "agent1", "*70", "hitcall-agents", "", "PJSIP/agent1-00000001", "", "Stasis", "hitcall",
                   "2026-03-02 08:00:00", "2026-03-02 08:00:00", "2026-03-02 16:00:00", "28800", "28800", "ANSWERED",
@@ -137,8 +143,8 @@ async def test_a_matching_day_from_master_csv(db: asyncpg.Pool, day: dict) -> No
     async with db.acquire() as conn:
         result = (await reconcile_day(conn, _request(day["csv"]))).result
         assert result.clean, result.differences
-        assert (result.hitcall_attempts, result.asterisk_attempts, result.matched) == (6, 4, 4)
-        assert (result.in_progress, result.not_dialled, result.not_reconciled) == (2, 0, 1)
+        assert (result.hitcall_attempts, result.asterisk_attempts, result.matched, result.inbound) == (7, 5, 5, 1)
+        assert (result.in_progress, result.not_dialled, result.not_reconciled) == (2, 0, 0)
         before = (await reconcile_day(conn, _request(day["csv"], day=DAY - timedelta(days=1)))).result
         assert before.clean and before.matched == 1, "the call across midnight is its HitCall day's"
 
@@ -244,13 +250,15 @@ async def test_a_matching_day_from_cdr_pgsql(db: asyncpg.Pool, day: dict, asteri
     table = "cdr" if calldate else "asterisk.cdr"
     start = datetime(2026, 3, 1, 22, 0, tzinfo=UTC)
     records = await read_pgsql(asterisk_db, table, UTC, start, start + timedelta(days=1))
-    assert sorted(r.attempt_id for r in records) == [str(uuid.UUID(int=n)) for n in range(1, 6)]
+    assert sorted(r.attempt_id for r in records) == sorted(
+        [str(uuid.UUID(int=n)) for n in range(1, 6)] + [str(inbound_cdr_id("1772442000.7"))]
+    )
     answered = next(r for r in records if r.attempt_id == str(uuid.UUID(int=1)))
     assert answered.start == datetime(2026, 3, 2, 9, 0, tzinfo=UTC) and answered.billsec == 30
     assert (answered.answer is not None) is (not calldate), "an answer time only where the table has one"
     async with db.acquire() as conn:
         result = (await reconcile_day(conn, _request(None, dsn=asterisk_db, table=table))).result
-    assert result.clean and result.matched == 4, result.differences
+    assert result.clean and result.matched == 5, result.differences
 
 
 async def test_a_table_that_is_not_cdr_pgsqls(asterisk_db: str) -> None:
@@ -285,8 +293,8 @@ async def test_cli_exit_codes_and_output(
     out = capsys.readouterr().out
     assert code == 0, out
     assert out == (
-        "2026-03-02 (Europe/Helsinki): 6 attempts in HitCall, 4 in Asterisk, 4 matched, 0 never dialled,"
-        " 2 in progress, 1 inbound not reconciled: no differences\n"
+        "2026-03-02 (Europe/Helsinki): 7 attempts in HitCall (1 of them inbound), 5 in Asterisk, 5 matched,"
+        " 0 never dialled, 2 in progress: no differences\n"
     )
 
     path = tmp_path / "busy-gone.csv"
@@ -296,7 +304,7 @@ async def test_cli_exit_codes_and_output(
         code = await command.run(settings, _cli_args(*base, "--csv", str(path), "--json"))
     doc = json.loads(capsys.readouterr().out)
     assert code == 1
-    assert doc["difference_counts"]["missing_in_asterisk"] == 1 and doc["matched"] == 3
+    assert doc["difference_counts"]["missing_in_asterisk"] == 1 and doc["matched"] == 4
     [diff] = doc["differences"]
     assert diff["kind"] == "missing_in_asterisk" and diff["attempt_id"] == str(uuid.UUID(int=2))
     assert diff["hitcall"]["outcome"] == "busy" and diff["asterisk"] is None

@@ -39,6 +39,7 @@ def test_outcome_values_are_stable() -> None:
         "cancelled",
         "no_agent",
         "self_service",
+        "untracked",
     ]
 
 
@@ -204,7 +205,7 @@ def test_retry_validation(args: tuple[object, ...], field: str) -> None:
 @given(st.sampled_from(list(Outcome)), st.integers(0, 10), st.integers(1, 10))
 def test_retry_never_before_now_and_respects_max(outcome: Outcome, attempts: int, max_attempts: int) -> None:
     r = next_retry(outcome, DEFAULT_RETRY_DELAYS, attempts, max_attempts, NOW)
-    final = (Outcome.ANSWERED_HUMAN, Outcome.FAILED, Outcome.NO_AGENT, Outcome.SELF_SERVICE)
+    final = (Outcome.ANSWERED_HUMAN, Outcome.FAILED, Outcome.NO_AGENT, Outcome.SELF_SERVICE, Outcome.UNTRACKED)
     if attempts >= max_attempts or outcome in final:
         assert r is None
     else:

@@ -268,8 +268,101 @@ def test_the_day_is_hitcalls_created_at_or_else_asterisks_start() -> None:
     ] == [DifferenceKind.MISSING_IN_HITCALL]
 
 
-def test_inbound_rows_are_counted_not_reconciled() -> None:
-    result = run([hitcall(1, "answered_human", talk_s=4, direction="inbound")], [])
+def inbound_call(n: int, outcome: str, *, waited_s: float = 2.0, talk_s: float = 0.0) -> HitCallAttempt:
+    """An inbound row as the router writes it: created at arrival, answered_at = bridged."""
+    bridged = T0 + timedelta(seconds=waited_s) if outcome == "answered_human" else None
+    return HitCallAttempt(
+        attempt_id=_id(n),
+        created_at=T0,
+        state="ended",
+        outcome=outcome,
+        answered_at=bridged,
+        ended_at=T0 + timedelta(seconds=waited_s + talk_s),
+        direction="inbound",
+    )
+
+
+def caller_records(n: int, *, menu_s: int, waited_s: int, talk_s: int, disposition: str = "ANSWERED"):
+    """The caller's channel in Asterisk: alone (menu, waiting) until the agent's bridge,
+    then beside the agent's phone (its party B): two records tagged with the call's id."""
+    start = T0.replace(microsecond=0) - timedelta(seconds=menu_s)
+    joined = start + timedelta(seconds=menu_s + waited_s)
+    end = joined + timedelta(seconds=talk_s)
+    alone = AsteriskRecord(
+        attempt_id=_id(n),
+        start=start,
+        answer=start if disposition == "ANSWERED" else None,
+        end=joined if talk_s else end,
+        duration=int(((joined if talk_s else end) - start).total_seconds()),
+        billsec=int(((joined if talk_s else end) - start).total_seconds()) if disposition == "ANSWERED" else 0,
+        disposition=disposition,
+        channel="Local/0201234567@hitcall-inbound-00000001;2",
+        order=1,
+    )
+    if not talk_s:
+        return [alone]
+    beside = AsteriskRecord(
+        attempt_id=_id(n),
+        start=joined,
+        answer=joined,
+        end=end,
+        duration=talk_s,
+        billsec=talk_s,
+        disposition="ANSWERED",
+        channel="PJSIP/agent1-00000002",
+        dstchannel="Local/0201234567@hitcall-inbound-00000001;2",
+        order=2,
+    )
+    return [alone, beside]
+
+
+def test_inbound_calls_are_reconciled_by_their_line_answer_and_end() -> None:
+    h = [
+        inbound_call(1, "answered_human", waited_s=2, talk_s=30),
+        inbound_call(2, "abandoned", waited_s=5),
+        inbound_call(3, "self_service", waited_s=0, talk_s=6),
+    ]
+    a = caller_records(1, menu_s=4, waited_s=2, talk_s=30)
+    a += caller_records(2, menu_s=4, waited_s=5, talk_s=0)
+    a += caller_records(3, menu_s=0, waited_s=6, talk_s=0)
+    result = run(h, a)
+    assert result.clean, [d.as_dict() for d in result.differences]
+    assert (result.hitcall_attempts, result.inbound, result.matched, result.not_reconciled) == (3, 3, 3, 0)
+    # Before the agent's phone hangs up, Asterisk has only the caller's record up to the bridge.
+    alone = [r for r in a if not r.offered]
+    assert run(h, alone).clean
+
+
+def test_an_inbound_call_missing_on_either_side_or_ending_elsewhere_is_a_difference() -> None:
+    h = [
+        inbound_call(1, "answered_human", waited_s=2, talk_s=30),  # Asterisk ended it 10 s later
+        inbound_call(2, "no_agent", waited_s=60),  # no Asterisk record
+        inbound_call(4, "abandoned", waited_s=3),  # the line never answered in Asterisk
+    ]
+    a = caller_records(1, menu_s=4, waited_s=2, talk_s=40)
+    a += caller_records(3, menu_s=4, waited_s=1, talk_s=0)  # HitCall has no such call
+    a += caller_records(4, menu_s=0, waited_s=3, talk_s=0, disposition="NO ANSWER")
+    kinds = sorted((d.attempt_id[-1], d.kind.value) for d in run(h, a).differences)
+    assert kinds == [
+        ("1", "end_time"),
+        ("2", "missing_in_asterisk"),
+        ("3", "missing_in_hitcall"),
+        ("4", "outcome"),
+    ]
+
+
+def test_an_untracked_call_may_have_ended_in_asterisk_before_hitcall_found_it_gone() -> None:
+    # HitCall's ended_at is when restart recovery found the channel gone: 40 s after Asterisk's end.
+    gone = inbound_call(1, "untracked", waited_s=50)
+    assert run([gone], caller_records(1, menu_s=4, waited_s=10, talk_s=0)).clean
+    # Asterisk ending it later than HitCall says it was gone is a difference all the same.
+    late = inbound_call(2, "untracked", waited_s=5)
+    [diff] = run([late], caller_records(2, menu_s=0, waited_s=20, talk_s=0)).differences
+    assert diff.kind is DifferenceKind.END_TIME
+
+
+def test_rows_of_another_direction_are_counted_not_reconciled() -> None:
+    result = run([hitcall(1, "answered_human", talk_s=4, direction="transfer")], [])
     assert result.clean and result.not_reconciled == 1 and result.hitcall_attempts == 0
 
 

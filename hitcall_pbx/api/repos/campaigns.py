@@ -80,7 +80,8 @@ async def agents_by_state(conn: Conn, campaign_id: int) -> dict[str, int]:
 
 async def calls_by_state(conn: Conn, campaign_id: int) -> dict[str, int]:
     rows = await conn.fetch(
-        "SELECT state, count(*) AS n FROM live_attempts WHERE campaign_id = $1 GROUP BY state",
+        "SELECT state, count(*) AS n FROM live_attempts WHERE campaign_id = $1 AND direction = 'outbound'"
+        " GROUP BY state",
         campaign_id,
     )
     return {r["state"]: r["n"] for r in rows}
