@@ -368,6 +368,7 @@ class Transfers:
                 pass
             call.agent_id = None
             call.legs = call.legs.join(LegRole.TARGET, now, number=t.target.number)
+            await self._follow_recording(call, active.bridge_id)
             return
         if target is None:
             raise AriError("the target agent is gone")
@@ -377,6 +378,23 @@ class Transfers:
         await self._send_home(target)
         await rest.add_channel(target.bridge_id, call.channel_id)
         call.legs = call.legs.join(LegRole.TARGET, now, agent_id=target.agent_id)
+        await self._follow_recording(call, target.bridge_id)
+
+    async def _follow_recording(self, call: LiveCall, bridge_id: str) -> None:
+        """A recorded call keeps one recording: the agent's bridge recording stops and goes
+        on in the bridge the customer now talks in, appended to the same file."""
+        if call.recording_id is None:
+            return
+        name = str(call.recording_id)
+        rest = self.d.ari.rest
+        try:
+            await rest.stop_live(name)
+        except AriError:
+            pass  # finished already
+        try:
+            await rest.record_bridge(bridge_id, name, "wav", if_exists="append")
+        except AriError as exc:
+            log.warning("transfer.recording_not_followed", attempt_id=str(call.attempt.id), error=exc.message)
 
     async def _hold_bridge(self, active: Active) -> None:
         if active.bridge_made:

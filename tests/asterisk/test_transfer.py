@@ -5,6 +5,8 @@ call's legs, and the webhook events."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from hitcall_pbx.app import HitCall, Options
@@ -323,3 +325,41 @@ async def test_attended_failures_end_cleanly(service_settings, sandbox, hangup_a
             (b, None, "consult"),
             (None, ANSWERS, "consult"),
         ]
+
+
+async def test_a_recorded_call_keeps_one_recording_across_the_transfer(service_settings, sandbox, hangup_agents):
+    """The recording follows the customer into the target agent's bridge: one file, both parts."""
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, _ = await create_campaign(
+            pool,
+            "xfer-recorded",
+            mode="progressive",
+            wrap_up_s=30,
+            record_calls=True,
+            numbers=sim_numbers(1, 1, start=850),
+            **ALL_DAY,
+        )
+        other, _ = await create_campaign(pool, "xfer-recorded-2", mode="progressive", **ALL_DAY)
+        a = await create_agent(pool, "1089", "agent89", [cid])
+        b = await create_agent(pool, "1090", "agent90", [other])
+        with SippAgents(sandbox, ["agent89", "agent90"], port=5509):
+            await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            call_id = await customer_with(app, a)
+            await wait_until(lambda: app.dialer.calls[call_id].recording_id is not None, timeout=5)
+            name = str(app.dialer.calls[call_id].recording_id)
+            assert (await app.ari.rest.get_live(name)).target_uri == f"bridge:{app.sessions.get(a).bridge_id}"
+            await asyncio.sleep(2)
+            await app.dialer.transfers.start(a, BLIND, agent(b))
+            live = await app.ari.rest.get_live(name)
+            assert (live.target_uri, live.state) == (f"bridge:{app.sessions.get(b).bridge_id}", "recording")
+            await asyncio.sleep(2)
+            await app.dialer.hangup(call_id)
+            row, _, _ = await ended(app, pool, call_id)
+            await app.recorder.drain()
+        recordings = await pool.fetch("SELECT * FROM recordings WHERE attempt_id = $1", call_id)
+        assert [r["id"] for r in recordings] == [row["recording_id"]], "one recording of the call"
+        # both parts are in the file: about 4 s, not the 2 s before the transfer
+        assert float(recordings[0]["duration_s"]) >= 3.5, recordings[0]["duration_s"]
+        assert abs(float(recordings[0]["duration_s"]) - float(row["talk_s"])) < 1.0
