@@ -46,7 +46,7 @@ _OUT, _READY, _RESERVED, _TALK, _WRAP = range(5)
 
 
 class _Agent:
-    __slots__ = ("call", "id", "leaving", "ready_since", "since", "state", "wrap_start")
+    __slots__ = ("call", "id", "leaving", "ready_since", "since", "state", "talk_end", "wrap_start")
 
     def __init__(self, ident: int) -> None:
         self.id = ident
@@ -56,6 +56,7 @@ class _Agent:
         self.leaving = False
         self.ready_since = 0.0
         self.wrap_start = 0.0
+        self.talk_end = 0.0
 
 
 class _Call:
@@ -185,8 +186,9 @@ class SimResult:
 
 
 class _Simulation:
-    def __init__(self, scenario: Scenario, stats: PacingStats | None) -> None:
+    def __init__(self, scenario: Scenario, stats: PacingStats | None, oracle: bool = False) -> None:
         self.sc = scenario
+        self.oracle = oracle
         self.rng = random.Random(scenario.seed)
         self.stats = stats if stats is not None else PacingStats(ring_timeout_s=scenario.ring_timeout)
         self.pacer = make_pacer(scenario.mode)
@@ -331,7 +333,8 @@ class _Simulation:
         self.day.connected += 1
         self.day.answer_to_agent_ms.append((t - call.answered_at) * 1000.0 + self.sc.bridge_ms)
         self.stats.observe_connect()
-        self.push(t + self.talk(), _TALK_END, agent)
+        agent.talk_end = t + self.talk()
+        self.push(agent.talk_end, _TALK_END, agent)
 
     # -- calls
     def _place(self, t: float, reserve: bool) -> None:
@@ -423,6 +426,8 @@ class _Simulation:
     # -- pacing
     def _snapshot(self, t: float) -> PacingSnapshot:
         wrap_mean = self.sc.wrap.mean
+        if self.oracle:
+            return self._oracle_snapshot(t)
         return PacingSnapshot(
             now=t,
             agents_logged_in=self.logged_in,
@@ -431,6 +436,24 @@ class _Simulation:
                 [max(0.0, wrap_mean - (t - a.wrap_start)) for a in self.wrapping.values() if not a.leaving]
             ),
             talk_elapsed_s=tuple([t - a.since for a in self.talking.values() if not a.leaving]),
+            dialling_elapsed_s=tuple([t - c.placed for c in self.dialling.values()]),
+            answered_waiting=len(self.waiting),
+            reserved_calls=self.reserved_calls,
+            agents_paused=self.leaving,
+            settings=self.settings,
+        )
+
+    def _oracle_snapshot(self, t: float) -> PacingSnapshot:
+        """What a pacer told every agent's talk end in advance sees: each agent on a
+        call is free at a known time (talk end + mean wrap-up), like one in wrap-up."""
+        wrap_mean = self.sc.wrap.mean
+        known = [max(0.0, wrap_mean - (t - a.wrap_start)) for a in self.wrapping.values() if not a.leaving]
+        known += [a.talk_end - t + wrap_mean for a in self.talking.values() if not a.leaving]
+        return PacingSnapshot(
+            now=t,
+            agents_logged_in=self.logged_in,
+            agents_ready=len(self.ready),
+            wrap_remaining_s=tuple(known),
             dialling_elapsed_s=tuple([t - c.placed for c in self.dialling.values()]),
             answered_waiting=len(self.waiting),
             reserved_calls=self.reserved_calls,
@@ -535,6 +558,10 @@ class _Simulation:
             self.fallback_since = None
 
 
-def simulate(scenario: Scenario, *, stats: PacingStats | None = None) -> SimResult:
-    """Run the scenario (all its days) and return per-day and total figures."""
-    return SimResult(scenario, _Simulation(scenario, stats).run())
+def simulate(scenario: Scenario, *, stats: PacingStats | None = None, oracle: bool = False) -> SimResult:
+    """Run the scenario (all its days) and return per-day and total figures.
+
+    `oracle`: the pacer is told every agent's talk end in advance (agents on a call are
+    shown to it as free at a known time); the best a pacer could do, for the benchmark's
+    frontier."""
+    return SimResult(scenario, _Simulation(scenario, stats, oracle).run())

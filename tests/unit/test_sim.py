@@ -237,3 +237,39 @@ def test_a_morning_that_answers_well_then_falls_off_stays_under_the_cap() -> Non
     assert out["fallback_minutes"] < 0.1 * 2 * 180
     prog = simulate(sc.with_overrides(mode="progressive")).to_dict()
     assert out["talk_minutes_per_agent_hour"] >= 1.15 * prog["talk_minutes_per_agent_hour"]
+
+
+def test_the_oracle_pacer_sees_every_talk_end_in_advance(monkeypatch) -> None:
+    """The benchmark's frontier: the same predictive pacer, shown each agent on a call
+    as free at its known talk end plus the wrap-up, never as a call of unknown length."""
+    real = sim_model.make_pacer
+    seen: list[tuple[pacing.PacingSnapshot, list[float]]] = []
+
+    def recording(name: str) -> Callable[[pacing.PacingSnapshot, pacing.PacingStats], pacing.PacingDecision]:
+        pacer = real(name)
+
+        def pace(snapshot: pacing.PacingSnapshot, stats: pacing.PacingStats) -> pacing.PacingDecision:
+            sim = sim_self[0]
+            ends = sorted(a.talk_end - snapshot.now + 10.0 for a in sim.talking.values() if not a.leaving)
+            seen.append((snapshot, ends))
+            return pacer(snapshot, stats)
+
+        return pace
+
+    sim_self: list[Any] = []
+    original_init = sim_model._Simulation.__init__
+
+    def init(self: Any, *args: Any) -> None:
+        original_init(self, *args)
+        sim_self.append(self)
+
+    monkeypatch.setattr(sim_model, "make_pacer", recording)
+    monkeypatch.setattr(sim_model._Simulation, "__init__", init)
+    sc = Scenario(mode="predictive", agents=6, contact_rate=0.3, hours=0.5, seed=5)
+    out = simulate(sc, oracle=True).to_dict()
+    assert out["connected"] > 20 and out["max_daily_abandon_rate"] <= 0.03
+    talking = [(snap, ends) for snap, ends in seen if ends]
+    assert talking
+    for snap, ends in talking:
+        assert snap.talk_elapsed_s == ()
+        assert all(any(abs(w - e) < 1e-9 for w in snap.wrap_remaining_s) for e in ends)
