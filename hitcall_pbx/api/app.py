@@ -25,6 +25,7 @@ from .routes import (
     dnc,
     meta,
     records,
+    reports,
     transfers,
     users,
     webhooks,
@@ -40,6 +41,7 @@ MODULES = (
     transfers,
     calls,
     records,
+    reports,
     webhooks,
     meta,
 )

@@ -1,4 +1,5 @@
-"""`hitcall report`: the daily compliance report per campaign."""
+"""`hitcall report`: the daily compliance report per campaign; `hitcall report agents`: the
+agent productivity report (`report.agents`)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,22 @@ def parse_day(text: str) -> date:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="daily compliance report per campaign (html, csv or json)")
-    p.add_argument("--date", default=None, help="UTC day as YYYY-MM-DD (default: today)")
+    p = subparsers.add_parser(
+        "report", help="daily compliance report per campaign, or agent productivity (html, csv or json)"
+    )
+    p.add_argument(
+        "kind",
+        nargs="?",
+        choices=("campaigns", "agents"),
+        default="campaigns",
+        help="campaigns: the daily compliance report (default); agents: time, calls and dispositions per agent",
+    )
+    p.add_argument(
+        "--date", default=None, help="day as YYYY-MM-DD: UTC for campaigns, the --tz day for agents (default: today)"
+    )
     p.add_argument("--campaign", type=int, default=None, help="campaign id (default: every campaign active that day)")
+    p.add_argument("--agent", type=int, default=None, help="agents report: one agent id (default: every agent)")
+    p.add_argument("--tz", default=None, help="agents report: the time zone of its days (default: Europe/Helsinki)")
     p.add_argument("--format", choices=FORMATS, default="html")
     p.add_argument("--out", type=Path, default=None, help="file to write (default: standard output)")
 
@@ -53,6 +67,10 @@ def write_files(
 
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
+    if getattr(args, "kind", "campaigns") == "agents":
+        from .agents import run_agents  # it imports this module
+
+        return await run_agents(settings, args)
     try:
         day = parse_day(args.date) if args.date else datetime.now(UTC).date()
         unmatched = None

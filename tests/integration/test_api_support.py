@@ -102,6 +102,12 @@ class FakeDialer:
     async def skip_offer(self, agent_id: int, reason: str | None, *, actor: Actor) -> None:
         self._note("skip_offer", agent_id, reason, actor=actor)
 
+    async def manual_dial(
+        self, agent_id: int, *, campaign_id: int | None, number: str | None, contact_id: int | None, actor: Actor
+    ) -> uuid.UUID:
+        self._note("manual_dial", agent_id, campaign_id=campaign_id, number=number, contact_id=contact_id, actor=actor)
+        return self.attempt_id
+
     async def live_calls(self, *, campaign_id: int | None = None, agent_id: int | None = None) -> list[LiveCall]:
         self._note("live_calls", campaign_id=campaign_id, agent_id=agent_id)
         return [c for c in self.live if agent_id is None or c.agent_id == agent_id]
