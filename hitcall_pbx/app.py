@@ -30,6 +30,7 @@ from .dialer.control import ApiOnlyControl, EngineControl
 from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
 from .dialer.inbound import InboundOptions, InboundRouter
+from .dialer.monitor import Monitor
 from .dialer.store import DialerStore
 from .errors import ConfigError, HitCallError
 from .hooks.dispatcher import WebhookDispatcher
@@ -108,6 +109,7 @@ class HitCall:
     sessions: AgentSessions | None = None
     dialer: Dialer | None = None
     inbound: InboundRouter | None = None
+    monitor: Monitor | None = None
     journal: CallJournal | None = None
     cdr: CdrWriter | None = None
     store: RecordingStore | None = None
@@ -198,8 +200,15 @@ class HitCall:
         self.dialer.recovery.on_restart.append(self.inbound.recover)
         self.ari.on_event(self.recorder.handle_event)
         self.ari.on_resync(self.dialer.handle_resync)
+        # Supervisors' listen / whisper / barge: ends with the call, after the dialer saw its end.
+        self.monitor = Monitor(self.ari, pool, self.sessions, self.dialer)
+        await self.monitor.start()
+        self.dialer.on_call_end.append(self.monitor.call_ended)
+        self.ari.on_event(self.monitor.handle_event)
+        self.ari.on_resync(self.monitor.handle_resync)
         await self.dialer.start()
         self._stack.append(self._stop_dialer)
+        self._stack.append(self.monitor.close)
 
         self.webhooks = WebhookDispatcher(
             pool, aiohttp.ClientSession, address_policy=AddressPolicy(s.webhook_allow_networks)
@@ -250,6 +259,7 @@ class HitCall:
                 webhooks=self.webhooks,
                 ari_connected=lambda: self.ari is not None and self.ari.connected.is_set(),
                 draining=lambda: self.draining,
+                monitoring=self.monitor,
             )
             await self._listen(deps)
         if agi and s.agi_secret is not None:

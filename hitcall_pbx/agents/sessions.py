@@ -12,6 +12,14 @@ without one, the call is hung up. Wrong entries are logged and audited
 stays there; customers are added to that bridge. Hanging up the phone logs the
 agent out.
 
+A supervisor's phone: an agent row linked to a user of role supervisor or admin
+(`agents.user_id`) logs in the same way (same extension, endpoint or number, PIN), but
+the session is a supervisor session (`AgentSession.supervisor`): its channel waits in
+a holding bridge of its own (``hitcall-supervisor-<agent id>``), it is kept in
+`supervisors`, not in `by_agent`, has no agent state and is never offered a call. The
+campaigns of that agent row are the campaigns the supervisor may monitor
+(`dialer.monitor`). Hanging up logs it out like an agent.
+
 State changes go through the pure machine in core.states; every transition is
 stored (agent_state_log, agents.state) and published (agent.state_changed)
 through the call journal (`records.journal.CallJournal`): in order, off the call
@@ -92,6 +100,8 @@ class AgentSession:
     prompt_timer: asyncio.TimerHandle | None = None
     entry: asyncio.Future[None] | None = None  # the last agent number / PIN being checked
     prompt_playback: str | None = None
+    user_id: int | None = None  # the user linked to the agent row
+    supervisor: bool = False  # a supervisor's phone (the linked user's role is supervisor or admin)
 
     @property
     def state(self) -> AgentState:
@@ -109,10 +119,12 @@ class AgentSessions:
         self.pool = pool
         self.by_agent: dict[int, AgentSession] = {}
         self.by_channel: dict[str, AgentSession] = {}
+        self.supervisors: dict[int, AgentSession] = {}  # supervisors' phones, by agent row id
         self._hasher = hasher or PasswordHasher()
         self.journal = journal
         self._listeners: list[Callable[[AgentSession, AgentTransition], None]] = []
         self._dtmf_handlers: list[Callable[[AgentSession, str], bool]] = []
+        self._supervisor_dtmf: list[Callable[[AgentSession, str], bool]] = []
         self._tasks = TaskSet("agents")  # prompts and logouts started from timers and key presses
 
     # ---------------------------------------------------------- wiring ---
@@ -124,6 +136,17 @@ class AgentSessions:
         """Extra phone keys (the dialer handles preview accept/skip and hang-up)."""
         self._dtmf_handlers.append(fn)
 
+    def on_supervisor_dtmf(self, fn: Callable[[AgentSession, str], bool]) -> None:
+        """Keys pressed on a logged-in supervisor's phone."""
+        self._supervisor_dtmf.append(fn)
+
+    def supervisor_of_user(self, user_id: int) -> AgentSession | None:
+        """The logged-in supervisor phone of user `user_id`, if any."""
+        for session in self.supervisors.values():
+            if session.user_id == user_id and not session.pin_pending:
+                return session
+        return None
+
     async def close(self) -> None:
         for session in self.by_channel.values():
             self._cancel_prompt(session)
@@ -133,16 +156,18 @@ class AgentSessions:
         await self.journal.flush()
 
     # ----------------------------------------------------------- login ---
-    _AGENT_SQL = """SELECT a.id, a.number, a.name, a.endpoint, a.pin_hash, a.disabled,
+    _AGENT_SQL = """SELECT a.id, a.number, a.name, a.endpoint, a.pin_hash, a.disabled, a.user_id,
+                      u.role IN ('supervisor', 'admin') AS supervisor,
                       coalesce(array_agg(ac.campaign_id) FILTER (WHERE ac.campaign_id IS NOT NULL), '{{}}') AS campaigns
                FROM agents a LEFT JOIN agent_campaigns ac ON ac.agent_id = a.id
-               WHERE {where} GROUP BY a.id"""
+                    LEFT JOIN users u ON u.id = a.user_id
+               WHERE {where} GROUP BY a.id, u.role"""
 
     async def adopt(self, channel_id: str, agent_id: int) -> AgentSession | None:
         """Take over an agent's phone call still parked in its holding bridge (after a
         service restart): the agent stays logged in without calling back."""
         row = await self.pool.fetchrow(self._AGENT_SQL.format(where="a.id = $1"), agent_id)
-        if row is None or row["disabled"] or agent_id in self.by_agent:
+        if row is None or row["disabled"] or row["supervisor"] or agent_id in self.by_agent:
             return None
         session = AgentSession(
             agent_id=row["id"],
@@ -201,12 +226,14 @@ class AgentSessions:
     @staticmethod
     def _bind(session: AgentSession, row: asyncpg.Record) -> None:
         session.agent_id, session.number, session.name = row["id"], row["number"], row["name"]
-        session.bridge_id, session.campaigns = f"hitcall-agent-{row['id']}", frozenset(row["campaigns"])
+        session.supervisor, session.user_id = bool(row["supervisor"]), row["user_id"]
+        kind = "supervisor" if session.supervisor else "agent"
+        session.bridge_id, session.campaigns = f"hitcall-{kind}-{row['id']}", frozenset(row["campaigns"])
         session.pin_hash = row["pin_hash"]
 
     async def _admit(self, session: AgentSession) -> AgentSession | None:
         """Log the agent in: replaces the agent's other session, joins its holding bridge."""
-        old = self.by_agent.get(session.agent_id)
+        old = (self.supervisors if session.supervisor else self.by_agent).get(session.agent_id)
         if old is not None:
             await self.logout(old.channel_id, reason="replaced")
         self._cancel_prompt(session)
@@ -225,6 +252,10 @@ class AgentSessions:
             return None  # hung up meanwhile
         session.pin_pending = session.number_pending = False
         session.digits = ""
+        if session.supervisor:
+            self.supervisors[session.agent_id] = session
+            log.info("supervisor.logged_in", agent_id=session.agent_id, user_id=session.user_id)
+            return session
         self.by_agent[session.agent_id] = session
         self._apply(session, AgentEvent.LOGIN)
         log.info(
@@ -377,6 +408,8 @@ class AgentSessions:
     def _forget(self, session: AgentSession) -> None:
         if self.by_agent.get(session.agent_id) is session:
             del self.by_agent[session.agent_id]
+        if self.supervisors.get(session.agent_id) is session:
+            del self.supervisors[session.agent_id]
         self.by_channel.pop(session.channel_id, None)
 
     # ---------------------------------------------------------- states ---
@@ -463,7 +496,7 @@ class AgentSessions:
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for s in self.by_channel.values():
-            key = "login_pin" if s.pin_pending else s.state.value
+            key = "login_pin" if s.pin_pending else "supervisor" if s.supervisor else s.state.value
             out[key] = out.get(key, 0) + 1
         return out
 
@@ -474,6 +507,11 @@ class AgentSessions:
             return
         if session.pin_pending:
             self._pin_digit(session, digit)
+            return
+        if session.supervisor:
+            for fn in self._supervisor_dtmf:
+                if fn(session, digit):
+                    return
             return
         for fn in self._dtmf_handlers:
             if fn(session, digit):

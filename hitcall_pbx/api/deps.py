@@ -333,6 +333,26 @@ def default_webhook_targets() -> WebhookTargetCheck:
     return WebhookTargets()
 
 
+# ------------------------------------------------------------------------ monitoring
+
+
+class MonitoringControl(Protocol):
+    """Supervisor monitoring of live calls (`dialer.monitor.Monitor`). Sessions are dicts
+    shaped like the API's MonitoringSession. Refusals are Forbidden / Conflict / NotFound
+    with the reason as the error code (`core.monitoring.Refusal`)."""
+
+    def active(self) -> list[dict[str, Any]]:
+        """The live sessions of this process."""
+
+    async def start_session(
+        self, *, user_id: int, username: str, role: str, attempt_id: str, mode: Any, actor: Actor
+    ) -> dict[str, Any]: ...
+
+    async def change(self, monitor_id: int, mode: Any, *, user_id: int, role: str, actor: Actor) -> dict[str, Any]: ...
+
+    async def stop(self, monitor_id: int, *, user_id: int, role: str, actor: Actor) -> dict[str, Any]: ...
+
+
 # ------------------------------------------------------------------------ ApiDeps
 
 
@@ -355,3 +375,4 @@ class ApiDeps:
     metrics_on_api: bool = True  # False: /metrics is served on a listener of its own, 404 on the API port
     # checks a webhook URL when a subscription is created or changed (default: public addresses only)
     webhook_targets: WebhookTargetCheck = field(default_factory=default_webhook_targets)
+    monitoring: MonitoringControl | None = None  # None: monitoring runs in another process (503)

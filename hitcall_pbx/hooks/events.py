@@ -30,6 +30,9 @@ EVENT_TYPES = (
     "transfer.cancelled",
     "transfer.failed",
     "conference.started",
+    "monitoring.started",
+    "monitoring.changed",
+    "monitoring.ended",
 )
 
 

@@ -60,7 +60,11 @@ async def test_manual_dial_reaches_the_agent_and_writes_a_cdr(service_settings, 
     async with HitCall(settings, options, ari_factory=counter.ari_factory) as app, aiohttp.ClientSession() as http:
         pool = app.db.pool
         # A paused campaign dials nothing by itself: every call here is the agent's manual dial.
-        cid, _ = await create_campaign(pool, "manual-ok", state="paused", wrap_up_s=0, **ALL_DAY)
+        contact_number = sim_numbers(9, 1, start=611)[0]
+        cid, _ = await create_campaign(
+            pool, "manual-ok", state="paused", wrap_up_s=0, numbers=[contact_number], **ALL_DAY
+        )
+        contact = await pool.fetchval("SELECT id FROM contacts WHERE phone_e164 = $1", contact_number)
         other, _ = await create_campaign(pool, "manual-other", state="running", wrap_up_s=0, **ALL_DAY)
         agent = await create_agent(pool, "1061", "agent61", [cid])
         bystander = await create_agent(pool, "1062", "agent62", [cid, other])
@@ -82,11 +86,18 @@ async def test_manual_dial_reaches_the_agent_and_writes_a_cdr(service_settings, 
             await wait_until(lambda: app.sessions.get(agent).state.value == "on_call", timeout=10)
             assert app.sessions.get(bystander).state.value == "ready", "no other agent takes a manual call"
             await wait_until(lambda: str(attempt_id) not in app.dialer.calls, timeout=15)
+            # Then a contact of the campaign: the contact's bookkeeping follows the call like any attempt.
+            await wait_until(lambda: app.sessions.get(agent).state.value == "ready", timeout=5)
+            async with http.post(f"{base}/agents/{agent}/dial", json={"contact_id": contact}, headers=headers) as r:
+                assert r.status == 202, await r.text()
+                contact_attempt = uuid.UUID((await r.json())["attempt_id"])
+            assert await pool.fetchval("SELECT status FROM contacts WHERE id = $1", contact) == "in_progress"
+            await wait_until(lambda: str(contact_attempt) not in app.dialer.calls, timeout=15)
             await app.cdr.flush()
             await app.dialer.idle(5)
             await app.sessions.drain()
 
-        assert counter.sent == {str(attempt_id): 1}, "one attempt id, one originate"
+        assert counter.sent == {str(attempt_id): 1, str(contact_attempt): 1}, "one attempt id, one originate"
         row = await pool.fetchrow("SELECT * FROM call_attempts WHERE id = $1", attempt_id)
         assert row is not None, "the manual call wrote its CDR"
         assert (row["mode"], row["direction"], row["campaign_id"], row["agent_id"]) == (
@@ -99,6 +110,15 @@ async def test_manual_dial_reaches_the_agent_and_writes_a_cdr(service_settings, 
         assert row["bridged_at"] is not None and row["answer_to_bridge_ms"] < 2000 and not row["abandoned"]
         assert float(row["talk_s"]) > 0.5
         assert await pool.fetchval("SELECT count(*) FROM live_attempts") == 0
+        second = await pool.fetchrow("SELECT * FROM call_attempts WHERE id = $1", contact_attempt)
+        assert (second["mode"], second["contact_id"], second["agent_id"]) == ("manual", contact, agent)
+        assert (second["dialled_number"], second["outcome"], second["attempt_no"]) == (
+            contact_number,
+            "answered_human",
+            1,
+        )
+        person = await pool.fetchrow("SELECT status, attempts, last_outcome FROM contacts WHERE id = $1", contact)
+        assert dict(person) == {"status": "done", "attempts": 1, "last_outcome": "answered_human"}
         events = [
             r["event_type"]
             for r in await pool.fetch(

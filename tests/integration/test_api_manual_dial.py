@@ -10,8 +10,10 @@ from .test_api_support import Api, api  # noqa: F401  (fixture)
 
 
 async def test_manual_dial_route_checks_input_and_roles(api: Api) -> None:
-    c1, _ = await create_campaign(api.pool, "md-a", state="running")
-    c2, _ = await create_campaign(api.pool, "md-b", state="running")
+    c1, _ = await create_campaign(api.pool, "md-a", state="running", numbers=["+358401110001"])
+    c2, _ = await create_campaign(api.pool, "md-b", state="running", numbers=["+358401110002"])
+    other_contact = await api.pool.fetchval("SELECT id FROM contacts WHERE phone_e164 = '+358401110001'")
+    own_contact = await api.pool.fetchval("SELECT id FROM contacts WHERE phone_e164 = '+358401110002'")
     a1 = await create_agent(api.pool, "3001", "agent301", [c1])
     a2 = await create_agent(api.pool, "3002", "agent302", [c2])
     admin = await api.as_role(Role.ADMIN)
@@ -58,6 +60,10 @@ async def test_manual_dial_route_checks_input_and_roles(api: Api) -> None:
     sanna = await api.login("sanna")
     resp = await api.client.post(f"/api/v1/agents/{a1}/dial", json={"contact_id": 1}, headers=sanna)
     assert resp.status == 403
+    resp = await api.client.post(f"/api/v1/agents/{a2}/dial", json={"contact_id": other_contact}, headers=sanna)
+    assert resp.status == 403 and (await resp.json())["details"]["field"] == "contact_id"
+    resp = await api.client.post(f"/api/v1/agents/{a2}/dial", json={"contact_id": own_contact}, headers=sanna)
+    assert resp.status == 202
     resp = await api.client.post(
         f"/api/v1/agents/{a2}/dial", json={"campaign_id": c1, "number": "0401234567"}, headers=sanna
     )
@@ -66,4 +72,4 @@ async def test_manual_dial_route_checks_input_and_roles(api: Api) -> None:
         f"/api/v1/agents/{a2}/dial", json={"campaign_id": c2, "number": "0401234567"}, headers=sanna
     )
     assert resp.status == 202
-    assert len(api.dialer.named("manual_dial")) == 3
+    assert len(api.dialer.named("manual_dial")) == 4

@@ -29,6 +29,7 @@ from hitcall_pbx.api import ApiDeps, build_openapi, build_registry, create_app
 from hitcall_pbx.auth import Role
 from hitcall_pbx.store.db import create_pool, dsn_with_database
 
+from .monitoring_fake import FakeMonitoring
 from .test_api_support import (
     FAST_PASSWORDS,
     SYSTEM,
@@ -124,6 +125,7 @@ class _ServerThread:
             privacy=FakePrivacy(self._tmp),  # type: ignore[arg-type]  # a fake with only the methods the API calls
             webhooks=FakeReplay(),
             ari_connected=lambda: True,
+            monitoring=FakeMonitoring(),
             passwords=FAST_PASSWORDS,
         )
         app = create_app(deps)

@@ -41,6 +41,8 @@ from hitcall_pbx.auth import Actor, AuthService, Passwords, Role, ThrottlePolicy
 from hitcall_pbx.errors import NotFound
 from hitcall_pbx.hooks.targets import WebhookTargets
 
+from .monitoring_fake import FakeMonitoring
+
 FAST_PASSWORDS = Passwords(time_cost=1, memory_cost=1024, parallelism=1)
 PASSWORD = "correct horse battery"
 SYSTEM = Actor("test", "system")
@@ -327,6 +329,7 @@ async def api(db: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Api]:
         privacy=privacy,
         webhooks=replay,
         ari_connected=lambda: ari["connected"],
+        monitoring=FakeMonitoring(),
         passwords=FAST_PASSWORDS,
         throttle=ThrottlePolicy(),
         clock=clock,
@@ -415,5 +418,6 @@ async def make_world(api: Api) -> World:
         "user_id": other_user,
         "token_id": grant.record["id"],
         "recording_id": api.recordings.recording.id,
+        "monitor_id": 1,  # the session a supervisor or admin starts on the attempt (FakeMonitoring)
     }
     return World(ids, creds)

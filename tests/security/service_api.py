@@ -26,6 +26,7 @@ from hitcall_pbx.privacy.api import ApiPrivacy
 from hitcall_pbx.privacy.service import PrivacyService
 from hitcall_pbx.records.api import ApiCdrs, ApiRecordings
 from hitcall_pbx.records.recordings import Recording, RecordingStore
+from tests.integration.monitoring_fake import FakeMonitoring
 from tests.integration.test_api_support import FAST_PASSWORDS, PASSWORD, SYSTEM, Clock, FakeDialer, FakeReplay
 
 
@@ -71,6 +72,7 @@ async def running_api(
         privacy=ApiPrivacy(PrivacyService(db, store, export_dir=data_dir / "exports")),
         webhooks=FakeReplay(),
         ari_connected=lambda: True,
+        monitoring=FakeMonitoring(),
         passwords=passwords,
         throttle=ThrottlePolicy(),
         clock=clock,

@@ -113,3 +113,11 @@ async def supervised_campaigns(conn: Conn, user_id: int) -> list[int]:
 async def agent_campaigns(conn: Conn, agent_id: int) -> list[int]:
     rows = await conn.fetch("SELECT campaign_id FROM agent_campaigns WHERE agent_id = $1 ORDER BY 1", agent_id)
     return [r["campaign_id"] for r in rows]
+
+
+async def contact_campaign(conn: Conn, contact_id: int) -> int | None:
+    """The campaign whose list holds the contact (None: no such contact, or its list is in no campaign)."""
+    return await conn.fetchval(
+        "SELECT cl.campaign_id FROM contacts c JOIN campaign_lists cl ON cl.list_id = c.list_id WHERE c.id = $1",
+        contact_id,
+    )

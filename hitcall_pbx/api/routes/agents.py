@@ -17,6 +17,9 @@ from ..types import BIGINT_MAX, UNSET, Code, Id, In, Out, Patch, Phone, Query, T
 
 MANAGE = frozenset({Role.ADMIN, Role.SUPERVISOR})
 CONTROL = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT})
+# Users who may have a phone (an agent row): an agent's row takes calls; a supervisor's
+# or admin's row is the phone they monitor calls from, its campaigns the ones they supervise.
+PHONE_ROLES = frozenset({Role.AGENT, Role.SUPERVISOR, Role.ADMIN})
 State = Literal["ready", "reserved", "on_call", "wrap_up", "paused", "logged_out"]
 NUMBER = r"^[0-9]{1,10}$"
 PIN = r"^[0-9]{4,12}$"
@@ -29,7 +32,11 @@ class AgentCreate(In):
     name: Text
     pin: str | None = Field(default=None, pattern=PIN, description="login PIN; stored as an argon2id hash")
     endpoint: str | None = Field(default=None, pattern=ENDPOINT, description="PJSIP endpoint of the agent's phone")
-    user_id: Id | None = Field(default=None, description="the user (role agent) who is this agent")
+    user_id: Id | None = Field(
+        default=None,
+        description="the user who is this agent (role agent), or whose phone this is (role supervisor or admin:"
+        " the phone monitors calls of this row's campaigns and takes none)",
+    )
     disabled: bool = False
     campaign_ids: CampaignIds = Field(default_factory=list, max_length=1000)
 
@@ -136,8 +143,10 @@ async def _prepare(ctx: Ctx, conn: Any, data: dict[str, Any]) -> list[int] | Non
         role = await repo.user_role(conn, data["user_id"])
         if role is None:
             raise ValidationFailed(f"user {data['user_id']} does not exist", details={"field": "user_id"})
-        if role != Role.AGENT:
-            raise ValidationFailed("the linked user must have role agent", details={"field": "user_id"})
+        if role not in PHONE_ROLES:
+            raise ValidationFailed(
+                "the linked user must have role agent, supervisor or admin", details={"field": "user_id"}
+            )
     campaign_ids = data.pop("campaign_ids", None)
     if campaign_ids:
         missing = await repo.missing_campaigns(conn, campaign_ids)
@@ -395,6 +404,8 @@ def register(reg: Registry) -> None:
             mine = set(await repo.supervised_campaigns(ctx.pool, ctx.me.user_id))
             if b.campaign_id is not None and b.campaign_id not in mine:
                 raise Forbidden("the campaign is not one you supervise", details={"field": "campaign_id"})
+            if b.contact_id is not None and await repo.contact_campaign(ctx.pool, b.contact_id) not in mine:
+                raise Forbidden("the contact is in no campaign you supervise", details={"field": "contact_id"})
             if not mine.intersection(await repo.agent_campaigns(ctx.pool, agent_id)):
                 raise Forbidden("the agent works on no campaign you supervise", details={"agent_id": agent_id})
         attempt_id = await ctx.deps.dialer.manual_dial(

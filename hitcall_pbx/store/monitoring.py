@@ -1,0 +1,46 @@
+"""Stored monitoring sessions (migration 0013): the SQL both the dialing process and the
+REST API read them with."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from .db import Executor
+
+_SUPERVISED_SQL = """SELECT a.id, coalesce(array_agg(ac.campaign_id) FILTER (WHERE ac.campaign_id IS NOT NULL), '{}')
+                        AS campaigns
+                     FROM agents a LEFT JOIN agent_campaigns ac ON ac.agent_id = a.id
+                     WHERE a.user_id = $1 GROUP BY a.id"""
+
+SESSION_COLUMNS = """id, supervisor, supervisor_user_id, phone_agent_id, attempt_id, campaign_id, agent_id, mode,
+                     modes, started_at, ended_at, end_reason"""
+
+
+async def supervised_campaigns(pool: Executor, user_id: int) -> frozenset[int]:
+    """The campaigns of the agent row (phone) linked to the user."""
+    row = await pool.fetchrow(_SUPERVISED_SQL, user_id)
+    return frozenset(row["campaigns"]) if row is not None else frozenset()
+
+
+async def list_sessions(
+    pool: Executor,
+    *,
+    active: bool,
+    campaigns: frozenset[int] | None,
+    attempt_id: uuid.UUID | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Stored sessions, newest first (`campaigns` None: every campaign)."""
+    rows = await pool.fetch(
+        f"""SELECT {SESSION_COLUMNS} FROM monitoring_sessions
+            WHERE ($1::boolean IS FALSE OR ended_at IS NULL)
+              AND ($2::bigint[] IS NULL OR campaign_id = ANY($2::bigint[]))
+              AND ($3::uuid IS NULL OR attempt_id = $3)
+            ORDER BY started_at DESC, id DESC LIMIT $4""",
+        active,
+        None if campaigns is None else sorted(campaigns),
+        attempt_id,
+        limit,
+    )
+    return [dict(r.items()) for r in rows]
