@@ -233,3 +233,55 @@ async def test_return_calls_reconcile_with_asterisks_cdrs(service_settings, sand
         assert report.inbound.self_service == 1
     finally:
         await app.close()
+
+
+async def test_a_caller_waiting_across_a_restart_queues_again_and_reaches_the_agent(
+    service_settings, sandbox, hangup_agents
+):
+    first = await _service(service_settings)
+    phones = None
+    try:
+        pool = first.db.pool
+        cid, _ = await create_campaign(pool, "return-line", wrap_up_s=1)
+        agent = await create_agent(pool, "1001", "agent1", [cid])
+        phones = SippAgents(sandbox, ["agent1"], port=5279)
+        phones.start()
+        await wait_until(lambda: len(first.sessions.ready_agents(cid)) == 1, timeout=15)
+        async with caller_app(service_settings) as caller:
+            assert first.inbound is not None
+            talking = await call_and_ask_for_agent(caller, first)
+            await wait_until(lambda: first.inbound.calls[talking].bridged, timeout=10)
+            waiting = await call_and_ask_for_agent(caller, first)
+            await wait_until(lambda: first.inbound.calls[waiting].waiting, timeout=10)
+            arrived = first.inbound.calls[waiting].arrived_at
+            await first.close()
+
+            second = await _service(service_settings)
+            try:
+                assert second.inbound is not None
+                await wait_until(lambda: waiting in second.inbound.calls, timeout=15)
+                assert second.inbound.calls[waiting].waiting, "queued again: the agent is busy"
+                assert second.inbound.calls[waiting].arrived_at == arrived
+                # The agent's first caller hangs up; after the wrap-up the agent takes the waiting one.
+                await caller.rest.hangup(talking.removesuffix("-2"))
+                await wait_until(lambda: second.inbound.calls[waiting].bridged, timeout=15)
+                session = second.sessions.by_agent[agent]
+                assert session.state is AgentState.ON_CALL and session.attempt_id == waiting
+                await asyncio.sleep(1.0)
+                await caller.rest.hangup(waiting.removesuffix("-2"))
+                await wait_until(lambda: waiting not in second.inbound.calls, timeout=10)
+                rows = await _inbound_rows(second)
+                assert set(rows) == {inbound_cdr_id(talking), inbound_cdr_id(waiting)}, "exactly one CDR per call"
+                row = rows[inbound_cdr_id(waiting)]
+                assert (row["outcome"], row["agent_id"], row["created_at"]) == ("answered_human", agent, arrived)
+                waited = (row["bridged_at"] - arrived).total_seconds()
+                assert float(row["ring_s"]) == pytest.approx(waited, abs=0.01) and waited > 1.0
+                assert float(row["talk_s"]) >= 0.9
+                assert rows[inbound_cdr_id(talking)]["outcome"] == "answered_human"
+                assert not await _live_rows(second), "no live row left"
+            finally:
+                await second.close()
+    finally:
+        if phones is not None:
+            phones.stop()
+        await first.close()
