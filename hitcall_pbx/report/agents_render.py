@@ -78,7 +78,7 @@ def _time_bars(days: Sequence[AgentDay]) -> str:
     parts = [f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" xmlns="http://www.w3.org/2000/svg">']
     for i, d in enumerate(days):
         y = 6 + i * row_h
-        label = escape(f"{d.name or ''} ({d.number or d.agent_id})")
+        label = escape(f"{d.name} ({d.number or d.agent_id})" if d.name else f"#{d.agent_id}")
         parts.append(f'<text x="{left - 8}" y="{y + 15}" text-anchor="end" class="lbl">{label}</text>')
         x = float(left)
         for key, colour, fi, en in STATE_BARS:
@@ -104,7 +104,7 @@ def _time_bars(days: Sequence[AgentDay]) -> str:
 def _call_bars(days: Sequence[AgentDay]) -> str:
     """Calls and connects per agent, side by side."""
     width, height, left, bottom = 760, 220, 40, 40
-    top = max((d.calls for d in days), default=0) or 1
+    top = max(4, -(-max((d.calls for d in days), default=0) // 4) * 4)  # whole calls on every gridline
     slot = (width - left - 10) / max(1, len(days))
     bar = min(28.0, slot / 3)
     plot_h = height - bottom - 12
@@ -128,6 +128,10 @@ def _call_bars(days: Sequence[AgentDay]) -> str:
             f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle"'
             f' class="lbl">{escape(d.number or str(d.agent_id))}</text>'
         )
+    for j, (colour, what) in enumerate((("#9aa5b8", "puhelut / calls"), ("#3b6fd8", "yhdistetyt / connects"))):
+        x = left + j * 170
+        parts.append(f'<rect x="{x}" y="{height - 12}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{x + 14}" y="{height - 2}" class="lbl">{what}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
