@@ -210,7 +210,7 @@ def inbound_cdr(call: InboundCall, ended_at: datetime, default_policy: Retention
 UNTRACKED_CAUSE = "ended while no HitCall process followed it (found gone at restart)"
 
 
-def untracked_cdr(row: Mapping[str, Any], ended_at: datetime) -> dict[str, Any]:
+def untracked_cdr(row: Mapping[str, Any] | asyncpg.Record, ended_at: datetime) -> dict[str, Any]:
     """The CDR of an inbound call whose live row a stopped process left and whose channel
     is gone: outcome ``untracked``; ended_at is when that was found (the call ended at
     most that late); the agent and bridge time the row holds say how far it got."""
@@ -456,7 +456,7 @@ class InboundRouter:
                 continue
             await self._adopt(row, channel.id, talking.get(channel.id), now)
 
-    def _record_untracked(self, row: Mapping[str, Any], now: datetime) -> None:
+    def _record_untracked(self, row: Mapping[str, Any] | asyncpg.Record, now: datetime) -> None:
         record = untracked_cdr(row, now)
         log.warning("inbound.call_recovered", attempt_id=str(row["id"]), outcome=record["outcome"])
         if self.cdr is not None:
@@ -467,7 +467,9 @@ class InboundRouter:
         if self.journal is not None:
             self.journal.event("call.ended", f"attempt:{record['id']}", json_payload(record))
 
-    async def _adopt(self, row: Mapping[str, Any], channel_id: str, agent_id: int | None, now: datetime) -> None:
+    async def _adopt(
+        self, row: Mapping[str, Any] | asyncpg.Record, channel_id: str, agent_id: int | None, now: datetime
+    ) -> None:
         """A caller a stopped process had, still in Stasis: followed again from here."""
         created: datetime = row["created_at"]
         call = InboundCall(
