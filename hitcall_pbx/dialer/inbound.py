@@ -445,6 +445,7 @@ class InboundRouter:
         by_row = {inbound_cdr_id(cid): channel for cid, channel in channels.items()}
         talking = {c: agent for agent, (_, others) in agent_bridges(snap.bridges, channels).items() for c in others}
         now = datetime.now(UTC)
+        adopted: list[InboundCall] = []
         for row in rows:
             channel = by_row.get(row["id"])
             if channel is not None and channel.id in self.calls:
@@ -454,7 +455,19 @@ class InboundRouter:
                 # with it): should it reach the router after all, the router's CDR wins.
                 self._record_untracked(row, now)
                 continue
-            await self._adopt(row, channel.id, talking.get(channel.id), now)
+            adopted.append(await self._adopt(row, channel.id, talking.get(channel.id), now))
+        if adopted:
+            # A caller who hung up after the snapshot and before being adopted sent its
+            # hangup events to nobody: asked once more, now that its events reach the router.
+            try:
+                states = await self.ari.rest.channel_states()
+            except AriError as exc:
+                log.warning("inbound.recover_check_failed", error=exc.message)
+                return
+            for call in adopted:
+                if call.channel_id not in states and self.calls.get(call.channel_id) is call:
+                    log.warning("inbound.adopted_call_gone", channel_id=call.channel_id)
+                    self._caller_gone(call, datetime.now(UTC))
 
     def _record_untracked(self, row: Mapping[str, Any] | asyncpg.Record, now: datetime) -> None:
         record = untracked_cdr(row, now)
@@ -469,7 +482,7 @@ class InboundRouter:
 
     async def _adopt(
         self, row: Mapping[str, Any] | asyncpg.Record, channel_id: str, agent_id: int | None, now: datetime
-    ) -> None:
+    ) -> InboundCall:
         """A caller a stopped process had, still in Stasis: followed again from here."""
         created: datetime = row["created_at"]
         call = InboundCall(
@@ -498,11 +511,11 @@ class InboundRouter:
             log.warning("inbound.call_adopted", attempt_id=str(row["id"]), agent_id=agent_id, talking=True)
             if session is None:
                 await self._hangup(channel_id)  # its agent is not logged in: the hangup event ends it
-                return
+                return call
             call.agent_channel_id = session.channel_id
             self._by_agent_channel[session.channel_id] = call
             self.sessions.connect(session, channel_id, call.request.campaign_id)
-            return
+            return call
         # Waiting (music on hold) or hearing the message: back in the queue, its wait
         # counted from its arrival.
         log.warning("inbound.call_adopted", attempt_id=str(row["id"]), talking=False)
@@ -511,11 +524,12 @@ class InboundRouter:
         self.waiting.append(call)
         if agent is not None:
             self._connect(call, agent)
-            return
+            return call
         waited = (now - created).total_seconds()
         call.timer = asyncio.get_running_loop().call_later(
             max(0.0, self.options.max_wait_s - waited), self._give_up, call
         )
+        return call
 
     # ------------------------------------------------------------ agents ---
     def _agent_changed(self, session: AgentSession, tr: AgentTransition) -> None:

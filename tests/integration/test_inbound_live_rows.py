@@ -12,13 +12,17 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from hitcall_pbx.agents.sessions import AgentSessions
 from hitcall_pbx.agi.scripts import record_menu_call
+from hitcall_pbx.ari.client import Resync
+from hitcall_pbx.ari.models import Channel
 from hitcall_pbx.core.outcomes import Outcome
 from hitcall_pbx.core.retention import RetentionPolicy, cdr_deadline
-from hitcall_pbx.dialer.inbound import open_inbound_calls, untracked_cdr
+from hitcall_pbx.dialer.inbound import InboundOptions, InboundRouter, open_inbound_calls, untracked_cdr
 from hitcall_pbx.errors import ValidationFailed
 from hitcall_pbx.records.cdr import CdrRecord, inbound_cdr_id, write_cdrs
-from hitcall_pbx.records.journal import InboundArrival, Progress, apply_ops
+from hitcall_pbx.records.journal import CallJournal, InboundArrival, Progress, apply_ops
+from tests.ari_fake import FakeAri
 
 CALLER = "+358401234567"
 LINE = "+358201234567"
@@ -224,3 +228,65 @@ async def test_one_live_attempt_per_contact_guards_outbound_rows_only(db: asyncp
     assert await db.fetchval("SELECT count(*) FROM live_attempts WHERE contact_id = $1", contact) == 3
     with pytest.raises(asyncpg.UniqueViolationError):
         await db.execute(insert, uuid.uuid4(), campaign, contact, LINE, T0, T0 + timedelta(days=90))
+
+
+class _Cdrs:
+    """The router's CDR sink: what it submits."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def submit(self, record: dict) -> None:
+        self.records.append(record)
+
+
+def _stasis_channel(channel_id: str) -> Channel:
+    return Channel.model_validate(
+        {
+            "id": channel_id,
+            "protocol_id": "",
+            "name": "PJSIP/trunk-00000007",
+            "state": "Up",
+            "caller": {"name": "", "number": CALLER},
+            "connected": {"name": "", "number": ""},
+            "accountcode": "",
+            "dialplan": {
+                "context": "hitcall-inbound",
+                "exten": "0201234567",
+                "priority": 6,
+                "app_name": "Stasis",
+                "app_data": "hitcall,inbound,,",
+            },
+            "creationtime": "2026-03-02T09:00:00.000+0000",
+            "language": "en",
+        }
+    )
+
+
+async def test_recovery_closes_a_gone_call_and_one_that_hung_up_while_it_was_adopted(db: asyncpg.Pool):
+    """The router's recovery with a fake Asterisk: a row whose channel is not in the
+    snapshot is closed as untracked; a caller in the snapshot is adopted, and when Asterisk
+    no longer lists it right after (it hung up before its events reached the router), it
+    is finished as the caller who hung up waiting, its wait from its first arrival."""
+    ari = FakeAri()
+    journal = CallJournal(db)
+    sessions = AgentSessions(ari, db, journal=journal)
+    cdrs = _Cdrs()
+    router = InboundRouter(ari, db, sessions, InboundOptions(max_wait_s=60), cdr=cdrs)
+    now = datetime.now(UTC)
+    gone, raced = (
+        arrival(c, campaign=None, contact=None, at=now - timedelta(seconds=30)) for c in ("c-gone", "c-raced")
+    )
+    await _apply(db, [gone, raced])
+    snap = Resync(channels=[_stasis_channel("c-raced")], bridges=[], reconnect=False, downtime_s=None)
+    await router.recover(snap)  # the fake Asterisk lists no channel when asked again
+    by_id = {r["id"]: r for r in cdrs.records}
+    assert set(by_id) == {gone.attempt_id, raced.attempt_id}
+    assert by_id[gone.attempt_id]["outcome"] == "untracked"
+    assert (by_id[raced.attempt_id]["outcome"], by_id[raced.attempt_id]["created_at"]) == (
+        "abandoned",
+        raced.created_at,
+    )
+    assert float(by_id[raced.attempt_id]["ring_s"]) >= 30
+    assert not router.calls and not router.waiting
+    assert [r.method for r in ari.rest.requests].count("channel_states") == 1
