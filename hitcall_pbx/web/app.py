@@ -151,7 +151,7 @@ def _page_ctx(viewer: Viewer, **extra: Any) -> dict[str, Any]:
 
 def _refuse(request: web.Request, viewer: Viewer, message_key: str, status: int = 403) -> web.Response:
     t = viewer.t
-    message = t(message_key, role=viewer.principal.role.value)
+    message = t(message_key, role=t(f"role.{viewer.principal.role.value}"))
     return _render(request, "error.html", _page_ctx(viewer, message=message), status=status)
 
 
@@ -189,6 +189,10 @@ async def _form(request: web.Request, viewer: Viewer | None = None) -> dict[str,
 
 class _CsrfRefused(Exception):
     pass
+
+
+def _gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
 
 
 def _see_other(location: str) -> web.Response:
@@ -417,6 +421,8 @@ def setup_web(app: web.Application, deps: WebDeps) -> None:
         agent_id = viewer.principal.agent_id
         if hub is None or agent_id is None:
             raise web.HTTPNotFound()
+        if _gone(request):
+            return web.Response(status=204)  # the page went away before its stream started
         sub = hub.agent_events(agent_id)
         try:
             async with sse_response(request, ping_interval=deps.ping_s) as resp:
@@ -430,6 +436,8 @@ def setup_web(app: web.Application, deps: WebDeps) -> None:
                         await resp.send(json.dumps({"type": "resync"}), event="resync")
                     await resp.send(json.dumps(agent_message(event)), event="agent")
                 return resp
+        except ConnectionResetError:  # the page went away
+            return web.Response(status=204)
         finally:
             hub.untrack(sub)
 
@@ -442,18 +450,23 @@ def setup_web(app: web.Application, deps: WebDeps) -> None:
         board = await hub.watch(int(text))
         sub = hub.campaign_events(board)
         try:
+            if _gone(request):
+                return web.Response(status=204)
             async with sse_response(request, ping_interval=deps.ping_s) as resp:
                 await resp.send(json.dumps(board.snapshot(), default=str), event="snapshot")
                 sent = board.version
                 while resp.is_connected() and not sub.closed and not hub.closed:
                     event = await sub.get(timeout=0.25)
                     if event is not None:
+                        hub.apply(board, event)
                         await resp.send(json.dumps(agent_message(event)), event="live")
                         continue
                     if board.version != sent:
                         sent = board.version
                         await resp.send(json.dumps(board.snapshot(), default=str), event="snapshot")
                 return resp
+        except ConnectionResetError:  # the page went away
+            return web.Response(status=204)
         finally:
             hub.untrack(sub)
             hub.unwatch(board)

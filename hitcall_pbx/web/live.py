@@ -30,6 +30,7 @@ log = get_logger("hitcall.web.live")
 
 DEFAULT_TZ = "Europe/Helsinki"
 RINGING = frozenset({"reserved", "originating", "ringing"})
+FIRST_SCREEN_MAX_AGE_S = 0.5  # a new viewer's first screen is read afresh when older than this
 
 
 @dataclass
@@ -48,6 +49,7 @@ class CampaignBoard:
     db: dict[str, Any] = field(default_factory=dict)
     mem: dict[str, Any] = field(default_factory=dict)
     agent_ids: frozenset[int] = frozenset()
+    db_at: float = 0.0  # monotonic time of the last database read
     history: list[dict[str, Any]] = field(default_factory=list)  # calls by state, one point per `interval`
 
     def snapshot(self) -> dict[str, Any]:
@@ -128,10 +130,19 @@ class LiveHub:
         if board is None:
             board = self.boards[campaign_id] = CampaignBoard(campaign_id)
         board.watchers += 1
-        if not board.db:
+        if time.monotonic() - board.db_at > FIRST_SCREEN_MAX_AGE_S:
             await self._refresh_db(board)
             await self._refresh_mem(board)
         return board
+
+    def apply(self, board: CampaignBoard, event: LiveEvent) -> None:
+        """An agent's pushed state change, into the board's figures (its next snapshot is current)."""
+        if event.type != "agent.state_changed":
+            return
+        p = event.payload
+        for agent in board.db.get("agents", ()):
+            if agent["id"] == p.get("agent_id"):
+                agent.update(state=p.get("state"), pause_code=p.get("pause_code"), since=p.get("at"))
 
     def unwatch(self, board: CampaignBoard) -> None:
         board.watchers -= 1
@@ -271,6 +282,7 @@ class LiveHub:
                 {"name": a["name"], "severity": a["severity"], "raised_at": a["raised_at"].isoformat()} for a in alarms
             ],
         }
+        board.db_at = time.monotonic()
         board.version += 1
 
 

@@ -12,8 +12,11 @@
 
   // ----------------------------------------------------------------- state bar
   function showState(s) {
+    // A pushed change is newer than what the database said a moment ago (it is written behind): keep it.
+    const since = s.state_since ? new Date(s.state_since) : new Date();
+    if (view.since && since < view.since && s.state !== view.state) return;
     view.state = s.state;
-    view.since = s.state_since ? new Date(s.state_since) : new Date();
+    view.since = since;
     view.pauseCode = s.pause_code;
     const badge = $("state-badge");
     badge.textContent = t(`state.${s.state}`) + (s.pause_code ? ` · ${t(`pause.${s.pause_code}`) || s.pause_code}` : "");
@@ -99,14 +102,21 @@
       rows.append(el("tr", {},
         el("td", {}, formatDateTime(h.at)),
         el("td", {}, h.outcome ? t(`outcome.${h.outcome}`) : "–"),
-        el("td", {}, h.disposition ? (t(`disp.${h.disposition}`) || h.disposition) : "–"),
+        el("td", {}, h.disposition ? messageOr(`disp.${h.disposition}`, h.disposition) : "–"),
         el("td", {}, h.agent_name || "–")));
     }
     $("c-history-empty").hidden = card.history.length > 0;
     const select = $("disposition");
     const current = select.value;
-    select.replaceChildren(...card.dispositions.map((d) => el("option", { value: d }, messageOr(`disp.${d}`, d))));
-    if (card.dispositions.includes(current)) select.value = current;
+    view.rules = Object.fromEntries(card.dispositions.map((d) => [d.code, d.rule]));
+    select.replaceChildren(...card.dispositions.map((d) => el("option", { value: d.code },
+      (HC.locale === "fi" ? d.label_fi : d.label_en) + (d.phone_key ? ` (${d.phone_key})` : ""))));
+    const fresh = view.shownAttempt !== (card.attempt_id || `offer:${card.offer_id}`);
+    if (card.disposition && card.disposition in view.rules) select.value = card.disposition;
+    else if (!fresh && current in view.rules) select.value = current;
+    if (fresh || !$("callback-at").value) $("callback-at").value = card.callback_at ? localInput(card.callback_at, card.timezone) : "";
+    $("callback-at").required = view.rules[select.value] === "callback";
+    view.shownAttempt = card.attempt_id || `offer:${card.offer_id}`;
     $("callback-zone").textContent = card.timezone;
     $("btn-hangup").disabled = card.kind !== "call";
     setDispositionEnabled(card.kind !== "offer" && Boolean(card.attempt_id));
@@ -116,17 +126,23 @@
     tick();
   }
 
+  // An instant as the value of a datetime-local input in `zone` (the customer's local time).
+  function localInput(iso, zone) {
+    const parts = Object.fromEntries(new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+    }).formatToParts(new Date(iso)).map((p) => [p.type, p.value]));
+    return `${parts.year}-${parts.month}-${parts.day}T${parts.hour}:${parts.minute}`;
+  }
+
   function messageOr(key, fallback) {
     const text = t(key);
     return text === key ? fallback : text;
   }
 
   function setDispositionEnabled(on) {
-    for (const id of ["disposition", "btn-disposition", "btn-notes"]) $(id).disabled = !on && id !== "btn-notes";
+    for (const id of ["disposition", "btn-disposition", "callback-at"]) $(id).disabled = !on;
     $("btn-notes").disabled = !view.card;
-    const callback = on && Boolean(view.callbackPath);
-    $("callback-at").disabled = !callback;
-    $("btn-callback").disabled = !callback;
+    $("btn-callback").disabled = !(on && view.callbackPath);
   }
 
   // ----------------------------------------------------------------- loading
@@ -134,12 +150,19 @@
   async function loadState() {
     showState(await api("GET", `/agents/${agentId}/state`));
   }
-  async function loadCard() {
+  // The database is written a moment after a pushed change: a card the push says exists
+  // (a call, an offer, a wrap-up) is asked for again a few times before the page gives up.
+  async function loadCard(tries = 0) {
     try {
       showCard(await api("GET", `/agents/${agentId}/card`));
     } catch (err) {
-      if (err.status === 404) showCard(null);
-      else throw err;
+      if (err.status !== 404) throw err;
+      const expected = ["reserved", "on_call", "wrap_up"].includes(view.state);
+      if (expected && tries < 8) {
+        setTimeout(() => loadCard(tries + 1).catch(failed), 250);
+      } else {
+        showCard(null);
+      }
     }
   }
   async function loadDay() {
@@ -166,7 +189,7 @@
     } catch (err) {
       view.callbackPath = null;
     }
-    if (!view.callbackPath) $("callback-zone").textContent = t("card.callback_unavailable");
+    $("btn-callback").hidden = !view.callbackPath;
     setDispositionEnabled(Boolean(view.card && view.card.kind !== "offer" && view.card.attempt_id));
   }
 
@@ -196,19 +219,34 @@
   $("btn-skip").addEventListener("click", skip);
   $("btn-notes").addEventListener("click", () => act(
     () => api("PUT", `/agents/${agentId}/card/notes`, { notes: $("c-notes").value }), t("card.notes_saved")));
+  // The callback time is the contact's local time: sent without a UTC offset, the API reads it so.
+  function callbackAt() {
+    const local = $("callback-at").value;
+    return local ? (local.length === 16 ? `${local}:00` : local) : null;
+  }
+  $("disposition").addEventListener("change", () => {
+    $("callback-at").required = view.rules?.[$("disposition").value] === "callback";
+  });
   $("disposition-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const card = view.card;
     if (!card?.attempt_id) return;
-    act(() => api("POST", `/agents/${agentId}/disposition`, { disposition: $("disposition").value, attempt_id: card.attempt_id }),
-      t("card.disposition_saved"));
+    const code = $("disposition").value;
+    const body = { disposition: code, attempt_id: card.attempt_id };
+    if (view.rules?.[code] === "callback") {
+      body.callback_at = callbackAt();
+      if (!body.callback_at) {
+        $("callback-at").focus();
+        return toast(t("card.callback_needed"), "bad");
+      }
+    }
+    act(() => api("POST", `/agents/${agentId}/disposition`, body),
+      body.callback_at ? `${t("card.disposition_saved")} ${t("card.callback_saved")}` : t("card.disposition_saved"));
   });
-  $("callback-form").addEventListener("submit", (e) => {
-    e.preventDefault();
+  $("btn-callback").addEventListener("click", () => {
     const card = view.card;
-    const local = $("callback-at").value;
-    if (!card?.attempt_id || !local || !view.callbackPath) return;
-    const at = local.length === 16 ? `${local}:00` : local;
+    const at = callbackAt();
+    if (!card || !at || !view.callbackPath) return;
     act(() => api("POST", view.callbackPath, { contact_id: card.contact_id, at, kind: "personal" }),
       t("card.callback_saved"));
   });

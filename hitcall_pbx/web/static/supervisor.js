@@ -12,6 +12,11 @@
   const agents = new Map(); // id -> {row, since, state}
   let snapshot = null;
 
+  function messageOr(key, fallback) {
+    const found = t(key);
+    return found === key ? fallback : found;
+  }
+
   function text(id, value) {
     $(id).textContent = value === null || value === undefined ? "–" : String(value);
   }
@@ -24,12 +29,14 @@
   }
 
   function showSnapshot(s) {
+    if (s.missing || !s.agents) return; // the campaign is gone, or its figures are not read yet
     snapshot = s;
-    if (s.missing) return;
     const state = $("camp-state");
     state.textContent = t(`campaign.${s.state}`);
     state.className = `badge campaign-${s.state}`;
-    text("camp-mode", s.mode);
+    text("camp-mode", messageOr(`mode.${s.mode}`, s.mode));
+    const option = document.querySelector(`#campaign option[value="${campaignId}"]`);
+    if (option) option.textContent = `${s.name} (${t(`campaign.${s.state}`)})`;
     for (const b of document.querySelectorAll("[data-campaign-action]")) {
       const action = b.dataset.campaignAction;
       b.disabled = !((action === "start" && s.state === "draft") || (action === "pause" && s.state === "running")
@@ -52,7 +59,8 @@
     const working = s.agents.filter((a) => !["logged_out", "paused"].includes(a.state)).length;
     const lines = (calls.ringing ?? 0) + (calls.waiting ?? 0) + (calls.bridged ?? 0);
     text("f-lines", working ? (lines / working).toFixed(2) : "–");
-    text("f-decision", pacing.decision ? `${pacing.decision.dial_now} · ${pacing.decision.mode_effective} · ${pacing.decision.reason}` : "–");
+    const d = pacing.decision;
+    text("f-decision", d ? t("sup.decision_text", { calls: d.dial_now, mode: messageOr(`mode.${d.mode_effective}`, d.mode_effective) }) : "–");
     text("f-hopper", s.hopper);
     text("f-callbacks", s.callbacks_due);
     showAgents(s.agents);
@@ -101,7 +109,7 @@
   function setAgentState(entry, state, pauseCode, since) {
     entry.state = state;
     entry.since = since ? new Date(since) : new Date();
-    entry.stateCell.textContent = t(`state.${state}`) + (pauseCode ? ` · ${pauseCode}` : "");
+    entry.stateCell.textContent = t(`state.${state}`) + (pauseCode ? ` · ${messageOr(`pause.${pauseCode}`, pauseCode)}` : "");
     entry.stateCell.className = `badge state-${state}`;
     entry.row.dataset.state = state;
     tickAgent(entry);
@@ -214,6 +222,7 @@
       if (!entry) return;
       entry.pushedAt = m.at ? new Date(m.at) : new Date();
       setAgentState(entry, m.state, m.pause_code, m.at);
+      entry.row.dataset.changedAt = String(Date.now());
       entry.row.classList.add("changed");
       setTimeout(() => entry.row.classList.remove("changed"), 1200);
     },
