@@ -224,7 +224,9 @@ class LiveHub:
             agents = await conn.fetch(
                 """SELECT a.id, a.number, a.name, a.state, a.pause_code, a.state_since
                    FROM agents a JOIN agent_campaigns ac ON ac.agent_id = a.id
-                   WHERE ac.campaign_id = $1 AND NOT a.disabled ORDER BY a.number""",
+                   LEFT JOIN users u ON u.id = a.user_id
+                   WHERE ac.campaign_id = $1 AND NOT a.disabled AND (u.role IS NULL OR u.role = 'agent')
+                   ORDER BY a.number""",
                 cid,
             )
             figures = await conn.fetchrow(

@@ -20,8 +20,6 @@ from ..types import In, Out
 
 CONTROL = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT})
 HISTORY_LIMIT = 20
-# The dispositions an agent can set when the campaign names none of its own (the phone's keys 3-9).
-DEFAULT_DISPOSITIONS = ("sale", "callback", "not_interested", "wrong_number", "do_not_call", "other", "no_decision")
 
 
 class CardAttempt(Out):
@@ -31,6 +29,14 @@ class CardAttempt(Out):
     disposition: str | None
     agent_name: str | None
     talk_s: float | None
+
+
+class CardDisposition(Out):
+    code: str
+    label_fi: str
+    label_en: str
+    rule: str = Field(description="final, retry, callback (needs callback_at), do_not_call, wrong_number, recycle")
+    phone_key: str | None = None
 
 
 class Card(Out):
@@ -59,8 +65,10 @@ class Card(Out):
     marketing_prohibited: bool
     extra: dict[str, Any]
     notes: str | None
-    history: list[CardAttempt]
-    dispositions: list[str]
+    disposition: str | None = Field(default=None, description="the disposition given to this call so far")
+    callback_at: datetime | None = Field(default=None, description="the contact's scheduled callback")
+    history: list[CardAttempt] = Field(description="earlier attempts, newest first (not this call)")
+    dispositions: list[CardDisposition] = Field(description="the campaign's disposition codes")
 
 
 class NotesIn(In):
@@ -158,10 +166,21 @@ def register(reg: Registry) -> None:
                 """SELECT a.id, coalesce(a.ended_at, a.created_at) AS at, a.outcome, a.disposition, a.talk_s,
                           g.name AS agent_name
                    FROM all_attempts a LEFT JOIN agents g ON g.id = a.agent_id
-                   WHERE a.contact_id = $1 AND a.state = 'ended'
+                   WHERE a.contact_id = $1 AND a.state = 'ended' AND a.id IS DISTINCT FROM $3
                    ORDER BY a.created_at DESC LIMIT $2""",
                 contact["id"],
                 HISTORY_LIMIT,
+                source.get("attempt_id"),
+            )
+            disposition = None
+            if source.get("attempt_id") is not None:
+                disposition = await conn.fetchval(
+                    "SELECT disposition FROM all_attempts WHERE id = $1", source["attempt_id"]
+                )
+            codes = await conn.fetch(
+                """SELECT code, label_fi, label_en, rule, phone_key FROM campaign_dispositions
+                   WHERE campaign_id = $1 ORDER BY position, code""",
+                source["campaign_id"],
             )
             await ctx.audit(
                 conn, "contact.view", "contact", contact["id"], {"agent_id": agent_id, "card": source["kind"]}
@@ -182,6 +201,8 @@ def register(reg: Registry) -> None:
             marketing_prohibited=contact["marketing_prohibited"],
             extra=dict(contact["extra"] or {}),
             notes=contact["notes"],
+            disposition=disposition,
+            callback_at=contact["callback_at"],
             history=[
                 CardAttempt(
                     attempt_id=r["id"],
@@ -193,7 +214,7 @@ def register(reg: Registry) -> None:
                 )
                 for r in history
             ],
-            dispositions=list(DEFAULT_DISPOSITIONS),
+            dispositions=[CardDisposition.model_validate(dict(d)) for d in codes],
         )
 
     @reg.add(

@@ -193,6 +193,41 @@
     setDispositionEnabled(Boolean(view.card && view.card.kind !== "offer" && view.card.attempt_id));
   }
 
+  // Call tools, shown when this HitCall's API has them: recording pause, transfer, manual dial.
+  const tools = { recording: false, transfer: false, dial: false, campaignId: null };
+  async function findTools() {
+    try {
+      const spec = await fetch("/api/v1/openapi.json", { cache: "no-store" }).then((r) => r.json());
+      const paths = spec.paths || {};
+      tools.recording = Boolean(paths["/api/v1/agents/{agent_id}/recording/pause"]);
+      tools.transfer = Boolean(paths["/api/v1/agents/{agent_id}/transfer"]);
+      tools.dial = Boolean(paths["/api/v1/agents/{agent_id}/dial"]);
+      if (tools.dial) tools.campaignId = (await api("GET", `/agents/${agentId}`)).campaign_ids[0] ?? null;
+    } catch (err) { /* the tools stay hidden */ }
+    $("tool-recording").hidden = !tools.recording;
+    $("tool-transfer").hidden = !tools.transfer;
+    $("tool-dial").hidden = !(tools.dial && tools.campaignId);
+    $("tools").hidden = !(tools.recording || tools.transfer || (tools.dial && tools.campaignId));
+  }
+  $("btn-rec-pause").addEventListener("click", () => act(() => api("POST", `/agents/${agentId}/recording/pause`), t("tools.rec_paused")));
+  $("btn-rec-resume").addEventListener("click", () => act(() => api("POST", `/agents/${agentId}/recording/resume`), t("tools.rec_resumed")));
+  $("tool-transfer").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const number = $("transfer-number").value.trim();
+    if (!number) return $("transfer-number").focus();
+    act(() => api("POST", `/agents/${agentId}/transfer`, { kind: $("transfer-kind").value, target: { number } }),
+      t("tools.transferring"));
+  });
+  for (const b of document.querySelectorAll("[data-transfer]")) {
+    b.addEventListener("click", () => act(() => api("POST", `/agents/${agentId}/transfer/${b.dataset.transfer}`)));
+  }
+  $("tool-dial").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const number = $("dial-number").value.trim();
+    if (!number || !tools.campaignId) return $("dial-number").focus();
+    act(() => api("POST", `/agents/${agentId}/dial`, { campaign_id: tools.campaignId, number }), t("tools.dialling"));
+  });
+
   // ----------------------------------------------------------------- actions
   async function act(fn, okText) {
     try {
@@ -284,4 +319,5 @@
   setInterval(tick, 1000);
   loadAll();
   findCallbackApi();
+  findTools();
 })();
