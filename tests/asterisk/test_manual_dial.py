@@ -17,6 +17,7 @@ from hitcall_pbx.api import build_registry
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.auth import Actor, AuthService, Passwords, Role
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
+from hitcall_pbx.dialer.manual import ManualTarget
 from hitcall_pbx.sandbox import SippAgents
 from tests.live import OriginateCounter
 
@@ -207,3 +208,31 @@ async def test_manual_dial_refusals_dial_nothing(service_settings, sandbox, hang
         assert await pool.fetchval("SELECT count(*) FROM dial_blocks") == 0
         assert await pool.fetchval("SELECT status FROM contacts WHERE id = $1", contact) == "new"
         assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'call.manual_dial'") == 0
+
+
+async def test_a_manual_call_whose_agent_left_is_taken_by_no_other_agent(service_settings, sandbox, hangup_agents):
+    counter = OriginateCounter()
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05), ari_factory=counter.ari_factory) as app:
+        pool = app.db.pool
+        cid, _ = await create_campaign(pool, "manual-left", state="paused", wrap_up_s=0, **ALL_DAY)
+        agent = await create_agent(pool, "1065", "agent65", [cid])
+        bystander = await create_agent(pool, "1066", "agent66", [cid])
+        number = sim_numbers(7, 1, start=650)[0]  # rings 1-4 s, then answers
+        with SippAgents(sandbox, ["agent65", "agent66"], port=5265):
+            await wait_until(lambda: agent in app.sessions.by_agent and bystander in app.sessions.by_agent, timeout=15)
+            await wait_until(lambda: app.sessions.get(bystander).state.value == "ready", timeout=5)
+            attempt = await app.dialer.manual.dial(agent, ManualTarget(cid, number))
+            # The agent's phone hangs up while the customer's phone rings.
+            await wait_until(lambda: app.dialer.calls[str(attempt.id)].ringing_at is not None, timeout=5)
+            await app.ari.rest.hangup(app.sessions.get(agent).channel_id)
+            await wait_until(lambda: agent not in app.sessions.by_agent, timeout=5)
+            await wait_until(lambda: str(attempt.id) not in app.dialer.calls, timeout=40)
+            assert app.sessions.get(bystander).state.value == "ready", "the bystander never took the call"
+            await app.dialer.idle(5)
+            await app.cdr.flush()
+        row = await pool.fetchrow("SELECT * FROM call_attempts WHERE id = $1", attempt.id)
+        assert (row["mode"], row["outcome"], row["abandoned"], row["bridged_at"]) == ("manual", "abandoned", True, None)
+        assert row["answered_at"] is not None, "the customer answered and heard the information message"
+        assert counter.sent == {str(attempt.id): 1}
+        states = await pool.fetch("SELECT state FROM agent_state_log WHERE agent_id = $1", bystander)
+        assert {r["state"] for r in states} == {"ready"}
