@@ -199,9 +199,11 @@ class HitCall:
         # Inbound calls a stopped process left: adopted or closed before the dialer dials.
         self.dialer.recovery.on_restart.append(self.inbound.recover)
         self.ari.on_event(self.recorder.handle_event)
-        self.ari.on_resync(self.dialer.handle_resync)
-        # Supervisors' listen / whisper / barge: ends with the call, after the dialer saw its end.
+        # Supervisors' listen / whisper / barge: what a stopped process left is undone before
+        # the dialer adopts agents and calls; a session ends with the call, after the dialer saw its end.
         self.monitor = Monitor(self.ari, pool, self.sessions, self.dialer)
+        self.ari.on_resync(self.monitor.recover)
+        self.ari.on_resync(self.dialer.handle_resync)
         await self.monitor.start()
         self.dialer.on_call_end.append(self.monitor.call_ended)
         self.ari.on_event(self.monitor.handle_event)

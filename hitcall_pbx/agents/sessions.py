@@ -184,6 +184,35 @@ class AgentSessions:
         log.info("agent.adopted", agent_id=agent_id, channel_id=channel_id)
         return session
 
+    async def adopt_supervisor(self, channel_id: str, agent_id: int) -> AgentSession | None:
+        """Take over a supervisor's phone call a previous process left up (after a service
+        restart): back in its own holding bridge, logged in without calling back."""
+        row = await self.pool.fetchrow(self._AGENT_SQL.format(where="a.id = $1"), agent_id)
+        if row is None or row["disabled"] or not row["supervisor"] or agent_id in self.supervisors:
+            return None
+        session = AgentSession(
+            agent_id=0,
+            number="",
+            name="",
+            endpoint=row["endpoint"],
+            channel_id=channel_id,
+            bridge_id="",
+            campaigns=frozenset(),
+        )
+        self._bind(session, row)
+        try:
+            try:
+                await self.ari.rest.create_bridge(bridge_id=session.bridge_id, type="mixing", name=session.bridge_id)
+            except AriError:
+                pass  # still there: reuse it
+            await self.ari.rest.add_channel(session.bridge_id, channel_id)
+        except AriError:
+            return None
+        self.supervisors[agent_id] = session
+        self.by_channel[channel_id] = session
+        log.info("supervisor.adopted", agent_id=agent_id, channel_id=channel_id)
+        return session
+
     async def refresh_campaigns(self) -> None:
         """Pick up changed campaign assignments of logged-in agents."""
         if not self.by_agent:

@@ -170,6 +170,7 @@ class Monitor:
         self._waiters: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._tasks = TaskSet("monitor")
         self._closing = False
+        self._recovered = False
 
     @property
     def rest(self) -> MonitorAri:
@@ -364,7 +365,7 @@ class Monitor:
         except TimeoutError:
             return False
 
-    async def _hangup_snoop(self, snoop_id: str, agent_channel: str) -> None:
+    async def _hangup_snoop(self, snoop_id: str, agent_channel: str | None) -> None:
         """Hang up a snoop channel and see it destroyed. Asterisk destroys it once its
         audio hooks are off the agent's channel, which happens as audio passes through
         that channel: a whisper hook only on audio sent to the agent. After the
@@ -378,7 +379,8 @@ class Monitor:
                 return
             if await self._wait(gone, SNOOP_NUDGE_AFTER_S):
                 return
-            await self._quiet(self.ari.rest.play(agent_channel, SILENCE))
+            if agent_channel is not None:
+                await self._quiet(self.ari.rest.play(agent_channel, SILENCE))
             if not await self._wait(gone, SNOOP_GONE_TIMEOUT_S):
                 log.warning("monitor.snoop_still_up", snoop_id=snoop_id, agent_channel=agent_channel)
         finally:
@@ -462,6 +464,37 @@ class Monitor:
                 elif cid == m.agent_channel:
                     self._end_soon(m, EndReason.CALL_ENDED)
 
+    async def recover(self, snap: Resync) -> None:
+        """At the first connect after a start, before the dialer adopts agents and calls:
+        what a stopped process left in Asterisk stops monitoring. Its snoop channels are
+        hung up (nobody keeps listening unaudited); a supervisor's phone it left barging
+        leaves the call's bridge; every supervisor's phone still up is adopted, back in its
+        own holding bridge. (Their sessions' rows were ended by `start`.)"""
+        if self._recovered:
+            return
+        self._recovered = True
+        for channel in snap.channels:
+            if channel.id.startswith("hitcall-snoop-"):
+                log.warning("monitor.snoop_left_by_previous_process", snoop_id=channel.id)
+                await self._quiet(self.ari.rest.subscribe(self.ari.app, f"channel:{channel.id}"))
+                snooped = channel.name.removeprefix("Snoop/").rsplit("-", 1)[0]  # Snoop/<snooped id>-<n>
+                await self._quiet(self._hangup_snoop(channel.id, snooped or None))
+        rows = await self.pool.fetch(
+            """SELECT a.id, a.endpoint FROM agents a JOIN users u ON u.id = a.user_id
+               WHERE u.role IN ('supervisor', 'admin') AND a.endpoint IS NOT NULL AND NOT a.disabled"""
+        )
+        phones = {r["endpoint"]: r["id"] for r in rows}
+        bridge_of = {c: b.id for b in snap.bridges for c in b.channels}
+        for channel in snap.channels:
+            agent_id = phones.get(_login_endpoint(channel) or "")
+            if agent_id is None or channel.id in self.sessions.by_channel:
+                continue
+            bridge = bridge_of.get(channel.id)
+            if bridge is not None and bridge != f"hitcall-supervisor-{agent_id}":
+                log.warning("monitor.barge_left_by_previous_process", bridge_id=bridge, agent_id=agent_id)
+                await self._quiet(self.rest.remove_channel(bridge, channel.id))
+            await self.sessions.adopt_supervisor(channel.id, agent_id)
+
     async def handle_resync(self, snap: Resync) -> None:
         """After an ARI reconnect: a session whose phone, agent or snoop channel is gone ends."""
         live = {c.id for c in snap.channels}
@@ -536,6 +569,17 @@ class Monitor:
             | extra,
         )
         await enqueue(conn, event, f"attempt:{payload['attempt_id']}", payload)
+
+
+def _login_endpoint(channel: Any) -> str | None:
+    """The endpoint a phone in Stasis logged in from (``agent-login,<endpoint>``), else None."""
+    dialplan = getattr(channel, "dialplan", None)
+    if not channel.name.startswith("PJSIP/") or dialplan is None or dialplan.app_name != "Stasis":
+        return None
+    args = [a.strip() for a in (dialplan.app_data or "").split(",")]
+    if len(args) > 2 and args[1] == StasisKind.AGENT_LOGIN.value:
+        return args[2]
+    return None
 
 
 class ApiOnlyMonitoring:

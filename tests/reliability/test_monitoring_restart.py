@@ -4,6 +4,12 @@ while a supervisor whispers to an agent on a live call: after the restart nothin
 the monitoring session is stored ended with its end time, its end is audited and sent as
 a webhook event, and the call's CDR is complete.
 
+The service restarted (a process that stops without undoing anything, as a killed one
+would) while a supervisor listens or barges: the next process ends the stored session
+(service_restart), hangs up the snoop, takes the barging phone out of the call's bridge,
+adopts the agent's phone (not the supervisor's) with its call and the supervisor's phone
+back in its own holding bridge, and the call ends with one complete CDR.
+
 It restarts the shared sandbox; the session fixture keeps holding it."""
 
 from __future__ import annotations
@@ -131,5 +137,78 @@ async def test_asterisk_restart_during_monitoring(how, service_settings, sandbox
         assert events == ["monitoring.started", "monitoring.ended"], events
         assert cdr is not None and cdr["state"] == "ended" and cdr["outcome"] == "answered_human", cdr
         assert cdr["ended_at"] is not None and cdr["bridged_at"] is not None and cdr["agent_id"] == agent
+    finally:
+        phones.stop()
+
+
+@pytest.mark.parametrize("mode", [MonitorMode.LISTEN, MonitorMode.BARGE])
+async def test_service_restart_during_monitoring(mode, service_settings, sandbox, hangup_agents):
+    phones = SippAgents(sandbox, ["agent193", "agent194"], port=5531)
+    try:
+        first = HitCall(service_settings, Options(dialer_tick_s=0.05))
+        await first.start()
+        try:
+            pool = first.db.pool
+            cid, _ = await create_campaign(
+                pool, f"monitor-svc-{mode}", mode="progressive", numbers=sim_numbers(1, 1, start=970), **ALL_DAY
+            )
+            agent = await create_agent(pool, "1193", "agent193", [cid])
+            phone = await create_agent(pool, "1194", "agent194", [cid])
+            user = await pool.fetchval(
+                "INSERT INTO users (username, role) VALUES ('sup-svc', 'supervisor') RETURNING id"
+            )
+            await pool.execute("UPDATE agents SET user_id = $2 WHERE id = $1", phone, user)
+            phones.start()
+            await wait_until(
+                lambda: agent in first.sessions.by_agent and first.sessions.supervisor_of_user(user) is not None,
+                timeout=15,
+            )
+            agent_channel = first.sessions.by_agent[agent].channel_id
+            sup_channel = first.sessions.supervisor_of_user(user).channel_id
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await wait_until(lambda: any(c["bridged_at"] for c in first.dialer.live_calls()), timeout=15)
+            call_id = first.dialer.live_calls()[0]["attempt_id"]
+            session = await first.monitor.start_session(
+                user_id=user, username="sup-svc", role="supervisor", attempt_id=call_id, mode=mode, actor=ACTOR
+            )
+        finally:
+            first.monitor.live.clear()  # the process goes away without undoing the monitoring
+            await first.close()
+
+        async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+            await wait_until(lambda: call_id in app.dialer.calls and app.sessions.supervisors, timeout=10)
+            pool = app.db.pool
+            adopted = app.sessions.by_agent[agent]
+            sup = app.sessions.supervisor_of_user(user)
+            call_bridge = await app.ari.rest.get_bridge(f"hitcall-agent-{agent}")
+            home = await app.ari.rest.get_bridge(f"hitcall-supervisor-{phone}")
+            snoops = [c.id for c in await app.ari.rest.list_channels() if c.id.startswith("hitcall-snoop-")]
+            row = await pool.fetchrow("SELECT * FROM monitoring_sessions WHERE id = $1", session["id"])
+            # The call goes on under the new process and ends with one complete CDR.
+            await app.dialer.hangup_call(call_id)
+            await wait_until(lambda: call_id not in app.dialer.calls, timeout=10)
+            await app.dialer.idle(timeout=10)
+            await app.cdr.flush()
+            cdr = await pool.fetchrow("SELECT * FROM all_attempts WHERE id = $1::uuid", call_id)
+            audit = [
+                r["action"]
+                for r in await pool.fetch(
+                    "SELECT action FROM audit_log WHERE object_type = 'monitoring_session' ORDER BY id"
+                )
+            ]
+        report(
+            f"monitoring_service_restart_{mode}",
+            injected=f"the service stopped without undoing a supervisor's {mode} session and started again",
+            end_reason=row["end_reason"],
+            snoops_left=snoops,
+            call_bridge=sorted(call_bridge.channels),
+        )
+        assert adopted.channel_id == agent_channel and sup is not None and sup.channel_id == sup_channel
+        assert sup_channel not in call_bridge.channels and agent_channel in call_bridge.channels
+        assert len(call_bridge.channels) == 2  # the agent's phone and the customer
+        assert home.channels == [sup_channel] and snoops == []
+        assert row["end_reason"] == "service_restart" and row["ended_at"] >= row["started_at"], row
+        assert audit == ["monitoring.started", "monitoring.ended"], audit
+        assert cdr["state"] == "ended" and cdr["outcome"] == "answered_human" and cdr["agent_id"] == agent, cdr
     finally:
         phones.stop()
