@@ -14,6 +14,7 @@ import asyncpg
 from ..agents.sessions import AgentSessions
 from ..api.deps import LiveCall, TransferStatus
 from ..auth import Actor
+from ..core.outcomes import CallMode
 from ..core.transfer import Transfer, TransferEvent, TransferKind, parse_target
 from ..errors import NotFound, Unavailable
 from ..records.journal import set_attempt_disposition
@@ -106,7 +107,7 @@ class EngineControl:
                     contact_id=c.attempt.contact_id,
                     number=c.attempt.number,
                     state=c.state,
-                    mode=c.attempt.mode,
+                    mode=CallMode(c.attempt.mode),
                     originated_at=c.originated_at,
                     answered_at=c.answered_at,
                     bridged_at=c.bridged_at,

@@ -121,8 +121,8 @@ class ManualDial:
                 session = self._available(agent_id)
                 if session.state is AgentState.PAUSED:
                     pause_code = session.fsm.pause_code
-                    d.sessions.unpause(agent_id)
-                    if session.state is not AgentState.READY:  # it took a waiting customer
+                    if d.sessions.unpause(agent_id) is not AgentState.READY or session.attempt_id is not None:
+                        # it took a waiting customer on becoming ready
                         raise Conflict(
                             "the agent took another call", code="agent_not_available", details={"agent_id": agent_id}
                         )
