@@ -60,6 +60,13 @@ SNOOP_START_TIMEOUT_S = 5.0
 SNOOP_GONE_TIMEOUT_S = 2.0
 SNOOP_NUDGE_AFTER_S = 0.3
 SILENCE = "sound:silence/1"  # in every core sounds package
+# Keys on the supervisor's phone during a monitoring session (None: stop).
+SUPERVISOR_KEYS: dict[str, MonitorMode | None] = {
+    "1": MonitorMode.LISTEN,
+    "2": MonitorMode.WHISPER,
+    "3": MonitorMode.BARGE,
+    "0": None,
+}
 SYSTEM_ACTOR = Actor("monitoring", "system")
 
 _REFUSAL_ERRORS: dict[Refusal, tuple[type[HitCallError], str]] = {
@@ -116,6 +123,7 @@ class Monitoring:
     fsm: MonitorSession
     user_id: int
     username: str
+    role: str
     phone: AgentSession  # the supervisor's phone session
     attempt_id: str
     campaign_id: int
@@ -171,6 +179,7 @@ class Monitor:
         self._tasks = TaskSet("monitor")
         self._closing = False
         self._recovered = False
+        sessions.on_supervisor_dtmf(self._key)
 
     @property
     def rest(self) -> MonitorAri:
@@ -242,6 +251,7 @@ class Monitor:
             fsm=MonitorSession.new(uuid.uuid4().hex, mode, _now()),
             user_id=user_id,
             username=username,
+            role=role,
             phone=phone,
             attempt_id=attempt_id,
             campaign_id=call.campaign.id,
@@ -299,6 +309,25 @@ class Monitor:
         m = self._own(monitor_id, user_id, role)
         await self._end(m, EndReason.STOPPED, actor)
         return m.view()
+
+    def _key(self, phone: AgentSession, digit: str) -> bool:
+        """A key on a supervisor's phone during a monitoring session: 1 listen, 2 whisper,
+        3 barge, 0 stop (documented in dialplan/README.md)."""
+        m = next((m for m in self.live.values() if m.phone is phone), None)
+        if m is None or digit not in SUPERVISOR_KEYS:
+            return False
+        self._tasks.spawn(self._key_action(m, SUPERVISOR_KEYS[digit]))
+        return True
+
+    async def _key_action(self, m: Monitoring, mode: MonitorMode | None) -> None:
+        actor = Actor(m.username, m.role)
+        try:
+            if mode is None:
+                await self.stop(m.db_id, user_id=m.user_id, role=m.role, actor=actor)
+            else:
+                await self.change(m.db_id, mode, user_id=m.user_id, role=m.role, actor=actor)
+        except HitCallError as exc:
+            log.info("monitor.key_ignored", monitor_id=m.db_id, reason=exc.code)
 
     # ------------------------------------------------------------ steps ---
     async def _run(self, m: Monitoring, steps: Sequence[Step], mode: MonitorMode | None = None) -> None:

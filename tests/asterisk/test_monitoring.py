@@ -27,7 +27,8 @@ import pytest
 from hitcall_pbx.api import build_registry
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.auth import Actor, AuthService, Passwords, Role
-from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign
+from hitcall_pbx.core.monitoring import MonitorMode
+from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.sandbox import SippAgents
 
 from .conftest import wait_until
@@ -311,3 +312,49 @@ async def test_listen_whisper_barge_heard_only_where_they_should_be(service_sett
     heard_levels = {m: round(customer_hears(m)) for m in ("listen", "whisper", "barge", "after")}
     assert heard_levels["barge"] > 300, heard_levels
     assert heard_levels["listen"] < 30 and heard_levels["whisper"] < 30 and heard_levels["after"] < 30, heard_levels
+
+
+async def test_supervisor_phone_keys_switch_and_stop(service_settings, sandbox, hangup_agents):
+    """Keys on the supervisor's phone during a session (tests/sipp/supervisor_keys.xml):
+    2 whisper, 3 barge, 0 stop; then the phone hangs up and is logged out."""
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, _ = await create_campaign(
+            pool, "monitored-keys", mode="progressive", numbers=sim_numbers(1, 1, start=730), **ALL_DAY
+        )
+        agent = await create_agent(pool, "1073", "agent73", [cid])
+        phone = await create_agent(pool, "1074", "agent74", [cid])
+        user = await pool.fetchval("INSERT INTO users (username, role) VALUES ('sup-keys', 'supervisor') RETURNING id")
+        await pool.execute("UPDATE agents SET user_id = $2 WHERE id = $1", phone, user)
+        with SippAgents(sandbox, ["agent73"], port=5273):
+            await wait_until(lambda: agent in app.sessions.by_agent, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await wait_until(lambda: any(c["bridged_at"] for c in app.dialer.live_calls()), timeout=10)
+            attempt = app.dialer.live_calls()[0]["attempt_id"]
+            with SippAgents(sandbox, ["agent74"], port=5274, scenario="supervisor_keys.xml") as sup_phone:
+                await wait_until(lambda: app.sessions.supervisor_of_user(user) is not None, timeout=15)
+                session = await app.monitor.start_session(
+                    user_id=user,
+                    username="sup-keys",
+                    role="supervisor",
+                    attempt_id=attempt,
+                    mode=MonitorMode.LISTEN,
+                    actor=Actor("sup-keys", "supervisor"),
+                )
+                await wait_until(lambda: not app.monitor.live, timeout=12)
+                await wait_until(lambda: app.sessions.supervisor_of_user(user) is None, timeout=8)
+                assert sup_phone.errors() == ""
+            assert attempt in app.dialer.calls  # the call goes on without the supervisor
+            await app.dialer.hangup_call(attempt)
+        row = await pool.fetchrow("SELECT * FROM monitoring_sessions WHERE id = $1", session["id"])
+        assert [m["mode"] for m in row["modes"]] == ["listen", "whisper", "barge"]
+        assert row["end_reason"] == "stopped"
+        actors = await pool.fetch(
+            "SELECT action, actor FROM audit_log WHERE object_type = 'monitoring_session' ORDER BY id"
+        )
+        assert [(a["action"], a["actor"]) for a in actors] == [
+            ("monitoring.started", "sup-keys"),
+            ("monitoring.changed", "sup-keys"),
+            ("monitoring.changed", "sup-keys"),
+            ("monitoring.ended", "sup-keys"),
+        ]
