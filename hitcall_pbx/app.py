@@ -198,6 +198,7 @@ class HitCall:
         self.ari.on_resync(self.inbound.handle_resync)
         # Inbound calls a stopped process left: adopted or closed before the dialer dials.
         self.dialer.recovery.on_restart.append(self.inbound.recover)
+        self.dialer.recovery.on_sweep.append(self.inbound.sweep_orphans)
         self.ari.on_event(self.recorder.handle_event)
         # Supervisors' listen / whisper / barge: what a stopped process left is undone before
         # the dialer adopts agents and calls; a session ends with the call, after the dialer saw its end.

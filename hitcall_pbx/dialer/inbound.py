@@ -33,13 +33,16 @@ adopted and before it dials), the rows a stopped process left are adopted when t
 channel is still up (talking to an agent: the agent stays on the call; in Stasis without
 an agent: back in the queue, its wait counted from its arrival) and followed to one
 complete CDR, or closed with outcome ``untracked`` (`untracked_cdr`) when the channel is
-gone. Only the dialing process (`store.dialer_lock`) writes and recovers these rows.
+gone. While the service runs, a row no one follows whose channel is gone (the menu's CDR
+could not be written) is closed the same way (`sweep_orphans`). Only the dialing process
+(`store.dialer_lock`) writes and recovers these rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +78,7 @@ class InboundOptions:
     message_max_s: float = 30.0  # hung up even if the message's PlaybackFinished never comes
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # CDRs of callers of no campaign
     lookup_timeout_s: float = 5.0  # the campaign's look-up at the end of a call whose first one failed
+    orphan_check_s: float = 15.0  # how often live rows no one follows are looked for
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,9 @@ class InboundRouter:
         self.waiting: deque[InboundCall] = deque()
         self._by_agent_channel: dict[str, InboundCall] = {}
         self._tasks = TaskSet("inbound")
+        self._orphan_checked = float("-inf")
+        self._orphans: set[uuid.UUID] = set()  # gone at the last orphan check
+        self._closed: set[uuid.UUID] = set()  # closed as untracked by this process
         self._closing = False
         sessions.on_transition(self._agent_changed)
 
@@ -469,7 +476,32 @@ class InboundRouter:
                     log.warning("inbound.adopted_call_gone", channel_id=call.channel_id)
                     self._caller_gone(call, datetime.now(UTC))
 
+    async def sweep_orphans(self) -> None:
+        """Live rows no one follows (run with the dialer's watchdog, at most every
+        `orphan_check_s`): a call this router does not have whose channel Asterisk no longer
+        lists at two checks in a row is closed as untracked. Such a row is left when the
+        menu's CDR could not be written (the database was down as the call ended) or a
+        caller hung up between the menu and the router."""
+        now_mono = time.monotonic()
+        if now_mono - self._orphan_checked < self.options.orphan_check_s:
+            return
+        self._orphan_checked = now_mono
+        rows = await open_inbound_calls(self.pool)
+        followed = {inbound_cdr_id(cid) for cid in self.calls}
+        candidates = [r for r in rows if r["id"] not in followed and r["id"] not in self._closed]
+        if not candidates:
+            self._orphans = set()
+            return
+        up = {inbound_cdr_id(cid) for cid in await self.ari.rest.channel_states()}
+        gone = {r["id"] for r in candidates if r["id"] not in up}
+        now = datetime.now(UTC)
+        for row in candidates:
+            if row["id"] in gone and row["id"] in self._orphans:
+                self._record_untracked(row, now)
+        self._orphans = gone - self._closed
+
     def _record_untracked(self, row: Mapping[str, Any] | asyncpg.Record, now: datetime) -> None:
+        self._closed.add(row["id"])
         record = untracked_cdr(row, now)
         log.warning("inbound.call_recovered", attempt_id=str(row["id"]), outcome=record["outcome"])
         if self.cdr is not None:

@@ -24,6 +24,7 @@ from ..logs import get_logger
 from .calls import LiveCall, agent_bridges
 from .connect import CONNECT_LIMIT_S, INFO_MESSAGE_MAX_S
 from .models import Attempt
+from .voicemail import voicemail_time
 
 if TYPE_CHECKING:
     from .engine import Dialer
@@ -45,6 +46,8 @@ class Recovery:
         # Run at the first connect after a start, once the agents' phones and the outbound
         # calls are adopted and before dialling starts: the inbound router's recovery.
         self.on_restart: list[Callable[[Resync], Awaitable[None]]] = []
+        # Run after each watchdog sweep (the inbound router's look for calls nobody follows).
+        self.on_sweep: list[Callable[[], Awaitable[None]]] = []
 
     # ---------------------------------------------------------- watchdog ---
     async def sweep(self) -> None:
@@ -83,7 +86,7 @@ class Recovery:
                 if call.added_at is not None and waited > CONNECT_LIMIT_S and await self._in_agent_bridge(call):
                     log.warning("dialer.watchdog_bridge_repaired", attempt_id=str(call.attempt.id))
                     d.bridged(call, call.added_at)
-                elif waited > CONNECT_LIMIT_S + INFO_MESSAGE_MAX_S + WATCHDOG_MARGIN_S:
+                elif waited > CONNECT_LIMIT_S + INFO_MESSAGE_MAX_S + WATCHDOG_MARGIN_S + voicemail_time(call):
                     await self._end_stuck(call, None, "answered, never bridged nor ended (watchdog)")
         for channel_id in phones:
             if channel_id in channels or channel_id not in d.sessions.by_channel:
@@ -94,6 +97,11 @@ class Recovery:
             else:
                 missing.add(channel_id)
         self._missing = missing
+        for hook in self.on_sweep:
+            try:
+                await hook()
+            except Exception:  # the dialer's own sweep is done; the hook tries again next time
+                log.exception("dialer.sweep_hook_failed")
 
     async def _in_agent_bridge(self, call: LiveCall) -> bool:
         agent = self.d.sessions.by_agent.get(call.agent_id) if call.agent_id is not None else None

@@ -290,3 +290,41 @@ async def test_recovery_closes_a_gone_call_and_one_that_hung_up_while_it_was_ado
     assert float(by_id[raced.attempt_id]["ring_s"]) >= 30
     assert not router.calls and not router.waiting
     assert [r.method for r in ari.rest.requests].count("channel_states") == 1
+
+
+async def test_a_live_row_no_one_follows_is_closed_once_its_channel_is_gone_at_two_checks(db: asyncpg.Pool):
+    ari = FakeAri()
+    up: dict[str, tuple[str, str]] = {"c-menu": ("Up", "AGI")}  # a caller still in the FastAGI menu
+
+    async def channel_states() -> dict[str, tuple[str, str]]:
+        return dict(up)
+
+    ari.rest.channel_states = channel_states  # type: ignore[method-assign]  # the channels Asterisk lists
+    cdrs = _Cdrs()
+    router = InboundRouter(
+        ari, db, AgentSessions(ari, db, journal=CallJournal(db)), InboundOptions(orphan_check_s=0), cdr=cdrs
+    )
+    orphan, menu = (arrival(c, campaign=None, contact=None) for c in ("c-orphan", "c-menu"))
+    await _apply(db, [orphan, menu])
+    await router.sweep_orphans()
+    assert cdrs.records == [], "gone once: not yet"
+    await router.sweep_orphans()
+    [record] = cdrs.records
+    assert (record["id"], record["outcome"]) == (orphan.attempt_id, "untracked")
+    await router.sweep_orphans()
+    assert len(cdrs.records) == 1, "closed once"
+    up.clear()  # the menu's caller hangs up and the menu writes its CDR (its live row goes with it)
+    await record_menu_call(
+        db,
+        channel_id="c-menu",
+        started_at=datetime.now(UTC) - timedelta(seconds=5),
+        outcome=Outcome.SELF_SERVICE,
+        caller=CALLER,
+        line=LINE,
+        campaign_id=None,
+        contact_id=None,
+        default_policy=RetentionPolicy(),
+    )
+    await router.sweep_orphans()
+    await router.sweep_orphans()
+    assert len(cdrs.records) == 1, "the menu's call has its own CDR"
