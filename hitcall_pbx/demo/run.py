@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import random
+import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ from typing import Any, TextIO
 import structlog
 
 from ..app import HitCall, Options
+from ..auth import Actor, AuthService, Passwords, Role
 from ..errors import NotFound
 from ..logs import configure_logging
 from ..report.command import write_files
@@ -223,7 +227,8 @@ async def _demo(settings: Any, args: argparse.Namespace, box: Sandbox, screen: S
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, stop.set)
     try:
-        async with HitCall(settings, Options(dialer_tick_s=0.1, webhooks=False)) as app:
+        settings = _with_free_http_port(settings)
+        async with HitCall(settings, Options(dialer_tick_s=0.1, webhooks=False, http=True)) as app:
             assert app.db and app.dialer and app.sessions and app.ari and app.cdr and app.recorder
             pool = app.db.pool
             stamp = datetime.now(UTC)
@@ -245,6 +250,7 @@ async def _demo(settings: Any, args: argparse.Namespace, box: Sandbox, screen: S
             for n, endpoint in enumerate(endpoints, 1):
                 await ensure_agent(pool, f"{900 + n}", endpoint, [campaign_id])
             screen.say(f"Campaign #{campaign_id}: {customers} simulated customers, {agents_n} agents on SIPp phones.")
+            await _browser_logins(app, settings, campaign_id, endpoints[0], screen)
             phones = SippAgents(box, endpoints, port=SIPP_PORT)
             phones.start()
             try:
@@ -272,6 +278,48 @@ async def _demo(settings: Any, args: argparse.Namespace, box: Sandbox, screen: S
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
+
+
+DEMO_SUPERVISOR = "demo-supervisor"
+DEMO_AGENT = "demo-agent"
+
+
+def _with_free_http_port(settings: Any) -> Any:
+    """The demo's web port: the configured one, or a free one when something else holds it."""
+    with socket.socket() as s:
+        try:
+            s.bind((settings.http_host, settings.http_port))
+            return settings
+        except OSError:
+            s.bind((settings.http_host, 0))
+            return settings.model_copy(update={"http_port": s.getsockname()[1]})
+
+
+async def _browser_logins(app: HitCall, settings: Any, campaign_id: int, endpoint: str, screen: Screen) -> None:
+    """A supervisor and an agent user (the first phone's agent) with a fresh password each run,
+    and the addresses to watch the campaign in the browser."""
+    assert app.db is not None
+    pool = app.db.pool
+    auth = AuthService(pool, passwords=Passwords())
+    actor = Actor("demo", "system")
+    password = secrets.token_urlsafe(12)
+    for username, role in ((DEMO_SUPERVISOR, Role.SUPERVISOR), (DEMO_AGENT, Role.AGENT)):
+        user_id = await pool.fetchval("SELECT id FROM users WHERE lower(username) = lower($1)", username)
+        if user_id is None:
+            user_id = (await auth.create_user(username=username, role=role, password=password, actor=actor))["id"]
+        else:
+            await auth.update_user(user_id, password=password, disabled=False, actor=actor)
+        if role is Role.AGENT:
+            await pool.execute("UPDATE agents SET user_id = NULL WHERE user_id = $1", user_id)
+            await pool.execute("UPDATE agents SET user_id = $2 WHERE endpoint = $1", endpoint, user_id)
+    host = settings.http_host
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_unspecified:  # listening on every address: show the loopback one
+            host = "127.0.0.1"
+    base = f"http://{host}:{app.http_port}/web"
+    screen.say(f"Wallboard:  {base}/supervisor?campaign={campaign_id}  (log in as {DEMO_SUPERVISOR})")
+    screen.say(f"Agent desk: {base}/agent  (log in as {DEMO_AGENT}, the phone {endpoint})")
+    screen.say(f"Password for both this run: {password}")
 
 
 async def _add_customers(pool: Any, campaign_id: int, list_id: int, numbers: list[str], rng: random.Random) -> None:

@@ -21,6 +21,7 @@ async def test_demo_summary_matches_the_database(service_settings, service_dsn, 
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert "preview" in captured.err and "predictive" in captured.err, "live progress went to stderr"
+    assert "/web/supervisor?campaign=" in captured.err and "/web/agent" in captured.err, "the browser addresses"
 
     assert summary["agents_logged_in"] == 2
     assert summary["attempts"] > 0 and summary["by_mode"].get("preview", 0) > 0
