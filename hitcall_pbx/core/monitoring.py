@@ -113,7 +113,6 @@ class Refusal(enum.StrEnum):
     NO_PHONE = "supervisor_phone_not_logged_in"  # 409: the supervisor's phone is not logged in
     BUSY = "supervisor_already_monitoring"  # 409: one monitoring session per supervisor phone
     NOT_TALKING = "call_not_connected"  # 409: the call is not (yet) talking to an agent
-    OWN_CALL = "own_call"  # 409: the supervisor's phone is the agent of the call
     SAME_MODE = "same_mode"  # 409: the session is already in that mode
     ENDED = "session_ended"  # 409: the session has ended
 
@@ -136,7 +135,6 @@ def check_start(
     phone_logged_in: bool,
     monitoring_now: bool,
     call_talking: bool,
-    phone_is_calls_agent: bool = False,
 ) -> Refusal | None:
     """The first refusal for starting to monitor a call, in the order a caller can act on:
     role, campaign, phone, already monitoring, the call's state."""
@@ -147,8 +145,6 @@ def check_start(
         return Refusal.NO_PHONE
     if monitoring_now:
         return Refusal.BUSY
-    if phone_is_calls_agent:
-        return Refusal.OWN_CALL
     if not call_talking:
         return Refusal.NOT_TALKING
     return None

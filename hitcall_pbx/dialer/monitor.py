@@ -78,7 +78,6 @@ _REFUSAL_ERRORS: dict[Refusal, tuple[type[HitCallError], str]] = {
         " your user, then try again",
     ),
     Refusal.BUSY: (Conflict, "you are already monitoring a call: stop that session first"),
-    Refusal.OWN_CALL: (Conflict, "the call is talking to your own phone"),
     Refusal.NOT_TALKING: (Conflict, "the call is not talking to an agent (not yet, or any more)"),
     Refusal.SAME_MODE: (Conflict, "the session is already in mode {mode}"),
     Refusal.ENDED: (Conflict, "the monitoring session has ended"),

@@ -136,7 +136,6 @@ def test_start_refusals_in_order():
     assert _start(campaign_id=6, phone_logged_in=False) is Refusal.CAMPAIGN
     assert _start(phone_logged_in=False, monitoring_now=True) is Refusal.NO_PHONE
     assert _start(monitoring_now=True, call_talking=False) is Refusal.BUSY
-    assert _start(phone_is_calls_agent=True, call_talking=False) is Refusal.OWN_CALL
     assert _start(call_talking=False) is Refusal.NOT_TALKING
 
 
