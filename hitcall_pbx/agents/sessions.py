@@ -40,6 +40,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..ari import AriError, AriNotFound, AriPort
+from ..core.dispositions import DEFAULT_DISPOSITIONS
 from ..core.states import Agent, AgentEffect, AgentEvent, AgentState, AgentTransition, agent_transition
 from ..errors import Conflict, NotFound
 from ..logs import get_logger
@@ -57,17 +58,12 @@ DEFAULT_PAUSE_CODE = "break"
 KEY_HANGUP_CUSTOMER = "0"
 KEY_PAUSE = "1"
 KEY_READY = "2"  # unpause, or end wrap-up
-DISPOSITION_KEYS = {
-    "3": "sale",
-    "4": "callback",
-    "5": "not_interested",
-    "6": "wrong_number",
-    "7": "do_not_call",
-    "8": "other",
-    "9": "no_decision",
-}
+# Keys 3-9 set the disposition with that key in the campaign's list (dialer.dispositions);
+# a new campaign's list (core.dispositions.DEFAULT_DISPOSITIONS) has these:
+DISPOSITION_KEYS = {d.phone_key: d.code for d in DEFAULT_DISPOSITIONS if d.phone_key is not None}
 KEY_PREVIEW_ACCEPT = "#"
 KEY_PREVIEW_SKIP = "*"
+KEY_RECORDING_PAUSE = "*"  # during a call: pause the recording, or resume it (no offer is open then)
 
 
 def _now() -> datetime:
@@ -124,6 +120,7 @@ class AgentSessions:
         self.journal = journal
         self._listeners: list[Callable[[AgentSession, AgentTransition], None]] = []
         self._dtmf_handlers: list[Callable[[AgentSession, str], bool]] = []
+        self._ready_guards: list[Callable[[AgentSession], str | None]] = []
         self._supervisor_dtmf: list[Callable[[AgentSession, str], bool]] = []
         self._tasks = TaskSet("agents")  # prompts and logouts started from timers and key presses
 
@@ -135,6 +132,36 @@ class AgentSessions:
     def on_dtmf(self, fn: Callable[[AgentSession, str], bool]) -> None:
         """Extra phone keys (the dialer handles preview accept/skip and hang-up)."""
         self._dtmf_handlers.append(fn)
+
+    def on_wrap_end(self, fn: Callable[[AgentSession], str | None]) -> None:
+        """A check before an agent leaves wrap-up (or a pause taken from it) for ready: the
+        reason it may not (e.g. a required disposition is missing), or None."""
+        self._ready_guards.append(fn)
+
+    def _not_ready_reason(self, session: AgentSession) -> str | None:
+        for fn in self._ready_guards:
+            reason = fn(session)
+            if reason is not None:
+                return reason
+        return None
+
+    def _check_ready(self, session: AgentSession) -> None:
+        reason = self._not_ready_reason(session)
+        if reason is not None:
+            raise Conflict(
+                reason, code="disposition_required", details={"field": "disposition", "agent_id": session.agent_id}
+            )
+
+    def end_expired_wrap(self, agent_id: int) -> None:
+        """End a wrap-up whose time is up but that a guard kept open, once nothing keeps it."""
+        session = self.by_agent.get(agent_id)
+        if (
+            session is not None
+            and session.state is AgentState.WRAP_UP
+            and session.wrap_timer is None
+            and self._not_ready_reason(session) is None
+        ):
+            self._apply(session, AgentEvent.WRAP_TIMEOUT)
 
     def on_supervisor_dtmf(self, fn: Callable[[AgentSession, str], bool]) -> None:
         """Keys pressed on a logged-in supervisor's phone."""
@@ -468,6 +495,10 @@ class AgentSessions:
     def _wrap_timeout(self, session: AgentSession) -> None:
         session.wrap_timer = None
         if session.state is AgentState.WRAP_UP and self.by_agent.get(session.agent_id) is session:
+            reason = self._not_ready_reason(session)
+            if reason is not None:
+                log.info("agent.wrap_up_kept", agent_id=session.agent_id, reason=reason)
+                return
             self._apply(session, AgentEvent.WRAP_TIMEOUT)
 
     def reserve(self, session: AgentSession, attempt_id: str | None, campaign_id: int | None) -> None:
@@ -503,6 +534,7 @@ class AgentSessions:
 
     def unpause(self, agent_id: int) -> AgentState:
         session = self.get(agent_id)
+        self._check_ready(session)
         if session.state is AgentState.WRAP_UP:
             return self._apply(session, AgentEvent.WRAP_DONE).agent.state
         return self._apply(session, AgentEvent.UNPAUSE).agent.state
@@ -511,6 +543,7 @@ class AgentSessions:
         session = self.get(agent_id)
         if session.state is not AgentState.WRAP_UP:
             raise Conflict("agent is not in wrap-up", details={"agent_id": agent_id, "state": session.state.value})
+        self._check_ready(session)
         return self._apply(session, AgentEvent.WRAP_DONE).agent.state
 
     def ready_agents(self, campaign_id: int) -> list[AgentSession]:
@@ -548,12 +581,14 @@ class AgentSessions:
         try:
             if digit == KEY_PAUSE and session.state in (AgentState.READY, AgentState.WRAP_UP):
                 self._apply(session, AgentEvent.PAUSE, pause_code=DEFAULT_PAUSE_CODE)
-            elif digit == KEY_READY and session.state is AgentState.PAUSED:
-                self._apply(session, AgentEvent.UNPAUSE)
-            elif digit == KEY_READY and session.state is AgentState.WRAP_UP:
-                self._apply(session, AgentEvent.WRAP_DONE)
+            elif digit == KEY_READY and session.state in (AgentState.PAUSED, AgentState.WRAP_UP):
+                self._check_ready(session)
+                wrap = session.state is AgentState.WRAP_UP
+                self._apply(session, AgentEvent.WRAP_DONE if wrap else AgentEvent.UNPAUSE)
         except Conflict as exc:
             log.info("agent.key_ignored", agent_id=session.agent_id, digit=digit, reason=exc.message)
+            if exc.code == "disposition_required":
+                self._tasks.spawn(self._play(session.channel_id, "sound:beeperr"))
 
     # ------------------------------------------------------- storage ---
     def _store(self, session: AgentSession, tr: AgentTransition, campaign_id: int | None) -> None:

@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..auth import AuthService
-from ..core.netaddr import IPNetwork, client_address
+from ..core.netaddr import IPNetwork, client_address, is_trusted, parse_address
 from .deps import ApiDeps
 from .errors import error_middleware
 from .openapi import build_openapi
@@ -19,9 +19,11 @@ from .registry import CSV_LIMIT, V1, Registry
 from .routes import (
     agents,
     auth,
+    callbacks,
     calls,
     campaigns,
     contacts,
+    dispositions,
     dnc,
     meta,
     monitoring,
@@ -30,16 +32,20 @@ from .routes import (
     transfers,
     users,
     webhooks,
+    workspace,
 )
 
 MODULES = (
     auth,
     users,
     campaigns,
+    dispositions,
     contacts,
     dnc,
     agents,
+    callbacks,
     transfers,
+    workspace,
     calls,
     monitoring,
     records,
@@ -88,13 +94,23 @@ def _metrics_middleware(deps: ApiDeps) -> Any:
 def _client_middleware(trusted: tuple[IPNetwork, ...]) -> Any:
     """`request.remote` is the client: behind a trusted proxy, the right-most address of
     X-Forwarded-For that is not a trusted proxy; from any other peer the header is ignored.
-    Everything after it (audit rows, sessions, login throttling) sees that address."""
+    Everything after it (audit rows, sessions, login throttling) sees that address. A
+    trusted proxy's ``X-Forwarded-Proto: https`` makes the request secure (`request.secure`:
+    the workspace's session cookie is then sent with Secure)."""
 
     @web.middleware
     async def client_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         client = client_address(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
+        changes: dict[str, Any] = {}
         if client is not None and client != request.remote:
-            request = request.clone(remote=client)
+            changes["remote"] = client
+        peer = parse_address(request.remote or "")
+        if peer is not None and is_trusted(peer, trusted) and not request.secure:
+            proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
+            if proto == "https":
+                changes["scheme"] = "https"
+        if changes:
+            request = request.clone(**changes)
         return await handler(request)
 
     return client_middleware

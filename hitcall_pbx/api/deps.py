@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import AwareDatetime, Field, model_validator
 
 from ..auth import Actor, Passwords, ThrottlePolicy, utcnow
+from ..core.callbacks import CallbackKind
 from ..core.calls import CallState
 from ..core.outcomes import CallDirection, CallMode, Outcome
 from .types import UNSET, Email, In, Out, Patch, Phone, Query, TimeZone
@@ -42,6 +43,22 @@ class LiveCall(Out):
     originated_at: datetime | None = None
     answered_at: datetime | None = None
     bridged_at: datetime | None = None
+
+
+class RecordingPauseSpan(Out):
+    seq: int = Field(description="1 for the recording's first pause")
+    paused_at: datetime
+    paused_by: str = Field(description='"agent:<id>", a user name or "token:<id>"')
+    resumed_at: datetime | None = Field(default=None, description="none while paused")
+    resumed_by: str | None = Field(default=None, description='"system" when the call ended while paused')
+    ended_by_call: bool = False
+
+
+class RecordingPauseStatus(Out):
+    attempt_id: uuid.UUID
+    recording_id: uuid.UUID
+    paused: bool
+    spans: list[RecordingPauseSpan] = Field(description="every pause of the recording so far, oldest first")
 
 
 class TransferStatus(Out):
@@ -78,9 +95,18 @@ class DialerControl(Protocol):
     async def end_wrap_up(self, agent_id: int, *, actor: Actor) -> None: ...
 
     async def set_disposition(
-        self, agent_id: int, disposition: str, *, attempt_id: uuid.UUID | None, actor: Actor
+        self,
+        agent_id: int,
+        disposition: str,
+        *,
+        attempt_id: uuid.UUID | None,
+        actor: Actor,
+        callback_at: datetime | None = None,
+        callback_kind: CallbackKind = CallbackKind.PERSONAL,
     ) -> None:
-        """Disposition of the agent's call `attempt_id` (None = its current or last call)."""
+        """Disposition of the agent's call `attempt_id` (None = its current or last call):
+        ValidationFailed (field disposition) for a code the campaign lacks; a callback code
+        needs `callback_at` (naive = the contact's local time). Audited with the change."""
 
     async def accept_offer(self, agent_id: int, *, actor: Actor) -> uuid.UUID:
         """Accept the agent's open preview offer; returns the new attempt id."""
@@ -102,6 +128,14 @@ class DialerControl(Protocol):
         self, agent_id: int, action: Literal["complete", "cancel", "conference"], *, actor: Actor
     ) -> TransferStatus:
         """Complete, cancel or make a conference of the agent's attended transfer."""
+
+    async def pause_recording(self, agent_id: int, *, actor: Actor) -> RecordingPauseStatus:
+        """Pause the recording of the agent's current call (silence until resumed). Conflict:
+        no_current_call, call_not_recorded, recording_already_paused."""
+
+    async def resume_recording(self, agent_id: int, *, actor: Actor) -> RecordingPauseStatus:
+        """Resume the recording of the agent's current call. Conflict: no_current_call,
+        call_not_recorded, recording_not_paused."""
 
     async def manual_dial(
         self, agent_id: int, *, campaign_id: int | None, number: str | None, contact_id: int | None, actor: Actor
@@ -171,6 +205,9 @@ class Cdr(Out):
     transfer_number: str | None = Field(default=None, description="the external number (none once anonymised)")
     transfer_result: Literal["completed", "conference", "cancelled", "failed", "customer_gone"] | None = None
     transfer_cause: str | None = Field(default=None, description="why the transfer failed")
+    voicemail_dropped: bool = Field(
+        default=False, description="the campaign's voicemail message was left on the answering machine"
+    )
 
 
 class CdrPage(Out):
@@ -209,6 +246,11 @@ class Recording(Out):
     held_until: datetime | None = None
     purged_at: datetime | None = None
     purge_reason: Literal["retention", "erasure"] | None = None
+    pauses: list[RecordingPauseSpan] | None = Field(
+        default=None,
+        description="the spans the agent paused the recording for (silence in the file), in the answer for one"
+        " recording; not in lists",
+    )
 
 
 class RecordingPage(Out):

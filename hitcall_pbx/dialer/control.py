@@ -7,30 +7,58 @@ its audit row.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
 
 from ..agents.sessions import AgentSessions
-from ..api.deps import LiveCall, TransferStatus
+from ..api.deps import LiveCall, RecordingPauseSpan, RecordingPauseStatus, TransferStatus
 from ..auth import Actor
+from ..core.callbacks import CallbackKind
 from ..core.outcomes import CallMode
 from ..core.transfer import Transfer, TransferEvent, TransferKind, parse_target
-from ..errors import NotFound, Unavailable
-from ..records.journal import set_attempt_disposition
-from ..store import audit
+from ..errors import Unavailable
+from ..store import audit, dispositions
+from ..store.dispositions import CallbackSpec
 from .engine import Dialer
 from .manual import ManualTarget
+from .recording_pause import PauseState, RecordingPauser
 
 
 def _text_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def _pause_status(state: PauseState) -> RecordingPauseStatus:
+    return RecordingPauseStatus(
+        attempt_id=uuid.UUID(state.attempt_id),
+        recording_id=uuid.UUID(state.recording_id),
+        paused=state.paused,
+        spans=[
+            RecordingPauseSpan(
+                seq=s.seq,
+                paused_at=s.paused_at,
+                paused_by=s.paused_by,
+                resumed_at=s.resumed_at,
+                resumed_by=s.resumed_by,
+                ended_by_call=s.ended_by_call,
+            )
+            for s in state.spans
+        ],
+    )
+
+
+def _callback(at: datetime | None, kind: CallbackKind) -> CallbackSpec | None:
+    """The callback a callback disposition asks for through the API (a time is needed)."""
+    return None if at is None else CallbackSpec(at=at, kind=kind)
+
+
 class EngineControl:
-    def __init__(self, dialer: Dialer, sessions: AgentSessions) -> None:
+    def __init__(self, dialer: Dialer, sessions: AgentSessions, *, recording: RecordingPauser | None = None) -> None:
         self.dialer = dialer
         self.sessions = sessions
+        self.recording = recording
 
     async def _audit(self, actor: Actor, action: str, agent_id: int | None = None, **details: object) -> None:
         await audit.record(
@@ -65,21 +93,23 @@ class EngineControl:
         await self._audit(actor, "agent.end_wrap_up", agent_id)
 
     async def set_disposition(
-        self, agent_id: int, disposition: str, *, attempt_id: uuid.UUID | None, actor: Actor
+        self,
+        agent_id: int,
+        disposition: str,
+        *,
+        attempt_id: uuid.UUID | None,
+        actor: Actor,
+        callback_at: datetime | None = None,
+        callback_kind: CallbackKind = CallbackKind.PERSONAL,
     ) -> None:
-        if attempt_id is None:
-            await self.dialer.set_disposition(agent_id, disposition)
-        else:
-            done = await set_attempt_disposition(self.dialer.pool, attempt_id, agent_id, disposition)
-            if not done:
-                raise NotFound(
-                    "no call of this agent with that attempt id",
-                    details={"attempt_id": str(attempt_id), "agent_id": agent_id},
-                )
-            call = self.dialer.calls.get(str(attempt_id))
-            if call is not None:
-                call.disposition = disposition
-        await self._audit(actor, "call.disposition", agent_id, disposition=disposition, attempt_id=attempt_id)
+        # checked, applied and audited in one transaction (dialer.dispositions)
+        await self.dialer.set_disposition(
+            agent_id,
+            disposition,
+            attempt_id=attempt_id,
+            actor=actor,
+            callback=_callback(callback_at, callback_kind),
+        )
 
     async def accept_offer(self, agent_id: int, *, actor: Actor) -> uuid.UUID:
         attempt = await self.dialer.accept_offer(agent_id)
@@ -118,6 +148,18 @@ class EngineControl:
     async def hang_up(self, attempt_id: uuid.UUID, *, actor: Actor) -> None:
         await self.dialer.hangup_call(str(attempt_id))
         await self._audit(actor, "call.hangup", None, attempt_id=attempt_id)
+
+    def _pauser(self) -> RecordingPauser:
+        if self.recording is None:
+            raise Unavailable("recording pause is not available in this process", code="recording_pause_unavailable")
+        return self.recording
+
+    # Audited with the span itself (recording.pause / recording.resume, through the call journal).
+    async def pause_recording(self, agent_id: int, *, actor: Actor) -> RecordingPauseStatus:
+        return _pause_status(await self._pauser().pause(agent_id, by=actor.name, role=actor.role))
+
+    async def resume_recording(self, agent_id: int, *, actor: Actor) -> RecordingPauseStatus:
+        return _pause_status(await self._pauser().resume(agent_id, by=actor.name, role=actor.role))
 
     async def manual_dial(
         self, agent_id: int, *, campaign_id: int | None, number: str | None, contact_id: int | None, actor: Actor
@@ -199,24 +241,25 @@ class ApiOnlyControl:
         raise self._elsewhere()
 
     async def set_disposition(
-        self, agent_id: int, disposition: str, *, attempt_id: uuid.UUID | None, actor: Actor
+        self,
+        agent_id: int,
+        disposition: str,
+        *,
+        attempt_id: uuid.UUID | None,
+        actor: Actor,
+        callback_at: datetime | None = None,
+        callback_kind: CallbackKind = CallbackKind.PERSONAL,
     ) -> None:
         if attempt_id is None:
             raise self._elsewhere()
-        if not await set_attempt_disposition(self.pool, attempt_id, agent_id, disposition):
-            raise NotFound(
-                "no call of this agent with that attempt id",
-                details={"attempt_id": str(attempt_id), "agent_id": agent_id},
-            )
-        await audit.record(
+        await dispositions.set_on_ended_call(
             self.pool,
-            actor=actor.name,
-            actor_role=actor.role,
-            action="call.disposition",
-            object_type="agent",
-            object_id=agent_id,
-            details={"disposition": disposition, "attempt_id": str(attempt_id)},
-            source_ip=actor.source_ip,
+            attempt_id,
+            disposition,
+            agent_id=agent_id,
+            actor=actor,
+            now=datetime.now(UTC),
+            callback=_callback(callback_at, callback_kind),
         )
 
     async def accept_offer(self, agent_id: int, *, actor: Actor) -> uuid.UUID:
@@ -245,4 +288,10 @@ class ApiOnlyControl:
     async def manual_dial(
         self, agent_id: int, *, campaign_id: int | None, number: str | None, contact_id: int | None, actor: Actor
     ) -> uuid.UUID:
+        raise self._elsewhere()
+
+    async def pause_recording(self, agent_id: int, *, actor: Actor) -> RecordingPauseStatus:
+        raise self._elsewhere()
+
+    async def resume_recording(self, agent_id: int, *, actor: Actor) -> RecordingPauseStatus:
         raise self._elsewhere()

@@ -19,7 +19,6 @@ after a restart, attempts without a live channel are closed, never re-dialled.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from collections import deque
@@ -30,7 +29,6 @@ from typing import Any
 import asyncpg
 
 from ..agents.sessions import (
-    DISPOSITION_KEYS,
     KEY_HANGUP_CUSTOMER,
     KEY_PREVIEW_ACCEPT,
     KEY_PREVIEW_SKIP,
@@ -38,19 +36,22 @@ from ..agents.sessions import (
     AgentSessions,
 )
 from ..ari import AriError, AriPort, Resync
+from ..auth import Actor
 from ..core import pacing
 from ..core.answer_stamp import SlotPool, parse_stamp, stamp_variable
 from ..core.calls import CallEvent, CallState
 from ..core.compliance import CampaignMode
 from ..core.outcomes import Outcome
 from ..core.states import AgentState, AgentTransition
-from ..errors import Conflict, NotFound, ValidationFailed
+from ..errors import NotFound
 from ..logs import get_logger
 from ..records.journal import CallJournal
 from ..stasis import StasisKind, app_args, parse_args
+from ..store.dispositions import CallbackSpec
 from ..tasks import TaskSet
 from .calls import CdrSink, LiveCall
 from .connect import AnswerPath
+from .dispositions import DispositionDesk
 from .hopper import Hopper
 from .ledger import CallLedger
 from .manual import ManualDial
@@ -60,10 +61,9 @@ from .preview import Offer, PreviewOffers
 from .recovery import Recovery
 from .store import CallStore
 from .transfer import Transfers
+from .voicemail import VoicemailDrop
 
 log = get_logger("hitcall.dialer")
-
-DISPOSITION_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 __all__ = ["Dialer", "LiveCall", "Offer"]
 
@@ -120,9 +120,12 @@ class Dialer:
         self.previews = PreviewOffers(store, sessions, self._originate, self._spawn)
         self.recovery = Recovery(self)
         self.answers = AnswerPath(self)
+        self.voicemail = VoicemailDrop(self)
         self.manual = ManualDial(self)
         self.transfers = Transfers(self, context=transfer_context)
         self.on_call_end: list[Callable[[LiveCall, Outcome], None]] = [self.transfers.call_ended]
+        self.dispositions = DispositionDesk(store, sessions, journal, self.calls, self._spawn)
+        self.on_call_end.append(self.dispositions.call_ended)
         sessions.on_transition(self._agent_changed)
         sessions.on_dtmf(self._agent_key)
 
@@ -256,6 +259,7 @@ class Dialer:
             if campaign.mode is CampaignMode.PREVIEW:
                 await self.previews.offer(campaign)
             else:
+                await self.previews.offer_callbacks(campaign)  # a due personal callback goes to its agent first
                 await self._pace(campaign)
 
     async def _pace(self, campaign: Campaign) -> None:
@@ -348,7 +352,9 @@ class Dialer:
                 await self.sessions.login(cid, rest[0] if rest else "")
             elif kind in (StasisKind.CUSTOMER, StasisKind.AMD) and cid in self.calls:
                 await self.answers.answered(self.calls[cid], ev, kind, rest)
-            elif kind in (StasisKind.CUSTOMER, StasisKind.AMD):
+            elif kind is StasisKind.VOICEMAIL and cid in self.calls:
+                await self.voicemail.returned(self.calls[cid], rest)
+            elif kind in (StasisKind.CUSTOMER, StasisKind.AMD, StasisKind.VOICEMAIL):
                 # A customer channel this process does not know (e.g. after a restart): end it.
                 log.warning("dialer.unknown_customer_channel", channel_id=cid)
                 await self.hangup(cid)
@@ -396,6 +402,7 @@ class Dialer:
                 call.reserved = False
                 call.agent_id = None
         await self.previews.agent_gone(session.agent_id)
+        self.dispositions.forget_agent(session.agent_id)
         await self.sessions.logout(channel_id)
 
     def bridged(self, call: LiveCall, at: datetime) -> None:
@@ -415,8 +422,7 @@ class Dialer:
         if digit == KEY_HANGUP_CUSTOMER and session.state is AgentState.ON_CALL and session.attempt_id:
             self._spawn(self.hangup(session.attempt_id))
             return True
-        if digit in DISPOSITION_KEYS and session.state in (AgentState.ON_CALL, AgentState.WRAP_UP):
-            self._spawn(self.set_disposition(session.agent_id, DISPOSITION_KEYS[digit]))
+        if self.dispositions.key(session, digit):
             return True
         offer = self.offers.get(session.agent_id)
         if offer is not None and digit in (KEY_PREVIEW_ACCEPT, KEY_PREVIEW_SKIP):
@@ -425,24 +431,24 @@ class Dialer:
             return True
         return False
 
-    async def set_disposition(self, agent_id: int, code: str) -> None:
-        session = self.sessions.get(agent_id)
-        attempt_id = session.attempt_id
-        if attempt_id is None:
-            raise Conflict("agent has no current or last call", details={"agent_id": agent_id})
-        call = self.calls.get(attempt_id)
-        if not DISPOSITION_CODE.fullmatch(code):
-            raise ValidationFailed("disposition must be 1-64 of A-Z a-z 0-9 _ . -", details={"field": "disposition"})
-        try:
-            attempt_uuid = uuid.UUID(attempt_id)
-        except ValueError:
-            raise Conflict(
-                "the agent's call is an inbound call, not a campaign attempt: no disposition",
-                details={"agent_id": agent_id},
-            ) from None
-        if call is not None:
-            call.disposition = code
-        self.journal.disposition(attempt_uuid, code)
+    async def set_disposition(
+        self,
+        agent_id: int,
+        code: str,
+        *,
+        attempt_id: uuid.UUID | None = None,
+        actor: Actor | None = None,
+        callback: CallbackSpec | None = None,
+    ) -> dict[str, Any]:
+        """The disposition of the agent's call (`attempt_id` None: its current or last call),
+        checked against the campaign's list, its rule applied (see dialer.dispositions)."""
+        return await self.dispositions.set(
+            agent_id,
+            code,
+            attempt_id=attempt_id,
+            actor=actor or Actor(f"agent:{agent_id}", "agent"),
+            callback=callback,
+        )
 
     # ----------------------------------------------------------- preview ---
     async def accept_offer(self, agent_id: int) -> Attempt:

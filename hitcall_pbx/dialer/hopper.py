@@ -20,6 +20,7 @@ import asyncpg
 
 from ..core.compliance import DialContext, DialReason, DialVerdict, check_dial, salted_number_hash
 from ..core.retention import cdr_deadline
+from ..hooks.events import enqueue
 from ..logs import get_logger
 from ..store.db import Connection
 from .models import Attempt, Campaign
@@ -36,10 +37,14 @@ _FINAL_STATUS = {
     DialReason.MAX_ATTEMPTS: "failed",
 }
 
-# A callback names an agent who can take it here (assigned to the campaign, not disabled),
-# else it is for any agent of the campaign: it must not wait for someone who never comes.
+# A callback names an agent who can take it here (assigned to the campaign, not disabled,
+# and logged in or the callback not yet past the campaign's grace, $5 seconds), else it is
+# for any agent of the campaign: it must not wait for someone who never comes
+# (core.callbacks.personal_holds).
 _CALLBACK_AGENT_HERE = """EXISTS (SELECT 1 FROM agent_campaigns ac JOIN agents ag ON ag.id = ac.agent_id
-                             WHERE ac.agent_id = {c}.callback_agent_id AND ac.campaign_id = $1 AND NOT ag.disabled)"""
+                             WHERE ac.agent_id = {c}.callback_agent_id AND ac.campaign_id = $1 AND NOT ag.disabled
+                               AND (ag.state <> 'logged_out'
+                                    OR {c}.callback_at + make_interval(secs => $5::float8) > $2::timestamptz))"""
 _CANDIDATES_TEMPLATE = (
     """
 SELECT c.id, c.phone_e164, c.name, c.timezone, c.attempts, c.lost_attempts, c.next_attempt_at, c.status,
@@ -74,8 +79,20 @@ _CANDIDATES = _CANDIDATES_TEMPLATE.format(
     " AND (c2.callback_agent_id IS NULL OR c2.callback_agent_id = ANY($4::bigint[])"
     " OR NOT " + _CALLBACK_AGENT_HERE.format(c="c2") + "))"
 )
-# One contact already held by a preview offer ($2 is unused but keeps the parameter list).
+# One contact already held by a preview offer.
 _OFFERED = _CANDIDATES_TEMPLATE.format(where="c2.id = $4 AND c2.status = 'in_progress' AND $2::timestamptz IS NOT NULL")
+# Due personal callbacks of the agents $4 (offered to their agent in every mode).
+_PERSONAL = _CANDIDATES_TEMPLATE.format(
+    where="c2.status = 'callback' AND c2.callback_at <= $2 AND c2.callback_agent_id = ANY($4::bigint[]) AND "
+    + _CALLBACK_AGENT_HERE.format(c="c2")
+)
+_AGENTS_WITH_CALLBACKS = (
+    """SELECT DISTINCT c.callback_agent_id FROM contacts c
+       JOIN campaign_lists cl ON cl.list_id = c.list_id AND cl.campaign_id = $1
+       WHERE c.status = 'callback' AND c.callback_at <= $2 AND c.callback_agent_id = ANY($4::bigint[]) AND """
+    + _CALLBACK_AGENT_HERE.format(c="c")
+    + " LIMIT $3"
+)
 
 
 @dataclass
@@ -113,13 +130,27 @@ class Hopper:
             )
         return result
 
+    async def agents_with_callbacks(self, campaign: Campaign, now: datetime, agents: Sequence[int]) -> list[int]:
+        """Those of `agents` who have a personal callback of the campaign due now."""
+        if not agents:
+            return []
+        rows = await self.pool.fetch(
+            _AGENTS_WITH_CALLBACKS, campaign.id, now, len(agents), list(agents), float(campaign.callback_grace_s)
+        )
+        return [r[0] for r in rows]
+
     async def claim_one(
-        self, campaign: Campaign, now: datetime, conn: Connection, agent_id: int
+        self, campaign: Campaign, now: datetime, conn: Connection, agent_id: int, *, personal_only: bool = False
     ) -> asyncpg.Record | None:
         """Lock one dialable contact for `agent_id` in the caller's transaction (preview
-        offers) and mark it in progress."""
+        offers; `personal_only`: only a due personal callback of that agent) and mark it in
+        progress."""
         result = TakeResult()
-        allowed = await self._select(conn, campaign, 1, now, result, [agent_id])
+        if personal_only:
+            rows = await conn.fetch(_PERSONAL, campaign.id, now, 1, [agent_id], float(campaign.callback_grace_s))
+            allowed = await self._check(conn, campaign, rows, 1, now, result)
+        else:
+            allowed = await self._select(conn, campaign, 1, now, result, [agent_id])
         if not allowed:
             return None
         row = allowed[0]
@@ -131,7 +162,7 @@ class Hopper:
     ) -> Attempt | None:
         """An accepted preview offer: the contact is re-checked (an opt-out may have
         arrived while the agent looked at it) and its attempt row created."""
-        rows = await conn.fetch(_OFFERED, campaign.id, now, 1, contact_id)
+        rows = await conn.fetch(_OFFERED, campaign.id, now, 1, contact_id, float(campaign.callback_grace_s))
         result = TakeResult()
         allowed = await self._check(conn, campaign, rows, 1, now, result)
         return (await self._create_attempts(conn, campaign, [(allowed[0], agent_id)], now))[0] if allowed else None
@@ -146,7 +177,9 @@ class Hopper:
         ready_agents: Sequence[int],
     ) -> list[asyncpg.Record]:
         # Take a few more than needed: some candidates may be blocked by the checks.
-        rows = await conn.fetch(_CANDIDATES, campaign.id, now, n + max(2, n // 2), list(ready_agents))
+        rows = await conn.fetch(
+            _CANDIDATES, campaign.id, now, n + max(2, n // 2), list(ready_agents), float(campaign.callback_grace_s)
+        )
         return await self._check(conn, campaign, rows, n, now, result)
 
     async def _check(
@@ -211,6 +244,28 @@ class Hopper:
         status = _FINAL_STATUS.get(verdict.reason)
         if status is not None:
             await conn.execute("UPDATE contacts SET status = $2 WHERE id = $1", r["id"], status)
+            # a callback of a contact that may no longer be dialled will not be made
+            for cb in await conn.fetch(
+                """UPDATE callbacks SET state = 'cancelled', closed_at = $2
+                   WHERE contact_id = $1 AND state = 'scheduled' RETURNING id, campaign_id, agent_id, kind, due_at""",
+                r["id"],
+                now,
+            ):
+                await enqueue(
+                    conn,
+                    "callback.cancelled",
+                    f"contact:{r['id']}",
+                    {
+                        "callback_id": cb["id"],
+                        "campaign_id": cb["campaign_id"],
+                        "contact_id": r["id"],
+                        "agent_id": cb["agent_id"],
+                        "kind": cb["kind"],
+                        "due_at": cb["due_at"].isoformat(),
+                        "state": "cancelled",
+                        "reason": verdict.reason.value,
+                    },
+                )
         elif r["status"] == "callback":
             # Not now (e.g. outside the window): the callback moves to the first time it may be made.
             await conn.execute(

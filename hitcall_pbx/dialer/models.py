@@ -37,6 +37,11 @@ class Campaign:
     company_name: str | None = None
     callback_number: str | None = None
     callback_skip_delay_s: int = 900
+    voicemail_drop: bool = False  # leave voicemail_message on an answering machine (AMD on)
+    voicemail_message: str | None = None
+    callback_delay_s: int = 86400  # a callback by phone key: this much later, moved into the window
+    callback_grace_s: int = 900  # a personal callback goes to anyone this long after its time
+    disposition_required: bool = False
 
     @classmethod
     def from_row(cls, r: Any) -> Campaign:
@@ -72,6 +77,11 @@ class Campaign:
             priority=r["priority"],
             preview_offer_timeout_s=r["preview_offer_timeout_s"],
             callback_skip_delay_s=r["callback_skip_delay_s"],
+            voicemail_drop=r["voicemail_drop"],
+            voicemail_message=r["voicemail_message"],
+            callback_delay_s=r["callback_delay_s"],
+            callback_grace_s=r["callback_grace_s"],
+            disposition_required=r["disposition_required"],
             max_lines_per_agent=float(r["max_lines_per_agent"]),
             retention=RetentionPolicy(
                 recordings_months=r["retention_recordings_months"], cdr_months=r["retention_cdr_months"]

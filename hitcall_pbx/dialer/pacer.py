@@ -6,7 +6,7 @@ is placed for."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -61,6 +61,11 @@ class CampaignPacer:
         self.blocked: dict[int, dict[str, int]] = {}
         self._stats_day: dict[int, str] = {}
         self._empty_until: dict[int, float] = {}
+        # each campaign's latest decision with its figures, for /metrics and the wallboard;
+        # `on_view` (wired by the composition root) hears of the ones worth showing
+        self.views: dict[int, pacing.PacingView] = {}
+        self.on_view: Callable[[int, pacing.PacingView], None] | None = None
+        self._told: dict[int, pacing.PacingView] = {}
 
     async def refresh(self) -> None:
         fresh = await self.store.running_campaigns()
@@ -69,6 +74,9 @@ class CampaignPacer:
                 now = _now()
                 self.stats[cid] = await load_stats(self.store, campaign, now)
                 self._stats_day[cid] = now.date().isoformat()
+        for cid in [cid for cid in self.views if cid not in fresh]:
+            del self.views[cid]  # a stopped campaign paces no more
+            self._told.pop(cid, None)
         self.campaigns = fresh
 
     async def track(self, campaign: Campaign) -> None:
@@ -122,14 +130,23 @@ class CampaignPacer:
             settings=campaign.pacing_settings(),
         )
 
+    def _show(self, campaign_id: int, view: pacing.PacingView) -> None:
+        self.views[campaign_id] = view
+        if self.on_view is not None and pacing.view_changed(self._told.get(campaign_id), view):
+            self._told[campaign_id] = view
+            self.on_view(campaign_id, view)
+
     async def due(self, campaign: Campaign) -> list[Placement]:
         """The calls to place now for a progressive or predictive campaign."""
         stats = self.stats_for(campaign) if campaign.mode is CampaignMode.PREDICTIVE else None
-        decision = pacing.pace_decision(campaign.mode, self.snapshot(campaign), stats)
+        snapshot = self.snapshot(campaign)
+        decision = pacing.pace_decision(campaign.mode, snapshot, stats)
+        self._show(campaign.id, pacing.pacing_view(decision, snapshot, stats))
         if decision.dial_now <= 0 or time.monotonic() < self._empty_until.get(campaign.id, 0.0):
             return []
-        ready = [s.agent_id for s in self.sessions.ready_agents(campaign.id)]
-        result = await self.hopper.take(campaign, decision.dial_now, _now(), ready_agents=ready)
+        # Personal callbacks are not taken here: they are offered to their agent as preview
+        # offers (dialer.preview), or go to anyone once the agent's grace has passed.
+        result = await self.hopper.take(campaign, decision.dial_now, _now(), ready_agents=())
         mine = self.blocked.setdefault(campaign.id, {})
         for k, v in result.blocked.items():
             mine[k] = mine.get(k, 0) + v

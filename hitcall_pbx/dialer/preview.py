@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..agents.sessions import AgentSession, AgentSessions
+from ..core.states import AgentState
 from ..errors import NotFound
 from ..logs import get_logger
 from .models import Attempt, Campaign
@@ -49,15 +50,33 @@ class PreviewOffers:
         for agent in self.sessions.ready_agents(campaign.id):
             if agent.agent_id in self.offers:
                 continue
-            opened = await self.store.open_offer(campaign, agent.agent_id, datetime.now(UTC))
-            if opened is None:
+            if not await self._offer_to(campaign, agent, personal_only=False):
                 return
-            offer_id, row, contact = opened
-            offer = Offer(offer_id, agent.agent_id, campaign, row["id"], row["phone_e164"], contact)
-            self.offers[agent.agent_id] = offer
-            self.sessions.reserve(agent, None, campaign.id)
-            offer.expires = asyncio.get_running_loop().call_later(campaign.preview_offer_timeout_s, self._expire, offer)
-            log.info("preview.offered", agent_id=agent.agent_id, offer_id=offer_id, contact_id=row["id"])
+
+    async def offer_callbacks(self, campaign: Campaign) -> None:
+        """Progressive and predictive campaigns: a ready agent with a personal callback due
+        is offered it (accept dials it for that agent, as in a preview campaign)."""
+        ready = [a for a in self.sessions.ready_agents(campaign.id) if a.agent_id not in self.offers]
+        if not ready:
+            return
+        due = set(await self.store.agents_with_callbacks(campaign, datetime.now(UTC), [a.agent_id for a in ready]))
+        for agent in ready:
+            if agent.agent_id in due and agent.state is AgentState.READY and agent.agent_id not in self.offers:
+                await self._offer_to(campaign, agent, personal_only=True)
+
+    async def _offer_to(self, campaign: Campaign, agent: AgentSession, *, personal_only: bool) -> bool:
+        opened = await self.store.open_offer(campaign, agent.agent_id, datetime.now(UTC), personal_only=personal_only)
+        if opened is None:
+            return False
+        offer_id, row, contact = opened
+        offer = Offer(offer_id, agent.agent_id, campaign, row["id"], row["phone_e164"], contact)
+        self.offers[agent.agent_id] = offer
+        self.sessions.reserve(agent, None, campaign.id)
+        offer.expires = asyncio.get_running_loop().call_later(campaign.preview_offer_timeout_s, self._expire, offer)
+        log.info(
+            "preview.offered", agent_id=agent.agent_id, offer_id=offer_id, contact_id=row["id"], callback=personal_only
+        )
+        return True
 
     def _expire(self, offer: Offer) -> None:
         self._spawn(self.decide(offer, "timeout", None))

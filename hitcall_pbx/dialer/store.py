@@ -13,6 +13,7 @@ import asyncpg
 from ..core import pacing
 from ..core.outcomes import ContactUpdate
 from ..hooks.events import enqueue
+from ..store.db import Connection
 from .hopper import Hopper
 from .models import Attempt, Campaign
 
@@ -33,8 +34,10 @@ class CallStore(Protocol):
     async def abandon_tallies(self, campaign_id: int) -> dict[date, pacing.AbandonTally]: ...
 
     async def open_offer(
-        self, campaign: Campaign, agent_id: int, now: datetime
+        self, campaign: Campaign, agent_id: int, now: datetime, *, personal_only: bool = False
     ) -> tuple[int, asyncpg.Record, dict[str, Any]] | None: ...
+
+    async def agents_with_callbacks(self, campaign: Campaign, now: datetime, agents: list[int]) -> list[int]: ...
 
     async def decide_offer(
         self,
@@ -87,12 +90,13 @@ class DialerStore:
 
     # -------------------------------------------------------- previews ---
     async def open_offer(
-        self, campaign: Campaign, agent_id: int, now: datetime
+        self, campaign: Campaign, agent_id: int, now: datetime, *, personal_only: bool = False
     ) -> tuple[int, asyncpg.Record, dict[str, Any]] | None:
-        """Claim the next contact for a preview offer to `agent_id`: the offer row and its
-        `preview.offered` event in one transaction. None when nothing is due."""
+        """Claim the next contact for a preview offer to `agent_id` (`personal_only`: only a
+        due personal callback of that agent): the offer row and its `preview.offered` event
+        in one transaction. None when nothing is due."""
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await self.hopper.claim_one(campaign, now, conn, agent_id)
+            row = await self.hopper.claim_one(campaign, now, conn, agent_id, personal_only=personal_only)
             if row is None:
                 return None
             offer_id = await conn.fetchval(
@@ -121,9 +125,14 @@ class DialerStore:
                     "number": row["phone_e164"],
                     "contact": contact,
                     "expires_in_s": campaign.preview_offer_timeout_s,
+                    "callback": row["status"] == "callback",
                 },
             )
         return offer_id, row, contact
+
+    async def agents_with_callbacks(self, campaign: Campaign, now: datetime, agents: list[int]) -> list[int]:
+        """Those of `agents` with a personal callback of the campaign due now."""
+        return await self.hopper.agents_with_callbacks(campaign, now, agents)
 
     async def decide_offer(
         self,
@@ -182,8 +191,27 @@ class DialerStore:
         self, contact_id: int, attempt_no: int, update: ContactUpdate, outcome: str
     ) -> None:
         """The contact of an attempt closed by recovery, by the same rule as a call that
-        ended normally: a callback stays scheduled when the call never reached the customer."""
-        await self.pool.execute(
+        ended normally: a callback stays scheduled when the call never reached the customer,
+        else the callback that was due is done (reached) or missed."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not update.never_reached:
+                await conn.execute(
+                    """UPDATE callbacks b
+                       SET state = CASE WHEN $3 = 'answered_human' THEN 'done' ELSE 'missed' END, closed_at = now()
+                       FROM contacts c
+                       WHERE b.contact_id = $1 AND c.id = $1 AND b.state = 'scheduled' AND b.due_at <= now()
+                         AND c.status = 'in_progress' AND c.attempts = $2""",
+                    contact_id,
+                    attempt_no,
+                    outcome,
+                )
+            await self._close_contact(conn, contact_id, attempt_no, update, outcome)
+
+    @staticmethod
+    async def _close_contact(
+        conn: Connection, contact_id: int, attempt_no: int, update: ContactUpdate, outcome: str
+    ) -> None:
+        await conn.execute(
             """UPDATE contacts SET
                    status = CASE WHEN $4 AND callback_at IS NOT NULL THEN 'callback' ELSE $2 END,
                    next_attempt_at = $3, last_outcome = $6,

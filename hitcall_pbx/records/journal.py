@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -48,8 +48,11 @@ import asyncpg
 
 from ..core.backoff import Backoff
 from ..hooks.events import EVENT_TYPES
+from ..logs import get_logger
 from .cdr import ATTEMPT_TABLES
 from .writebehind import Rows, WriteBehind
+
+_log = get_logger("hitcall.journal")
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,23 @@ class RecordingLink:
 
     attempt_id: uuid.UUID
     recording_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class RecordingPauseSpan:
+    """A paused span of a call's recording as it stands: opened (`resumed_at` None), or
+    closed. Its audit row (recording.pause / recording.resume) is written with it, once."""
+
+    recording_id: uuid.UUID
+    attempt_id: uuid.UUID
+    seq: int
+    paused_at: datetime
+    paused_by: str
+    paused_role: str | None
+    resumed_at: datetime | None = None
+    resumed_by: str | None = None
+    resumed_role: str | None = None
+    ended_by_call: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,7 +155,17 @@ class InboundArrival:
     retention_until: datetime
 
 
-Op = OutboxEvent | Progress | RecordingLink | Disposition | CloseContact | AgentStateChange | CallLeg | InboundArrival
+Op = (
+    OutboxEvent
+    | Progress
+    | RecordingLink
+    | RecordingPauseSpan
+    | Disposition
+    | CloseContact
+    | AgentStateChange
+    | CallLeg
+    | InboundArrival
+)
 
 # Spool lines: {"op": <kind>, <field>: <JSON value>}; other keys (a "run" from earlier versions) are ignored.
 _KINDS: dict[str, type] = {
@@ -143,6 +173,7 @@ _KINDS: dict[str, type] = {
     "progress": Progress,
     "disposition": Disposition,
     "recording": RecordingLink,
+    "recording_pause": RecordingPauseSpan,
     "close_contact": CloseContact,
     "agent_state": AgentStateChange,
     "leg": CallLeg,
@@ -156,6 +187,8 @@ _TIMES = {
     "attempt_created_at",
     "retry_at",
     "since",
+    "paused_at",
+    "resumed_at",
     "joined_at",
     "left_at",
     "created_at",
@@ -217,6 +250,32 @@ FROM unnest($1::uuid[], $2::uuid[]) AS v(id, rec) WHERE a.id = v.id AND a.record
 """
     for table in ATTEMPT_TABLES
 )
+# A span is inserted once and closed once; each writes its audit row only when it changed
+# the table, so a replayed batch neither duplicates nor reopens anything.
+_PAUSE_OPEN = """
+WITH v AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::timestamptz[], $5::text[], $6::text[])
+                    WITH ORDINALITY AS u(rec, att, seq, at_, by_, role_, n)),
+s AS (INSERT INTO recording_pauses (recording_id, attempt_id, seq, paused_at, paused_by)
+      SELECT rec, att, seq, at_, by_ FROM v ORDER BY n
+      ON CONFLICT (recording_id, seq) DO NOTHING
+      RETURNING recording_id, seq)
+INSERT INTO audit_log (actor, actor_role, action, object_type, object_id, details)
+SELECT v.by_, v.role_, 'recording.pause', 'recording', v.rec::text,
+       jsonb_build_object('attempt_id', v.att, 'seq', v.seq, 'at', v.at_)
+FROM v JOIN s ON s.recording_id = v.rec AND s.seq = v.seq ORDER BY v.n
+"""
+_PAUSE_CLOSE = """
+WITH v AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::timestamptz[], $5::text[], $6::text[],
+                                $7::bool[]) WITH ORDINALITY AS u(rec, att, seq, at_, by_, role_, ended, n)),
+s AS (UPDATE recording_pauses p SET resumed_at = v.at_, resumed_by = v.by_, ended_by_call = v.ended
+      FROM v WHERE p.recording_id = v.rec AND p.seq = v.seq AND p.resumed_at IS NULL
+      RETURNING p.recording_id, p.seq)
+INSERT INTO audit_log (actor, actor_role, action, object_type, object_id, details)
+SELECT v.by_, v.role_, 'recording.resume', 'recording', v.rec::text,
+       jsonb_build_object('attempt_id', v.att, 'seq', v.seq, 'at', v.at_, 'ended_by_call', v.ended)
+FROM v JOIN s ON s.recording_id = v.rec AND s.seq = v.seq ORDER BY v.n
+"""
+
 # The attempt is live or already a CDR (in the order `ATTEMPT_TABLES` explains).
 _DISPOSITIONS = tuple(
     f"""
@@ -254,6 +313,18 @@ FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[], $5::timestam
             $8::bool[])
      AS v(id, attempt_no, created, status, retry_at, outcome, cancelled, lost)
 WHERE c.id = v.id AND c.status = 'in_progress' AND c.attempts = v.attempt_no
+"""
+# The scheduled callback an attempt dialled (due when the attempt was created) is done when
+# the customer reached an agent, else missed; run before the contact is closed.
+_CLOSE_CALLBACKS = """
+UPDATE callbacks b
+SET state = CASE WHEN v.outcome = 'answered_human' THEN 'done' ELSE 'missed' END, closed_at = now()
+FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::text[], $5::timestamptz[], $6::text[], $7::bool[],
+            $8::bool[])
+     AS v(id, attempt_no, created, status, retry_at, outcome, cancelled, lost)
+JOIN contacts c ON c.id = v.id
+WHERE b.contact_id = v.id AND b.state = 'scheduled' AND b.due_at <= v.created AND NOT v.cancelled
+  AND c.status = 'in_progress' AND c.attempts = v.attempt_no
 """
 # Agent state changes, in queue order per agent: the open row started before the first
 # change ends there; each change's row ends where the next begins; agents.state gets the last.
@@ -339,6 +410,7 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
     progress = {op.attempt_id: op for op in ops if isinstance(op, Progress)}
     dispositions = {op.attempt_id: op for op in ops if isinstance(op, Disposition)}
     links = {op.attempt_id: op for op in ops if isinstance(op, RecordingLink)}
+    pauses = [op for op in ops if isinstance(op, RecordingPauseSpan)]
     closes = {op.contact_id: op for op in ops if isinstance(op, CloseContact)}
     agents = [op for op in ops if isinstance(op, AgentStateChange)]
     legs = [op for op in ops if isinstance(op, CallLeg)]
@@ -357,14 +429,15 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
         r = list(links.values())
         for statement in _RECORDING_LINKS:
             await conn.execute(statement, [o.attempt_id for o in r], [o.recording_id for o in r])
+    if pauses:
+        await _apply_pauses(conn, pauses)
     if dispositions:
         d = list(dispositions.values())
         for statement in _DISPOSITIONS:
             await conn.execute(statement, [o.attempt_id for o in d], [o.code for o in d])
     if closes:
         c = list(closes.values())
-        await conn.execute(
-            _CLOSE_CONTACTS,
+        close_args = (
             [o.contact_id for o in c],
             [o.attempt_no for o in c],
             [o.attempt_created_at for o in c],
@@ -374,6 +447,8 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
             [o.cancelled for o in c],
             [o.lost for o in c],
         )
+        await conn.execute(_CLOSE_CALLBACKS, *close_args)
+        await conn.execute(_CLOSE_CONTACTS, *close_args)
     if agents:
         args = (
             [o.agent_id for o in agents],
@@ -405,6 +480,34 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
         )
 
 
+async def _apply_pauses(conn: asyncpg.Connection, spans: list[RecordingPauseSpan]) -> None:
+    """Open every span first, then close: a span opened and closed in one batch gets both rows."""
+    opened = {(o.recording_id, o.seq): o for o in reversed(spans)}  # the first op of a span opens it
+    o_ = list(opened.values())
+    await conn.execute(
+        _PAUSE_OPEN,
+        [o.recording_id for o in o_],
+        [o.attempt_id for o in o_],
+        [o.seq for o in o_],
+        [o.paused_at for o in o_],
+        [o.paused_by for o in o_],
+        [o.paused_role for o in o_],
+    )
+    closed = {(o.recording_id, o.seq): o for o in spans if o.resumed_at is not None}
+    if closed:
+        c = list(closed.values())
+        await conn.execute(
+            _PAUSE_CLOSE,
+            [o.recording_id for o in c],
+            [o.attempt_id for o in c],
+            [o.seq for o in c],
+            [o.resumed_at for o in c],
+            [o.resumed_by for o in c],
+            [o.resumed_role for o in c],
+            [o.ended_by_call for o in c],
+        )
+
+
 async def _apply_batch(conn: asyncpg.Connection, ops: Sequence[Op]) -> None:
     async with conn.transaction():
         await apply_ops(conn, list(ops))
@@ -432,6 +535,8 @@ class CallJournal:
         backoff: Backoff = Backoff(base=0.1, cap=5.0),
     ) -> None:
         self.pool = pool
+        # Called with each queued event (type, subject, payload) as it is queued: live screens.
+        self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         self.max_backlog = max_backlog
         self.batch_size = batch_size
         self.linger_s = linger_s
@@ -485,6 +590,11 @@ class CallJournal:
             raise ValueError(f"unknown webhook event type {event_type!r}")
         event_id = uuid.uuid4()
         self._wb.put(OutboxEvent(event_id, event_type, subject, payload))
+        for listener in self.listeners:
+            try:
+                listener(event_type, subject, payload)
+            except Exception:
+                _log.exception("journal.listener_failed", event_type=event_type)
         return event_id
 
     def progress(
@@ -527,6 +637,10 @@ class CallJournal:
     def recording(self, attempt_id: uuid.UUID, recording_id: uuid.UUID) -> None:
         """Link the live attempt to the recording its bridge is being recorded to."""
         self._wb.put(RecordingLink(attempt_id, recording_id))
+
+    def recording_pause(self, span: RecordingPauseSpan) -> None:
+        """A recording's paused span opened or closed (with its audit row)."""
+        self._wb.put(span)
 
     def disposition(self, attempt_id: uuid.UUID, code: str) -> None:
         self._wb.put(Disposition(attempt_id, code))

@@ -118,6 +118,36 @@ def inbound_day(rows: Iterable[Row]) -> InboundDay:
 
 
 @dataclass(frozen=True)
+class CallbackDay:
+    """The day's callbacks of a campaign: scheduled that day, closed that day (done: the
+    customer reached an agent; missed: dialled, not reached; cancelled), and those still
+    scheduled whose time had passed by the end of the day (or now, for today): overdue."""
+
+    scheduled: int = 0
+    done: int = 0
+    missed: int = 0
+    cancelled: int = 0
+    overdue: int = 0
+
+
+def callback_day(rows: Iterable[Row], day: date, now: datetime) -> CallbackDay:
+    """`rows`: the campaign's callbacks created or closed that day, or still scheduled
+    (state, created_at, due_at, closed_at)."""
+    start, end = day_bounds(day)
+    at = min(end, now)
+    counts = {"scheduled": 0, "done": 0, "missed": 0, "cancelled": 0, "overdue": 0}
+    for r in rows:
+        if start <= r["created_at"] < end:
+            counts["scheduled"] += 1
+        closed = r["closed_at"]
+        if closed is not None and start <= closed < end and r["state"] in ("done", "missed", "cancelled"):
+            counts[r["state"]] += 1
+        if r["created_at"] < end and (closed is None or closed >= end) and r["due_at"] < at:
+            counts["overdue"] += 1
+    return CallbackDay(**counts)
+
+
+@dataclass(frozen=True)
 class CampaignDay:
     campaign_id: int
     campaign_name: str
@@ -148,6 +178,7 @@ class CampaignDay:
     recordings_on_hold: int
     hours: list[Hour] = field(default_factory=list)
     inbound: InboundDay = field(default_factory=InboundDay)
+    callbacks: CallbackDay = field(default_factory=CallbackDay)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -206,6 +237,7 @@ def campaign_day(
     agent_intervals: Iterable[Row] = (),
     now: datetime | None = None,
     inbound: InboundDay | None = None,
+    callbacks: CallbackDay | None = None,
 ) -> CampaignDay:
     """The report of one campaign for one day.
 
@@ -271,6 +303,7 @@ def campaign_day(
         recordings_on_hold=recordings_on_hold,
         hours=hours,
         inbound=inbound or InboundDay(),
+        callbacks=callbacks or CallbackDay(),
     )
 
 
@@ -307,12 +340,18 @@ CSV_COLUMNS = (
     "inbound_wait_to_agent_p99_s",
     "inbound_abandoned_wait_p50_s",
     "inbound_talk_s",
+    "callbacks_scheduled",
+    "callbacks_done",
+    "callbacks_missed",
+    "callbacks_cancelled",
+    "callbacks_overdue",
 )
 
 
 def csv_row(r: CampaignDay) -> list[Any]:
     d = r.as_dict()
     d.update({f"inbound_{k}": v for k, v in d["inbound"].items()})
+    d.update({f"callbacks_{k}": v for k, v in d["callbacks"].items()})
     return ["" if d[c] is None else d[c] for c in CSV_COLUMNS]
 
 

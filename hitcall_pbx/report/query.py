@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 
 from ..errors import NotFound
-from .compute import CampaignDay, InboundDay, campaign_day, day_bounds, inbound_day
+from .compute import CampaignDay, InboundDay, callback_day, campaign_day, day_bounds, inbound_day
 
 _INBOUND_ROWS = """SELECT outcome, ring_s, talk_s FROM call_attempts
                    WHERE direction = 'inbound' AND created_at >= $1 AND created_at < $2"""
@@ -19,7 +19,10 @@ async def campaigns_for_day(conn: asyncpg.Connection | asyncpg.Pool, day: date) 
     rows = await conn.fetch(
         """SELECT campaign_id FROM call_attempts
            WHERE created_at >= $1 AND created_at < $2 AND campaign_id IS NOT NULL
-           UNION SELECT campaign_id FROM dial_blocks WHERE day = $3 ORDER BY 1""",
+           UNION SELECT campaign_id FROM dial_blocks WHERE day = $3
+           UNION SELECT campaign_id FROM callbacks
+                 WHERE (created_at >= $1 AND created_at < $2) OR (closed_at >= $1 AND closed_at < $2)
+           ORDER BY 1""",
         start,
         end,
         day,
@@ -78,6 +81,13 @@ async def load_campaign_day(
             start,
             end,
         )
+        callback_rows = await conn.fetch(
+            """SELECT state, created_at, due_at, closed_at FROM callbacks
+               WHERE campaign_id = $1 AND created_at < $3 AND (closed_at IS NULL OR closed_at >= $2)""",
+            campaign_id,
+            start,
+            end,
+        )
     # Aggregates without GROUP BY always return exactly one row.
     assert month is not None and rec is not None
     return campaign_day(
@@ -93,6 +103,7 @@ async def load_campaign_day(
         agent_intervals=intervals,
         now=now or datetime.now(UTC),
         inbound=inbound_day(inbound),
+        callbacks=callback_day(callback_rows, day, now or datetime.now(UTC)),
     )
 
 

@@ -232,6 +232,17 @@ def _campaign_section(r: CampaignDay) -> str:
                 f"p50 {_ms(r.answer_to_agent_p50_ms)} · p99 {_ms(r.answer_to_agent_p99_ms)}",
                 "" if r.answer_to_agent_within_2s is None else ("ok" if r.answer_to_agent_within_2s >= 0.99 else "bad"),
             ),
+            _tile(
+                "Callbacks",
+                f"{r.callbacks.scheduled} scheduled",
+                f"{r.callbacks.done} done · {r.callbacks.missed} missed · {r.callbacks.cancelled} cancelled",
+            ),
+            _tile(
+                "Callbacks overdue",
+                f"{r.callbacks.overdue}",
+                "still scheduled past their time",
+                "bad" if r.callbacks.overdue else "",
+            ),
         ]
     )
     hours = [f"{h:02d}" for h in range(24)]

@@ -1,6 +1,7 @@
 """Callbacks on the real Asterisk with SIPp agent phones: due callbacks are dialled
-first, and a callback that names an agent goes only to that agent (progressive: that
-agent is reserved for it; predictive: it is dialled only once that agent is ready)."""
+first, and a callback that names an agent goes only to that agent: it is offered to
+that agent as a preview offer once the agent is ready (progressive and predictive), and
+dialled for that agent when the offer is accepted."""
 
 from __future__ import annotations
 
@@ -53,6 +54,9 @@ async def test_progressive_callbacks_first_and_to_the_named_agent(service_settin
         with SippAgents(sandbox, ["agent122", "agent123"], port=5323):
             await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
             await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            offer = await wait_until(lambda: app.dialer.offers.get(a2), timeout=10)
+            assert offer.contact_id == named, "the named agent is offered its callback first"
+            await app.dialer.accept_offer(a2)
             await _finished(pool, list_id, len(NUMBERS))
             await app.dialer.idle()
             await app.cdr.flush()
@@ -62,10 +66,13 @@ async def test_progressive_callbacks_first_and_to_the_named_agent(service_settin
         ]
         first = rows[0]["created_at"]
         by_contact = {r["contact_id"]: r for r in rows}
-        assert by_contact[named]["created_at"] == first and by_contact[anyone]["created_at"] == first, (
-            "the due callbacks were taken before the other contacts"
-        )
+        assert by_contact[anyone]["created_at"] == first, "the due callback was taken before the other contacts"
         assert by_contact[named]["agent_id"] == a2, "the callback went to the agent it names"
+        offered = await pool.fetchrow("SELECT * FROM preview_offers WHERE agent_id = $1 ORDER BY id LIMIT 1", a2)
+        assert (offered["contact_id"], offered["decision"]) == (named, "accept")
+        assert all(r["created_at"] >= offered["offered_at"] for r in rows if r["agent_id"] == a2), (
+            "the named agent's first call was its callback"
+        )
         assert {r["agent_id"] for r in rows} == {a1, a2}
         contact = await pool.fetchrow(
             "SELECT status, callback_at, callback_agent_id FROM contacts WHERE id = $1", named
@@ -91,6 +98,9 @@ async def test_predictive_callback_waits_for_its_agent(service_settings, sandbox
             assert await pool.fetchval("SELECT status FROM contacts WHERE id = $1", named) == "callback"
 
             app.sessions.unpause(a2)
+            offer = await wait_until(lambda: app.dialer.offers.get(a2), timeout=10)
+            assert offer.contact_id == named
+            await app.dialer.accept_offer(a2)
             await _finished(pool, list_id, 4)
             await app.dialer.idle()
             await app.cdr.flush()

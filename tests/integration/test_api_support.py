@@ -30,6 +30,8 @@ from hitcall_pbx.api.deps import (
     RecordingFile,
     RecordingFilter,
     RecordingPage,
+    RecordingPauseSpan,
+    RecordingPauseStatus,
     Rectification,
     SubjectExport,
     SubjectRef,
@@ -93,7 +95,14 @@ class FakeDialer:
         self._note("end_wrap_up", agent_id, actor=actor)
 
     async def set_disposition(
-        self, agent_id: int, disposition: str, *, attempt_id: uuid.UUID | None, actor: Actor
+        self,
+        agent_id: int,
+        disposition: str,
+        *,
+        attempt_id: uuid.UUID | None,
+        actor: Actor,
+        callback_at: datetime | None = None,
+        callback_kind: str = "personal",
     ) -> None:
         self._note("set_disposition", agent_id, disposition, attempt_id=attempt_id, actor=actor)
 
@@ -135,6 +144,15 @@ class FakeDialer:
         return TransferStatus(
             attempt_id=self.attempt_id, kind="attended", state=state, from_agent_id=agent_id, target="agent"
         )
+
+    async def pause_recording(self, agent_id: int, *, actor: Actor) -> RecordingPauseStatus:
+        self._note("pause_recording", agent_id, actor=actor)
+        span = RecordingPauseSpan(seq=1, paused_at=datetime.now(UTC), paused_by=actor.name)
+        return RecordingPauseStatus(attempt_id=self.attempt_id, recording_id=uuid.uuid4(), paused=True, spans=[span])
+
+    async def resume_recording(self, agent_id: int, *, actor: Actor) -> RecordingPauseStatus:
+        self._note("resume_recording", agent_id, actor=actor)
+        return RecordingPauseStatus(attempt_id=self.attempt_id, recording_id=uuid.uuid4(), paused=False, spans=[])
 
 
 CSV_HEADER = b"id,campaign_id,agent_id,outcome\n"
@@ -386,6 +404,14 @@ async def make_world(api: Api) -> World:
         entry_id = await conn.fetchval(
             "INSERT INTO dnc_entries (phone_e164, source) VALUES ('+358409999999', 'manual') RETURNING id"
         )
+        # a personal callback of the world's agent, so that the agent reaches it too
+        callback_id = await conn.fetchval(
+            """INSERT INTO callbacks (campaign_id, contact_id, agent_id, kind, due_at, timezone, created_by)
+               VALUES ($1, $2, $3, 'personal', now() + interval '1 day', 'Europe/Helsinki', 'test') RETURNING id""",
+            campaign_id,
+            contact_id,
+            agent_id,
+        )
         # owned by the integration user, so that its routes reach it (an admin reaches every one)
         subscription_id = await conn.fetchval(
             "INSERT INTO webhook_subscriptions (url, secret, event_types, owner_id) VALUES"
@@ -413,6 +439,7 @@ async def make_world(api: Api) -> World:
         "agent_id": agent_id,
         "attempt_id": attempt_id,
         "entry_id": entry_id,
+        "callback_id": callback_id,
         "subscription_id": subscription_id,
         "delivery_id": delivery_id,
         "user_id": other_user,

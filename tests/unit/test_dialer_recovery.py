@@ -151,6 +151,9 @@ class FakeSessions:
     def on_dtmf(self, fn: Any) -> None:
         pass
 
+    def on_wrap_end(self, fn: Any) -> None:
+        pass
+
     def connect(self, session: Any, attempt_id: str, campaign_id: int) -> None:
         self.connected.append((session.agent_id, attempt_id))
 
@@ -197,7 +200,3 @@ async def test_disposition_for_an_inbound_caller_is_a_clear_conflict():
     with pytest.raises(Conflict) as err:
         await dialer.set_disposition(4, "sale")
     assert err.value.details == {"agent_id": 4} and journal.dispositions == []
-    attempt = str(uuid.uuid4())
-    sessions.by_agent[4].attempt_id = attempt
-    await dialer.set_disposition(4, "sale")
-    assert journal.dispositions == [(uuid.UUID(attempt), "sale")]

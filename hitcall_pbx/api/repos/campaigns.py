@@ -14,7 +14,8 @@ SETTINGS = (
     "retry_congestion_s", "retry_machine_s", "wrap_up_s", "abandon_cap", "info_message_sound", "amd_enabled",
     "record_calls", "recording_announcement", "window_start", "window_end", "window_days", "priority",
     "preview_offer_timeout_s", "max_lines_per_agent", "retention_recordings_months", "retention_cdr_months",
-    "company_name", "callback_number", "callback_skip_delay_s",
+    "company_name", "callback_number", "callback_skip_delay_s", "callback_delay_s", "callback_grace_s",
+    "disposition_required", "voicemail_drop", "voicemail_message",
 )  # fmt: skip
 
 _SELECT = """SELECT c.*, COALESCE((SELECT array_agg(l.list_id ORDER BY l.list_id) FROM campaign_lists l

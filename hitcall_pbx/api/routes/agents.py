@@ -10,7 +10,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ...auth import Role
+from ...core.callbacks import CallbackKind
 from ...errors import Conflict, Forbidden, NotFound, ValidationFailed
+from ..deps import RecordingPauseStatus
 from ..registry import V1, Ctx, Registry, found
 from ..repos import agents as repo
 from ..types import BIGINT_MAX, UNSET, Code, Id, In, Out, Patch, Phone, Query, Text
@@ -88,8 +90,19 @@ class PauseIn(In):
 
 
 class DispositionIn(In):
-    disposition: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["sale"])
+    disposition: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["sale"], description="a code of the call's campaign"
+    )
     attempt_id: uuid.UUID | None = Field(default=None, description="null = the agent's current or last call")
+    callback_at: datetime | None = Field(
+        default=None,
+        description="for a code with rule callback (required then): when to call back; without a UTC offset it"
+        " is the contact's local time. Must be in the future and inside the campaign's calling window.",
+        examples=["2026-12-07T14:30:00"],
+    )
+    callback_kind: CallbackKind = Field(
+        default=CallbackKind.PERSONAL, description="personal: this agent calls back; anyone: any agent"
+    )
 
 
 class SkipIn(In):
@@ -319,6 +332,10 @@ def register(reg: Registry) -> None:
         scope="agents:control",
         own_agent=True,
         body=DispositionIn,
+        description="The code must be in the campaign's list (422 naming `disposition` otherwise, nothing"
+        " changed); its rule is applied: final, retry, callback (needs `callback_at`), do_not_call (the number"
+        " goes on the global do-not-call list), wrong_number, recycle. Stored on the CDR, sent as the"
+        " disposition.set webhook event; the last code given wins (a do-not-call entry stays).",
     )
     async def set_disposition(ctx: Ctx) -> None:
         agent_id = await _existing(ctx)
@@ -327,7 +344,14 @@ def register(reg: Registry) -> None:
             found, owner = await repo.attempt_agent(ctx.pool, b.attempt_id)
             if not found or owner != agent_id:
                 raise NotFound("the agent has no call with this attempt_id", details={"field": "attempt_id"})
-        await ctx.deps.dialer.set_disposition(agent_id, b.disposition, attempt_id=b.attempt_id, actor=ctx.actor)
+        await ctx.deps.dialer.set_disposition(
+            agent_id,
+            b.disposition,
+            attempt_id=b.attempt_id,
+            actor=ctx.actor,
+            callback_at=b.callback_at,
+            callback_kind=b.callback_kind,
+        )
 
     @reg.add(
         "GET",
@@ -372,6 +396,43 @@ def register(reg: Registry) -> None:
     )
     async def skip_offer(ctx: Ctx) -> None:
         await ctx.deps.dialer.skip_offer(await _existing(ctx), ctx.body.reason, actor=ctx.actor)
+
+    _RECORDING_PAUSE_ERRORS = (
+        " 409 with `error`: `no_current_call` (the agent is not talking to a customer),"
+        " `call_not_recorded` (the campaign does not record calls)"
+    )
+
+    @reg.add(
+        "POST",
+        f"{V1}/agents/{{agent_id}}/recording/pause",
+        summary="Pause the recording of the agent's current call",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:control",
+        own_agent=True,
+        response=RecordingPauseStatus,
+        description="For a card payment: the recording goes on as silence until it is resumed, so the file"
+        " keeps the call's length. Each paused span (start, end, who) is stored with the recording, audited"
+        " (recording.pause / recording.resume) and sent as recording.paused / recording.resumed webhook"
+        " events; a span still open when the call ends closes at its end. The agent's phone key `*` does the"
+        " same during a call." + _RECORDING_PAUSE_ERRORS + ", `recording_already_paused`.",
+    )
+    async def pause_recording(ctx: Ctx) -> RecordingPauseStatus:
+        return await ctx.deps.dialer.pause_recording(await _existing(ctx), actor=ctx.actor)
+
+    @reg.add(
+        "POST",
+        f"{V1}/agents/{{agent_id}}/recording/resume",
+        summary="Resume the recording of the agent's current call",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:control",
+        own_agent=True,
+        response=RecordingPauseStatus,
+        description="Ends the open pause." + _RECORDING_PAUSE_ERRORS + ", `recording_not_paused`.",
+    )
+    async def resume_recording(ctx: Ctx) -> RecordingPauseStatus:
+        return await ctx.deps.dialer.resume_recording(await _existing(ctx), actor=ctx.actor)
 
     @reg.add(
         "POST",

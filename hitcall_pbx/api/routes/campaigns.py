@@ -23,6 +23,10 @@ STATS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.INTEGRATION})
 Mode = Literal["preview", "progressive", "predictive"]
 State = Literal["draft", "running", "paused", "finished"]
 HhMm = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["09:00"])]
+# A sound name: no extension, no dots (so no path traversal), at most four segments.
+SoundName = Annotated[
+    str, Field(max_length=200, pattern=r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,3}$", examples=["acme/vm-fi"])
+]
 
 
 def _unique_days(days: list[int]) -> list[int]:
@@ -57,6 +61,15 @@ class _Settings(In):
     amd_enabled: bool = False
     record_calls: bool = False
     recording_announcement: MediaUri | None = None
+    voicemail_drop: bool = Field(
+        default=False,
+        description="leave voicemail_message on an answering machine (after its beep) instead of hanging up;"
+        " needs amd_enabled and voicemail_message. The outcome stays answered_machine; the CDR says"
+        " voicemail_dropped",
+    )
+    voicemail_message: SoundName | None = Field(
+        default=None, description="Asterisk sound name of the message, without extension, e.g. acme/voicemail-fi"
+    )
     window_start: HhMm = "09:00"
     window_end: HhMm = "20:00"
     window_days: Weekdays = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="ISO weekdays, 1 = Monday")
@@ -64,6 +77,21 @@ class _Settings(In):
     preview_offer_timeout_s: int = Field(default=30, ge=5, le=600)
     callback_skip_delay_s: int = Field(
         default=900, ge=0, le=604800, description="seconds a skipped preview callback waits before it is offered again"
+    )
+    callback_delay_s: int = Field(
+        default=86400,
+        ge=0,
+        le=2592000,
+        description="a callback by the agent's phone key is due this many seconds later, moved into the calling window",
+    )
+    callback_grace_s: int = Field(
+        default=900,
+        ge=0,
+        le=604800,
+        description="a personal callback whose agent is not logged in goes to any agent this long after its time",
+    )
+    disposition_required: bool = Field(
+        default=False, description="the agent cannot end wrap-up (go ready) until the call has a disposition"
     )
     max_lines_per_agent: float = Field(default=3, ge=1, le=10)
     retention_recordings_months: int = Field(default=6, ge=2, le=6)
@@ -80,6 +108,7 @@ class CampaignCreate(_Settings):
     def _window(self) -> CampaignCreate:
         if self.window_start >= self.window_end:
             raise ValidationFailed("window_end must be after window_start", details={"field": "window_end"})
+        _check_voicemail(self.model_dump())
         return self
 
 
@@ -99,12 +128,17 @@ class CampaignUpdate(Patch):
     amd_enabled: bool = UNSET
     record_calls: bool = UNSET
     recording_announcement: MediaUri | None = None
+    voicemail_drop: bool = UNSET
+    voicemail_message: SoundName | None = None
     window_start: HhMm = UNSET
     window_end: HhMm = UNSET
     window_days: Weekdays = UNSET
     priority: int = Field(default=UNSET, ge=-1000, le=1000)
     preview_offer_timeout_s: int = Field(default=UNSET, ge=5, le=600)
     callback_skip_delay_s: int = Field(default=UNSET, ge=0, le=604800)
+    callback_delay_s: int = Field(default=UNSET, ge=0, le=2592000)
+    callback_grace_s: int = Field(default=UNSET, ge=0, le=604800)
+    disposition_required: bool = UNSET
     max_lines_per_agent: float = Field(default=UNSET, ge=1, le=10)
     retention_recordings_months: int = Field(default=UNSET, ge=2, le=6)
     retention_cdr_months: int = Field(default=UNSET, ge=1, le=120)
@@ -130,12 +164,17 @@ class Campaign(Out):
     amd_enabled: bool
     record_calls: bool
     recording_announcement: str | None
+    voicemail_drop: bool
+    voicemail_message: str | None
     window_start: str
     window_end: str
     window_days: list[int]
     priority: int
     preview_offer_timeout_s: int
     callback_skip_delay_s: int
+    callback_delay_s: int
+    callback_grace_s: int
+    disposition_required: bool
     max_lines_per_agent: float
     retention_recordings_months: int
     retention_cdr_months: int
@@ -187,6 +226,14 @@ def _to_db(data: dict[str, Any]) -> dict[str, Any]:
         if data.get(key) is not None:
             data[key] = time.fromisoformat(data[key])
     return data
+
+
+def _check_voicemail(settings: dict[str, Any]) -> None:
+    """Voicemail drop needs AMD (to know a machine answered) and a message."""
+    if settings.get("voicemail_drop") and not (settings.get("amd_enabled") and settings.get("voicemail_message")):
+        raise ValidationFailed(
+            "voicemail_drop needs amd_enabled and a voicemail_message", details={"field": "voicemail_drop"}
+        )
 
 
 async def load(conn: Any, campaign_id: int, *, for_update: bool = False) -> Any:
@@ -260,7 +307,8 @@ def register(reg: Registry) -> None:
         campaign_id = ctx.params["campaign_id"]
         changes = _to_db(ctx.body.changes())
         async with ctx.tx() as conn:
-            await load(conn, campaign_id, for_update=True)
+            current = await load(conn, campaign_id, for_update=True)
+            _check_voicemail({**dict(current), **changes})
             await repo.update(conn, campaign_id, changes)
             await ctx.audit(conn, "campaign.update", "campaign", campaign_id, {"fields": sorted(changes)})
             row = await load(conn, campaign_id)
