@@ -3,7 +3,11 @@
 Asterisk does not buffer events while the socket is down, so after every
 (re)connect the client reads `GET /channels` and `GET /bridges` and hands them
 to the resync handler before any new event is dispatched. Events are dispatched
-one at a time, in the order Asterisk sent them.
+one at a time, in the order Asterisk sent them; the types in `ignore_events` (by
+default `NOT_HANDLED`, the ones no part of the service handles: variable sets,
+dialplan steps, dial progress, caller-id and connected-line updates, most of the
+stream) are counted and dropped before they are validated or handed to a handler,
+so that the events that matter (a customer's StasisStart) are not queued behind them.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ log = get_logger("hitcall.ari")
 
 EventHandler = Callable[[AriEvent | UnknownEvent], Awaitable[None] | None]
 
+NOT_HANDLED: frozenset[str] = frozenset(
+    {"ChannelVarset", "ChannelDialplan", "Dial", "ChannelCallerId", "ChannelConnectedLine"}
+)
+
 
 @dataclass(frozen=True)
 class Resync:
@@ -53,6 +61,7 @@ class AriStats:
     connects: int = 0
     reconnects: int = 0
     events: int = 0
+    ignored_events: int = 0
     unknown_events: int = 0
     handler_errors: int = 0
     last_reconnect_s: float | None = None
@@ -79,8 +88,10 @@ class AriClient:
         request_timeout: float = 10.0,
         rng: random.Random | None = None,
         rest_factory: RestFactory = AriRest,
+        ignore_events: frozenset[str] = NOT_HANDLED,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.ignore_events = ignore_events
         self.app = app
         self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)}
         self._pool_limit = pool_limit
@@ -255,6 +266,9 @@ class AriClient:
         except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             self.stats.unknown_events += 1
             log.warning("ari.event_not_json", size=len(text))
+            return
+        if isinstance(data, dict) and data.get("type") in self.ignore_events:
+            self.stats.ignored_events += 1
             return
         event = parse_event(data)
         self.stats.events += 1
