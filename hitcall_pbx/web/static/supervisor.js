@@ -223,6 +223,7 @@
       entry.pushedAt = m.at ? new Date(m.at) : new Date();
       setAgentState(entry, m.state, m.pause_code, m.at);
       entry.row.dataset.changedAt = String(Date.now());
+      if (window.hcPushLatencies && m.at) window.hcPushLatencies.push(Date.now() - Date.parse(m.at)); // benchmarks/ui.py
       entry.row.classList.add("changed");
       setTimeout(() => entry.row.classList.remove("changed"), 1200);
     },
