@@ -312,6 +312,8 @@ def setup_web(app: web.Application, deps: WebDeps) -> None:
         if agent_id is None:
             return _refuse(request, viewer, "error.no_agent")
         agent = await deps.pool.fetchrow("SELECT id, number, name FROM agents WHERE id = $1", agent_id)
+        if agent is None:  # the agent was deleted since the session began
+            return _refuse(request, viewer, "error.no_agent")
         return _render(
             request,
             "agent.html",

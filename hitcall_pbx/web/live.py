@@ -252,6 +252,7 @@ class LiveHub:
             alarms = await conn.fetch(
                 "SELECT name, severity, raised_at, details FROM alarms WHERE state = 'raised' ORDER BY raised_at"
             )
+        assert figures is not None and latency is not None  # aggregates: always one row
         cap = float(row["abandon_cap"])
         today = abandon_rate(counts["day_abandoned"], counts["day_connected"])
         period = abandon_rate(counts["period_abandoned"], counts["period_connected"])

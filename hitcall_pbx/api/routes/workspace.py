@@ -267,6 +267,7 @@ def register(reg: Registry) -> None:
                 agent_id,
                 end,
             )
+        assert row is not None  # an aggregate: always one row
         return AgentDay(
             agent_id=agent_id, day_start=start, calls=row["calls"], talk_s=float(row["talk_s"]), callbacks_due=due
         )
