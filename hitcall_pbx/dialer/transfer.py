@@ -2,7 +2,7 @@
 
 Where everyone is: an agent's phone lives in its own holding bridge
 (``hitcall-agent-<id>``) and a customer talks to the agent there. A transfer of a call
-has one more bridge, ``hitcall-xfer-<attempt id>``: the customer waits there with music
+has one more bridge, ``hitcall-xfer-<attempt id>-<n>``: the customer waits there with music
 on hold (an attended transfer, or a blind one to a number while it rings), and a customer
 handed over to an external number talks to it there. The target of an attended transfer
 joins the transferring agent's bridge for the consultation (an agent's phone, or the
@@ -154,7 +154,8 @@ class Transfers:
             self.d.sessions.reserve(to, call.channel_id, call.campaign.id)
         if not call.legs.items and call.bridged_at is not None:
             call.legs = call.legs.join(LegRole.AGENT, call.bridged_at, agent_id=agent_id)
-        active = Active(call, f"hitcall-xfer-{call.channel_id}")
+        # a bridge of its own for each transfer: the last one's may still be going away
+        active = Active(call, f"hitcall-xfer-{call.channel_id}-{uuid.uuid4().hex[:8]}")
         self.active[call.channel_id] = active
         call.transfer = step.transfer
         self._event("transfer.started", active)
@@ -468,8 +469,8 @@ class Transfers:
         if active.bridge_made:
             try:
                 await self.d.ari.rest.destroy_bridge(active.bridge_id)
-            except AriError:
-                pass
+            except AriError as exc:
+                log.warning("transfer.bridge_not_destroyed", bridge_id=active.bridge_id, error=exc.message)
             active.bridge_made = False
         t = active.transfer
         if t.to_agent_id is not None:

@@ -6,11 +6,16 @@ call's legs, and the webhook events."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import uuid
 
+import aiohttp
 import pytest
 
+from hitcall_pbx.api import build_registry
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.ari import AriNotFound
+from hitcall_pbx.auth import Actor, AuthService, Passwords, Role
 from hitcall_pbx.core.transfer import Target, TargetKind, TransferEvent, TransferKind
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.errors import Conflict, NotFound
@@ -21,8 +26,16 @@ from .conftest import wait_until
 pytestmark = pytest.mark.asterisk
 
 BLIND, ATTENDED = TransferKind.BLIND, TransferKind.ATTENDED
+SYSTEM = Actor("test", "system")
 ANSWERS = "+358401999001"  # an external number that answers and stays
 BUSY = "+358402999001"
+NO_ANSWER = "+358403999001"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def agent(agent_id: int) -> Target:
@@ -76,7 +89,12 @@ async def no_channels_left(app: HitCall, attempt_id: str) -> None:
         return not any(n.startswith("Local/") for n in names)
 
     await wait_until(gone, timeout=10)
-    assert await members(app, f"hitcall-xfer-{attempt_id}") == set()
+    await wait_until(lambda: no_transfer_bridge(app, attempt_id), timeout=5)
+
+
+async def no_transfer_bridge(app: HitCall, attempt_id: str) -> bool:
+    """The call's transfer bridges are gone (Asterisk destroys a bridge a moment after the request)."""
+    return not [b.id for b in await app.ari.rest.list_bridges() if b.id.startswith(f"hitcall-xfer-{attempt_id}")]
 
 
 async def test_blind_transfer_to_an_agent_then_to_a_campaigns_ready_agent(service_settings, sandbox, hangup_agents):
@@ -157,8 +175,8 @@ async def test_blind_transfer_to_an_external_number_and_a_busy_one(service_setti
 
             t = await xfer.start(a, BLIND, number(ANSWERS))
             assert t.state.value == "dialing" and state(app, a) == "wrap_up"
-            bridge = f"hitcall-xfer-{call_id}"
             await wait_until(lambda: xfer.active[call_id].transfer.state.value == "completed", timeout=10)
+            bridge = xfer.active[call_id].bridge_id
             target_channel = xfer.active[call_id].target_channel
             assert await members(app, bridge) == {call_id, target_channel}
             assert await members(app, sa.bridge_id) == {sa.channel_id}
@@ -200,11 +218,11 @@ async def test_attended_transfer_cancel_conference_complete(service_settings, sa
             sa, sb = app.sessions.get(a), app.sessions.get(b)
             xfer = app.dialer.transfers
             call_id = await customer_with(app, a)
-            hold = f"hitcall-xfer-{call_id}"
 
             # Consultation: the customer waits alone (music on hold), B's phone is in A's bridge.
             t = await xfer.start(a, ATTENDED, agent(b))
             assert t.state.value == "consulting"
+            hold = xfer.active[call_id].bridge_id
             assert await members(app, hold) == {call_id}
             assert await members(app, sa.bridge_id) == {sa.channel_id, sb.channel_id}
             assert (state(app, a), state(app, b)) == ("on_call", "reserved")
@@ -232,7 +250,7 @@ async def test_attended_transfer_cancel_conference_complete(service_settings, sa
             assert t.state.value == "completed"
             assert await members(app, sb.bridge_id) == {sb.channel_id, call_id}
             assert await members(app, sa.bridge_id) == {sa.channel_id}
-            assert await members(app, hold) == set()
+            await wait_until(lambda: no_transfer_bridge(app, call_id), timeout=5)
             assert (state(app, a), state(app, b)) == ("wrap_up", "on_call")
 
             await app.dialer.hangup(call_id)
@@ -289,6 +307,13 @@ async def test_attended_failures_end_cleanly(service_settings, sandbox, hangup_a
             assert await members(app, sa.bridge_id) == {sa.channel_id, call_id}
             assert state(app, a) == "on_call"
 
+            # A number that does not answer within the ring time: back to the customer.
+            xfer.ring_s = 3
+            await xfer.start(a, ATTENDED, number(NO_ANSWER))
+            await wait_until(lambda: xfer.active.get(call_id) is None, timeout=10)
+            assert app.dialer.calls[call_id].transfer.cause == "no answer"
+            assert await members(app, sa.bridge_id) == {sa.channel_id, call_id}
+
             # B refuses with key 0 on its phone (the DTMF event's path).
             await xfer.start(a, ATTENDED, agent(b))
             app.sessions.dtmf(sb.channel_id, "0")
@@ -314,6 +339,8 @@ async def test_attended_failures_end_cleanly(service_settings, sandbox, hangup_a
             "customer_gone",
         )
         assert events == [
+            "transfer.started",
+            "transfer.failed",
             "transfer.started",
             "transfer.failed",
             "transfer.started",
@@ -363,3 +390,98 @@ async def test_a_recorded_call_keeps_one_recording_across_the_transfer(service_s
         # both parts are in the file: about 4 s, not the 2 s before the transfer
         assert float(recordings[0]["duration_s"]) >= 3.5, recordings[0]["duration_s"]
         assert abs(float(recordings[0]["duration_s"]) - float(row["talk_s"])) < 1.0
+
+
+async def _tokens(pool, agent_id: int) -> tuple[dict[str, str], dict[str, str]]:
+    """Bearer headers of a supervisor and of the agent's own user."""
+    auth = AuthService(
+        pool,
+        passwords=Passwords(time_cost=1, memory_cost=1024, parallelism=1),
+        role_scopes=build_registry().role_scopes(),
+    )
+    out = []
+    for role in (Role.SUPERVISOR, Role.AGENT):
+        user = await auth.create_user(
+            username=f"{role.value}-{uuid.uuid4().hex[:6]}", role=role, password=None, actor=SYSTEM
+        )
+        if role is Role.AGENT:
+            await pool.execute("UPDATE agents SET user_id = $1 WHERE id = $2", user["id"], agent_id)
+        grant = await auth.create_token(
+            user_id=user["id"], name="t", scopes=sorted(auth.scopes_for(role)), expires_at=None, actor=SYSTEM
+        )
+        out.append({"Authorization": f"Bearer {grant.token}"})
+    return out[0], out[1]
+
+
+async def test_attended_transfer_to_a_number_through_the_api(service_settings, sandbox, hangup_agents):
+    """The REST API on the real stack: the agent's own call only, bad input refused with the
+    field named and nothing changed, every request audited."""
+    settings = service_settings.model_copy(update={"http_port": _free_port()})
+    async with (
+        HitCall(settings, Options(http=True, dialer_tick_s=0.05)) as app,
+        aiohttp.ClientSession() as http,
+    ):
+        pool = app.db.pool
+        cid, _ = await create_campaign(
+            pool, "xfer-api", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 1, start=860), **ALL_DAY
+        )
+        other, _ = await create_campaign(pool, "xfer-api-2", mode="progressive", **ALL_DAY)
+        a = await create_agent(pool, "1091", "agent91", [cid])
+        b = await create_agent(pool, "1092", "agent92", [other])
+        supervisor, agent_a = await _tokens(pool, a)
+        base = f"http://127.0.0.1:{app.http_port}/api/v1/agents"
+        with SippAgents(sandbox, ["agent91", "agent92"], port=5513):
+            await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            sa = app.sessions.get(a)
+            call_id = await customer_with(app, a)
+
+            async def post(path: str, headers: dict[str, str], body: dict | None = None) -> tuple[int, dict]:
+                async with http.post(f"{base}/{path}", json=body, headers=headers) as r:
+                    return r.status, (await r.json() if r.content_length else {})
+
+            # Not the agent's call, a bad number, an agent without a call: refused, nothing changed.
+            status, _ = await post(f"{b}/transfer", agent_a, {"kind": "blind", "target": {"agent_id": a}})
+            assert status == 403
+            status, body = await post(f"{a}/transfer", agent_a, {"kind": "blind", "target": {"number": "+35812"}})
+            assert (status, body["details"]["field"]) == (422, "target.number")
+            status, body = await post(f"{b}/transfer", supervisor, {"kind": "blind", "target": {"agent_id": a}})
+            assert (status, body["error"]) == (409, "no_call")
+            status, body = await post(f"{a}/transfer/complete", agent_a)
+            assert (status, body["error"]) == (409, "no_transfer")
+            assert await members(app, sa.bridge_id) == {sa.channel_id, call_id}
+            assert call_id not in app.dialer.transfers.active
+
+            status, body = await post(
+                f"{a}/transfer", agent_a, {"kind": "attended", "target": {"number": "040 1999002"}}
+            )
+            assert status == 200 and (body["state"], body["number"]) == ("dialing", "+358401999002")
+            await wait_until(lambda: app.dialer.transfers.active[call_id].transfer.state.value == "consulting", 10)
+            status, body = await post(f"{a}/transfer/complete", supervisor)
+            assert status == 200 and body["state"] == "completed"
+            target_channel = app.dialer.transfers.active[call_id].target_channel
+            assert await members(app, app.dialer.transfers.active[call_id].bridge_id) == {call_id, target_channel}
+            assert await members(app, sa.bridge_id) == {sa.channel_id}
+            assert state(app, a) == "wrap_up"
+            await app.dialer.hangup(call_id)
+            row, legs, events = await ended(app, pool, call_id)
+            await no_channels_left(app, call_id)
+        assert (row["transfer_kind"], row["transfer_number"], row["transfer_result"]) == (
+            "attended",
+            "+358401999002",
+            "completed",
+        )
+        assert [(leg["agent_id"], leg["number"], leg["role"]) for leg in legs] == [
+            (a, None, "agent"),
+            (None, "+358401999002", "consult"),
+            (None, "+358401999002", "target"),
+        ]
+        assert events == ["transfer.started", "transfer.completed"]
+        audit = await pool.fetch(
+            "SELECT actor_role, action, details FROM audit_log WHERE action LIKE 'call.transfer%' ORDER BY id"
+        )
+        assert [(r["actor_role"], r["action"]) for r in audit] == [
+            ("agent", "call.transfer"),
+            ("supervisor", "call.transfer_complete"),
+        ]
+        assert all(r["details"]["attempt_id"] == call_id for r in audit)
