@@ -25,17 +25,21 @@ from .api.app import create_app, create_metrics_app
 from .api.deps import ApiDeps
 from .ari import AriClient, AriRest
 from .ari.client import RestFactory
+from .auth import AuthService
 from .core.netpolicy import AddressPolicy
+from .core.pacing import PacingView
 from .dialer.control import ApiOnlyControl, EngineControl
 from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
 from .dialer.inbound import InboundOptions, InboundRouter
 from .dialer.monitor import Monitor
+from .dialer.recording_pause import RecordingPauser
 from .dialer.store import DialerStore
 from .errors import ConfigError, HitCallError
 from .hooks.dispatcher import WebhookDispatcher
 from .hooks.retention import prune_outbox
 from .hooks.targets import WebhookTargets
+from .livebus import LiveBus
 from .logs import get_logger
 from .looplag import LoopLagMonitor
 from .metrics import MetricsSources, ServiceMetrics
@@ -50,6 +54,7 @@ from .records.recordings import RecordingStore
 from .settings import Settings
 from .store.db import Database, connect
 from .store.dialer_lock import DialerLock
+from .web import LiveHub, WallboardSources, WebDeps, setup_web
 
 log = get_logger("hitcall.app")
 
@@ -114,6 +119,7 @@ class HitCall:
     cdr: CdrWriter | None = None
     store: RecordingStore | None = None
     recorder: Recorder | None = None
+    recording_pauser: RecordingPauser | None = None
     webhooks: WebhookDispatcher | None = None
     metrics: ServiceMetrics | None = None
     http_runner: web.AppRunner | None = None
@@ -123,6 +129,8 @@ class HitCall:
     draining: bool = False  # SIGTERM received: /readyz says not ready, no new calls
     looplag: LoopLagMonitor | None = None
     dialer_lock: DialerLock | None = None
+    bus: LiveBus = field(default_factory=LiveBus)  # the journal's events, as they happen, for live screens
+    web_hub: LiveHub | None = None
     _stack: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -170,6 +178,7 @@ class HitCall:
         self.ari = (self.ari_factory or ari_client)(s)
         # Closed after the dialer and the agent sessions: what they write goes through it.
         self.journal = CallJournal(pool, spool_dir=s.data_dir / "spool" / "journal")
+        self.journal.listeners.append(self.bus.publish)
         await self.journal.start()
         self._stack.append(self.journal.close)
         self.sessions = AgentSessions(self.ari, pool, journal=self.journal)
@@ -189,7 +198,10 @@ class HitCall:
         )
         self.recorder = Recorder(self.ari, pool, self.store, s.data_dir / "spool" / "recordings")
         self.dialer.on_call_end.append(self.recorder.call_ended)
+        self.recording_pauser = RecordingPauser(self.ari, self.dialer, self.sessions, self.journal)
+        self.ari.on_event(self.recording_pauser.handle_event)
         self.ari.on_event(self.dialer.handle_event)
+        self.dialer.pacer.on_view = self._pacing_changed
         # After the dialer: a newly ready agent goes to an answered outbound customer first.
         self.inbound = InboundRouter(
             self.ari, pool, self.sessions, o.inbound, cdr=CdrSink(self.cdr), journal=self.journal
@@ -233,6 +245,7 @@ class HitCall:
                 cdr_backlog=lambda: cdr.spool_backlog,
                 journal_backlog=lambda: journal.backlog,
                 loop_lag=self.looplag,
+                pacing_views=lambda: dialer.pacer.views,
             ),
         )
         if o.alarm_interval_s:
@@ -255,7 +268,7 @@ class HitCall:
             deps = ApiDeps(
                 pool=pool,
                 metrics=registry,
-                dialer=EngineControl(self.dialer, self.sessions),
+                dialer=EngineControl(self.dialer, self.sessions, recording=self.recording_pauser),
                 cdrs=ApiCdrs(pool),
                 recordings=ApiRecordings(pool, self.store),
                 privacy=ApiPrivacy(privacy),
@@ -296,6 +309,13 @@ class HitCall:
         elif token is None and s.http_host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("app.metrics_open", host=s.http_host, hint="set HITCALL_METRICS_TOKEN or HITCALL_METRICS_PORT")
         app = create_app(deps, trusted_proxies=s.trusted_proxy_networks)
+        self.web_hub = LiveHub(deps.pool, self.bus, WallboardSources(deps.dialer.live_calls, self._pacing_view))
+        await self.web_hub.start()
+        self._stack.append(self.web_hub.close)
+        web_auth = AuthService(
+            deps.pool, passwords=deps.passwords, policy=deps.throttle, session_ttl=deps.session_ttl, clock=deps.clock
+        )
+        setup_web(app, WebDeps(deps.pool, web_auth, self.web_hub))
         self.http_runner = web.AppRunner(app, handle_signals=False)
         await self.http_runner.setup()
         site = web.TCPSite(self.http_runner, s.http_host, s.http_port)
@@ -303,6 +323,21 @@ class HitCall:
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # aiohttp: a started site has its server
         self._stack.append(self.http_runner.cleanup)
         log.info("app.http_listening", host=s.http_host, port=self.http_port)
+
+    def _pacing_changed(self, campaign_id: int, view: PacingView) -> None:
+        """A campaign's pacing changed in a way worth showing: to the live screens."""
+        self.bus.publish("pacing.changed", f"campaign:{campaign_id}", {"campaign_id": campaign_id, **view.to_dict()})
+
+    def _pacing_view(self, campaign_id: int) -> dict[str, Any] | None:
+        """The pacer's latest view of a running campaign, for the wallboard."""
+        view = self.dialer.pacer.views.get(campaign_id) if self.dialer is not None else None
+        if view is None:
+            return None
+        return {
+            "contact_rate": view.contact_rate,
+            "lines_in_flight": view.lines_in_flight,
+            "decision": {"dial_now": view.dial_now, "mode_effective": view.mode_effective},
+        }
 
     async def _start_api_only(self) -> None:
         """The REST API over the database, for a process beside the one that dials: live

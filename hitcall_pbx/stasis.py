@@ -14,8 +14,9 @@ class StasisKind(enum.StrEnum):
     AMD = "amd"  # the customer after AMD in the dialplan: amd,<AMDSTATUS>,<AMDCAUSE>
     AGENT_LOGIN = "agent-login"  # an agent's phone dialled the login extension: agent-login,<endpoint>
     INBOUND = "inbound"  # a caller on the return-call line: inbound,<campaign id>,<contact id>
-    SNOOP = "snoop"  # a supervisor's snoop channel on an agent's phone: snoop,<monitoring session key>
+    VOICEMAIL = "voicemail"  # a machine back from voicemail drop: voicemail,<WAITSTATUS>,<PLAYBACKSTATUS>
     TRANSFER = "transfer"  # an external transfer target answered: transfer,<attempt id>
+    SNOOP = "snoop"  # a supervisor's snoop channel on an agent's phone: snoop,<monitoring session key>
 
 
 def app_args(kind: StasisKind, *values: object) -> str:

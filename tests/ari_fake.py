@@ -123,6 +123,15 @@ class FakeAriRest:
     async def stop_live(self, name: str) -> None:
         self._note("stop_live", name)
 
+    async def mute_live(self, name: str) -> None:
+        self._note("mute_live", name)
+
+    async def set_variable(self, channel_id: str, variable: str, value: str | None) -> None:
+        self._note("set_variable", channel_id, variable, value)
+
+    async def unmute_live(self, name: str) -> None:
+        self._note("unmute_live", name)
+
     async def get_global_var(self, variable: str) -> str:
         self._note("get_global_var", variable)
         return self.globals.get(variable, "")

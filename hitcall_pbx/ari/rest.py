@@ -103,6 +103,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "recordings.delete_stored": _ep("DELETE", "/recordings/stored/{recordingName}"),
     "recordings.get_live": _ep("GET", "/recordings/live/{recordingName}"),
     "recordings.stop_live": _ep("POST", "/recordings/live/{recordingName}/stop"),
+    "recordings.pause_live": _ep("POST", "/recordings/live/{recordingName}/pause"),
+    "recordings.unpause_live": _ep("DELETE", "/recordings/live/{recordingName}/pause"),
+    "recordings.mute_live": _ep("POST", "/recordings/live/{recordingName}/mute"),
+    "recordings.unmute_live": _ep("DELETE", "/recordings/live/{recordingName}/mute"),
     "playbacks.get": _ep("GET", "/playbacks/{playbackId}"),
     "playbacks.stop": _ep("DELETE", "/playbacks/{playbackId}"),
     "asterisk.info": _ep("GET", "/asterisk/info", "only"),
@@ -478,6 +482,20 @@ class AriRest:
 
     async def stop_live(self, name: str) -> None:
         await self._call("recordings.stop_live", {"recordingName": name})
+
+    async def pause_live(self, name: str) -> None:
+        """Pause a live recording: nothing is written until it is unpaused (the paused time is left out)."""
+        await self._call("recordings.pause_live", {"recordingName": name})
+
+    async def unpause_live(self, name: str) -> None:
+        await self._call("recordings.unpause_live", {"recordingName": name})
+
+    async def mute_live(self, name: str) -> None:
+        """Mute a live recording: silence is written in place of the audio until it is unmuted."""
+        await self._call("recordings.mute_live", {"recordingName": name})
+
+    async def unmute_live(self, name: str) -> None:
+        await self._call("recordings.unmute_live", {"recordingName": name})
 
     # playbacks
 

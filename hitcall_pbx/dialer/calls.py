@@ -35,6 +35,7 @@ class LiveCall:
     info_playback: str | None = None
     timer: asyncio.TimerHandle | None = None
     recording_id: uuid.UUID | None = None
+    voicemail_dropped: bool = False  # the campaign's message was left on the answering machine
     added_at: datetime | None = None  # the agent's bridge accepted the customer (ARI request returned)
     slot: int | None = None  # line slot: where the dialplan stamps the answer (core.answer_stamp)
     transfer: Transfer | None = None  # the call's last transfer (dialer.transfer)
@@ -149,6 +150,7 @@ def cdr_record(call: LiveCall) -> dict[str, Any]:
         "disposition": call.disposition,
         "skip_reason": None,
         "recording_id": call.recording_id,
+        "voicemail_dropped": call.voicemail_dropped,
         "retention_until": a.retention_until,
         **transfer_columns(call.transfer),
     }

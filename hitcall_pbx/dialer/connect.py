@@ -51,7 +51,10 @@ class AnswerPath:
             amd_cause=rest[1] if len(rest) > 1 else None,
         )
         if call.fsm.amd_status == "MACHINE":
-            await self.d.hangup(call.channel_id)
+            if self.d.voicemail.wanted(call):
+                await self.d.voicemail.leave(call)
+            else:
+                await self.d.hangup(call.channel_id)
             return
         self._connect_or_wait(call)
 

@@ -45,7 +45,7 @@ class ApiCdrs:
 
 
 def _recording(row: Any) -> deps.Recording:
-    return deps.Recording.model_validate({k: row[k] for k in deps.Recording.model_fields})
+    return deps.Recording.model_validate({k: row[k] for k in deps.Recording.model_fields if k != "pauses"})
 
 
 class ApiRecordings:
@@ -88,7 +88,12 @@ class ApiRecordings:
         return row
 
     async def get(self, recording_id: uuid.UUID) -> deps.Recording:
-        return _recording(await self._row(recording_id))
+        recording = _recording(await self._row(recording_id))
+        spans = await self.pool.fetch(
+            "SELECT * FROM recording_pauses WHERE recording_id = $1 ORDER BY seq", recording_id
+        )
+        recording.pauses = [deps.RecordingPauseSpan.model_validate(dict(s)) for s in spans]
+        return recording
 
     async def open(self, recording_id: uuid.UUID) -> deps.RecordingFile:
         row = await self._row(recording_id)

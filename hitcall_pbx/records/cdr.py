@@ -101,6 +101,7 @@ _KINDS: dict[str, str] = {
     "transfer_number": "text",
     "transfer_result": "text",
     "transfer_cause": "text",
+    "voicemail_dropped": "bool",
 }
 COLUMNS: tuple[str, ...] = tuple(_KINDS)
 _REQUIRED = frozenset(
@@ -113,6 +114,7 @@ _REQUIRED = frozenset(
         "abandoned",
         "retention_until",
         "direction",
+        "voicemail_dropped",
     }
 )
 # Required on outbound rows only (call_attempts_outbound_check); an inbound row has no
@@ -133,6 +135,7 @@ _ROW_DEFAULTS: dict[str, Any] = {
     "direction": CallDirection.OUTBOUND.value,
     "caller_number": None,
     **dict.fromkeys(_TRANSFER_COLUMNS),
+    "voicemail_dropped": False,
 }
 
 # Outcomes only an inbound call can have.
@@ -270,6 +273,7 @@ class CdrRecord:
     transfer_number: str | None = None
     transfer_result: str | None = None
     transfer_cause: str | None = None
+    voicemail_dropped: bool = False  # the campaign's message was left on the answering machine
 
     def __post_init__(self) -> None:
         for name, kind in _KINDS.items():
