@@ -8,7 +8,8 @@
 * Callbacks: a personal callback is offered to its agent as a preview offer in a
   predictive campaign; a callback for anyone is dialled first by any agent; a personal
   callback whose agent is not logged in goes to anyone once the campaign's grace has
-  passed. Each callback's row ends done.
+  passed. Each callback's row ends done. The callback key (4) schedules a personal
+  callback at the campaign's delay.
 """
 
 from __future__ import annotations
@@ -220,3 +221,45 @@ async def test_callback_for_anyone_and_fallback_after_grace(service_settings, sa
             "SELECT id, state FROM callbacks WHERE id = ANY($1::bigint[]) ORDER BY id", [cb_anyone, cb_personal]
         )
         assert [s["state"] for s in states] == ["done", "done"]
+
+
+async def test_the_callback_key_schedules_a_personal_callback_at_the_campaigns_delay(
+    service_settings, sandbox, hangup_agents
+):
+    number = _numbers(74000, 1)
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, list_id = await create_campaign(
+            pool, "cb-key", wrap_up_s=30, callback_delay_s=3600, numbers=number, **ALL_DAY
+        )
+        agent = await create_agent(pool, "1176", "agent176", [cid])
+        contact = await _contact(pool, list_id, number[0])
+        with SippAgents(sandbox, ["agent176"], port=5377, scenario="agent_callback_key.xml") as phone:
+            await wait_until(lambda: agent in app.sessions.by_agent, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await wait_until(lambda: app.sessions.get(agent).state.value == "wrap_up", timeout=6)
+            attempt = app.sessions.get(agent).attempt_id
+            # key 4 at 4 s after login, in wrap-up
+            cb = await wait_until(
+                lambda: pool.fetchrow("SELECT * FROM callbacks WHERE contact_id = $1", contact), timeout=8
+            )
+            await pool.execute("UPDATE campaigns SET state = 'paused' WHERE id = $1", cid)
+            await app.dialer.idle()
+            await app.cdr.flush()
+        assert phone.errors() == ""
+        assert (cb["kind"], cb["agent_id"], cb["state"], str(cb["source_attempt_id"])) == (
+            "personal",
+            agent,
+            "scheduled",
+            attempt,
+        )
+        # the campaign's delay from the key press (the window is open all day)
+        assert timedelta(minutes=59) < cb["due_at"] - cb["created_at"] <= timedelta(hours=1, seconds=1)
+        row = await pool.fetchrow("SELECT status, callback_at, callback_agent_id FROM contacts WHERE id = $1", contact)
+        assert tuple(row) == ("callback", cb["due_at"], agent)
+        (cdr,) = await pool.fetch("SELECT disposition, outcome FROM all_attempts WHERE contact_id = $1", contact)
+        assert tuple(cdr) == ("callback", "answered_human")
+        kinds = [r["event_type"] for r in await pool.fetch(
+            "SELECT event_type FROM webhook_outbox WHERE event_type IN ('callback.scheduled', 'disposition.set') "
+            "ORDER BY id")]  # fmt: skip
+        assert kinds == ["callback.scheduled", "disposition.set"]
