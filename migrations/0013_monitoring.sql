@@ -13,6 +13,7 @@
 --   modes               every mode with the time it began: [{"mode": "listen", "at": "…"}, …]
 --   started_at          the first mode was set up on Asterisk
 --   ended_at, end_reason  stopped (the supervisor), call_ended (customer or agent hung up),
+--                       transferred (a transfer took the customer out of the agent's bridge),
 --                       supervisor_gone (the supervisor's phone hung up), failed (Asterisk
 --                       refused a step), asterisk_lost (the channels vanished while ARI was
 --                       away), service_restart (found open by a new service process)
@@ -32,7 +33,7 @@ CREATE TABLE monitoring_sessions (
     started_at         timestamptz NOT NULL,
     ended_at           timestamptz,
     end_reason         text        CHECK (end_reason IN (
-                                       'stopped', 'call_ended', 'supervisor_gone', 'failed',
+                                       'stopped', 'call_ended', 'transferred', 'supervisor_gone', 'failed',
                                        'asterisk_lost', 'service_restart')),
     CONSTRAINT monitoring_sessions_end_check CHECK ((ended_at IS NULL) = (end_reason IS NULL)),
     CONSTRAINT monitoring_sessions_order_check CHECK (ended_at IS NULL OR ended_at >= started_at)

@@ -168,6 +168,7 @@ class MonitorEvent(enum.StrEnum):
 class EndReason(enum.StrEnum):
     STOPPED = "stopped"  # the supervisor (API) stopped it
     CALL_ENDED = "call_ended"  # the customer or the agent hung up
+    TRANSFERRED = "transferred"  # a transfer took the customer out of the agent's bridge
     SUPERVISOR_GONE = "supervisor_gone"  # the supervisor's phone hung up
     FAILED = "failed"  # Asterisk refused a step (the call went away meanwhile ...)
     ASTERISK_LOST = "asterisk_lost"  # the snoop or the phone vanished while ARI was away

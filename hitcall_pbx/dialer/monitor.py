@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 log = get_logger("hitcall.monitor")
 
 SNOOP_START_TIMEOUT_S = 5.0
+LEFT_BRIDGE_GRACE_S = 0.5  # a customer who left the agent's bridge and is still a live call was transferred
 SNOOP_GONE_TIMEOUT_S = 2.0
 SNOOP_NUDGE_AFTER_S = 0.3
 SILENCE = "sound:silence/1"  # in every core sounds package
@@ -485,6 +486,11 @@ class Monitor:
         waiter = self._waiters.get((etype, cid))
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if etype == "ChannelLeftBridge":
+            bridge = getattr(getattr(ev, "bridge", None), "id", None)
+            for m in list(self.live.values()):
+                if cid == m.attempt_id and bridge == m.call_bridge:
+                    self._tasks.spawn(self._customer_left(m))
         if etype in ("StasisEnd", "ChannelDestroyed"):
             for m in list(self.live.values()):
                 if cid == m.phone.channel_id:
@@ -522,6 +528,13 @@ class Monitor:
                 log.warning("monitor.barge_left_by_previous_process", bridge_id=bridge, agent_id=agent_id)
                 await self._quiet(self.rest.remove_channel(bridge, channel.id))
             await self.sessions.adopt_supervisor(channel.id, agent_id)
+
+    async def _customer_left(self, m: Monitoring) -> None:
+        """The customer left the agent's bridge: a hangup (the call's end follows at once and
+        ends the session) or a transfer (the call goes on elsewhere, the session ends)."""
+        await asyncio.sleep(LEFT_BRIDGE_GRACE_S)
+        if m.fsm.live and m.attempt_id in self.dialer.calls:
+            await self._end(m, EndReason.TRANSFERRED, SYSTEM_ACTOR)
 
     async def handle_resync(self, snap: Resync) -> None:
         """After an ARI reconnect: a session whose phone, agent or snoop channel is gone ends."""

@@ -358,3 +358,51 @@ async def test_supervisor_phone_keys_switch_and_stop(service_settings, sandbox, 
             ("monitoring.changed", "sup-keys"),
             ("monitoring.ended", "sup-keys"),
         ]
+
+
+async def test_a_transfer_ends_the_monitoring_session(service_settings, sandbox, hangup_agents):
+    """A blind transfer takes the customer to another agent: the supervisor who barged into
+    the first agent's call is back in their own bridge, the session ended as transferred,
+    the call goes on with the second agent."""
+    from hitcall_pbx.core.transfer import Target, TargetKind, TransferKind
+
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, _ = await create_campaign(
+            pool, "monitored-xfer", mode="progressive", numbers=sim_numbers(1, 1, start=740), **ALL_DAY
+        )
+        other, _ = await create_campaign(pool, "monitored-xfer-2", mode="progressive", **ALL_DAY)
+        first = await create_agent(pool, "1075", "agent75", [cid])
+        second = await create_agent(pool, "1076", "agent76", [other])
+        phone = await create_agent(pool, "1077", "agent77", [cid])
+        user = await pool.fetchval("INSERT INTO users (username, role) VALUES ('sup-xfer', 'supervisor') RETURNING id")
+        await pool.execute("UPDATE agents SET user_id = $2 WHERE id = $1", phone, user)
+        with SippAgents(sandbox, ["agent75", "agent76", "agent77"], port=5275):
+            await wait_until(
+                lambda: {first, second} <= set(app.sessions.by_agent) and app.sessions.supervisor_of_user(user),
+                timeout=15,
+            )
+            sup = app.sessions.supervisor_of_user(user)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await wait_until(lambda: any(c["bridged_at"] for c in app.dialer.live_calls()), timeout=10)
+            attempt = app.dialer.live_calls()[0]["attempt_id"]
+            session = await app.monitor.start_session(
+                user_id=user,
+                username="sup-xfer",
+                role="supervisor",
+                attempt_id=attempt,
+                mode=MonitorMode.BARGE,
+                actor=Actor("sup-xfer", "supervisor"),
+            )
+            await app.dialer.transfers.start(first, TransferKind.BLIND, Target(TargetKind.AGENT, agent_id=second))
+            await wait_until(lambda: not app.monitor.live, timeout=5)
+            assert attempt in app.dialer.calls  # the call goes on
+            second_bridge = await app.ari.rest.get_bridge(f"hitcall-agent-{second}")
+            assert attempt in second_bridge.channels and sup.channel_id not in second_bridge.channels
+            first_bridge = await app.ari.rest.get_bridge(f"hitcall-agent-{first}")
+            assert sup.channel_id not in first_bridge.channels
+            assert (await app.ari.rest.get_bridge(sup.bridge_id)).channels == [sup.channel_id]
+            await app.dialer.hangup_call(attempt)
+            await wait_until(lambda: attempt not in app.dialer.calls, timeout=5)
+        row = await pool.fetchrow("SELECT * FROM monitoring_sessions WHERE id = $1", session["id"])
+        assert row["end_reason"] == "transferred" and row["ended_at"] is not None
