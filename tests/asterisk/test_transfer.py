@@ -485,3 +485,37 @@ async def test_attended_transfer_to_a_number_through_the_api(service_settings, s
             ("supervisor", "call.transfer_complete"),
         ]
         assert all(r["details"]["attempt_id"] == call_id for r in audit)
+
+
+async def test_the_transferring_agent_hanging_up_hands_the_customer_over(service_settings, sandbox, hangup_agents):
+    """As on a desk phone: the agent who hangs up during a consultation completes the transfer."""
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, _ = await create_campaign(
+            pool, "xfer-hangup", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 1, start=870), **ALL_DAY
+        )
+        other, _ = await create_campaign(pool, "xfer-hangup-2", mode="progressive", **ALL_DAY)
+        a = await create_agent(pool, "1093", "agent93", [cid])
+        b = await create_agent(pool, "1094", "agent94", [other])
+        with SippAgents(sandbox, ["agent93", "agent94"], port=5515):
+            await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            sa, sb = app.sessions.get(a), app.sessions.get(b)
+            call_id = await customer_with(app, a)
+            await app.dialer.transfers.start(a, ATTENDED, agent(b))
+            await app.ari.rest.hangup(sa.channel_id)  # A's phone hangs up
+            await wait_until(lambda: a not in app.sessions.by_agent, timeout=5)
+            await wait_until(lambda: members(app, sb.bridge_id), timeout=5)
+            assert await members(app, sb.bridge_id) == {sb.channel_id, call_id}
+            assert state(app, b) == "on_call" and app.dialer.calls[call_id].agent_id == b
+            await app.dialer.hangup(call_id)
+            row, legs, events = await ended(app, pool, call_id)
+            await no_channels_left(app, call_id)
+            assert state(app, b) == "wrap_up"
+        assert (row["agent_id"], row["transfer_agent_id"], row["transfer_result"]) == (a, b, "completed")
+        assert [(leg["agent_id"], leg["role"]) for leg in legs] == [(a, "agent"), (b, "consult"), (b, "target")]
+        assert events == ["transfer.started", "transfer.completed"]
+        states = [
+            r["state"] for r in await pool.fetch("SELECT state FROM agent_state_log WHERE agent_id = $1 ORDER BY id", a)
+        ]
+        assert states[-2:] == ["on_call", "wrap_up"], states
