@@ -246,3 +246,86 @@ async def test_agent_and_supervisor_work_a_call_in_the_browser(service_settings,
             await agent_ctx.close()
             await sup_ctx.close()
         print("\nworkspace figures:", json.dumps(figures))
+
+
+async def test_preview_offer_skip_and_accept_in_the_browser(service_settings, sandbox, hangup_agents, chromium):
+    """A preview campaign: the card comes with the offer and its countdown; the agent skips one
+    with a reason and accepts the next with the keyboard, which dials it."""
+    settings = service_settings.model_copy(update={"http_port": _free_port()})
+    async with HitCall(settings, Options(http=True, dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, list_id = await create_campaign(
+            pool, "Esikatselu", mode="preview", wrap_up_s=5, preview_offer_timeout_s=60, **ALL_DAY
+        )
+        first = await pool.fetchval(
+            "INSERT INTO contacts (list_id, phone_e164, name) VALUES ($1, '+358401770101', 'Liisa Lahtinen')"
+            " RETURNING id",
+            list_id,
+        )
+        second = await pool.fetchval(
+            "INSERT INTO contacts (list_id, phone_e164, name) VALUES ($1, '+358401770102', 'Pekka Pouta') RETURNING id",
+            list_id,
+        )
+        agent_id = await create_agent(pool, "1079", "agent79", [cid], name="Ville Agentti")
+        auth = AuthService(pool, passwords=FAST_PASSWORDS)
+        user = await auth.create_user(username="ville", role=Role.AGENT, password=PASSWORD, actor=SYSTEM)
+        await pool.execute("UPDATE agents SET user_id = $2 WHERE id = $1", agent_id, user["id"])
+        base = f"http://127.0.0.1:{app.http_port}"
+        ctx = await chromium.new_context(locale="fi-FI", viewport={"width": 1280, "height": 900})
+        page = await ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            await browser_login(page, base, "ville")
+            with SippAgents(sandbox, ["agent79"], port=5295):
+                await page.wait_for_selector("#agent[data-state='ready']", timeout=15000)
+                await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+                await page.wait_for_selector("#card[data-kind='offer']", timeout=10000)
+                shown = await page.evaluate("window.hcCardShown")
+                offer = await pool.fetchrow(
+                    "SELECT contact_id, offered_at FROM preview_offers WHERE decision IS NULL AND agent_id = $1",
+                    agent_id,
+                )
+                offer_to_card_ms = shown["at"] - offer["offered_at"].timestamp() * 1000
+                assert offer_to_card_ms < 1000, offer_to_card_ms
+                assert "s" in await page.text_content("#offer-left")
+                name = await page.text_content("#c-name")
+                assert name == {first: "Liisa Lahtinen", second: "Pekka Pouta"}[offer["contact_id"]]
+                await shot(page, "agent-preview-offer-fi")
+                await page.fill("#skip-reason", "Väärä henkilö")
+                await page.click("#btn-skip")
+                skipped = await wait_until(
+                    lambda: pool.fetchrow(
+                        "SELECT contact_id, skip_reason FROM preview_offers WHERE decision = 'skip' AND agent_id = $1",
+                        agent_id,
+                    ),
+                    timeout=5,
+                )
+                assert dict(skipped) == {"contact_id": offer["contact_id"], "skip_reason": "Väärä henkilö"}
+                # The next offer; A (the phone's #) accepts and dials it.
+                other = second if offer["contact_id"] == first else first
+                await wait_until(
+                    lambda: pool.fetchval(
+                        "SELECT contact_id = $2 FROM preview_offers WHERE decision IS NULL AND agent_id = $1",
+                        agent_id,
+                        other,
+                    ),
+                    timeout=10,
+                )
+                await page.wait_for_selector("#c-name:text-is('Pekka Pouta'), #c-name:text-is('Liisa Lahtinen')")
+                await page.locator("body").click(position={"x": 5, "y": 300})  # focus off the reason field
+                await page.keyboard.press("a")
+                await page.wait_for_selector("#card[data-kind='call']", timeout=15000)
+                bridged = await wait_until(
+                    lambda: pool.fetchval(
+                        "SELECT bridged_at FROM all_attempts WHERE contact_id = $1 AND bridged_at IS NOT NULL", other
+                    ),
+                    timeout=5,
+                )
+                assert bridged is not None
+                await page.keyboard.press("h")
+                await page.wait_for_selector("#agent[data-state='wrap_up']", timeout=5000)
+            assert not errors, errors
+        finally:
+            await ctx.close()
+        print(f"\npreview offer -> card: {offer_to_card_ms:.0f} ms")

@@ -92,6 +92,7 @@
     m.className = card.marketing_prohibited ? "flag bad" : card.marketing_permission ? "flag good" : "flag";
     const extra = $("c-extra");
     extra.replaceChildren();
+    $("c-extra-title").hidden = Object.keys(card.extra || {}).length === 0;
     for (const [k, v] of Object.entries(card.extra || {})) {
       extra.append(el("dt", {}, k), el("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v)));
     }
