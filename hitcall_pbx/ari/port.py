@@ -79,6 +79,10 @@ class AriRestPort(Protocol):
 
     async def destroy_bridge(self, bridge_id: str) -> None: ...
 
+    async def start_bridge_moh(self, bridge_id: str, moh_class: str | None = None) -> None: ...
+
+    async def stop_bridge_moh(self, bridge_id: str) -> None: ...
+
     async def add_channel(
         self,
         bridge_id: str,

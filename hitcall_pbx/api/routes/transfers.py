@@ -72,12 +72,9 @@ def register(reg: Registry) -> None:
         await _check_target(ctx, b.target)
         return await ctx.deps.dialer.transfer(agent_id, b.kind, b.target.model_dump(exclude_none=True), actor=ctx.actor)
 
-    for action, summary in (
-        ("complete", "Complete the attended transfer (the agent leaves; customer and target talk)"),
-        ("cancel", "Cancel the transfer (the target leaves; the agent has the customer back)"),
-        ("conference", "Make the attended transfer a three-way conference"),
-    ):
-        _register_action(reg, action, summary)
+    _register_action(reg, "complete", "Complete the attended transfer (the agent leaves; customer and target talk)")
+    _register_action(reg, "cancel", "Cancel the transfer (the target leaves; the agent has the customer back)")
+    _register_action(reg, "conference", "Make the attended transfer a three-way conference")
 
 
 def _register_action(reg: Registry, action: Literal["complete", "cancel", "conference"], summary: str) -> None:
