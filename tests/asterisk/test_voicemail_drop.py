@@ -107,6 +107,7 @@ async def test_voicemail_drop_leaves_the_message_after_the_beep(
 
         # What the machine recorded after its beep: the whole message.
         levels = tone_levels(_machine_file(sandbox, drop_number), MESSAGE_HZ, window_s=0.1)
+        _machine_file(sandbox, drop_number).unlink()
         heard = sum(1 for level in levels if level > 1000) * 0.1
         assert MESSAGE_S - 0.3 <= heard <= MESSAGE_S + 0.2, (heard, [round(v) for v in levels])
         # The other machine was hung up during its greeting: it never got to record anything.
