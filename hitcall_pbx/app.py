@@ -333,9 +333,10 @@ class HitCall:
         view = self.dialer.pacer.views.get(campaign_id) if self.dialer is not None else None
         if view is None:
             return None
+        # every figure of the view (predicted idle agents, abandon price, budget left,
+        # fallback and its reason too), with the decision as the wallboard reads it
         return {
-            "contact_rate": view.contact_rate,
-            "lines_in_flight": view.lines_in_flight,
+            **view.to_dict(),
             "decision": {"dial_now": view.dial_now, "mode_effective": view.mode_effective},
         }
 
