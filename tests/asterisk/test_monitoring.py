@@ -173,7 +173,9 @@ async def test_listen_whisper_barge_heard_only_where_they_should_be(service_sett
             )
             sup_user, sup = await _token(auth, Role.SUPERVISOR)
             agent_user, as_agent = await _token(auth, Role.AGENT)
-            cid, _ = await create_campaign(pool, "monitored", mode="progressive", numbers=[number], **ALL_DAY)
+            cid, _ = await create_campaign(
+                pool, "monitored", mode="progressive", numbers=[number], record_calls=True, **ALL_DAY
+            )
             agent = await create_agent(pool, "1071", "agent71", [cid])
             await pool.execute("UPDATE agents SET user_id = $2 WHERE id = $1", agent, agent_user)
             # The supervisor's phone: an agent row linked to the supervisor's user, no campaigns yet.
@@ -260,6 +262,11 @@ async def test_listen_whisper_barge_heard_only_where_they_should_be(service_sett
                     assert bridge.channels == [sup_session.channel_id]
                     assert sup_phone.errors() == ""
 
+            await app.dialer.idle(timeout=10)
+            await app.recorder.drain()
+            stored = await pool.fetchval("SELECT path FROM recordings WHERE attempt_id = $1::uuid", attempt)
+            recording = wav_samples(app.store.absolute(stored))
+
             # Stored: both sessions, their audit rows and webhook events.
             rows = await pool.fetch("SELECT * FROM monitoring_sessions ORDER BY id")
             assert [(r["id"], r["end_reason"]) for r in rows] == [(monitor_id, "stopped"), (second, "call_ended")]
@@ -312,6 +319,18 @@ async def test_listen_whisper_barge_heard_only_where_they_should_be(service_sett
     heard_levels = {m: round(customer_hears(m)) for m in ("listen", "whisper", "barge", "after")}
     assert heard_levels["barge"] > 300, heard_levels
     assert heard_levels["listen"] < 30 and heard_levels["whisper"] < 30 and heard_levels["after"] < 30, heard_levels
+
+    # The call's recording (the agent's bridge, ended at the hangup): the barge is in it, the
+    # whisper is not (it goes only to the agent's phone).
+    def recorded(mode: str) -> float:
+        start, end = marks[mode]
+        a = len(recording) - int((hung_up - start - 0.7) * 8000)
+        b = len(recording) - int((hung_up - end + 0.3) * 8000)
+        return level(recording[max(a, 0) : max(b, 0)], SUPERVISOR_TONE)
+
+    recorded_levels = {m: round(recorded(m)) for m in ("listen", "whisper", "barge", "after")}
+    assert recorded_levels["barge"] > 300, recorded_levels
+    assert max(recorded_levels[m] for m in ("listen", "whisper", "after")) < 30, recorded_levels
 
 
 async def test_supervisor_phone_keys_switch_and_stop(service_settings, sandbox, hangup_agents):
