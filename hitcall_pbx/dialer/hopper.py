@@ -214,8 +214,9 @@ class Hopper:
                     now=now,
                     mode=campaign.mode,
                     max_attempts=campaign.max_attempts,
-                    # An attempt HitCall lost track of does not count against the customer.
-                    attempts=r["attempts"] - r["lost_attempts"],
+                    # An attempt HitCall lost track of does not count against the customer; nor
+                    # do the attempts before a callback the customer asked for.
+                    attempts=0 if callback else r["attempts"] - r["lost_attempts"],
                     contact_tz=r["timezone"],
                     marketing_prohibited=r["marketing_prohibited"] or r["prohibited_elsewhere"],
                     processing_restricted=r["processing_restricted"],
