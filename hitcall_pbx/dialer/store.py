@@ -5,14 +5,17 @@ writer instead, so that a PostgreSQL outage never stops a call."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 import asyncpg
 
 from ..core import pacing
+from ..core.dispositions import contact_effect
 from ..core.outcomes import ContactUpdate
 from ..hooks.events import enqueue
+from ..records.cdr import ATTEMPT_TABLES
+from ..store import dispositions
 from ..store.db import Connection
 from .hopper import Hopper
 from .models import Attempt, Campaign
@@ -206,6 +209,30 @@ class DialerStore:
                     outcome,
                 )
             await self._close_contact(conn, contact_id, attempt_no, update, outcome)
+            await self._apply_stored_disposition(conn, contact_id, attempt_no)
+
+    @staticmethod
+    async def _apply_stored_disposition(conn: Connection, contact_id: int, attempt_no: int) -> None:
+        """A disposition the agent gave during the call, before the restart: its rule still
+        decides the contact's next step (the engine applies it when a call ends)."""
+        for table in ATTEMPT_TABLES:
+            r = await conn.fetchrow(
+                f"""SELECT id, campaign_id, contact_id, attempt_no, dialled_number, agent_id, disposition
+                    FROM {table} WHERE contact_id = $1 AND attempt_no = $2 AND disposition IS NOT NULL""",
+                contact_id,
+                attempt_no,
+            )
+            if r is not None:
+                break
+        else:
+            return
+        codes = {d.code: d for d in await dispositions.load(conn, r["campaign_id"])}
+        d = codes.get(r["disposition"])
+        if d is not None:
+            ref = dispositions.AttemptRef(
+                r["id"], r["campaign_id"], r["contact_id"], r["attempt_no"], r["dialled_number"], r["agent_id"]
+            )
+            await dispositions.apply_contact_effect(conn, ref, contact_effect(d, datetime.now(UTC)), code=d.code)
 
     @staticmethod
     async def _close_contact(

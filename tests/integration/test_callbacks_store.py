@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from hitcall_pbx.core.outcomes import Outcome, contact_after
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign
 from hitcall_pbx.dialer.hopper import Hopper
 from hitcall_pbx.dialer.models import Campaign
+from hitcall_pbx.dialer.store import DialerStore
 from hitcall_pbx.records.journal import CloseContact, apply_ops
 
 NUMBERS = ["+358401000001", "+358401000002"]
@@ -106,3 +108,19 @@ async def test_a_callback_of_a_number_put_on_do_not_call_is_cancelled(db: asyncp
     assert await db.fetchval("SELECT state FROM callbacks WHERE id = $1", cb) == "cancelled"
     event = await db.fetchrow("SELECT payload FROM webhook_outbox WHERE event_type = 'callback.cancelled'")
     assert event["payload"]["callback_id"] == cb and event["payload"]["reason"] == "dnc_global"
+
+
+async def test_a_disposition_given_before_a_restart_still_decides_the_contact(db: asyncpg.Pool) -> None:
+    campaign, agent, (contact, _) = await _setup(db)
+    await db.execute("UPDATE contacts SET next_attempt_at = NULL WHERE id = $1", contact)
+    (attempt,) = (await Hopper(db).take(campaign, 1, datetime.now(UTC))).attempts
+    await db.execute(
+        "UPDATE live_attempts SET agent_id = $2, disposition = 'no_decision' WHERE id = $1", attempt.id, agent
+    )
+    update = contact_after(
+        Outcome.ANSWERED_HUMAN, retry_delays=None, attempt_no=1, max_attempts=3, ended_at=datetime.now(UTC)
+    )
+    await DialerStore(db, Hopper(db)).close_recovered_contact(contact, 1, update, "answered_human")
+    row = await db.fetchrow("SELECT status, next_attempt_at FROM contacts WHERE id = $1", contact)
+    assert row["status"] == "retry", "the rule of no_decision (retry in a day), not the answered call's done"
+    assert timedelta(hours=23) < row["next_attempt_at"] - datetime.now(UTC) <= timedelta(days=1)
