@@ -94,6 +94,10 @@ class DialerControl(Protocol):
 
     async def end_wrap_up(self, agent_id: int, *, actor: Actor) -> None: ...
 
+    async def log_out_agent(self, agent_id: int, *, actor: Actor) -> None:
+        """Log the agent's phone out (its call to the login extension is hung up). NotFound
+        when it is not logged in; Conflict while it talks to a customer or one is coming."""
+
     async def set_disposition(
         self,
         agent_id: int,

@@ -17,8 +17,9 @@ from ..api.deps import LiveCall, RecordingPauseSpan, RecordingPauseStatus, Trans
 from ..auth import Actor
 from ..core.callbacks import CallbackKind
 from ..core.outcomes import CallMode
+from ..core.states import AgentState
 from ..core.transfer import Transfer, TransferEvent, TransferKind, parse_target
-from ..errors import Unavailable
+from ..errors import Conflict, Unavailable
 from ..store import audit, dispositions
 from ..store.dispositions import CallbackSpec
 from .engine import Dialer
@@ -91,6 +92,17 @@ class EngineControl:
     async def end_wrap_up(self, agent_id: int, *, actor: Actor) -> None:
         self.sessions.end_wrap(agent_id)
         await self._audit(actor, "agent.end_wrap_up", agent_id)
+
+    async def log_out_agent(self, agent_id: int, *, actor: Actor) -> None:
+        session = self.sessions.get(agent_id)
+        if session.state in (AgentState.ON_CALL, AgentState.RESERVED):
+            raise Conflict(
+                "the agent is on a call or has one coming; log out after it",
+                details={"agent_id": agent_id, "state": session.state.value},
+                code="agent_busy",
+            )
+        await self.sessions.logout(session.channel_id, reason="logged_out_by_user")
+        await self._audit(actor, "agent.logout", agent_id)
 
     async def set_disposition(
         self,
@@ -238,6 +250,9 @@ class ApiOnlyControl:
         raise self._elsewhere()
 
     async def end_wrap_up(self, agent_id: int, *, actor: Actor) -> None:
+        raise self._elsewhere()
+
+    async def log_out_agent(self, agent_id: int, *, actor: Actor) -> None:
         raise self._elsewhere()
 
     async def set_disposition(
