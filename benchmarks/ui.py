@@ -1,5 +1,5 @@
 """The wallboard under load, measured in the browser: 100 agents on SIPp phones working
-5 live progressive campaigns on the sandboxed Asterisk, one supervisor's Chromium
+5 live progressive campaigns on the sandboxed Asterisk, one admin's Chromium
 (Playwright, Debian's /usr/bin/chromium) showing each campaign's wallboard.
 
 Measures, in the browser: each wallboard's first screen (navigation start until its
@@ -74,7 +74,7 @@ async def run(args: argparse.Namespace, box, tmp: Path, dsn: str) -> dict:
             await create_agent(pool, str(7000 + i), f"agent{i}", [campaigns[(i - 1) // per]])
         auth = AuthService(pool, passwords=Passwords(time_cost=1, memory_cost=1024, parallelism=1))
         await auth.create_user(
-            username="wallboard", role=Role.SUPERVISOR, password=PASSWORD, actor=Actor("ui", "system")
+            username="wallboard", role=Role.ADMIN, password=PASSWORD, actor=Actor("ui", "system")
         )
         base = f"http://127.0.0.1:{app.http_port}"
         phones = SippAgents(box, [f"agent{i}" for i in range(1, per * args.campaigns + 1)], port=5311)
