@@ -23,7 +23,7 @@ import asyncpg
 from ..agents.sessions import AgentSession, AgentSessions
 from ..ari import AriError
 from ..auth import Actor
-from ..core.dispositions import ContactEffect, by_key, contact_effect, find, wrap_up_may_end
+from ..core.dispositions import ContactEffect, Disposition, by_key, contact_effect, find, wrap_up_may_end
 from ..core.outcomes import Outcome
 from ..core.states import AgentState
 from ..errors import Conflict, HitCallError, NotFound
@@ -35,6 +35,12 @@ from .calls import LiveCall
 from .store import CallStore
 
 log = get_logger("hitcall.dispositions")
+
+
+def _listed(codes: tuple[Disposition, ...], code: str) -> Disposition | None:
+    """The campaign's code `code`, or None when the list no longer has it."""
+    return next((d for d in codes if d.code == code), None)
+
 
 REFUSED_SOUND = "sound:beeperr"  # a key the agent may not use now (no code, disposition required)
 FLUSH_TIMEOUT_S = 5.0
@@ -177,12 +183,30 @@ class DispositionDesk:
         pending = self._pending.pop(key, None)
         if pending is not None:
             self._spawn(self._apply_later(pending))
+        elif call.disposition is not None:
+            # a code given before a restart (the call was adopted): its rule applies now
+            self._spawn(self._apply_code_later(call, call.disposition))
         talked = call.bridged_at is not None
         required = call.campaign.disposition_required
         if call.agent_id is not None and not wrap_up_may_end(
             required=required, talked=talked, disposition=call.disposition
         ):
             self._missing[call.agent_id] = key
+
+    async def _apply_code_later(self, call: LiveCall, code: str) -> None:
+        a = call.attempt
+        try:
+            codes = await store.load(self.pool, a.campaign_id)
+        except Exception:
+            log.exception("disposition.apply_failed", attempt_id=str(a.id), code=code)
+            return
+        d = _listed(codes, code)
+        if d is None:
+            return
+        effect = contact_effect(d, datetime.now(UTC))
+        if effect.status is not None:
+            ref = AttemptRef(a.id, a.campaign_id, a.contact_id, a.attempt_no, a.number, call.agent_id)
+            await self._apply_later(_Pending(ref, effect, d.code))
 
     async def _apply_later(self, p: _Pending) -> None:
         await self._flush()

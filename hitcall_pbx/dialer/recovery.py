@@ -194,6 +194,7 @@ class Recovery:
             answered_mono=time.monotonic() - since,
             added_at=r["bridged_at"],
             recording_id=r["recording_id"],  # stopped and stored when the call ends, like any other
+            disposition=r["disposition"],  # given before the restart: its rule applies when the call ends
         )
         d.calls[call.channel_id] = call
         # Its connect is in no CDR yet: today's pacing statistics count it now.
