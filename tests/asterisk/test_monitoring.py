@@ -425,3 +425,47 @@ async def test_a_transfer_ends_the_monitoring_session(service_settings, sandbox,
             await wait_until(lambda: attempt not in app.dialer.calls, timeout=5)
         row = await pool.fetchrow("SELECT * FROM monitoring_sessions WHERE id = $1", session["id"])
         assert row["end_reason"] == "transferred" and row["ended_at"] is not None
+
+
+async def test_the_agent_hanging_up_during_a_barge_ends_it_cleanly(service_settings, sandbox, hangup_agents):
+    """The agent's phone call ends while the supervisor is in the agent's bridge: the call
+    ends, the agent is logged out, the session ends as call_ended and the supervisor's
+    phone is back in its own bridge, still logged in."""
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, _ = await create_campaign(
+            pool, "monitored-agent-gone", mode="progressive", numbers=sim_numbers(1, 1, start=750), **ALL_DAY
+        )
+        agent = await create_agent(pool, "1078", "agent78", [cid])
+        phone = await create_agent(pool, "1079", "agent79", [cid])
+        user = await pool.fetchval("INSERT INTO users (username, role) VALUES ('sup-gone', 'supervisor') RETURNING id")
+        await pool.execute("UPDATE agents SET user_id = $2 WHERE id = $1", phone, user)
+        with SippAgents(sandbox, ["agent78", "agent79"], port=5278):
+            await wait_until(
+                lambda: agent in app.sessions.by_agent and app.sessions.supervisor_of_user(user), timeout=15
+            )
+            sup = app.sessions.supervisor_of_user(user)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await wait_until(lambda: any(c["bridged_at"] for c in app.dialer.live_calls()), timeout=10)
+            attempt = app.dialer.live_calls()[0]["attempt_id"]
+            session = await app.monitor.start_session(
+                user_id=user,
+                username="sup-gone",
+                role="supervisor",
+                attempt_id=attempt,
+                mode=MonitorMode.BARGE,
+                actor=Actor("sup-gone", "supervisor"),
+            )
+            await app.ari.rest.hangup(app.sessions.by_agent[agent].channel_id)
+            await wait_until(lambda: not app.monitor.live and attempt not in app.dialer.calls, timeout=5)
+            await wait_until(lambda: agent not in app.sessions.by_agent, timeout=5)
+            assert app.sessions.supervisor_of_user(user) is sup
+            await wait_until(
+                lambda: _channels_of(app, sup.bridge_id, [sup.channel_id]), timeout=3
+            )  # home again, nothing else in it
+        row = await pool.fetchrow("SELECT * FROM monitoring_sessions WHERE id = $1", session["id"])
+        assert row["end_reason"] == "call_ended" and row["ended_at"] is not None
+
+
+async def _channels_of(app: HitCall, bridge_id: str, expected: list[str]) -> bool:
+    return (await app.ari.rest.get_bridge(bridge_id)).channels == expected
