@@ -43,6 +43,21 @@ async def test_csp_blocks_inline_script_and_fetch_needs_csrf(workspace: Workspac
     await banner.wait_for(state="visible")
     assert "*70" in (await banner.text_content())
     await shot(page, "agent-phone-not-logged-in-fi")
+    # Every control has a name a screen reader says, and the keyboard reaches the controls.
+    unnamed = await page.evaluate(
+        """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+            .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                            && !el.textContent.trim())
+            .map((el) => el.id || el.outerHTML.slice(0, 60))"""
+    )
+    assert unnamed == []
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.className") == "skip", "the first key press: skip to content"
+    in_desk = False
+    for _ in range(15):
+        await page.keyboard.press("Tab")
+        in_desk = in_desk or await page.evaluate("document.activeElement.closest('#agent') !== null")
+    assert in_desk, "the keyboard reaches the desk's controls"
     # An inline script the page did not ship does not run.
     ran = await page.evaluate(
         """() => new Promise((resolve) => {
