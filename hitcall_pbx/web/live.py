@@ -110,7 +110,7 @@ class LiveHub:
         def relevant(e: LiveEvent) -> bool:
             if e.type == "agent.state_changed":
                 return e.payload.get("agent_id") in board.agent_ids
-            if e.type.startswith("call."):
+            if e.type.startswith("call.") or e.type == "pacing.changed":
                 return e.payload.get("campaign_id") == board.campaign_id
             return e.type.startswith("alarm.")
 
@@ -136,10 +136,15 @@ class LiveHub:
         return board
 
     def apply(self, board: CampaignBoard, event: LiveEvent) -> None:
-        """An agent's pushed state change, into the board's figures (its next snapshot is current)."""
+        """A pushed agent-state change or pacing decision, into the board's figures (its next
+        snapshot is current; a new decision is shown at once)."""
+        p = event.payload
+        if event.type == "pacing.changed":
+            board.mem = {**board.mem, "pacing": pacing_figures(p)}
+            board.version += 1
+            return
         if event.type != "agent.state_changed":
             return
-        p = event.payload
         for agent in board.db.get("agents", ()):
             if agent["id"] == p.get("agent_id"):
                 agent.update(state=p.get("state"), pause_code=p.get("pause_code"), since=p.get("at"))
@@ -287,6 +292,15 @@ class LiveHub:
         }
         board.db_at = time.monotonic()
         board.version += 1
+
+
+def pacing_figures(view: Mapping[str, Any]) -> dict[str, Any]:
+    """What the wallboard shows of a pacing view (core.pacing.PacingView.to_dict)."""
+    return {
+        "contact_rate": view.get("contact_rate"),
+        "lines_in_flight": view.get("lines_in_flight"),
+        "decision": {"dial_now": view.get("dial_now"), "mode_effective": view.get("mode_effective")},
+    }
 
 
 def agent_message(event: LiveEvent) -> dict[str, Any]:
