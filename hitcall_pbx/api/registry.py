@@ -22,7 +22,7 @@ from ..auth import Actor, AuthService, Principal, Role
 from ..auth.tokens import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, SESSION_PREFIX, bearer_token, csrf_valid
 from ..errors import Forbidden, HitCallError, NotFound, Unauthorized
 from ..logs import get_logger
-from ..store import audit
+from ..store import audit, supervision
 from ..store.db import Connection, Executor
 from .deps import ApiDeps
 from .types import BIGINT_MAX
@@ -90,7 +90,7 @@ class Route:
     media: str | None = None  # response media type when the handler streams a non-JSON body
     body_media: str = "application/json"  # or "text/csv" (the handler gets the text)
     max_body: int = JSON_LIMIT
-    own_agent: bool = False  # role agent may only name its own agent in {agent_id}
+    own_agent: bool = False  # {agent_id}: an agent only its own, a supervisor one of their campaigns'
     description: str | None = None
     other_responses: tuple[tuple[int, type[BaseModel]], ...] = ()  # further documented (status, body)
 
@@ -221,6 +221,40 @@ class Ctx:
         me = self.me
         if me.role is Role.AGENT and (me.agent_id is None or agent_id != me.agent_id):
             raise Forbidden("agents may act only on their own agent and calls", code="not_own_agent")
+
+    async def supervised(self) -> frozenset[int] | None:
+        """The campaigns a supervisor may reach (their phone's); None for the other roles,
+        whose routes' roles and the agent's own-agent rule limit them."""
+        me = self.me
+        if me.role is not Role.SUPERVISOR:
+            return None
+        return await supervision.supervised_campaigns(self.pool, me.user_id)
+
+    async def supervised_campaign_only(self, campaign_id: int | None) -> None:
+        """Refuse a supervisor acting on a campaign they do not supervise."""
+        mine = await self.supervised()
+        if mine is not None and campaign_id not in mine:
+            if campaign_id is not None and not await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM campaigns WHERE id = $1)", campaign_id
+            ):
+                raise NotFound(f"campaign {campaign_id} not found", details={"campaign_id": campaign_id})
+            raise Forbidden(
+                "the campaign is not one you supervise",
+                details={"field": "campaign_id"},
+                code="campaign_not_supervised",
+            )
+
+    async def supervised_agent_only(self, agent_id: int | None) -> None:
+        """Refuse a supervisor acting on an agent of no campaign they supervise."""
+        me = self.me
+        if me.role is Role.SUPERVISOR and (
+            agent_id is None or not await supervision.supervises_agent(self.pool, me.user_id, agent_id)
+        ):
+            raise Forbidden(
+                "the agent works on no campaign you supervise",
+                details={"field": "agent_id"},
+                code="agent_not_supervised",
+            )
 
 
 def found(row: Any, what: str, key: str, row_id: int) -> Any:
@@ -368,6 +402,9 @@ def _endpoint(route: Route, deps: ApiDeps, auth: AuthService) -> Callable[[web.R
         ctx = Ctx(request, deps, auth, route, principal, params, None, None, source_ip(request))
         if route.own_agent:
             ctx.own_agent_only(params.get("agent_id"))
+            await ctx.supervised_agent_only(params.get("agent_id"))
+        if "campaign_id" in params:
+            await ctx.supervised_campaign_only(params["campaign_id"])
         if route.query is not None:
             ctx.query = _parse_query(route.query, request)
         if route.body is not None or route.body_media != "application/json":

@@ -47,7 +47,8 @@ from ..hooks.events import enqueue
 from ..logs import get_logger
 from ..stasis import StasisKind, app_args
 from ..store import audit
-from ..store.monitoring import SESSION_COLUMNS, supervised_campaigns
+from ..store.monitoring import SESSION_COLUMNS
+from ..store.supervision import supervised_campaigns
 from ..tasks import TaskSet
 
 if TYPE_CHECKING:

@@ -272,6 +272,7 @@ class CallbackFilter:
     state: str | None = None
     due_from: datetime | None = None
     due_until: datetime | None = None
+    campaign_ids: frozenset[int] | None = None  # None: every campaign
 
 
 async def list_callbacks(conn: Executor, flt: CallbackFilter, *, limit: int = 500) -> list[asyncpg.Record]:
@@ -281,6 +282,7 @@ async def list_callbacks(conn: Executor, flt: CallbackFilter, *, limit: int = 50
                WHERE ($1::bigint IS NULL OR campaign_id = $1) AND ($2::bigint IS NULL OR agent_id = $2)
                  AND ($3::bigint IS NULL OR contact_id = $3) AND ($4::text IS NULL OR state = $4)
                  AND ($5::timestamptz IS NULL OR due_at >= $5) AND ($6::timestamptz IS NULL OR due_at < $6)
+                 AND ($8::bigint[] IS NULL OR campaign_id = ANY($8::bigint[]))
                ORDER BY due_at, id LIMIT $7""",
             flt.campaign_id,
             flt.agent_id,
@@ -289,5 +291,6 @@ async def list_callbacks(conn: Executor, flt: CallbackFilter, *, limit: int = 50
             flt.due_from,
             flt.due_until,
             limit,
+            None if flt.campaign_ids is None else sorted(flt.campaign_ids),
         )
     )

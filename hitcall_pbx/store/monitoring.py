@@ -8,19 +8,8 @@ from typing import Any
 
 from .db import Executor
 
-_SUPERVISED_SQL = """SELECT a.id, coalesce(array_agg(ac.campaign_id) FILTER (WHERE ac.campaign_id IS NOT NULL), '{}')
-                        AS campaigns
-                     FROM agents a LEFT JOIN agent_campaigns ac ON ac.agent_id = a.id
-                     WHERE a.user_id = $1 GROUP BY a.id"""
-
 SESSION_COLUMNS = """id, supervisor, supervisor_user_id, phone_agent_id, attempt_id, campaign_id, agent_id, mode,
                      modes, started_at, ended_at, end_reason"""
-
-
-async def supervised_campaigns(pool: Executor, user_id: int) -> frozenset[int]:
-    """The campaigns of the agent row (phone) linked to the user."""
-    row = await pool.fetchrow(_SUPERVISED_SQL, user_id)
-    return frozenset(row["campaigns"]) if row is not None else frozenset()
 
 
 async def list_sessions(

@@ -32,7 +32,7 @@ from ..auth.tokens import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE, SESSION_PREFI
 from ..core.phone import validate_timezone
 from ..errors import HitCallError, Unauthorized, ValidationFailed
 from ..logs import get_logger
-from ..store import audit
+from ..store import audit, supervision
 from .i18n import DEFAULT_LOCALE, DEFAULT_TIMEZONE, LOCALES, MESSAGES, PAUSE_CODES, Translator, locale_or_default
 from .live import LiveHub, agent_message
 
@@ -328,6 +328,9 @@ def setup_web(app: web.Application, deps: WebDeps) -> None:
     @_page(deps, SUPERVISOR_ROLES)
     async def supervisor_page(request: web.Request, viewer: Viewer) -> web.StreamResponse:
         campaigns = await deps.pool.fetch("SELECT id, name, state, mode FROM campaigns ORDER BY id")
+        if viewer.principal.role is Role.SUPERVISOR:  # their phone's campaigns only
+            mine = await supervision.supervised_campaigns(deps.pool, viewer.principal.user_id)
+            campaigns = [c for c in campaigns if c["id"] in mine]
         chosen: int | None = None
         text = request.query.get("campaign", "")
         if text.isdigit() and any(c["id"] == int(text) for c in campaigns):
@@ -449,6 +452,10 @@ def setup_web(app: web.Application, deps: WebDeps) -> None:
         text = request.query.get("campaign", "")
         if hub is None or not text.isdigit():
             raise web.HTTPNotFound()
+        if viewer.principal.role is Role.SUPERVISOR and int(text) not in await supervision.supervised_campaigns(
+            deps.pool, viewer.principal.user_id
+        ):
+            raise web.HTTPForbidden()
         board = await hub.watch(int(text))
         sub = hub.campaign_events(board)
         try:
@@ -462,8 +469,7 @@ def setup_web(app: web.Application, deps: WebDeps) -> None:
                     if event is not None:
                         hub.apply(board, event)
                         await resp.send(json.dumps(agent_message(event)), event="live")
-                        continue
-                    if board.version != sent:
+                    if board.version != sent:  # also between events, however busy the campaign
                         sent = board.version
                         await resp.send(json.dumps(board.snapshot(), default=str), event="snapshot")
                 return resp

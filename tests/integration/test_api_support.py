@@ -390,6 +390,12 @@ async def make_world(api: Api) -> World:
             "INSERT INTO agents (number, name, user_id) VALUES ('101', 'Agent One', $1) RETURNING id", agent_user
         )
         await conn.execute("INSERT INTO agent_campaigns VALUES ($1, $2)", agent_id, campaign_id)
+        # the supervisor's phone row: they supervise the world's campaign, its agent, calls and contacts
+        phone_id = await conn.fetchval(
+            "INSERT INTO agents (number, name, user_id) VALUES ('199', 'Supervisor phone',"
+            " (SELECT id FROM users WHERE role = 'supervisor' ORDER BY id LIMIT 1)) RETURNING id"
+        )
+        await conn.execute("INSERT INTO agent_campaigns VALUES ($1, $2)", phone_id, campaign_id)
         attempt_id = uuid.uuid4()
         await conn.execute(
             """INSERT INTO live_attempts (id, campaign_id, contact_id, dialled_number, caller_id, agent_id, mode,

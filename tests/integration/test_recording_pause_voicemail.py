@@ -79,7 +79,10 @@ GOOD = {"name": "Voicemail", "mode": "progressive", "caller_id": "09 4245 1234",
 
 @pytest.fixture
 async def boss(api: Api) -> dict[str, str]:
-    return await api.as_role(Role.SUPERVISOR)
+    """A supervisor with a phone: the campaigns they create are theirs to manage."""
+    user_id = await api.user("boss", Role.SUPERVISOR)
+    await api.pool.execute("INSERT INTO agents (number, name, user_id) VALUES ('9900', 'Boss phone', $1)", user_id)
+    return await api.login("boss")
 
 
 async def test_voicemail_drop_settings_are_validated_naming_the_field(api: Api, boss: dict[str, str]) -> None:

@@ -100,16 +100,6 @@ async def attempt_agent(conn: Conn, attempt_id: uuid.UUID) -> tuple[bool, int | 
     return (row is not None, None if row is None else row["agent_id"])
 
 
-async def supervised_campaigns(conn: Conn, user_id: int) -> list[int]:
-    """The campaigns a supervisor supervises: those of the agent row (their phone) linked to the user."""
-    rows = await conn.fetch(
-        """SELECT ac.campaign_id FROM agent_campaigns ac JOIN agents a ON a.id = ac.agent_id
-           WHERE a.user_id = $1 ORDER BY 1""",
-        user_id,
-    )
-    return [r["campaign_id"] for r in rows]
-
-
 async def agent_campaigns(conn: Conn, agent_id: int) -> list[int]:
     rows = await conn.fetch("SELECT campaign_id FROM agent_campaigns WHERE agent_id = $1 ORDER BY 1", agent_id)
     return [r["campaign_id"] for r in rows]

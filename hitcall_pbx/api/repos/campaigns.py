@@ -73,7 +73,9 @@ async def abandon_counts(conn: Conn, campaign_id: int, tz: str) -> asyncpg.Recor
 async def agents_by_state(conn: Conn, campaign_id: int) -> dict[str, int]:
     rows = await conn.fetch(
         """SELECT a.state, count(*) AS n FROM agents a JOIN agent_campaigns ac ON ac.agent_id = a.id
-           WHERE ac.campaign_id = $1 AND NOT a.disabled GROUP BY a.state""",
+           LEFT JOIN users u ON u.id = a.user_id
+           WHERE ac.campaign_id = $1 AND NOT a.disabled AND (u.role IS NULL OR u.role = 'agent')
+           GROUP BY a.state""",
         campaign_id,
     )
     return {r["state"]: r["n"] for r in rows}

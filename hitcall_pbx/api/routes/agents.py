@@ -12,6 +12,7 @@ from pydantic import Field
 from ...auth import Role
 from ...core.callbacks import CallbackKind
 from ...errors import Conflict, Forbidden, NotFound, ValidationFailed
+from ...store.supervision import supervised_campaigns
 from ..deps import RecordingPauseStatus
 from ..registry import V1, Ctx, Registry, found
 from ..repos import agents as repo
@@ -462,7 +463,7 @@ def register(reg: Registry) -> None:
         agent_id = await _existing(ctx)
         if ctx.me.role is Role.SUPERVISOR:
             # A supervisor dials for the agents of the campaigns they supervise (their phone's campaigns).
-            mine = set(await repo.supervised_campaigns(ctx.pool, ctx.me.user_id))
+            mine = await supervised_campaigns(ctx.pool, ctx.me.user_id)
             if b.campaign_id is not None and b.campaign_id not in mine:
                 raise Forbidden("the campaign is not one you supervise", details={"field": "campaign_id"})
             if b.contact_id is not None and await repo.contact_campaign(ctx.pool, b.contact_id) not in mine:

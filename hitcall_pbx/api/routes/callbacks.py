@@ -1,7 +1,8 @@
 """Callbacks: schedule, list, move and cancel.
 
 An agent sees and changes its own callbacks (personal ones for it) and schedules for
-contacts of its campaigns; supervisors, admins and CRM integration tokens reach all.
+contacts of its campaigns; a supervisor those of the campaigns they supervise; admins and
+CRM integration tokens reach all.
 A time without a UTC offset is the contact's local time; it must be in the future and
 inside the campaign's calling window in the contact's zone (422 naming the field
 otherwise, nothing stored).
@@ -19,6 +20,7 @@ from ...auth import Role
 from ...core.callbacks import CallbackKind, CallbackState
 from ...errors import Forbidden, ValidationFailed
 from ...store import callbacks as store
+from ...store import supervision
 from ...store.db import Executor
 from ..registry import V1, Ctx, Registry
 from ..types import BIGINT_MAX, Id, In, Out, Query
@@ -100,6 +102,13 @@ async def _own(ctx: Ctx, conn: Executor, callback_id: int) -> None:
     mine = _agent_only(ctx)
     if mine is not None and (await store.get(conn, callback_id))["agent_id"] != mine:
         raise Forbidden("agents may act only on their own callbacks", code="not_own_agent")
+    supervised = await ctx.supervised()
+    if supervised is not None and (await store.get(conn, callback_id))["campaign_id"] not in supervised:
+        raise Forbidden(
+            "the callback is of a campaign you do not supervise",
+            details={"field": "callback_id"},
+            code="campaign_not_supervised",
+        )
 
 
 async def _agent_in_campaign_of(conn: Executor, agent_id: int, contact_id: int) -> bool:
@@ -136,6 +145,7 @@ def register(reg: Registry) -> None:
             state=q.state.value if q.state else None,
             due_from=q.due_from,
             due_until=q.due_until,
+            campaign_ids=await ctx.supervised(),
         )
         rows = await store.list_callbacks(ctx.pool, flt, limit=q.limit)
         return CallbackList(items=[_out(r) for r in rows])
@@ -166,6 +176,14 @@ def register(reg: Registry) -> None:
                     agent_id = mine
                 if not await _agent_in_campaign_of(conn, mine, b.contact_id):
                     raise Forbidden("the contact is not in a campaign of this agent", code="not_own_agent")
+            if ctx.me.role is Role.SUPERVISOR and not await supervision.supervises_contact(
+                conn, ctx.me.user_id, b.contact_id
+            ):
+                raise Forbidden(
+                    "the contact is in no campaign you supervise",
+                    details={"field": "contact_id"},
+                    code="campaign_not_supervised",
+                )
             if b.kind is CallbackKind.ANYONE and agent_id is not None:
                 raise ValidationFailed("a callback for anyone names no agent", details={"field": "agent_id"})
             row = await store.schedule(

@@ -1,5 +1,5 @@
 """Live calls (from the dialing engine) and CDRs (from the records layer). An agent sees
-only its own calls."""
+only its own calls, a supervisor the live calls of the campaigns they supervise."""
 
 from __future__ import annotations
 
@@ -59,7 +59,12 @@ def register(reg: Registry) -> None:
     )
     async def list_live_calls(ctx: Ctx) -> LiveCallList:
         agent_id = _agent_scope(ctx, ctx.query.agent_id)
+        supervised = await ctx.supervised()
+        if supervised is not None and ctx.query.campaign_id is not None:
+            await ctx.supervised_campaign_only(ctx.query.campaign_id)
         calls = await ctx.deps.dialer.live_calls(campaign_id=ctx.query.campaign_id, agent_id=agent_id)
+        if supervised is not None:
+            calls = [c for c in calls if c.campaign_id in supervised]
         return LiveCallList(items=calls)
 
     @reg.add(
@@ -77,6 +82,10 @@ def register(reg: Registry) -> None:
             raise NotFound(f"call {attempt_id} not found", details={"attempt_id": str(attempt_id)})
         if ctx.me.role is Role.AGENT:
             ctx.own_agent_only(owner)
+        if ctx.me.role is Role.SUPERVISOR:
+            await ctx.supervised_campaign_only(
+                await ctx.pool.fetchval("SELECT campaign_id FROM all_attempts WHERE id = $1", attempt_id)
+            )
         await ctx.deps.dialer.hang_up(attempt_id, actor=ctx.actor)
 
     @reg.add(

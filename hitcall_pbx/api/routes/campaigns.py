@@ -12,6 +12,7 @@ from ...core.compliance import abandon_rate
 from ...core.phone import DEFAULT_TZ
 from ...errors import Conflict, ValidationFailed
 from ...hooks.events import enqueue
+from ...store import supervision
 from ..registry import V1, Ctx, Registry, found
 from ..repos import campaigns as repo
 from ..types import UNSET, In, MediaUri, Out, Patch, Phone, Query, Text
@@ -256,9 +257,12 @@ def register(reg: Registry) -> None:
         scope="campaigns:read",
         query=CampaignFilter,
         response=CampaignList,
+        description="A supervisor sees the campaigns they supervise.",
     )
     async def list_campaigns(ctx: Ctx) -> CampaignList:
-        return CampaignList(items=[_out(r) for r in await repo.list_all(ctx.pool, ctx.query.state)])
+        rows = await repo.list_all(ctx.pool, ctx.query.state)
+        supervised = await ctx.supervised()  # a supervisor: their campaigns only
+        return CampaignList(items=[_out(r) for r in rows if supervised is None or r["id"] in supervised])
 
     @reg.add(
         "POST",
@@ -270,11 +274,15 @@ def register(reg: Registry) -> None:
         body=CampaignCreate,
         response=Campaign,
         status=201,
+        description="A supervisor acts only on the campaigns they supervise (those of their phone's agent row);"
+        " the campaign a supervisor creates joins them.",
     )
     async def create_campaign(ctx: Ctx) -> Campaign:
         data = _to_db(ctx.body.model_dump())
         async with ctx.tx() as conn:
             campaign_id = await repo.insert(conn, data)
+            if ctx.me.role is Role.SUPERVISOR:  # the supervisor who creates it supervises it (their phone's)
+                await supervision.add_to_supervisor(conn, ctx.me.user_id, campaign_id)
             # No name: the audit log cannot be erased, so its rows carry ids and codes only.
             await ctx.audit(conn, "campaign.create", "campaign", campaign_id, {"mode": data["mode"]})
             row = await load(conn, campaign_id)

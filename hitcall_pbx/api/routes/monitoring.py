@@ -14,7 +14,8 @@ from pydantic import Field
 from ...auth import Role
 from ...core.monitoring import EndReason, MonitorMode
 from ...errors import NotFound, Unavailable
-from ...store.monitoring import list_sessions, supervised_campaigns
+from ...store.monitoring import list_sessions
+from ...store.supervision import supervised_campaigns
 from ..deps import MonitoringControl
 from ..registry import V1, Ctx, Registry
 from ..types import In, Out, Query

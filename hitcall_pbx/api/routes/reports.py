@@ -12,8 +12,8 @@ from ...auth import Role
 from ...core.agent_report import DEFAULT_REPORT_TZ, report_zone
 from ...errors import Forbidden
 from ...report.agents import load_agent_report
+from ...store.supervision import supervised_agents
 from ..registry import V1, Ctx, Registry
-from ..repos import agents as agents_repo
 from ..types import BIGINT_MAX, Out, Query, TimeZone
 
 REPORTS = frozenset({Role.ADMIN, Role.SUPERVISOR, Role.AGENT})
@@ -57,16 +57,15 @@ async def _visible_agents(ctx: Ctx, agent_id: int | None) -> list[int] | None:
         ctx.own_agent_only(agent_id if agent_id is not None else me.agent_id)
         return [me.agent_id] if me.agent_id is not None else []
     if me.role is Role.SUPERVISOR:
-        supervised = await agents_repo.supervised_campaigns(ctx.pool, me.user_id)
-        rows = await ctx.pool.fetch(
-            "SELECT DISTINCT agent_id FROM agent_campaigns WHERE campaign_id = ANY($1::bigint[]) ORDER BY 1",
-            supervised,
-        )
-        visible = [r["agent_id"] for r in rows]
+        visible = await supervised_agents(ctx.pool, me.user_id)
         if agent_id is None:
             return visible
         if agent_id not in visible:
-            raise Forbidden("the agent works on no campaign you supervise", details={"field": "agent_id"})
+            raise Forbidden(
+                "the agent works on no campaign you supervise",
+                details={"field": "agent_id"},
+                code="agent_not_supervised",
+            )
         return [agent_id]
     return None if agent_id is None else [agent_id]
 
