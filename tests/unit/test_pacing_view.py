@@ -20,6 +20,7 @@ from hitcall_pbx.core.pacing import (
     pacing_view,
     view_changed,
 )
+from hitcall_pbx.dialer.pacer import CampaignPacer
 
 
 def snapshot(**kw: object) -> PacingSnapshot:
@@ -111,3 +112,18 @@ def test_the_view_agrees_with_the_decision_and_the_snapshot(
     assert view.fallback == (decision.mode_effective == MODE_FALLBACK)
     assert view.budget_left is not None
     assert view.fallback == (view.budget_left < 0)
+
+
+def test_the_dialers_pacer_keeps_the_latest_view_and_tells_only_changes() -> None:
+    pacer = CampaignPacer(None, None, None, {})  # type: ignore[arg-type]  # _show touches none of them
+    told: list[tuple[int, str]] = []
+    pacer.on_view = lambda cid, view: told.append((cid, view.mode_effective))
+    snap = snapshot()
+    calm, over = stats_with(1000, 10), stats_with(100, 10)
+    first = pacing_view(pace_decision(CampaignMode.PREDICTIVE, snap, calm), snap, calm)
+    pacer._show(7, first)
+    pacer._show(7, replace(first, at=first.at + 1.0))
+    assert told == [(7, MODE_PREDICTIVE)] and pacer.views[7].at == first.at + 1.0
+    later = replace(snap, now=snap.now + 2.0)
+    pacer._show(7, pacing_view(pace_decision(CampaignMode.PREDICTIVE, later, over), later, over))
+    assert told == [(7, MODE_PREDICTIVE), (7, MODE_FALLBACK)] and pacer.views[7].fallback
