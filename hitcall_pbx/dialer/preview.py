@@ -5,6 +5,7 @@ hopper); an offer not decided in time, or whose agent goes away, times out."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from .models import Attempt, Campaign
 from .store import CallStore
 
 log = get_logger("hitcall.dialer")
+
+CALLBACK_CHECK_S = 0.5  # how often ready agents' personal callbacks are looked for
 
 
 @dataclass
@@ -44,6 +47,7 @@ class PreviewOffers:
         self._place = place
         self._spawn = spawn
         self.offers: dict[int, Offer] = {}  # by agent id
+        self._callbacks_checked: dict[int, tuple[float, frozenset[int]]] = {}  # campaign: when, ready agents
 
     async def offer(self, campaign: Campaign) -> None:
         """An offer to every ready agent of the campaign that has none, while contacts are due."""
@@ -59,6 +63,13 @@ class PreviewOffers:
         ready = [a for a in self.sessions.ready_agents(campaign.id) if a.agent_id not in self.offers]
         if not ready:
             return
+        # at once when an agent became ready, else at most every CALLBACK_CHECK_S (the loop
+        # may tick every 50 ms)
+        ids, now = frozenset(a.agent_id for a in ready), time.monotonic()
+        last = self._callbacks_checked.get(campaign.id)
+        if last is not None and last[1] >= ids and now - last[0] < CALLBACK_CHECK_S:
+            return
+        self._callbacks_checked[campaign.id] = (now, ids)
         due = set(await self.store.agents_with_callbacks(campaign, datetime.now(UTC), [a.agent_id for a in ready]))
         for agent in ready:
             if agent.agent_id in due and agent.state is AgentState.READY and agent.agent_id not in self.offers:
