@@ -61,6 +61,18 @@ async def test_product_outbound_context_reaches_customer_through_trunk(ari):
     assert gone.cause == 17
 
 
+async def test_slow_pickup_customer_answers_after_ringing(ari):
+    """Behaviour 6 (+358406...) rings 1-6 s, then answers: the call enters Stasis answered."""
+    cid = _cid()
+    t0 = time.monotonic()
+    await ari.rest.originate("Local/+358406000001@hitcall-outbound", cid, app=ari.app, timeout=20)
+    start = await ari.events_log.wait_for("StasisStart", lambda e: e.channel.id == cid, timeout=15)
+    assert start.channel.state == "Up"
+    assert 0.8 <= time.monotonic() - t0 < 8
+    await ari.rest.hangup(cid)
+    await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == cid)
+
+
 async def test_dtmf_from_the_far_end_is_received(ari):
     cid = _cid()
     await ari.rest.originate("Local/dtmf@sim-customer", cid, app=ari.app, timeout=20)
