@@ -241,6 +241,19 @@ async def test_agent_and_supervisor_work_a_call_in_the_browser(service_settings,
                 row = await sup.locator("#agent-report tr").first.text_content()
                 assert "Aino Agentti" in row, row
                 await shot(sup, "reports-agents-en")
+
+                # The supervisor logs the agent's phone out; the desk says so and how to log in again.
+                await sup.goto(f"{base}/web/supervisor?campaign={cid}")
+                await sup.click(f"tr[data-agent-id='{agent_id}'] button[data-needs='logout']")
+                await sup.wait_for_selector(f"tr[data-agent-id='{agent_id}'][data-state='logged_out']", timeout=5000)
+                await agent.locator("#phone-banner").wait_for(state="visible", timeout=5000)
+                assert agent_id not in app.sessions.by_agent
+                await wait_until(
+                    lambda: pool.fetchval(
+                        "SELECT count(*) = 1 FROM audit_log WHERE action = 'agent.logout' AND actor = 'sanna'"
+                    ),
+                    timeout=5,
+                )
             assert not errors, errors
         finally:
             await agent_ctx.close()

@@ -91,6 +91,9 @@ class FakeDialer:
     async def unpause_agent(self, agent_id: int, *, actor: Actor) -> None:
         self._note("unpause_agent", agent_id, actor=actor)
 
+    async def log_out_agent(self, agent_id: int, *, actor: Actor) -> None:
+        self._note("log_out_agent", agent_id, actor=actor)
+
     async def end_wrap_up(self, agent_id: int, *, actor: Actor) -> None:
         self._note("end_wrap_up", agent_id, actor=actor)
 

@@ -326,6 +326,20 @@ def register(reg: Registry) -> None:
 
     @reg.add(
         "POST",
+        f"{V1}/agents/{{agent_id}}/logout",
+        summary="Log an agent's phone out",
+        tag="agents",
+        roles=CONTROL,
+        scope="agents:control",
+        own_agent=True,
+        description="Hangs up the agent's call to the login extension, as hanging up the phone does. 404 when the"
+        " agent is not logged in; 409 agent_busy while it talks to a customer or one is coming. Audited.",
+    )
+    async def log_out_agent(ctx: Ctx) -> None:
+        await ctx.deps.dialer.log_out_agent(await _existing(ctx), actor=ctx.actor)
+
+    @reg.add(
+        "POST",
         f"{V1}/agents/{{agent_id}}/disposition",
         summary="Set the disposition of the agent's call",
         tag="agents",
@@ -363,12 +377,15 @@ def register(reg: Registry) -> None:
         scope="agents:read",
         own_agent=True,
         response=PreviewOffer,
-        description="404 when the agent has no open offer.",
+        description="404 when the agent has no open offer. Each read is audited as contact.view.",
     )
     async def get_offer(ctx: Ctx) -> PreviewOffer:
         row = await repo.open_offer(ctx.pool, await _existing(ctx))
         if row is None:
             raise NotFound("the agent has no open preview offer", code="no_offer")
+        await ctx.audit(
+            ctx.pool, "contact.view", "contact", row["contact_id"], {"agent_id": row["agent_id"], "card": "offer"}
+        )
         return PreviewOffer.model_validate({**dict(row), "phone": row["phone_e164"]})
 
     @reg.add(
