@@ -56,6 +56,6 @@ async def test_every_api_response_is_no_store(api: Api) -> None:
     assert resp.status == 403 and resp.headers.get("Cache-Control") == "no-store"
     resp = await api.client.get(
         f"/api/v1/recordings/{world.ids['recording_id']}/stream",
-        headers={**await api.as_role(Role.SUPERVISOR), "Range": "bytes=10-20"},
+        headers={**world.credentials[Role.SUPERVISOR], "Range": "bytes=10-20"},
     )
     assert resp.status == 206 and resp.headers.get("Cache-Control") == "no-store"

@@ -35,8 +35,8 @@ ROUTES = {"stream": "recording.listen", "download": "recording.download"}
 
 
 async def _credential(api: ServiceApi, kind: str) -> dict[str, str]:
-    if kind == "session":
-        return await api.login_as(Role.SUPERVISOR)
+    if kind == "session":  # (a supervisor would need a phone on the recorded campaign)
+        return await api.login_as(Role.ADMIN)
     name = f"cmp-{uuid.uuid4().hex[:8]}"
     user = await api.auth.create_user(username=name, role=Role.COMPLIANCE, password=None, actor=SYSTEM)
     grant = await api.auth.create_token(

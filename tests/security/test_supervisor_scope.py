@@ -13,7 +13,7 @@ from hitcall_pbx.api.deps import LiveCall
 from hitcall_pbx.auth import Role
 from hitcall_pbx.core.calls import CallState
 from hitcall_pbx.demo.seed import create_agent, create_campaign
-from tests.integration.test_api_support import Api, api  # noqa: F401  (fixture)
+from tests.integration.test_api_support import Api, api, make_recording  # noqa: F401  (fixture)
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Scene:
     other: dict[str, Any]  # ids in a campaign the supervisor does not supervise
     supervisor: dict[str, str]
     admin: dict[str, str]
+    admin_name: str
 
 
 async def _side(api: Api, name: str, number: str, phone: str) -> dict[str, Any]:
@@ -70,7 +71,8 @@ async def _scene(api: Api) -> Scene:
     user_id = await api.user("sini", Role.SUPERVISOR)
     phone = await create_agent(api.pool, "4099", "ep4099", [mine["campaign_id"]])
     await api.pool.execute("UPDATE agents SET user_id = $1 WHERE id = $2", user_id, phone)
-    return Scene(mine, other, await api.login("sini"), await api.as_role(Role.ADMIN))
+    await api.user("aatu", Role.ADMIN)
+    return Scene(mine, other, await api.login("sini"), await api.login("aatu"), "aatu")
 
 
 def _controls(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -178,3 +180,28 @@ async def test_supervisor_without_a_phone_supervises_nothing(api: Api) -> None:
     resp = await api.client.get("/api/v1/callbacks", headers=paavo)
     assert (await resp.json())["items"] == []
     assert api.dialer.calls == []
+
+
+async def test_supervisor_reaches_recordings_of_supervised_campaigns_only(api: Api) -> None:
+    s = await _scene(api)
+    api.recordings.recording = make_recording(s.other["campaign_id"], s.other["attempt_id"])
+    rec = api.recordings.recording.id
+    for suffix in ("", "/download", "/stream"):
+        resp = await api.client.get(f"/api/v1/recordings/{rec}{suffix}", headers=s.supervisor)
+        assert resp.status == 403, suffix
+        assert (await resp.json())["details"] == {"field": "campaign_id"}
+    assert await api.audit_rows("recording.download") == [] and await api.audit_rows("recording.listen") == []
+    for query, status in (("", 422), (f"?campaign_id={s.other['campaign_id']}", 403)):
+        resp = await api.client.get(f"/api/v1/recordings{query}", headers=s.supervisor)
+        assert resp.status == status, query
+        assert (await resp.json())["details"]["field"] == "campaign_id"
+    resp = await api.client.get(f"/api/v1/recordings/{rec}/download", headers=s.admin)
+    assert resp.status == 200
+
+    api.recordings.recording = make_recording(s.mine["campaign_id"], s.mine["attempt_id"])
+    rec = api.recordings.recording.id
+    resp = await api.client.get(f"/api/v1/recordings?campaign_id={s.mine['campaign_id']}", headers=s.supervisor)
+    assert resp.status == 200
+    resp = await api.client.get(f"/api/v1/recordings/{rec}/download", headers=s.supervisor)
+    assert resp.status == 200
+    assert [r["actor"] for r in await api.audit_rows("recording.download")] == [s.admin_name, "sini"]

@@ -7,7 +7,7 @@ from aiohttp import web
 from pydantic import Field
 
 from ...auth import Role
-from ...errors import NotFound
+from ...errors import NotFound, ValidationFailed
 from ..deps import CdrFilter, CdrPage, LiveCall
 from ..registry import V1, Ctx, Registry
 from ..repos import agents as agents_repo
@@ -39,10 +39,16 @@ def _agent_scope(ctx: Ctx, agent_id: int | None) -> int | None:
     return agent_id
 
 
-def _cdr_filter(ctx: Ctx) -> CdrFilter:
+async def _cdr_filter(ctx: Ctx) -> CdrFilter:
     q: CdrFilter = ctx.query
     data = q.model_dump(include=set(CdrFilter.model_fields))
     data["agent_id"] = _agent_scope(ctx, q.agent_id)
+    if ctx.me.role is Role.SUPERVISOR:  # a supervisor names one of the campaigns they supervise
+        if q.campaign_id is None:
+            raise ValidationFailed(
+                "a supervisor names one of the campaigns they supervise", details={"field": "campaign_id"}
+            )
+        await ctx.supervised_campaign_only(q.campaign_id)
     return CdrFilter.model_validate(data)
 
 
@@ -65,6 +71,8 @@ def register(reg: Registry) -> None:
         calls = await ctx.deps.dialer.live_calls(campaign_id=ctx.query.campaign_id, agent_id=agent_id)
         if supervised is not None:
             calls = [c for c in calls if c.campaign_id in supervised]
+        if calls:  # the customers' numbers were read
+            await ctx.audit(ctx.pool, "call.list", None, None, {"calls": len(calls)})
         return LiveCallList(items=calls)
 
     @reg.add(
@@ -97,9 +105,16 @@ def register(reg: Registry) -> None:
         scope="cdrs:read",
         query=CdrParams,
         response=CdrPage,
+        description="An agent gets its own calls only; a supervisor names a campaign they supervise (campaign_id)."
+        " A page with calls is audited (cdr.query).",
     )
     async def query_cdrs(ctx: Ctx) -> CdrPage:
-        return await ctx.deps.cdrs.query(_cdr_filter(ctx), limit=ctx.query.limit, cursor=ctx.query.cursor)
+        flt = await _cdr_filter(ctx)
+        page = await ctx.deps.cdrs.query(flt, limit=ctx.query.limit, cursor=ctx.query.cursor)
+        if page.items:  # the customers' numbers were read
+            details = {**flt.model_dump(mode="json", exclude_none=True), "cdrs": len(page.items)}
+            await ctx.audit(ctx.pool, "cdr.query", None, None, details)
+        return page
 
     @reg.add(
         "GET",
@@ -112,7 +127,7 @@ def register(reg: Registry) -> None:
         media="text/csv",
     )
     async def export_cdrs(ctx: Ctx) -> web.StreamResponse:
-        flt = _cdr_filter(ctx)
+        flt = await _cdr_filter(ctx)
         await ctx.audit(ctx.pool, "cdr.export", None, None, flt.model_dump(mode="json", exclude_none=True))
         headers = {"Content-Type": "text/csv; charset=utf-8", "Content-Disposition": 'attachment; filename="cdrs.csv"'}
         return await ctx.stream(headers, ctx.deps.cdrs.export_csv(flt))

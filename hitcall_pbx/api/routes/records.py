@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, Field, RootModel
 
 from ...auth import Principal, Role
 from ...core.retention import CASE_ID_PATTERN
+from ...errors import ValidationFailed
 from ..deps import ErasureResult, Recording, RecordingFilter, RecordingPage, Rectification, SubjectRef, SubjectResult
 from ..registry import V1, Ctx, Registry
 from ..repos import audit as audit_repo
@@ -109,8 +110,18 @@ async def audit_audio_access(ctx: Ctx, action: str, recording_id: uuid.UUID, *, 
     )
 
 
+async def _supervised_recording(ctx: Ctx) -> Recording | None:
+    """A supervisor reaches the recordings of the campaigns they supervise only."""
+    if ctx.me.role is not Role.SUPERVISOR:
+        return None
+    recording = await ctx.deps.recordings.get(ctx.params["recording_id"])
+    await ctx.supervised_campaign_only(recording.campaign_id)
+    return recording
+
+
 async def _serve(ctx: Ctx, *, inline: bool) -> web.StreamResponse:
     recording_id = ctx.params["recording_id"]
+    await _supervised_recording(ctx)
     f = await ctx.deps.recordings.open(recording_id)
     # Whatever the Range (none, from 0, from the middle, a suffix, several), the access is
     # audited before the response is prepared: no audio byte leaves without its row.
@@ -153,6 +164,12 @@ def register(reg: Registry) -> None:
     async def list_recordings(ctx: Ctx) -> RecordingPage:
         q: RecordingParams = ctx.query
         flt = RecordingFilter.model_validate(q.model_dump(include=set(RecordingFilter.model_fields)))
+        if ctx.me.role is Role.SUPERVISOR:  # a supervisor names one of the campaigns they supervise
+            if q.campaign_id is None:
+                raise ValidationFailed(
+                    "a supervisor names one of the campaigns they supervise", details={"field": "campaign_id"}
+                )
+            await ctx.supervised_campaign_only(q.campaign_id)
         return await ctx.deps.recordings.list(flt, limit=q.limit, cursor=q.cursor)
 
     @reg.add(
@@ -165,7 +182,7 @@ def register(reg: Registry) -> None:
         response=Recording,
     )
     async def get_recording(ctx: Ctx) -> Recording:
-        return await ctx.deps.recordings.get(ctx.params["recording_id"])
+        return await _supervised_recording(ctx) or await ctx.deps.recordings.get(ctx.params["recording_id"])
 
     @reg.add(
         "GET",

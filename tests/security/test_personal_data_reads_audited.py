@@ -1,0 +1,97 @@
+"""Reads of customers' personal data through the agent and call controls are audited, with
+ids and counts only in the audit row (no number, no name); a supervisor reads CDRs of a
+campaign they supervise only, and is told which field to give otherwise."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from hitcall_pbx.api.deps import Cdr
+from hitcall_pbx.auth import Role
+from tests.integration.test_api_support import Api, api  # noqa: F401  (fixture)
+from tests.security.test_supervisor_scope import _scene
+
+NAME = "Customer 1"  # the seeded contacts' names
+NUMBERS = ("+358401110101", "+358401110102")
+
+
+async def _audit_text(api: Api) -> str:
+    return await api.pool.fetchval(
+        "SELECT coalesce(string_agg(concat_ws('|', actor, object_type, object_id, details::text), E'\\n'), '')"
+        " FROM audit_log"
+    )
+
+
+def _no_personal_data(text: str) -> None:
+    assert NAME not in text
+    for number in NUMBERS:
+        assert number not in text and number.lstrip("+") not in text
+
+
+async def test_reading_a_preview_offer_is_audited(api: Api) -> None:
+    s = await _scene(api)
+    agent_id, contact_id = s.mine["agent_id"], s.mine["contact_id"]
+    await api.pool.execute("DELETE FROM live_attempts")  # the contact waits as an offer, not on a call
+    await api.pool.execute(
+        "INSERT INTO preview_offers (agent_id, campaign_id, contact_id, expires_at) VALUES ($1, $2, $3, $4)",
+        agent_id,
+        s.mine["campaign_id"],
+        contact_id,
+        datetime.now(UTC) + timedelta(minutes=1),
+    )
+    resp = await api.client.get(f"/api/v1/agents/{agent_id}/offer", headers=s.supervisor)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["phone"] == NUMBERS[0]
+    (row,) = await api.audit_rows("contact.view")
+    assert (row["actor"], row["object_type"], row["object_id"]) == ("sini", "contact", str(contact_id))
+    assert row["details"] == {"agent_id": agent_id, "card": "offer"}
+    _no_personal_data(await _audit_text(api))
+
+
+async def test_live_calls_and_cdrs_read_are_audited_without_numbers(api: Api) -> None:
+    s = await _scene(api)
+    resp = await api.client.get("/api/v1/calls", headers=s.admin)
+    assert resp.status == 200 and len((await resp.json())["items"]) == 2
+    (row,) = await api.audit_rows("call.list")
+    assert row["details"] == {"calls": 2}
+
+    api.cdrs.rows = [
+        Cdr.model_validate(
+            {
+                "id": str(uuid.uuid4()),
+                "campaign_id": s.mine["campaign_id"],
+                "agent_id": s.mine["agent_id"],
+                "dialled_number": NUMBERS[0],
+                "state": "ended",
+                "created_at": datetime.now(UTC).isoformat(),
+                "abandoned": False,
+                "retention_until": (datetime.now(UTC) + timedelta(days=365)).isoformat(),
+            }
+        )
+    ]
+    resp = await api.client.get(f"/api/v1/cdrs?campaign_id={s.mine['campaign_id']}", headers=s.supervisor)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["items"][0]["dialled_number"] == NUMBERS[0]
+    (row,) = await api.audit_rows("cdr.query")
+    assert row["actor"] == "sini"
+    assert row["details"] == {"campaign_id": s.mine["campaign_id"], "cdrs": 1}
+    _no_personal_data(await _audit_text(api))
+
+
+async def test_a_supervisor_reads_cdrs_of_a_supervised_campaign_only(api: Api) -> None:
+    s = await _scene(api)
+    for query, status, error in (
+        ("", 422, "validation_error"),
+        (f"?campaign_id={s.other['campaign_id']}", 403, "campaign_not_supervised"),
+    ):
+        for path in ("/api/v1/cdrs", "/api/v1/cdrs.csv"):
+            resp = await api.client.get(path + query, headers=s.supervisor)
+            assert resp.status == status, (path, query)
+            body = await resp.json()
+            assert (body["error"], body["details"]["field"]) == (error, "campaign_id")
+    assert api.cdrs.filters == [], "a refused query reaches no CDR"
+    resp = await api.client.get(f"/api/v1/cdrs.csv?campaign_id={s.mine['campaign_id']}", headers=s.supervisor)
+    assert resp.status == 200
+    resp = await api.client.get("/api/v1/cdrs", headers=await api.as_role(Role.COMPLIANCE))
+    assert resp.status == 200
