@@ -73,9 +73,7 @@ async def run(args: argparse.Namespace, box, tmp: Path, dsn: str) -> dict:
         for i in range(1, per * args.campaigns + 1):
             await create_agent(pool, str(7000 + i), f"agent{i}", [campaigns[(i - 1) // per]])
         auth = AuthService(pool, passwords=Passwords(time_cost=1, memory_cost=1024, parallelism=1))
-        await auth.create_user(
-            username="wallboard", role=Role.ADMIN, password=PASSWORD, actor=Actor("ui", "system")
-        )
+        await auth.create_user(username="wallboard", role=Role.ADMIN, password=PASSWORD, actor=Actor("ui", "system"))
         base = f"http://127.0.0.1:{app.http_port}"
         phones = SippAgents(box, [f"agent{i}" for i in range(1, per * args.campaigns + 1)], port=5311)
         phones.start()
