@@ -57,7 +57,11 @@ class AsteriskCdrs:
         deadline = time.monotonic() + timeout
         while True:
             results = await self.reconcile(pool)
-            waiting = any(r.result.of_kind(DifferenceKind.MISSING_IN_ASTERISK) for r in results)
+            waiting = any(
+                r.result.of_kind(DifferenceKind.MISSING_IN_ASTERISK)
+                or r.result.of_kind(DifferenceKind.TRANSFER_MISSING_IN_ASTERISK)
+                for r in results
+            )
             if not waiting or time.monotonic() > deadline:
                 return results
             await asyncio.sleep(0.2)

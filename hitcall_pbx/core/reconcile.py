@@ -42,6 +42,17 @@ put through to an agent, its bridged_at) within the tolerance, except for an
 ``untracked`` call (it ended while no HitCall process followed it: HitCall's ended_at
 is when that was found, so Asterisk's end must only not be later).
 
+Transfers to external numbers. [hitcall-transfer] sets
+``CDR(userfield)=hitcall-transfer:<attempt id>`` on the ;2 half of the Local channel HitCall
+originates to the number, so Asterisk's record of that trunk leg (Dial's: offered to the
+trunk) names the attempt whose customer was transferred. HitCall's side is the call's legs
+(call_legs) of an external party (no agent): a consultation and the talk with the customer
+after it are one Asterisk channel, so a number's legs that follow each other without a gap
+are one span. Compared, per attempt: each span has an answered transfer record and each
+answered transfer record a span (in order of time), and the span's length against the
+record's billsec within the tolerance. A transfer the number did not answer has no leg and
+is not compared (HitCall keeps only the last transfer's failure, on the CDR row).
+
 The day: an attempt belongs to the day of its HitCall created_at; an Asterisk record
 whose attempt HitCall does not know at all belongs to the day of its start.
 """
@@ -60,23 +71,30 @@ from hitcall_pbx.errors import ValidationFailed
 __all__ = [
     "ATTEMPT_TAG_PREFIX",
     "DEFAULT_TOLERANCE_S",
+    "TRANSFER_TAG_PREFIX",
     "AsteriskRecord",
     "Difference",
     "DifferenceKind",
     "HitCallAttempt",
     "OutcomeClass",
     "Reconciliation",
+    "TransferLeg",
     "asterisk_class",
     "attempt_from_userfield",
     "day_bounds",
     "hitcall_class",
     "pick_record",
     "reconcile",
+    "transfer_from_userfield",
+    "transfer_spans",
 ]
 
 ATTEMPT_TAG_PREFIX = "hitcall:"
+TRANSFER_TAG_PREFIX = "hitcall-transfer:"
 DEFAULT_TOLERANCE_S = 2.0
-_TAG = re.compile(r"hitcall:([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})")
+_UUID = r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+_TAG = re.compile(r"hitcall:" + _UUID)
+_TRANSFER_TAG = re.compile(r"hitcall-transfer:" + _UUID)
 
 
 class OutcomeClass(enum.StrEnum):
@@ -121,6 +139,12 @@ def asterisk_class(disposition: str) -> OutcomeClass:
 def attempt_from_userfield(userfield: str) -> str | None:
     """The attempt id (lower-case UUID text) a record's user field was tagged with, or None."""
     m = _TAG.search(userfield)
+    return m.group(1).lower() if m else None
+
+
+def transfer_from_userfield(userfield: str) -> str | None:
+    """The attempt id a transfer leg's record was tagged with ([hitcall-transfer]), or None."""
+    m = _TRANSFER_TAG.search(userfield)
     return m.group(1).lower() if m else None
 
 
@@ -193,6 +217,7 @@ class AsteriskRecord:
     channel: str = ""
     uniqueid: str = ""
     order: int = 0  # position in the source (line number, sequence): later wins a tie
+    transfer: bool = False  # a transfer leg's record (hitcall-transfer:), not the attempt's own
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "attempt_id", _attempt_id(self.attempt_id, "attempt_id"))
@@ -222,6 +247,52 @@ class AsteriskRecord:
         }
 
 
+@dataclass(frozen=True, kw_only=True)
+class TransferLeg:
+    """One leg (call_legs row) of an external party of an attempt: a number the customer was
+    transferred to, or consulted about (the number is None once the attempt is anonymised)."""
+
+    attempt_id: str
+    joined_at: datetime
+    left_at: datetime
+    number: str | None = None
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attempt_id", _attempt_id(self.attempt_id, "attempt_id"))
+        _aware(self.joined_at, "joined_at")
+        _aware(self.left_at, "left_at")
+        if self.left_at < self.joined_at:
+            raise ValidationFailed("left_at must not be before joined_at", details={"field": "left_at"})
+
+
+@dataclass(frozen=True)
+class _Span:
+    number: str | None
+    start: datetime
+    end: datetime
+
+    @property
+    def seconds(self) -> float:
+        return round((self.end - self.start).total_seconds(), 3)
+
+    def summary(self) -> dict[str, object]:
+        return {"joined_at": _iso(self.start), "left_at": _iso(self.end), "talk_s": self.seconds}
+
+
+def transfer_spans(legs: Iterable[TransferLeg], gap_s: float = DEFAULT_TOLERANCE_S) -> list[_Span]:
+    """One attempt's external legs as the channels Asterisk saw: legs of one number that follow
+    each other within `gap_s` (a consultation, then the talk with the customer) are one span."""
+    spans: list[_Span] = []
+    for leg in sorted(legs, key=lambda x: (x.joined_at, x.seq)):
+        last = spans[-1] if spans else None
+        if last is not None and last.number == leg.number and (leg.joined_at - last.end).total_seconds() <= gap_s:
+            spans[-1] = _Span(last.number, last.start, max(last.end, leg.left_at))
+        else:
+            spans.append(_Span(leg.number, leg.joined_at, leg.left_at))
+    return spans
+
+
 def pick_record(records: Iterable[AsteriskRecord]) -> AsteriskRecord:
     """The record that speaks for an attempt among those tagged with its id: Dial's
     (offered to the trunk) before any other, an answered one before an unanswered one,
@@ -244,6 +315,9 @@ class DifferenceKind(enum.StrEnum):
     TALK_TIME = "talk_time"  # billsec vs answered → ended
     DURATION = "duration"  # duration vs originated → ended
     END_TIME = "end_time"  # inbound: Asterisk's last end vs HitCall's ended_at
+    TRANSFER_MISSING_IN_ASTERISK = "transfer_missing_in_asterisk"  # a leg to a number with no answered record
+    TRANSFER_MISSING_IN_HITCALL = "transfer_missing_in_hitcall"  # an answered transfer record with no leg
+    TRANSFER_TALK_TIME = "transfer_talk_time"  # billsec vs the number's span
 
 
 @dataclass(frozen=True)
@@ -277,6 +351,7 @@ class Reconciliation:
     not_reconciled: int  # HitCall rows of a direction neither outbound nor inbound
     differences: tuple[Difference, ...] = field(default_factory=tuple)
     inbound: int = 0  # of hitcall_attempts: inbound calls (return calls)
+    transfers: int = 0  # transfer legs to numbers matched on both sides
 
     @property
     def clean(self) -> bool:
@@ -298,6 +373,7 @@ class Reconciliation:
             "in_progress": self.in_progress,
             "not_reconciled": self.not_reconciled,
             "inbound": self.inbound,
+            "transfers": self.transfers,
             "difference_counts": counts,
             "differences": [d.as_dict() for d in self.differences],
         }
@@ -320,6 +396,7 @@ def reconcile(
     day_start: datetime,
     day_end: datetime,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
+    transfer_legs: Iterable[TransferLeg] = (),
 ) -> Reconciliation:
     """Match both sides by attempt id and list what disagrees for the day [day_start, day_end).
 
@@ -339,8 +416,12 @@ def reconcile(
 
     rows = {h.attempt_id: h for h in hitcall}
     records: dict[str, list[AsteriskRecord]] = {}
+    transfer_records: dict[str, list[AsteriskRecord]] = {}
     for r in asterisk:
-        records.setdefault(r.attempt_id, []).append(r)
+        (transfer_records if r.transfer else records).setdefault(r.attempt_id, []).append(r)
+    legs: dict[str, list[TransferLeg]] = {}
+    for leg in transfer_legs:
+        legs.setdefault(leg.attempt_id, []).append(leg)
 
     scope: set[str] = set()
     not_reconciled = 0
@@ -352,6 +433,9 @@ def reconcile(
             continue
         scope.add(aid)
     scope |= {aid for aid, recs in records.items() if aid not in rows and any(in_day(r.start) for r in recs)}
+    transfer_scope = {aid for aid in scope if aid in rows} | {
+        aid for aid, recs in transfer_records.items() if aid not in rows and any(in_day(r.start) for r in recs)
+    }
 
     differences: list[Difference] = []
     matched = not_dialled = in_progress = asterisk_attempts = hitcall_attempts = inbound = 0
@@ -394,6 +478,11 @@ def reconcile(
             differences.extend(_compare_inbound(h, recs, tolerance_s))
         else:
             differences.extend(_compare(h, pick_record(recs), tolerance_s))
+    transfers = 0
+    for aid in sorted(transfer_scope):
+        found, matched_legs = _compare_transfers(aid, legs.get(aid, []), transfer_records.get(aid, []), tolerance_s)
+        differences.extend(found)
+        transfers += matched_legs
     return Reconciliation(
         day_start=day_start,
         day_end=day_end,
@@ -406,6 +495,7 @@ def reconcile(
         not_reconciled=not_reconciled,
         differences=tuple(differences),
         inbound=inbound,
+        transfers=transfers,
     )
 
 
@@ -460,3 +550,46 @@ def _compare_inbound(h: HitCallAttempt, recs: list[AsteriskRecord], tolerance_s:
                 )
             )
     return out
+
+
+def _compare_transfers(
+    aid: str, legs: list[TransferLeg], recs: list[AsteriskRecord], tolerance_s: float
+) -> tuple[list[Difference], int]:
+    """An attempt's spans with external numbers against its answered transfer records, paired in
+    order of time (see the module doc). Returns the differences and how many pairs matched."""
+    spans = transfer_spans(legs, tolerance_s)
+    answered = sorted(
+        (r for r in recs if r.offered and asterisk_class(r.disposition) is OutcomeClass.ANSWERED),
+        key=lambda r: (r.answer or r.start, r.order),
+    )
+    out: list[Difference] = []
+    for span, rec in zip(spans, answered, strict=False):
+        if abs(rec.billsec - span.seconds) > tolerance_s:
+            out.append(
+                Difference(
+                    DifferenceKind.TRANSFER_TALK_TIME,
+                    aid,
+                    f"transfer leg billsec {rec.billsec} s, HitCall's leg {span.seconds:g} s",
+                    hitcall=span.summary(),
+                    asterisk=rec.summary(),
+                )
+            )
+    for span in spans[len(answered) :]:
+        out.append(
+            Difference(
+                DifferenceKind.TRANSFER_MISSING_IN_ASTERISK,
+                aid,
+                "HitCall has a leg with an external number; Asterisk has no answered transfer record of the attempt",
+                hitcall=span.summary(),
+            )
+        )
+    for rec in answered[len(spans) :]:
+        out.append(
+            Difference(
+                DifferenceKind.TRANSFER_MISSING_IN_HITCALL,
+                aid,
+                "Asterisk has an answered transfer record of the attempt; HitCall has no leg with an external number",
+                asterisk=rec.summary(),
+            )
+        )
+    return out, min(len(spans), len(answered))

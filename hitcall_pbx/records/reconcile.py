@@ -28,9 +28,11 @@ from ..core.reconcile import (
     AsteriskRecord,
     HitCallAttempt,
     Reconciliation,
+    TransferLeg,
     attempt_from_userfield,
     day_bounds,
     reconcile,
+    transfer_from_userfield,
 )
 from ..errors import HitCallError, ValidationFailed
 from ..settings import Settings
@@ -146,9 +148,11 @@ def csv_record(row: Sequence[str], order: int, tz: tzinfo) -> AsteriskRecord | N
     attempt tag. Raises ValueError for a tagged line that cannot be read."""
     if len(row) <= len(_CSV_COLUMNS):
         return None  # no user field logged
-    attempt_id = None
+    attempt_id, transfer = None, False
     for value in row[len(_CSV_COLUMNS) :]:  # uniqueid, userfield, ...: the user field holds the tag
         attempt_id = attempt_from_userfield(value)
+        if attempt_id is None and (attempt_id := transfer_from_userfield(value)) is not None:
+            transfer = True
         if attempt_id is not None:
             break
     if attempt_id is None:
@@ -156,7 +160,9 @@ def csv_record(row: Sequence[str], order: int, tz: tzinfo) -> AsteriskRecord | N
     start = _time(row[_COL["start"]], tz)
     if start is None:
         raise ValueError("no start time")
-    uniqueid = row[len(_CSV_COLUMNS)] if attempt_from_userfield(row[len(_CSV_COLUMNS)]) is None else ""
+    first = row[len(_CSV_COLUMNS)]
+    tagged = attempt_from_userfield(first) is not None or transfer_from_userfield(first) is not None
+    uniqueid = "" if tagged else first
     return AsteriskRecord(
         attempt_id=attempt_id,
         start=start,
@@ -169,6 +175,7 @@ def csv_record(row: Sequence[str], order: int, tz: tzinfo) -> AsteriskRecord | N
         dstchannel=row[_COL["dstchannel"]],
         uniqueid=uniqueid,
         order=order,
+        transfer=transfer,
     )
 
 
@@ -235,7 +242,8 @@ async def read_pgsql(dsn: str, table: str, tz: tzinfo, since: datetime, until: d
 
         rows = await conn.fetch(
             f"SELECT {columns} FROM {_quoted(table)} "  # names from the table's own columns
-            f'WHERE userfield LIKE \'hitcall:%\' AND "{start}" >= $1 AND "{start}" < $2',
+            f"WHERE (userfield LIKE 'hitcall:%' OR userfield LIKE 'hitcall-transfer:%') "
+            f'AND "{start}" >= $1 AND "{start}" < $2',
             bound(since),
             bound(until),
         )
@@ -254,6 +262,9 @@ async def read_pgsql(dsn: str, table: str, tz: tzinfo, since: datetime, until: d
     out = []
     for n, row in enumerate(rows):
         attempt_id = attempt_from_userfield(row["userfield"] or "")
+        transfer = attempt_id is None
+        if transfer:
+            attempt_id = transfer_from_userfield(row["userfield"] or "")
         begun = when(row[start])
         if attempt_id is None or begun is None:
             continue
@@ -270,6 +281,7 @@ async def read_pgsql(dsn: str, table: str, tz: tzinfo, since: datetime, until: d
                 dstchannel=(row["dstchannel"] or "") if "dstchannel" in optional else "",
                 uniqueid=(row["uniqueid"] or "") if "uniqueid" in optional else "",
                 order=int(row["sequence"] or 0) if "sequence" in optional else n,
+                transfer=transfer,
             )
         )
     return out
@@ -304,6 +316,25 @@ async def read_hitcall(conn: Connection, since: datetime, until: datetime, ids: 
     ]
 
 
+async def read_transfer_legs(conn: Connection, attempt_ids: Iterable[str]) -> list[TransferLeg]:
+    """The legs of external parties (no agent: a number transferred to or consulted) of the attempts."""
+    rows = await conn.fetch(
+        """SELECT attempt_id, seq, number, joined_at, left_at FROM call_legs
+            WHERE attempt_id = ANY($1::uuid[]) AND agent_id IS NULL""",
+        sorted(set(attempt_ids)),
+    )
+    return [
+        TransferLeg(
+            attempt_id=str(r["attempt_id"]),
+            seq=r["seq"],
+            number=r["number"],
+            joined_at=r["joined_at"],
+            left_at=r["left_at"],
+        )
+        for r in rows
+    ]
+
+
 # ------------------------------------------------------------------- command ---
 @dataclass
 class DayResult:
@@ -327,7 +358,10 @@ async def reconcile_day(conn: Connection, req: Request) -> DayResult:
         if read.unreadable:
             source["unreadable_lines"] = read.unreadable
     hitcall = await read_hitcall(conn, day_start, day_end, {r.attempt_id for r in records})
-    result = reconcile(hitcall, records, day_start=day_start, day_end=day_end, tolerance_s=req.tolerance_s)
+    legs = await read_transfer_legs(conn, [h.attempt_id for h in hitcall])
+    result = reconcile(
+        hitcall, records, day_start=day_start, day_end=day_end, tolerance_s=req.tolerance_s, transfer_legs=legs
+    )
     return DayResult(result, source)
 
 
@@ -338,6 +372,8 @@ def render_text(day: date, tz: tzinfo, outcome: DayResult) -> str:
         f"{day.isoformat()} ({tz}): {r.hitcall_attempts} attempts in HitCall{inbound}, {r.asterisk_attempts} in "
         f"Asterisk, {r.matched} matched, {r.not_dialled} never dialled, {r.in_progress} in progress"
     )
+    if r.transfers:
+        head += f", {r.transfers} transfer legs to numbers matched"
     if r.not_reconciled:
         head += f", {r.not_reconciled} of another direction not reconciled"
     unreadable = outcome.source.get("unreadable_lines")

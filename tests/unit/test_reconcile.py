@@ -7,6 +7,7 @@ import argparse
 import csv
 import io
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,12 +21,15 @@ from hitcall_pbx.core.reconcile import (
     DifferenceKind,
     HitCallAttempt,
     OutcomeClass,
+    TransferLeg,
     asterisk_class,
     attempt_from_userfield,
     day_bounds,
     hitcall_class,
     pick_record,
     reconcile,
+    transfer_from_userfield,
+    transfer_spans,
 )
 from hitcall_pbx.errors import ValidationFailed
 from hitcall_pbx.records.reconcile import csv_record, parse_request, read_csv
@@ -514,3 +518,62 @@ def test_request_arguments() -> None:
 def test_bad_arguments(argv: tuple[str, ...], message: str) -> None:
     with pytest.raises(ValidationFailed, match=message):
         parse_request(_args(*argv))
+
+
+# -------------------------------------------------------------- transfers ---
+def transfer_leg(n: int, joined_s: float, left_s: float, number: str | None = "+358401999001", seq: int = 1):
+    return TransferLeg(
+        attempt_id=_id(n),
+        seq=seq,
+        number=number,
+        joined_at=T0 + timedelta(seconds=joined_s),
+        left_at=T0 + timedelta(seconds=left_s),
+    )
+
+
+def transfer_record(n: int, disposition: str, *, at_s: int, ring_s: int = 1, billsec: int = 0) -> AsteriskRecord:
+    base = record(n, disposition, at=T0 + timedelta(seconds=at_s), ring_s=ring_s, billsec=billsec)
+    return replace(base, transfer=True, channel="Local/+358401999001@hitcall-transfer-00000009;2")
+
+
+def test_transfer_tag_is_read_apart_from_the_attempt_tag() -> None:
+    aid = _id(7)
+    assert transfer_from_userfield(f"hitcall-transfer:{aid}") == aid
+    assert attempt_from_userfield(f"hitcall-transfer:{aid}") is None
+    assert transfer_from_userfield(f"hitcall:{aid}") is None
+    row = _rows(MASTER_CSV)[3]
+    row[17] = f"hitcall-transfer:{aid.upper()}"
+    rec = csv_record(row, 1, UTC)
+    assert rec is not None and rec.transfer and rec.attempt_id == aid
+
+
+def test_a_consultation_and_the_talk_after_it_are_one_span_of_the_number() -> None:
+    legs = [transfer_leg(1, 10, 20, seq=2), transfer_leg(1, 20.2, 50, seq=3), transfer_leg(1, 70, 80, seq=5)]
+    spans = transfer_spans(legs)
+    assert [(s.start, s.seconds) for s in spans] == [(T0 + timedelta(seconds=10), 40.0), (legs[2].joined_at, 10.0)]
+    assert len(transfer_spans([transfer_leg(1, 10, 20), transfer_leg(1, 20, 30, number="+358401999002")])) == 2
+
+
+def test_transfer_legs_to_numbers_reconcile_with_asterisks_transfer_records() -> None:
+    h = [hitcall(1, "answered_human", talk_s=120), hitcall(2, "answered_human", talk_s=60)]
+    a = [record(1, "ANSWERED", billsec=120), record(2, "ANSWERED", billsec=60)]
+    legs = [transfer_leg(1, 30, 45, seq=1), transfer_leg(1, 45.1, 100, seq=2)]
+    busy_first = transfer_record(1, "BUSY", at_s=10)
+    answered = transfer_record(1, "ANSWERED", at_s=29, ring_s=1, billsec=70)
+    ok = run(h, [*a, busy_first, answered], transfer_legs=legs)
+    assert ok.clean and ok.transfers == 1 and ok.matched == 2 and ok.as_dict()["transfers"] == 1
+
+    no_record = run(h, [*a, busy_first], transfer_legs=legs)
+    assert [d.kind for d in no_record.differences] == [DifferenceKind.TRANSFER_MISSING_IN_ASTERISK]
+    no_leg = run(h, [*a, answered], transfer_legs=[])
+    assert [(d.kind, d.attempt_id) for d in no_leg.differences] == [
+        (DifferenceKind.TRANSFER_MISSING_IN_HITCALL, _id(1))
+    ]
+    too_long = run(h, [*a, replace(answered, billsec=75)], transfer_legs=legs)
+    assert [d.kind for d in too_long.differences] == [DifferenceKind.TRANSFER_TALK_TIME]
+    unknown_attempt = run(h, [*a, transfer_record(9, "ANSWERED", at_s=5, billsec=3)])
+    assert [(d.kind, d.attempt_id) for d in unknown_attempt.differences] == [
+        (DifferenceKind.TRANSFER_MISSING_IN_HITCALL, _id(9))
+    ]
+    # A transfer record is not the attempt's own: the attempt is still compared by its Dial record.
+    assert run(h, [a[1], answered], transfer_legs=legs).of_kind(DifferenceKind.MISSING_IN_ASTERISK)
