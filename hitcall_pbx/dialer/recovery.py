@@ -197,10 +197,10 @@ class Recovery:
             disposition=r["disposition"],  # given before the restart: its rule applies when the call ends
         )
         d.calls[call.channel_id] = call
-        # Its connect is in no CDR yet: today's pacing statistics count it now.
-        stats = d.pacer.stats.get(campaign.id)
-        if stats is not None:
-            stats.observe_connect()
+        # Its connect is in no CDR yet: today's pacing statistics count it now (loaded also for
+        # a campaign that is not running, whose statistics the call's end updates as well).
+        await d.pacer.track(campaign)
+        d.pacer.stats_for(campaign).observe_connect()
         session = d.sessions.by_agent.get(r["agent_id"])
         if session is None:
             await d.hangup(call.channel_id)  # its agent is not logged in: the hangup event ends it

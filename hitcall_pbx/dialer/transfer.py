@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..agents.sessions import KEY_HANGUP_CUSTOMER, AgentSession
-from ..ari import AriError
+from ..ari import AriError, Resync
 from ..core.calls import CallState
 from ..core.outcomes import Outcome
 from ..core.states import AgentState
@@ -96,6 +96,7 @@ class Transfers:
         self.ring_s = ring_s
         self.active: dict[str, Active] = {}  # by the call's channel id
         self.by_target: dict[str, str] = {}  # external target channel → the call's channel id
+        dialer.recovery.on_restart.append(self.recover)
 
     # ------------------------------------------------------------ requests ---
     def _call_of(self, agent_id: int) -> LiveCall:
@@ -376,6 +377,7 @@ class Transfers:
         if target.state in (AgentState.READY, AgentState.RESERVED):
             self.d.sessions.connect(target, call.channel_id, call.campaign.id)
         call.agent_id = target.agent_id
+        self.d.ledger.progress(call)  # the attempt row names its agent now (a restart adopts the call with it)
         await self._send_home(target)
         await rest.add_channel(target.bridge_id, call.channel_id)
         call.legs = call.legs.join(LegRole.TARGET, now, agent_id=target.agent_id)
@@ -483,6 +485,33 @@ class Transfers:
             await self.d.ari.rest.hangup(channel_id)
         except AriError:
             pass
+
+    async def recover(self, snap: Resync) -> None:
+        """First connect after a start: what a stopped process left of its transfers is
+        ended. Its customers were closed (hung up) or adopted with their agent by the
+        recovery before this; left are the external targets' channels and the bridges."""
+        for channel in snap.channels:
+            dialplan = getattr(channel, "dialplan", None)
+            args = [a.strip() for a in (getattr(dialplan, "app_data", "") or "").split(",")]
+            in_stasis = dialplan is not None and dialplan.app_name == "Stasis"
+            if (
+                in_stasis
+                and len(args) > 1
+                and args[1] == StasisKind.TRANSFER.value
+                and channel.id not in self.by_target
+            ):
+                log.warning("transfer.target_left_by_restart", channel_id=channel.id)
+                await self._hangup(channel.id)
+        mine = {a.bridge_id for a in self.active.values()}
+        for bridge in snap.bridges:
+            if bridge.id.startswith("hitcall-xfer-") and bridge.id not in mine:
+                for channel_id in bridge.channels:
+                    if channel_id not in self.d.calls:
+                        await self._hangup(channel_id)
+                try:
+                    await self.d.ari.rest.destroy_bridge(bridge.id)
+                except AriError:
+                    pass
 
     # --------------------------------------------------------------- writes ---
     def _write_legs(self, call: LiveCall, before: Legs) -> None:

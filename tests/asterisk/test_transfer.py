@@ -519,3 +519,68 @@ async def test_the_transferring_agent_hanging_up_hands_the_customer_over(service
             r["state"] for r in await pool.fetch("SELECT state FROM agent_state_log WHERE agent_id = $1 ORDER BY id", a)
         ]
         assert states[-2:] == ["on_call", "wrap_up"], states
+
+
+async def test_a_service_restart_after_transfers(service_settings, sandbox, hangup_agents):
+    """The process stops (calls left up) after a customer went to agent B and another to an
+    external number. The next process adopts B's call (B talks on, wraps up when it ends)
+    and ends the other one: the customer, the external channel and its bridge."""
+    options = Options(dialer_tick_s=0.05)
+    phones = SippAgents(sandbox, ["agent97", "agent98"], port=5517)
+    try:
+        async with HitCall(service_settings, options) as first:
+            pool = first.db.pool
+            cid, _ = await create_campaign(
+                pool, "xfer-restart", mode="progressive", wrap_up_s=0, numbers=sim_numbers(1, 2, start=880), **ALL_DAY
+            )
+            other, _ = await create_campaign(pool, "xfer-restart-2", mode="progressive", **ALL_DAY)
+            a = await create_agent(pool, "1097", "agent97", [cid])
+            b = await create_agent(pool, "1098", "agent98", [other])
+            phones.start()
+            await wait_until(lambda: len(first.sessions.by_agent) == 2, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            with_b = await customer_with(first, a)
+            await first.dialer.transfers.start(a, BLIND, agent(b))
+            with_number = await customer_with(first, a)  # A is ready again at once (no wrap-up)
+            await pool.execute("UPDATE campaigns SET state = 'paused' WHERE id = $1", cid)
+            await first.dialer.transfers.start(a, BLIND, number(ANSWERS))
+            await wait_until(
+                lambda: first.dialer.transfers.active[with_number].transfer.state.value == "completed", timeout=10
+            )
+            await first.journal.flush()
+        async with HitCall(service_settings, options) as second:
+            pool = second.db.pool
+            await wait_until(lambda: len(second.sessions.by_agent) == 2, timeout=10)
+            await wait_until(lambda: with_number not in second.dialer.calls and with_b in second.dialer.calls, 10)
+            assert second.dialer.calls[with_b].agent_id == b and state(second, b) == "on_call"
+            sb = second.sessions.get(b)
+            assert await members(second, sb.bridge_id) == {sb.channel_id, with_b}
+            await no_transfer_left(second)
+            await second.dialer.hangup(with_b)
+            row, _, _ = await ended(second, pool, with_b)
+            b_states = [
+                r["state"]
+                for r in await pool.fetch("SELECT state FROM agent_state_log WHERE agent_id = $1 ORDER BY id", b)
+            ]
+            closed = await pool.fetchrow("SELECT * FROM call_attempts WHERE id = $1", with_number)
+        # B wrapped up (the campaign, paused meanwhile, has no wrap-up time)
+        assert b_states[-3:] == ["on_call", "wrap_up", "ready"], b_states
+        assert row["agent_id"] == b and row["outcome"] == "answered_human"
+        assert closed["outcome"] == "answered_human" and closed["state"] == "ended"
+    finally:
+        phones.stop()
+
+
+async def no_transfer_left(app: HitCall) -> None:
+    """No external transfer target's channel (nor its trunk leg), no transfer bridge at all."""
+
+    async def only_it():
+        names = [c.name for c in await app.ari.rest.list_channels()]
+        bridges = [b.id for b in await app.ari.rest.list_bridges() if b.id.startswith("hitcall-xfer-")]
+        return not any("hitcall-transfer" in n or ANSWERS in n for n in names) and not bridges
+
+    try:
+        await wait_until(only_it, timeout=10)
+    except AssertionError:
+        left = [(c.id, c.name) for c in await app.ari.rest.list_channels()]
+        raise AssertionError((left, [(b.id, b.channels) for b in await app.ari.rest.list_bridges()])) from None
