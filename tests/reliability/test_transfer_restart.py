@@ -1,7 +1,10 @@
 """Asterisk killed (SIGKILL) during an attended transfer, the customer on hold and the agent
 consulting an external number: after the restart nothing is stuck (no live call, no transfer,
 no agent left reserved or on a call), the CDR is complete with its transfer columns, and
-every leg of the call is closed.
+every leg of the call is closed. `hitcall cdr reconcile` afterwards finds only what the crash
+explains: the call and its consultation leg were up when Asterisk died, so Asterisk never wrote
+their records (missing_in_asterisk, transfer_missing_in_asterisk); HitCall holds both (closed by
+the resync, above).
 
 It restarts the shared sandbox; the session fixture keeps holding it."""
 
@@ -21,7 +24,7 @@ from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_nu
 from hitcall_pbx.sandbox import SippAgents
 from tests.live import wait_until
 
-from .harness import report
+from .harness import reconcile_with_asterisk, report
 
 pytestmark = pytest.mark.asterisk
 
@@ -35,7 +38,7 @@ def _crash(sandbox) -> None:
     sandbox.stop(unmount=False)
 
 
-async def test_asterisk_killed_during_an_attended_transfer(service_settings, sandbox, hangup_agents):
+async def test_asterisk_killed_during_an_attended_transfer(service_settings, sandbox, hangup_agents, asterisk_cdrs):
     phones = SippAgents(sandbox, ["agent195", "agent196"], port=5511)
     try:
         async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
@@ -78,6 +81,7 @@ async def test_asterisk_killed_during_an_attended_transfer(service_settings, san
             row = await pool.fetchrow("SELECT * FROM call_attempts WHERE id = $1", call_id)
             legs = await pool.fetch("SELECT * FROM call_legs WHERE attempt_id = $1 ORDER BY seq", call_id)
             states = dict(await pool.fetch("SELECT id, state FROM agents WHERE id = ANY($1::bigint[])", [a, b]))
+            reconciled = await reconcile_with_asterisk(pool, asterisk_cdrs)
         report(
             "transfer_asterisk_killed",
             injected="Asterisk killed (SIGKILL) during an attended transfer to an external number (consulting)",
@@ -87,6 +91,7 @@ async def test_asterisk_killed_during_an_attended_transfer(service_settings, san
             if row
             else None,
             legs=len(legs),
+            reconcile=reconciled,
         )
         assert stuck == {"calls": [], "transfers": [], "targets": [], "agents": {}}, stuck
         assert row is not None and row["state"] == "ended" and row["outcome"] == "answered_human", row
@@ -98,5 +103,8 @@ async def test_asterisk_killed_during_an_attended_transfer(service_settings, san
         assert [(leg["agent_id"], leg["role"]) for leg in legs] == [(a, "agent"), (None, "consult")]
         assert all(leg["left_at"] >= leg["joined_at"] for leg in legs)
         assert states == {a: "logged_out", b: "logged_out"}, states
+        # Asterisk's own CDRs: only the records the crash took with it are missing.
+        lost = {k: v for k, v in reconciled["by_kind"].items() if v}
+        assert lost == {"missing_in_asterisk": [call_id], "transfer_missing_in_asterisk": [call_id]}, reconciled
     finally:
         phones.stop()
