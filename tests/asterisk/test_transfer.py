@@ -392,25 +392,28 @@ async def test_a_recorded_call_keeps_one_recording_across_the_transfer(service_s
         assert abs(float(recordings[0]["duration_s"]) - float(row["talk_s"])) < 1.0
 
 
-async def _tokens(pool, agent_id: int) -> tuple[dict[str, str], dict[str, str]]:
-    """Bearer headers of a supervisor and of the agent's own user."""
+async def _tokens(pool, agent_id: int, campaigns: list[int]) -> tuple[dict[str, str], ...]:
+    """Bearer headers of a supervisor of `campaigns` (through their phone's agent row), of a
+    supervisor of none, and of the agent's own user."""
     auth = AuthService(
         pool,
         passwords=Passwords(time_cost=1, memory_cost=1024, parallelism=1),
         role_scopes=build_registry().role_scopes(),
     )
     out = []
-    for role in (Role.SUPERVISOR, Role.AGENT):
-        user = await auth.create_user(
-            username=f"{role.value}-{uuid.uuid4().hex[:6]}", role=role, password=None, actor=SYSTEM
-        )
-        if role is Role.AGENT:
+    for role, link in ((Role.SUPERVISOR, "phone"), (Role.SUPERVISOR, None), (Role.AGENT, "agent")):
+        name = f"{role.value}-{uuid.uuid4().hex[:6]}"
+        user = await auth.create_user(username=name, role=role, password=None, actor=SYSTEM)
+        if link == "agent":
             await pool.execute("UPDATE agents SET user_id = $1 WHERE id = $2", user["id"], agent_id)
+        elif link == "phone":
+            phone = await create_agent(pool, "1999", f"sup-{name}", campaigns)
+            await pool.execute("UPDATE agents SET user_id = $1 WHERE id = $2", user["id"], phone)
         grant = await auth.create_token(
             user_id=user["id"], name="t", scopes=sorted(auth.scopes_for(role)), expires_at=None, actor=SYSTEM
         )
         out.append({"Authorization": f"Bearer {grant.token}"})
-    return out[0], out[1]
+    return tuple(out)
 
 
 async def test_attended_transfer_to_a_number_through_the_api(service_settings, sandbox, hangup_agents):
@@ -428,7 +431,7 @@ async def test_attended_transfer_to_a_number_through_the_api(service_settings, s
         other, _ = await create_campaign(pool, "xfer-api-2", mode="progressive", **ALL_DAY)
         a = await create_agent(pool, "1091", "agent91", [cid])
         b = await create_agent(pool, "1092", "agent92", [other])
-        supervisor, agent_a = await _tokens(pool, a)
+        supervisor, stranger, agent_a = await _tokens(pool, a, [cid, other])
         base = f"http://127.0.0.1:{app.http_port}/api/v1/agents"
         with SippAgents(sandbox, ["agent91", "agent92"], port=5513):
             await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
@@ -449,6 +452,8 @@ async def test_attended_transfer_to_a_number_through_the_api(service_settings, s
             assert (status, body["error"]) == (409, "no_call")
             status, body = await post(f"{a}/transfer/complete", agent_a)
             assert (status, body["error"]) == (409, "no_transfer")
+            status, body = await post(f"{a}/transfer", stranger, {"kind": "blind", "target": {"agent_id": b}})
+            assert (status, body["error"]) == (403, "agent_not_supervised")  # a supervisor of other campaigns
             assert await members(app, sa.bridge_id) == {sa.channel_id, call_id}
             assert call_id not in app.dialer.transfers.active
 
