@@ -204,7 +204,7 @@
   for (const b of document.querySelectorAll("[data-campaign-action]")) {
     b.addEventListener("click", async () => {
       try {
-        const c = await api("POST", `/campaigns/${campaignId}/${b.dataset.campaignAction}`);
+        const c = await api("POST", `/campaigns/${campaignId}/${b.dataset.campaignRoute}`);
         toast(`${t("sup.state")}: ${t(`campaign.${c.state}`)}`);
         if (snapshot) showSnapshot({ ...snapshot, state: c.state });
       } catch (err) {
