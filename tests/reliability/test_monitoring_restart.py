@@ -10,6 +10,10 @@ would) while a supervisor listens or barges: the next process ends the stored se
 adopts the agent's phone (not the supervisor's) with its call and the supervisor's phone
 back in its own holding bridge, and the call ends with one complete CDR.
 
+After each fault `hitcall cdr reconcile` compares the call with Asterisk's own record: no
+difference, except after the crash, where Asterisk never wrote the record of the call that
+was up when it died (missing_in_asterisk, and nothing else).
+
 It restarts the shared sandbox; the session fixture keeps holding it."""
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_nu
 from hitcall_pbx.sandbox import SippAgents
 from tests.live import wait_until
 
-from .harness import report
+from .harness import reconcile_with_asterisk, report
 
 pytestmark = pytest.mark.asterisk
 ACTOR = Actor("sup-restart", "supervisor")
@@ -49,7 +53,7 @@ def _stop(sandbox) -> None:
 
 
 @pytest.mark.parametrize("how", ["stop", "crash"])
-async def test_asterisk_restart_during_monitoring(how, service_settings, sandbox, hangup_agents):
+async def test_asterisk_restart_during_monitoring(how, service_settings, sandbox, hangup_agents, asterisk_cdrs):
     phones = SippAgents(sandbox, ["agent191", "agent192"], port=5521)
     try:
         async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
@@ -119,6 +123,7 @@ async def test_asterisk_restart_during_monitoring(how, service_settings, sandbox
                 )
             ]
             cdr = await pool.fetchrow("SELECT * FROM all_attempts WHERE id = $1::uuid", call_id)
+            reconciled = await reconcile_with_asterisk(pool, asterisk_cdrs)
         report(
             f"monitoring_asterisk_{how}",
             injected={
@@ -129,6 +134,7 @@ async def test_asterisk_restart_during_monitoring(how, service_settings, sandbox
             stuck=stuck,
             monitoring_end_reason=row["end_reason"] if row else None,
             cdr_outcome=cdr["outcome"] if cdr else None,
+            reconcile=reconciled,
         )
         assert stuck == {"monitoring": [], "supervisor_phones": [], "agents": [], "calls": [], "snoop_channels": []}
         assert row is not None and row["ended_at"] is not None and row["ended_at"] >= row["started_at"], row
@@ -137,12 +143,16 @@ async def test_asterisk_restart_during_monitoring(how, service_settings, sandbox
         assert events == ["monitoring.started", "monitoring.ended"], events
         assert cdr is not None and cdr["state"] == "ended" and cdr["outcome"] == "answered_human", cdr
         assert cdr["ended_at"] is not None and cdr["bridged_at"] is not None and cdr["agent_id"] == agent
+        # A clean stop hangs the call up and writes its record; a crash takes it with it.
+        differences = {k: v for k, v in reconciled["by_kind"].items() if v}
+        assert differences == ({"missing_in_asterisk": [call_id]} if how == "crash" else {}), reconciled
+        assert reconciled["matched"] == (0 if how == "crash" else 1), reconciled
     finally:
         phones.stop()
 
 
 @pytest.mark.parametrize("mode", [MonitorMode.LISTEN, MonitorMode.BARGE])
-async def test_service_restart_during_monitoring(mode, service_settings, sandbox, hangup_agents):
+async def test_service_restart_during_monitoring(mode, service_settings, sandbox, hangup_agents, asterisk_cdrs):
     phones = SippAgents(sandbox, ["agent193", "agent194"], port=5531)
     try:
         first = HitCall(service_settings, Options(dialer_tick_s=0.05))
@@ -190,6 +200,7 @@ async def test_service_restart_during_monitoring(mode, service_settings, sandbox
             await app.dialer.idle(timeout=10)
             await app.cdr.flush()
             cdr = await pool.fetchrow("SELECT * FROM all_attempts WHERE id = $1::uuid", call_id)
+            reconciled = await reconcile_with_asterisk(pool, asterisk_cdrs)
             audit = [
                 r["action"]
                 for r in await pool.fetch(
@@ -202,6 +213,7 @@ async def test_service_restart_during_monitoring(mode, service_settings, sandbox
             end_reason=row["end_reason"],
             snoops_left=snoops,
             call_bridge=sorted(call_bridge.channels),
+            reconcile=reconciled,
         )
         assert adopted.channel_id == agent_channel and sup is not None and sup.channel_id == sup_channel
         assert sup_channel not in call_bridge.channels and agent_channel in call_bridge.channels
@@ -210,5 +222,6 @@ async def test_service_restart_during_monitoring(mode, service_settings, sandbox
         assert row["end_reason"] == "service_restart" and row["ended_at"] >= row["started_at"], row
         assert audit == ["monitoring.started", "monitoring.ended"], audit
         assert cdr["state"] == "ended" and cdr["outcome"] == "answered_human" and cdr["agent_id"] == agent, cdr
+        assert reconciled["differences"] == [] and reconciled["matched"] == 1, reconciled
     finally:
         phones.stop()
