@@ -123,6 +123,20 @@ def _browser_locale(request: web.Request) -> str:
     return DEFAULT_LOCALE
 
 
+async def _colleagues(pool: Any, agent_id: int) -> list[dict[str, Any]]:
+    """The agents of this agent's campaigns (transfer targets), by name."""
+    rows = await pool.fetch(
+        """SELECT DISTINCT a.id, a.name, a.number FROM agents a
+           JOIN agent_campaigns ac ON ac.agent_id = a.id
+           WHERE ac.campaign_id IN (SELECT campaign_id FROM agent_campaigns WHERE agent_id = $1)
+             AND a.id <> $1
+             AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = a.user_id AND u.role <> 'agent')
+           ORDER BY a.name, a.id""",
+        agent_id,
+    )
+    return [dict(r) for r in rows]
+
+
 def _render(request: web.Request, template: str, ctx: dict[str, Any], *, status: int = 200) -> web.Response:
     locale = ctx.get("locale", DEFAULT_LOCALE)
     ctx.setdefault("t", Translator(locale))
@@ -320,6 +334,7 @@ def setup_web(app: web.Application, deps: WebDeps) -> None:
             _page_ctx(
                 viewer,
                 agent={"id": agent["id"], "number": agent["number"], "name": agent["name"]},
+                colleagues=await _colleagues(deps.pool, agent_id),
                 pause_codes=PAUSE_CODES,
                 page="agent",
             ),
@@ -358,6 +373,7 @@ def setup_web(app: web.Application, deps: WebDeps) -> None:
 
     @_page(deps, REPORT_ROLES)
     async def compliance_report(request: web.Request, viewer: Viewer) -> web.StreamResponse:
+        from ..report.compute import InboundDay
         from ..report.query import load_inbound_without_campaign, load_report
         from ..report.render import render
 
@@ -366,7 +382,11 @@ def setup_web(app: web.Application, deps: WebDeps) -> None:
         except ValueError:
             day = datetime.now(UTC).date()
         reports = await load_report(deps.pool, day, None)
-        unmatched = await load_inbound_without_campaign(deps.pool, day)
+        unmatched: InboundDay | None = await load_inbound_without_campaign(deps.pool, day)
+        if viewer.principal.role is Role.SUPERVISOR:  # their campaigns only; calls of no campaign are not theirs
+            mine = await supervision.supervised_campaigns(deps.pool, viewer.principal.user_id)
+            reports = [r for r in reports if r.campaign_id in mine]
+            unmatched = None
         await audit.record(
             deps.pool,
             **viewer.principal.actor(_source_ip(request)).audit_fields(),

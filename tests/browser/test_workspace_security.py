@@ -107,3 +107,24 @@ async def test_the_wallboards_campaign_buttons_name_existing_routes(workspace: W
     paths = {r.path for r in build_registry().routes if r.method == "POST"}
     for action in actions:
         assert f"/api/v1/campaigns/{{campaign_id}}/{action}" in paths, action
+
+
+async def test_the_compliance_report_shows_a_supervisor_their_campaigns_only(workspace: Workspace) -> None:
+    mine, _ = await create_campaign(workspace.pool, "Oma kampanja", state="running")
+    other, _ = await create_campaign(workspace.pool, "Vieras kampanja", state="running")
+    day = await workspace.pool.fetchval("SELECT (now() AT TIME ZONE 'UTC')::date")
+    for cid in (mine, other):  # both campaigns were active today
+        await workspace.pool.execute(
+            "INSERT INTO dial_blocks (campaign_id, day, reason, blocked) VALUES ($1, $2, 'dnc_global', 1)", cid, day
+        )
+    uid = await workspace.user("sanna", Role.SUPERVISOR)
+    phone = await create_agent(workspace.pool, "1077", "sup77", [mine])
+    await workspace.pool.execute("UPDATE agents SET user_id = $1 WHERE id = $2", uid, phone)
+    await workspace.user("valvoja", Role.COMPLIANCE)
+    for user, names in (("sanna", ["Oma kampanja"]), ("valvoja", ["Oma kampanja", "Vieras kampanja"])):
+        workspace.client.session.cookie_jar.clear()
+        await workspace.login_cookie(user)
+        resp = await workspace.client.get(f"/web/reports/compliance?day={day.isoformat()}")
+        html = await resp.text()
+        assert resp.status == 200
+        assert [n for n in ("Oma kampanja", "Vieras kampanja") if n in html] == names, user
