@@ -1,6 +1,7 @@
 """Transfers and conference of an agent's live call: blind or attended, to a ready agent,
 the ready agents of a campaign, or an external number. An agent may act only on its own
-call; supervisors and admins on any agent's."""
+call, a supervisor on the calls of the agents of the campaigns they supervise, an admin on
+any agent's."""
 
 from __future__ import annotations
 
