@@ -72,6 +72,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _phones(channel_ids: list[str], live: dict[str, Any]) -> list[tuple[str, str]]:
+    """The agents' SIP phones among a bridge's channels: (channel id, endpoint)."""
+    out = []
+    for cid in channel_ids:
+        name = getattr(live.get(cid), "name", "")
+        if name.startswith("PJSIP/"):
+            out.append((cid, name.removeprefix("PJSIP/").rsplit("-", 1)[0]))
+    return out
+
+
 @dataclass(eq=False)
 class Active:
     """A call's transfer while it runs (and, for a customer handed to a number, until the call ends)."""
@@ -502,6 +512,7 @@ class Transfers:
             ):
                 log.warning("transfer.target_left_by_restart", channel_id=channel.id)
                 await self._hangup(channel.id)
+        await self._phones_home(snap)
         mine = {a.bridge_id for a in self.active.values()}
         for bridge in snap.bridges:
             if bridge.id.startswith("hitcall-xfer-") and bridge.id not in mine:
@@ -512,6 +523,48 @@ class Transfers:
                     await self.d.ari.rest.destroy_bridge(bridge.id)
                 except AriError:
                     pass
+
+    async def _phones_home(self, snap: Resync) -> None:
+        """A consultation the stopped process left: a target agent's phone sits in the
+        transferring agent's bridge, and the recovery, which knows an agent by its bridge,
+        may have taken either phone for that agent. Each phone goes back to its own agent
+        (by its endpoint) and bridge; a phone that is no agent's endpoint is hung up."""
+        live = {c.id: c for c in snap.channels}
+        crowded = [b for b in snap.bridges if b.id.startswith("hitcall-agent-") and len(_phones(b.channels, live)) > 1]
+        if not crowded:
+            return
+        sessions = self.d.sessions
+        for bridge in crowded:
+            phones = _phones(bridge.channels, live)
+            rows = await self.d.pool.fetch(
+                "SELECT id, endpoint FROM agents WHERE endpoint = ANY($1::text[])", [e for _, e in phones]
+            )
+            owner_of = {r["endpoint"]: r["id"] for r in rows}
+            for channel_id, endpoint in phones:  # forget what the recovery guessed wrong
+                guessed = sessions.by_channel.get(channel_id)
+                if guessed is not None and guessed.endpoint != endpoint:
+                    sessions.by_channel.pop(channel_id, None)
+                    if sessions.by_agent.get(guessed.agent_id) is guessed:
+                        del sessions.by_agent[guessed.agent_id]
+            for channel_id, endpoint in phones:
+                if channel_id in sessions.by_channel:
+                    continue  # guessed right
+                agent_id = owner_of.get(endpoint)
+                session = await sessions.adopt(channel_id, agent_id) if agent_id is not None else None
+                if session is None:
+                    log.warning("transfer.phone_left_by_restart", channel_id=channel_id, endpoint=endpoint)
+                    await self._hangup(channel_id)
+                    continue
+                for call in list(self.d.calls.values()):
+                    if call.agent_id == session.agent_id and call.state is CallState.BRIDGED:
+                        sessions.connect(session, call.channel_id, call.campaign.id)
+                if session.bridge_id != bridge.id:
+                    try:
+                        await self.d.ari.rest.create_bridge(bridge_id=session.bridge_id, type="mixing")
+                    except AriError:
+                        pass  # still there
+                    await self._send_home(session)
+                log.warning("transfer.phone_recovered", agent_id=agent_id, channel_id=channel_id)
 
     # --------------------------------------------------------------- writes ---
     def _write_legs(self, call: LiveCall, before: Legs) -> None:

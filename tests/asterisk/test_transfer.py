@@ -589,3 +589,45 @@ async def no_transfer_left(app: HitCall) -> None:
     except AssertionError:
         left = [(c.id, c.name) for c in await app.ari.rest.list_channels()]
         raise AssertionError((left, [(b.id, b.channels) for b in await app.ari.rest.list_bridges()])) from None
+
+
+async def test_a_service_restart_during_a_consultation(service_settings, sandbox, hangup_agents):
+    """The process stops while agent A consults agent B (B's phone in A's bridge, the
+    customer on hold). The next process knows each phone by its endpoint: both agents stay
+    logged in, each phone in its own bridge (B never hears A's next customer); the customer
+    on hold, whom no agent talks to, is ended with a CDR; nothing is left of the transfer."""
+    options = Options(dialer_tick_s=0.05)
+    phones = SippAgents(sandbox, ["agent99", "agent100"], port=5519)
+    try:
+        async with HitCall(service_settings, options) as first:
+            pool = first.db.pool
+            cid, _ = await create_campaign(
+                pool, "xfer-consult-restart", mode="progressive", numbers=sim_numbers(1, 1, start=890), **ALL_DAY
+            )
+            other, _ = await create_campaign(pool, "xfer-consult-restart-2", mode="progressive", **ALL_DAY)
+            a = await create_agent(pool, "1099", "agent99", [cid])
+            b = await create_agent(pool, "1100", "agent100", [other])
+            phones.start()
+            await wait_until(lambda: len(first.sessions.by_agent) == 2, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            call_id = await customer_with(first, a)
+            phone_a, phone_b = first.sessions.get(a).channel_id, first.sessions.get(b).channel_id
+            await first.dialer.transfers.start(a, ATTENDED, agent(b))
+            assert await members(first, first.sessions.get(a).bridge_id) == {phone_a, phone_b}
+            await first.journal.flush()
+        async with HitCall(service_settings, options) as second:
+            pool = second.db.pool
+            await wait_until(lambda: len(second.sessions.by_agent) == 2, timeout=10)
+            await wait_until(lambda: call_id not in second.dialer.calls, timeout=10)
+            sa, sb = second.sessions.get(a), second.sessions.get(b)
+            assert (sa.channel_id, sb.channel_id) == (phone_a, phone_b)
+            await wait_until(lambda: members(second, sb.bridge_id), timeout=5)
+            assert await members(second, sa.bridge_id) == {phone_a}
+            assert await members(second, sb.bridge_id) == {phone_b}
+            assert (state(second, a), state(second, b)) == ("ready", "ready")
+            await no_transfer_left(second)
+            await second.cdr.flush()
+            row = await pool.fetchrow("SELECT * FROM call_attempts WHERE id = $1", call_id)
+        assert row["state"] == "ended" and row["outcome"] == "answered_human" and row["agent_id"] == a
+    finally:
+        phones.stop()
