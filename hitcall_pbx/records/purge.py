@@ -53,6 +53,9 @@ _ATTEMPTS_DUE = """
     anonymised_at IS NULL AND retention_until <= $1 AND hitcall_add_months(created_at, 2) <= $1
     AND NOT EXISTS (SELECT 1 FROM recordings r
                     WHERE r.attempt_id = call_attempts.id AND r.purged_at IS NULL AND r.held_until > $1)"""
+# Supervisors' monitoring sessions (monitoring legs) past their deadline, ended: deleted.
+_MONITORING_DUE = """
+    ended_at IS NOT NULL AND retention_until <= $1 AND hitcall_add_months(started_at, 2) <= $1"""
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class PurgeReport:
     attempts_anonymised: int
     seconds: float
     rejected_files_deleted: int = 0
+    monitoring_sessions_deleted: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -148,15 +152,19 @@ class PurgeWorker:
         if dry_run:
             recordings = await self._pool.fetchval(f"SELECT count(*) FROM recordings WHERE {_RECORDINGS_DUE}", now)
             attempts = await self._pool.fetchval(f"SELECT count(*) FROM call_attempts WHERE {_ATTEMPTS_DUE}", now)
+            monitoring = await self._pool.fetchval(
+                f"SELECT count(*) FROM monitoring_sessions WHERE {_MONITORING_DUE}", now
+            )
             failed = 0
         else:
             recordings, failed = await self._recordings(now)
             attempts = await self._attempts(now)
+            monitoring = await self._monitoring(now)
         rejected = 0
         if self._spool_dir is not None and not dry_run:
             rejected = len(await asyncio.to_thread(expire_rejected, self._spool_dir, now))
         report = PurgeReport(
-            started, now, dry_run, recordings, failed, attempts, round(time.monotonic() - t0, 3), rejected
+            started, now, dry_run, recordings, failed, attempts, round(time.monotonic() - t0, 3), rejected, monitoring
         )
         details = report.as_dict()
         await audit.record(
@@ -202,6 +210,33 @@ class PurgeWorker:
             if len(due) < len(rows):  # the SQL and the core rule disagree: stop rather than loop
                 _log.error("purge_rule_mismatch", rows=len(rows), eligible=len(due))
                 return purged, len(failed)
+
+    async def _monitoring(self, now: datetime) -> int:
+        """Deletes the monitoring sessions past their retention deadline, a batch per transaction."""
+        deleted = 0
+        while True:
+            async with self._pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    f"""WITH done AS (
+                            DELETE FROM monitoring_sessions WHERE id = ANY(ARRAY(
+                                SELECT id FROM monitoring_sessions WHERE {_MONITORING_DUE}
+                                ORDER BY retention_until LIMIT $2 FOR UPDATE SKIP LOCKED))
+                            RETURNING retention_until)
+                        SELECT count(*) AS n, max(retention_until) AS last FROM done""",
+                    now,
+                    self._batch,
+                )
+                assert row is not None  # an aggregate without GROUP BY has one row
+                if row["n"] == 0:
+                    return deleted
+                await audit.record(
+                    conn,
+                    **self._actor.audit_fields(),
+                    action="monitoring.purge",
+                    object_type="monitoring_session",
+                    details={"reason": "retention", "count": row["n"], "retention_until_max": row["last"].isoformat()},
+                )
+            deleted += row["n"]
 
     async def _attempts(self, now: datetime) -> int:
         anonymised = 0

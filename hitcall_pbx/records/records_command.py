@@ -46,9 +46,11 @@ async def _purge(db: Database, store: RecordingStore, spool_dir: Path, args: arg
     if args.json:
         _out(report.as_dict())
     else:
-        purged, anonymised = ("would purge", "would anonymise") if report.dry_run else ("purged", "anonymised")
+        words = ("would purge", "would anonymise", "would delete")
+        purged, anonymised, deleted = words if report.dry_run else ("purged", "anonymised", "deleted")
         sys.stdout.write(
-            f"{purged} {report.recordings_purged} recordings, {anonymised} {report.attempts_anonymised} CDRs"
+            f"{purged} {report.recordings_purged} recordings, {anonymised} {report.attempts_anonymised} CDRs, "
+            f"{deleted} {report.monitoring_sessions_deleted} monitoring sessions"
             f" in {report.seconds:.1f} s\n"
         )
     if report.recordings_failed:

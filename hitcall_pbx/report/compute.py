@@ -148,6 +148,35 @@ def callback_day(rows: Iterable[Row], day: date, now: datetime) -> CallbackDay:
 
 
 @dataclass(frozen=True)
+class MonitoringDay:
+    """The day's monitoring legs of a campaign's calls (supervisors listening, whispering or
+    barging): sessions started that day, by how many supervisors, their total time (ended
+    sessions), and how many ended on a fault (failed, asterisk_lost, service_restart)."""
+
+    sessions: int = 0
+    supervisors: int = 0
+    monitored_s: float = 0.0
+    ended_on_fault: int = 0
+
+
+_FAULT_END_REASONS = frozenset({"failed", "asterisk_lost", "service_restart"})
+
+
+def monitoring_day(rows: Iterable[Row]) -> MonitoringDay:
+    """`rows`: the day's monitoring_sessions rows (supervisor, started_at, ended_at, end_reason)."""
+    sessions = faults = 0
+    supervisors: set[str] = set()
+    seconds = 0.0
+    for r in rows:
+        sessions += 1
+        supervisors.add(str(r["supervisor"]))
+        if r["ended_at"] is not None:
+            seconds += (r["ended_at"] - r["started_at"]).total_seconds()
+        faults += r["end_reason"] in _FAULT_END_REASONS
+    return MonitoringDay(sessions, len(supervisors), round(seconds, 3), faults)
+
+
+@dataclass(frozen=True)
 class CampaignDay:
     campaign_id: int
     campaign_name: str
@@ -179,6 +208,7 @@ class CampaignDay:
     hours: list[Hour] = field(default_factory=list)
     inbound: InboundDay = field(default_factory=InboundDay)
     callbacks: CallbackDay = field(default_factory=CallbackDay)
+    monitoring: MonitoringDay = field(default_factory=MonitoringDay)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -238,6 +268,7 @@ def campaign_day(
     now: datetime | None = None,
     inbound: InboundDay | None = None,
     callbacks: CallbackDay | None = None,
+    monitoring: MonitoringDay | None = None,
 ) -> CampaignDay:
     """The report of one campaign for one day.
 
@@ -304,6 +335,7 @@ def campaign_day(
         hours=hours,
         inbound=inbound or InboundDay(),
         callbacks=callbacks or CallbackDay(),
+        monitoring=monitoring or MonitoringDay(),
     )
 
 
@@ -345,6 +377,10 @@ CSV_COLUMNS = (
     "callbacks_missed",
     "callbacks_cancelled",
     "callbacks_overdue",
+    "monitoring_sessions",
+    "monitoring_supervisors",
+    "monitoring_monitored_s",
+    "monitoring_ended_on_fault",
 )
 
 
@@ -352,6 +388,7 @@ def csv_row(r: CampaignDay) -> list[Any]:
     d = r.as_dict()
     d.update({f"inbound_{k}": v for k, v in d["inbound"].items()})
     d.update({f"callbacks_{k}": v for k, v in d["callbacks"].items()})
+    d.update({f"monitoring_{k}": v for k, v in d["monitoring"].items()})
     return ["" if d[c] is None else d[c] for c in CSV_COLUMNS]
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 
 from ..errors import NotFound
-from .compute import CampaignDay, InboundDay, callback_day, campaign_day, day_bounds, inbound_day
+from .compute import CampaignDay, InboundDay, callback_day, campaign_day, day_bounds, inbound_day, monitoring_day
 
 _INBOUND_ROWS = """SELECT outcome, ring_s, talk_s FROM call_attempts
                    WHERE direction = 'inbound' AND created_at >= $1 AND created_at < $2"""
@@ -22,6 +22,8 @@ async def campaigns_for_day(conn: asyncpg.Connection | asyncpg.Pool, day: date) 
            UNION SELECT campaign_id FROM dial_blocks WHERE day = $3
            UNION SELECT campaign_id FROM callbacks
                  WHERE (created_at >= $1 AND created_at < $2) OR (closed_at >= $1 AND closed_at < $2)
+           UNION SELECT campaign_id FROM monitoring_sessions
+                 WHERE started_at >= $1 AND started_at < $2 AND campaign_id IS NOT NULL
            ORDER BY 1""",
         start,
         end,
@@ -88,6 +90,13 @@ async def load_campaign_day(
             start,
             end,
         )
+        monitoring_rows = await conn.fetch(
+            """SELECT supervisor, started_at, ended_at, end_reason FROM monitoring_sessions
+               WHERE campaign_id = $1 AND started_at >= $2 AND started_at < $3""",
+            campaign_id,
+            start,
+            end,
+        )
     # Aggregates without GROUP BY always return exactly one row.
     assert month is not None and rec is not None
     return campaign_day(
@@ -104,6 +113,7 @@ async def load_campaign_day(
         now=now or datetime.now(UTC),
         inbound=inbound_day(inbound),
         callbacks=callback_day(callback_rows, day, now or datetime.now(UTC)),
+        monitoring=monitoring_day(monitoring_rows),
     )
 
 

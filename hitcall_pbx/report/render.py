@@ -243,6 +243,12 @@ def _campaign_section(r: CampaignDay) -> str:
                 "still scheduled past their time",
                 "bad" if r.callbacks.overdue else "",
             ),
+            _tile(
+                "Monitoring",
+                f"{r.monitoring.sessions} sessions",
+                f"{r.monitoring.monitored_s / 60:.1f} min · {r.monitoring.supervisors} supervisors"
+                + (f" · {r.monitoring.ended_on_fault} ended on a fault" if r.monitoring.ended_on_fault else ""),
+            ),
         ]
     )
     hours = [f"{h:02d}" for h in range(24)]

@@ -29,6 +29,7 @@ import pytest
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.auth import Actor
 from hitcall_pbx.core.monitoring import MonitorMode
+from hitcall_pbx.core.retention import add_months
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.sandbox import SippAgents
 from tests.live import wait_until
@@ -139,6 +140,8 @@ async def test_asterisk_restart_during_monitoring(how, service_settings, sandbox
         assert stuck == {"monitoring": [], "supervisor_phones": [], "agents": [], "calls": [], "snoop_channels": []}
         assert row is not None and row["ended_at"] is not None and row["ended_at"] >= row["started_at"], row
         assert row["end_reason"] in ("call_ended", "supervisor_gone", "asterisk_lost"), row["end_reason"]
+        # The monitoring leg's retention deadline: the campaign's CDR retention (24 months by default).
+        assert row["retention_until"] == add_months(row["started_at"], 24), row
         assert audit == ["monitoring.started", "monitoring.ended"], audit
         assert events == ["monitoring.started", "monitoring.ended"], events
         assert cdr is not None and cdr["state"] == "ended" and cdr["outcome"] == "answered_human", cdr
