@@ -244,6 +244,23 @@ class Ctx:
                 code="campaign_not_supervised",
             )
 
+    async def supervised_list_only(self, *, list_id: int | None = None, contact_id: int | None = None) -> None:
+        """Refuse a supervisor reaching a contact list (or a contact of one) of a campaign they do
+        not supervise."""
+        me = self.me
+        if me.role is not Role.SUPERVISOR:
+            return
+        if contact_id is not None:
+            list_id = await self.pool.fetchval("SELECT list_id FROM contacts WHERE id = $1", contact_id)
+            if list_id is None:
+                return  # no such contact: the route answers 404
+        if list_id is not None and not await supervision.supervises_list(self.pool, me.user_id, list_id):
+            raise Forbidden(
+                "the list is of a campaign you do not supervise",
+                details={"field": "contact_id" if contact_id is not None else "list_id"},
+                code="campaign_not_supervised",
+            )
+
     async def supervised_agent_only(self, agent_id: int | None) -> None:
         """Refuse a supervisor acting on an agent of no campaign they supervise."""
         me = self.me
@@ -405,6 +422,8 @@ def _endpoint(route: Route, deps: ApiDeps, auth: AuthService) -> Callable[[web.R
             await ctx.supervised_agent_only(params.get("agent_id"))
         if "campaign_id" in params:
             await ctx.supervised_campaign_only(params["campaign_id"])
+        if "list_id" in params or "contact_id" in params:
+            await ctx.supervised_list_only(list_id=params.get("list_id"), contact_id=params.get("contact_id"))
         if route.query is not None:
             ctx.query = _parse_query(route.query, request)
         if route.body is not None or route.body_media != "application/json":

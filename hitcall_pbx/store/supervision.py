@@ -65,3 +65,19 @@ async def add_to_supervisor(db: Executor, user_id: int, campaign_id: int) -> boo
         campaign_id,
     )
     return done != "INSERT 0 0"
+
+
+async def supervises_list(db: Executor, user_id: int, list_id: int) -> bool:
+    """Whether the contact list is in a campaign the user supervises, or in no campaign (yet)
+    (a list of no campaign is nobody's; True for a list that does not exist: the route says 404)."""
+    return bool(
+        await db.fetchval(
+            """SELECT NOT EXISTS (SELECT 1 FROM campaign_lists WHERE list_id = $2)
+                      OR EXISTS (SELECT 1 FROM campaign_lists cl
+                                 JOIN agent_campaigns ac ON ac.campaign_id = cl.campaign_id
+                                 JOIN agents a ON a.id = ac.agent_id
+                                 WHERE cl.list_id = $2 AND a.user_id = $1)""",
+            user_id,
+            list_id,
+        )
+    )

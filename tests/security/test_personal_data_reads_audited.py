@@ -95,3 +95,17 @@ async def test_a_supervisor_reads_cdrs_of_a_supervised_campaign_only(api: Api) -
     assert resp.status == 200
     resp = await api.client.get("/api/v1/cdrs", headers=await api.as_role(Role.COMPLIANCE))
     assert resp.status == 200
+
+
+async def test_reading_contacts_is_audited_without_numbers(api: Api) -> None:
+    s = await _scene(api)
+    contact_id, list_id = s.mine["contact_id"], s.mine["list_id"]
+    resp = await api.client.get(f"/api/v1/contacts/{contact_id}", headers=s.supervisor)
+    assert resp.status == 200
+    (row,) = await api.audit_rows("contact.view")
+    assert (row["actor"], row["object_id"]) == ("sini", str(contact_id))
+    resp = await api.client.get(f"/api/v1/lists/{list_id}/contacts?phone=%2B358401110101", headers=s.supervisor)
+    assert resp.status == 200 and len((await resp.json())["items"]) == 1
+    (row,) = await api.audit_rows("contact.list")
+    assert (row["object_type"], row["object_id"], row["details"]) == ("contact_list", str(list_id), {"contacts": 1})
+    _no_personal_data(await _audit_text(api))

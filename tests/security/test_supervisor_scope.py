@@ -26,7 +26,7 @@ class Scene:
 
 
 async def _side(api: Api, name: str, number: str, phone: str) -> dict[str, Any]:
-    campaign_id, _ = await create_campaign(api.pool, name, state="paused", numbers=[phone])
+    campaign_id, list_id = await create_campaign(api.pool, name, state="paused", numbers=[phone])
     contact_id = await api.pool.fetchval("SELECT id FROM contacts WHERE phone_e164 = $1", phone)
     agent_id = await create_agent(api.pool, number, f"ep{number}", [campaign_id])
     attempt_id = uuid.uuid4()
@@ -58,6 +58,7 @@ async def _side(api: Api, name: str, number: str, phone: str) -> dict[str, Any]:
     )
     return {
         "campaign_id": campaign_id,
+        "list_id": list_id,
         "contact_id": contact_id,
         "agent_id": agent_id,
         "attempt_id": attempt_id,
@@ -108,6 +109,11 @@ def _controls(ids: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | None
         ("POST", f"/api/v1/callbacks/{ids['callback_id']}/move", {"at": "2099-01-05T12:00:00"}),
         ("POST", f"/api/v1/callbacks/{ids['callback_id']}/cancel", None),
         ("POST", "/api/v1/callbacks", {"contact_id": ids["contact_id"], "at": "2099-01-05T12:00:00"}),
+        ("GET", f"/api/v1/contacts/{ids['contact_id']}", None),
+        ("PATCH", f"/api/v1/contacts/{ids['contact_id']}", {"name": "Renamed"}),
+        ("GET", f"/api/v1/lists/{ids['list_id']}", None),
+        ("GET", f"/api/v1/lists/{ids['list_id']}/contacts", None),
+        ("POST", f"/api/v1/lists/{ids['list_id']}/contacts", {"phone": "+358401110199"}),
     ]
 
 
@@ -122,8 +128,10 @@ async def test_supervisor_is_refused_on_other_campaigns_agents_calls_and_callbac
     s = await _scene(api)
     before = await api.pool.fetchrow(
         "SELECT (SELECT count(*) FROM callbacks) AS callbacks, (SELECT name FROM campaigns WHERE id = $1) AS name,"
-        " (SELECT state FROM campaigns WHERE id = $1) AS state",
+        " (SELECT state FROM campaigns WHERE id = $1) AS state, (SELECT count(*) FROM contacts) AS contacts,"
+        " (SELECT name FROM contacts WHERE id = $2) AS contact",
         s.other["campaign_id"],
+        s.other["contact_id"],
     )
     for method, path, body in _controls(s.other):
         resp = await _call(api, method, path, body, s.supervisor)
@@ -131,12 +139,14 @@ async def test_supervisor_is_refused_on_other_campaigns_agents_calls_and_callbac
         assert resp.status == 403, where
         data = await resp.json()
         assert data["error"] in ("agent_not_supervised", "campaign_not_supervised"), where
-        assert data["details"]["field"] in ("agent_id", "campaign_id", "callback_id", "contact_id"), where
+        assert data["details"]["field"] in ("agent_id", "campaign_id", "callback_id", "contact_id", "list_id"), where
     assert api.dialer.calls == [], "no refused control reached the dialing engine"
     after = await api.pool.fetchrow(
         "SELECT (SELECT count(*) FROM callbacks) AS callbacks, (SELECT name FROM campaigns WHERE id = $1) AS name,"
-        " (SELECT state FROM campaigns WHERE id = $1) AS state",
+        " (SELECT state FROM campaigns WHERE id = $1) AS state, (SELECT count(*) FROM contacts) AS contacts,"
+        " (SELECT name FROM contacts WHERE id = $2) AS contact",
         s.other["campaign_id"],
+        s.other["contact_id"],
     )
     assert dict(after) == dict(before), "nothing of the other campaign changed"
 

@@ -345,6 +345,8 @@ def register(reg: Registry) -> None:
             rows = await repo.list_contacts(
                 conn, ctx.params["list_id"], limit=q.limit, after_id=q.after_id, status=q.status, phone=q.phone
             )
+            if rows:  # ids and a count only: no number, even when the query named one
+                await ctx.audit(conn, "contact.list", "contact_list", ctx.params["list_id"], {"contacts": len(rows)})
         return ContactPage(items=[_contact(r) for r in rows])
 
     @reg.add(
@@ -420,7 +422,9 @@ def register(reg: Registry) -> None:
         response=Contact,
     )
     async def get_contact(ctx: Ctx) -> Contact:
-        return _contact(await _load_contact(ctx.pool, ctx.params["contact_id"]))
+        row = await _load_contact(ctx.pool, ctx.params["contact_id"])
+        await ctx.audit(ctx.pool, "contact.view", "contact", row["id"])
+        return _contact(row)
 
     @reg.add(
         "PATCH",
