@@ -215,3 +215,43 @@ async def test_supervisor_reaches_recordings_of_supervised_campaigns_only(api: A
     resp = await api.client.get(f"/api/v1/recordings/{rec}/download", headers=s.supervisor)
     assert resp.status == 200
     assert [r["actor"] for r in await api.audit_rows("recording.download")] == [s.admin_name, "sini"]
+
+
+async def test_a_supervisor_cannot_widen_what_they_supervise(api: Api) -> None:
+    s = await _scene(api)
+    phone = await api.pool.fetchval("SELECT id FROM agents WHERE number = '4099'")
+    other_sup = await api.user("toinen", Role.SUPERVISOR)
+    agent_user = await api.user("aapo", Role.AGENT)
+    before = await api.pool.fetch("SELECT agent_id, campaign_id FROM agent_campaigns ORDER BY 1, 2")
+    refusals = [
+        # their own phone's campaigns are what they supervise
+        ("PATCH", f"/api/v1/agents/{phone}", {"campaign_ids": [s.mine["campaign_id"], s.other["campaign_id"]]}),
+        ("PATCH", f"/api/v1/agents/{phone}", {"name": "Oma"}),
+        # a phone for themselves or another supervisor, or an agent on a campaign of someone else
+        ("POST", "/api/v1/agents", {"number": "4100", "name": "P", "user_id": other_sup}),
+        ("POST", "/api/v1/agents", {"number": "4101", "name": "A", "campaign_ids": [s.other["campaign_id"]]}),
+        ("PATCH", f"/api/v1/agents/{s.mine['agent_id']}", {"campaign_ids": [s.other["campaign_id"]]}),
+        ("PATCH", f"/api/v1/agents/{s.other['agent_id']}", {"campaign_ids": [s.mine["campaign_id"]]}),
+        ("DELETE", f"/api/v1/agents/{s.other['agent_id']}", None),
+    ]
+    for method, path, body in refusals:
+        resp = await _call(api, method, path, body, s.supervisor)
+        assert resp.status == 403, (method, path, body, await resp.text())
+        assert (await resp.json())["details"]["field"] in ("agent_id", "user_id", "campaign_ids"), (path, body)
+    after = await api.pool.fetch("SELECT agent_id, campaign_id FROM agent_campaigns ORDER BY 1, 2")
+    assert after == before and await api.pool.fetchval("SELECT count(*) FROM agents WHERE number LIKE '410%'") == 0
+
+    # within their campaigns a supervisor manages agents; the list shows those agents only
+    resp = await _call(
+        api,
+        "POST",
+        "/api/v1/agents",
+        {"number": "4102", "name": "B", "user_id": agent_user, "campaign_ids": [s.mine["campaign_id"]]},
+        s.supervisor,
+    )
+    assert resp.status == 201, await resp.text()
+    resp = await api.client.get("/api/v1/agents", headers=s.supervisor)
+    assert s.other["agent_id"] not in [a["id"] for a in (await resp.json())["items"]]
+    assert s.mine["agent_id"] in [a["id"] for a in (await resp.json())["items"]]
+    resp = await _call(api, "PATCH", f"/api/v1/agents/{phone}", {"name": "Oma"}, s.admin)
+    assert resp.status == 200

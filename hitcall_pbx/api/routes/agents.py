@@ -151,8 +151,21 @@ async def _status(ctx: Ctx) -> AgentStatus:
     )
 
 
+async def _supervised_row(ctx: Ctx, conn: Any, row: Any) -> None:
+    """A supervisor changes the agents of the campaigns they supervise, never a phone of a
+    supervisor or admin (its campaigns are what that person supervises)."""
+    if ctx.me.role is not Role.SUPERVISOR:
+        return
+    await ctx.supervised_agent_only(row["id"])
+    if row["user_id"] is not None and await repo.user_role(conn, row["user_id"]) != Role.AGENT.value:
+        raise Forbidden(
+            "only an admin changes a supervisor's or admin's phone", details={"field": "agent_id"}, code="admin_only"
+        )
+
+
 async def _prepare(ctx: Ctx, conn: Any, data: dict[str, Any]) -> list[int] | None:
     """Check references and hash the PIN; returns the campaign ids to assign (None = keep)."""
+    role: str | None = None
     if data.get("user_id") is not None:
         role = await repo.user_role(conn, data["user_id"])
         if role is None:
@@ -166,6 +179,19 @@ async def _prepare(ctx: Ctx, conn: Any, data: dict[str, Any]) -> list[int] | Non
         missing = await repo.missing_campaigns(conn, campaign_ids)
         if missing:
             raise ValidationFailed(f"campaigns do not exist: {missing}", details={"field": "campaign_ids"})
+    if ctx.me.role is Role.SUPERVISOR:
+        # A phone's campaigns are what its supervisor supervises: only an admin gives them out.
+        if data.get("user_id") is not None and role is not None and role != Role.AGENT.value:
+            raise Forbidden(
+                "only an admin links a phone to a supervisor or admin", details={"field": "user_id"}, code="admin_only"
+            )
+        mine = await supervised_campaigns(conn, ctx.me.user_id)
+        if campaign_ids and not set(campaign_ids) <= mine:
+            raise Forbidden(
+                "a supervisor assigns agents to the campaigns they supervise only",
+                details={"field": "campaign_ids"},
+                code="campaign_not_supervised",
+            )
     if "pin" in data:
         pin = data.pop("pin")
         data["pin_hash"] = None if pin is None else await ctx.deps.passwords.hash_async(pin)
@@ -185,6 +211,9 @@ def register(reg: Registry) -> None:
     )
     async def list_agents(ctx: Ctx) -> AgentList:
         rows = await repo.list_all(ctx.pool, state=ctx.query.state, campaign_id=ctx.query.campaign_id)
+        mine = await ctx.supervised()  # a supervisor: the agents of their campaigns
+        if mine is not None:
+            rows = [r for r in rows if mine.intersection(r["campaign_ids"])]
         return AgentList(items=[Agent.model_validate(dict(r)) for r in rows])
 
     @reg.add(
@@ -238,7 +267,7 @@ def register(reg: Registry) -> None:
         data = ctx.body.changes()
         fields = sorted(data)
         async with ctx.tx() as conn:
-            await _load(conn, agent_id, for_update=True)
+            await _supervised_row(ctx, conn, await _load(conn, agent_id, for_update=True))
             campaign_ids = await _prepare(ctx, conn, data)
             await repo.update(conn, agent_id, data)
             if campaign_ids is not None:
@@ -261,7 +290,7 @@ def register(reg: Registry) -> None:
     async def delete_agent(ctx: Ctx) -> None:
         agent_id = ctx.params["agent_id"]
         async with ctx.tx() as conn:
-            await _load(conn, agent_id, for_update=True)
+            await _supervised_row(ctx, conn, await _load(conn, agent_id, for_update=True))
             if await repo.has_history(conn, agent_id):
                 raise Conflict("the agent has worked; disable it instead", code="in_use")
             await repo.delete(conn, agent_id)
