@@ -18,7 +18,7 @@ from ..auth import Actor
 from ..core.callbacks import CallbackKind
 from ..core.outcomes import CallMode
 from ..core.states import AgentState
-from ..core.transfer import Transfer, TransferEvent, TransferKind, parse_target
+from ..core.transfer import TargetKind, Transfer, TransferEvent, TransferKind, parse_target
 from ..errors import Conflict, Unavailable
 from ..store import audit, dispositions
 from ..store.dispositions import CallbackSpec
@@ -193,9 +193,10 @@ class EngineControl:
     ) -> TransferStatus:
         t = await self.dialer.transfers.start(agent_id, TransferKind(kind), parse_target(target))
         status = _transfer_status(t)
-        await self._audit(
-            actor, "call.transfer", agent_id, attempt_id=status.attempt_id, kind=kind, target=t.target.describe()
-        )
+        # An external number is personal data: the append-only audit row says "number" only (the
+        # CDR and the call's legs keep it, and anonymise it with the call).
+        target = "number" if t.target.kind is TargetKind.NUMBER else t.target.describe()
+        await self._audit(actor, "call.transfer", agent_id, attempt_id=status.attempt_id, kind=kind, target=target)
         return status
 
     async def transfer_action(

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hitcall_pbx.api.deps import Cdr
-from hitcall_pbx.auth import Role
+from hitcall_pbx.auth import Actor, Role
+from hitcall_pbx.core.transfer import Target, Transfer, TransferKind, TransferState
+from hitcall_pbx.dialer.control import EngineControl
 from tests.integration.test_api_support import Api, api  # noqa: F401  (fixture)
 from tests.security.test_supervisor_scope import _scene
 
@@ -109,3 +112,40 @@ async def test_reading_contacts_is_audited_without_numbers(api: Api) -> None:
     (row,) = await api.audit_rows("contact.list")
     assert (row["object_type"], row["object_id"], row["details"]) == ("contact_list", str(list_id), {"contacts": 1})
     _no_personal_data(await _audit_text(api))
+
+
+class _Transfers:
+    async def start(self, agent_id: int, kind: TransferKind, target: Target) -> Transfer:
+        return Transfer(
+            attempt_id=str(uuid.uuid4()),
+            kind=kind,
+            target=target,
+            from_agent_id=agent_id,
+            to_agent_id=None,
+            state=TransferState.DIALING,
+            started_at=datetime.now(UTC),
+        )
+
+
+class _Engine:
+    """The dialing engine's parts a transfer's control uses."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.transfers = _Transfers()
+
+
+async def test_a_transfer_to_a_number_audits_no_number(db: Any) -> None:
+    control = EngineControl(_Engine(db), sessions=None)  # type: ignore[arg-type]  # only transfer is used
+    actor = Actor("agent1", "agent", "192.0.2.7")
+    status = await control.transfer(7, "blind", {"number": NUMBERS[1]}, actor=actor)
+    assert status.number == NUMBERS[1], "the caller is told the number it gave"
+    await control.transfer(7, "attended", {"agent_id": 12}, actor=actor)
+    rows = await db.fetch("SELECT details FROM audit_log WHERE action = 'call.transfer' ORDER BY id")
+    assert [(r["details"]["kind"], r["details"]["target"]) for r in rows] == [
+        ("blind", "number"),
+        ("attended", "agent:12"),
+    ]
+    _no_personal_data(
+        await db.fetchval("SELECT string_agg(concat_ws('|', actor, object_id, details::text), E'\\n') FROM audit_log")
+    )
