@@ -215,8 +215,10 @@
   $("tool-transfer").addEventListener("submit", (e) => {
     e.preventDefault();
     const number = $("transfer-number").value.trim();
-    if (!number) return $("transfer-number").focus();
-    act(() => api("POST", `/agents/${agentId}/transfer`, { kind: $("transfer-kind").value, target: { number } }),
+    const colleague = Number($("transfer-agent").value);
+    if (!number && !colleague) return $("transfer-number").focus();
+    const target = colleague ? { agent_id: colleague } : { number };
+    act(() => api("POST", `/agents/${agentId}/transfer`, { kind: $("transfer-kind").value, target }),
       t("tools.transferring"));
   });
   for (const b of document.querySelectorAll("[data-transfer]")) {

@@ -81,6 +81,11 @@
       }
       // The snapshot is at most a few seconds old: a pushed change newer than it wins.
       if (!entry.pushedAt || new Date(a.since) >= entry.pushedAt) setAgentState(entry, a.state, a.pause_code, a.since);
+      // The monitor buttons work on a live call of the agent's (the snapshot names it).
+      const call = snapshot?.agent_calls?.[String(a.id)];
+      if (call) entry.row.dataset.call = call;
+      else delete entry.row.dataset.call;
+      for (const b of entry.row.querySelectorAll("[data-monitor]")) b.disabled = !call;
     }
     for (const [id, entry] of agents) {
       if (!seen.has(id)) {
@@ -98,7 +103,10 @@
       el("button", { type: "button", onclick: () => agentAction(a.id, "pause") }, t("sup.force_pause")),
       el("button", { type: "button", onclick: () => agentAction(a.id, "unpause") }, t("sup.unpause")),
       el("button", { type: "button", "data-needs": "logout", onclick: () => agentAction(a.id, "logout") }, t("sup.logout_agent")),
-      el("button", { type: "button", "data-needs": "listen", onclick: () => agentAction(a.id, "listen") }, t("sup.listen")));
+      ...MODES.map((mode) => el("button", { type: "button", "data-needs": "listen", "data-monitor": mode,
+        "aria-pressed": "false", onclick: () => agentAction(a.id, mode) }, t(`sup.${mode}`))),
+      el("button", { type: "button", class: "bad", "data-monitor-stop": "", hidden: true,
+        onclick: () => agentAction(a.id, "stop") }, t("sup.stop_monitor")));
     const row = el("tr", { dataset: { agentId: String(a.id) } },
       el("th", { scope: "row" }, `${a.name} `, el("span", { class: "muted" }, `#${a.number}`)),
       el("td", {}, stateCell), timeCell, actions);
@@ -169,6 +177,24 @@
 
   // ----------------------------------------------------------------- actions
   const capabilities = { logout: null, listen: null };
+  const MODES = ["listen", "whisper", "barge"];
+  const MODE_TOAST = { listen: "sup.listening", whisper: "sup.whispering", barge: "sup.barging" };
+  let monitor = null; // this supervisor's monitoring session: {agentId, attemptId, id, mode}
+
+  function setMonitor(agentId, session) {
+    monitor = session && !session.ended_at
+      ? { agentId, attemptId: session.attempt_id, id: session.id, mode: session.mode } : null;
+    for (const [id, entry] of agents) {
+      const mode = monitor && monitor.agentId === id ? monitor.mode : null;
+      if (mode) entry.row.dataset.monitor = mode;
+      else delete entry.row.dataset.monitor;
+      for (const b of entry.row.querySelectorAll("[data-monitor]")) {
+        b.setAttribute("aria-pressed", String(b.dataset.monitor === mode));
+      }
+      entry.row.querySelector("[data-monitor-stop]").hidden = !mode;
+    }
+  }
+
   function applyCapabilities(row) {
     for (const b of row.querySelectorAll("[data-needs]")) b.hidden = !capabilities[b.dataset.needs];
   }
@@ -190,15 +216,35 @@
         await api("POST", entry?.state === "wrap_up" ? `/agents/${id}/wrap-up/end` : `/agents/${id}/unpause`);
       } else if (action === "logout" && capabilities.logout) {
         await api("POST", capabilities.logout.replace("{agent_id}", String(id)));
-      } else if (action === "listen" && capabilities.listen) {
-        const attempt = snapshot?.agent_calls?.[String(id)];
-        if (!attempt) return toast(t("sup.no_call"), "bad");
-        await api("POST", capabilities.listen.replace("{attempt_id}", attempt), { mode: "listen" });
-        toast(t("sup.listening"));
+      } else if (MODES.includes(action) && capabilities.listen) {
+        // One session per supervisor: a mode button on the call being monitored switches its mode.
+        if (monitor && monitor.agentId === id) {
+          if (monitor.mode === action) return;
+          setMonitor(id, await api("PATCH", `/calls/${monitor.attemptId}/monitor/${monitor.id}`, { mode: action }));
+        } else {
+          const attempt = snapshot?.agent_calls?.[String(id)];
+          if (!attempt) return toast(t("sup.no_call"), "bad");
+          if (monitor) await stopMonitor();
+          setMonitor(id, await api("POST", capabilities.listen.replace("{attempt_id}", attempt), { mode: action }));
+        }
+        toast(t(MODE_TOAST[action]));
+      } else if (action === "stop" && monitor) {
+        await stopMonitor();
+        toast(t("sup.monitor_stopped"));
       }
     } catch (err) {
       failed(err);
     }
+  }
+
+  async function stopMonitor() {
+    const { attemptId, id } = monitor;
+    try {
+      await api("DELETE", `/calls/${attemptId}/monitor/${id}`);
+    } catch (err) {
+      if (err.status !== 404) throw err; // 404: the call (and so the session) had already ended
+    }
+    setMonitor(null, null);
   }
 
   for (const b of document.querySelectorAll("[data-campaign-action]")) {
@@ -222,6 +268,11 @@
       if (!entry) return;
       entry.pushedAt = m.at ? new Date(m.at) : new Date();
       setAgentState(entry, m.state, m.pause_code, m.at);
+      if (m.state !== "on_call") {
+        delete entry.row.dataset.call;
+        for (const b of entry.row.querySelectorAll("[data-monitor]")) b.disabled = true;
+        if (monitor && monitor.agentId === m.agent_id) setMonitor(null, null);
+      }
       entry.row.dataset.changedAt = String(Date.now());
       if (window.hcPushLatencies && m.at) window.hcPushLatencies.push(Date.now() - Date.parse(m.at)); // benchmarks/ui.py
       entry.row.classList.add("changed");
