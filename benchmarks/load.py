@@ -36,6 +36,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,6 +208,75 @@ async def _wait(cond, timeout: float, what: str, step: float = 0.5) -> None:
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def start_service(workdir: Path, dsn: str, ari_url: str, **env: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`hitcall serve` as operators run it, in its own session, INFO logs to workdir/service.log.
+
+    Returns the process, its HTTP port and its log path; `env` adds to (or overrides) its environment.
+    """
+    http_port = _free_port()
+    log_path = workdir / "service.log"
+    service_env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "HITCALL_DATA_DIR": str(workdir / "data"),
+        "HITCALL_LOG_LEVEL": "INFO",
+        "HITCALL_HTTP_PORT": str(http_port),
+        "HITCALL_AGI_PORT": str(_free_port()),
+        "HITCALL_AGI_SECRET": SANDBOX_AGI_SECRET,
+        "HITCALL_ARI_URL": ari_url,
+        **env,
+    }
+    with open(log_path, "wb") as out:
+        svc = subprocess.Popen(
+            [str(HITCALL), "serve"],
+            env=service_env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return svc, http_port, log_path
+
+
+async def wait_ready(
+    http: aiohttp.ClientSession,
+    svc: subprocess.Popen[bytes],
+    http_port: int,
+    log_path: Path,
+    also: Callable[[], bool] = lambda: True,
+) -> None:
+    """Wait (60 s at most) until /readyz answers 200 and `also()` holds; raise if the service exits first."""
+
+    async def ready() -> bool:
+        if svc.poll() is not None:
+            raise RuntimeError(f"service exited with {svc.returncode}; see {log_path}")
+        try:
+            async with http.get(f"http://127.0.0.1:{http_port}/readyz") as r:
+                return r.status == 200 and also()
+        except aiohttp.ClientError:
+            return False
+
+    await _wait(ready, 60, "the service to be ready")
+
+
+def start_profile(pid: int, rate: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy samples the process `rate` times a second for `seconds`, raw stacks to `out`."""
+    cmd = [str(HITCALL.with_name("py-spy")), "record", "--nonblocking", "-r", str(rate), "-d", str(seconds)]
+    cmd += ["-f", "raw", "-o", str(out), "-p", str(pid)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_service(svc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the graceful stop operators use), SIGKILL if it has not exited within 60 s."""
+    if svc.poll() is None:
+        os.kill(svc.pid, signal.SIGTERM)
+        try:
+            svc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.kill(svc.pid, signal.SIGKILL)
+            svc.wait()
+
+
 async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> dict:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
     await migrations.apply(pool)
@@ -228,43 +298,13 @@ async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> di
     for i in range(1, args.agents + 1):
         await create_agent(pool, str(5000 + i), f"agent{i}", [cid])
 
-    http_port = _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "HITCALL_DATA_DIR": str(tmp / "data"),
-        "HITCALL_LOG_LEVEL": "INFO",
-        "HITCALL_HTTP_PORT": str(http_port),
-        "HITCALL_AGI_PORT": str(_free_port()),
-        "HITCALL_AGI_SECRET": SANDBOX_AGI_SECRET,
-        "HITCALL_ARI_URL": ARI,
-    }
-    log_path = tmp / "service.log"
-    with open(log_path, "wb") as out:
-        svc = subprocess.Popen(
-            [str(HITCALL), "serve"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    svc, http_port, log_path = start_service(tmp, dsn, ARI)
     sipp = SippAgents(box, [f"agent{i}" for i in range(1, args.agents + 1)], port=5303)
-    spy: subprocess.Popen | None = None
+    spy: subprocess.Popen[bytes] | None = None
     samples: list[dict] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         try:
-
-            async def ready() -> bool:
-                if svc.poll() is not None:
-                    raise RuntimeError(f"service exited with {svc.returncode}; see {log_path}")
-                try:
-                    async with http.get(f"http://127.0.0.1:{http_port}/readyz") as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await _wait(ready, 60, "the service to be ready")
+            await wait_ready(http, svc, http_port, log_path)
             rss_idle = _rss_mb(svc.pid)
             sipp.start()
 
@@ -282,25 +322,7 @@ async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> di
                     raise RuntimeError(f"service exited with {svc.returncode} mid-run; see {log_path}")
                 if profile_at is not None and elapsed >= profile_at:
                     profile_at = None
-                    spy = subprocess.Popen(
-                        [
-                            str(HITCALL.with_name("py-spy")),
-                            "record",
-                            "--nonblocking",
-                            "-r",
-                            str(args.profile_rate),
-                            "-d",
-                            str(args.profile_s),
-                            "-f",
-                            "raw",
-                            "-o",
-                            str(tmp / "profile.txt"),
-                            "-p",
-                            str(svc.pid),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+                    spy = start_profile(svc.pid, args.profile_rate, args.profile_s, tmp / "profile.txt")
                 scrape, chans = await asyncio.gather(_scrape(http, http_port), _ari_channels(http))
                 samples.append(
                     {
@@ -326,13 +348,7 @@ async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> di
         finally:
             if spy is not None:
                 spy.wait(timeout=args.profile_s + 30)
-            if svc.poll() is None:
-                os.kill(svc.pid, signal.SIGTERM)
-                try:
-                    svc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.kill(svc.pid, signal.SIGKILL)
-                    svc.wait()
+            stop_service(svc)
             sipp.stop()
     exit_code = svc.returncode
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -44,22 +43,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.ari_loadgen import AriLoadGen, Behaviour, serve
 from benchmarks.load import (
     _cpu_s,
-    _free_port,
     _hist_quantile,
     _log_errors,
     _profile_summary,
     _rss_mb,
     _scrape,
     _wait,
+    start_profile,
+    start_service,
+    stop_service,
+    wait_ready,
 )
 from hitcall_pbx.demo.seed import ALL_DAY, create_campaign
 from hitcall_pbx.logs import configure_logging
-from hitcall_pbx.settings import SANDBOX_AGI_SECRET
 from hitcall_pbx.store import migrations
 from hitcall_pbx.store.embedded import EmbeddedPostgres
 
 LAG_TARGET_S = 0.05
-HITCALL = Path(sys.executable).with_name("hitcall")
 TALK_S = (5.0, 20.0)
 ANSWER_SHARE = 0.4
 
@@ -105,46 +105,20 @@ async def step(args: argparse.Namespace, tmp: Path, dsn: str, agents: int) -> di
     cid, _list_id, endpoints = await _seed(pool, agents, contacts, args.wrap_s, args.lines_per_agent)
     gen = AriLoadGen(Behaviour(answer_share=ANSWER_SHARE, talk_s=TALK_S, seed=agents))
     runner, ari_port = await serve(gen)
-    http_port = _free_port()
     workdir = tmp / f"step-{agents}"
     workdir.mkdir()
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "HITCALL_DATA_DIR": str(workdir / "data"),
-        "HITCALL_LOG_LEVEL": "INFO",
-        "HITCALL_HTTP_PORT": str(http_port),
-        "HITCALL_AGI_PORT": str(_free_port()),
-        "HITCALL_AGI_SECRET": SANDBOX_AGI_SECRET,
-        "HITCALL_ARI_URL": f"http://127.0.0.1:{ari_port}/ari",
-        "HITCALL_ARI_USER": "loadgen",
-        "HITCALL_ARI_PASSWORD": "loadgen",
-    }
-    log_path = workdir / "service.log"
-    with open(log_path, "wb") as out:
-        svc = subprocess.Popen(
-            [str(HITCALL), "serve"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    svc, http_port, log_path = start_service(
+        workdir,
+        dsn,
+        f"http://127.0.0.1:{ari_port}/ari",
+        HITCALL_ARI_USER="loadgen",
+        HITCALL_ARI_PASSWORD="loadgen",
+    )
     samples: list[dict[str, Any]] = []
     spy: subprocess.Popen[bytes] | None = None
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-
-            async def ready() -> bool:
-                if svc.poll() is not None:
-                    raise RuntimeError(f"service exited with {svc.returncode}; see {log_path}")
-                try:
-                    async with http.get(f"http://127.0.0.1:{http_port}/readyz") as r:
-                        return r.status == 200 and bool(gen.sockets)
-                except aiohttp.ClientError:
-                    return False
-
-            await _wait(ready, 60, "the service to be ready")
+            await wait_ready(http, svc, http_port, log_path, also=lambda: bool(gen.sockets))
             t_login = time.monotonic()
             gen.login(endpoints)
 
@@ -163,13 +137,7 @@ async def step(args: argparse.Namespace, tmp: Path, dsn: str, agents: int) -> di
                     raise RuntimeError(f"service exited with {svc.returncode} mid-run; see {log_path}")
                 if profile_at is not None and elapsed >= profile_at:
                     profile_at = None
-                    spy_cmd = [str(HITCALL.with_name("py-spy")), "record", "--nonblocking", "-r", "100", "-f", "raw"]
-                    spy_cmd += ["-d", str(args.profile_s), "-o", str(workdir / "profile.txt"), "-p", str(svc.pid)]
-                    spy = subprocess.Popen(
-                        spy_cmd,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
+                    spy = start_profile(svc.pid, 100, args.profile_s, workdir / "profile.txt")
                 scrape = await _scrape(http, http_port)
                 samples.append(
                     {
@@ -194,13 +162,7 @@ async def step(args: argparse.Namespace, tmp: Path, dsn: str, agents: int) -> di
     finally:
         if spy is not None:
             spy.wait(timeout=args.profile_s + 30)
-        if svc.poll() is None:
-            os.kill(svc.pid, signal.SIGTERM)
-            try:
-                svc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.kill(svc.pid, signal.SIGKILL)
-                svc.wait()
+        stop_service(svc)
         await runner.cleanup()
     counts = await pool.fetchrow(
         """SELECT count(*) AS attempts,
