@@ -14,7 +14,7 @@ from ..errors import HitCallError, ValidationFailed
 from ..settings import Settings
 from ..store.db import Database, Executor
 from .agents_render import render_agents
-from .command import parse_day
+from .command import parse_day, write_output
 
 _INTERVALS = """SELECT agent_id, state, pause_code, started_at, ended_at FROM agent_state_log
                 WHERE started_at < $2 AND (ended_at IS NULL OR ended_at > $1)
@@ -57,11 +57,5 @@ async def run_agents(settings: Settings, args: argparse.Namespace) -> int:
     except HitCallError as exc:
         sys.stderr.write(f"hitcall report: {exc.message}\n")
         return 1
-    text = render_agents(days, args.format, day=day, zone=zone)
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
-        sys.stderr.write(f"wrote {args.out}\n")
+    write_output(render_agents(days, args.format, day=day, zone=zone), args.out)
     return 0

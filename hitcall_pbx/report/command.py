@@ -84,11 +84,15 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     except HitCallError as exc:
         sys.stderr.write(f"hitcall report: {exc.message}\n")
         return 1
-    text = render(reports, args.format, day=day, inbound_without_campaign=unmatched)
-    if args.out is None:
+    write_output(render(reports, args.format, day=day, inbound_without_campaign=unmatched), args.out)
+    return 0
+
+
+def write_output(text: str, out: Path | None) -> None:
+    """A report to stdout, or to the file `--out` names (its directory made), saying so on stderr."""
+    if out is None:
         sys.stdout.write(text)
     else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
-        sys.stderr.write(f"wrote {args.out}\n")
-    return 0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        sys.stderr.write(f"wrote {out}\n")
