@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from hitcall_pbx.settings import Settings, load_settings
 from hitcall_pbx.store import migrations, roles
 from hitcall_pbx.store.db import create_pool, dsn_with_database, dsn_with_user
 from hitcall_pbx.store.embedded import EmbeddedPostgres
@@ -149,6 +150,16 @@ async def db(pg_dsn: str, migrated_template: str) -> AsyncIterator[asyncpg.Pool]
             yield pool
         finally:
             await pool.close()
+    finally:
+        await _drop_database(pg_dsn, name)
+
+
+@pytest.fixture
+async def report_settings(pg_dsn: str, migrated_template: str, tmp_path: Path) -> AsyncIterator[Settings]:
+    """Settings for a `hitcall` command run against a fresh migrated database."""
+    name = await _create_database(pg_dsn, template=migrated_template)
+    try:
+        yield load_settings(database_url=dsn_with_database(pg_dsn, name), data_dir=tmp_path)
     finally:
         await _drop_database(pg_dsn, name)
 

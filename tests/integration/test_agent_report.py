@@ -12,16 +12,12 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
-
 from hitcall_pbx.auth import Role
 from hitcall_pbx.demo.seed import create_agent, create_campaign
 from hitcall_pbx.report import command as report_command
 from hitcall_pbx.report.agents import load_agent_report
 from hitcall_pbx.report.agents_render import render_agents
-from hitcall_pbx.settings import load_settings
-from hitcall_pbx.store.db import Database, dsn_with_database
-from tests.conftest import _create_database, _drop_database
+from hitcall_pbx.store.db import Database
 
 from .test_api_support import Api, api  # noqa: F401  (fixture)
 
@@ -158,15 +154,6 @@ async def test_api_roles_see_their_agents_and_bad_input_is_422(api: Api) -> None
     audits = await api.audit_rows("report.agents")
     assert len(audits) == 3, "each report served is audited"
     assert audits[0]["details"] == {"day": DAY.isoformat(), "tz": "Europe/Helsinki", "agents": 2}
-
-
-@pytest.fixture
-async def report_settings(pg_dsn, migrated_template, tmp_path):
-    name = await _create_database(pg_dsn, template=migrated_template)
-    try:
-        yield load_settings(database_url=dsn_with_database(pg_dsn, name), data_dir=tmp_path)
-    finally:
-        await _drop_database(pg_dsn, name)
 
 
 def _args(**kw) -> argparse.Namespace:

@@ -14,9 +14,6 @@ import pytest
 from hitcall_pbx.demo.seed import create_agent, create_campaign
 from hitcall_pbx.report import command as report_command
 from hitcall_pbx.report import load_report, render
-from hitcall_pbx.settings import load_settings
-from hitcall_pbx.store.db import dsn_with_database
-from tests.conftest import _create_database, _drop_database
 
 DAY = date(2026, 3, 10)
 
@@ -177,15 +174,6 @@ async def test_formats_carry_the_same_numbers(db, seeded):
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 4
     assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "Abandon cap exceeded" in page and "16.7 %" in page
-
-
-@pytest.fixture
-async def report_settings(pg_dsn, migrated_template, tmp_path):
-    name = await _create_database(pg_dsn, template=migrated_template)
-    try:
-        yield load_settings(database_url=dsn_with_database(pg_dsn, name), data_dir=tmp_path)
-    finally:
-        await _drop_database(pg_dsn, name)
 
 
 def _args(**kw) -> argparse.Namespace:
