@@ -37,6 +37,7 @@ from ..report.command import write_files
 from ..report.compute import percentile
 from ..report.query import load_campaign_day
 from ..sandbox import Sandbox, SippAgents
+from ..store import supervision
 from .seed import ALL_DAY, create_campaign, ensure_agent, sim_numbers
 
 SIPP_PORT = 5271
@@ -312,6 +313,12 @@ async def _browser_logins(app: HitCall, settings: Any, campaign_id: int, endpoin
         if role is Role.AGENT:
             await pool.execute("UPDATE agents SET user_id = NULL WHERE user_id = $1", user_id)
             await pool.execute("UPDATE agents SET user_id = $2 WHERE endpoint = $1", endpoint, user_id)
+        else:  # a supervisor supervises the campaigns of their phone's agent row (here one without a phone)
+            if await pool.fetchval("SELECT id FROM agents WHERE user_id = $1", user_id) is None:
+                await pool.execute(
+                    "INSERT INTO agents (number, name, user_id) VALUES ('9999', 'Demo supervisor', $1)", user_id
+                )
+            await supervision.add_to_supervisor(pool, user_id, campaign_id)
     host = settings.http_host
     with contextlib.suppress(ValueError):
         if ipaddress.ip_address(host).is_unspecified:  # listening on every address: show the loopback one
