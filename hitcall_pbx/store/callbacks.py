@@ -95,7 +95,8 @@ def _when(row: asyncpg.Record, at: datetime | None, now: datetime, field: str) -
     return check_time(local_to_utc(at, tz, field=field), now=now, tz=tz, window=window, field=field), tz
 
 
-def _payload(cb: asyncpg.Record, **extra: Any) -> dict[str, Any]:
+def event_payload(cb: asyncpg.Record, **extra: Any) -> dict[str, Any]:
+    """A callback webhook event's payload: the callback row as it now stands, and `extra`."""
     return {
         "callback_id": cb["id"],
         "campaign_id": cb["campaign_id"],
@@ -171,12 +172,14 @@ async def schedule(
     )
     assert cb is not None  # INSERT ... RETURNING gives the row
     for old in replaced:
-        await enqueue(conn, "callback.cancelled", f"contact:{contact_id}", _payload(old, replaced_by=cb["id"]))
+        await enqueue(conn, "callback.cancelled", f"contact:{contact_id}", event_payload(old, replaced_by=cb["id"]))
     await enqueue(
         conn,
         "callback.scheduled",
         f"contact:{contact_id}",
-        _payload(cb, source_attempt_id=str(source_attempt_id) if source_attempt_id else None, created_by=actor.name),
+        event_payload(
+            cb, source_attempt_id=str(source_attempt_id) if source_attempt_id else None, created_by=actor.name
+        ),
     )
     await _audit(conn, actor, "callback.schedule", cb, due_at=due.isoformat(), kind=kind.value, agent_id=agent)
     return cb
@@ -237,7 +240,7 @@ async def move(
         due,
         agent,
     )
-    await enqueue(conn, "callback.moved", f"contact:{cb['contact_id']}", _payload(moved, previous=cb["due_at"]))
+    await enqueue(conn, "callback.moved", f"contact:{cb['contact_id']}", event_payload(moved, previous=cb["due_at"]))
     await _audit(conn, actor, "callback.move", moved, due_at=due.isoformat(), previous=cb["due_at"].isoformat())
     return moved
 
@@ -259,7 +262,7 @@ async def cancel(conn: Connection, callback_id: int, *, actor: Actor, now: datet
            WHERE id = $1""",
         cb["contact_id"],
     )
-    await enqueue(conn, "callback.cancelled", f"contact:{cb['contact_id']}", _payload(done))
+    await enqueue(conn, "callback.cancelled", f"contact:{cb['contact_id']}", event_payload(done))
     await _audit(conn, actor, "callback.cancel", done)
     return done
 

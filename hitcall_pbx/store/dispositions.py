@@ -134,17 +134,7 @@ async def apply_contact_effect(conn: Connection, attempt: AttemptRef, effect: Co
             conn,
             "callback.cancelled",
             f"contact:{attempt.contact_id}",
-            {
-                "callback_id": cb["id"],
-                "campaign_id": cb["campaign_id"],
-                "contact_id": cb["contact_id"],
-                "agent_id": cb["agent_id"],
-                "kind": cb["kind"],
-                "due_at": cb["due_at"].isoformat(),
-                "timezone": cb["timezone"],
-                "state": "cancelled",
-                "reason": f"disposition {code}",
-            },
+            callbacks.event_payload(cb, reason=f"disposition {code}"),
         )
     return True
 
