@@ -260,19 +260,26 @@ def register(reg: Registry) -> None:
         scope="agents:write",
         body=AgentUpdate,
         response=Agent,
-        description="campaign_ids replaces the agent's campaign assignments.",
+        description="campaign_ids replaces the agent's campaign assignments (a supervisor's: those of the"
+        " campaigns they supervise; the agent keeps its other campaigns).",
     )
     async def update_agent(ctx: Ctx) -> Agent:
         agent_id = ctx.params["agent_id"]
         data = ctx.body.changes()
         fields = sorted(data)
         async with ctx.tx() as conn:
-            await _supervised_row(ctx, conn, await _load(conn, agent_id, for_update=True))
+            before = await _load(conn, agent_id, for_update=True)
+            await _supervised_row(ctx, conn, before)
             campaign_ids = await _prepare(ctx, conn, data)
             await repo.update(conn, agent_id, data)
+            details: dict[str, Any] = {"fields": fields}
             if campaign_ids is not None:
+                if ctx.me.role is Role.SUPERVISOR:  # what they do not supervise is not theirs to take away
+                    mine = await supervised_campaigns(conn, ctx.me.user_id)
+                    campaign_ids = sorted(set(campaign_ids) | (set(before["campaign_ids"]) - mine))
                 await repo.set_campaigns(conn, agent_id, campaign_ids)
-            await ctx.audit(conn, "agent.update", "agent", agent_id, {"fields": fields})
+                details["campaign_ids"] = {"before": sorted(before["campaign_ids"]), "after": sorted(campaign_ids)}
+            await ctx.audit(conn, "agent.update", "agent", agent_id, details)
             row = await _load(conn, agent_id)
         await ctx.notify_dialer(ctx.deps.dialer.agent_changed(agent_id))
         return Agent.model_validate(dict(row))

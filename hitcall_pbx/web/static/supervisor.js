@@ -103,6 +103,7 @@
       el("button", { type: "button", onclick: () => agentAction(a.id, "pause") }, t("sup.force_pause")),
       el("button", { type: "button", onclick: () => agentAction(a.id, "unpause") }, t("sup.unpause")),
       el("button", { type: "button", "data-needs": "logout", onclick: () => agentAction(a.id, "logout") }, t("sup.logout_agent")),
+      el("button", { type: "button", "data-edit": "campaigns", onclick: () => editCampaigns(a) }, t("sup.campaigns")),
       ...MODES.map((mode) => el("button", { type: "button", "data-needs": "listen", "data-monitor": mode,
         "aria-pressed": "false", onclick: () => agentAction(a.id, mode) }, t(`sup.${mode}`))),
       el("button", { type: "button", class: "bad", "data-monitor-stop": "", hidden: true,
@@ -236,6 +237,36 @@
       failed(err);
     }
   }
+
+  // The agent's campaigns: those the user may assign (a supervisor's own, an admin's all).
+  const dialog = $("campaigns-dialog");
+  async function editCampaigns(a) {
+    try {
+      const [agent, list] = await Promise.all([api("GET", `/agents/${a.id}`), api("GET", "/campaigns")]);
+      const have = new Set(agent.campaign_ids);
+      $("campaigns-title").textContent = t("sup.campaigns_of", { name: a.name });
+      $("campaigns-list").replaceChildren($("campaigns-list").querySelector("legend"), ...list.items.map((c) =>
+        el("label", { class: "check" },
+          el("input", { type: "checkbox", name: "campaign", value: String(c.id), checked: have.has(c.id) }),
+          ` ${c.name}`)));
+      dialog.dataset.agentId = String(a.id);
+      dialog.showModal();
+    } catch (err) {
+      failed(err);
+    }
+  }
+  $("campaigns-cancel").addEventListener("click", () => dialog.close());
+  $("campaigns-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const ids = [...dialog.querySelectorAll("input[name=campaign]:checked")].map((i) => Number(i.value));
+    try {
+      await api("PATCH", `/agents/${dialog.dataset.agentId}`, { campaign_ids: ids });
+      dialog.close();
+      toast(t("sup.campaigns_saved"));
+    } catch (err) {
+      failed(err);
+    }
+  });
 
   async function stopMonitor() {
     const { attemptId, id } = monitor;
