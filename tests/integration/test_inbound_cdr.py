@@ -247,7 +247,9 @@ async def test_writer_copies_inbound_cdrs_and_a_replay_writes_no_second_row(db: 
 # ------------------------------------------------------------------ abandon accounting ---
 async def test_inbound_abandons_stay_out_of_the_outbound_abandon_rate(db: asyncpg.Pool) -> None:
     campaign = await _campaign(db)
-    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+    now = datetime.now(UTC).replace(microsecond=0)
+    # Half an hour ago, but today (UTC): the API's and the report's day counts are today's.
+    now -= min(timedelta(minutes=30), now - now.replace(hour=0, minute=0, second=0))
     outbound_calls = [outbound(campaign, now, "abandoned")] + [outbound(campaign, now) for _ in range(3)]
     await _write(db, *outbound_calls)
 
