@@ -8,8 +8,9 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from html import escape
+from zoneinfo import ZoneInfo
 
 from .compute import CSV_COLUMNS, CampaignDay, InboundDay, csv_row, inbound_csv_row
 
@@ -40,6 +41,113 @@ BLOCK_LABELS = {
 }
 GOOD, BAD, MUTED, ACCENT = "#2e9d6a", "#d64545", "#6b778c", "#3b6fd8"
 
+# The HTML page's texts in Finnish, keyed by the English ones (English is the default).
+FINNISH: dict[str, str] = {
+    "outside the calling window": "soittoajan ulkopuolella",
+    "do-not-call list (all campaigns)": "kieltolista (kaikki kampanjat)",
+    "do-not-call list (this campaign)": "kieltolista (tämä kampanja)",
+    "objected to direct marketing": "kieltänyt suoramarkkinoinnin",
+    "erased person (suppressed number)": "poistettu henkilö (estetty numero)",
+    "processing restricted": "käsittely rajoitettu",
+    "abandoned in the last 72 h": "hylätty viimeisten 72 tunnin aikana",
+    "attempts used up": "yritykset käytetty",
+    "retry time not reached": "uusintayrityksen aika ei ole tullut",
+    "No calls.": "Ei puheluita.",
+    "answered human": "vastattu (ihminen)",
+    "answered machine": "vastaajakone",
+    "busy": "varattu",
+    "no answer": "ei vastausta",
+    "congestion": "ruuhka",
+    "failed": "epäonnistui",
+    "abandoned": "hylätty",
+    "cancelled": "peruttu",
+    "no agent": "ei vapaata agenttia",
+    "in progress": "kesken",
+    "No return calls.": "Ei paluupuheluita.",
+    "Return calls": "Paluupuhelut",
+    "{m} min with agents": "{m} min agenttien kanssa",
+    "Put through to an agent": "Yhdistetty agentille",
+    "median wait {w}": "odotuksen mediaani {w}",
+    "Hung up waiting": "Luopui odottaessaan",
+    "No agent free": "Ei vapaata agenttia",
+    "heard the message": "kuuli tiedotteen",
+    "Served by the menu": "Palveltu valikossa",
+    "opted out, or listened and hung up": "kielsi soitot tai kuunteli ja sulki",
+    "Untracked": "Seuraamatta",
+    "ended during a service restart": "päättyi palvelun uudelleenkäynnistyksessä",
+    "Within abandon cap": "Hylkäysraja alittuu",
+    "Abandon cap exceeded": "Hylkäysraja ylittyy",
+    "Calls": "Puhelut",
+    "{n} answered": "{n} vastattu",
+    "Connected to agent": "Yhdistetty agentille",
+    " of calls": " puheluista",
+    "Abandoned": "Hylätyt",
+    "heard the information message": "kuulivat tiedotteen",
+    "Abandon rate today": "Hylkäysaste tänään",
+    "cap {c} %": "raja {c} %",
+    "Abandon rate 30 days": "Hylkäysaste 30 päivää",
+    "Answer → agent within 2 s": "Vastaus → agentti 2 s:ssa",
+    "Callbacks": "Takaisinsoitot",
+    "{n} scheduled": "{n} sovittu",
+    "{d} done · {m} missed · {c} cancelled": "{d} tehty · {m} ohitettu · {c} peruttu",
+    "Callbacks overdue": "Myöhässä olevat takaisinsoitot",
+    "still scheduled past their time": "yhä sovittuna, aika mennyt",
+    "Monitoring": "Kuuntelu",
+    "{n} sessions": "{n} kertaa",
+    "{m} min · {s} supervisors": "{m} min · {s} esimiestä",
+    " · {n} ended on a fault": " · {n} päättyi vikaan",
+    "none": "ei yhtään",
+    "Abandon rate by hour": "Hylkäysaste tunneittain",
+    "Red bars are hours over the cap (dashed line).": "Punaiset palkit ovat rajan (katkoviiva) ylittäviä tunteja.",
+    "Agent occupancy by hour": "Agenttien käyttöaste tunneittain",
+    "Time on calls and wrap-up / time staffed.": "Aika puheluissa ja jälkitöissä / työaika.",
+    "Ring time until answer or give-up": "Soittoaika vastaukseen tai luopumiseen",
+    "Calls per bin; median {m}.": "Puheluita luokittain; mediaani {m}.",
+    "Calls by hour": "Puhelut tunneittain",
+    "Attempts placed ({zone} hours).": "Soitetut yritykset ({zone}, tunnit).",
+    "Outcomes": "Lopputulokset",
+    "Return calls (inbound)": "Paluupuhelut (saapuvat)",
+    "Callers on the return-call line matched to this campaign. Not part of the abandon rate.": (
+        "Paluupuhelulinjalle soittaneet, jotka kohdistettiin tähän kampanjaan. Eivät kuulu hylkäysasteeseen."
+    ),
+    "Dialling blocked before the call": "Ennen soittoa estetyt",
+    "Outside calling window": "Soittoajan ulkopuolella",
+    "Do-not-call / prohibited": "Kieltolista / kielletty",
+    "Recordings": "Tallenteet",
+    "Stored today": "Tallennettu tänään",
+    "Purged today": "Poistettu tänään",
+    "On complaint hold": "Valituksen vuoksi säilytetty",
+    "No campaign activity on this day.": "Kampanjoilla ei ollut toimintaa tänä päivänä.",
+    "Return calls of no campaign": "Paluupuhelut ilman kampanjaa",
+    "Callers on the return-call line whose number and dialled line matched no campaign.": (
+        "Paluupuhelulinjalle soittaneet, joiden numero ja valittu linja eivät vastanneet mitään kampanjaa."
+    ),
+    "HitCall compliance report": "HitCall-vaatimustenmukaisuusraportti",
+    "HitCall · Daily compliance report": "HitCall · Päivän vaatimustenmukaisuusraportti",
+    "{n} campaigns": "{n} kampanjaa",
+    "1 campaign": "1 kampanja",
+    "UTC day; times in {zone}": "UTC-vuorokausi; kellonajat {zone}",
+    "Abandon rate = abandoned / (abandoned + connected to an agent) over outbound calls; a call is abandoned when a"
+    " person answered and no agent took it within 2 seconds. Return calls (inbound) are counted apart. The 30-day rate"
+    " covers the 30 days ending with this day. Generated {at}.": (
+        "Hylkäysaste = hylätyt / (hylätyt + agentille yhdistetyt) lähtevistä puheluista; puhelu on hylätty, kun"
+        " ihminen vastasi eikä agentti ottanut sitä 2 sekunnissa. Paluupuhelut (saapuvat) lasketaan erikseen."
+        " 30 päivän aste kattaa tähän päivään päättyvät 30 päivää. Luotu {at}."
+    ),
+}
+FI_WEEKDAYS = ("maanantai", "tiistai", "keskiviikko", "torstai", "perjantai", "lauantai", "sunnuntai")
+
+
+def _translator(locale: str) -> Callable[..., str]:
+    """`tr("English text", name=value)`: the text in `locale` (fi or en) with {name} filled in."""
+    texts = FINNISH if locale == "fi" else {}
+
+    def tr(text: str, **values: object) -> str:
+        found = texts.get(text, text)
+        return found.format(**values) if values else found
+
+    return tr
+
 
 def render(
     reports: list[CampaignDay],
@@ -48,9 +156,12 @@ def render(
     day: date,
     generated_at: datetime | None = None,
     inbound_without_campaign: InboundDay | None = None,
+    locale: str = "en",
+    zone: ZoneInfo | None = None,
 ) -> str:
     """The report in `fmt`; `inbound_without_campaign`: the day's inbound calls that matched
-    no campaign (None: not part of this report, e.g. a report of one campaign)."""
+    no campaign (None: not part of this report, e.g. a report of one campaign). The HTML page
+    is in `locale` (en, fi) with its clock times (hours, when generated) in `zone` (UTC)."""
     unmatched = inbound_without_campaign
     if fmt == "json":
         data = {
@@ -70,7 +181,12 @@ def render(
         return out.getvalue()
     if fmt == "html":
         return html_page(
-            reports, day=day, generated_at=generated_at or datetime.now(UTC), inbound_without_campaign=unmatched
+            reports,
+            day=day,
+            generated_at=generated_at or datetime.now(UTC),
+            inbound_without_campaign=unmatched,
+            locale=locale,
+            zone=zone,
         )
     raise ValueError(f"unknown format {fmt!r}")
 
@@ -159,16 +275,17 @@ def _meter(value: float | None, cap: float) -> str:
     )
 
 
-def _stacked(outcomes: dict[str, int]) -> str:
+def _stacked(outcomes: dict[str, int], tr: Callable[..., str]) -> str:
     total = sum(outcomes.values())
     if not total:
-        return '<p class="muted">No calls.</p>'
+        return f'<p class="muted">{tr("No calls.")}</p>'
     segs, legend = [], []
     for name, n in outcomes.items():
         colour = OUTCOME_COLOURS.get(name, MUTED)
-        segs.append(f'<div style="flex:{n};background:{colour}" title="{escape(name)}: {n}"></div>')
+        label = escape(tr(name.replace("_", " ")))
+        segs.append(f'<div style="flex:{n};background:{colour}" title="{label}: {n}"></div>')
         legend.append(
-            f'<span><i style="background:{colour}"></i>{escape(name.replace("_", " "))} '
+            f'<span><i style="background:{colour}"></i>{label} '
             f'<b>{n}</b> <span class="muted">({n / total * 100:.0f} %)</span></span>'
         )
     return f'<div class="stack">{"".join(segs)}</div><div class="legend">{"".join(legend)}</div>'
@@ -181,77 +298,87 @@ def _tile(label: str, value: str, sub: str = "", tone: str = "") -> str:
     )
 
 
-def _inbound_tiles(i: InboundDay) -> str:
+def _inbound_tiles(i: InboundDay, tr: Callable[..., str]) -> str:
     if not i.calls:
-        return '<p class="muted">No return calls.</p>'
+        return f'<p class="muted">{tr("No return calls.")}</p>'
     wait = "–" if i.wait_to_agent_p50_s is None else f"{i.wait_to_agent_p50_s:.1f} s"
     gave_up = "–" if i.abandoned_wait_p50_s is None else f"{i.abandoned_wait_p50_s:.1f} s"
     return (
         '<div class="tiles small">'
-        + _tile("Return calls", str(i.calls), f"{i.talk_s / 60:.1f} min with agents")
-        + _tile("Put through to an agent", str(i.connected), f"{_pct(i.connected_share, 0)} · median wait {wait}")
-        + _tile("Hung up waiting", str(i.abandoned), f"median wait {gave_up}")
-        + _tile("No agent free", str(i.no_agent), "heard the message")
-        + _tile("Served by the menu", str(i.self_service), "opted out, or listened and hung up")
-        + (_tile("Untracked", str(i.untracked), "ended during a service restart") if i.untracked else "")
+        + _tile(tr("Return calls"), str(i.calls), tr("{m} min with agents", m=f"{i.talk_s / 60:.1f}"))
+        + _tile(
+            tr("Put through to an agent"),
+            str(i.connected),
+            f"{_pct(i.connected_share, 0)} · " + tr("median wait {w}", w=wait),
+        )
+        + _tile(tr("Hung up waiting"), str(i.abandoned), tr("median wait {w}", w=gave_up))
+        + _tile(tr("No agent free"), str(i.no_agent), tr("heard the message"))
+        + _tile(tr("Served by the menu"), str(i.self_service), tr("opted out, or listened and hung up"))
+        + (_tile(tr("Untracked"), str(i.untracked), tr("ended during a service restart")) if i.untracked else "")
         + "</div>"
     )
 
 
 # ---------------------------------------------------------------------- page ---
-def _campaign_section(r: CampaignDay) -> str:
+def _campaign_section(r: CampaignDay, tr: Callable[..., str], hours: list[str], zone_name: str) -> str:
     ok = r.within_cap_day and r.within_cap_30d
     pill = (
-        '<span class="pill ok">Within abandon cap</span>'
+        f'<span class="pill ok">{tr("Within abandon cap")}</span>'
         if ok
-        else '<span class="pill bad">Abandon cap exceeded</span>'
+        else f'<span class="pill bad">{tr("Abandon cap exceeded")}</span>'
     )
     cap = r.abandon_cap
     tiles = "".join(
         [
-            _tile("Calls", f"{r.calls}", f"{r.answered} answered"),
+            _tile(tr("Calls"), f"{r.calls}", tr("{n} answered", n=r.answered)),
             _tile(
-                "Connected to agent", f"{r.connects}", _pct(r.connects / r.calls if r.calls else None, 0) + " of calls"
+                tr("Connected to agent"),
+                f"{r.connects}",
+                _pct(r.connects / r.calls if r.calls else None, 0) + tr(" of calls"),
             ),
-            _tile("Abandoned", f"{r.abandoned}", "heard the information message"),
+            _tile(tr("Abandoned"), f"{r.abandoned}", tr("heard the information message")),
             _tile(
-                "Abandon rate today",
+                tr("Abandon rate today"),
                 _pct(r.abandon_rate_day),
-                f"cap {cap * 100:.1f} %" + _meter(r.abandon_rate_day, cap),
+                tr("cap {c} %", c=f"{cap * 100:.1f}") + _meter(r.abandon_rate_day, cap),
                 "ok" if r.within_cap_day else "bad",
             ),
             _tile(
-                "Abandon rate 30 days",
+                tr("Abandon rate 30 days"),
                 _pct(r.abandon_rate_30d),
                 f"{r.abandoned_30d} / {r.abandoned_30d + r.connects_30d}" + _meter(r.abandon_rate_30d, cap),
                 "ok" if r.within_cap_30d else "bad",
             ),
             _tile(
-                "Answer → agent within 2 s",
+                tr("Answer → agent within 2 s"),
                 _pct(r.answer_to_agent_within_2s, 0),
                 f"p50 {_ms(r.answer_to_agent_p50_ms)} · p99 {_ms(r.answer_to_agent_p99_ms)}",
                 "" if r.answer_to_agent_within_2s is None else ("ok" if r.answer_to_agent_within_2s >= 0.99 else "bad"),
             ),
             _tile(
-                "Callbacks",
-                f"{r.callbacks.scheduled} scheduled",
-                f"{r.callbacks.done} done · {r.callbacks.missed} missed · {r.callbacks.cancelled} cancelled",
+                tr("Callbacks"),
+                tr("{n} scheduled", n=r.callbacks.scheduled),
+                tr(
+                    "{d} done · {m} missed · {c} cancelled",
+                    d=r.callbacks.done,
+                    m=r.callbacks.missed,
+                    c=r.callbacks.cancelled,
+                ),
             ),
             _tile(
-                "Callbacks overdue",
+                tr("Callbacks overdue"),
                 f"{r.callbacks.overdue}",
-                "still scheduled past their time",
+                tr("still scheduled past their time"),
                 "bad" if r.callbacks.overdue else "",
             ),
             _tile(
-                "Monitoring",
-                f"{r.monitoring.sessions} sessions",
-                f"{r.monitoring.monitored_s / 60:.1f} min · {r.monitoring.supervisors} supervisors"
-                + (f" · {r.monitoring.ended_on_fault} ended on a fault" if r.monitoring.ended_on_fault else ""),
+                tr("Monitoring"),
+                tr("{n} sessions", n=r.monitoring.sessions),
+                tr("{m} min · {s} supervisors", m=f"{r.monitoring.monitored_s / 60:.1f}", s=r.monitoring.supervisors)
+                + (tr(" · {n} ended on a fault", n=r.monitoring.ended_on_fault) if r.monitoring.ended_on_fault else ""),
             ),
         ]
     )
-    hours = [f"{h:02d}" for h in range(24)]
     rates = [h.abandon_rate for h in r.hours]
     ymax_rate = _nice_max(max([cap * 1.5] + [v for v in rates if v is not None]))
     abandon_svg = _bar_chart(
@@ -261,7 +388,7 @@ def _campaign_section(r: CampaignDay) -> str:
         fmt=lambda v: f"{v * 100:g}%",
         colour=lambda v: BAD if v > cap else GOOD,
         line=cap,
-        line_label=f"cap {cap * 100:.0f} %",
+        line_label=tr("cap {c} %", c=f"{cap * 100:.0f}"),
         label_every=3,
     )
     occupancy_svg = _bar_chart(
@@ -290,10 +417,10 @@ def _campaign_section(r: CampaignDay) -> str:
     )
     blocks = (
         "".join(
-            f"<tr><td>{escape(BLOCK_LABELS.get(k, k.replace('_', ' ')))}</td><td class='num'>{v}</td></tr>"
+            f"<tr><td>{escape(tr(BLOCK_LABELS.get(k, k.replace('_', ' '))))}</td><td class='num'>{v}</td></tr>"
             for k, v in r.blocks.items()
         )
-        or "<tr><td class='muted' colspan='2'>none</td></tr>"
+        or f"<tr><td class='muted' colspan='2'>{tr('none')}</td></tr>"
     )
     ring_median = "–" if r.ring_p50_s is None else f"{r.ring_p50_s:.1f} s"
     return f"""
@@ -301,27 +428,28 @@ def _campaign_section(r: CampaignDay) -> str:
   <div class="head"><h2>{escape(r.campaign_name)} <span class="muted">#{r.campaign_id}</span></h2>{pill}</div>
   <div class="tiles">{tiles}</div>
   <div class="grid">
-    <div class="card"><h3>Abandon rate by hour</h3><p class="hint">Red bars are hours over the cap (dashed line).</p>
-      {abandon_svg}</div>
-    <div class="card"><h3>Agent occupancy by hour</h3><p class="hint">Time on calls and wrap-up / time staffed.</p>
-      {occupancy_svg}</div>
-    <div class="card"><h3>Ring time until answer or give-up</h3>
-      <p class="hint">Calls per bin; median {ring_median}.</p>{ring_svg}</div>
-    <div class="card"><h3>Calls by hour</h3><p class="hint">Attempts placed (UTC hours).</p>{calls_svg}</div>
+    <div class="card"><h3>{tr("Abandon rate by hour")}</h3>
+      <p class="hint">{tr("Red bars are hours over the cap (dashed line).")}</p>{abandon_svg}</div>
+    <div class="card"><h3>{tr("Agent occupancy by hour")}</h3>
+      <p class="hint">{tr("Time on calls and wrap-up / time staffed.")}</p>{occupancy_svg}</div>
+    <div class="card"><h3>{tr("Ring time until answer or give-up")}</h3>
+      <p class="hint">{tr("Calls per bin; median {m}.", m=ring_median)}</p>{ring_svg}</div>
+    <div class="card"><h3>{tr("Calls by hour")}</h3>
+      <p class="hint">{escape(tr("Attempts placed ({zone} hours).", zone=zone_name))}</p>{calls_svg}</div>
   </div>
-  <div class="card wide"><h3>Outcomes</h3>{_stacked(r.outcomes)}</div>
-  <div class="card wide"><h3>Return calls (inbound)</h3>
-    <p class="hint">Callers on the return-call line matched to this campaign. Not part of the abandon rate.</p>
-    {_inbound_tiles(r.inbound)}</div>
+  <div class="card wide"><h3>{tr("Outcomes")}</h3>{_stacked(r.outcomes, tr)}</div>
+  <div class="card wide"><h3>{tr("Return calls (inbound)")}</h3>
+    <p class="hint">{tr("Callers on the return-call line matched to this campaign. Not part of the abandon rate.")}</p>
+    {_inbound_tiles(r.inbound, tr)}</div>
   <div class="grid">
-    <div class="card"><h3>Dialling blocked before the call</h3>
-      <div class="tiles small">{_tile("Outside calling window", str(r.blocked_outside_window))}
-      {_tile("Do-not-call / prohibited", str(r.blocked_dnc))}</div>
+    <div class="card"><h3>{tr("Dialling blocked before the call")}</h3>
+      <div class="tiles small">{_tile(tr("Outside calling window"), str(r.blocked_outside_window))}
+      {_tile(tr("Do-not-call / prohibited"), str(r.blocked_dnc))}</div>
       <table>{blocks}</table></div>
-    <div class="card"><h3>Recordings</h3>
-      <div class="tiles small">{_tile("Stored today", str(r.recordings_stored))}
-      {_tile("Purged today", str(r.recordings_purged))}
-      {_tile("On complaint hold", str(r.recordings_on_hold))}</div></div>
+    <div class="card"><h3>{tr("Recordings")}</h3>
+      <div class="tiles small">{_tile(tr("Stored today"), str(r.recordings_stored))}
+      {_tile(tr("Purged today"), str(r.recordings_purged))}
+      {_tile(tr("On complaint hold"), str(r.recordings_on_hold))}</div></div>
   </div>
 </section>"""
 
@@ -356,24 +484,48 @@ footer{color:#6b778c;font-size:12px;max-width:1280px;margin:auto;padding:0 32px 
 
 
 def html_page(
-    reports: list[CampaignDay], *, day: date, generated_at: datetime, inbound_without_campaign: InboundDay | None = None
+    reports: list[CampaignDay],
+    *,
+    day: date,
+    generated_at: datetime,
+    inbound_without_campaign: InboundDay | None = None,
+    locale: str = "en",
+    zone: ZoneInfo | None = None,
 ) -> str:
-    body = "".join(_campaign_section(r) for r in reports) or '<p class="muted">No campaign activity on this day.</p>'
+    tr = _translator(locale)
+    tz = zone or ZoneInfo("UTC")
+    # The day is a UTC day; its hours are labelled with the clock time in `zone`.
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    hours = [f"{datetime.fromtimestamp(start.timestamp() + h * 3600, tz).hour:02d}" for h in range(24)]
+    body = "".join(_campaign_section(r, tr, hours, tz.key) for r in reports) or (
+        f'<p class="muted">{tr("No campaign activity on this day.")}</p>'
+    )
     if inbound_without_campaign is not None and inbound_without_campaign.calls:
         body += f"""
 <section class="campaign">
-  <div class="head"><h2>Return calls of no campaign</h2></div>
-  <div class="card wide"><p class="hint">Callers on the return-call line whose number and dialled line matched no
-    campaign.</p>{_inbound_tiles(inbound_without_campaign)}</div>
+  <div class="head"><h2>{tr("Return calls of no campaign")}</h2></div>
+  <div class="card wide"><p class="hint">{
+            tr("Callers on the return-call line whose number and dialled line matched no campaign.")
+        }</p>{_inbound_tiles(inbound_without_campaign, tr)}</div>
 </section>"""
+    if locale == "fi":
+        day_text = f"{FI_WEEKDAYS[day.weekday()]} {day.day}.{day.month}.{day.year}"
+    else:
+        day_text = day.strftime("%A %d %B %Y")
+    count = tr("1 campaign") if len(reports) == 1 else tr("{n} campaigns", n=len(reports))
+    generated = generated_at.astimezone(tz).strftime("%Y-%m-%d %H:%M") + f" {tz.key}"
+    footer = tr(
+        "Abandon rate = abandoned / (abandoned + connected to an agent) over outbound calls; a call is abandoned when a"
+        " person answered and no agent took it within 2 seconds. Return calls (inbound) are counted apart. The 30-day"
+        " rate covers the 30 days ending with this day. Generated {at}.",
+        at=generated,
+    )
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>HitCall compliance report {day.isoformat()}</title><style>{_CSS}</style></head>
-<body><header><h1>HitCall · Daily compliance report</h1>
-<p>{day.strftime("%A %d %B %Y")} (UTC) · {len(reports)} campaign{"s" if len(reports) != 1 else ""}</p></header>
+<html lang="{"fi" if locale == "fi" else "en"}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{tr("HitCall compliance report")} {day.isoformat()}</title><style>{_CSS}</style></head>
+<body><header><h1>{tr("HitCall · Daily compliance report")}</h1>
+<p>{day_text} ({escape(tr("UTC day; times in {zone}", zone=tz.key))}) · {count}</p></header>
 <main>{body}</main>
-<footer>Abandon rate = abandoned / (abandoned + connected to an agent) over outbound calls; a call is abandoned when a
-person answered and no agent took it within 2 seconds. Return calls (inbound) are counted apart. The 30-day rate
-covers the 30 days ending with this day. Generated
-{generated_at.strftime("%Y-%m-%d %H:%M UTC")}.</footer></body></html>
+<footer>{escape(footer)}</footer></body></html>
 """

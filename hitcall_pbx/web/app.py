@@ -394,7 +394,14 @@ def setup_web(app: web.Application, deps: WebDeps) -> None:
             object_type="report",
             object_id=f"compliance:{day.isoformat()}",
         )
-        text = render(reports, "html", day=day, inbound_without_campaign=unmatched)
+        text = render(
+            reports,
+            "html",
+            day=day,
+            inbound_without_campaign=unmatched,
+            locale=viewer.locale,
+            zone=ZoneInfo(viewer.timezone),
+        )
         resp = web.Response(text=text, content_type="text/html")
         resp.headers["Content-Security-Policy"] = REPORT_CSP
         return resp

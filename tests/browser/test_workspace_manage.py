@@ -5,6 +5,10 @@ build/screenshots/."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, date, datetime, time
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from hitcall_pbx.auth import Role
@@ -87,6 +91,65 @@ async def test_agent_campaigns_from_the_wallboard_supervisor_own_admin_any(works
         await page.click("#campaigns-dialog button[type=submit]")
         await page.wait_for_selector("#campaigns-dialog:not([open])", state="attached")
         assert await _campaigns(pool, agent) == {mine, also_mine}
+    finally:
+        await ctx.close()
+    assert not errors, errors
+
+
+async def test_compliance_report_in_the_users_language_and_time_zone(workspace: Workspace, chromium):
+    pool = workspace.pool
+    cid, list_id = await create_campaign(pool, "Talvi", **ALL_DAY)
+    sup_user = await workspace.user("sanna", Role.SUPERVISOR, agent=True)
+    phone = await pool.fetchval("SELECT id FROM agents WHERE user_id = $1", sup_user)
+    await pool.execute("INSERT INTO agent_campaigns VALUES ($1, $2)", phone, cid)
+    await pool.execute("UPDATE users SET locale = 'fi', timezone = 'Europe/Helsinki' WHERE id = $1", sup_user)
+    ctx = await chromium.new_context(locale="en-US", viewport={"width": 1400, "height": 900})
+    page = await ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        await browser_login(page, workspace.base_url, "sanna")
+        await page.goto(f"{workspace.base_url}/web/supervisor?campaign={cid}")
+        link = page.locator("a[href^='/web/reports/compliance']")
+        day = date.fromisoformat((await link.get_attribute("href")).split("day=")[1])
+        # One call at 10:30 UTC that day: 12 in Helsinki in winter (13 in summer), 05 in New York.
+        at = datetime.combine(day, time(10, 30), UTC)
+        contact = await pool.fetchval(
+            "INSERT INTO contacts (list_id, phone_e164) VALUES ($1, '+358401770021') RETURNING id", list_id
+        )
+        await pool.execute(
+            """INSERT INTO call_attempts (id, campaign_id, contact_id, attempt_no, dialled_number, caller_id, mode,
+                                          state, created_at, ended_at, outcome, retention_until)
+               VALUES ($1, $2, $3, 1, '+358401770021', '+358201234567', 'progressive', 'ended', $4, $4,
+                       'no_answer', now() + interval '1 year')""",
+            uuid.uuid4(),
+            cid,
+            contact,
+            at,
+        )
+        async with ctx.expect_page() as opened:
+            await link.click()
+        report = await opened.value
+        await report.wait_for_load_state()
+        assert await report.text_content("h1") == "HitCall · Päivän vaatimustenmukaisuusraportti"
+        header = await report.text_content("header p")
+        assert "kellonajat Europe/Helsinki" in header and f"{day.day}.{day.month}.{day.year}" in header, header
+        helsinki = f"{at.astimezone(ZoneInfo('Europe/Helsinki')).hour:02d}"
+        assert await report.locator("rect title", has_text=f"{helsinki}: 1").count() == 1, "the call's local hour"
+        assert "Puhelut tunneittain" in await report.text_content("main")
+        assert "Luotu" in await report.text_content("footer")
+        assert "ei vastausta 1" in await report.text_content(".legend")
+        await shot(report, "report-compliance-fi")
+
+        # The same report for a user in English in New York.
+        await pool.execute("UPDATE users SET locale = 'en', timezone = 'America/New_York' WHERE id = $1", sup_user)
+        await report.reload()
+        assert await report.text_content("h1") == "HitCall · Daily compliance report"
+        assert "times in America/New_York" in await report.text_content("header p")
+        new_york = f"{at.astimezone(ZoneInfo('America/New_York')).hour:02d}"
+        assert await report.locator("rect title", has_text=f"{new_york}: 1").count() == 1
+        assert "America/New_York" in await report.text_content("footer")
+        await shot(report, "report-compliance-en")
     finally:
         await ctx.close()
     assert not errors, errors
