@@ -195,8 +195,8 @@ class EngineControl:
         status = _transfer_status(t)
         # An external number is personal data: the append-only audit row says "number" only (the
         # CDR and the call's legs keep it, and anonymise it with the call).
-        target = "number" if t.target.kind is TargetKind.NUMBER else t.target.describe()
-        await self._audit(actor, "call.transfer", agent_id, attempt_id=status.attempt_id, kind=kind, target=target)
+        named = "number" if t.target.kind is TargetKind.NUMBER else t.target.describe()
+        await self._audit(actor, "call.transfer", agent_id, attempt_id=status.attempt_id, kind=kind, target=named)
         return status
 
     async def transfer_action(
