@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 import pytest
@@ -97,19 +99,34 @@ async def no_transfer_bridge(app: HitCall, attempt_id: str) -> bool:
     return not [b.id for b in await app.ari.rest.list_bridges() if b.id.startswith(f"hitcall-xfer-{attempt_id}")]
 
 
+async def campaigns_with_agents(
+    pool, name: str, start: int, agents: Sequence[int], *, customers: int = 1, **settings: Any
+) -> tuple[int, int, list[int]]:
+    """A progressive campaign `name` dialling `customers` sim customers who answer and stay
+    (numbers from `start`; `settings` such as wrap_up_s) with the first of `agents` on it, the
+    others on a second campaign `name-2`. Agent n has number 1000 + n and phone agent<n>:
+    (campaign, second campaign, agent ids)."""
+    numbers = sim_numbers(1, customers, start=start)
+    cid, _ = await create_campaign(pool, name, mode="progressive", numbers=numbers, **settings, **ALL_DAY)
+    other, _ = await create_campaign(pool, f"{name}-2", mode="progressive", **ALL_DAY)
+    first, *rest = agents
+    ids = [await create_agent(pool, str(1000 + first), f"agent{first}", [cid])]
+    ids += [await create_agent(pool, str(1000 + n), f"agent{n}", [other]) for n in rest]
+    return cid, other, ids
+
+
+async def dial_once_logged_in(app: HitCall, cid: int, phones: int) -> None:
+    """The campaign starts dialling once `phones` agent phones are logged in."""
+    await wait_until(lambda: len(app.sessions.by_agent) == phones, timeout=15)
+    await app.db.pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+
+
 async def test_blind_transfer_to_an_agent_then_to_a_campaigns_ready_agent(service_settings, sandbox, hangup_agents):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, _ = await create_campaign(
-            pool, "xfer-blind", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 1, start=810), **ALL_DAY
-        )
-        other, _ = await create_campaign(pool, "xfer-helpdesk", mode="progressive", **ALL_DAY)
-        a = await create_agent(pool, "1081", "agent81", [cid])
-        b = await create_agent(pool, "1082", "agent82", [other])
-        c = await create_agent(pool, "1083", "agent83", [other])
+        cid, other, (a, b, c) = await campaigns_with_agents(pool, "xfer-blind", 810, (81, 82, 83), wrap_up_s=30)
         with SippAgents(sandbox, ["agent81", "agent82", "agent83"], port=5501):
-            await wait_until(lambda: len(app.sessions.by_agent) == 3, timeout=15)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await dial_once_logged_in(app, cid, 3)
             call_id = await customer_with(app, a)
             xfer = app.dialer.transfers
             sa, sb, sc = (app.sessions.get(x) for x in (a, b, c))
@@ -162,13 +179,9 @@ async def test_blind_transfer_to_an_agent_then_to_a_campaigns_ready_agent(servic
 async def test_blind_transfer_to_an_external_number_and_a_busy_one(service_settings, sandbox, hangup_agents):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, _ = await create_campaign(
-            pool, "xfer-external", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 2, start=820), **ALL_DAY
-        )
-        a = await create_agent(pool, "1084", "agent84", [cid])
+        cid, _, (a,) = await campaigns_with_agents(pool, "xfer-external", 820, (84,), customers=2, wrap_up_s=30)
         with SippAgents(sandbox, ["agent84"], port=5503):
-            await wait_until(lambda: a in app.sessions.by_agent, timeout=15)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await dial_once_logged_in(app, cid, 1)
             sa = app.sessions.get(a)
             xfer = app.dialer.transfers
             call_id = await customer_with(app, a)
@@ -206,15 +219,9 @@ async def test_blind_transfer_to_an_external_number_and_a_busy_one(service_setti
 async def test_attended_transfer_cancel_conference_complete(service_settings, sandbox, hangup_agents):
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, _ = await create_campaign(
-            pool, "xfer-attended", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 1, start=830), **ALL_DAY
-        )
-        other, _ = await create_campaign(pool, "xfer-attended-2", mode="progressive", **ALL_DAY)
-        a = await create_agent(pool, "1085", "agent85", [cid])
-        b = await create_agent(pool, "1086", "agent86", [other])
+        cid, _, (a, b) = await campaigns_with_agents(pool, "xfer-attended", 830, (85, 86), wrap_up_s=30)
         with SippAgents(sandbox, ["agent85", "agent86"], port=5505):
-            await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await dial_once_logged_in(app, cid, 2)
             sa, sb = app.sessions.get(a), app.sessions.get(b)
             xfer = app.dialer.transfers
             call_id = await customer_with(app, a)
@@ -288,15 +295,9 @@ async def test_attended_failures_end_cleanly(service_settings, sandbox, hangup_a
     hanging up during a consultation with a number ends everything."""
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, _ = await create_campaign(
-            pool, "xfer-failures", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 1, start=840), **ALL_DAY
-        )
-        other, _ = await create_campaign(pool, "xfer-failures-2", mode="progressive", **ALL_DAY)
-        a = await create_agent(pool, "1087", "agent87", [cid])
-        b = await create_agent(pool, "1088", "agent88", [other])
+        cid, _, (a, b) = await campaigns_with_agents(pool, "xfer-failures", 840, (87, 88), wrap_up_s=30)
         with SippAgents(sandbox, ["agent87", "agent88"], port=5507):
-            await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await dial_once_logged_in(app, cid, 2)
             sa, sb = app.sessions.get(a), app.sessions.get(b)
             xfer = app.dialer.transfers
             call_id = await customer_with(app, a)
@@ -358,21 +359,11 @@ async def test_a_recorded_call_keeps_one_recording_across_the_transfer(service_s
     """The recording follows the customer into the target agent's bridge: one file, both parts."""
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, _ = await create_campaign(
-            pool,
-            "xfer-recorded",
-            mode="progressive",
-            wrap_up_s=30,
-            record_calls=True,
-            numbers=sim_numbers(1, 1, start=850),
-            **ALL_DAY,
+        cid, _, (a, b) = await campaigns_with_agents(
+            pool, "xfer-recorded", 850, (89, 90), wrap_up_s=30, record_calls=True
         )
-        other, _ = await create_campaign(pool, "xfer-recorded-2", mode="progressive", **ALL_DAY)
-        a = await create_agent(pool, "1089", "agent89", [cid])
-        b = await create_agent(pool, "1090", "agent90", [other])
         with SippAgents(sandbox, ["agent89", "agent90"], port=5509):
-            await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await dial_once_logged_in(app, cid, 2)
             call_id = await customer_with(app, a)
             await wait_until(lambda: app.dialer.calls[call_id].recording_id is not None, timeout=5)
             name = str(app.dialer.calls[call_id].recording_id)
@@ -425,17 +416,11 @@ async def test_attended_transfer_to_a_number_through_the_api(service_settings, s
         aiohttp.ClientSession() as http,
     ):
         pool = app.db.pool
-        cid, _ = await create_campaign(
-            pool, "xfer-api", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 1, start=860), **ALL_DAY
-        )
-        other, _ = await create_campaign(pool, "xfer-api-2", mode="progressive", **ALL_DAY)
-        a = await create_agent(pool, "1091", "agent91", [cid])
-        b = await create_agent(pool, "1092", "agent92", [other])
+        cid, other, (a, b) = await campaigns_with_agents(pool, "xfer-api", 860, (91, 92), wrap_up_s=30)
         supervisor, stranger, agent_a = await _tokens(pool, a, [cid, other])
         base = f"http://127.0.0.1:{app.http_port}/api/v1/agents"
         with SippAgents(sandbox, ["agent91", "agent92"], port=5513):
-            await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await dial_once_logged_in(app, cid, 2)
             sa = app.sessions.get(a)
             call_id = await customer_with(app, a)
 
@@ -496,15 +481,9 @@ async def test_the_transferring_agent_hanging_up_hands_the_customer_over(service
     """As on a desk phone: the agent who hangs up during a consultation completes the transfer."""
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
-        cid, _ = await create_campaign(
-            pool, "xfer-hangup", mode="progressive", wrap_up_s=30, numbers=sim_numbers(1, 1, start=870), **ALL_DAY
-        )
-        other, _ = await create_campaign(pool, "xfer-hangup-2", mode="progressive", **ALL_DAY)
-        a = await create_agent(pool, "1093", "agent93", [cid])
-        b = await create_agent(pool, "1094", "agent94", [other])
+        cid, _, (a, b) = await campaigns_with_agents(pool, "xfer-hangup", 870, (93, 94), wrap_up_s=30)
         with SippAgents(sandbox, ["agent93", "agent94"], port=5515):
-            await wait_until(lambda: len(app.sessions.by_agent) == 2, timeout=15)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await dial_once_logged_in(app, cid, 2)
             sa, sb = app.sessions.get(a), app.sessions.get(b)
             call_id = await customer_with(app, a)
             await app.dialer.transfers.start(a, ATTENDED, agent(b))
@@ -535,15 +514,9 @@ async def test_a_service_restart_after_transfers(service_settings, sandbox, hang
     try:
         async with HitCall(service_settings, options) as first:
             pool = first.db.pool
-            cid, _ = await create_campaign(
-                pool, "xfer-restart", mode="progressive", wrap_up_s=0, numbers=sim_numbers(1, 2, start=880), **ALL_DAY
-            )
-            other, _ = await create_campaign(pool, "xfer-restart-2", mode="progressive", **ALL_DAY)
-            a = await create_agent(pool, "1097", "agent97", [cid])
-            b = await create_agent(pool, "1098", "agent98", [other])
+            cid, _, (a, b) = await campaigns_with_agents(pool, "xfer-restart", 880, (97, 98), customers=2, wrap_up_s=0)
             phones.start()
-            await wait_until(lambda: len(first.sessions.by_agent) == 2, timeout=15)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await dial_once_logged_in(first, cid, 2)
             with_b = await customer_with(first, a)
             await first.dialer.transfers.start(a, BLIND, agent(b))
             with_number = await customer_with(first, a)  # A is ready again at once (no wrap-up)
@@ -601,15 +574,9 @@ async def test_a_service_restart_during_a_consultation(service_settings, sandbox
     try:
         async with HitCall(service_settings, options) as first:
             pool = first.db.pool
-            cid, _ = await create_campaign(
-                pool, "xfer-consult-restart", mode="progressive", numbers=sim_numbers(1, 1, start=890), **ALL_DAY
-            )
-            other, _ = await create_campaign(pool, "xfer-consult-restart-2", mode="progressive", **ALL_DAY)
-            a = await create_agent(pool, "1099", "agent99", [cid])
-            b = await create_agent(pool, "1100", "agent100", [other])
+            cid, _, (a, b) = await campaigns_with_agents(pool, "xfer-consult-restart", 890, (99, 100))
             phones.start()
-            await wait_until(lambda: len(first.sessions.by_agent) == 2, timeout=15)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await dial_once_logged_in(first, cid, 2)
             call_id = await customer_with(first, a)
             phone_a, phone_b = first.sessions.get(a).channel_id, first.sessions.get(b).channel_id
             await first.dialer.transfers.start(a, ATTENDED, agent(b))
