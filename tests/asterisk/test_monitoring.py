@@ -151,6 +151,33 @@ async def _token(auth: AuthService, role: Role) -> tuple[int, dict[str, str]]:
     return user["id"], {"Authorization": f"Bearer {grant.token}"}
 
 
+async def supervisor_phone(pool, number: str, endpoint: str, campaigns: list[int], username: str) -> tuple[int, int]:
+    """A supervisor's phone: an agent row on `campaigns` linked to a new supervisor user: (phone, user)."""
+    phone = await create_agent(pool, number, endpoint, campaigns)
+    user = await pool.fetchval("INSERT INTO users (username, role) VALUES ($1, 'supervisor') RETURNING id", username)
+    await pool.execute("UPDATE agents SET user_id = $2 WHERE id = $1", phone, user)
+    return phone, user
+
+
+async def first_bridged_call(app: HitCall, cid: int) -> str:
+    """The campaign starts dialling: the attempt id of the first customer bridged to an agent."""
+    await app.db.pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+    await wait_until(lambda: any(c["bridged_at"] for c in app.dialer.live_calls()), timeout=10)
+    return app.dialer.live_calls()[0]["attempt_id"]
+
+
+async def monitor(app: HitCall, user: int, username: str, attempt: str, mode: MonitorMode) -> dict:
+    """The supervisor `username` (user id `user`) starts monitoring the call, as the API does."""
+    return await app.monitor.start_session(
+        user_id=user,
+        username=username,
+        role="supervisor",
+        attempt_id=attempt,
+        mode=mode,
+        actor=Actor(username, "supervisor"),
+    )
+
+
 async def test_listen_whisper_barge_heard_only_where_they_should_be(service_settings, sandbox, hangup_agents):
     write_tone_wav(sandbox.root / TONE_FILE, SUPERVISOR_TONE)
     number = f"+35847{uuid.uuid4().int % 10**7:07d}"
@@ -186,9 +213,7 @@ async def test_listen_whisper_barge_heard_only_where_they_should_be(service_sett
                 await wait_until(lambda: agent in app.sessions.by_agent, timeout=15)
                 rtp = await app.ari.rest.get_variable(app.sessions.by_agent[agent].channel_id, "CHANNEL(rtp,src)")
                 ear.talk(("127.0.0.1", int(rtp.rsplit(":", 1)[1])))
-                await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
-                await wait_until(lambda: any(c["bridged_at"] for c in app.dialer.live_calls()), timeout=10)
-                attempt = app.dialer.live_calls()[0]["attempt_id"]
+                attempt = await first_bridged_call(app, cid)
                 monitor_url = f"{base}/calls/{attempt}/monitor"
 
                 # Refusals: nothing starts.
@@ -342,24 +367,13 @@ async def test_supervisor_phone_keys_switch_and_stop(service_settings, sandbox, 
             pool, "monitored-keys", mode="progressive", numbers=sim_numbers(1, 1, start=730), **ALL_DAY
         )
         agent = await create_agent(pool, "1073", "agent73", [cid])
-        phone = await create_agent(pool, "1074", "agent74", [cid])
-        user = await pool.fetchval("INSERT INTO users (username, role) VALUES ('sup-keys', 'supervisor') RETURNING id")
-        await pool.execute("UPDATE agents SET user_id = $2 WHERE id = $1", phone, user)
+        _, user = await supervisor_phone(pool, "1074", "agent74", [cid], "sup-keys")
         with SippAgents(sandbox, ["agent73"], port=5273):
             await wait_until(lambda: agent in app.sessions.by_agent, timeout=15)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
-            await wait_until(lambda: any(c["bridged_at"] for c in app.dialer.live_calls()), timeout=10)
-            attempt = app.dialer.live_calls()[0]["attempt_id"]
+            attempt = await first_bridged_call(app, cid)
             with SippAgents(sandbox, ["agent74"], port=5274, scenario="supervisor_keys.xml") as sup_phone:
                 await wait_until(lambda: app.sessions.supervisor_of_user(user) is not None, timeout=15)
-                session = await app.monitor.start_session(
-                    user_id=user,
-                    username="sup-keys",
-                    role="supervisor",
-                    attempt_id=attempt,
-                    mode=MonitorMode.LISTEN,
-                    actor=Actor("sup-keys", "supervisor"),
-                )
+                session = await monitor(app, user, "sup-keys", attempt, MonitorMode.LISTEN)
                 await wait_until(lambda: not app.monitor.live, timeout=12)
                 await wait_until(lambda: app.sessions.supervisor_of_user(user) is None, timeout=8)
                 assert sup_phone.errors() == ""
@@ -393,26 +407,15 @@ async def test_a_transfer_ends_the_monitoring_session(service_settings, sandbox,
         other, _ = await create_campaign(pool, "monitored-xfer-2", mode="progressive", **ALL_DAY)
         first = await create_agent(pool, "1075", "agent75", [cid])
         second = await create_agent(pool, "1076", "agent76", [other])
-        phone = await create_agent(pool, "1077", "agent77", [cid])
-        user = await pool.fetchval("INSERT INTO users (username, role) VALUES ('sup-xfer', 'supervisor') RETURNING id")
-        await pool.execute("UPDATE agents SET user_id = $2 WHERE id = $1", phone, user)
+        _, user = await supervisor_phone(pool, "1077", "agent77", [cid], "sup-xfer")
         with SippAgents(sandbox, ["agent75", "agent76", "agent77"], port=5275):
             await wait_until(
                 lambda: {first, second} <= set(app.sessions.by_agent) and app.sessions.supervisor_of_user(user),
                 timeout=15,
             )
             sup = app.sessions.supervisor_of_user(user)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
-            await wait_until(lambda: any(c["bridged_at"] for c in app.dialer.live_calls()), timeout=10)
-            attempt = app.dialer.live_calls()[0]["attempt_id"]
-            session = await app.monitor.start_session(
-                user_id=user,
-                username="sup-xfer",
-                role="supervisor",
-                attempt_id=attempt,
-                mode=MonitorMode.BARGE,
-                actor=Actor("sup-xfer", "supervisor"),
-            )
+            attempt = await first_bridged_call(app, cid)
+            session = await monitor(app, user, "sup-xfer", attempt, MonitorMode.BARGE)
             await app.dialer.transfers.start(first, TransferKind.BLIND, Target(TargetKind.AGENT, agent_id=second))
             await wait_until(lambda: not app.monitor.live, timeout=5)
             assert attempt in app.dialer.calls  # the call goes on
@@ -437,25 +440,14 @@ async def test_the_agent_hanging_up_during_a_barge_ends_it_cleanly(service_setti
             pool, "monitored-agent-gone", mode="progressive", numbers=sim_numbers(1, 1, start=750), **ALL_DAY
         )
         agent = await create_agent(pool, "1078", "agent78", [cid])
-        phone = await create_agent(pool, "1079", "agent79", [cid])
-        user = await pool.fetchval("INSERT INTO users (username, role) VALUES ('sup-gone', 'supervisor') RETURNING id")
-        await pool.execute("UPDATE agents SET user_id = $2 WHERE id = $1", phone, user)
+        _, user = await supervisor_phone(pool, "1079", "agent79", [cid], "sup-gone")
         with SippAgents(sandbox, ["agent78", "agent79"], port=5278):
             await wait_until(
                 lambda: agent in app.sessions.by_agent and app.sessions.supervisor_of_user(user), timeout=15
             )
             sup = app.sessions.supervisor_of_user(user)
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
-            await wait_until(lambda: any(c["bridged_at"] for c in app.dialer.live_calls()), timeout=10)
-            attempt = app.dialer.live_calls()[0]["attempt_id"]
-            session = await app.monitor.start_session(
-                user_id=user,
-                username="sup-gone",
-                role="supervisor",
-                attempt_id=attempt,
-                mode=MonitorMode.BARGE,
-                actor=Actor("sup-gone", "supervisor"),
-            )
+            attempt = await first_bridged_call(app, cid)
+            session = await monitor(app, user, "sup-gone", attempt, MonitorMode.BARGE)
             await app.ari.rest.hangup(app.sessions.by_agent[agent].channel_id)
             await wait_until(lambda: not app.monitor.live and attempt not in app.dialer.calls, timeout=5)
             await wait_until(lambda: agent not in app.sessions.by_agent, timeout=5)
