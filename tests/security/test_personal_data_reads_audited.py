@@ -107,10 +107,35 @@ async def test_reading_contacts_is_audited_without_numbers(api: Api) -> None:
     assert resp.status == 200
     (row,) = await api.audit_rows("contact.view")
     assert (row["actor"], row["object_id"]) == ("sini", str(contact_id))
+    # a number is searched for in a request body, never in the address (which ends up in logs)
     resp = await api.client.get(f"/api/v1/lists/{list_id}/contacts?phone=%2B358401110101", headers=s.supervisor)
-    assert resp.status == 200 and len((await resp.json())["items"]) == 1
+    assert resp.status == 422 and (await resp.json())["details"]["field"] == "phone"
+    resp = await api.client.post(
+        f"/api/v1/lists/{list_id}/contacts/search", json={"phone": "040 1110101"}, headers=s.supervisor
+    )
+    assert resp.status == 200 and [c["id"] for c in (await resp.json())["items"]] == [contact_id]
     (row,) = await api.audit_rows("contact.list")
     assert (row["object_type"], row["object_id"], row["details"]) == ("contact_list", str(list_id), {"contacts": 1})
+    resp = await api.client.post(
+        f"/api/v1/lists/{s.other['list_id']}/contacts/search", json={"phone": NUMBERS[1]}, headers=s.supervisor
+    )
+    assert resp.status == 403 and (await resp.json())["details"]["field"] == "list_id"
+    _no_personal_data(await _audit_text(api))
+
+
+async def test_do_not_call_numbers_are_searched_in_the_body_and_audited(api: Api) -> None:
+    s = await _scene(api)
+    await api.pool.execute("INSERT INTO dnc_entries (phone_e164, source) VALUES ($1, 'manual')", NUMBERS[0])
+    resp = await api.client.get("/api/v1/dnc?phone=%2B358401110101", headers=s.admin)
+    assert resp.status == 422 and (await resp.json())["details"]["field"] == "phone"
+    resp = await api.client.post("/api/v1/dnc/search", json={"phone": NUMBERS[0]}, headers=s.admin)
+    assert resp.status == 200 and [e["phone"] for e in (await resp.json())["items"]] == [NUMBERS[0]]
+    resp = await api.client.post("/api/v1/dnc/search", json={"phone": NUMBERS[1]}, headers=s.admin)
+    assert resp.status == 200 and (await resp.json())["items"] == []
+    resp = await api.client.post("/api/v1/dnc/search", json={"scope": "campaign"}, headers=s.admin)
+    assert resp.status == 422 and (await resp.json())["details"]["field"] == "campaign_id"
+    (row,) = await api.audit_rows("dnc.list")
+    assert row["details"] == {"entries": 1}
     _no_personal_data(await _audit_text(api))
 
 
