@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -166,6 +167,13 @@ async def hangup_agents(sandbox):
         )
     finally:
         await client.close()
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 async def wait_until(pred, timeout: float = 30.0, interval: float = 0.1):

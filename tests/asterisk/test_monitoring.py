@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import socket
 import struct
 import time
 import uuid
@@ -30,6 +29,7 @@ from hitcall_pbx.auth import Actor, AuthService, Passwords, Role
 from hitcall_pbx.core.monitoring import MonitorMode
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.sandbox import SippAgents
+from tests.live import free_port
 
 from .conftest import wait_until
 
@@ -135,12 +135,6 @@ def wav_samples(path: Path) -> list[int]:
 
 
 # ----------------------------------------------------------------- API ---
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _token(auth: AuthService, role: Role) -> tuple[int, dict[str, str]]:
     user = await auth.create_user(
         username=f"{role.value}-{uuid.uuid4().hex[:6]}", role=role, password=None, actor=SYSTEM
@@ -182,7 +176,7 @@ async def test_listen_whisper_barge_heard_only_where_they_should_be(service_sett
     write_tone_wav(sandbox.root / TONE_FILE, SUPERVISOR_TONE)
     number = f"+35847{uuid.uuid4().int % 10**7:07d}"
     heard = sandbox.root / "var/spool/asterisk/recording" / f"heard-{number[1:]}.wav"
-    settings = service_settings.model_copy(update={"http_port": _free_port()})
+    settings = service_settings.model_copy(update={"http_port": free_port()})
     loop = asyncio.get_running_loop()
     transport, ear = await loop.create_datagram_endpoint(Ear, local_addr=("127.0.0.1", EAR_PORT))
     try:

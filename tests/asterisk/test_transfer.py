@@ -6,7 +6,6 @@ call's legs, and the webhook events."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from hitcall_pbx.core.transfer import Target, TargetKind, TransferEvent, Transfe
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.errors import Conflict, NotFound
 from hitcall_pbx.sandbox import SippAgents
+from tests.live import free_port
 
 from .conftest import wait_until
 
@@ -32,12 +32,6 @@ SYSTEM = Actor("test", "system")
 ANSWERS = "+358401999001"  # an external number that answers and stays
 BUSY = "+358402999001"
 NO_ANSWER = "+358403999001"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def agent(agent_id: int) -> Target:
@@ -410,7 +404,7 @@ async def _tokens(pool, agent_id: int, campaigns: list[int]) -> tuple[dict[str, 
 async def test_attended_transfer_to_a_number_through_the_api(service_settings, sandbox, hangup_agents):
     """The REST API on the real stack: the agent's own call only, bad input refused with the
     field named and nothing changed, every request audited."""
-    settings = service_settings.model_copy(update={"http_port": _free_port()})
+    settings = service_settings.model_copy(update={"http_port": free_port()})
     async with (
         HitCall(settings, Options(http=True, dialer_tick_s=0.05)) as app,
         aiohttp.ClientSession() as http,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 from hitcall_pbx.sandbox import SippAgents
 from hitcall_pbx.settings import SANDBOX_AGI_SECRET
 from hitcall_pbx.store.db import create_pool
-from tests.live import ARI_URL, wait_until
+from tests.live import ARI_URL, free_port, wait_until
 
 from .harness import (
     asterisk_attempt_channels,
@@ -41,10 +40,20 @@ AGENTS = ["agent187", "agent188", "agent189"]
 CONTACTS = 12
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def serve_env(dsn: str, data_dir: Path, *, agi_port: int | None = None) -> dict[str, str]:
+    """The environment of `hitcall serve` on the sandbox: a free HTTP port, FastAGI on
+    `agi_port` (a free port unless given), INFO logs, no purge while the test runs."""
+    return dict(
+        os.environ,
+        DATABASE_URL=dsn,
+        HITCALL_DATA_DIR=str(data_dir),
+        HITCALL_ARI_URL=ARI_URL,
+        HITCALL_HTTP_PORT=str(free_port()),
+        HITCALL_AGI_PORT=str(agi_port or free_port()),
+        HITCALL_AGI_SECRET=SANDBOX_AGI_SECRET,
+        HITCALL_LOG_LEVEL="INFO",
+        HITCALL_PURGE_INTERVAL_S="86400",
+    )
 
 
 class ServeProcess:
@@ -95,17 +104,7 @@ class ServeProcess:
 async def test_sigkill_mid_campaign_then_restart(
     product_logging, service_dsn, sandbox, hangup_agents, observer, tmp_path, asterisk_cdrs
 ):
-    env = dict(
-        os.environ,
-        DATABASE_URL=service_dsn,
-        HITCALL_DATA_DIR=str(tmp_path / "data"),
-        HITCALL_ARI_URL=ARI_URL,
-        HITCALL_HTTP_PORT=str(_free_port()),
-        HITCALL_AGI_PORT=str(_free_port()),
-        HITCALL_AGI_SECRET=SANDBOX_AGI_SECRET,
-        HITCALL_LOG_LEVEL="INFO",
-        HITCALL_PURGE_INTERVAL_S="86400",
-    )
+    env = serve_env(service_dsn, tmp_path / "data")
     pool = await create_pool(service_dsn, min_size=1, max_size=3)
     first = ServeProcess(env, tmp_path / "serve-1.log")
     second = ServeProcess(env, tmp_path / "serve-2.log")
