@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 import uuid
@@ -20,14 +19,13 @@ from hitcall_pbx.ari import AriNotFound
 from hitcall_pbx.demo.seed import create_agent, create_campaign
 from hitcall_pbx.records.cdr import inbound_cdr_id
 from hitcall_pbx.sandbox import SippAgents
-from hitcall_pbx.settings import SANDBOX_AGI_SECRET
 from hitcall_pbx.store.db import create_pool
 from tests.asterisk.test_inbound_route import AGI_PORT, CALLER, LINE, caller_app
 from tests.asterisk_cdr import differences
-from tests.live import ARI_URL, wait_until
+from tests.live import wait_until
 
 from .harness import report
-from .test_sigkill import ServeProcess, _free_port
+from .test_sigkill import ServeProcess, serve_env
 
 pytestmark = pytest.mark.asterisk
 
@@ -60,17 +58,7 @@ async def _call(caller, *, press_2: bool) -> str:
 async def test_sigkill_mid_inbound_calls_then_restart(
     product_logging, service_dsn, service_settings, sandbox, hangup_agents, tmp_path, asterisk_cdrs
 ):
-    env = dict(
-        os.environ,
-        DATABASE_URL=service_dsn,
-        HITCALL_DATA_DIR=str(tmp_path / "data"),
-        HITCALL_ARI_URL=ARI_URL,
-        HITCALL_HTTP_PORT=str(_free_port()),
-        HITCALL_AGI_PORT=str(AGI_PORT),  # the sandbox dialplan's FastAGI address
-        HITCALL_AGI_SECRET=SANDBOX_AGI_SECRET,
-        HITCALL_LOG_LEVEL="INFO",
-        HITCALL_PURGE_INTERVAL_S="86400",
-    )
+    env = serve_env(service_dsn, tmp_path / "data", agi_port=AGI_PORT)  # the sandbox dialplan's FastAGI address
     pool = await create_pool(service_dsn, min_size=1, max_size=3)
     first = ServeProcess(env, tmp_path / "serve-1.log")
     second = ServeProcess(env, tmp_path / "serve-2.log")
