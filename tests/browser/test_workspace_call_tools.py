@@ -201,10 +201,20 @@ async def test_agent_pauses_recording_transfers_to_a_colleague_and_dials_by_hand
                         lambda: pool.fetchval("SELECT bridged_at FROM all_attempts WHERE id = $1", manual["id"]),
                         timeout=20,
                     )
-                    await desk.wait_for_selector("#agent[data-state='on_call']", timeout=5000)
+                    await desk.wait_for_function(  # its card: the number, no contact
+                        "id => window.hcCardShown && window.hcCardShown.attempt === id",
+                        arg=str(manual["id"]),
+                        timeout=5000,
+                    )
+                    assert await desk.text_content("#c-numbers") == MANUAL == await desk.text_content("#c-name")
+                    assert await desk.is_disabled("#btn-notes") and await desk.is_enabled("#btn-hangup")
                     await shot(desk, "agent-manual-call-fi")
-                    for call in app.dialer.live_calls():
-                        await app.dialer.hangup_call(call["attempt_id"])
+                    await desk.keyboard.press("h")  # hang up from the desk
+                    ended = await wait_until(
+                        lambda: pool.fetchrow("SELECT outcome FROM call_attempts WHERE id = $1", manual["id"]),
+                        timeout=10,
+                    )
+                    assert ended["outcome"] == "answered_human"
             assert not errors, errors
         finally:
             await ctx.close()

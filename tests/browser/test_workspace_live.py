@@ -153,7 +153,7 @@ async def test_agent_and_supervisor_work_a_call_in_the_browser(service_settings,
                 assert await sup.locator("tr[data-agent-id]").count() == 1, "a supervisor's phone is no agent"
                 with SippAgents(sandbox, ["agent78"], port=5293):
                     await wait_until(lambda: app.sessions.supervisor_of_user(ids["supervisor"]) is not None, timeout=15)
-                    await sup.click(f"tr[data-agent-id='{agent_id}'] button[data-needs='listen']")
+                    await sup.click(f"tr[data-agent-id='{agent_id}'] button[data-monitor='listen']")
                     listening = await wait_until(
                         lambda: pool.fetchrow(
                             "SELECT mode, agent_id, supervisor FROM monitoring_sessions WHERE ended_at IS NULL"

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from ...auth import Role
 from ...core.phone import callee_timezone
-from ...errors import NotFound
+from ...errors import Conflict, NotFound
 from ..registry import V1, Ctx, Registry
 from ..repos import agents as agents_repo
 from ..types import In, Out
@@ -52,7 +52,7 @@ class Card(Out):
     campaign_id: int
     campaign_name: str
     wrap_up_s: int = Field(description="the campaign's wrap-up time after a call")
-    contact_id: int
+    contact_id: int | None = Field(description="none: a number the agent dialled by hand (no contact)")
     external_id: str | None
     name: str | None
     title: str | None
@@ -106,6 +106,17 @@ async def _card_source(ctx: Ctx, agent_id: int) -> dict[str, Any]:
             "answered_at": live.answered_at,
             "bridged_at": live.bridged_at,
         }
+    if calls:  # a number dialled by hand: a call without a contact
+        call = calls[0]
+        return {
+            "kind": "call",
+            "attempt_id": call.attempt_id,
+            "campaign_id": call.campaign_id,
+            "contact_id": None,
+            "number": call.number or "",
+            "answered_at": call.answered_at,
+            "bridged_at": call.bridged_at,
+        }
     offer = await agents_repo.open_offer(ctx.pool, agent_id)
     if offer is not None:
         return {
@@ -119,8 +130,8 @@ async def _card_source(ctx: Ctx, agent_id: int) -> dict[str, Any]:
     state = await ctx.pool.fetchval("SELECT state FROM agents WHERE id = $1", agent_id)
     if state == "wrap_up":
         last = await ctx.pool.fetchrow(
-            """SELECT id, campaign_id, contact_id, answered_at, bridged_at FROM all_attempts
-               WHERE agent_id = $1 AND contact_id IS NOT NULL AND bridged_at IS NOT NULL
+            """SELECT id, campaign_id, contact_id, dialled_number, answered_at, bridged_at FROM all_attempts
+               WHERE agent_id = $1 AND bridged_at IS NOT NULL
                ORDER BY bridged_at DESC LIMIT 1""",
             agent_id,
         )
@@ -132,8 +143,42 @@ async def _card_source(ctx: Ctx, agent_id: int) -> dict[str, Any]:
                 "contact_id": last["contact_id"],
                 "answered_at": last["answered_at"],
                 "bridged_at": last["bridged_at"],
-            }
+            } | ({"number": last["dialled_number"]} if last["contact_id"] is None else {})
     raise NotFound("the agent has no call, offer or call in wrap-up", code="no_card", details={"agent_id": agent_id})
+
+
+async def _card_without_contact(ctx: Ctx, agent_id: int, source: dict[str, Any]) -> Card:
+    """The card of a number the agent dialled by hand: the number, the campaign and its codes."""
+    number = source.pop("number")
+    async with ctx.pool.acquire() as conn:
+        campaign = await conn.fetchrow("SELECT name, wrap_up_s FROM campaigns WHERE id = $1", source["campaign_id"])
+        disposition = await conn.fetchval("SELECT disposition FROM all_attempts WHERE id = $1", source["attempt_id"])
+        codes = await conn.fetch(
+            """SELECT code, label_fi, label_en, rule, phone_key FROM campaign_dispositions
+               WHERE campaign_id = $1 ORDER BY position, code""",
+            source["campaign_id"],
+        )
+        await ctx.audit(conn, "call.view", "call", str(source["attempt_id"]), {"agent_id": agent_id, "card": "call"})
+    return Card(
+        **source,
+        campaign_name=campaign["name"] if campaign else "",
+        wrap_up_s=campaign["wrap_up_s"] if campaign else 0,
+        external_id=None,
+        name=None,
+        title=None,
+        organisation=None,
+        phone=number,
+        earlier_numbers=[],
+        email=None,
+        timezone=callee_timezone(number, None),
+        marketing_permission=False,
+        marketing_prohibited=False,
+        extra={},
+        notes=None,
+        disposition=disposition,
+        history=[],
+        dispositions=[CardDisposition.model_validate(dict(d)) for d in codes],
+    )
 
 
 def register(reg: Registry) -> None:
@@ -153,6 +198,8 @@ def register(reg: Registry) -> None:
     async def get_agent_card(ctx: Ctx) -> Card:
         agent_id = ctx.params["agent_id"]
         source = await _card_source(ctx, agent_id)
+        if source["contact_id"] is None:
+            return await _card_without_contact(ctx, agent_id, source)
         async with ctx.pool.acquire() as conn:
             contact = await conn.fetchrow("SELECT * FROM contacts WHERE id = $1", source["contact_id"])
             if contact is None:
@@ -231,6 +278,8 @@ def register(reg: Registry) -> None:
     async def set_card_notes(ctx: Ctx) -> None:
         agent_id = ctx.params["agent_id"]
         source = await _card_source(ctx, agent_id)
+        if source["contact_id"] is None:
+            raise Conflict("a number dialled by hand has no contact to keep notes on", code="no_contact")
         notes = ctx.body.notes.strip() or None
         async with ctx.tx() as conn:
             await conn.execute("UPDATE contacts SET notes = $2 WHERE id = $1", source["contact_id"], notes)

@@ -80,7 +80,7 @@
     $("card").dataset.kind = card.kind;
     $("card").dataset.attemptId = card.attempt_id || "";
     $("offer").hidden = card.kind !== "offer";
-    text("c-name", card.name);
+    text("c-name", card.name || (card.contact_id === null ? card.phone : null)); // a number dialled by hand: the number
     text("c-organisation", card.organisation);
     text("c-title", card.title);
     text("c-numbers", [card.phone, ...card.earlier_numbers].join(", "));
@@ -142,7 +142,7 @@
 
   function setDispositionEnabled(on) {
     for (const id of ["disposition", "btn-disposition", "callback-at"]) $(id).disabled = !on;
-    $("btn-notes").disabled = !view.card;
+    $("btn-notes").disabled = !view.card || view.card.contact_id === null; // a number dialled by hand: no contact
     $("btn-callback").disabled = !(on && view.callbackPath);
   }
 
