@@ -1,7 +1,8 @@
 """The workspace's call tools on real Asterisk, clicked in Chromium: the supervisor listens to
 an agent's call from the wallboard, switches to whisper and to barge and stops; the agent
 pauses and resumes the call's recording, hands the customer to a colleague with a blind
-transfer and dials a number by hand. Screenshots go to build/screenshots/."""
+transfer and dials a number by hand; a campaign the supervisor ticks for an agent on the
+wallboard brings its calls to the agent. Screenshots go to build/screenshots/."""
 
 from __future__ import annotations
 
@@ -218,3 +219,45 @@ async def test_agent_pauses_recording_transfers_to_a_colleague_and_dials_by_hand
             assert not errors, errors
         finally:
             await ctx.close()
+
+
+async def test_a_campaign_added_on_the_wallboard_brings_its_calls_to_the_agent(
+    service_settings, sandbox, hangup_agents, chromium
+):
+    """The dialer learns of the change at once: the agent, ready and idle in its campaign,
+    gets a call of the campaign the supervisor just ticked for it."""
+    settings = service_settings.model_copy(update={"http_port": _free_port()})
+    async with HitCall(settings, Options(http=True, dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        first, _ = await create_campaign(pool, "Kevät", state="running", wrap_up_s=0, **ALL_DAY)
+        second, _ = await create_campaign(
+            pool, "Kesä", state="running", numbers=["+358401770031"], wrap_up_s=0, **ALL_DAY
+        )
+        agent = await create_agent(pool, "1200", "agent200", [first], name="Aino Agentti")
+        await _user(pool, "aino", Role.AGENT, agent)
+        phone = await create_agent(pool, "1195", "agent195", [first, second], name="Sannan puhelin")
+        await _user(pool, "sanna", Role.SUPERVISOR, phone)
+        base = f"http://127.0.0.1:{app.http_port}"
+        errors: list[str] = []
+        desk_ctx, desk = await _page(chromium, base, "aino", errors)
+        sup_ctx, sup = await _page(chromium, base, "sanna", errors)
+        try:
+            with SippAgents(sandbox, ["agent200"], port=5400):
+                await desk.wait_for_selector("#agent[data-state='ready']", timeout=15000)
+                await desk.wait_for_timeout(500)
+                assert not app.dialer.live_calls(), "nothing to dial in its own campaign"
+                await sup.goto(f"{base}/web/supervisor?campaign={first}")
+                await sup.click(f"tr[data-agent-id='{agent}'] button[data-edit='campaigns']")
+                await sup.check(f"#campaigns-dialog input[value='{second}']")
+                await sup.click("#campaigns-dialog button[type=submit]")
+                await desk.wait_for_selector("#card[data-kind='call']", timeout=15000)
+                call = await pool.fetchrow(
+                    "SELECT campaign_id, agent_id, dialled_number FROM all_attempts WHERE bridged_at IS NOT NULL"
+                )
+                assert dict(call) == {"campaign_id": second, "agent_id": agent, "dialled_number": "+358401770031"}
+                for c in app.dialer.live_calls():
+                    await app.dialer.hangup_call(c["attempt_id"])
+            assert not errors, errors
+        finally:
+            await desk_ctx.close()
+            await sup_ctx.close()
