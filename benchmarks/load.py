@@ -208,6 +208,18 @@ async def _wait(cond, timeout: float, what: str, step: float = 0.5) -> None:
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+async def attempt_counts(pool: asyncpg.Pool, cid: int) -> asyncpg.Record:
+    """The campaign's call attempts: all, those with a complete CDR, connected, abandoned."""
+    return await pool.fetchrow(
+        """SELECT count(*) AS attempts,
+                  count(*) FILTER (WHERE state = 'ended' AND outcome IS NOT NULL) AS with_cdr,
+                  count(*) FILTER (WHERE bridged_at IS NOT NULL) AS connected,
+                  count(*) FILTER (WHERE abandoned) AS abandoned
+             FROM all_attempts WHERE campaign_id = $1""",
+        cid,
+    )
+
+
 def start_service(workdir: Path, dsn: str, ari_url: str, **env: str) -> tuple[subprocess.Popen[bytes], int, Path]:
     """`hitcall serve` as operators run it, in its own session, INFO logs to workdir/service.log.
 
@@ -352,14 +364,7 @@ async def run(args: argparse.Namespace, box: Sandbox, tmp: Path, dsn: str) -> di
             sipp.stop()
     exit_code = svc.returncode
 
-    counts = await pool.fetchrow(
-        """SELECT count(*) AS attempts,
-                  count(*) FILTER (WHERE state = 'ended' AND outcome IS NOT NULL) AS with_cdr,
-                  count(*) FILTER (WHERE bridged_at IS NOT NULL) AS connected,
-                  count(*) FILTER (WHERE abandoned) AS abandoned
-             FROM all_attempts WHERE campaign_id = $1""",
-        cid,
-    )
+    counts = await attempt_counts(pool, cid)
     outcomes = dict(
         await pool.fetch(
             "SELECT coalesce(outcome, 'none'), count(*) FROM all_attempts WHERE campaign_id = $1 GROUP BY 1", cid

@@ -49,6 +49,7 @@ from benchmarks.load import (
     _rss_mb,
     _scrape,
     _wait,
+    attempt_counts,
     start_profile,
     start_service,
     stop_service,
@@ -164,14 +165,7 @@ async def step(args: argparse.Namespace, tmp: Path, dsn: str, agents: int) -> di
             spy.wait(timeout=args.profile_s + 30)
         stop_service(svc)
         await runner.cleanup()
-    counts = await pool.fetchrow(
-        """SELECT count(*) AS attempts,
-                  count(*) FILTER (WHERE state = 'ended' AND outcome IS NOT NULL) AS with_cdr,
-                  count(*) FILTER (WHERE bridged_at IS NOT NULL) AS connected,
-                  count(*) FILTER (WHERE abandoned) AS abandoned
-             FROM all_attempts WHERE campaign_id = $1""",
-        cid,
-    )
+    counts = await attempt_counts(pool, cid)
     await pool.close()
     buckets = [(b, c - c0) for (b, c), (_, c0) in zip(end.lag_buckets, base.lag_buckets)]
     within = dict(buckets)[LAG_TARGET_S] / max(1.0, buckets[-1][1])
