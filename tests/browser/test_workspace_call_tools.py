@@ -96,6 +96,8 @@ async def test_supervisor_listens_whispers_barges_and_stops_from_the_wallboard(
                     assert await sup.get_attribute(f"{row} button[data-monitor='{mode}']", "aria-pressed") == "true"
                     if mode == "whisper":
                         await shot(sup, "wallboard-whisper-fi")
+                        await sup.reload()  # the running session is shown again
+                        await sup.wait_for_selector(f"{row}[data-monitor='whisper'][data-call]", timeout=5000)
                 # Barge: the supervisor's phone is in the call's bridge.
                 bridge = await app.ari.rest.get_bridge(f"hitcall-agent-{agent}")
                 assert sup_phone.channel_id in bridge.channels and str(attempt) in bridge.channels

@@ -94,6 +94,7 @@
       }
     }
     $("no-agents").hidden = list.length > 0;
+    paintMonitor();
   }
 
   function makeRow(a) {
@@ -185,6 +186,9 @@
   function setMonitor(agentId, session) {
     monitor = session && !session.ended_at
       ? { agentId, attemptId: session.attempt_id, id: session.id, mode: session.mode } : null;
+    paintMonitor();
+  }
+  function paintMonitor() {
     for (const [id, entry] of agents) {
       const mode = monitor && monitor.agentId === id ? monitor.mode : null;
       if (mode) entry.row.dataset.monitor = mode;
@@ -207,6 +211,14 @@
       capabilities.listen = paths.includes("/api/v1/calls/{attempt_id}/monitor") ? "/calls/{attempt_id}/monitor" : null;
     } catch (err) { /* the buttons stay hidden */ }
     for (const entry of agents.values()) applyCapabilities(entry.row);
+    if (capabilities.listen) {
+      // A session this supervisor left running (the page was reloaded) is shown again.
+      try {
+        const { items } = await api("GET", "/monitoring?active=true");
+        const mine = items.find((m) => m.supervisor === root.dataset.user && m.campaign_id === campaignId);
+        if (mine) setMonitor(mine.agent_id, mine);
+      } catch (err) { /* shown as not monitoring */ }
+    }
   }
 
   async function agentAction(id, action) {
