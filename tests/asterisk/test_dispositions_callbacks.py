@@ -84,6 +84,16 @@ async def test_required_disposition_and_do_not_call_key_block_another_campaign(
                                               "AND list_id <> $2", number[0], second_list)),
                 )  # fmt: skip
 
+            # The ended call's contact is closed through the journal: written before the snapshot.
+            await app.journal.flush()
+            await wait_until(
+                lambda: pool.fetchval(
+                    "SELECT status <> 'in_progress' FROM contacts WHERE phone_e164 = $1 AND list_id <> $2",
+                    number[0],
+                    second_list,
+                ),
+                timeout=5,
+            )
             before = await snapshot()
             # bad input: a code the campaign lacks; callbacks in the past and outside the window
             with pytest.raises(ValidationFailed) as err:
