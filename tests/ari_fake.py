@@ -63,6 +63,24 @@ class FakeAriRest:
     async def hangup(self, channel_id: str, **kw: Any) -> None:
         self._note("hangup", channel_id, **kw)
 
+    async def snoop(self, channel_id: str, app: str, **kw: Any) -> Channel:
+        self._note("snoop", channel_id, app, **kw)
+        snoop_id = kw.get("snoop_id") or f"snoop-{len(self.requests)}"
+        return Channel.model_validate(
+            {
+                "id": snoop_id,
+                "protocol_id": "",
+                "name": f"Snoop/{channel_id}-00000001",
+                "state": "Up",
+                "caller": _CALLER,
+                "connected": _CALLER,
+                "accountcode": "",
+                "dialplan": _DIALPLAN,
+                "creationtime": _CREATED,
+                "language": "en",
+            }
+        )
+
     async def continue_in_dialplan(self, channel_id: str, **kw: Any) -> None:
         self._note("continue_in_dialplan", channel_id, **kw)
 
@@ -115,6 +133,11 @@ class FakeAriRest:
     async def add_channel(self, bridge_id: str, channel: str | Sequence[str], **kw: Any) -> None:
         self._note("add_channel", bridge_id, channel, **kw)
         self.bridges.setdefault(bridge_id, []).extend([channel] if isinstance(channel, str) else channel)
+
+    async def remove_channel(self, bridge_id: str, channel: str | Sequence[str]) -> None:
+        self._note("remove_channel", bridge_id, channel)
+        gone = {channel} if isinstance(channel, str) else set(channel)
+        self.bridges[bridge_id] = [c for c in self.bridges.get(bridge_id, []) if c not in gone]
 
     async def record_bridge(self, bridge_id: str, name: str, format: str, **kw: Any) -> LiveRecording:
         self._note("record_bridge", bridge_id, name, format, **kw)

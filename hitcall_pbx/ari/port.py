@@ -45,6 +45,17 @@ class AriRestPort(Protocol):
 
     async def hangup(self, channel_id: str, *, reason: str | None = None, reason_code: str | None = None) -> None: ...
 
+    async def snoop(
+        self,
+        channel_id: str,
+        app: str,
+        *,
+        spy: str | None = None,
+        whisper: str | None = None,
+        app_args: str | Sequence[str] | None = None,
+        snoop_id: str | None = None,
+    ) -> Channel: ...
+
     async def continue_in_dialplan(
         self,
         channel_id: str,
@@ -93,6 +104,8 @@ class AriRestPort(Protocol):
         mute: bool | None = None,
         inhibit_connected_line_updates: bool | None = None,
     ) -> None: ...
+
+    async def remove_channel(self, bridge_id: str, channel: str | Sequence[str]) -> None: ...
 
     async def record_bridge(
         self,

@@ -20,12 +20,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from ..agents.sessions import AgentSession, AgentSessions
-from ..ari import AriError, AriNotFound, Resync
+from ..ari import AriError, AriNotFound, AriPort, Resync
 from ..auth import Actor
 from ..core.backoff import Backoff
 from ..core.calls import CallState
@@ -95,27 +95,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class MonitorAri(Protocol):
-    """The ARI requests monitoring makes."""
-
-    async def snoop(
-        self,
-        channel_id: str,
-        app: str,
-        *,
-        spy: str | None = None,
-        whisper: str | None = None,
-        app_args: str | Sequence[str] | None = None,
-        snoop_id: str | None = None,
-    ) -> Any: ...
-
-    async def hangup(self, channel_id: str, *, reason: str | None = None, reason_code: str | None = None) -> None: ...
-
-    async def add_channel(self, bridge_id: str, channel: str | Sequence[str], **kw: Any) -> None: ...
-
-    async def remove_channel(self, bridge_id: str, channel: str | Sequence[str]) -> None: ...
-
-
 @dataclass(eq=False)
 class Monitoring:
     """One live monitoring session and where its channels are in Asterisk."""
@@ -169,7 +148,7 @@ def _payload(view: dict[str, Any], **extra: Any) -> dict[str, Any]:
 class Monitor:
     """Monitoring sessions of this dialing process."""
 
-    def __init__(self, ari: Any, pool: asyncpg.Pool, sessions: AgentSessions, dialer: Dialer) -> None:
+    def __init__(self, ari: AriPort, pool: asyncpg.Pool, sessions: AgentSessions, dialer: Dialer) -> None:
         self.ari = ari
         self.pool = pool
         self.sessions = sessions
@@ -181,11 +160,6 @@ class Monitor:
         self._closing = False
         self._recovered = False
         sessions.on_supervisor_dtmf(self._key)
-
-    @property
-    def rest(self) -> MonitorAri:
-        rest: MonitorAri = self.ari.rest
-        return rest
 
     # ------------------------------------------------------------ life ---
     async def start(self) -> None:
@@ -340,16 +314,16 @@ class Monitor:
                     await self._quiet(self._hangup_snoop(snoop, m.agent_channel))
             elif step is Step.LEAVE_CALL:
                 m.in_call = False
-                await self._quiet(self.rest.remove_channel(m.call_bridge, m.phone.channel_id))
+                await self._quiet(self.ari.rest.remove_channel(m.call_bridge, m.phone.channel_id))
             elif step is Step.RETURN_HOME:
-                await self.rest.add_channel(m.phone.bridge_id, m.phone.channel_id)
+                await self.ari.rest.add_channel(m.phone.bridge_id, m.phone.channel_id)
             elif step is Step.SNOOP:
                 await self._snoop(m, mode)
             elif step is Step.LEAVE_HOME:
-                await self.rest.remove_channel(m.phone.bridge_id, m.phone.channel_id)
+                await self.ari.rest.remove_channel(m.phone.bridge_id, m.phone.channel_id)
             elif step is Step.JOIN_CALL:
                 m.in_call = True
-                await self.rest.add_channel(m.call_bridge, m.phone.channel_id)
+                await self.ari.rest.add_channel(m.call_bridge, m.phone.channel_id)
 
     async def _snoop(self, m: Monitoring, mode: MonitorMode) -> None:
         spec = snoop_spec(mode)
@@ -359,7 +333,7 @@ class Monitor:
         started = self._expect("StasisStart", snoop_id)
         joined = self._expect("ChannelEnteredBridge", snoop_id)
         try:
-            await self.rest.snoop(
+            await self.ari.rest.snoop(
                 m.agent_channel,
                 self.ari.app,
                 spy=spec.spy,
@@ -371,7 +345,7 @@ class Monitor:
                 raise AriError(f"snoop channel {snoop_id} did not enter the application")
             # Followed to its destruction (after StasisEnd too): the end checks it is gone.
             await self._quiet(self.ari.rest.subscribe(self.ari.app, f"channel:{snoop_id}"))
-            await self.rest.add_channel(m.phone.bridge_id, snoop_id)
+            await self.ari.rest.add_channel(m.phone.bridge_id, snoop_id)
             # In the bridge before anything else happens to it: a snoop hung up while it
             # is still joining leaves Stasis and stays up, outside any application.
             await self._wait(joined, SNOOP_START_TIMEOUT_S)
@@ -404,7 +378,7 @@ class Monitor:
         gone = self._expect("ChannelDestroyed", snoop_id)
         try:
             try:
-                await self.rest.hangup(snoop_id)
+                await self.ari.rest.hangup(snoop_id)
             except AriNotFound:
                 return
             if await self._wait(gone, SNOOP_NUDGE_AFTER_S):
@@ -423,9 +397,9 @@ class Monitor:
             m.snoop_id = None
         if m.in_call:
             m.in_call = False
-            await self._quiet(self.rest.remove_channel(m.call_bridge, m.phone.channel_id))
+            await self._quiet(self.ari.rest.remove_channel(m.call_bridge, m.phone.channel_id))
         if self.sessions.by_channel.get(m.phone.channel_id) is m.phone:
-            await self._quiet(self.rest.add_channel(m.phone.bridge_id, m.phone.channel_id))
+            await self._quiet(self.ari.rest.add_channel(m.phone.bridge_id, m.phone.channel_id))
 
     @staticmethod
     async def _quiet(request: Any) -> None:
@@ -527,7 +501,7 @@ class Monitor:
             bridge = bridge_of.get(channel.id)
             if bridge is not None and bridge != f"hitcall-supervisor-{agent_id}":
                 log.warning("monitor.barge_left_by_previous_process", bridge_id=bridge, agent_id=agent_id)
-                await self._quiet(self.rest.remove_channel(bridge, channel.id))
+                await self._quiet(self.ari.rest.remove_channel(bridge, channel.id))
             await self.sessions.adopt_supervisor(channel.id, agent_id)
 
     async def _customer_left(self, m: Monitoring) -> None:
