@@ -4,8 +4,10 @@ of originated attempts, the lost / duplicated checks, and the report line."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -23,6 +25,21 @@ from tests.asterisk_cdr import AsteriskCdrs
 
 REPORT_ENV = "HITCALL_RELIABILITY_REPORT"
 DEFAULT_REPORT = Path(__file__).resolve().parents[2] / "build" / "reliability-report.jsonl"
+
+
+def crash_asterisk(sandbox: Any) -> None:
+    """Asterisk killed with SIGKILL (no event arrives), then its sandbox cleaned up for a restart."""
+    pid = sandbox.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)  # started by this test session: reap it
+    sandbox.stop(unmount=False)
+
+
+def stop_asterisk(sandbox: Any) -> None:
+    """Asterisk stopped cleanly (`core stop now`), its sandbox kept mounted for a restart."""
+    sandbox.stop(unmount=False)
 
 
 def report(test: str, **fields: Any) -> dict[str, Any]:

@@ -9,9 +9,6 @@ It restarts the shared sandbox; the session fixture keeps holding it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import time
 
 import pytest
@@ -23,12 +20,14 @@ from tests.live import OriginateCounter, wait_until
 from .harness import (
     asterisk_attempt_channels,
     attempts,
+    crash_asterisk,
     live_campaign,
     loss_and_duplicates,
     quick_calls,
     reconcile_with_asterisk,
     report,
     run_campaign,
+    stop_asterisk,
     wait_settled,
 )
 
@@ -36,19 +35,6 @@ pytestmark = pytest.mark.asterisk
 
 AGENTS = ["agent181", "agent182", "agent183"]
 CONTACTS = 12
-
-
-def _crash(sandbox) -> None:
-    pid = sandbox.pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)  # started by this test session: reap it
-    sandbox.stop(unmount=False)
-
-
-def _stop(sandbox) -> None:
-    sandbox.stop(unmount=False)
 
 
 @pytest.mark.parametrize("how", ["stop", "crash"])
@@ -78,7 +64,7 @@ async def test_asterisk_restart_mid_campaign(
             # Up in Asterisk (its own view) when it goes away.
             up_in_asterisk = {cid for cid, n in observer.created.items() if n > observer.destroyed[cid]}
             stopped_at = time.monotonic()
-            await asyncio.to_thread(_crash if how == "crash" else _stop, sandbox)
+            await asyncio.to_thread(crash_asterisk if how == "crash" else stop_asterisk, sandbox)
             phones.stop()  # Asterisk never sent them a BYE: the SIPp calls are dead
             await wait_until(lambda: not app.ari.connected.is_set(), timeout=5, interval=0.01)
             # The calls the service still had when Asterisk went away (with a clean stop the

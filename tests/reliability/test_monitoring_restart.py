@@ -19,9 +19,6 @@ It restarts the shared sandbox; the session fixture keeps holding it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import time
 
 import pytest
@@ -34,23 +31,10 @@ from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_nu
 from hitcall_pbx.sandbox import SippAgents
 from tests.live import wait_until
 
-from .harness import reconcile_with_asterisk, report
+from .harness import crash_asterisk, reconcile_with_asterisk, report, stop_asterisk
 
 pytestmark = pytest.mark.asterisk
 ACTOR = Actor("sup-restart", "supervisor")
-
-
-def _crash(sandbox) -> None:
-    pid = sandbox.pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)  # started by this test session: reap it
-    sandbox.stop(unmount=False)
-
-
-def _stop(sandbox) -> None:
-    sandbox.stop(unmount=False)
 
 
 @pytest.mark.parametrize("how", ["stop", "crash"])
@@ -87,7 +71,7 @@ async def test_asterisk_restart_during_monitoring(how, service_settings, sandbox
             assert session["mode"] == "whisper" and app.monitor.live
 
             stopped_at = time.monotonic()
-            await asyncio.to_thread(_crash if how == "crash" else _stop, sandbox)
+            await asyncio.to_thread(crash_asterisk if how == "crash" else stop_asterisk, sandbox)
             phones.stop()  # Asterisk never sent them a BYE: the SIPp calls are dead
             await wait_until(lambda: not app.ari.connected.is_set(), timeout=5, interval=0.01)
             reconnects = app.ari.stats.reconnects

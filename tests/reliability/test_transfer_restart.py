@@ -11,9 +11,6 @@ It restarts the shared sandbox; the session fixture keeps holding it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import time
 
 import pytest
@@ -24,18 +21,9 @@ from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_nu
 from hitcall_pbx.sandbox import SippAgents
 from tests.live import wait_until
 
-from .harness import reconcile_with_asterisk, report
+from .harness import crash_asterisk, reconcile_with_asterisk, report
 
 pytestmark = pytest.mark.asterisk
-
-
-def _crash(sandbox) -> None:
-    pid = sandbox.pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-    sandbox.stop(unmount=False)
 
 
 async def test_asterisk_killed_during_an_attended_transfer(service_settings, sandbox, hangup_agents, asterisk_cdrs):
@@ -59,7 +47,7 @@ async def test_asterisk_killed_during_an_attended_transfer(service_settings, san
             await wait_until(lambda: xfer.active[call_id].transfer.state.value == "consulting", timeout=10)
 
             killed_at = time.monotonic()
-            await asyncio.to_thread(_crash, sandbox)
+            await asyncio.to_thread(crash_asterisk, sandbox)
             phones.stop()
             await wait_until(lambda: not app.ari.connected.is_set(), timeout=5, interval=0.01)
             reconnects = app.ari.stats.reconnects
