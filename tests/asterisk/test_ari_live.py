@@ -95,6 +95,8 @@ async def test_bridge_add_and_hangup_race_maps_to_not_found(ari):
     with pytest.raises(AriNotFound):
         await ari.rest.hangup(cid)
     await ari.rest.destroy_bridge(bridge.id)
+    # Asterisk answers the DELETE before the bridge leaves its container: wait for it to be gone.
+    await ari.events_log.wait_for("BridgeDestroyed", lambda e: e.bridge.id == bridge.id)
     with pytest.raises(AriNotFound):
         await ari.rest.get_bridge(bridge.id)
 
