@@ -43,6 +43,7 @@ from .livebus import LiveBus
 from .logs import get_logger
 from .looplag import LoopLagMonitor
 from .metrics import MetricsSources, ServiceMetrics
+from .pools import Pools, PoolsControl, PoolsMonitoring, PoolStack
 from .privacy.api import ApiPrivacy
 from .privacy.service import PrivacyService
 from .records.api import ApiCdrs, ApiRecordings
@@ -59,6 +60,7 @@ from .web import LiveHub, WallboardSources, WebDeps, setup_web
 log = get_logger("hitcall.app")
 
 DRAIN_HANGUP_WAIT_S = 5.0  # after the grace limit: for the hung-up calls' end events
+HOME_POOL = "main"  # the Asterisk server at HITCALL_ARI_URL
 
 
 @dataclass
@@ -110,16 +112,10 @@ class HitCall:
     options: Options = field(default_factory=Options)
     ari_factory: Callable[[Settings], AriClient] | None = None  # None: `ari_client`
     db: Database | None = None
-    ari: AriClient | None = None
-    sessions: AgentSessions | None = None
-    dialer: Dialer | None = None
-    inbound: InboundRouter | None = None
-    monitor: Monitor | None = None
+    pools: Pools = field(default_factory=Pools)  # the Asterisk servers this process drives, home first
     journal: CallJournal | None = None
     cdr: CdrWriter | None = None
     store: RecordingStore | None = None
-    recorder: Recorder | None = None
-    recording_pauser: RecordingPauser | None = None
     webhooks: WebhookDispatcher | None = None
     metrics: ServiceMetrics | None = None
     http_runner: web.AppRunner | None = None
@@ -174,56 +170,13 @@ class HitCall:
         self.cdr = CdrWriter(pool, default_spool_dir(s.data_dir))
         await self.cdr.start()
         self._stack.append(self.cdr.close)
-
-        self.ari = (self.ari_factory or ari_client)(s)
-        # Closed after the dialer and the agent sessions: what they write goes through it.
+        # Closed after the pools' stacks: what they write goes through it.
         self.journal = CallJournal(pool, spool_dir=s.data_dir / "spool" / "journal")
         self.journal.listeners.append(self.bus.publish)
         await self.journal.start()
         self._stack.append(self.journal.close)
-        self.sessions = AgentSessions(self.ari, pool, journal=self.journal)
-        self._stack.append(self.sessions.close)
-        hopper = Hopper(pool)
-        self.dialer = Dialer(
-            self.ari,
-            DialerStore(pool, hopper),
-            self.sessions,
-            hopper,
-            CdrSink(self.cdr),
-            tick_s=o.dialer_tick_s,
-            campaign_refresh_s=o.campaign_refresh_s,
-            journal=self.journal,
-            watchdog_s=o.dialer_watchdog_s,
-            fenced=lambda: self.dialer_lock.lost if self.dialer_lock else None,
-        )
-        self.recorder = Recorder(self.ari, pool, self.store, s.data_dir / "spool" / "recordings")
-        self.dialer.on_call_end.append(self.recorder.call_ended)
-        self.recording_pauser = RecordingPauser(self.ari, self.dialer, self.sessions, self.journal)
-        self.ari.on_event(self.recording_pauser.handle_event)
-        self.ari.on_event(self.dialer.handle_event)
-        self.dialer.pacer.on_view = self._pacing_changed
-        # After the dialer: a newly ready agent goes to an answered outbound customer first.
-        self.inbound = InboundRouter(
-            self.ari, pool, self.sessions, o.inbound, cdr=CdrSink(self.cdr), journal=self.journal
-        )
-        self.ari.on_event(self.inbound.handle_event)
-        self.ari.on_resync(self.inbound.handle_resync)
-        # Inbound calls a stopped process left: adopted or closed before the dialer dials.
-        self.dialer.recovery.on_restart.append(self.inbound.recover)
-        self.dialer.recovery.on_sweep.append(self.inbound.sweep_orphans)
-        self.ari.on_event(self.recorder.handle_event)
-        # Supervisors' listen / whisper / barge: what a stopped process left is undone before
-        # the dialer adopts agents and calls; a session ends with the call, after the dialer saw its end.
-        self.monitor = Monitor(self.ari, pool, self.sessions, self.dialer)
-        self.ari.on_resync(self.monitor.recover)
-        self.ari.on_resync(self.dialer.handle_resync)
-        await self.monitor.start()
-        self.dialer.on_call_end.append(self.monitor.call_ended)
-        self.ari.on_event(self.monitor.handle_event)
-        self.ari.on_resync(self.monitor.handle_resync)
-        await self.dialer.start()
-        self._stack.append(self._stop_dialer)
-        self._stack.append(self.monitor.close)
+        home = await self.start_pool(HOME_POOL, s.ari_url, connect=False)
+        self._stack.append(self._close_pools)  # if the start fails further on
 
         self.webhooks = WebhookDispatcher(
             pool, aiohttp.ClientSession, address_policy=AddressPolicy(s.webhook_allow_networks)
@@ -233,28 +186,28 @@ class HitCall:
             self._stack.append(self.webhooks.close)
 
         registry = CollectorRegistry()
-        ari, sessions, dialer, cdr, journal = self.ari, self.sessions, self.dialer, self.cdr, self.journal
+        pools, cdr, journal = self.pools, self.cdr, self.journal
         self.metrics = metrics = ServiceMetrics(
             registry,
             MetricsSources(
-                ari_connected=lambda: ari.connected.is_set(),
-                ari_reconnects=lambda: ari.stats.reconnects,
-                agent_counts=sessions.counts,
-                call_counts=dialer.call_counts,
-                pacing_stats=dialer.pacing_stats,
+                ari_connected=pools.ari_connected,
+                ari_reconnects=pools.ari_reconnects,
+                agent_counts=pools.agent_counts,
+                call_counts=pools.call_counts,
+                pacing_stats=pools.pacing_stats,
                 cdr_backlog=lambda: cdr.spool_backlog,
                 journal_backlog=lambda: journal.backlog,
                 loop_lag=self.looplag,
-                pacing_views=lambda: dialer.pacer.views,
+                pacing_views=pools.pacing_views,
             ),
         )
         if o.alarm_interval_s:
             alarm_sources = AlarmSources(
                 pool=pool,
-                ari_connected=lambda: ari.connected.is_set(),
+                ari_connected=pools.ari_connected,
                 cdr_backlog=lambda: cdr.spool_backlog,
-                campaigns=lambda: dialer.campaigns,
-                pacing_stats=dialer.pacing_stats,
+                campaigns=pools.campaigns,
+                pacing_stats=pools.pacing_stats,
                 purge_last_failed=lambda: metrics.purge_last_failed,
                 webhook_stats=self.webhooks.stats,
                 purge_interval_s=o.purge_interval_s,
@@ -268,14 +221,14 @@ class HitCall:
             deps = ApiDeps(
                 pool=pool,
                 metrics=registry,
-                dialer=EngineControl(self.dialer, self.sessions, recording=self.recording_pauser),
+                dialer=PoolsControl(self.pools),
                 cdrs=ApiCdrs(pool),
                 recordings=ApiRecordings(pool, self.store),
                 privacy=ApiPrivacy(privacy),
                 webhooks=self.webhooks,
-                ari_connected=lambda: self.ari is not None and self.ari.connected.is_set(),
+                ari_connected=self.pools.ari_connected,
                 draining=lambda: self.draining,
-                monitoring=self.monitor,
+                monitoring=PoolsMonitoring(self.pools),
             )
             await self._listen(deps)
         if agi and s.agi_secret is not None:
@@ -287,9 +240,9 @@ class HitCall:
             purge = PurgeWorker(pool, self.store, spool_dir=default_spool_dir(s.data_dir))
             self._tasks.append(asyncio.create_task(self._purge_loop(purge, o.purge_interval_s), name="purge"))
 
-        await self.ari.start(wait=o.ari_wait_s)
-        # Closed first: no new events while the rest shuts down.
-        self._stack.append(self.ari.close)
+        # The pools' stacks are closed first: no new events while the rest shuts down.
+        self._stack.append(self._close_pools)
+        await self._connect_pool(home)
         if self.alarms is not None:
             await self.alarms.start()
             self._stack.append(self.alarms.close)
@@ -330,7 +283,7 @@ class HitCall:
 
     def _pacing_view(self, campaign_id: int) -> dict[str, Any] | None:
         """The pacer's latest view of a running campaign, for the wallboard."""
-        view = self.dialer.pacer.views.get(campaign_id) if self.dialer is not None else None
+        view = self.pools.pacing_views().get(campaign_id)
         if view is None:
             return None
         # every figure of the view (predicted idle agents, abandon price, budget left,
@@ -363,9 +316,136 @@ class HitCall:
         )
         await self._listen(deps)
 
-    async def _stop_dialer(self) -> None:
-        assert self.dialer is not None
-        await self.dialer.close()
+    # ------------------------------------------------------------ pools ---
+    async def start_pool(self, name: str, ari_url: str, *, connect: bool = True) -> PoolStack:
+        """Build and start the stack that drives the Asterisk server `name` at `ari_url`
+        (restart recovery of what a stopped holder left runs at its first connect);
+        `connect=False`: the caller connects it with `_connect_pool` when the rest is up."""
+        s, o = self.settings, self.options
+        assert self.db is not None and self.journal is not None and self.cdr is not None and self.store is not None
+        if name in self.pools.stacks:
+            raise ConfigError(f"pool {name!r} is already driven by this process", details={"pool": name})
+        pool, journal = self.db.pool, self.journal
+        pool_settings = s if ari_url == s.ari_url else s.model_copy(update={"ari_url": ari_url})
+        ari = (self.ari_factory or ari_client)(pool_settings)
+        closers: list[Callable[[], Awaitable[Any]]] = []
+        try:
+            sessions = AgentSessions(ari, pool, journal=journal)
+            closers.append(sessions.close)
+            hopper = Hopper(pool)
+            dialer = Dialer(
+                ari,
+                DialerStore(pool, hopper),
+                sessions,
+                hopper,
+                CdrSink(self.cdr),
+                tick_s=o.dialer_tick_s,
+                campaign_refresh_s=o.campaign_refresh_s,
+                journal=journal,
+                watchdog_s=o.dialer_watchdog_s,
+                fenced=lambda: self.dialer_lock.lost if self.dialer_lock else None,
+            )
+            recorder = Recorder(ari, pool, self.store, s.data_dir / "spool" / "recordings")
+            dialer.on_call_end.append(recorder.call_ended)
+            pauser = RecordingPauser(ari, dialer, sessions, journal)
+            ari.on_event(pauser.handle_event)
+            ari.on_event(dialer.handle_event)
+            dialer.pacer.on_view = self._pacing_changed
+            # After the dialer: a newly ready agent goes to an answered outbound customer first.
+            inbound = InboundRouter(ari, pool, sessions, o.inbound, cdr=CdrSink(self.cdr), journal=journal)
+            ari.on_event(inbound.handle_event)
+            ari.on_resync(inbound.handle_resync)
+            # Inbound calls a stopped process left: adopted or closed before the dialer dials.
+            dialer.recovery.on_restart.append(inbound.recover)
+            dialer.recovery.on_sweep.append(inbound.sweep_orphans)
+            ari.on_event(recorder.handle_event)
+            # Supervisors' listen / whisper / barge: what a stopped process left is undone before
+            # the dialer adopts agents and calls; a session ends with the call, after the dialer saw its end.
+            monitor = Monitor(ari, pool, sessions, dialer)
+            ari.on_resync(monitor.recover)
+            ari.on_resync(dialer.handle_resync)
+            await monitor.start()
+            dialer.on_call_end.append(monitor.call_ended)
+            ari.on_event(monitor.handle_event)
+            ari.on_resync(monitor.handle_resync)
+            await dialer.start()
+            closers.append(dialer.close)
+            closers.append(monitor.close)
+        except BaseException:
+            for closer in reversed(closers):
+                await closer()
+            raise
+        stack = PoolStack(
+            name,
+            ari,
+            sessions,
+            dialer,
+            recorder,
+            pauser,
+            inbound,
+            monitor,
+            EngineControl(dialer, sessions, recording=pauser),
+            closers,
+        )
+        self.pools.stacks[name] = stack
+        if connect:
+            await self._connect_pool(stack)
+        log.info("app.pool_started", pool=name)
+        return stack
+
+    async def _connect_pool(self, stack: PoolStack) -> None:
+        stack.closers.append(stack.ari.close)  # closed first: no new events while the rest stops
+        await stack.ari.start(wait=self.options.ari_wait_s)
+
+    async def stop_pool(self, name: str) -> None:
+        """Stop driving the Asterisk server `name`: its stack closes without hanging up calls."""
+        stack = self.pools.stacks.pop(name, None)
+        if stack is not None:
+            await stack.close()
+            log.info("app.pool_stopped", pool=name)
+
+    async def _close_pools(self) -> None:
+        for stack in reversed(list(self.pools)):
+            await self.stop_pool(stack.name)
+
+    # The home pool's parts (one process driving one Asterisk: tests, the demo, benchmarks).
+    def _home(self) -> PoolStack | None:
+        return self.pools.home()
+
+    @property
+    def ari(self) -> AriClient | None:
+        h = self._home()
+        return h.ari if h else None
+
+    @property
+    def sessions(self) -> AgentSessions | None:
+        h = self._home()
+        return h.sessions if h else None
+
+    @property
+    def dialer(self) -> Dialer | None:
+        h = self._home()
+        return h.dialer if h else None
+
+    @property
+    def inbound(self) -> InboundRouter | None:
+        h = self._home()
+        return h.inbound if h else None
+
+    @property
+    def monitor(self) -> Monitor | None:
+        h = self._home()
+        return h.monitor if h else None
+
+    @property
+    def recorder(self) -> Recorder | None:
+        h = self._home()
+        return h.recorder if h else None
+
+    @property
+    def recording_pauser(self) -> RecordingPauser | None:
+        h = self._home()
+        return h.recording_pauser if h else None
 
     async def _purge_loop(self, worker: PurgeWorker, interval: float) -> None:
         while True:
@@ -388,21 +468,30 @@ class HitCall:
         their own for up to `timeout` s (or until `abort` is set). Calls still up then are
         hung up here, so that this process writes their CDRs and events."""
         self.draining = True
-        if self.dialer is None or self.inbound is None:
+        stacks = list(self.pools)
+        if not stacks:
             return
-        await self.dialer.close()
-        await self.inbound.close()
-        idle = asyncio.gather(self.dialer.idle(timeout), self.inbound.idle(timeout))
+        for st in stacks:
+            await st.dialer.close()
+            await st.inbound.close()
+        idle = asyncio.gather(*(x for st in stacks for x in (st.dialer.idle(timeout), st.inbound.idle(timeout))))
         waits: list[asyncio.Future[Any]] = [idle] + ([asyncio.ensure_future(abort.wait())] if abort else [])
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
-        left = self.dialer.live_calls() + self.inbound.live_calls()
+        left = sum(len(st.dialer.live_calls()) + len(st.inbound.live_calls()) for st in stacks)
         if left:
-            log.warning("app.drain_hangup", calls=len(left), grace_s=timeout)
-            await self.dialer.close(hangup_calls=True)
-            await self.inbound.close(hangup_calls=True)
-            await asyncio.gather(self.dialer.idle(DRAIN_HANGUP_WAIT_S), self.inbound.idle(DRAIN_HANGUP_WAIT_S))
+            log.warning("app.drain_hangup", calls=left, grace_s=timeout)
+            for st in stacks:
+                await st.dialer.close(hangup_calls=True)
+                await st.inbound.close(hangup_calls=True)
+            await asyncio.gather(
+                *(
+                    x
+                    for st in stacks
+                    for x in (st.dialer.idle(DRAIN_HANGUP_WAIT_S), st.inbound.idle(DRAIN_HANGUP_WAIT_S))
+                )
+            )
 
     async def close(self) -> None:
         for task in self._tasks:
