@@ -1,9 +1,11 @@
 """A CRM's webhook endpoint for tests: verifies Standard Webhooks signatures, acknowledges
-each webhook-id, counts repeats, and can fail (503) or be down (port closed). It listens on
-127.0.0.1: dispatchers that deliver to it need `ALLOW_LOOPBACK`."""
+each webhook-id, counts repeats, and can fail (503), be down (port closed) or hold requests
+(answer only once `hold` is set). It listens on 127.0.0.1: dispatchers that deliver to it
+need `ALLOW_LOOPBACK`."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections import Counter
 from ipaddress import ip_network
@@ -35,6 +37,9 @@ class Receiver:
         self.duplicates = 0  # an already acknowledged webhook-id delivered again
         self.bad_signatures = 0
         self.hosts: list[str] = []  # the Host header of each request
+        self.arrived: list[str] = []  # the webhook-id of each request, as it arrives
+        self.senders: Counter[str] = Counter()  # requests by their X-Sender header (set by a test's session)
+        self.hold: asyncio.Event | None = None  # requests wait for it before being answered
         self._seen: set[str] = set()
         self._runner: web.AppRunner | None = None
 
@@ -45,7 +50,11 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
         self.hosts.append(request.headers.get("Host", ""))
+        self.arrived.append(request.headers.get("webhook-id", ""))
+        self.senders[request.headers.get("X-Sender", "")] += 1
         body = await request.read()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fail:
             self.unacknowledged[request.headers.get("webhook-id", "")] += 1
             return web.Response(status=503)

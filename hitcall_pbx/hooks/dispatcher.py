@@ -270,10 +270,18 @@ class WebhookDispatcher:
 
     # ---------------------------------------------------------------- passes ---
     async def run_once(self) -> int:
-        """Fan out new events, then attempt every delivery that is due; returns attempts made."""
+        """Fan out new events, then attempt every delivery that is due; returns attempts made.
+
+        A worker that fails (its result could not be written: the database went away)
+        does not leave the others running unwatched: the pass ends when every worker
+        has, then raises the first failure. The failed worker's claim lapses with its
+        lease and the delivery is made again, by this process or another."""
         await self.fan_out()
-        counts = await asyncio.gather(*(self._worker() for _ in range(self._concurrency)))
-        return sum(counts)
+        results = await asyncio.gather(*(self._worker() for _ in range(self._concurrency)), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
 
     async def fan_out(self) -> int:
         """Create delivery rows for undispatched outbox events; returns events fanned out."""
