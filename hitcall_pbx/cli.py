@@ -66,7 +66,7 @@ async def _doctor(settings: Settings, args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     from .sandbox import Sandbox
 
-    box = Sandbox()
+    box = Sandbox(instance=args.instance)
     if args.action == "start":
         info = box.start()
     elif args.action == "restart":
@@ -80,13 +80,15 @@ def _sandbox(args: argparse.Namespace) -> int:
         _out(info.as_dict())
     else:
         state = f"running (pid {info.pid})" if info.running else "stopped"
-        sys.stdout.write(f"Asterisk sandbox: {state}\n")
+        which = "" if info.instance == 1 else f" {info.instance}"
+        sys.stdout.write(f"Asterisk sandbox{which}: {state}\n")
         if info.running:
             sys.stdout.write(
                 f"  version   {info.asterisk_version}\n  ARI       {info.ari_url}\n"
                 f"  user      {info.ari_user}\n  password  {info.ari_password}\n"
                 f"  SIP       {info.sip}\n  root      {info.root}\n"
-                f"  FastAGI   HITCALL_AGI_SECRET={info.agi_secret}\n"
+                f"  FastAGI   {info.agi_url} HITCALL_AGI_SECRET={info.agi_secret}\n"
+                f"  peer      trunk [peer] to {info.peer} (Local/<endpoint>@hitcall-peer)\n"
             )
     return 0 if (info.running or args.action == "stop") else 1
 
@@ -111,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sandbox", help="the local Asterisk 22 sandbox (Debian sid chroot, needs root)")
     s.add_argument("action", choices=["start", "stop", "status", "restart"])
+    s.add_argument(
+        "--instance",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="2: the second Asterisk in the same chroot (ARI :8089, SIP :5062), trunk 'peer' to the first",
+    )
     s.add_argument("--json", action="store_true")
 
     demo = sub.add_parser("demo", help="run a demo on the sandbox with simulated customers and SIPp agents")
@@ -163,6 +172,7 @@ _COMMAND_MODULES = (
     ".records.records_command",
     ".report.command",
     ".sim.command",
+    ".cluster.command",
 )
 
 _ASYNC: dict[str, Callable[[Settings, argparse.Namespace], object]] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .core.leases import MAX_LEASE_S, MIN_LEASE_S, parse_takeover_pools, valid_name
 from .core.netaddr import IPNetwork, parse_networks
 from .errors import ConfigError
 
@@ -29,6 +31,23 @@ MAX_PURGE_INTERVAL_S = 7 * 86400.0  # retention deadlines are days apart; a week
 MAX_SHUTDOWN_GRACE_S = 3600.0
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def default_node_id() -> str:
+    """The host name, as a node id (characters a node id may not have become '-')."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:64]
+    return name or "hitcall"
+
+
+def _check_ari_url(v: str) -> str:
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s):// URL of Asterisk's ARI, e.g. http://127.0.0.1:8088/ari")
+    try:
+        _ = parts.port  # raises on a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ValueError(f"has an invalid port ({exc})") from None
+    return v.rstrip("/")
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -90,6 +109,45 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("HITCALL_SHUTDOWN_GRACE_S"),
     )
 
+    # Several nodes: this process's node id, its home pool (the Asterisk at HITCALL_ARI_URL),
+    # its lease, and the pools it may take over when their node is gone (name=ari_url,...).
+    node_id: str = Field(default_factory=default_node_id, validation_alias=AliasChoices("HITCALL_NODE_ID"))
+    pool: str = Field(default="main", validation_alias=AliasChoices("HITCALL_POOL"))
+    node_lease_s: float = Field(
+        default=10.0,
+        ge=MIN_LEASE_S,
+        le=MAX_LEASE_S,
+        allow_inf_nan=False,
+        validation_alias=AliasChoices("HITCALL_NODE_LEASE_S"),
+    )
+    takeover_pools: str = Field(default="", validation_alias=AliasChoices("HITCALL_TAKEOVER_POOLS"))
+
+    @field_validator("node_id", "pool")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        v = v.strip()
+        if not valid_name(v):
+            raise ValueError(f"{v!r} must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("takeover_pools")
+    @classmethod
+    def _takeover_pools(cls, v: str) -> str:
+        for name, url in parse_takeover_pools(v):  # ValueError naming the bad entry
+            try:
+                _check_ari_url(url)
+            except ValueError as exc:
+                raise ValueError(f"pool {name}: the ARI URL {exc}") from None
+        return v
+
+    @property
+    def pool_urls(self) -> dict[str, str]:
+        """Every pool this node may drive, home pool first: name -> ARI URL."""
+        out = {self.pool: self.ari_url}
+        for name, url in parse_takeover_pools(self.takeover_pools):
+            out[name] = _check_ari_url(url)
+        return out
+
     @field_validator("database_url", "migrate_database_url")
     @classmethod
     def _dsn(cls, v: str | None) -> str | None:
@@ -103,14 +161,7 @@ class Settings(BaseSettings):
     @field_validator("ari_url")
     @classmethod
     def _ari_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s):// URL of Asterisk's ARI, e.g. http://127.0.0.1:8088/ari")
-        try:
-            _ = parts.port  # raises on a port that is not a number in 0-65535
-        except ValueError as exc:
-            raise ValueError(f"has an invalid port ({exc})") from None
-        return v.rstrip("/")
+        return _check_ari_url(v)
 
     @field_validator("ari_app")
     @classmethod
@@ -172,12 +223,24 @@ class Settings(BaseSettings):
         return v.upper() if isinstance(v, str) else v
 
     @model_validator(mode="after")
+    def _home_pool_once(self) -> Settings:
+        if self.pool in dict(parse_takeover_pools(self.takeover_pools)):
+            raise ValueError(
+                f"HITCALL_TAKEOVER_POOLS names the home pool {self.pool} (HITCALL_POOL, driven at HITCALL_ARI_URL)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _password(self) -> Settings:
         if self.ari_password is None:
-            if _is_loopback(urlsplit(self.ari_url).hostname):
-                self.ari_password = SANDBOX_ARI_PASSWORD
-            else:
+            if not _is_loopback(urlsplit(self.ari_url).hostname):
                 raise ValueError("HITCALL_ARI_PASSWORD is required when HITCALL_ARI_URL is not on loopback")
+            for name, url in parse_takeover_pools(self.takeover_pools):
+                if not _is_loopback(urlsplit(url).hostname):
+                    raise ValueError(
+                        f"HITCALL_ARI_PASSWORD is required when a pool's ARI URL is not on loopback (pool {name})"
+                    )
+            self.ari_password = SANDBOX_ARI_PASSWORD
         return self
 
     @property
@@ -209,6 +272,10 @@ _ENV_NAMES = {
     "metrics_port": "HITCALL_METRICS_PORT",
     "purge_interval_s": "HITCALL_PURGE_INTERVAL_S",
     "shutdown_grace_s": "HITCALL_SHUTDOWN_GRACE_S",
+    "node_id": "HITCALL_NODE_ID",
+    "pool": "HITCALL_POOL",
+    "node_lease_s": "HITCALL_NODE_LEASE_S",
+    "takeover_pools": "HITCALL_TAKEOVER_POOLS",
 }
 
 
