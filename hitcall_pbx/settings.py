@@ -18,6 +18,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .core.leases import MAX_LEASE_S, MIN_LEASE_S, parse_takeover_pools, valid_name
+from .core.dsn import check_dsn
 from .core.netaddr import IPNetwork, parse_networks
 from .errors import ConfigError
 
@@ -156,6 +157,7 @@ class Settings(BaseSettings):
         parts = urlsplit(v)
         if parts.scheme not in ("postgres", "postgresql") or not (parts.hostname or "host=" in v):
             raise ValueError("must be a postgresql:// URL, e.g. postgresql://user:pass@host:5432/db")
+        check_dsn(v)  # several hosts (a primary and its standbys): each with a valid port
         return v
 
     @field_validator("ari_url")

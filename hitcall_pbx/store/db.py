@@ -11,11 +11,12 @@ import asyncio
 import json
 from types import TracebackType
 from typing import Any, TypeAlias
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from ..core.dsn import dsn_host, dsn_hosts
 from ..errors import Unavailable
 from ..logs import get_logger
 from ..settings import Settings
@@ -35,6 +36,8 @@ _CONNECT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
 )
+# A host that gave no session, or none of the kind asked for: the walk tries the next one.
+_HOST_ERRORS: tuple[type[BaseException], ...] = (*_CONNECT_ERRORS, asyncpg.TargetServerAttributeNotMatched)
 
 
 def _dumps(value: Any) -> str:
@@ -46,16 +49,71 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typename, encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text")
 
 
-def dsn_host(dsn: str) -> str:
-    """Where a DSN points, for messages: ``host:port`` or the socket directory. No secrets."""
-    parts = urlsplit(dsn)
-    query = parse_qs(parts.query)
-    host = parts.hostname or (query.get("host") or [""])[0] or "localhost"
-    try:
-        port = parts.port or (query.get("port") or [""])[0]
-    except ValueError:
-        port = ""
-    return f"{host}:{port}" if port and not host.startswith("/") else host
+class NoUsableHost(ConnectionError):
+    """No host of the DSN gave a session the service can use (each host's reason in the
+    message): all refused or timed out, or none is a read-write primary (a standby, or a
+    failover in progress). An OSError, so that every caller takes it for "database away"."""
+
+
+class HostWalk:
+    """Opens connections to a DSN that names one or several hosts.
+
+    asyncpg walks a host list itself, but under one timeout for the whole walk: a host that
+    does not answer (a dead machine, a frozen server) eats it all and the next host is never
+    tried. Here each host gets its own `timeout` (the DSN's ``connect_timeout`` when it has
+    one, libpq's meaning), and the host that gave the last usable session is tried first.
+
+    A session must be read-write unless the DSN says otherwise (``target_session_attrs``):
+    the service writes, and a connection that reached a standby (a virtual IP or a proxy that
+    has not moved yet) would only fail every write. None usable: `NoUsableHost`.
+    """
+
+    def __init__(self, dsn: str, *, timeout: float = 10.0) -> None:
+        parts = urlsplit(dsn)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        given = [v for k, v in query if k == "connect_timeout"]
+        self.timeout = float(given[-1]) if given else timeout
+        # asyncpg would send a parameter it does not know to the server as a setting
+        query = [(k, v) for k, v in query if k != "connect_timeout"]
+        attrs = [v for k, v in query if k == "target_session_attrs"]
+        self.target_session_attrs = attrs[-1] if attrs else "read-write"
+        query = [(k, v) for k, v in query if k != "target_session_attrs"]
+        self.dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+        self.hosts = dsn_hosts(dsn)
+        self._first = 0
+
+    async def connect(self, dsn: str | None = None, **kwargs: Any) -> asyncpg.Connection:
+        """A connection (asyncpg's `connect` arguments, but `dsn` and `timeout`, which are
+        this walk's: an asyncpg pool's ``connect=`` callback)."""
+        kwargs.pop("timeout", None)
+        kwargs.setdefault("target_session_attrs", self.target_session_attrs)
+        n = len(self.hosts)
+        if n <= 1:
+            try:
+                return await asyncpg.connect(self.dsn, timeout=self.timeout, **kwargs)
+            except asyncpg.TargetServerAttributeNotMatched as exc:
+                raise NoUsableHost(f"{dsn_host(self.dsn)}: not a {kwargs['target_session_attrs']} server") from exc
+        reasons: list[str] = []
+        for i in [(self._first + k) % n for k in range(n)]:
+            host, port = self.hosts[i]
+            where = host if port is None else f"{host}:{port}"
+            try:
+                conn = await asyncpg.connect(self.dsn, host=host, port=port, timeout=self.timeout, **kwargs)
+            except _HOST_ERRORS as exc:
+                reasons.append(f"{where}: {_reason(exc, self.timeout, kwargs['target_session_attrs'])}")
+                continue
+            self._first = i
+            return conn
+        raise NoUsableHost("; ".join(reasons))
+
+
+def _reason(exc: BaseException, timeout: float, attrs: str) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no answer in {timeout:g} s"
+    if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+        return f"not a {attrs} server"
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def dsn_with_database(dsn: str, database: str) -> str:
@@ -98,13 +156,14 @@ async def create_pool(
     A server that cannot be reached (refused, unknown host, bad credentials, missing
     database, timeout) raises `Unavailable` with a one-line message naming the host.
     """
+    walk = HostWalk(dsn, timeout=connect_timeout)
     try:
         pool = await asyncpg.create_pool(
-            dsn,
+            walk.dsn,
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
-            timeout=connect_timeout,
+            connect=walk.connect,
             **kwargs,
         )
     except _CONNECT_ERRORS as exc:
@@ -116,7 +175,7 @@ async def create_pool(
 async def connect(dsn: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
     """One connection with the same codecs and error mapping as `create_pool`."""
     try:
-        conn = await asyncpg.connect(dsn, timeout=connect_timeout)
+        conn = await HostWalk(dsn, timeout=connect_timeout).connect()
     except _CONNECT_ERRORS as exc:
         raise _unavailable(dsn, exc) from exc
     try:
