@@ -33,3 +33,11 @@ async def list_sessions(
         limit,
     )
     return [dict(r.items()) for r in rows]
+
+
+async def open_session(pool: Executor, monitor_id: int) -> dict[str, Any] | None:
+    """A session not ended yet, whichever node runs it (None: unknown or ended)."""
+    row = await pool.fetchrow(
+        f"SELECT {SESSION_COLUMNS} FROM monitoring_sessions WHERE id = $1 AND ended_at IS NULL", monitor_id
+    )
+    return None if row is None else dict(row.items())

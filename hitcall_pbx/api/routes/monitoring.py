@@ -14,7 +14,7 @@ from pydantic import Field
 from ...auth import Role
 from ...core.monitoring import EndReason, MonitorMode
 from ...errors import NotFound, Unavailable
-from ...store.monitoring import list_sessions
+from ...store.monitoring import list_sessions, open_session
 from ...store.supervision import supervised_campaigns
 from ..deps import MonitoringControl
 from ..registry import V1, Ctx, Registry
@@ -125,7 +125,7 @@ def register(reg: Registry) -> None:
     async def change_monitoring(ctx: Ctx) -> MonitoringSession:
         monitor = _monitor(ctx)
         monitor_id = ctx.params["monitor_id"]
-        _on_call(ctx, _find(monitor, monitor_id))
+        _on_call(ctx, await _find(ctx, monitor, monitor_id))
         view = await monitor.change(
             monitor_id, ctx.body.mode, user_id=ctx.me.user_id, role=ctx.me.role.value, actor=ctx.actor
         )
@@ -144,7 +144,7 @@ def register(reg: Registry) -> None:
     async def stop_monitoring(ctx: Ctx) -> MonitoringSession:
         monitor = _monitor(ctx)
         monitor_id = ctx.params["monitor_id"]
-        _on_call(ctx, _find(monitor, monitor_id))
+        _on_call(ctx, await _find(ctx, monitor, monitor_id))
         view = await monitor.stop(monitor_id, user_id=ctx.me.user_id, role=ctx.me.role.value, actor=ctx.actor)
         return MonitoringSession.model_validate(view)
 
@@ -168,8 +168,12 @@ def register(reg: Registry) -> None:
         return MonitoringList(items=[MonitoringSession.model_validate(r) for r in rows])
 
 
-def _find(monitor: MonitoringControl, monitor_id: int) -> dict[str, Any]:
+async def _find(ctx: Ctx, monitor: MonitoringControl, monitor_id: int) -> dict[str, Any]:
+    """A live session of this node, or one another node runs (its stored row)."""
     for view in monitor.active():
         if view["id"] == monitor_id:
             return view
+    stored = await open_session(ctx.pool, monitor_id)
+    if stored is not None:
+        return stored
     raise NotFound(f"no live monitoring session {monitor_id}", details={"monitor_id": monitor_id})
