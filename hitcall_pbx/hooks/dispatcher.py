@@ -65,6 +65,29 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class DatabaseClock:
+    """The database server's clock, read locally: this process's clock plus the offset
+    measured at the last `sync` (half the round trip counted as the way there).
+
+    The dispatcher's default clock. Claims are leased and retries scheduled on it, so
+    several nodes agree on when a lease lapses whatever their own clocks say: a node
+    whose clock runs ahead does not take over a delivery another node still holds."""
+
+    def __init__(self, pool: asyncpg.Pool, local: Callable[[], datetime] = utc_now) -> None:
+        self._pool = pool
+        self._local = local
+        self.offset = timedelta(0)
+
+    async def sync(self) -> None:
+        sent = time.monotonic()
+        server = await self._pool.fetchval("SELECT clock_timestamp()")
+        half_trip = timedelta(seconds=(time.monotonic() - sent) / 2)
+        self.offset = server - (self._local() - half_trip)
+
+    def __call__(self) -> datetime:
+        return self._local() + self.offset
+
+
 @dataclass(frozen=True)
 class WebhookStats:
     """For metrics and alarms. Counts only active subscriptions."""
@@ -195,8 +218,9 @@ RETURNING d.id
 class WebhookDispatcher:
     """Delivers outbox events to webhook subscriptions. Safe to run in several processes.
 
-    `clock` schedules retries, leases and the max-age deadline (tests compress time
-    with it); `wall_clock` gives the ``webhook-timestamp`` header, which receivers
+    `clock` schedules retries, leases and the max-age deadline (default: the database's
+    clock, `DatabaseClock`, synchronised at every pass; tests compress time with their
+    own); `wall_clock` gives the ``webhook-timestamp`` header, which receivers
     compare with their own real clock. `address_policy` says which addresses targets may
     have (default: public ones only; the operator's HITCALL_WEBHOOK_ALLOW_NETS adds
     exceptions); `resolver` is the name resolver it checks (default: the system's).
@@ -208,7 +232,7 @@ class WebhookDispatcher:
         pool: asyncpg.Pool,
         http_session_factory: Callable[..., aiohttp.ClientSession],
         *,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Callable[[], datetime] | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         max_age: timedelta = DEFAULT_MAX_AGE,
         concurrency: int = 4,
@@ -227,7 +251,7 @@ class WebhookDispatcher:
         self._resolver = resolver
         self._session_factory = http_session_factory
         self._session: aiohttp.ClientSession | None = None
-        self._clock = clock
+        self._clock = clock if clock is not None else DatabaseClock(pool)
         self._backoff = backoff
         self._max_age = max_age
         self._concurrency = concurrency
@@ -276,12 +300,17 @@ class WebhookDispatcher:
         does not leave the others running unwatched: the pass ends when every worker
         has, then raises the first failure. The failed worker's claim lapses with its
         lease and the delivery is made again, by this process or another."""
+        await self._sync_clock()
         await self.fan_out()
         results = await asyncio.gather(*(self._worker() for _ in range(self._concurrency)), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         return sum(r for r in results if isinstance(r, int))
+
+    async def _sync_clock(self) -> None:
+        if isinstance(self._clock, DatabaseClock):
+            await self._clock.sync()
 
     async def fan_out(self) -> int:
         """Create delivery rows for undispatched outbox events; returns events fanned out."""
@@ -393,6 +422,7 @@ class WebhookDispatcher:
 
     # ------------------------------------------------------- stats, replay ---
     async def stats(self) -> WebhookStats:
+        await self._sync_clock()
         now = self._clock()
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(_STATS)
@@ -441,6 +471,7 @@ class WebhookDispatcher:
                 raise ValidationFailed(f"{name} must be a timezone-aware datetime", details={"field": name})
         if since is not None and until is not None and since >= until:
             raise ValidationFailed("since must be before until", details={"field": "since"})
+        await self._sync_clock()
         now = self._clock()
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(_REPLAY, now, filters["delivery_ids"], subscription_id, event_type, since, until)

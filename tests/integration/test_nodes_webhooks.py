@@ -3,7 +3,8 @@
 Two `WebhookDispatcher`s on two pools of their own (two nodes, as two processes) deliver
 to one real receiver on 127.0.0.1. A delivery is claimed with ``FOR UPDATE SKIP LOCKED``
 and leased (its ``next_attempt_at`` moved past request timeout + 30 s); the lease is the
-fencing token of the result update.
+fencing token of the result update. Leases are on the database's clock, so a node whose
+own clock is off neither takes over a delivery in flight nor waits too long.
 
 The contract when a node dies mid-delivery is *at least once*: the attempt whose result
 was never written is made again by another node once the claim's lease lapses, with the
@@ -24,6 +25,7 @@ import asyncpg
 import pytest
 
 from hitcall_pbx.hooks import WebhookDispatcher, enqueue, generate_secret
+from hitcall_pbx.hooks.dispatcher import DatabaseClock
 from tests.integration.nodes import NodeDb
 from tests.webhook_receiver import ALLOW_LOOPBACK, Receiver
 
@@ -203,3 +205,25 @@ async def test_node_losing_postgres_mid_delivery_other_node_delivers_again_and_n
         assert crm.senders == {"node-a": 1, "node-b": 1}
         assert [e["id"] for e in crm.accepted] == [event]
     assert {r["state"] for r in await db.fetch("SELECT state FROM webhook_deliveries")} == {"delivered"}
+
+
+async def test_node_whose_clock_runs_ahead_does_not_take_over_a_delivery_in_flight(db, nodes, receivers):
+    crm = await receivers(db, ["*"])
+    crm.hold = asyncio.Event()
+    event = await emit(db, "call.ended", "call:1", 0)
+    node_a, node_b = nodes
+    assert node_a.pool is not None
+    ahead = DatabaseClock(node_a.pool, local=lambda: datetime.now(UTC) + timedelta(seconds=LEASE_S + 60))
+    a, b = dispatcher(node_a, clock=ahead), dispatcher(node_b)  # B: the default, the database's clock
+    try:
+        run_b = asyncio.create_task(b.run_once())
+        await until(lambda: crm.arrived == [event])
+        # On A's own clock B's lease is long over; on the database's it is not.
+        assert await a.run_once() == 0
+        assert abs((ahead() - datetime.now(UTC)).total_seconds()) < 5
+        crm.hold.set()
+        assert await run_b == 1
+    finally:
+        await a.close()
+        await b.close()
+    assert crm.arrived == [event] and crm.senders == {"node-b": 1} and crm.duplicates == 0
