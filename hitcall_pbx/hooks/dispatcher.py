@@ -10,10 +10,11 @@ Delivery rules (docs/webhooks.md describes them for CRM integrators):
   nothing; replay sends replayed deliveries again in their original order.
 * A worker claims a head with ``FOR UPDATE SKIP LOCKED`` and leases it by moving
   ``next_attempt_at`` past the request timeout; the lease doubles as the fencing token
-  of the result update, so several processes can run side by side. A response other
-  than 2xx, a refused connection or a timeout is retried with capped exponential
-  backoff and jitter until `max_age` after the event was created (or replayed); a
-  failure after that moves the delivery to ``dead``.
+  of the result update, so several processes (nodes) can run side by side. Leases and
+  retries are timed on the database's clock (`DatabaseClock`), which all nodes share.
+  A response other than 2xx, a refused connection or a timeout is retried with capped
+  exponential backoff and jitter until `max_age` after the event was created (or
+  replayed); a failure after that moves the delivery to ``dead``.
 * Delivery is at least once: a receiver that timed out (or a worker that died
   mid-request) may see an event again; receivers de-duplicate on ``webhook-id``.
   A non-2xx answer is never counted as delivered, so it never causes a duplicate.
