@@ -27,6 +27,8 @@ from .api.deps import ApiDeps
 from .ari import AriClient, AriRest
 from .ari.client import RestFactory
 from .auth import AuthService
+from .cluster.commands import CommandBus
+from .cluster.routed import RoutedControl, RoutedMonitoring
 from .core.netpolicy import AddressPolicy
 from .core.pacing import PacingView
 from .dialer.control import ApiOnlyControl, EngineControl
@@ -128,6 +130,7 @@ class HitCall:
     dialer_lock: DialerLock | None = None
     bus: LiveBus = field(default_factory=LiveBus)  # the journal's events, as they happen, for live screens
     web_hub: LiveHub | None = None
+    commands: CommandBus | None = None  # live control carried to and from the other nodes
     _stack: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -178,6 +181,7 @@ class HitCall:
         self._stack.append(self.journal.close)
         home = await self.start_pool(HOME_POOL, s.ari_url, connect=False)
         self._stack.append(self._close_pools)  # if the start fails further on
+        self.commands = await self._command_bus()
 
         self.webhooks = WebhookDispatcher(
             pool, aiohttp.ClientSession, address_policy=AddressPolicy(s.webhook_allow_networks)
@@ -222,14 +226,14 @@ class HitCall:
             deps = ApiDeps(
                 pool=pool,
                 metrics=registry,
-                dialer=PoolsControl(self.pools),
+                dialer=RoutedControl(PoolsControl(self.pools), self.commands, pool, s.node_id),
                 cdrs=ApiCdrs(pool),
                 recordings=ApiRecordings(pool, self.store),
                 privacy=ApiPrivacy(privacy),
                 webhooks=self.webhooks,
                 ari_connected=self.pools.ari_connected,
                 draining=lambda: self.draining,
-                monitoring=PoolsMonitoring(self.pools),
+                monitoring=RoutedMonitoring(PoolsMonitoring(self.pools), self.commands, pool, s.node_id),
             )
             await self._listen(deps)
         if agi and s.agi_secret is not None:
@@ -244,6 +248,9 @@ class HitCall:
         # The pools' stacks are closed first: no new events while the rest shuts down.
         self._stack.append(self._close_pools)
         await self._connect_pool(home)
+        # Commands from the other nodes run on this node's pools; on close, taking them stops first.
+        await self.commands.serve(PoolsControl(self.pools), PoolsMonitoring(self.pools))
+        self._stack.append(self.commands.close)
         if self.alarms is not None:
             await self.alarms.start()
             self._stack.append(self.alarms.close)
@@ -304,18 +311,29 @@ class HitCall:
         registry = CollectorRegistry()
         privacy = PrivacyService(pool, self.store, export_dir=s.data_dir / "exports")
         self.webhooks = WebhookDispatcher(pool, aiohttp.ClientSession)  # replay and stats only: no delivery loop
+        self.commands = await self._command_bus()  # asks the nodes that drive agents and calls; serves none
         deps = ApiDeps(
             pool=pool,
             metrics=registry,
-            dialer=ApiOnlyControl(pool),
+            dialer=RoutedControl(ApiOnlyControl(pool), self.commands, pool, s.node_id),
             cdrs=ApiCdrs(pool),
             recordings=ApiRecordings(pool, self.store),
             privacy=ApiPrivacy(privacy),
             webhooks=self.webhooks,
             ari_connected=lambda: False,
             draining=lambda: self.draining,
+            monitoring=RoutedMonitoring(None, self.commands, pool, s.node_id),
         )
         await self._listen(deps)
+
+    async def _command_bus(self) -> CommandBus:
+        """Live control of agents and calls another node drives goes to it through PostgreSQL."""
+        assert self.db is not None
+        dsn = self.db.dsn
+        bus = CommandBus(self.db.pool, self.settings.node_id, lambda: connect(dsn))
+        await bus.start()
+        self._stack.append(bus.close)
+        return bus
 
     # ------------------------------------------------------------ pools ---
     async def start_pool(self, name: str, ari_url: str, *, connect: bool = True) -> PoolStack:

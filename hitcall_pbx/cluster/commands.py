@@ -257,6 +257,10 @@ class CommandBus:
         self._local = None
 
     async def close(self) -> None:
+        """Stop taking commands, answer those running (up to run_grace_s) and stop listening.
+        Closing twice is harmless."""
+        if self._closing:
+            return
         self._closing = True
         self._local = None
         self._wake.set()

@@ -240,7 +240,10 @@ class RoutedMonitoring:
 
     def _mine(self) -> MonitoringControl:
         if self.local is None:
-            raise Unavailable("live call control runs on a node that drives an Asterisk", code="dialer_elsewhere")
+            raise Unavailable(
+                "live call control runs in the dialing process (hitcall serve without --api-only)",
+                code="dialer_elsewhere",
+            )
         return self.local
 
     def active(self) -> list[dict[str, Any]]:
