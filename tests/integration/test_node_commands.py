@@ -57,6 +57,7 @@ class Node:
     node_id: str
     pool: asyncpg.Pool
     bus: CommandBus
+    listening: list[asyncpg.Connection] = dataclasses.field(default_factory=list)  # its LISTEN connections
 
 
 @pytest.fixture
@@ -70,9 +71,15 @@ async def nodes(pg_dsn: str, db: asyncpg.Pool) -> AsyncIterator[Callable[..., Aw
         pool = await create_pool(dsn, min_size=1, max_size=10)
         kw.setdefault("poll_s", 0.2)
         kw.setdefault("sweep_s", 0.5)
-        bus = CommandBus(pool, node_id, lambda: connect(dsn), **kw)
+        listening: list[asyncpg.Connection] = []
+
+        async def listen() -> asyncpg.Connection:
+            listening.append(await connect(dsn))
+            return listening[-1]
+
+        bus = CommandBus(pool, node_id, listen, **kw)
         await bus.start()
-        node = Node(node_id, pool, bus)
+        node = Node(node_id, pool, bus, listening)
         made.append(node)
         return node
 
@@ -140,9 +147,10 @@ async def _commands(db: asyncpg.Pool) -> list[asyncpg.Record]:
 
 
 async def test_a_command_reaches_its_node_runs_once_and_returns_its_result(nodes: Any, db: asyncpg.Pool) -> None:
-    a, b = await nodes(A), await nodes(B)
+    a, b = await nodes(A, poll_s=5.0), await nodes(B, sweep_s=5.0)  # no answer but by NOTIFY within 5 s
     owner = Owner(B)
     await b.bus.serve(owner)
+    await asyncio.sleep(0.2)  # its first sweep (at serve) is over
 
     started = time.monotonic()
     status = await a.bus.call(
@@ -158,7 +166,7 @@ async def test_a_command_reaches_its_node_runs_once_and_returns_its_result(nodes
     accepted = await a.bus.call(B, "preview.accept", {"agent_id": 7}, ACTOR)
     assert accepted == owner.attempt_id and isinstance(accepted, uuid.UUID)
     assert len(owner.calls) == 2  # each ran once
-    assert took < 1.0, took  # woken by NOTIFY, not by the sweep
+    assert took < 1.0, took  # both ways woken by NOTIFY, not by the sweep or the caller's polling
 
     rows = await _commands(db)
     assert [(r["method"], r["node_id"], r["from_node"], r["state"]) for r in rows] == [
@@ -291,6 +299,25 @@ async def test_a_command_written_before_its_node_listens_runs_when_it_starts(nod
     await b.bus.serve(owner)
     assert await asyncio.wait_for(call, 3.0) is None
     assert owner.named("pause_agent") == [((7, "lunch"), {"actor": ACTOR})]
+
+
+async def test_a_node_whose_listening_connection_breaks_still_gets_its_commands(nodes: Any, db: asyncpg.Pool) -> None:
+    a, b = await nodes(A, timeout_s=4.0), await nodes(B, sweep_s=5.0)
+    owner = Owner(B)
+    await b.bus.serve(owner)
+    assert len(b.listening) == 1
+    await db.execute("SELECT pg_terminate_backend($1)", b.listening[0].get_server_pid())
+    # asked at once: the sweep finds the command even before the node listens again
+    await a.bus.call(B, "agent.unpause", {"agent_id": 7}, ACTOR)
+    for _ in range(50):
+        if len(b.listening) == 2 and not b.listening[1].is_closed():
+            break
+        await asyncio.sleep(0.1)
+    assert len(b.listening) == 2  # listening again on a new connection
+    started = time.monotonic()
+    await a.bus.call(B, "agent.unpause", {"agent_id": 8}, ACTOR)
+    assert time.monotonic() - started < 0.4  # woken by NOTIFY again, not by the sweep
+    assert [args for args, _ in owner.named("unpause_agent")] == [(7,), (8,)]
 
 
 async def test_concurrent_commands_each_run_once_in_both_directions(nodes: Any, db: asyncpg.Pool) -> None:
