@@ -4,7 +4,7 @@ Master.csv while a test ran (dialplan/cdr.conf), reconciled with the test's data
 
 The sandbox's Master.csv holds the records of every earlier test run too, whose
 attempts live in databases long dropped: a test reconciles only what was written after
-it started."""
+it started. `AsteriskCdrs(sandbox2, ...)` reads the second Asterisk's own Master.csv."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from hitcall_pbx.sandbox import Sandbox
 
 class AsteriskCdrs:
     def __init__(self, sandbox: Sandbox, workdir: Path) -> None:
-        self.master = sandbox.root / "var/log/asterisk/cdr-csv/Master.csv"
+        self.master = sandbox.cdr_csv  # this instance's (sandbox2: the second server's own file)
         self.offset = self.master.stat().st_size if self.master.exists() else 0
         self.started = datetime.now(UTC)
         self.copy = workdir / "Master.csv"

@@ -41,3 +41,30 @@ def tone_levels(path: Path, freq: float, window_s: float = 0.1) -> list[float]:
 
 def rms(samples: list[int]) -> float:
     return math.sqrt(sum(x * x for x in samples) / len(samples)) if samples else 0.0
+
+
+def ulaw_encode(sample: int) -> int:
+    """One 16-bit sample as a G.711 mu-law byte (what a phone sends as PCMU)."""
+    bias, clip = 0x84, 32635
+    sign = 0x80 if sample < 0 else 0
+    sample = min(abs(sample), clip) + bias
+    exponent = 7
+    for e in range(7, -1, -1):
+        if sample & (0x80 << e):
+            exponent = e
+            break
+    mantissa = (sample >> (exponent + 3)) & 0x0F
+    return ~(sign | (exponent << 4) | mantissa) & 0xFF
+
+
+def ulaw_decode(byte: int) -> int:
+    byte = ~byte & 0xFF
+    sign, exponent, mantissa = byte & 0x80, (byte >> 4) & 0x07, byte & 0x0F
+    sample = (((mantissa << 3) + 0x84) << exponent) - 0x84
+    return -sample if sign else sample
+
+
+def ulaw_tone(freq: float, seconds: float, amplitude: int = 8000, rate: int = 8000) -> bytes:
+    """A sine tone as PCMU bytes."""
+    n = int(rate * seconds)
+    return bytes(ulaw_encode(int(amplitude * math.sin(2 * math.pi * freq * i / rate))) for i in range(n))

@@ -183,4 +183,4 @@ async def stoppable_pg() -> AsyncIterator[EmbeddedPostgres]:
 
 
 # Real-Asterisk fixtures (sandbox, ari, service_settings, ...), shared by every test directory.
-from tests.live import ari, hangup_agents, sandbox, service_dsn, service_settings  # noqa: E402,F401
+from tests.live import ari, ari2, hangup_agents, sandbox, sandbox2, service_dsn, service_settings  # noqa: E402,F401

@@ -2,7 +2,9 @@
 tests/conftest.py so every test directory (asterisk, reliability) shares one sandbox.
 
 The sandbox is started once per session if it is not running, and stopped at the
-end if this session started it.
+end if this session started it. `sandbox2` is the second Asterisk of the same chroot
+(ARI http://127.0.0.1:8089/ari, SIP 127.0.0.1:5062, trunk `peer` to the first), under the
+same session lock, started and stopped the same way; `ari2` is a test's ARI client on it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ def sandbox():
         yield box
         if started:
             box.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox2(sandbox):
+    """The second sandboxed Asterisk (`Sandbox(instance=2)`), held under `sandbox`'s lock.
+    Its FastAGI goes to 127.0.0.1:4573 unless a test calls `sandbox2.set_agi_port`."""
+    box = sandbox.second()
+    started = box.pid() is None
+    box.start()
+    yield box
+    if started:
+        box.stop()
 
 
 class EventLog:
@@ -72,6 +86,22 @@ async def ari(sandbox):
     await client.start(wait=15)
     yield client
     # Leave nothing behind: hang up the channels this test created.
+    try:
+        await _clean_up(client, channel=lambda ch: ch.id.startswith("t-"))
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def ari2(sandbox2):
+    """A test's ARI client (application `hitcall`) on the second Asterisk, with its event
+    log as `events_log`; the channels it created (ids `t-...`) are hung up afterwards."""
+    client = AriClient(sandbox2.ari_url, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall")
+    log = EventLog()
+    client.on_event(log)
+    client.events_log = log  # type: ignore[attr-defined]  # as in `ari`
+    await client.start(wait=15)
+    yield client
     try:
         await _clean_up(client, channel=lambda ch: ch.id.startswith("t-"))
     finally:

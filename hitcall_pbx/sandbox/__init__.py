@@ -8,6 +8,6 @@ the same script the operator Dockerfile runs. Needs root (chroot, mount).
 """
 
 from .asterisk import Sandbox, SandboxError, SandboxInfo
-from .sipp import SippAgents
+from .sipp import SippAgents, SippPhone
 
-__all__ = ["Sandbox", "SandboxError", "SandboxInfo", "SippAgents"]
+__all__ = ["Sandbox", "SandboxError", "SandboxInfo", "SippAgents", "SippPhone"]

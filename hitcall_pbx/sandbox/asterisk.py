@@ -1,4 +1,10 @@
-"""Build, configure, start and stop the sandboxed Asterisk (see package docstring)."""
+"""Build, configure, start and stop the sandboxed Asterisk (see package docstring).
+
+One chroot can run two Asterisk servers side by side (`Sandbox(instance=2)`, or
+`Sandbox().second()`): the second has its own config dir (/etc/asterisk2 in the chroot),
+run, spool, log, lib and cache dirs, its own ports (`INSTANCES`) and a PJSIP trunk named
+`peer` to the other one (dialplan/sandbox/pjsip.conf, dialplan/extensions.conf
+[hitcall-peer])."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -29,6 +36,27 @@ DEFAULT_ROOT = Path("/var/cache/hitcall/asterisk-root")
 ARI_URL = "http://127.0.0.1:8088/ari"
 SIP_PORT = 5060
 AGENT_COUNT = 200
+AGI_PORT = 4573  # the FastAGI port of dialplan/extensions.conf's HITCALL_AGI
+
+
+@dataclass(frozen=True)
+class InstancePorts:
+    """Where one sandboxed Asterisk listens on 127.0.0.1."""
+
+    sip: int  # PJSIP UDP transport
+    ari: int  # Asterisk's HTTP server (ARI)
+    rtp: tuple[int, int]  # rtp.conf rtpstart, rtpend
+    ami: int  # manager.conf
+    iax: int  # chan_iax2 (loaded, unused)
+    dundi: int  # pbx_dundi (loaded, unused)
+    system_name: str  # asterisk.conf systemname: channel unique ids differ between the servers
+
+
+INSTANCES: dict[int, InstancePorts] = {
+    # Instance 1 is the stock configuration: these are the values its files already hold.
+    1: InstancePorts(sip=5060, ari=8088, rtp=(10000, 20000), ami=5038, iax=4569, dundi=4520, system_name=""),
+    2: InstancePorts(sip=5062, ari=8089, rtp=(30000, 31998), ami=5039, iax=4571, dundi=4522, system_name="ast2"),
+}
 _STAMP = "hitcall-sandbox.stamp"
 _STAMP_VERSION = "1"
 
@@ -48,6 +76,9 @@ class SandboxInfo:
     sip: str
     agi_secret: str  # HITCALL_AGI_SECRET of the sandbox dialplan (dialplan/sandbox/extensions_hitcall_local.conf)
     asterisk_version: str | None = None
+    instance: int = 1
+    agi_url: str = f"agi://127.0.0.1:{AGI_PORT}"  # where its dialplan's FastAGI requests go (HITCALL_AGI)
+    peer: str = ""  # the trunk to the other instance: dial PJSIP/<endpoint>@peer or Local/<endpoint>@hitcall-peer
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -93,16 +124,102 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-class Sandbox:
-    """One sandboxed Asterisk. All paths derive from `root`."""
+def _set_options(text: str, section: str, values: dict[str, str]) -> str:
+    """`text` (an Asterisk .conf) with `key = value` set in the first `[section]`: an
+    existing line of the key replaced, else the line added under the section header."""
+    lines = text.splitlines(keepends=True)
+    start = next(
+        (i for i, line in enumerate(lines) if re.match(rf"\[{re.escape(section)}\](\(.*\))?\s*(;.*)?$", line.strip())),
+        None,
+    )
+    if start is None:
+        raise SandboxError(f"no [{section}] section to set {', '.join(values)} in")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    for key, value in values.items():
+        pattern = re.compile(rf"^\s*{re.escape(key)}\s*=>?")
+        at = next((i for i in range(start + 1, end) if pattern.match(lines[i])), None)
+        if at is None:
+            lines.insert(start + 1, f"{key} = {value}\n")
+            end += 1
+        else:
+            lines[at] = f"{key} = {value}\n"
+    return "".join(lines)
 
-    def __init__(self, root: Path | str | None = None, *, repo_root: Path = REPO_ROOT) -> None:
+
+class Sandbox:
+    """One sandboxed Asterisk. All paths derive from `root`.
+
+    `instance=1` (the default) is the sandbox every test uses, configured in
+    /etc/asterisk of the chroot. `instance=2` is a second Asterisk in the same chroot
+    (`second()`), with its own config, run, spool, log and lib dirs under names ending in
+    2, its own ports (`INSTANCES[2]`), the same modules, simulated customers, agent
+    endpoints and dialplan, and a PJSIP trunk `peer` to instance 1 (and instance 1's
+    `peer` to it). `agi_port` points its dialplan's FastAGI (HITCALL_AGI) elsewhere
+    than 127.0.0.1:4573 (instance 2 only; `set_agi_port` changes it while running)."""
+
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        *,
+        instance: int = 1,
+        agi_port: int | None = None,
+        repo_root: Path = REPO_ROOT,
+    ) -> None:
+        if instance not in INSTANCES:
+            raise SandboxError(f"no sandbox instance {instance} (there are {', '.join(map(str, INSTANCES))})")
+        if agi_port is not None and instance == 1:
+            raise SandboxError("the FastAGI port of instance 1 is the one in dialplan/extensions.conf")
         self.root = Path(root or os.environ.get("HITCALL_SANDBOX_ROOT") or DEFAULT_ROOT)
         self.repo_root = repo_root
-        self.state_dir = self.root.parent / f"{self.root.name}.run"
+        self.instance = instance
+        self.ports = INSTANCES[instance]
+        self.agi_port = agi_port or AGI_PORT
+        suffix = "" if instance == 1 else str(instance)
+        self.state_dir = self.root.parent / f"{self.root.name}.run{suffix}"
         self.pid_file = self.state_dir / "asterisk.pid"
         self.log_file = self.state_dir / "asterisk.log"
         self.build_log = self.root.parent / f"{self.root.name}.build.log"
+        # Directories as Asterisk sees them inside the chroot (asterisk.conf [directories]).
+        self.etc_dir = f"/etc/asterisk{suffix}"
+        self.run_dir = "/var/run/asterisk" if instance == 1 else f"/run/asterisk{suffix}"
+        self.spool_dir = f"/var/spool/asterisk{suffix}"
+        self.log_dir = f"/var/log/asterisk{suffix}"
+        self.lib_dir = f"/var/lib/asterisk{suffix}"
+        self.cache_dir = f"/var/cache/asterisk{suffix}"
+
+    def second(self) -> Sandbox:
+        """The second Asterisk of this chroot (instance 2), with the default FastAGI port."""
+        return Sandbox(self.root, instance=2, repo_root=self.repo_root)
+
+    def other(self) -> Sandbox:
+        """The instance at the far end of this one's `peer` trunk."""
+        return Sandbox(self.root, instance=2 if self.instance == 1 else 1, repo_root=self.repo_root)
+
+    def _host(self, inner: str) -> Path:
+        """A path inside the chroot, seen from the host."""
+        return self.root / inner.lstrip("/")
+
+    @property
+    def ari_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.ari}/ari"
+
+    @property
+    def sip_port(self) -> int:
+        return self.ports.sip
+
+    @property
+    def agi_url(self) -> str:
+        return f"agi://127.0.0.1:{self.agi_port}"
+
+    @property
+    def cdr_csv(self) -> Path:
+        """cdr_csv's Master.csv of this instance (dialplan/cdr.conf), seen from the host."""
+        return self._host(self.log_dir) / "cdr-csv/Master.csv"
+
+    def _asterisk(self) -> list[str]:
+        """The asterisk command inside the chroot, with this instance's asterisk.conf."""
+        cmd = ["chroot", str(self.root), "asterisk"]
+        return cmd if self.instance == 1 else [*cmd, "-C", f"{self.etc_dir}/asterisk.conf"]
 
     # ------------------------------------------------------------ build ---
     def is_built(self) -> bool:
@@ -150,8 +267,12 @@ class Sandbox:
 
     # ----------------------------------------------------------- config ---
     def install_configs(self, agents: int = AGENT_COUNT) -> None:
-        """Copy the operator files from dialplan/, then the sandbox overrides."""
-        etc = self.root / "etc/asterisk"
+        """Copy the operator files from dialplan/, then the sandbox overrides (and for
+        instance 2 its own directories and ports)."""
+        etc = self._host(self.etc_dir)
+        if self.instance != 1:
+            # Start from instance 1's files (Debian's stock configs with the sandbox's).
+            shutil.copytree(self.root / "etc/asterisk", etc, symlinks=True, dirs_exist_ok=True)
         for src in sorted((self.repo_root / "dialplan").glob("*.conf")):
             shutil.copy2(src, etc / src.name)
         for src in sorted((self.repo_root / "dialplan/sandbox").glob("*.conf")):
@@ -171,6 +292,75 @@ class Sandbox:
         )
         if "; hitcall sandbox" not in text:
             modules.write_text(text + extra)
+        other = INSTANCES[self.other().instance]
+        (etc / "pjsip_hitcall_peer.conf").write_text(
+            f"; Generated by hitcall sandbox: the trunk [peer] (dialplan/sandbox/pjsip.conf) to the other\n"
+            f"; sandboxed Asterisk, whose PJSIP transport is 127.0.0.1:{other.sip}.\n"
+            f"[peer](peer-aor)\ncontact = sip:127.0.0.1:{other.sip}\n"
+            f"[peer-identify](peer-identify)\nmatch = 127.0.0.1:{other.sip}\n"
+        )
+        if self.instance != 1:
+            self._install_instance_configs(etc)
+
+    def _install_instance_configs(self, etc: Path) -> None:
+        """Instance 2's own directories, ports, unique ids and FastAGI address."""
+        p = self.ports
+        moddir = "/usr/lib/x86_64-linux-gnu/asterisk/modules"
+        stock = (self.root / "etc/asterisk/asterisk.conf").read_text()
+        if m := re.search(r"^\s*astmoddir\s*=>\s*(\S+)", stock, re.M):
+            moddir = m.group(1)
+        dirs = {
+            "astcachedir": self.cache_dir,
+            "astetcdir": self.etc_dir,
+            "astmoddir": moddir,
+            "astvarlibdir": self.lib_dir,
+            "astdbdir": self.lib_dir,
+            "astkeydir": "/usr/share/asterisk",  # keys/ there, as instance 1 finds them
+            "astdatadir": "/usr/share/asterisk",
+            "astagidir": "/usr/share/asterisk/agi-bin",
+            "astspooldir": self.spool_dir,
+            "astrundir": self.run_dir,
+            "astlogdir": self.log_dir,
+            "astsbindir": "/usr/sbin",
+        }
+        (etc / "asterisk.conf").write_text(
+            f"; Generated by hitcall sandbox: Asterisk instance {self.instance} of the chroot.\n[directories]\n"
+            + "".join(f"{k} => {v}\n" for k, v in dirs.items())
+            + f"\n[options]\ndocumentation_language = en_US\nsystemname = {p.system_name}\n"
+        )
+        edits = {
+            "pjsip.conf": ("transport-udp", {"bind": f"127.0.0.1:{p.sip}"}),
+            "http.conf": ("general", {"bindport": str(p.ari)}),
+            "rtp.conf": ("general", {"rtpstart": str(p.rtp[0]), "rtpend": str(p.rtp[1])}),
+            "manager.conf": ("general", {"port": str(p.ami)}),
+            "iax.conf": ("general", {"bindport": str(p.iax)}),
+            "dundi.conf": ("general", {"port": str(p.dundi)}),
+        }
+        for name, (section, values) in edits.items():
+            path = etc / name
+            if name == "dundi.conf" and not path.exists():
+                continue  # not in every Asterisk package: DUNDi then stays unconfigured in both
+            path.write_text(_set_options(path.read_text(), section, values))
+        # FastAGI: the globals of extensions_hitcall_local.conf come before its first context.
+        local = etc / "extensions_hitcall_local.conf"
+        text = local.read_text()
+        first = re.search(r"^\[", text, re.M)
+        at = first.start() if first else len(text)
+        line = f"; hitcall sandbox instance {self.instance}: its FastAGI server\nHITCALL_AGI = {self.agi_url}\n"
+        local.write_text(text[:at] + line + text[at:])
+        # Its own run, spool, log, lib and cache dirs; the lib dir shares instance 1's
+        # files (sounds, music on hold) but not its database (astdb).
+        for inner in (self.run_dir, self.cache_dir, self.log_dir + "/cdr-csv", self.spool_dir + "/recording"):
+            self._host(inner).mkdir(parents=True, exist_ok=True)
+        for sub in ("dictate", "meetme", "monitor", "outgoing", "system", "tmp", "voicemail"):
+            self._host(f"{self.spool_dir}/{sub}").mkdir(parents=True, exist_ok=True)
+        lib = self._host(self.lib_dir)
+        lib.mkdir(parents=True, exist_ok=True)
+        for entry in (self.root / "var/lib/asterisk").iterdir():
+            target = lib / entry.name
+            if entry.name.startswith("astdb") or target.exists() or target.is_symlink():
+                continue
+            target.symlink_to(Path("/var/lib/asterisk") / entry.name)
 
     # ------------------------------------------------------------- run ---
     def _mounts(self, root: Path) -> list[Path]:
@@ -209,15 +399,19 @@ class Sandbox:
             return self.status()
         self.build()
         self.install_configs()
+        self._hosts_entry()
         self._mount(self.root)
-        for sub in ("var/run/asterisk", "var/spool/asterisk/recording"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        stale = self.root / "var/run/asterisk/asterisk.ctl"
+        if self.instance == 1:
+            for sub in ("var/run/asterisk", "var/spool/asterisk/recording"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+            stale = self.root / "var/run/asterisk/asterisk.ctl"
+        else:
+            stale = self._host(self.run_dir) / "asterisk.ctl"
         stale.unlink(missing_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as out:
             proc = subprocess.Popen(
-                ["chroot", str(self.root), "asterisk", "-f", "-U", "root", "-G", "root"],
+                [*self._asterisk(), "-f", "-U", "root", "-G", "root"],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -226,8 +420,20 @@ class Sandbox:
         self.pid_file.write_text(f"{proc.pid}\n")
         t0 = time.monotonic()
         info = self.wait_ready(timeout=timeout, proc=proc)
-        log.info("sandbox.started", pid=proc.pid, seconds=round(time.monotonic() - t0, 2))
+        log.info("sandbox.started", instance=self.instance, pid=proc.pid, seconds=round(time.monotonic() - t0, 2))
         return info
+
+    def _hosts_entry(self) -> None:
+        """The machine's host name resolves inside the chroot (its /etc/hosts). Asterisk looks
+        it up for every RTP session (the local address RTCP reports name); unresolved, each
+        call asks DNS for it and for A.ROOT-SERVERS.NET, and a DNS server that drops a query
+        holds the call's set-up for 5 s."""
+        name = socket.gethostname()
+        hosts = self.root / "etc/hosts"
+        text = hosts.read_text() if hosts.exists() else ""
+        if not name or any(name in line.split()[1:] for line in text.splitlines() if not line.startswith("#")):
+            return
+        hosts.write_text(text + ("" if text.endswith("\n") or not text else "\n") + f"127.0.0.1\t{name}\n")
 
     def wait_ready(self, *, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> SandboxInfo:
         deadline = time.monotonic() + timeout
@@ -242,13 +448,13 @@ class Sandbox:
             except (OSError, urllib.error.URLError, ValueError) as exc:
                 last = str(exc)
             time.sleep(0.1)
-        raise SandboxError(f"ARI did not answer at {ARI_URL} within {timeout:.0f} s ({last})")
+        raise SandboxError(f"ARI did not answer at {self.ari_url} within {timeout:.0f} s ({last})")
 
     def ari_version(self) -> str | None:
         token = base64.b64encode(f"{SANDBOX_ARI_USER}:{SANDBOX_ARI_PASSWORD}".encode()).decode()
-        # ARI_URL is a fixed http://127.0.0.1 address: no file: or other scheme can reach these calls.
+        # ari_url is a fixed http://127.0.0.1 address: no file: or other scheme can reach these calls.
         req = urllib.request.Request(  # noqa: S310
-            f"{ARI_URL}/asterisk/info?only=system", headers={"Authorization": f"Basic {token}"}
+            f"{self.ari_url}/asterisk/info?only=system", headers={"Authorization": f"Basic {token}"}
         )
         with urllib.request.urlopen(req, timeout=2) as resp:  # noqa: S310
             data = json.loads(resp.read())
@@ -257,7 +463,7 @@ class Sandbox:
     def cli(self, command: str, *, timeout: float = 10) -> str:
         """Run one Asterisk CLI command in the running sandbox."""
         proc = subprocess.run(
-            ["chroot", str(self.root), "asterisk", "-rx", command],
+            [*self._asterisk(), "-rx", command],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -284,10 +490,19 @@ class Sandbox:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 pass
-            log.info("sandbox.stopped", pid=pid)
+            log.info("sandbox.stopped", instance=self.instance, pid=pid)
         self.pid_file.unlink(missing_ok=True)
-        if unmount:
+        # /proc and /dev of the chroot stay while the other instance runs there.
+        if unmount and self.other().pid() is None:
             self._umount_all(self.root)
+
+    def set_agi_port(self, port: int) -> None:
+        """Point the running instance's FastAGI (the HITCALL_AGI global) at 127.0.0.1:`port`
+        until its next start or dialplan reload (instance 2)."""
+        if self.instance == 1:
+            raise SandboxError("the FastAGI port of instance 1 is the one in dialplan/extensions.conf")
+        self.agi_port = port
+        self.cli(f"dialplan set global HITCALL_AGI {self.agi_url}")
 
     def restart(self, *, timeout: float = 60.0) -> SandboxInfo:
         self.stop(unmount=False)
@@ -304,18 +519,22 @@ class Sandbox:
             running=pid is not None,
             pid=pid,
             root=str(self.root),
-            ari_url=ARI_URL,
+            ari_url=self.ari_url,
             ari_user=SANDBOX_ARI_USER,
             ari_password=SANDBOX_ARI_PASSWORD,
-            sip=f"udp:127.0.0.1:{SIP_PORT}",
+            sip=f"udp:127.0.0.1:{self.sip_port}",
             agi_secret=SANDBOX_AGI_SECRET,
             asterisk_version=version,
+            instance=self.instance,
+            agi_url=self.agi_url,
+            peer=f"udp:127.0.0.1:{self.other().sip_port}",
         )
 
     @contextlib.contextmanager
     def exclusive(self, timeout: float = 1800.0) -> Iterator[None]:
         """Hold the sandbox for one user at a time (a test session, the demo): they all
-        register the same Stasis app and log in the same agent phones."""
+        register the same Stasis app and log in the same agent phones. One lock for the
+        chroot: it covers both instances."""
         self.root.parent.mkdir(parents=True, exist_ok=True)
         with open(self.root.parent / f"{self.root.name}.lock", "w") as fh:
             deadline = time.monotonic() + timeout
@@ -334,4 +553,4 @@ class Sandbox:
 
     @property
     def recordings_dir(self) -> Path:
-        return self.root / "var/spool/asterisk/recording"
+        return self._host(self.spool_dir) / "recording"
