@@ -149,9 +149,15 @@ class ServiceMetrics:
         ProcessCollector(registry=registry)
         self.purged = Counter("hitcall_purged", "items purged", ["kind"], registry=registry)
         self.purge_failures = Counter("hitcall_purge_failures", "failed purge runs", registry=registry)
+        self.purge_skipped = Counter(
+            "hitcall_purge_skipped", "purge runs skipped: another node was purging", registry=registry
+        )
         self.purge_last_failed: bool | None = None
 
     def purge_done(self, report: Any) -> None:
+        if getattr(report, "skipped", False):  # nothing ran here: the last run's outcome stands
+            self.purge_skipped.inc()
+            return
         self.purged.labels("recordings").inc(report.recordings_purged)
         self.purged.labels("cdrs").inc(report.attempts_anonymised)
         self.purge_last_failed = False

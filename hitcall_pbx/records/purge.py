@@ -8,6 +8,15 @@ stays for statistics.
 Rejected CDRs in the CDR spool (given ``spool_dir``): files past the CDR minimum
 retention are deleted (`spool.expire_rejected`).
 
+With ``outbox_keep`` (the scheduled purge of `hitcall serve`), settled webhook events
+older than that are pruned in the same run (`hooks.retention.prune_outbox`).
+
+One node at a time: a run (but a dry run, which changes nothing) holds the PostgreSQL
+advisory lock `PURGE_LOCK_KEY` on a connection of its own. A node that does not get it
+skips that run: it returns a report with ``skipped`` set, logged at debug, audited
+nowhere (the node that runs audits it). The lock ends with its session, so a node that
+dies or loses the database mid-run blocks nobody.
+
 Nothing under a running complaint hold (nor the CDR of a held recording) and nothing
 younger than the minimum (call + 2 months) is touched, whatever its stamped deadline.
 Each batch locks its rows with ``FOR NO KEY UPDATE SKIP LOCKED`` in its own short
@@ -23,7 +32,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +42,21 @@ from ..auth import Actor
 from ..core.retention import purge_eligible
 from ..errors import ValidationFailed
 from ..hooks.events import enqueue
+from ..hooks.retention import prune_outbox
 from ..logs import get_logger
 from ..store import audit
 from ..store.db import Connection
 from .recordings import RecordingStore
 from .spool import expire_rejected
 
-__all__ = ["PurgeReport", "PurgeWorker", "purge_recordings"]
+__all__ = ["PURGE_LOCK_KEY", "PurgeReport", "PurgeWorker", "purge_recordings"]
 
 _log = get_logger("hitcall.records.purge")
 
 PURGER = Actor("purge", "system")
+
+# pg_advisory_lock key held for a purge run: the ASCII of "HCpurge\0" as a signed 64-bit integer.
+PURGE_LOCK_KEY = int.from_bytes(b"HCpurge\0", "big", signed=True)
 
 # Rows past the deadline and the minimum; $1 = now. Mirrors core.retention.purge_eligible.
 _RECORDINGS_DUE = """
@@ -69,6 +82,8 @@ class PurgeReport:
     seconds: float
     rejected_files_deleted: int = 0
     monitoring_sessions_deleted: int = 0
+    outbox_events_pruned: int = 0
+    skipped: bool = False  # another node was purging: this run did nothing
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -124,7 +139,8 @@ async def purge_recordings(
 
 
 class PurgeWorker:
-    """Purges expired recordings and CDR personal data; safe to run in several processes."""
+    """Purges expired recordings and CDR personal data; one run at a time across processes
+    (nodes): a run that finds another one going is skipped."""
 
     def __init__(
         self,
@@ -134,6 +150,7 @@ class PurgeWorker:
         batch_size: int = 1000,
         actor: Actor = PURGER,
         spool_dir: Path | str | None = None,
+        outbox_keep: timedelta | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValidationFailed("batch_size must be a positive integer", details={"field": "batch_size"})
@@ -142,12 +159,32 @@ class PurgeWorker:
         self._batch = batch_size
         self._actor = actor
         self._spool_dir = None if spool_dir is None else Path(spool_dir)
+        if outbox_keep is not None and outbox_keep <= timedelta(0):
+            raise ValidationFailed("outbox_keep must be positive", details={"field": "outbox_keep"})
+        self._outbox_keep = outbox_keep
 
     async def run_once(self, now: datetime | None = None, dry_run: bool = False) -> PurgeReport:
         started = datetime.now(UTC)
         now = started if now is None else now
         if now.tzinfo is None:
             raise ValidationFailed("now must be timezone-aware", details={"field": "now"})
+        if dry_run:
+            return await self._run(started, now, dry_run=True)
+        async with self._pool.acquire() as lock:
+            if not await lock.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK_KEY):
+                _log.debug("purge.skipped", reason="another node is purging")
+                return PurgeReport(started, now, False, 0, 0, 0, 0.0, skipped=True)
+            try:
+                return await self._run(started, now, dry_run=False)
+            finally:
+                try:
+                    await lock.fetchval("SELECT pg_advisory_unlock($1)", PURGE_LOCK_KEY)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    # A broken session took the lock with it; a live one is reset (every
+                    # advisory lock released) when it goes back to the pool.
+                    _log.debug("purge.unlock_failed", error=str(exc) or type(exc).__name__)
+
+    async def _run(self, started: datetime, now: datetime, *, dry_run: bool) -> PurgeReport:
         t0 = time.monotonic()
         if dry_run:
             recordings = await self._pool.fetchval(f"SELECT count(*) FROM recordings WHERE {_RECORDINGS_DUE}", now)
@@ -160,11 +197,22 @@ class PurgeWorker:
             recordings, failed = await self._recordings(now)
             attempts = await self._attempts(now)
             monitoring = await self._monitoring(now)
-        rejected = 0
+        rejected = pruned = 0
         if self._spool_dir is not None and not dry_run:
             rejected = len(await asyncio.to_thread(expire_rejected, self._spool_dir, now))
+        if self._outbox_keep is not None and not dry_run:
+            pruned = await prune_outbox(self._pool, now=now, keep=self._outbox_keep)
         report = PurgeReport(
-            started, now, dry_run, recordings, failed, attempts, round(time.monotonic() - t0, 3), rejected, monitoring
+            started,
+            now,
+            dry_run,
+            recordings,
+            failed,
+            attempts,
+            round(time.monotonic() - t0, 3),
+            rejected,
+            monitoring,
+            pruned,
         )
         details = report.as_dict()
         await audit.record(

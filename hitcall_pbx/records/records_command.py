@@ -43,6 +43,9 @@ def _out(data: object) -> None:
 async def _purge(db: Database, store: RecordingStore, spool_dir: Path, args: argparse.Namespace) -> int:
     worker = PurgeWorker(db.pool, store, batch_size=args.batch_size, spool_dir=spool_dir)
     report = await worker.run_once(dry_run=args.dry_run)
+    if report.skipped:
+        sys.stderr.write("hitcall purge: another node is purging now; nothing done (run it again later)\n")
+        return 1
     if args.json:
         _out(report.as_dict())
     else:
