@@ -315,14 +315,14 @@ class HitCall:
         deps = ApiDeps(
             pool=pool,
             metrics=registry,
-            dialer=RoutedControl(ApiOnlyControl(pool), self.commands, pool, s.node_id),
+            dialer=RoutedControl(ApiOnlyControl(pool), self.commands, pool, None),
             cdrs=ApiCdrs(pool),
             recordings=ApiRecordings(pool, self.store),
             privacy=ApiPrivacy(privacy),
             webhooks=self.webhooks,
             ari_connected=lambda: False,
             draining=lambda: self.draining,
-            monitoring=RoutedMonitoring(None, self.commands, pool, s.node_id),
+            monitoring=RoutedMonitoring(None, self.commands, pool, None),
         )
         await self._listen(deps)
 

@@ -56,17 +56,19 @@ async def monitor_node(pool: asyncpg.Pool, monitor_id: int) -> str | None:
 _OTHERS_CALLS = """
 SELECT id, campaign_id, agent_id, contact_id, dialled_number, state, mode, originated_at, answered_at, bridged_at
 FROM live_attempts
-WHERE direction = 'outbound' AND node_id IS NOT NULL AND node_id <> $1
+WHERE direction = 'outbound' AND node_id IS NOT NULL AND ($1::text IS NULL OR node_id <> $1)
   AND ($2::bigint IS NULL OR campaign_id = $2) AND ($3::bigint IS NULL OR agent_id = $3)
 ORDER BY created_at, id
 """
 
 
 class RoutedControl:
-    """`api.deps.DialerControl` for a node among several: `local` is this node's own control
-    (EngineControl, or ApiOnlyControl on a node that drives no Asterisk)."""
+    """`api.deps.DialerControl` for a node among several: `local` is this node's own control.
+    `node_id` None: a process that drives no Asterisk (`hitcall serve --api-only`, local an
+    ApiOnlyControl): every agent or call a node follows is asked of that node, even one
+    whose node id is the same as this process's (the default node id is the host name)."""
 
-    def __init__(self, local: DialerControl, bus: CommandBus, pool: asyncpg.Pool, node_id: str) -> None:
+    def __init__(self, local: DialerControl, bus: CommandBus, pool: asyncpg.Pool, node_id: str | None) -> None:
         self.local = local
         self.bus = bus
         self.pool = pool
@@ -229,7 +231,9 @@ class RoutedMonitoring:
     that drives the call and is changed and stopped there. `local` is None on a node that
     drives no Asterisk."""
 
-    def __init__(self, local: MonitoringControl | None, bus: CommandBus, pool: asyncpg.Pool, node_id: str) -> None:
+    def __init__(
+        self, local: MonitoringControl | None, bus: CommandBus, pool: asyncpg.Pool, node_id: str | None
+    ) -> None:
         self.local = local
         self.bus = bus
         self.pool = pool

@@ -27,6 +27,7 @@ from hitcall_pbx.cluster.routed import RoutedControl, RoutedMonitoring
 from hitcall_pbx.core.calls import CallState
 from hitcall_pbx.core.monitoring import MonitorMode
 from hitcall_pbx.core.recording_pause import AlreadyPaused
+from hitcall_pbx.dialer.control import ApiOnlyControl
 from hitcall_pbx.errors import Conflict, HitCallError, NotFound, Unavailable
 from hitcall_pbx.store.db import connect, create_pool
 from tests.conftest import as_service
@@ -402,6 +403,38 @@ async def test_live_calls_are_this_nodes_own_and_the_others_from_their_rows(node
     assert [(c.attempt_id, c.state) for c in calls] == [(mine, CallState.BRIDGED), (theirs, CallState.RINGING)]
     assert calls[1].number == "+358401234567" and calls[1].campaign_id == campaign
     assert await routed.live_calls(campaign_id=campaign, agent_id=12345) == []  # filtered in the query too
+
+
+async def test_an_api_only_process_asks_the_node_even_under_the_same_node_id(nodes: Any, db: asyncpg.Pool) -> None:
+    b = await nodes(B)
+    owner = Owner(B)
+    await b.bus.serve(owner)
+    beside = await nodes(B)  # `hitcall serve --api-only` on the same host: same default node id, serves nothing
+    routed = RoutedControl(ApiOnlyControl(db), beside.bus, beside.pool, None)
+    followed = await db.fetchval(
+        "INSERT INTO agents (number, name, state, node_id, pool) VALUES ('301', 'On B', 'ready', $1, 'main')"
+        " RETURNING id",
+        B,
+    )
+    nowhere = await db.fetchval("INSERT INTO agents (number, name) VALUES ('302', 'Logged out') RETURNING id")
+    await routed.pause_agent(followed, "lunch", actor=ACTOR)
+    assert owner.named("pause_agent") == [((followed, "lunch"), {"actor": ACTOR})]
+    with pytest.raises(Unavailable) as caught:  # no node follows it: the API-only process's own answer
+        await routed.pause_agent(nowhere, "lunch", actor=ACTOR)
+    assert caught.value.code == "dialer_elsewhere"
+
+    campaign = await db.fetchval(
+        "INSERT INTO campaigns (name, mode, caller_id) VALUES ('B', 'progressive', '+358201234567') RETURNING id"
+    )
+    attempt = await db.fetchval(
+        """INSERT INTO live_attempts (id, campaign_id, dialled_number, caller_id, mode, state, retention_until,
+                                      node_id, pool)
+           VALUES (gen_random_uuid(), $1, '+358401234567', '+358201234567', 'progressive', 'ringing',
+                   now() + interval '1 year', $2, 'main') RETURNING id""",
+        campaign,
+        B,
+    )
+    assert [c.attempt_id for c in await routed.live_calls()] == [attempt]  # every node's calls, from their rows
 
 
 # ------------------------------------------------------------------ the API
