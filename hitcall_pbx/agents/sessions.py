@@ -41,6 +41,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..ari import AriError, AriNotFound, AriPort
 from ..core.dispositions import DEFAULT_DISPOSITIONS
+from ..core.leases import DEFAULT_POOL, PoolClaim
 from ..core.states import Agent, AgentEffect, AgentEvent, AgentState, AgentTransition, agent_transition
 from ..errors import Conflict, NotFound
 from ..logs import get_logger
@@ -108,11 +109,21 @@ class AgentSessions:
     """Live agent sessions, keyed by agent id and by the agent's channel id."""
 
     def __init__(
-        self, ari: AriPort, pool: asyncpg.Pool, *, journal: CallJournal, hasher: PasswordHasher | None = None
+        self,
+        ari: AriPort,
+        pool: asyncpg.Pool,
+        *,
+        journal: CallJournal,
+        hasher: PasswordHasher | None = None,
+        claim: PoolClaim | None = None,
     ) -> None:
-        """`journal`: the service's call journal, started and closed by its owner."""
+        """`journal`: the service's call journal, started and closed by its owner. `claim`:
+        the pool (Asterisk) these phones are on and the node following them, written with
+        every state change (agents.pool, agents.node_id); None: the default pool."""
         self.ari = ari
         self.pool = pool
+        self.pool_name = claim.pool if claim is not None else DEFAULT_POOL
+        self.node_id = claim.node_id if claim is not None else None
         self.by_agent: dict[int, AgentSession] = {}
         self.by_channel: dict[str, AgentSession] = {}
         self.supervisors: dict[int, AgentSession] = {}  # supervisors' phones, by agent row id
@@ -595,7 +606,13 @@ class AgentSessions:
         a = tr.agent
         assert a.since is not None  # every transition stamps the time its state was entered
         self.journal.agent_state(
-            session.agent_id, state=a.state.value, pause_code=a.pause_code, campaign_id=campaign_id, since=a.since
+            session.agent_id,
+            state=a.state.value,
+            pause_code=a.pause_code,
+            campaign_id=campaign_id,
+            since=a.since,
+            pool=self.pool_name,
+            node_id=self.node_id,
         )
         self.journal.event(
             "agent.state_changed",

@@ -52,7 +52,7 @@ from ..tasks import TaskSet
 from .calls import CdrSink, LiveCall
 from .connect import AnswerPath
 from .dispositions import DispositionDesk
-from .hopper import Hopper
+from .hopper import Hopper, StaleLease
 from .ledger import CallLedger
 from .manual import ManualDial
 from .models import Attempt, Campaign
@@ -233,6 +233,12 @@ class Dialer:
                 await self.tick()
                 if self.fenced() is None:
                     self._dialing_paused_reason = None
+            except StaleLease as exc:
+                # Another node took the pool: its attempts were refused before any originate.
+                if self._dialing_paused_reason != exc.message:
+                    log.error("dialer.fenced", reason=exc.message)
+                self._dialing_paused_reason = exc.message
+                await asyncio.sleep(0.5)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # Postgres down: no attempt can get its stored id, so nothing is dialled.
                 if self._dialing_paused_reason is None:

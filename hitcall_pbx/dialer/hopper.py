@@ -19,7 +19,9 @@ from typing import Any
 import asyncpg
 
 from ..core.compliance import DialContext, DialReason, DialVerdict, check_dial, salted_number_hash
+from ..core.leases import PoolClaim
 from ..core.retention import cdr_deadline
+from ..errors import Unavailable
 from ..hooks.events import enqueue
 from ..logs import get_logger
 from ..store.db import Connection
@@ -95,6 +97,47 @@ _AGENTS_WITH_CALLBACKS = (
 )
 
 
+class StaleLease(Unavailable):
+    """The pool's lease is no longer this node's with this token: nothing may be dialled."""
+
+    code = "stale_lease"
+
+
+# The originate claim's fencing check (in the INSERT of the live attempt itself): the row is
+# inserted only while the pool's lease has this node and token ($lease, $node, $token; a
+# NULL token: no cluster, as in tests of one part). One primary-key look-up per statement.
+def lease_held(lease: str, node: str, fence: str) -> str:
+    """The check, with the statement's parameters for the lease name, node id and token."""
+    return (
+        f"({fence}::bigint IS NULL OR EXISTS (SELECT 1 FROM leases l WHERE l.name = {lease} AND l.node_id = {node}"
+        f" AND l.token = {fence} AND l.lease_until > now()))"
+    )
+
+
+def claim_values(claim: PoolClaim | None) -> tuple[str | None, str | None, int | None, str | None]:
+    """(pool, node id, token, lease name) for the originate claim's statement."""
+    if claim is None:
+        return None, None, None, None
+    return claim.pool, claim.node_id, claim.token, claim.lease
+
+
+def stale(claim: PoolClaim | None, inserted: int, expected: int) -> StaleLease | None:
+    """The error when the claim's statement inserted fewer rows than it was given (logged)."""
+    if inserted == expected:
+        return None
+    pool, node, token, _ = claim_values(claim)
+    log.error("dialer.stale_lease", pool=pool, node_id=node, token=token, not_dialled=expected - inserted)
+    return StaleLease(
+        f"pool {pool}: this node no longer holds the pool's lease with token {token}; nothing is dialled",
+        details={"pool": pool, "node_id": node, "token": token},
+    )
+
+
+def inserted_rows(status: str) -> int:
+    """The row count of an INSERT's command status ("INSERT 0 <n>")."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 @dataclass
 class TakeResult:
     attempts: list[Attempt] = field(default_factory=list)
@@ -103,8 +146,12 @@ class TakeResult:
 
 
 class Hopper:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, claim: PoolClaim | None = None) -> None:
+        """`claim`: the pool this hopper dials on, the node and its fencing token (None: no
+        cluster, tests of one part): every attempt row carries the pool and node, and is
+        inserted only while the pool's lease still has that node and token."""
         self.pool = pool
+        self.claim = claim
         self._salt: bytes | None = None
 
     async def _suppression_salt(self, conn: Connection) -> bytes:
@@ -312,12 +359,16 @@ class Hopper:
         ]
         if not attempts:
             return attempts
-        await conn.execute(
+        pool, node, token, lease = claim_values(self.claim)
+        status = await conn.execute(
             """INSERT INTO live_attempts (id, campaign_id, contact_id, attempt_no, dialled_number, caller_id,
-                                          agent_id, mode, state, created_at, retention_until)
-               SELECT v.id, $2, v.contact_id, v.attempt_no, v.number, $3, v.agent_id, $4, 'originating', $5, $6
+                                          agent_id, mode, state, created_at, retention_until, pool, node_id)
+               SELECT v.id, $2, v.contact_id, v.attempt_no, v.number, $3, v.agent_id, $4, 'originating', $5, $6,
+                      $11, $12
                FROM unnest($1::uuid[], $7::bigint[], $8::int[], $9::text[], $10::bigint[])
-                    AS v(id, contact_id, attempt_no, number, agent_id)""",
+                    AS v(id, contact_id, attempt_no, number, agent_id)
+               WHERE """
+            + lease_held("$14", "$12", "$13"),
             [a.id for a in attempts],
             campaign.id,
             attempts[0].caller_id,
@@ -328,7 +379,14 @@ class Hopper:
             [a.attempt_no for a in attempts],
             [a.number for a in attempts],
             [a.agent_id for a in attempts],
+            pool,
+            node,
+            token,
+            lease,
         )
+        error = stale(self.claim, inserted_rows(status), len(attempts))
+        if error is not None:
+            raise error  # the caller's transaction rolls back: no contact is taken
         await conn.execute(
             "UPDATE contacts SET status = 'in_progress', attempts = attempts + 1 WHERE id = ANY($1::bigint[])",
             [a.contact_id for a in attempts],

@@ -34,8 +34,8 @@ channel is still up (talking to an agent: the agent stays on the call; in Stasis
 an agent: back in the queue, its wait counted from its arrival) and followed to one
 complete CDR, or closed with outcome ``untracked`` (`untracked_cdr`) when the channel is
 gone. While the service runs, a row no one follows whose channel is gone (the menu's CDR
-could not be written) is closed the same way (`sweep_orphans`). Only the dialing process
-(`store.dialer_lock`) writes and recovers these rows.
+could not be written) is closed the same way (`sweep_orphans`). Only the node holding
+the pool's lease (`cluster`) recovers and sweeps the pool's rows.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ import asyncpg
 from ..agents.sessions import AgentSession, AgentSessions
 from ..ari import AriError, AriNotFound, AriPort, Resync
 from ..core.calls import CallState
+from ..core.leases import DEFAULT_POOL, PoolClaim
 from ..core.outcomes import CallDirection, Outcome, inbound_outcome
 from ..core.phone import normalize_e164
 from ..core.retention import RetentionPolicy, cdr_deadline
@@ -245,15 +246,36 @@ def _event_time(ev: Any) -> datetime:
 
 
 # ---------------------------------------------------------------- database ---
-async def open_inbound_calls(pool: asyncpg.Pool) -> list[asyncpg.Record]:
-    """The inbound calls' live rows, oldest first; a row whose CDR is already written
-    (the journal's row came after it) is deleted, not returned."""
+# An inbound row of pool $1: rows without a pool (written before several nodes, or by the
+# FastAGI menu, which does not know its Asterisk) are the default pool's.
+_IN_POOL = "coalesce(pool, '" + DEFAULT_POOL + "') = $1"
+
+
+async def open_inbound_calls(
+    pool: asyncpg.Pool, pool_name: str = DEFAULT_POOL, node_id: str | None = None, *, take_over: bool = False
+) -> list[asyncpg.Record]:
+    """The inbound calls' live rows of pool `pool_name`, oldest first (`take_over`: now
+    followed by node `node_id`, their pool written); a row whose CDR is already written
+    (the journal's row came after it) is deleted, not returned. Other pools' rows are
+    untouched."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            """DELETE FROM live_attempts l WHERE l.direction = 'inbound'
-                 AND EXISTS (SELECT 1 FROM call_attempts c WHERE c.id = l.id)"""
+            f"""DELETE FROM live_attempts l WHERE l.direction = 'inbound' AND {_IN_POOL}
+                 AND EXISTS (SELECT 1 FROM call_attempts c WHERE c.id = l.id)""",
+            pool_name,
         )
-        return list(await conn.fetch("SELECT * FROM live_attempts WHERE direction = 'inbound' ORDER BY created_at, id"))
+        if take_over:
+            rows = await conn.fetch(
+                f"""UPDATE live_attempts SET pool = $1, node_id = coalesce($2, node_id)
+                    WHERE direction = 'inbound' AND {_IN_POOL} RETURNING *""",
+                pool_name,
+                node_id,
+            )
+        else:
+            rows = await conn.fetch(
+                f"SELECT * FROM live_attempts WHERE direction = 'inbound' AND {_IN_POOL}", pool_name
+            )
+        return sorted(rows, key=lambda r: (r["created_at"], r["id"]))
 
 
 # ------------------------------------------------------------------- adapter ---
@@ -270,9 +292,15 @@ class InboundRouter:
         *,
         cdr: CdrSink | None = None,
         journal: CallJournal | None = None,
+        claim: PoolClaim | None = None,
     ) -> None:
+        """`claim`: the pool (Asterisk) these callers reach and the node following them,
+        written on their live rows; recovery touches only that pool's rows (None: the
+        default pool)."""
         self.ari = ari
         self.pool = pool
+        self.pool_name = claim.pool if claim is not None else DEFAULT_POOL
+        self.node_id = claim.node_id if claim is not None else None
         self.sessions = sessions
         self.options = options
         self.cdr = cdr  # None: no CDRs (tests of routing alone)
@@ -428,6 +456,8 @@ class InboundRouter:
             caller_number=call.caller_number,
             created_at=call.arrived_at,
             retention_until=cdr_deadline(call.arrived_at, policy),
+            pool=self.pool_name,
+            node_id=self.node_id,
         )
 
     def _journal_bridged(self, call: InboundCall) -> None:
@@ -445,7 +475,7 @@ class InboundRouter:
         live rows). Still up in Stasis: adopted (with their agent, or waiting again) and
         followed to one complete CDR; gone: closed with an ``untracked`` CDR. A row whose
         CDR is already written is only removed."""
-        rows = await open_inbound_calls(self.pool)
+        rows = await open_inbound_calls(self.pool, self.pool_name, self.node_id, take_over=True)
         if not rows:
             return
         channels = {c.id: c for c in snap.channels}
@@ -486,7 +516,7 @@ class InboundRouter:
         if now_mono - self._orphan_checked < self.options.orphan_check_s:
             return
         self._orphan_checked = now_mono
-        rows = await open_inbound_calls(self.pool)
+        rows = await open_inbound_calls(self.pool, self.pool_name, self.node_id)
         followed = {inbound_cdr_id(cid) for cid in self.calls}
         candidates = [r for r in rows if r["id"] not in followed and r["id"] not in self._closed]
         if not candidates:

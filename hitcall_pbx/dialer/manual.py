@@ -31,6 +31,7 @@ from ..core.states import AgentState
 from ..errors import Conflict, NotFound, Unavailable, ValidationFailed
 from ..logs import get_logger
 from ..store.db import Connection
+from .hopper import claim_values, inserted_rows, lease_held, stale
 from .models import Attempt, Campaign
 
 if TYPE_CHECKING:
@@ -240,10 +241,15 @@ class ManualDial:
             retention_until=cdr_deadline(now, campaign.retention),
             contact={k: contact[k] for k in ("name", "title", "organisation", "extra")} if contact is not None else {},
         )
-        await conn.execute(
+        claim = self.d.hopper.claim
+        pool, node, token, lease = claim_values(claim)
+        status = await conn.execute(
             """INSERT INTO live_attempts (id, campaign_id, contact_id, attempt_no, dialled_number, caller_id,
-                                          agent_id, mode, state, created_at, retention_until)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, 'manual', 'originating', $8, $9)""",
+                                          agent_id, mode, state, created_at, retention_until, pool, node_id)
+               SELECT $1::uuid, $2::bigint, $3::bigint, $4::int, $5::text, $6::text, $7::bigint, 'manual',
+                      'originating', $8::timestamptz, $9::timestamptz, $10::text, $11::text
+               WHERE """
+            + lease_held("$13", "$11", "$12"),
             attempt.id,
             campaign.id,
             attempt.contact_id,
@@ -253,7 +259,14 @@ class ManualDial:
             agent_id,
             now,
             attempt.retention_until,
+            pool,
+            node,
+            token,
+            lease,
         )
+        error = stale(claim, inserted_rows(status), 1)
+        if error is not None:
+            raise error  # the transaction rolls back; the agent is given back
         if contact is not None:
             await conn.execute(
                 "UPDATE contacts SET status = 'in_progress', attempts = attempts + 1 WHERE id = $1", contact["id"]

@@ -29,6 +29,7 @@ from ..ari import AriError, AriNotFound, AriPort, Resync
 from ..auth import Actor
 from ..core.backoff import Backoff
 from ..core.calls import CallState
+from ..core.leases import DEFAULT_POOL, PoolClaim
 from ..core.monitoring import (
     EndReason,
     MonitorEvent,
@@ -148,9 +149,22 @@ def _payload(view: dict[str, Any], **extra: Any) -> dict[str, Any]:
 class Monitor:
     """Monitoring sessions of this dialing process."""
 
-    def __init__(self, ari: AriPort, pool: asyncpg.Pool, sessions: AgentSessions, dialer: Dialer) -> None:
+    def __init__(
+        self,
+        ari: AriPort,
+        pool: asyncpg.Pool,
+        sessions: AgentSessions,
+        dialer: Dialer,
+        *,
+        claim: PoolClaim | None = None,
+    ) -> None:
+        """`claim`: the pool (Asterisk) of the monitored calls and the node following them,
+        written on the sessions' rows; `start` ends only that pool's open sessions (None:
+        the default pool)."""
         self.ari = ari
         self.pool = pool
+        self.pool_name = claim.pool if claim is not None else DEFAULT_POOL
+        self.node_id = claim.node_id if claim is not None else None
         self.sessions = sessions
         self.dialer = dialer
         self.live: dict[int, Monitoring] = {}
@@ -163,12 +177,15 @@ class Monitor:
 
     # ------------------------------------------------------------ life ---
     async def start(self) -> None:
-        """End the sessions an earlier process left open: their channels are not followed."""
+        """End the sessions of this pool an earlier holder left open: their channels are not
+        followed. Other pools' sessions are their nodes'."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"""UPDATE monitoring_sessions SET ended_at = greatest(now(), started_at),
                         end_reason = 'service_restart'
-                    WHERE ended_at IS NULL RETURNING {SESSION_COLUMNS}"""
+                    WHERE ended_at IS NULL AND coalesce(pool, '{DEFAULT_POOL}') = $1
+                    RETURNING {SESSION_COLUMNS}""",
+                self.pool_name,
             )
             for r in rows:
                 view = dict(r.items())
@@ -525,8 +542,8 @@ class Monitor:
         async with self.pool.acquire() as conn, conn.transaction():
             db_id: int = await conn.fetchval(
                 """INSERT INTO monitoring_sessions (supervisor, supervisor_user_id, phone_agent_id, attempt_id,
-                       campaign_id, agent_id, mode, modes, started_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id""",
+                       campaign_id, agent_id, mode, modes, started_at, pool, node_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id""",
                 m.username,
                 m.user_id,
                 m.phone.agent_id,
@@ -536,6 +553,8 @@ class Monitor:
                 m.mode.value,
                 _payload(view)["modes"],
                 m.fsm.started_at,
+                self.pool_name,
+                self.node_id,
             )
             m.db_id = db_id
             await self._write_event(conn, "monitoring.started", m.view(), actor)

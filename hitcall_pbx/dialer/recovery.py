@@ -3,8 +3,10 @@ the watchdog sweep against lost events, and, at the first connect after a start,
 closing or adopting the attempts a stopped process left open (and, through `on_restart`,
 the inbound calls: `dialer.inbound`).
 
-Only the process that holds the dialer lock (store.process_lock) runs a dialer, so
-the open attempts and agent rows recovery touches are never another live process's.
+A node runs a dialer for a pool only while it holds the pool's lease (`cluster`), taken
+only once the previous holder's lease lapsed, and recovery reads and resets only that
+pool's rows (`store.DialerStore`): the open attempts and agent rows it touches are never
+another live node's.
 """
 
 from __future__ import annotations

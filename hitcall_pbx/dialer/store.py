@@ -12,6 +12,7 @@ import asyncpg
 
 from ..core import pacing
 from ..core.dispositions import contact_effect
+from ..core.leases import DEFAULT_POOL, PoolClaim
 from ..core.outcomes import ContactUpdate
 from ..hooks.events import enqueue
 from ..records.cdr import ATTEMPT_TABLES
@@ -19,6 +20,9 @@ from ..store import dispositions
 from ..store.db import Connection
 from .hopper import Hopper
 from .models import Attempt, Campaign
+
+# A row of pool $1 (rows written before several nodes have no pool: the default pool's).
+IN_POOL = "coalesce(pool, '" + DEFAULT_POOL + "') = $1"
 
 # A contact given back undialled: a scheduled callback stays one.
 BACK_TO_HOPPER = "CASE WHEN callback_at IS NOT NULL THEN 'callback' WHEN attempts > 0 THEN 'retry' ELSE 'new' END"
@@ -65,9 +69,15 @@ class CallStore(Protocol):
 
 
 class DialerStore:
-    def __init__(self, pool: asyncpg.Pool, hopper: Hopper) -> None:
+    def __init__(self, pool: asyncpg.Pool, hopper: Hopper, *, claim: PoolClaim | None = None) -> None:
+        """`claim`: the pool this dialer drives and the node (None: no cluster, the default
+        pool): rows it writes carry them, and restart recovery touches only that pool's rows
+        (rows without a pool belong to the default pool)."""
         self.pool = pool
         self.hopper = hopper
+        self.claim = claim
+        self.pool_name = claim.pool if claim is not None else DEFAULT_POOL
+        self.node_id = claim.node_id if claim is not None else None
 
     # ------------------------------------------------------- campaigns ---
     async def running_campaigns(self) -> dict[int, Campaign]:
@@ -103,12 +113,14 @@ class DialerStore:
             if row is None:
                 return None
             offer_id = await conn.fetchval(
-                """INSERT INTO preview_offers (agent_id, campaign_id, contact_id, expires_at)
-                   VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING id""",
+                """INSERT INTO preview_offers (agent_id, campaign_id, contact_id, expires_at, pool, node_id)
+                   VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6) RETURNING id""",
                 agent_id,
                 campaign.id,
                 row["id"],
                 campaign.preview_offer_timeout_s,
+                self.pool_name,
+                self.node_id,
             )
             contact = {
                 "name": row["name"],
@@ -185,10 +197,15 @@ class DialerStore:
 
     # -------------------------------------------------------- recovery ---
     async def open_attempts(self) -> list[asyncpg.Record]:
-        """Outbound attempts left open (the inbound router recovers inbound calls' rows)."""
-        return list(
-            await self.pool.fetch("SELECT * FROM live_attempts WHERE direction = 'outbound' ORDER BY created_at")
+        """Outbound attempts of this pool left open (the inbound router recovers inbound
+        calls' rows), taken over by this node (their node_id is now this node's)."""
+        rows = await self.pool.fetch(
+            f"""UPDATE live_attempts SET pool = $1, node_id = coalesce($2, node_id)
+                WHERE direction = 'outbound' AND {IN_POOL} RETURNING *""",
+            self.pool_name,
+            self.node_id,
         )
+        return sorted(rows, key=lambda r: r["created_at"])
 
     async def close_recovered_contact(
         self, contact_id: int, attempt_no: int, update: ContactUpdate, outcome: str
@@ -254,24 +271,45 @@ class DialerStore:
         )
 
     async def reset_after_restart(self) -> None:
-        """What a stopped dialer left open and nobody can finish: offers time out, contacts
-        in progress with neither an open attempt nor an open offer go back to the hopper,
-        agents' open state rows end and every agent is logged out (their phones re-attach
-        at resync)."""
+        """What a stopped holder of this pool left open and nobody can finish: its offers
+        time out, contacts in progress with neither an open attempt nor an open offer whose
+        last attempt was on this pool go back to the hopper, the pool's agents' open state
+        rows end and its agents are logged out (their phones re-attach at resync). Other
+        pools' rows are another node's: untouched."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "UPDATE preview_offers SET decision = 'timeout', decided_at = now() WHERE decision IS NULL"
+                f"""UPDATE preview_offers SET decision = 'timeout', decided_at = now()
+                    WHERE decision IS NULL AND {IN_POOL}""",
+                self.pool_name,
             )
+            # The contact's latest attempt or offer says which pool had it (none, or one
+            # without a pool: the default pool's, as before several nodes). A contact of
+            # another pool whose call just ended may be in progress for a moment between its
+            # CDR and its closing: not this pool's to touch.
             await conn.execute(
                 f"""UPDATE contacts c SET status = {BACK_TO_HOPPER}
                    WHERE status = 'in_progress'
                      AND NOT EXISTS (SELECT 1 FROM live_attempts a
                                      WHERE a.contact_id = c.id AND a.direction = 'outbound')
                      AND NOT EXISTS (SELECT 1 FROM preview_offers p
-                                     WHERE p.contact_id = c.id AND p.decision IS NULL)"""
+                                     WHERE p.contact_id = c.id AND p.decision IS NULL)
+                     AND coalesce((SELECT coalesce(x.pool, $2) FROM (
+                                       SELECT a.pool, a.created_at AS at FROM call_attempts a
+                                       WHERE a.contact_id = c.id AND a.direction = 'outbound'
+                                       UNION ALL
+                                       SELECT p.pool, p.offered_at FROM preview_offers p WHERE p.contact_id = c.id
+                                   ) x ORDER BY x.at DESC LIMIT 1), $2) = $1""",
+                self.pool_name,
+                DEFAULT_POOL,
             )
-            await conn.execute("UPDATE agent_state_log SET ended_at = now() WHERE ended_at IS NULL")
             await conn.execute(
-                "UPDATE agents SET state = 'logged_out', pause_code = NULL, state_since = now() "
-                "WHERE state <> 'logged_out'"
+                f"""UPDATE agent_state_log SET ended_at = now()
+                    WHERE ended_at IS NULL
+                      AND agent_id IN (SELECT id FROM agents WHERE {IN_POOL})""",
+                self.pool_name,
+            )
+            await conn.execute(
+                f"""UPDATE agents SET state = 'logged_out', pause_code = NULL, state_since = now()
+                    WHERE state <> 'logged_out' AND {IN_POOL}""",
+                self.pool_name,
             )

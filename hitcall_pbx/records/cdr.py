@@ -102,6 +102,8 @@ _KINDS: dict[str, str] = {
     "transfer_result": "text",
     "transfer_cause": "text",
     "voicemail_dropped": "bool",
+    "pool": "text",
+    "node_id": "text",
 }
 COLUMNS: tuple[str, ...] = tuple(_KINDS)
 _REQUIRED = frozenset(
@@ -136,12 +138,15 @@ _ROW_DEFAULTS: dict[str, Any] = {
     "caller_number": None,
     **dict.fromkeys(_TRANSFER_COLUMNS),
     "voicemail_dropped": False,
+    "pool": None,
+    "node_id": None,
 }
 
 # Outcomes only an inbound call can have.
 _INBOUND_ONLY = frozenset({Outcome.NO_AGENT, Outcome.SELF_SERVICE, Outcome.UNTRACKED})
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _DISPOSITION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # a pool name or node id (core.leases)
 _MILLIS = Decimal("0.001")
 _BIGINT = 2**63 - 1
 
@@ -177,6 +182,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "transfer_campaign_id": _between(1, _BIGINT),
     "transfer_number": (lambda v: bool(_E164.match(v)), "must be an E.164 number like +358401234567"),
     "transfer_result": _one_of(frozenset({"completed", "conference", "cancelled", "failed", "customer_gone"})),
+    "pool": (lambda v: bool(_NAME.match(v)), "must be 1-64 of A-Z a-z 0-9 _ . -"),
+    "node_id": (lambda v: bool(_NAME.match(v)), "must be 1-64 of A-Z a-z 0-9 _ . -"),
     "ring_s": (lambda v: 0 <= v < 10**7, "must be >= 0 and < 10000000 seconds"),
     "talk_s": (lambda v: 0 <= v < 10**7, "must be >= 0 and < 10000000 seconds"),
 }
@@ -274,6 +281,8 @@ class CdrRecord:
     transfer_result: str | None = None
     transfer_cause: str | None = None
     voicemail_dropped: bool = False  # the campaign's message was left on the answering machine
+    pool: str | None = None  # the Asterisk (pool) the call was on (None: the default pool)
+    node_id: str | None = None  # the node that followed the call to its end
 
     def __post_init__(self) -> None:
         for name, kind in _KINDS.items():

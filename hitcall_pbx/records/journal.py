@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,8 @@ class AgentStateChange:
     pause_code: str | None
     campaign_id: int | None
     since: datetime
+    pool: str | None = None  # the Asterisk (pool) the agent's phone is on (agents.pool)
+    node_id: str | None = None  # the node following it (agents.node_id)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ class InboundArrival:
     caller_number: str | None  # the caller's number (E.164)
     created_at: datetime
     retention_until: datetime
+    pool: str | None = None  # the Asterisk (pool) the call is on; None: not known here (the FastAGI menu)
+    node_id: str | None = None
 
 
 Op = (
@@ -215,7 +219,8 @@ def decode_op(item: dict[str, Any]) -> Op:
     cls = _KINDS[item["op"]]
     values: dict[str, Any] = {}
     for f in fields(cls):
-        value = item[f.name]
+        # a field added later (a default) may be missing from a line an earlier version spooled
+        value = item[f.name] if f.name in item or f.default is MISSING else item.get(f.name, f.default)
         if value is not None and f.name in _UUIDS:
             value = uuid.UUID(value)
         elif value is not None and f.name in _TIMES:
@@ -329,8 +334,8 @@ WHERE b.contact_id = v.id AND b.state = 'scheduled' AND b.due_at <= v.created AN
 # Agent state changes, in queue order per agent: the open row started before the first
 # change ends there; each change's row ends where the next begins; agents.state gets the last.
 _AGENT_CHANGES = (
-    "unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) "
-    "WITH ORDINALITY AS u(a, st, pc, c, s, n)"
+    "unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[], $7::text[]) "
+    "WITH ORDINALITY AS u(a, st, pc, c, s, pool, node, n)"
 )
 _AGENT_END_OPEN = f"""
 UPDATE agent_state_log l SET ended_at = v.s
@@ -346,8 +351,9 @@ WHERE st <> 'logged_out'
 ORDER BY n
 """
 _AGENT_STATE = f"""
-UPDATE agents g SET state = v.st, pause_code = v.pc, state_since = v.s
-FROM (SELECT DISTINCT ON (a) a, st, pc, s FROM {_AGENT_CHANGES} ORDER BY a, n DESC) v
+UPDATE agents g SET state = v.st, pause_code = v.pc, state_since = v.s,
+    pool = coalesce(v.pool, g.pool), node_id = coalesce(v.node, g.node_id)
+FROM (SELECT DISTINCT ON (a) a, st, pc, s, pool, node FROM {_AGENT_CHANGES} ORDER BY a, n DESC) v
 WHERE g.id = v.a AND g.state_since <= v.s
 """
 
@@ -369,17 +375,20 @@ def _dumps(payload: dict[str, Any]) -> str:
 # exist (any more) is stored as NULL; a row already a CDR is not brought back.
 _INBOUND_ARRIVALS = """
 INSERT INTO live_attempts (id, direction, campaign_id, contact_id, attempt_no, mode, dialled_number, caller_id,
-                           caller_number, state, created_at, retention_until)
-SELECT v.id, 'inbound', c.id, k.id, NULL, NULL, NULL, v.line, v.caller, 'answered', v.created, v.deadline
-FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[])
-     AS v(id, campaign, contact, line, caller, created, deadline)
+                           caller_number, state, created_at, retention_until, pool, node_id)
+SELECT v.id, 'inbound', c.id, k.id, NULL, NULL, NULL, v.line, v.caller, 'answered', v.created, v.deadline,
+       v.pool, v.node
+FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],
+            $8::text[], $9::text[])
+     AS v(id, campaign, contact, line, caller, created, deadline, pool, node)
 LEFT JOIN campaigns c ON c.id = v.campaign
 LEFT JOIN contacts k ON k.id = v.contact
 WHERE NOT EXISTS (SELECT 1 FROM call_attempts a WHERE a.id = v.id)
 ON CONFLICT (id) DO UPDATE SET
     campaign_id = EXCLUDED.campaign_id, contact_id = EXCLUDED.contact_id, caller_id = EXCLUDED.caller_id,
     caller_number = EXCLUDED.caller_number, created_at = EXCLUDED.created_at,
-    retention_until = EXCLUDED.retention_until
+    retention_until = EXCLUDED.retention_until,
+    pool = coalesce(EXCLUDED.pool, live_attempts.pool), node_id = coalesce(EXCLUDED.node_id, live_attempts.node_id)
 WHERE live_attempts.direction = 'inbound' AND live_attempts.anonymised_at IS NULL
 """
 
@@ -398,6 +407,8 @@ async def write_inbound_arrivals(conn: asyncpg.Connection, arrivals: Sequence[In
         [a.caller_number for a in latest],
         [a.created_at for a in latest],
         [a.retention_until for a in latest],
+        [a.pool for a in latest],
+        [a.node_id for a in latest],
     )
 
 
@@ -456,6 +467,8 @@ async def apply_ops(conn: asyncpg.Connection, ops: list[Op]) -> None:
             [o.pause_code for o in agents],
             [o.campaign_id for o in agents],
             [o.since for o in agents],
+            [o.pool for o in agents],
+            [o.node_id for o in agents],
         )
         for statement in (_AGENT_END_OPEN, _AGENT_LOG, _AGENT_STATE):
             await conn.execute(statement, *args)
@@ -628,10 +641,22 @@ class CallJournal:
         caller_number: str | None,
         created_at: datetime,
         retention_until: datetime,
+        pool: str | None = None,
+        node_id: str | None = None,
     ) -> None:
         """An inbound call's live row (`InboundArrival`)."""
         self._wb.put(
-            InboundArrival(attempt_id, campaign_id, contact_id, caller_id, caller_number, created_at, retention_until)
+            InboundArrival(
+                attempt_id,
+                campaign_id,
+                contact_id,
+                caller_id,
+                caller_number,
+                created_at,
+                retention_until,
+                pool,
+                node_id,
+            )
         )
 
     def recording(self, attempt_id: uuid.UUID, recording_id: uuid.UUID) -> None:
@@ -664,11 +689,19 @@ class CallJournal:
         )
 
     def agent_state(
-        self, agent_id: int, *, state: str, pause_code: str | None, campaign_id: int | None, since: datetime
+        self,
+        agent_id: int,
+        *,
+        state: str,
+        pause_code: str | None,
+        campaign_id: int | None,
+        since: datetime,
+        pool: str | None = None,
+        node_id: str | None = None,
     ) -> None:
-        """An agent's new state from `since` (agent_state_log, agents.state); queue its
-        ``agent.state_changed`` event right after it."""
-        self._wb.put(AgentStateChange(agent_id, state, pause_code, campaign_id, since))
+        """An agent's new state from `since` (agent_state_log, agents.state; agents.pool and
+        agents.node_id when given); queue its ``agent.state_changed`` event right after it."""
+        self._wb.put(AgentStateChange(agent_id, state, pause_code, campaign_id, since, pool, node_id))
 
     def leg(
         self,
