@@ -52,11 +52,12 @@ async def monitor_node(pool: asyncpg.Pool, monitor_id: int) -> str | None:
     return node
 
 
-# Other nodes' live calls, as LiveCall rows (outbound calls: what a node's own control lists).
+# Other nodes' live calls, as LiveCall rows (outbound calls: what a node's own control lists);
+# every live call for a process that drives no Asterisk ($1 NULL).
 _OTHERS_CALLS = """
 SELECT id, campaign_id, agent_id, contact_id, dialled_number, state, mode, originated_at, answered_at, bridged_at
 FROM live_attempts
-WHERE direction = 'outbound' AND node_id IS NOT NULL AND ($1::text IS NULL OR node_id <> $1)
+WHERE direction = 'outbound' AND ($1::text IS NULL OR (node_id IS NOT NULL AND node_id <> $1))
   AND ($2::bigint IS NULL OR campaign_id = $2) AND ($3::bigint IS NULL OR agent_id = $3)
 ORDER BY created_at, id
 """

@@ -434,7 +434,14 @@ async def test_an_api_only_process_asks_the_node_even_under_the_same_node_id(nod
         campaign,
         B,
     )
-    assert [c.attempt_id for c in await routed.live_calls()] == [attempt]  # every node's calls, from their rows
+    unfollowed = await db.fetchval(  # written before several nodes: the one dialing process follows it
+        """INSERT INTO live_attempts (id, campaign_id, dialled_number, caller_id, mode, state, retention_until)
+           VALUES (gen_random_uuid(), $1, '+358401234568', '+358201234567', 'progressive', 'bridged',
+                   now() + interval '1 year') RETURNING id""",
+        campaign,
+    )
+    # every call, from the rows: this process follows none itself
+    assert [c.attempt_id for c in await routed.live_calls()] == [attempt, unfollowed]
 
 
 # ------------------------------------------------------------------ the API
