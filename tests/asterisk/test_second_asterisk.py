@@ -26,10 +26,11 @@ import aiohttp
 import pytest
 
 from hitcall_pbx.sandbox import SippAgents, SippPhone
+from hitcall_pbx.sandbox.asterisk import AGI_PORT
 from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
 from tests.asterisk_cdr import AsteriskCdrs
 from tests.audio import goertzel, read_wav, ulaw_decode, ulaw_tone
-from tests.live import wait_until
+from tests.live import free_port, wait_until
 
 pytestmark = pytest.mark.asterisk
 CUSTOMER_TONE = 1000.0
@@ -275,3 +276,30 @@ async def test_trunk_call_set_up_time_is_well_under_two_seconds(ari, sandbox, sa
     ms = sorted(times)
     print(f"\ntrunk call set-up over {len(ms)} calls: median {statistics.median(ms):.0f} ms, max {ms[-1]:.0f} ms")
     assert ms[-1] < 1000, [round(t) for t in times]
+
+
+async def test_second_server_fastagi_goes_to_the_port_the_test_chose(ari, ari2, sandbox2):
+    """A return call on server 2 ([hitcall-inbound]) asks FastAGI at the port set with
+    `set_agi_port`; server 1's dialplan keeps its own address."""
+    port = free_port()
+    requests: asyncio.Queue[list[str]] = asyncio.Queue()
+
+    async def agi(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines = []
+        while (line := await reader.readline()) not in (b"\n", b""):
+            lines.append(line.decode().strip())
+        await requests.put(lines)
+        writer.close()  # no answer: the dialplan goes on and hangs up
+
+    server = await asyncio.start_server(agi, "127.0.0.1", port)
+    try:
+        sandbox2.set_agi_port(port)
+        assert await ari2.rest.get_global_var("HITCALL_AGI") == f"agi://127.0.0.1:{port}"
+        assert await ari.rest.get_global_var("HITCALL_AGI") == f"agi://127.0.0.1:{AGI_PORT}"
+        await ari2.rest.originate("Local/0201234567@hitcall-inbound", _cid("agi"), app=ari2.app, timeout=20)
+        lines = await asyncio.wait_for(requests.get(), 10)
+        assert any(line.startswith(f"agi_request: agi://127.0.0.1:{port}/optout") for line in lines), lines
+    finally:
+        sandbox2.set_agi_port(AGI_PORT)
+        server.close()
+    assert await ari2.rest.get_global_var("HITCALL_AGI") == f"agi://127.0.0.1:{AGI_PORT}"
