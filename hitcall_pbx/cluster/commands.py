@@ -10,7 +10,10 @@ code, message and details kept). A node that is gone (its lease lapsed) or does 
 the command before its deadline is answered with 503 ``node_unavailable`` naming it.
 
 Nothing here opens a network connection to another node: the only address used is the
-database's.
+database's. What a command carries is kept no longer than it is needed: its arguments (a
+number dialled by hand, a transfer's number, a skip reason) are cleared when it is done;
+its answer once the caller has read it (or a minute later); an error then keeps its kind,
+status and code only. The rows go after a day.
 
 The bus keeps one connection of its own for LISTEN (reconnected when it breaks) and uses
 the pool for everything else. Notifications only make things fast: a node also looks for
@@ -148,7 +151,13 @@ _EXPIRE = """
 UPDATE node_commands SET state = 'expired', done_at = now(), args = NULL, actor = actor - 'source_ip'
 WHERE id = $1 AND state = 'pending' RETURNING true
 """
-_CONSUMED = "UPDATE node_commands SET result = NULL WHERE id = $1 AND result IS NOT NULL"
+# Once read, the answer goes (a transfer's answer names the number) and an error keeps its kind and code
+# only (its message and details may name the number dialled or the person).
+_ERROR_CODE_ONLY = "jsonb_build_object('kind', error->'kind', 'status', error->'status', 'code', error->'code')"
+_CONSUMED = f"""
+UPDATE node_commands SET result = NULL, error = CASE WHEN error IS NULL THEN NULL ELSE {_ERROR_CODE_ONLY} END
+WHERE id = $1 AND (result IS NOT NULL OR error IS NOT NULL)
+"""
 # Taken and committed before the method runs: a command runs at most once, and only before its deadline.
 _TAKE = """
 UPDATE node_commands c SET state = 'running', taken_at = now()
@@ -169,16 +178,19 @@ SELECT pg_notify($5, id::text) FROM u
 
 async def prune(pool: asyncpg.Pool) -> int:
     """Commands are kept a day; a pending one past its deadline is expired (nobody waits for
-    it any more) and arguments or answers left behind (a caller that went away) are cleared
-    after a minute. Safe to run on every node at once. Returns how many were deleted."""
+    it any more) and answers left behind (a caller that went away) are cleared after a
+    minute, as the caller clears them once read: no result, an error's kind and code only.
+    Safe to run on every node at once. Returns how many were deleted."""
     async with pool.acquire() as conn:
         await conn.execute(
             f"""UPDATE node_commands SET state = 'expired', done_at = now(), args = NULL, actor = actor - 'source_ip'
                 WHERE state = 'pending' AND deadline < now() - interval '{CLEAR_LEFTOVERS_AFTER}'"""
         )
         await conn.execute(
-            f"""UPDATE node_commands SET result = NULL
-                WHERE result IS NOT NULL AND done_at < now() - interval '{CLEAR_LEFTOVERS_AFTER}'"""
+            f"""UPDATE node_commands SET result = NULL,
+                       error = CASE WHEN error IS NULL THEN NULL ELSE {_ERROR_CODE_ONLY} END
+                WHERE (result IS NOT NULL OR error ? 'message')
+                  AND done_at < now() - interval '{CLEAR_LEFTOVERS_AFTER}'"""
         )
         deleted: str = await conn.execute(
             f"DELETE FROM node_commands WHERE created_at < now() - interval '{KEEP_COMMANDS}'"

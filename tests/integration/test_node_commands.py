@@ -180,7 +180,7 @@ async def test_a_command_reaches_its_node_runs_once_and_returns_its_result(nodes
         assert r["created_at"] <= r["taken_at"] <= r["done_at"] < r["deadline"]
 
 
-async def test_an_owner_error_comes_back_as_the_same_kind_code_and_status(nodes: Any) -> None:
+async def test_an_owner_error_comes_back_as_the_same_kind_code_and_status(nodes: Any, db: asyncpg.Pool) -> None:
     a, b = await nodes(A), await nodes(B)
     owner = Owner(B)
     await b.bus.serve(owner)
@@ -195,6 +195,8 @@ async def test_an_owner_error_comes_back_as_the_same_kind_code_and_status(nodes:
     assert (caught.value.status, caught.value.code) == (409, "agent_busy")
     assert caught.value.message == "the agent is on a call or has one coming; log out after it"
     assert caught.value.details == {"agent_id": 7, "state": "on_call"}
+    (row,) = await _commands(db)  # once read, the error keeps its kind and code only
+    assert (row["state"], row["error"]) == ("failed", {"kind": "Conflict", "status": 409, "code": "agent_busy"})
 
     owner.fail["accept_offer"] = NotFound("the agent has no open offer", details={"agent_id": 7}, code="no_offer")
     with pytest.raises(NotFound) as missing:
@@ -357,7 +359,7 @@ async def test_two_processes_serving_one_node_id_run_each_command_once(nodes: An
 
 
 async def test_prune_keeps_a_day_and_clears_leftovers(db: asyncpg.Pool) -> None:
-    old, recent, left = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    old, recent, left, failed = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await db.execute(
         """INSERT INTO node_commands (id, node_id, from_node, method, args, actor, state, created_at, deadline,
                                       taken_at, done_at, result)
@@ -373,10 +375,21 @@ async def test_prune_keeps_a_day_and_clears_leftovers(db: asyncpg.Pool) -> None:
         recent,
         left,
     )
+    await db.execute(
+        """INSERT INTO node_commands (id, node_id, from_node, method, actor, state, created_at, deadline, taken_at,
+                                      done_at, error)
+           VALUES ($1, 'b', 'a', 'call.manual_dial', '{"name": "x", "role": "admin"}', 'failed',
+                   now() - interval '2 hours', now() - interval '2 hours' + interval '5 seconds',
+                   now() - interval '2 hours', now() - interval '2 hours',
+                   '{"kind": "Conflict", "status": 409, "code": "dial_refused", "message": "+358401234567 refused",
+                     "details": {"number": "+358401234567"}}')""",
+        failed,
+    )
     assert await prune(db) == 1
     rows = {r["id"]: r for r in await _commands(db)}
-    assert set(rows) == {recent, left}
+    assert set(rows) == {recent, left, failed}
     assert rows[recent]["result"] is None  # a caller that went away: cleared after a minute
+    assert rows[failed]["error"] == {"kind": "Conflict", "status": 409, "code": "dial_refused"}
     assert rows[left]["result"] == {"number": "+358401234567"}  # its caller may still read it
 
 
