@@ -11,6 +11,14 @@ wait in memory, in order, and go out at the next check that reaches it; the writ
 idempotent, so a write that is retried after an unclear failure does not duplicate a
 row or event. On start the raised alarms are loaded from the table:
 a restart neither raises them again nor forgets to clear them.
+
+Several nodes share the table: the insert of a raised alarm does nothing while a row of
+that name is raised (``ON CONFLICT (name) WHERE state = 'raised' DO NOTHING``), and an
+event goes out only with a row written, so an alarm about the cluster is raised once and
+cleared once whichever nodes see it. An alarm about one node (`core.alarms.PER_NODE`) is
+stored under that node's name (`node_id`, ``<name>.node.<node>``, details ``node``):
+each node loads, raises and clears only its own, and a node clearing its condition never
+clears another's. Without a node id (one process) every alarm is the process's own.
 """
 
 from __future__ import annotations
@@ -28,7 +36,18 @@ from typing import Any, Protocol
 import asyncpg
 from prometheus_client import CollectorRegistry, Gauge
 
-from .core.alarms import Alarm, AlarmInputs, CampaignAbandon, JournalHealth, Thresholds, diff, evaluate
+from .core.alarms import (
+    Alarm,
+    AlarmInputs,
+    CampaignAbandon,
+    JournalHealth,
+    Thresholds,
+    diff,
+    evaluate,
+    is_per_node,
+    own_alarm,
+    stored_name,
+)
 from .core.pacing import PacingStats
 from .hooks.events import enqueue
 from .logs import get_logger
@@ -95,7 +114,7 @@ class AlarmSources:
 
 @dataclass(frozen=True)
 class _Transition:
-    alarm: Alarm
+    alarm: Alarm  # as stored: its name in the table, a per-node alarm's details naming the node
     raised: bool
     at: datetime
 
@@ -111,6 +130,7 @@ class AlarmMonitor:
         thresholds: Thresholds = Thresholds(),
         db_timeout: float = 5.0,
         journal: Journal | None = None,
+        node_id: str | None = None,
     ) -> None:
         if interval <= 0 or db_timeout <= 0:
             raise ValueError("interval and db_timeout must be > 0")
@@ -120,6 +140,8 @@ class AlarmMonitor:
         self._thresholds = thresholds
         self._db_timeout = db_timeout
         self._journal = journal
+        self._node_id = node_id
+        self._log = log.bind(node=node_id) if node_id is not None else log
         self._gauge = Gauge("hitcall_alarm", "1 while the alarm is raised", ["name"], registry=registry)
         self._active: dict[str, Alarm] = {}
         self._pending: list[_Transition] = []
@@ -177,7 +199,7 @@ class AlarmMonitor:
         self._active = now
         at = datetime.now(UTC)
         for alarm in raised:
-            log.warning(
+            self._log.warning(
                 "alarm.raised",
                 alarm=alarm.name,
                 severity=alarm.severity,
@@ -185,13 +207,20 @@ class AlarmMonitor:
                 details=dict(alarm.details),
             )
             self._gauge.labels(alarm.name).set(1)
-            self._pending.append(_Transition(alarm, True, at))
+            self._pending.append(_Transition(self._stored(alarm), True, at))
         for alarm in cleared:
-            log.info("alarm.cleared", alarm=alarm.name, severity=alarm.severity)
+            self._log.info("alarm.cleared", alarm=alarm.name, severity=alarm.severity)
             self._gauge.labels(alarm.name).set(0)
-            self._pending.append(_Transition(alarm, False, at))
+            self._pending.append(_Transition(self._stored(alarm), False, at))
         await self._flush()
         return raised, cleared
+
+    def _stored(self, alarm: Alarm) -> Alarm:
+        """`alarm` as the table and its events have it."""
+        name = stored_name(alarm.name, self._node_id)
+        if name == alarm.name:
+            return alarm
+        return replace(alarm, name=name, details={**alarm.details, "node": self._node_id})
 
     def _journal_health(self) -> JournalHealth:
         j = self._journal
@@ -223,11 +252,22 @@ class AlarmMonitor:
         for r in rows:
             details = dict(r["details"])
             message = str(details.pop("message", r["name"]))
+            name = own_alarm(r["name"], self._node_id)
+            if name is None:  # another node's
+                continue
+            if self._node_id is not None and is_per_node(name) and name == r["name"]:
+                # Raised by a process that had no node id (before the nodes were named):
+                # no process of that name runs now, so its alarm is cleared.
+                stale = Alarm(r["name"], r["severity"], message, details)
+                self._pending.append(_Transition(stale, False, datetime.now(UTC)))
+                self._log.info("alarm.cleared", alarm=r["name"], severity=r["severity"], reason="raised unnamed")
+                continue
+            details.pop("node", None)
             # What this process saw first wins; an alarm known only from the table is
             # kept so that its clear is written when the condition is found gone.
-            if r["name"] not in self._active:
-                self._active[r["name"]] = Alarm(r["name"], r["severity"], message, details)
-                self._gauge.labels(r["name"]).set(1)
+            if name not in self._active:
+                self._active[name] = Alarm(name, r["severity"], message, details)
+                self._gauge.labels(name).set(1)
         self._loaded = True
 
     async def _flush(self) -> None:
@@ -237,7 +277,7 @@ class AlarmMonitor:
                 async with asyncio.timeout(self._db_timeout):
                     await self._write(transition)
             except _DB_ERRORS as exc:
-                log.warning(
+                self._log.warning(
                     "alarm.write_deferred",
                     alarm=transition.alarm.name,
                     pending=len(self._pending),
@@ -353,15 +393,21 @@ class _ServiceInputs:
         window = 3 * interval
         try:
             async with asyncio.timeout(self._probe_timeout):
-                age = await pool.fetchval(
-                    "SELECT extract(epoch FROM now() - max(at))::float8 FROM audit_log"
-                    " WHERE action = 'purge.run' AND at > now() - make_interval(secs => $1)",
+                row = await pool.fetchrow(
+                    """SELECT (SELECT extract(epoch FROM now() - max(at))::float8 FROM audit_log
+                               WHERE action = 'purge.run' AND at > now() - make_interval(secs => $1)) AS age,
+                              (SELECT extract(epoch FROM now() - min(started_at))::float8 FROM nodes
+                               WHERE lease_until > now() AND stopped_at IS NULL) AS cluster_up""",
                     window,
                 )
         except _DB_ERRORS:
             return None
-        # None: no run in the window; the time up so far is then a lower bound of the age.
-        return float(age) if age is not None else now - self._started
+        assert row is not None  # scalar subqueries: one row
+        if row["age"] is not None:
+            return float(row["age"])
+        # No run in the window: the age is at least the time the service has been up, that is
+        # its longest-running live node (every node then reads the same), this process at least.
+        return max(now - self._started, float(row["cluster_up"] or 0.0))
 
     @staticmethod
     async def _disk(root: Path | None) -> tuple[int | None, int | None]:

@@ -7,6 +7,14 @@ input (None, e.g. webhook stats while Postgres is down) keep an alarm as it was.
 `diff(before, now)` turns two evaluations into raised and cleared alarms, keyed by
 name: an alarm whose message or details change while it stays active is not raised
 again. Durations and ages are in seconds, measured by the caller.
+
+Several nodes share the alarms table. An alarm about the cluster (webhook dead letters
+and backlog, an overdue purge: what every node reads alike from PostgreSQL) has one name
+and is raised once, by whichever node sees it first, and cleared by any. An alarm about
+one node (`PER_NODE`: its Asterisk connection, its own link to PostgreSQL, its local CDR
+spool, disk and call journal, its own purge runs, a campaign's abandon rate as its pacer
+counts it) is stored under a name of that node (`stored_name`), so a node raises and
+clears only its own (`own_alarm`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any, Literal
 
 __all__ = [
     "GIB",
+    "PER_NODE",
     "Alarm",
     "AlarmInputs",
     "CampaignAbandon",
@@ -24,6 +33,9 @@ __all__ = [
     "Thresholds",
     "diff",
     "evaluate",
+    "is_per_node",
+    "own_alarm",
+    "stored_name",
 ]
 
 Severity = Literal["critical", "major", "minor", "warning"]
@@ -302,3 +314,57 @@ def diff(before: Mapping[str, Alarm], now: Mapping[str, Alarm]) -> tuple[list[Al
     raised = [now[n] for n in sorted(now.keys() - before.keys())]
     cleared = [before[n] for n in sorted(before.keys() - now.keys())]
     return raised, cleared
+
+
+PER_NODE = frozenset(
+    {"ari_down", "db_down", "cdr_spool_growing", "recordings_disk_low", "journal_backlog", "purge_failing"}
+)
+"""Alarms about the node that evaluates them (besides the campaign abandon alarms)."""
+
+_NODE_MARK = ".node."
+
+
+def is_per_node(name: str) -> bool:
+    """Whether alarm `name` (as `evaluate` names it) is about one node rather than the cluster."""
+    return name in PER_NODE or (
+        name.startswith("campaign.") and name.endswith((".abandon_over_cap", ".abandon_near_cap"))
+    )
+
+
+def _node_token(node_id: str) -> str:
+    """`node_id` in the characters an alarm name may have ([a-z0-9_.]), one to one:
+    lower-case letters, digits and dots stay; ``-`` is ``_d``, ``_`` is ``_u`` and an
+    upper-case letter is ``_c`` and the letter (``web-1`` -> ``web_d1``)."""
+    out = []
+    for ch in node_id:
+        if ch == "-":
+            out.append("_d")
+        elif ch == "_":
+            out.append("_u")
+        elif "A" <= ch <= "Z":
+            out.append("_c" + ch.lower())
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def stored_name(name: str, node_id: str | None) -> str:
+    """The name alarm `name` has in the alarms table and its webhook events: a per-node
+    alarm of a named node is ``<name>.node.<node>`` (`_node_token`); any other keeps `name`."""
+    if node_id is None or not is_per_node(name):
+        return name
+    return f"{name}{_NODE_MARK}{_node_token(node_id)}"
+
+
+def own_alarm(stored: str, node_id: str | None) -> str | None:
+    """The name `evaluate` gives a stored raised alarm this node raises and clears; None for
+    one that is another node's. A node without an id (a single process) owns every alarm."""
+    if node_id is None:
+        return stored
+    mine = _NODE_MARK + _node_token(node_id)
+    if stored.endswith(mine):
+        base = stored[: -len(mine)]
+        return base if is_per_node(base) else None
+    if _NODE_MARK in stored:
+        return None  # another node's
+    return stored
