@@ -11,7 +11,6 @@ import gc
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -40,7 +39,7 @@ from .dialer.recording_pause import RecordingPauser
 from .dialer.store import DialerStore
 from .errors import ConfigError, HitCallError
 from .hooks.dispatcher import WebhookDispatcher
-from .hooks.retention import prune_outbox
+from .hooks.retention import DEFAULT_KEEP as OUTBOX_KEEP
 from .hooks.targets import WebhookTargets
 from .livebus import LiveBus
 from .logs import get_logger
@@ -219,7 +218,12 @@ class HitCall:
                 disk_root=self.store.root,
             )
             self.alarms = AlarmMonitor(
-                pool, service_inputs(alarm_sources), registry=registry, interval=o.alarm_interval_s, journal=journal
+                pool,
+                service_inputs(alarm_sources),
+                registry=registry,
+                interval=o.alarm_interval_s,
+                journal=journal,
+                node_id=s.node_id,
             )
         if o.http:
             privacy = PrivacyService(pool, self.store, export_dir=s.data_dir / "exports")
@@ -242,7 +246,8 @@ class HitCall:
             await self.agi.start()
             self._stack.append(self.agi.close)
         if o.purge_interval_s:
-            purge = PurgeWorker(pool, self.store, spool_dir=default_spool_dir(s.data_dir))
+            # One node at a time (the others skip that run); settled webhook events pruned too.
+            purge = PurgeWorker(pool, self.store, spool_dir=default_spool_dir(s.data_dir), outbox_keep=OUTBOX_KEEP)
             self._tasks.append(asyncio.create_task(self._purge_loop(purge, o.purge_interval_s), name="purge"))
 
         # The pools' stacks are closed first: no new events while the rest shuts down.
@@ -472,10 +477,8 @@ class HitCall:
                 report = await worker.run_once()
                 if self.metrics:
                     self.metrics.purge_done(report)
-                assert self.db is not None
-                pruned = await prune_outbox(self.db.pool, now=datetime.now(UTC))
-                if pruned:
-                    log.info("webhooks.outbox_pruned", events=pruned)
+                if report.outbox_events_pruned:
+                    log.info("webhooks.outbox_pruned", events=report.outbox_events_pruned)
             except Exception:
                 log.exception("purge.failed")
                 if self.metrics:
