@@ -156,6 +156,7 @@ class PgPair:
             "--auth-host=scram-sha-256",
             "--encoding=UTF8",
             "--no-instructions",
+            "--no-sync",  # a throwaway cluster; the servers themselves keep PostgreSQL's durability
         )
         pwfile.unlink()
         # Only the primary waits for a synchronous standby (see the module docstring).

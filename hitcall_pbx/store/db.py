@@ -61,18 +61,24 @@ class HostWalk:
     asyncpg walks a host list itself, but under one timeout for the whole walk: a host that
     does not answer (a dead machine, a frozen server) eats it all and the next host is never
     tried. Here each host gets its own `timeout` (the DSN's ``connect_timeout`` when it has
-    one, libpq's meaning), and the host that gave the last usable session is tried first.
+    one, libpq's meaning), the host that gave the last usable session is tried first, and a
+    host that has not answered within `stagger_s` does not hold the others up: the next one
+    is tried meanwhile (a refused or unsuitable host passes the turn at once). The first
+    usable session wins; any other one opened meanwhile is closed. So a dead host costs a
+    new connection `stagger_s`, not its whole timeout, also to a caller that gives the
+    connection less time than that (the node registry's heartbeat).
 
     A session must be read-write unless the DSN says otherwise (``target_session_attrs``):
     the service writes, and a connection that reached a standby (a virtual IP or a proxy that
     has not moved yet) would only fail every write. None usable: `NoUsableHost`.
     """
 
-    def __init__(self, dsn: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, dsn: str, *, timeout: float = 10.0, stagger_s: float = 0.5) -> None:
         parts = urlsplit(dsn)
         query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
         given = [v for k, v in query if k == "connect_timeout"]
         self.timeout = float(given[-1]) if given else timeout
+        self.stagger_s = min(stagger_s, self.timeout)
         # asyncpg would send a parameter it does not know to the server as a setting
         query = [(k, v) for k, v in query if k != "connect_timeout"]
         attrs = [v for k, v in query if k == "target_session_attrs"]
@@ -87,24 +93,53 @@ class HostWalk:
         this walk's: an asyncpg pool's ``connect=`` callback)."""
         kwargs.pop("timeout", None)
         kwargs.setdefault("target_session_attrs", self.target_session_attrs)
-        n = len(self.hosts)
-        if n <= 1:
+        if len(self.hosts) <= 1:
             try:
                 return await asyncpg.connect(self.dsn, timeout=self.timeout, **kwargs)
             except asyncpg.TargetServerAttributeNotMatched as exc:
                 raise NoUsableHost(f"{dsn_host(self.dsn)}: not a {kwargs['target_session_attrs']} server") from exc
-        reasons: list[str] = []
-        for i in [(self._first + k) % n for k in range(n)]:
-            host, port = self.hosts[i]
-            where = host if port is None else f"{host}:{port}"
-            try:
-                conn = await asyncpg.connect(self.dsn, host=host, port=port, timeout=self.timeout, **kwargs)
-            except _HOST_ERRORS as exc:
-                reasons.append(f"{where}: {_reason(exc, self.timeout, kwargs['target_session_attrs'])}")
-                continue
-            self._first = i
-            return conn
-        raise NoUsableHost("; ".join(reasons))
+        return await self._walk(kwargs)
+
+    async def _walk(self, kwargs: dict[str, Any]) -> asyncpg.Connection:
+        n = len(self.hosts)
+        waiting = [(self._first + k) % n for k in range(n)]
+        trying: dict[asyncio.Task[asyncpg.Connection], int] = {}
+        reasons: dict[int, str] = {}
+        try:
+            while waiting or trying:
+                if waiting:
+                    i = waiting.pop(0)
+                    host, port = self.hosts[i]
+                    attempt = asyncpg.connect(self.dsn, host=host, port=port, timeout=self.timeout, **kwargs)
+                    trying[asyncio.ensure_future(attempt)] = i
+                done, _ = await asyncio.wait(
+                    trying, timeout=self.stagger_s if waiting else None, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    i = trying.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        self._first = i
+                        return task.result()  # any other task done with it is closed below
+                    if not isinstance(exc, _HOST_ERRORS):
+                        raise exc
+                    reasons[i] = _reason(exc, self.timeout, kwargs["target_session_attrs"])
+        finally:
+            await _discard(trying)
+        raise NoUsableHost("; ".join(f"{self._where(i)}: {reasons[i]}" for i in sorted(reasons)))
+
+    def _where(self, i: int) -> str:
+        host, port = self.hosts[i]
+        return host if port is None else f"{host}:{port}"
+
+
+async def _discard(tasks: dict[asyncio.Task[asyncpg.Connection], int]) -> None:
+    """Cancel connection attempts that lost; close any that got a session all the same."""
+    for task in tasks:
+        task.cancel()
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, asyncpg.Connection):
+            result.terminate()
 
 
 def _reason(exc: BaseException, timeout: float, attrs: str) -> str:

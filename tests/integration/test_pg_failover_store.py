@@ -81,11 +81,15 @@ async def test_multi_host_dsn_reaches_the_read_write_server(pair: PgPair) -> Non
         await connect(_with_hosts(bare, pair.standby.address))
 
 
-async def test_a_host_that_does_not_answer_costs_one_connect_timeout(pair: PgPair, silent_host: str) -> None:
+async def test_a_host_that_does_not_answer_does_not_hold_up_the_others(pair: PgPair, silent_host: str) -> None:
+    """A dead first host (it never answers) costs a new connection the walk's stagger (0.5 s),
+    not its connect_timeout (5 s here), also under a caller's own shorter deadline (the node
+    registry gives its connection a third of the lease); later connections go straight to
+    the host that answered."""
     dsn = await prepare_database(pair)
-    dsn = _with_hosts(dsn, f"{silent_host},{pair.primary.address}") + "&connect_timeout=1"
+    dsn = _with_hosts(dsn, f"{silent_host},{pair.primary.address}") + "&connect_timeout=5"
     started = time.monotonic()
-    conn = await connect(dsn)
+    conn = await asyncio.wait_for(connect(dsn), 3.0)
     first_s = time.monotonic() - started
     port = await _port(conn)
     await conn.close()
@@ -93,7 +97,6 @@ async def test_a_host_that_does_not_answer_costs_one_connect_timeout(pair: PgPai
     pool = await create_pool(dsn, min_size=1, max_size=3)
     pool_s = time.monotonic() - started
     try:
-        # The walk remembers the host that answered: more connections do not wait again.
         started = time.monotonic()
         async with pool.acquire() as a, pool.acquire() as b, pool.acquire() as c:
             ports = {await _port(x) for x in (a, b, c)}
@@ -102,11 +105,14 @@ async def test_a_host_that_does_not_answer_costs_one_connect_timeout(pair: PgPai
         await pool.close()
     print(f"silent first host: connect {first_s:.2f} s, pool {pool_s:.2f} s, two more connections {more_s:.2f} s")
     assert port == pair.primary.port and ports == {pair.primary.port}
-    assert 0.9 <= first_s < 2.5 and 0.9 <= pool_s < 2.5, (first_s, pool_s)
-    assert more_s < 0.9, more_s
-    # Nothing answers at all: an OSError naming every host, after one timeout each.
-    with pytest.raises(NoUsableHost, match=rf"{silent_host}: no answer in 1 s"):
-        await HostWalk(_with_hosts(dsn, f"{silent_host},{silent_host}")).connect()
+    assert 0.4 <= first_s < 1.5 and 0.4 <= pool_s < 1.5, (first_s, pool_s)
+    assert more_s < 0.4, more_s
+    # Nothing answers at all: an OSError naming every host, each after its own timeout.
+    silent_only = _with_hosts(dsn, f"{silent_host},{silent_host}").replace("connect_timeout=5", "connect_timeout=1")
+    started = time.monotonic()
+    with pytest.raises(NoUsableHost, match=rf"{silent_host}: no answer in 1 s; {silent_host}: no answer in 1 s"):
+        await HostWalk(silent_only).connect()
+    assert time.monotonic() - started < 2.5
 
 
 async def _campaign(pool: asyncpg.Pool) -> int:
