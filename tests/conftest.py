@@ -183,4 +183,13 @@ async def stoppable_pg() -> AsyncIterator[EmbeddedPostgres]:
 
 
 # Real-Asterisk fixtures (sandbox, ari, service_settings, ...), shared by every test directory.
-from tests.live import ari, ari2, hangup_agents, sandbox, sandbox2, service_dsn, service_settings  # noqa: E402,F401
+from tests.live import (  # noqa: E402,F401
+    ari,
+    ari2,
+    hangup_agents,
+    hangup_agents2,
+    sandbox,
+    sandbox2,
+    service_dsn,
+    service_settings,
+)

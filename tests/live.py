@@ -187,7 +187,18 @@ def service_settings(service_dsn, tmp_path, sandbox):
 async def hangup_agents(sandbox):
     """Hang up every agent phone left in Asterisk after the test (SIPp exits on BYE)."""
     yield
-    client = AriClient(ARI_URL, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall-cleanup")
+    await _hang_up_agents(ARI_URL)
+
+
+@pytest.fixture
+async def hangup_agents2(sandbox2):
+    """`hangup_agents` on the second Asterisk."""
+    yield
+    await _hang_up_agents(sandbox2.ari_url)
+
+
+async def _hang_up_agents(ari_url: str) -> None:
+    client = AriClient(ari_url, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall-cleanup")
     await client.start_rest()
     try:
         await _clean_up(

@@ -153,7 +153,7 @@ async def test_two_servers_each_with_its_own_ari_and_channels(ari, ari2, sandbox
     await ari2.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == two)
 
 
-async def test_sipp_agent_registers_and_logs_in_on_the_second_server(ari, ari2, sandbox, sandbox2):
+async def test_sipp_agent_registers_and_logs_in_on_the_second_server(ari, ari2, sandbox, sandbox2, hangup_agents2):
     with SippPhone(sandbox2, "agent82", port=5482) as phone:
         assert await _endpoint_state(sandbox2.ari_url, "agent82") == "online"
         assert await _endpoint_state(sandbox.ari_url, "agent82") != "online"  # registered on server 2 only
