@@ -26,8 +26,10 @@ from .api.deps import ApiDeps
 from .ari import AriClient, AriRest
 from .ari.client import RestFactory
 from .auth import AuthService
+from .cluster import NodeIdentity, NodeRegistry
 from .cluster.commands import CommandBus
 from .cluster.routed import RoutedControl, RoutedMonitoring
+from .core.leases import PoolClaim
 from .core.netpolicy import AddressPolicy
 from .core.pacing import PacingView
 from .dialer.control import ApiOnlyControl, EngineControl
@@ -56,13 +58,11 @@ from .records.recorder import Recorder
 from .records.recordings import RecordingStore
 from .settings import Settings
 from .store.db import Database, connect
-from .store.dialer_lock import DialerLock
 from .web import LiveHub, WallboardSources, WebDeps, setup_web
 
 log = get_logger("hitcall.app")
 
 DRAIN_HANGUP_WAIT_S = 5.0  # after the grace limit: for the hung-up calls' end events
-HOME_POOL = "main"  # the Asterisk server at HITCALL_ARI_URL
 
 
 @dataclass
@@ -85,12 +85,16 @@ class Options:
 
 
 class CdrSink:
-    """The dialer hands over plain dicts; the writer takes validated records."""
+    """The dialer hands over plain dicts; the writer takes validated records, stamped with
+    the pool (Asterisk) that carried the call and the node that followed it to its end."""
 
-    def __init__(self, writer: CdrWriter) -> None:
+    def __init__(self, writer: CdrWriter, claim: PoolClaim | None = None) -> None:
         self.writer = writer
+        self.claim = claim
 
     def submit(self, record: dict[str, Any]) -> None:
+        if self.claim is not None:
+            record = {**record, "pool": record.get("pool") or self.claim.pool, "node_id": self.claim.node_id}
         try:
             cdr = CdrRecord.from_row(record)
         except (KeyError, HitCallError) as exc:
@@ -126,7 +130,7 @@ class HitCall:
     alarms: AlarmMonitor | None = None
     draining: bool = False  # SIGTERM received: /readyz says not ready, no new calls
     looplag: LoopLagMonitor | None = None
-    dialer_lock: DialerLock | None = None
+    node: NodeRegistry | None = None  # this node's row and the pool leases it holds
     bus: LiveBus = field(default_factory=LiveBus)  # the journal's events, as they happen, for live screens
     web_hub: LiveHub | None = None
     commands: CommandBus | None = None  # live control carried to and from the other nodes
@@ -163,11 +167,14 @@ class HitCall:
         if not o.dialer:
             await self._start_api_only()
             return
-        # One dialing process per database: taken before anything reads or recovers live rows.
+        # One process per node id, and one node per pool: registered before anything reads
+        # or recovers live rows; released last, once the pools' stacks are closed.
         dsn = self.db.dsn
-        self.dialer_lock = DialerLock(lambda: connect(dsn))
-        await self.dialer_lock.acquire()
-        self._stack.append(self.dialer_lock.release)
+        self.node = NodeRegistry(
+            lambda: connect(dsn), NodeIdentity(s.node_id, tuple(s.pool_urls)), lease_s=s.node_lease_s
+        )
+        await self.node.register()
+        self._stack.append(self.node.close)
 
         self.store = RecordingStore(s.data_dir / "recordings")
         self.cdr = CdrWriter(pool, default_spool_dir(s.data_dir))
@@ -178,7 +185,13 @@ class HitCall:
         self.journal.listeners.append(self.bus.publish)
         await self.journal.start()
         self._stack.append(self.journal.close)
-        home = await self.start_pool(HOME_POOL, s.ari_url, connect=False)
+        # The home pool when its lease can be had now (else it is tried at every heartbeat);
+        # the other pools when their node is gone.
+        home_claim = await self.node.take(s.pool)
+        home = await self.start_pool(s.pool, s.ari_url, connect=False, claim=home_claim) if home_claim else None
+        if home is None:
+            holder = await self.node.holder(s.pool)
+            log.warning("app.pool_held_elsewhere", pool=s.pool, holder=holder[0] if holder else None)
         self._stack.append(self._close_pools)  # if the start fails further on
         self.commands = await self._command_bus()
 
@@ -252,7 +265,12 @@ class HitCall:
 
         # The pools' stacks are closed first: no new events while the rest shuts down.
         self._stack.append(self._close_pools)
-        await self._connect_pool(home)
+        if home is not None:
+            await self._connect_pool(home)
+        for name in s.pool_urls:
+            self.node.want(name, takeover=name != s.pool)
+        self.node.on_taken(self._pool_taken)
+        self.node.on_lost(self._pool_lost)
         # Commands from the other nodes run on this node's pools; on close, taking them stops first.
         await self.commands.serve(PoolsControl(self.pools), PoolsMonitoring(self.pools))
         self._stack.append(self.commands.close)
@@ -341,10 +359,14 @@ class HitCall:
         return bus
 
     # ------------------------------------------------------------ pools ---
-    async def start_pool(self, name: str, ari_url: str, *, connect: bool = True) -> PoolStack:
+    async def start_pool(
+        self, name: str, ari_url: str, *, connect: bool = True, claim: PoolClaim | None = None
+    ) -> PoolStack:
         """Build and start the stack that drives the Asterisk server `name` at `ari_url`
         (restart recovery of what a stopped holder left runs at its first connect);
-        `connect=False`: the caller connects it with `_connect_pool` when the rest is up."""
+        `connect=False`: the caller connects it with `_connect_pool` when the rest is up.
+        `claim`: the pool's lease this node holds (its rows carry the pool and node, and it
+        dials only while the lease has this node and token)."""
         s, o = self.settings, self.options
         assert self.db is not None and self.journal is not None and self.cdr is not None and self.store is not None
         if name in self.pools.stacks:
@@ -354,20 +376,20 @@ class HitCall:
         ari = (self.ari_factory or ari_client)(pool_settings)
         closers: list[Callable[[], Awaitable[Any]]] = []
         try:
-            sessions = AgentSessions(ari, pool, journal=journal)
+            sessions = AgentSessions(ari, pool, journal=journal, claim=claim)
             closers.append(sessions.close)
-            hopper = Hopper(pool)
+            hopper = Hopper(pool, claim=claim)
             dialer = Dialer(
                 ari,
-                DialerStore(pool, hopper),
+                DialerStore(pool, hopper, claim=claim),
                 sessions,
                 hopper,
-                CdrSink(self.cdr),
+                CdrSink(self.cdr, claim),
                 tick_s=o.dialer_tick_s,
                 campaign_refresh_s=o.campaign_refresh_s,
                 journal=journal,
                 watchdog_s=o.dialer_watchdog_s,
-                fenced=lambda: self.dialer_lock.lost if self.dialer_lock else None,
+                fenced=lambda: self._fenced(name, claim),
             )
             recorder = Recorder(ari, pool, self.store, s.data_dir / "spool" / "recordings")
             dialer.on_call_end.append(recorder.call_ended)
@@ -376,7 +398,9 @@ class HitCall:
             ari.on_event(dialer.handle_event)
             dialer.pacer.on_view = self._pacing_changed
             # After the dialer: a newly ready agent goes to an answered outbound customer first.
-            inbound = InboundRouter(ari, pool, sessions, o.inbound, cdr=CdrSink(self.cdr), journal=journal)
+            inbound = InboundRouter(
+                ari, pool, sessions, o.inbound, cdr=CdrSink(self.cdr, claim), journal=journal, claim=claim
+            )
             ari.on_event(inbound.handle_event)
             ari.on_resync(inbound.handle_resync)
             # Inbound calls a stopped process left: adopted or closed before the dialer dials.
@@ -385,7 +409,7 @@ class HitCall:
             ari.on_event(recorder.handle_event)
             # Supervisors' listen / whisper / barge: what a stopped process left is undone before
             # the dialer adopts agents and calls; a session ends with the call, after the dialer saw its end.
-            monitor = Monitor(ari, pool, sessions, dialer)
+            monitor = Monitor(ari, pool, sessions, dialer, claim=claim)
             ari.on_resync(monitor.recover)
             ari.on_resync(dialer.handle_resync)
             await monitor.start()
@@ -420,6 +444,40 @@ class HitCall:
     async def _connect_pool(self, stack: PoolStack) -> None:
         stack.closers.append(stack.ari.close)  # closed first: no new events while the rest stops
         await stack.ari.start(wait=self.options.ari_wait_s)
+
+    def _fenced(self, name: str, claim: PoolClaim | None) -> str | None:
+        """Why the stack of pool `name` may not dial (None: it may): this node lost the
+        pool's lease, or holds it under another token than the stack was started with."""
+        if claim is None or self.node is None:
+            return None
+        if self.node.claim(name) != claim:
+            return self.node.fenced or f"pool {name}: this node no longer holds the pool's lease (token {claim.token})"
+        return None
+
+    def _pool_taken(self, claim: PoolClaim) -> None:
+        """The heartbeat took a pool: its stack starts (restart recovery of that pool first)."""
+        self._tasks.append(asyncio.create_task(self._start_taken(claim), name=f"pool-start-{claim.pool}"))
+
+    async def _start_taken(self, claim: PoolClaim) -> None:
+        url = self.settings.pool_urls.get(claim.pool)
+        if url is None or self.draining:
+            return
+        stale = self.pools.stacks.get(claim.pool)
+        if stale is not None:  # a stack from a lease lost meanwhile: gone before the new one
+            await self.stop_pool(claim.pool)
+        try:
+            await self.start_pool(claim.pool, url, claim=claim)
+        except Exception:
+            log.exception("app.pool_start_failed", pool=claim.pool)
+            assert self.node is not None
+            await self.stop_pool(claim.pool)
+            await self.node.release(claim.pool)
+
+    def _pool_lost(self, pool: str, reason: str) -> None:
+        """The pool's lease is lost: its stack closes without hanging up calls (the next
+        holder adopts them) and its ARI client stops reconnecting."""
+        log.error("app.pool_lost", pool=pool, reason=reason)
+        self._tasks.append(asyncio.create_task(self.stop_pool(pool), name=f"pool-stop-{pool}"))
 
     async def stop_pool(self, name: str) -> None:
         """Stop driving the Asterisk server `name`: its stack closes without hanging up calls."""

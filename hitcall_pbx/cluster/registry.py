@@ -60,6 +60,19 @@ class NodeLive(Conflict):
     code = "node_live"
 
 
+def _pid_alive(pid: int, mine: int) -> bool:
+    """Is process `pid` of this host running (another process than this one)?"""
+    if pid == mine:
+        return False  # this process: the earlier run had the same pid (a container's pid 1)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists (another user's)
+    return True
+
+
 _REGISTER = """
 INSERT INTO nodes AS n (node_id, instance, host, pid, pools, lease_until)
 VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
@@ -70,6 +83,13 @@ WHERE n.instance = EXCLUDED.instance OR n.stopped_at IS NOT NULL OR n.lease_unti
 RETURNING node_id
 """
 _NODE = "SELECT node_id, instance, host, pid, lease_until, stopped_at, now() AS db_now FROM nodes WHERE node_id = $1"
+# Registered in place of a previous run known dead ($7: the instance that was examined).
+_REPLACE = """
+UPDATE nodes SET instance = $2, host = $3, pid = $4, pools = $5, started_at = now(), heartbeat_at = now(),
+    lease_until = now() + make_interval(secs => $6), stopped_at = NULL
+WHERE node_id = $1 AND instance = $7
+RETURNING node_id
+"""
 # The node row and every lease this run holds (name, token), in one statement. A lease is
 # renewed only while it has this node and token: one another node took is not.
 _HEARTBEAT = """
@@ -87,7 +107,8 @@ SELECT EXISTS (SELECT 1 FROM me) AS node_ok, ARRAY(SELECT name FROM renewed) AS 
 """
 # Take a lease (`core.leases.may_take` / `next_token`): free, this node's own, or its
 # holder's lease lapsed; only while this run's node row is live. $5: the token this run
-# holds it with (NULL: none), kept only while that lease is live.
+# holds it with (NULL: none), kept only while that lease is live. $6: a pool taken over only
+# from a holder that is gone (never one nobody ever held: that is its own node's to take).
 _TAKE = """
 WITH me AS (
     SELECT node_id FROM nodes
@@ -95,6 +116,7 @@ WITH me AS (
 )
 INSERT INTO leases AS l (name, node_id, token, lease_until, acquired_at)
 SELECT $3, me.node_id, 1, now() + make_interval(secs => $4), now() FROM me
+WHERE NOT $6 OR EXISTS (SELECT 1 FROM leases WHERE name = $3)
 ON CONFLICT (name) DO UPDATE SET
     token = CASE WHEN l.node_id = EXCLUDED.node_id AND l.lease_until > now() AND l.token = $5
                  THEN l.token ELSE l.token + 1 END,
@@ -147,6 +169,7 @@ class NodeRegistry:
         self._clock = clock
         self.held: dict[str, int] = {}  # pool -> token
         self.wanted: list[str] = []  # pools to take whenever they are free
+        self._takeover: set[str] = set()  # of those, the ones taken only from a gone holder
         self.fenced: str | None = None  # why this node holds nothing right now (None: not fenced)
         self.displaced: str | None = None  # another run took this node id: for good
         self.registered = False
@@ -220,12 +243,26 @@ class NodeRegistry:
                     row["node_id"], str(row["instance"]), row["host"], row["pid"], row["lease_until"], row["stopped_at"]
                 )
                 now: datetime = row["db_now"]
-                if not may_register(view, str(i.instance), now):
+                dead = view.host == i.host and not _pid_alive(view.pid, i.pid)
+                if not may_register(view, str(i.instance), now, previous_dead=dead):
                     await self._drop_conn()
                     raise NodeLive(
                         refusal(view, now), details={"node_id": i.node_id, "host": view.host, "pid": view.pid}
                     )
-                raise NodeLive(f"node {i.node_id} could not register; try again", details={"node_id": i.node_id})
+                got = await conn.fetchval(
+                    _REPLACE,
+                    i.node_id,
+                    i.instance,
+                    i.host,
+                    i.pid,
+                    list(i.pools),
+                    self.lease_s,
+                    row["instance"],
+                    timeout=self.interval_s,
+                )
+                if got is None:
+                    raise NodeLive(f"node {i.node_id} could not register; try again", details={"node_id": i.node_id})
+                log.warning("node.replaced_dead_run", node_id=i.node_id, host=view.host, pid=view.pid)
         self.registered = True
         self._renewed(sent)
         log.info(
@@ -257,14 +294,17 @@ class NodeRegistry:
         await self._drop_conn()
 
     # ---------------------------------------------------------------- pools ---
-    def want(self, pool: str) -> None:
-        """Take `pool` whenever it is free (tried at every heartbeat)."""
+    def want(self, pool: str, *, takeover: bool = False) -> None:
+        """Take `pool` whenever it is free (tried at every heartbeat); `takeover`: only from
+        a holder that is gone (a pool nobody ever held is left to its own node)."""
         if pool not in self.wanted:
             self.wanted.append(pool)
+        if takeover:
+            self._takeover.add(pool)
 
-    async def take(self, pool: str) -> PoolClaim | None:
+    async def take(self, pool: str, *, takeover: bool = False) -> PoolClaim | None:
         """Take (or keep) the pool's lease: its claim, or None while another live node holds
-        it (or this node is fenced and its row not live)."""
+        it (or this node is fenced and its row not live; `takeover`: or nobody ever held it)."""
         if self.displaced is not None:
             return None
         async with self._lock:
@@ -276,6 +316,7 @@ class NodeRegistry:
                 pool_lease(pool),
                 self.lease_s,
                 self.held.get(pool),
+                takeover,
                 timeout=self.interval_s,
             )
         if token is None:
@@ -340,7 +381,7 @@ class NodeRegistry:
             self.fenced = None
         for pool in self.wanted:
             if pool not in self.held:
-                claim = await self.take(pool)
+                claim = await self.take(pool, takeover=pool in self._takeover)
                 if claim is not None:
                     for fn in self._taken:
                         self._call(fn, claim)

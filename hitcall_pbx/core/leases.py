@@ -104,10 +104,14 @@ def node_status(node: NodeView, now: datetime) -> NodeStatus:
     return NodeStatus.GONE
 
 
-def may_register(existing: NodeView | None, instance: str, now: datetime) -> bool:
+def may_register(existing: NodeView | None, instance: str, now: datetime, *, previous_dead: bool = False) -> bool:
     """May the process run `instance` register under this node id? Not while another run
-    of the same node id is live."""
-    return existing is None or existing.instance == instance or node_status(existing, now) is not NodeStatus.LIVE
+    of the same node id is live, unless that run is known dead (`previous_dead`: it ran on
+    this same host under a pid that is gone, e.g. killed and restarted at once). Its pool
+    leases are then taken with the next token, so it could not dial even if it were not."""
+    if existing is None or existing.instance == instance or previous_dead:
+        return True
+    return node_status(existing, now) is not NodeStatus.LIVE
 
 
 def refusal(existing: NodeView, now: datetime) -> str:

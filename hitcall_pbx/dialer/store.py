@@ -166,6 +166,13 @@ class DialerStore:
         attempt and the decision and reason as stored."""
         attempt: Attempt | None = None
         async with self.pool.acquire() as conn, conn.transaction():
+            open_ = await conn.fetchval(
+                "SELECT 1 FROM preview_offers WHERE id = $1 AND decision IS NULL FOR UPDATE", offer_id
+            )
+            if open_ is None:
+                # Closed meanwhile by the pool's next holder (this node lost the pool): its
+                # contact is that node's now.
+                return None, "timeout", None
             if accept:
                 attempt = await self.hopper.attempt_for_contact(conn, campaign, contact_id, now, agent_id)
             if attempt is None:

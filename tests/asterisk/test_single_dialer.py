@@ -1,7 +1,8 @@
-"""One dialing process per database: a second `hitcall serve` started while the first
-one has a customer talking to an agent refuses to start its dialer with one clear
-line, and the first one's call, agent and attempt rows are left exactly as they were.
-`hitcall serve --api-only` may run beside it.
+"""One process per node id, one node per pool: while the first node has a customer talking
+to an agent, a second `hitcall serve` with the same node id refuses to start with one clear
+line naming the host and pid that run it; a second node (another node id) for the same
+pool starts, serves the API and waits for the pool, leaving the first node's call, agent
+and attempt rows exactly as they were; `hitcall serve --api-only` may run beside them.
 
 Sandbox customers +35841 TT SSSSS answer at once and hang up after TT seconds of talk.
 """
@@ -9,7 +10,9 @@ Sandbox customers +35841 TT SSSSS answer at once and hang up after TT seconds of
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,29 +24,40 @@ from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign
 from hitcall_pbx.sandbox import SippAgents
 from hitcall_pbx.settings import SANDBOX_AGI_SECRET
-from hitcall_pbx.store.dialer_lock import holder_name
 
+from ..live import free_port
 from .conftest import wait_until
-from .test_serve_sigterm import _free_port
 
 pytestmark = pytest.mark.asterisk
 
 HITCALL = Path(sys.executable).with_name("hitcall")
 
 
-def _serve_env(settings, tmp_path: Path, http_port: int) -> dict[str, str]:
+def _serve_env(settings, data_dir: Path, http_port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HITCALL_NODE_ID", "HITCALL_POOL")}
     return {
-        **os.environ,
+        **env,
         "DATABASE_URL": settings.database_url,
-        "HITCALL_DATA_DIR": str(tmp_path / "second"),
+        "HITCALL_DATA_DIR": str(data_dir),
         "HITCALL_ARI_URL": settings.ari_url,
         "HITCALL_HTTP_PORT": str(http_port),
-        "HITCALL_AGI_PORT": str(_free_port()),
+        "HITCALL_AGI_PORT": str(free_port()),
         "HITCALL_AGI_SECRET": SANDBOX_AGI_SECRET,
+        "HITCALL_LOG_LEVEL": "INFO",
+        **extra,
     }
 
 
-async def test_a_second_process_refuses_to_dial_and_leaves_the_first_ones_calls_alone(
+async def _healthy(port: int, proc: asyncio.subprocess.Process) -> bool:
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as r:
+            return r.status == 200
+    except aiohttp.ClientError:
+        assert proc.returncode is None, "the process exited"
+        return False
+
+
+async def test_a_second_process_or_node_leaves_the_first_nodes_pool_and_calls_alone(
     service_settings, sandbox, tmp_path, hangup_agents
 ):
     options = Options(dialer_tick_s=0.05)
@@ -65,14 +79,17 @@ async def test_a_second_process_refuses_to_dial_and_leaves_the_first_ones_calls_
             attempt_id = talking[0]["attempt_id"]
             await first.journal.flush(5)  # agent state and call progress are written behind
             before_live = [dict(r) for r in await pool.fetch("SELECT * FROM live_attempts ORDER BY id")]
-            before_agent = dict(await pool.fetchrow("SELECT state, state_since FROM agents WHERE id = $1", agent))
+            before_agent = dict(await pool.fetchrow("SELECT * FROM agents WHERE id = $1", agent))
             assert before_agent["state"] == "on_call"
+            node_id = service_settings.node_id
+            assert (before_agent["pool"], before_agent["node_id"]) == ("main", node_id)
+            assert {(r["pool"], r["node_id"]) for r in before_live} == {("main", node_id)}
 
-            # A second full service on the same database: refused, one readable line, exit 1.
+            # A second full service under the same node id: refused, one readable line, exit 1.
             second = await asyncio.create_subprocess_exec(
                 str(HITCALL),
                 "serve",
-                env=_serve_env(service_settings, tmp_path, _free_port()),
+                env=_serve_env(service_settings, tmp_path / "second", free_port()),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -80,45 +97,64 @@ async def test_a_second_process_refuses_to_dial_and_leaves_the_first_ones_calls_
             _, err = await asyncio.wait_for(second.communicate(), 60)
             assert second.returncode == 1, err.decode()[-2000:]
             last = err.decode().strip().splitlines()[-1]
-            assert last.startswith("hitcall serve: another HitCall process dials on this database"), last
-            assert holder_name() in last, "the refusal names the process that dials"
+            assert last.startswith(f"hitcall serve: node {node_id} is live under another process"), last
+            assert f"host {socket.gethostname()}, pid {os.getpid()}" in last, "the refusal names the process"
 
-            # The first process's call, agent and rows are untouched.
-            assert attempt_id in first.dialer.calls and first.dialer.calls[attempt_id].bridged_at is not None
-            assert agent in first.sessions.by_agent
-            channels = await first.ari.rest.channel_states()
-            assert attempt_id in channels, "the customer is still talking"
-            assert [dict(r) for r in await pool.fetch("SELECT * FROM live_attempts ORDER BY id")] == before_live
-            assert dict(await pool.fetchrow("SELECT state, state_since FROM agents WHERE id = $1", agent)) == (
-                before_agent
-            )
-            assert first.dialer_lock is not None and first.dialer_lock.held and first.dialer_lock.lost is None
-
-            # The API alone may run beside the dialing process.
-            port = _free_port()
-            api = await asyncio.create_subprocess_exec(
+            # Another node for the same pool: it starts, serves the API and waits for the pool.
+            port = free_port()
+            standby = await asyncio.create_subprocess_exec(
                 str(HITCALL),
                 "serve",
-                "--api-only",
-                env=_serve_env(service_settings, tmp_path, port),
+                env=_serve_env(service_settings, tmp_path / "standby", port, HITCALL_NODE_ID="standby"),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             try:
+                await wait_until(lambda: _healthy(port, standby), timeout=30, interval=0.2)
+                await asyncio.sleep(first.node.interval_s * 2)  # a heartbeat or two of trying for the pool
+                nodes = await asyncio.create_subprocess_exec(
+                    str(HITCALL),
+                    "nodes",
+                    "--json",
+                    env=_serve_env(service_settings, tmp_path / "standby", free_port()),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+                out, err = await asyncio.wait_for(nodes.communicate(), 60)
+                assert nodes.returncode == 0, err.decode()
+                view = json.loads(out)
+                by_id = {n["node_id"]: n for n in view["nodes"]}
+                assert by_id["standby"]["status"] == "live" and by_id["standby"]["holds"] == []
+                assert by_id[node_id]["status"] == "live" and by_id[node_id]["holds"] == ["main"]
+                [lease] = view["leases"]
+                assert (lease["name"], lease["holder"], lease["live"]) == ("pool:main", node_id, True)
+            finally:
+                standby.terminate()
+                assert await asyncio.wait_for(standby.wait(), 30) == 0
 
-                async def healthy() -> bool:
-                    try:
-                        async with (
-                            aiohttp.ClientSession() as http,
-                            http.get(f"http://127.0.0.1:{port}/healthz") as r,
-                        ):
-                            return r.status == 200
-                    except aiohttp.ClientError:
-                        assert api.returncode is None, "the API-only process exited"
-                        return False
+            # The first node's call, agent and rows are untouched; it still holds the pool.
+            assert attempt_id in first.dialer.calls and first.dialer.calls[attempt_id].bridged_at is not None
+            assert agent in first.sessions.by_agent
+            channels = await first.ari.rest.channel_states()
+            assert attempt_id in channels, "the customer is still talking"
+            assert [dict(r) for r in await pool.fetch("SELECT * FROM live_attempts ORDER BY id")] == before_live
+            assert dict(await pool.fetchrow("SELECT * FROM agents WHERE id = $1", agent)) == before_agent
+            assert first.node.claim("main") is not None and first.node.fenced is None
 
-                await wait_until(healthy, timeout=30, interval=0.2)
+            # The API alone may run beside the dialing node.
+            port = free_port()
+            api = await asyncio.create_subprocess_exec(
+                str(HITCALL),
+                "serve",
+                "--api-only",
+                env=_serve_env(service_settings, tmp_path / "api", port),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                await wait_until(lambda: _healthy(port, api), timeout=30, interval=0.2)
             finally:
                 api.terminate()
                 await asyncio.wait_for(api.wait(), 30)
@@ -127,6 +163,6 @@ async def test_a_second_process_refuses_to_dial_and_leaves_the_first_ones_calls_
                 or await pool.fetchval("SELECT outcome FROM all_attempts WHERE id = $1::uuid", attempt_id)
                 == "answered_human"
             ), "the call went on to its normal end"
-            assert first.dialer_lock.held
+            assert first.node.claim("main") is not None
     finally:
         phones.stop()

@@ -258,3 +258,42 @@ async def test_hitcall_nodes_lists_nodes_and_leases(
         assert proc.returncode == 1, proc
         err = proc.stderr.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("hitcall nodes: ") and says in err[0], proc.stderr
+
+
+async def test_a_run_killed_on_this_host_is_replaced_at_once_and_its_pools_taken_with_the_next_token(
+    db: asyncpg.Pool, nodes: Callable[..., Node]
+) -> None:
+    proc = subprocess.Popen(["true"])  # a pid of this host that no longer runs
+    proc.wait()
+    killed = nodes("n1", pid=proc.pid)  # this host, as `hitcall serve` killed with SIGKILL
+    await killed.registry.register()
+    assert (await killed.registry.take("main")).token == 1  # type: ignore[union-attr]
+    await killed.crash()
+
+    restarted = nodes("n1")  # this host, this (live) pid
+    await restarted.registry.register()  # no wait for the lease
+    assert await db.fetchval("SELECT pid FROM nodes WHERE node_id = 'n1'") == os.getpid()
+    assert (await restarted.registry.take("main")).token == 2  # type: ignore[union-attr]
+    # The killed run, were it still running, is displaced: its heartbeat fences it.
+    await killed.registry.heartbeat()
+    assert killed.registry.displaced and killed.fenced
+
+    # A live process on this host under the same node id is refused like any other.
+    other = nodes("n1", pid=1)
+    with pytest.raises(NodeLive, match=f"pid {os.getpid()}"):
+        await other.registry.register()
+    assert other.registry.registered is False
+
+
+async def test_a_takeover_pool_is_taken_only_from_a_holder_that_is_gone(
+    db: asyncpg.Pool, nodes: Callable[..., Node]
+) -> None:
+    a, b = nodes("node-a", ("ast2",)), nodes("node-b", ("main", "ast2"))
+    await b.registry.register()
+    assert await b.registry.take("ast2", takeover=True) is None, "nobody ever held ast2: its own node takes it"
+    await a.registry.register()
+    assert (await a.registry.take("ast2")).token == 1  # type: ignore[union-attr]
+    assert await b.registry.take("ast2", takeover=True) is None, "its node is live"
+    await a.crash()
+    await db.execute("UPDATE leases SET lease_until = now() WHERE node_id = 'node-a'")
+    assert (await b.registry.take("ast2", takeover=True)).token == 2  # type: ignore[union-attr]

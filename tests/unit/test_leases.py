@@ -70,6 +70,8 @@ def test_a_second_run_of_a_node_id_registers_only_when_the_first_is_not_live(
     allowed = may_register(existing, "i1" if same_run else "i2", T0)
     assert allowed == (same_run or node_status(existing, T0) is not NodeStatus.LIVE)
     assert may_register(None, "i2", T0)
+    # a previous run known dead (same host, its pid gone) never blocks a restart
+    assert may_register(existing, "i2", T0, previous_dead=True)
 
 
 def test_the_refusal_names_host_pid_and_what_to_do() -> None:
