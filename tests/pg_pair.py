@@ -45,13 +45,53 @@ def _bin_path() -> Path:
     return Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
 
 
+class Netns:
+    """A network namespace joined to this one by a veth pair: a primary started in it is a host
+    of its own (``ns_ip``), and `vanish` makes that host disappear the way a powered-off machine
+    does for the connections it had: their packets are dropped, nothing is reset."""
+
+    def __init__(self) -> None:
+        n = os.getpid() % 10000
+        self.name = f"hitcall-pg-{n}"
+        self.root_if, self.ns_if = f"hcpg{n}r", f"hcpg{n}n"
+        self.subnet = f"10.254.{n % 250}.0/30"
+        self.root_ip, self.ns_ip = f"10.254.{n % 250}.1", f"10.254.{n % 250}.2"
+
+    def _ip(self, *args: str, ns: bool = False, check: bool = True) -> None:
+        argv = ["ip", "netns", "exec", self.name, *args] if ns else list(args)
+        subprocess.run(argv, check=check, capture_output=True, timeout=30)
+
+    def up(self) -> Netns:
+        self._ip("ip", "netns", "add", self.name)
+        self._ip("ip", "link", "add", self.root_if, "type", "veth", "peer", "name", self.ns_if)
+        self._ip("ip", "link", "set", self.ns_if, "netns", self.name)
+        self._ip("ip", "addr", "add", f"{self.root_ip}/30", "dev", self.root_if)
+        self._ip("ip", "link", "set", self.root_if, "up")
+        self._ip("ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if, ns=True)
+        self._ip("ip", "link", "set", self.ns_if, "up", ns=True)
+        self._ip("ip", "link", "set", "lo", "up", ns=True)
+        return self
+
+    def vanish(self) -> float:
+        """Take the namespace's end of the link down: packets on connections to it are dropped
+        unanswered (new connections are told there is no route); the time.monotonic() of it."""
+        self._ip("ip", "link", "set", self.ns_if, "down", ns=True)
+        return time.monotonic()
+
+    def down(self) -> None:
+        self._ip("ip", "link", "del", self.root_if, check=False)
+        self._ip("ip", "netns", "del", self.name, check=False)
+
+
 class PgNode:
     """One server of the pair: its data directory, port and postmaster."""
 
-    def __init__(self, pair: PgPair, name: str, port: int) -> None:
+    def __init__(self, pair: PgPair, name: str, port: int, host: str = "127.0.0.1") -> None:
         self.pair = pair
         self.name = name
         self.port = port
+        self.host = host
+        self.netns: Netns | None = None
         self.pgdata = pair.root / name
         self.log = pair.root / f"{name}.log"
         self.socket_dir = pair.root / f"{name}-sock"
@@ -59,7 +99,7 @@ class PgNode:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -79,8 +119,11 @@ class PgNode:
         return f"postgresql://{SUPERUSER}:{SUPERUSER_PASSWORD}@{self.address}/{database}"
 
     def start(self) -> None:
-        options = " ".join((f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.socket_dir}", *self.extra))
-        self.pair.run("pg_ctl", "-w", "-t", "60", "-D", str(self.pgdata), "-l", str(self.log), "-o", options, "start")
+        options = " ".join(
+            (f"-p {self.port}", f"-c listen_addresses={self.host}", f"-k {self.socket_dir}", *self.extra)
+        )
+        args = ("-w", "-t", "60", "-D", str(self.pgdata), "-l", str(self.log), "-o", options, "start")
+        self.pair.run("pg_ctl", *args, netns=self.netns)
 
     def stop(self) -> None:
         if self.pid is not None:
@@ -104,13 +147,15 @@ class PgNode:
 class PgPair:
     """A primary and a standby streaming from it, in a temp directory of their own."""
 
-    def __init__(self, *, synchronous: bool = True) -> None:
+    def __init__(self, *, synchronous: bool = True, primary_netns: bool = False) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="hitcall-pg-pair-"))
         self.root.chmod(0o755)
         self.bin = _bin_path()
         self.user = "pgserver" if os.geteuid() == 0 else None
         self.synchronous = synchronous
-        self.primary = PgNode(self, "primary", free_port())
+        self.netns = Netns().up() if primary_netns else None
+        self.primary = PgNode(self, "primary", free_port(), self.netns.ns_ip if self.netns else "127.0.0.1")
+        self.primary.netns = self.netns
         self.standby = PgNode(self, "standby", free_port())
         self._own(self.root)
         for node in (self.primary, self.standby):
@@ -118,11 +163,18 @@ class PgPair:
             self._own(node.socket_dir)
 
     # -- set-up ------------------------------------------------------------------------
-    def run(self, command: str, *args: str, check: bool = True, timeout: float = 120) -> str:
+    def run(
+        self, command: str, *args: str, check: bool = True, timeout: float = 120, netns: Netns | None = None
+    ) -> str:
         env = {**os.environ, "PGPASSWORD": SUPERUSER_PASSWORD, "LC_ALL": "C"}
+        argv = [str(self.bin / command), *args]
+        user = self.user
+        if netns is not None:  # started in the namespace as root, then as the server's user
+            argv = ["ip", "netns", "exec", netns.name, *(["runuser", "-u", user, "--"] if user else []), *argv]
+            user = None
         result = subprocess.run(
-            [str(self.bin / command), *args],
-            user=self.user,
+            argv,
+            user=user,
             env=env,
             cwd=self.root,
             capture_output=True,
@@ -159,13 +211,17 @@ class PgPair:
             "--no-sync",  # a throwaway cluster; the servers themselves keep PostgreSQL's durability
         )
         pwfile.unlink()
+        if self.netns is not None:  # initdb allows loopback only
+            with (self.primary.pgdata / "pg_hba.conf").open("a") as hba:
+                for database in ("all", "replication"):
+                    hba.write(f"host {database} all {self.netns.subnet} scram-sha-256\n")
         # Only the primary waits for a synchronous standby (see the module docstring).
         self.primary.extra = ("-c synchronous_standby_names='*'",) if self.synchronous else ()
         self.primary.start()
         self.run(
             "pg_basebackup",
             "-h",
-            "127.0.0.1",
+            self.primary.host,
             "-p",
             str(self.primary.port),
             "-U",
@@ -229,6 +285,8 @@ class PgPair:
                 pid = node.pid
                 if pid is not None:
                     os.kill(pid, signal.SIGKILL)
+        if self.netns is not None:
+            self.netns.down()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from types import TracebackType
 from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -44,7 +45,36 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
+# A server whose host vanished (power loss, a partition) never resets its connections: without
+# these, a statement sent on one waits until the kernel gives up (about 15 minutes), and an idle
+# pooled connection to it looks alive forever. Data unacknowledged this long drops the connection
+# (a slow query is not affected: the server's kernel acknowledges the statement at once), and an
+# idle connection is probed after KEEPALIVE_IDLE_S, then every KEEPALIVE_INTERVAL_S.
+TCP_USER_TIMEOUT_S = 15
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+
+
+def _tcp_dead_peer_detection(conn: asyncpg.Connection) -> None:
+    transport = getattr(conn, "_transport", None)  # asyncpg has no public way to its socket
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket: the server is on this host
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), KEEPALIVE_IDLE_S),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), KEEPALIVE_INTERVAL_S),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), KEEPALIVE_COUNT),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), TCP_USER_TIMEOUT_S * 1000),
+    ]
+    for level, option, value in options:
+        if option is not None:  # Linux has them all; elsewhere what the platform has
+            sock.setsockopt(level, option, value)
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    _tcp_dead_peer_detection(conn)
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(typename, encoder=_dumps, decoder=json.loads, schema="pg_catalog", format="text")
 

@@ -19,7 +19,7 @@ from hitcall_pbx.core.backoff import Backoff
 from hitcall_pbx.errors import Unavailable
 from hitcall_pbx.records.cdr import CdrWriter
 from hitcall_pbx.records.journal import CallJournal
-from hitcall_pbx.store.db import HostWalk, NoUsableHost, connect, create_pool, dsn_with_user
+from hitcall_pbx.store.db import TCP_USER_TIMEOUT_S, HostWalk, NoUsableHost, connect, create_pool, dsn_with_user
 from tests.conftest import ROLE_PASSWORDS, SERVICE
 from tests.integration.test_cdr_writer import cdr
 from tests.pg_pair import PgPair, prepare_database
@@ -217,6 +217,71 @@ async def test_a_session_on_a_standby_spools_and_writes_after_promotion(pair: Pg
             "SELECT count(*) FROM call_attempts WHERE id = ANY($1::uuid[])", [r.id for r in records]
         )
         assert n == 10 and cdrs.stats.replayed == 10
+    finally:
+        await cdrs.close()
+        pool.terminate()
+
+
+@pytest.fixture
+async def pair_apart() -> AsyncIterator[PgPair]:
+    """The primary on a host of its own (a network namespace), which can vanish."""
+    pg = PgPair(synchronous=True, primary_netns=True)
+    try:
+        await asyncio.to_thread(pg.start)
+        yield pg
+    finally:
+        await asyncio.to_thread(pg.close)
+
+
+async def test_a_vanished_primary_does_not_hang_the_store(pair_apart: PgPair, tmp_path: Path) -> None:
+    """The primary's host vanishes (every packet to it dropped: nothing refused, nothing reset,
+    as when a machine loses power) and the standby is promoted. A statement already sent on a
+    pooled connection to the vanished host fails within the TCP user timeout instead of the
+    kernel's quarter of an hour; the pool's idle connections to it are found dead by their
+    keepalives; new connections pass the dead host by; the writers spool and land everything
+    on the new primary once."""
+    pair = pair_apart
+    assert pair.netns is not None
+    dsn = await prepare_database(pair)
+    pool = await create_pool(dsn, min_size=3, max_size=3)
+    cdrs = CdrWriter(pool, tmp_path / "cdr", batch_size=10, write_timeout=3, backoff=FAST)
+    await cdrs.start()
+    try:
+        campaign = await _campaign(pool)
+        async with pool.acquire() as a, pool.acquire() as b, pool.acquire() as c:
+            assert {await _port(x) for x in (a, b, c)} == {pair.primary.port}
+
+        vanished_at = await asyncio.to_thread(pair.netns.vanish)
+        records = [cdr(campaign, n) for n in range(20)]
+        for record in records:
+            cdrs.submit(record)
+        await asyncio.to_thread(pair.promote)
+        # A statement on a connection to the vanished host: an error, not a quarter-hour wait.
+        started = time.monotonic()
+        with pytest.raises((OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
+            await asyncio.wait_for(pool.fetchval("SELECT 1"), TCP_USER_TIMEOUT_S + 20)
+        statement_failed_s = time.monotonic() - started
+        # Soon every statement reaches the new primary (dead idle connections are dropped).
+        port = None
+        while port != pair.standby.port:
+            assert time.monotonic() - vanished_at < 60, "the pool still waits on the vanished host"
+            try:
+                port = await asyncio.wait_for(_port(pool), TCP_USER_TIMEOUT_S + 20)
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                continue
+        on_new_primary_s = time.monotonic() - vanished_at
+        await _wait(lambda: cdrs.spool_backlog == 0 and cdrs.stats.pending == 0, 60)
+        landed_s = time.monotonic() - vanished_at
+        print(
+            f"vanished primary: a statement on its connection failed after {statement_failed_s:.1f} s;"
+            f" the pool on the new primary {on_new_primary_s:.1f} s and the CDRs landed {landed_s:.1f} s"
+            " after the host vanished"
+        )
+        assert statement_failed_s <= TCP_USER_TIMEOUT_S + 3, statement_failed_s
+        n = await pool.fetchval(
+            "SELECT count(*) FROM call_attempts WHERE id = ANY($1::uuid[])", [r.id for r in records]
+        )
+        assert n == 20 and cdrs.stats.rejected == 0
     finally:
         await cdrs.close()
         pool.terminate()
