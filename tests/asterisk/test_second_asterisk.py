@@ -25,10 +25,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from hitcall_pbx.app import HitCall, Options
+from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.sandbox import SippAgents, SippPhone
 from hitcall_pbx.sandbox.asterisk import AGI_PORT
 from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
-from tests.asterisk_cdr import AsteriskCdrs
+from tests.asterisk_cdr import AsteriskCdrs, differences
 from tests.audio import goertzel, read_wav, ulaw_decode, ulaw_tone
 from tests.live import free_port, wait_until
 
@@ -303,3 +305,56 @@ async def test_second_server_fastagi_goes_to_the_port_the_test_chose(ari, ari2, 
         sandbox2.set_agi_port(AGI_PORT)
         server.close()
     assert await ari2.rest.get_global_var("HITCALL_AGI") == f"agi://127.0.0.1:{AGI_PORT}"
+
+
+async def test_hitcall_dials_on_the_second_server_to_an_agent_logged_in_there(
+    service_settings, sandbox, sandbox2, hangup_agents2, tmp_path
+):
+    """The service driving server 2 (its ARI URL): an agent logs in there, three customers
+    are dialled there and put through to the agent within 2 s, recorded there and fetched
+    over its ARI, and server 2's own cdr-csv reconciles with HitCall's CDRs (server 1's has
+    none of them)."""
+    (tmp_path / "1").mkdir()
+    (tmp_path / "2").mkdir()
+    cdrs1, cdrs2 = AsteriskCdrs(sandbox, tmp_path / "1"), AsteriskCdrs(sandbox2, tmp_path / "2")
+    settings = service_settings.model_copy(update={"ari_url": sandbox2.ari_url})
+    async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, list_id = await create_campaign(
+            pool,
+            "second-server",
+            mode="progressive",
+            numbers=sim_numbers(9, 3),
+            wrap_up_s=0,
+            record_calls=True,
+            **ALL_DAY,
+        )
+        agent = await create_agent(pool, "1085", "agent85", [cid])
+        with SippAgents(sandbox2, ["agent85"], port=5491):
+            await wait_until(lambda: agent in app.sessions.by_agent, timeout=15)
+            assert app.sessions.by_agent[agent].channel_id.startswith("ast2-")  # the phone's channel on server 2
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+
+            async def all_done() -> bool:
+                return await pool.fetchval(
+                    "SELECT count(*) = 3 FROM contacts WHERE list_id = $1 AND status IN ('done', 'failed')", list_id
+                )
+
+            await wait_until(all_done, timeout=60, interval=0.25)
+            await app.dialer.idle(timeout=30)
+            await app.cdr.flush()
+            await app.recorder.drain()
+        rows = await pool.fetch("SELECT * FROM all_attempts WHERE campaign_id = $1", cid)
+        # Recorded in server 2's spool, fetched over its ARI, and gone from its spool.
+        stored = await pool.fetch("SELECT id, path, size_bytes FROM recordings")
+        assert len(stored) == 3 and all(app.store.absolute(r["path"]).stat().st_size > 44 for r in stored)
+        assert not any((sandbox2.recordings_dir / f"{r['id']}.wav").exists() for r in stored)
+        assert [r["outcome"] for r in rows] == ["answered_human"] * 3
+        assert {r["agent_id"] for r in rows} == {agent}
+        assert max(r["answer_to_bridge_ms"] for r in rows) < 2000
+        results = await cdrs2.reconcile_settled(pool)
+        assert differences(results) == []
+        [day] = [r.result for r in results if r.result.hitcall_attempts]
+        assert (day.hitcall_attempts, day.asterisk_attempts, day.matched) == (3, 3, 3)
+    on_server_1 = cdrs1.written().read_text()
+    assert not any(str(r["id"]) in on_server_1 for r in rows)
