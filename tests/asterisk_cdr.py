@@ -21,11 +21,12 @@ from hitcall_pbx.sandbox import Sandbox
 
 
 class AsteriskCdrs:
-    def __init__(self, sandbox: Sandbox, workdir: Path) -> None:
+    def __init__(self, sandbox: Sandbox, workdir: Path, *, pool: str | None = None) -> None:
         self.master = sandbox.cdr_csv  # this instance's (sandbox2: the second server's own file)
+        self.pool = pool  # with several servers: reconciled with this pool's calls only
         self.offset = self.master.stat().st_size if self.master.exists() else 0
         self.started = datetime.now(UTC)
-        self.copy = workdir / "Master.csv"
+        self.copy = workdir / (f"Master-{pool}.csv" if pool else "Master.csv")
 
     def written(self) -> Path:
         """This test's part of Master.csv, as a file of its own."""
@@ -46,7 +47,7 @@ class AsteriskCdrs:
         out = []
         async with pool.acquire() as conn:
             for day in self.days():
-                req = Request(day, UTC, UTC, tolerance_s, path, None, "cdr")
+                req = Request(day, UTC, UTC, tolerance_s, path, None, "cdr", self.pool)
                 out.append(await reconcile_day(conn, req))
         return out
 

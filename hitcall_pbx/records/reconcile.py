@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from ..core.leases import DEFAULT_POOL
 from ..core.reconcile import (
     DEFAULT_TOLERANCE_S,
     AsteriskRecord,
@@ -87,6 +88,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("--tolerance", default=str(DEFAULT_TOLERANCE_S), help="seconds durations may differ (default 2)")
     r.add_argument("--json", action="store_true", help="the result as JSON on standard output")
+    r.add_argument(
+        "--pool",
+        default=None,
+        help="with several Asterisk servers: only the calls of this pool (HITCALL_POOL of the server whose records "
+        "are read); default: every call",
+    )
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class Request:
     csv_path: Path | None
     asterisk_dsn: str | None
     asterisk_table: str
+    pool: str | None = None  # only HitCall's calls on this Asterisk server (None: all)
 
 
 def _zone(name: str, flag: str) -> tzinfo:
@@ -107,6 +115,7 @@ def _zone(name: str, flag: str) -> tzinfo:
         raise ValidationFailed(f"{flag} is not a time zone name: {name!r} (e.g. Europe/Helsinki, UTC)") from None
 
 
+_POOL = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TABLE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -124,6 +133,9 @@ def parse_request(args: argparse.Namespace) -> Request:
     if not _TABLE.match(args.asterisk_table):
         raise ValidationFailed(f"--asterisk-table must be a table name (schema.table allowed): {args.asterisk_table!r}")
     csv_path = args.csv if args.csv is not None or args.asterisk_dsn is not None else DEFAULT_CSV
+    pool = getattr(args, "pool", None)
+    if pool is not None and not _POOL.match(pool):
+        raise ValidationFailed(f"--pool must be a pool name (letters, digits, _ . -; up to 64): {pool!r}")
     return Request(
         day=day,
         tz=_zone(args.tz, "--tz"),
@@ -132,6 +144,7 @@ def parse_request(args: argparse.Namespace) -> Request:
         csv_path=csv_path,
         asterisk_dsn=args.asterisk_dsn,
         asterisk_table=args.asterisk_table,
+        pool=pool,
     )
 
 
@@ -288,18 +301,23 @@ async def read_pgsql(dsn: str, table: str, tz: tzinfo, since: datetime, until: d
 
 
 # ------------------------------------------------------------------- HitCall ---
-async def read_hitcall(conn: Connection, since: datetime, until: datetime, ids: Iterable[str]) -> list[HitCallAttempt]:
-    """HitCall's calls created in [since, until) (outbound attempts and inbound calls), and
-    those with the given ids."""
+async def read_hitcall(
+    conn: Connection, since: datetime, until: datetime, ids: Iterable[str], pool: str | None = None
+) -> list[HitCallAttempt]:
+    """HitCall's calls created in [since, until) (outbound attempts and inbound calls; with
+    `pool`, only those on that Asterisk server), and those with the given ids."""
     columns = {a.name for a in (await conn.prepare("SELECT * FROM all_attempts LIMIT 0")).get_attributes()}
     direction = "direction" if "direction" in columns else "'outbound'::text AS direction"
+    in_pool = f"coalesce(pool, '{DEFAULT_POOL}') = $4" if "pool" in columns else "$4::text = $4"
     rows = await conn.fetch(
         f"""SELECT id, created_at, state, outcome, originated_at, answered_at, ended_at, {direction}
               FROM all_attempts
-             WHERE (created_at >= $1 AND created_at < $2) OR id = ANY($3::uuid[])""",  # fixed text
+             WHERE (created_at >= $1 AND created_at < $2 AND ($4::text IS NULL OR {in_pool}))
+                OR id = ANY($3::uuid[])""",  # fixed text
         since,
         until,
         sorted(set(ids)),
+        pool,
     )
     return [
         HitCallAttempt(
@@ -357,7 +375,7 @@ async def reconcile_day(conn: Connection, req: Request) -> DayResult:
         source = {"cdr_csv": str(req.csv_path), "lines": read.lines, "tagged": read.tagged}
         if read.unreadable:
             source["unreadable_lines"] = read.unreadable
-    hitcall = await read_hitcall(conn, day_start, day_end, {r.attempt_id for r in records})
+    hitcall = await read_hitcall(conn, day_start, day_end, {r.attempt_id for r in records}, req.pool)
     legs = await read_transfer_legs(conn, [h.attempt_id for h in hitcall])
     result = reconcile(
         hitcall, records, day_start=day_start, day_end=day_end, tolerance_s=req.tolerance_s, transfer_legs=legs

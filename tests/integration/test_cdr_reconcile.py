@@ -171,6 +171,34 @@ async def test_differences_from_master_csv(db: asyncpg.Pool, day: dict, tmp_path
     }, result.differences
 
 
+async def test_pool_reconciles_one_asterisk_servers_records_with_that_servers_calls(
+    db: asyncpg.Pool, day: dict, tmp_path: Path
+) -> None:
+    """Two Asterisk servers, each with its own Master.csv: calls 3 and 4 went out on `ast2`
+    (their rows say so), the others on the default pool. Each file reconciled alone against
+    its pool's calls has no difference; without --pool, the other server's calls are
+    missing from each file."""
+    on_ast2 = [str(uuid.UUID(int=n)) for n in (3, 4)]
+    await db.execute("UPDATE call_attempts SET pool = 'ast2', node_id = 'node-b' WHERE id = ANY($1::uuid[])", on_ast2)
+    main_path, ast2_path = tmp_path / "main.csv", tmp_path / "ast2.csv"
+    for path, keep in ((main_path, False), (ast2_path, True)):
+        with path.open("w", newline="") as fh:
+            csv.writer(fh).writerows(line for line in day["lines"] if (line[17][8:] in on_ast2) == keep)
+
+    def req(path: Path, pool: str | None) -> Request:
+        return Request(DAY, HELSINKI, UTC, 2.0, path, None, "cdr", pool)
+
+    async with db.acquire() as conn:
+        main = (await reconcile_day(conn, req(main_path, "main"))).result
+        ast2 = (await reconcile_day(conn, req(ast2_path, "ast2"))).result
+        unfiltered = (await reconcile_day(conn, req(ast2_path, None))).result
+    assert main.clean and (main.matched, main.asterisk_attempts) == (3, 3), main.differences
+    assert ast2.clean and (ast2.matched, ast2.hitcall_attempts, ast2.in_progress) == (2, 2, 0), ast2.differences
+    missing = {d.attempt_id for d in unfiltered.differences if d.kind is DifferenceKind.MISSING_IN_ASTERISK}
+    main_calls = {str(uuid.UUID(int=n)) for n in (1, 2)} | {str(inbound_cdr_id("1772442000.7"))}
+    assert missing == main_calls, unfiltered.differences
+
+
 async def test_read_hitcall_takes_the_day_and_the_named_attempts(db: asyncpg.Pool, day: dict) -> None:
     start = datetime(2026, 3, 1, 22, 0, tzinfo=UTC)  # the day in Helsinki
     async with db.acquire() as conn:
@@ -317,6 +345,7 @@ async def test_cli_exit_codes_and_output(
         (("--date", "02.03.2026"), "--date must be a day as YYYY-MM-DD"),
         (("--date", "2026-03-02", "--tz", "Helsinki"), "--tz is not a time zone name"),
         (("--date", "2026-03-02", "--csv", "/nonexistent/Master.csv"), "no Asterisk CDR file at /nonexistent"),
+        (("--date", "2026-03-02", "--pool", "ast 2"), "--pool must be a pool name"),
     ],
 )
 async def test_cli_bad_input_exits_2_with_one_line(
