@@ -254,7 +254,7 @@ async def test_no_answer_in_time_is_503_and_the_command_never_runs_late(nodes: A
     with pytest.raises(Unavailable) as caught:
         await a.bus.call(B, "call.manual_dial", {"agent_id": 7, "number": "+358401234567"}, ACTOR)
     took = time.monotonic() - started
-    assert 1.0 <= took < 2.0, took
+    assert 1.0 <= took < 3.0, took
     assert caught.value.code == "node_unavailable" and caught.value.details["reason"] == "no_answer"
     (row,) = await _commands(db)
     assert row["state"] == "expired" and row["taken_at"] is None
@@ -319,7 +319,7 @@ async def test_a_node_whose_listening_connection_breaks_still_gets_its_commands(
     assert len(b.listening) == 2  # listening again on a new connection
     started = time.monotonic()
     await a.bus.call(B, "agent.unpause", {"agent_id": 8}, ACTOR)
-    assert time.monotonic() - started < 0.4  # woken by NOTIFY again, not by the sweep
+    assert time.monotonic() - started < 2.0  # woken by NOTIFY again, not by the sweep (every 5 s)
     assert [args for args, _ in owner.named("unpause_agent")] == [(7,), (8,)]
 
 
@@ -342,7 +342,7 @@ async def test_concurrent_commands_each_run_once_in_both_directions(nodes: Any, 
     assert sorted(args[0] for args, _ in owner_b.named("pause_agent")) == list(range(1, 21))
     assert sorted(args[0] for args, _ in owner_a.named("pause_agent")) == list(range(101, 111))
     assert owner_b.most_running > 4  # run side by side, more than one batch at a time
-    assert took < 3.0, took  # 20 x 0.2 s one after the other would be 4 s
+    assert took < 3.5, took  # 20 x 0.2 s one after the other would be 4 s
     assert await db.fetchval("SELECT count(*) FROM node_commands WHERE state = 'done'") == 30
 
 
