@@ -6,7 +6,9 @@ go on in Asterisk; one ends while there is no primary (its CDR and journal rows 
 spools), then the standby is promoted and the other ends on the new primary. Every
 attempt's CDR, journal rows and webhook events are on the new primary exactly once,
 nothing is dialled while there is no primary, and the service dials the next contacts
-once it has reconnected. The figures (reconnect time, dialling resumed, spools drained)
+once it has reconnected. Run with the promotion within the node lease and beyond it (the
+node then fences itself, takes its pool back with the next fencing token and adopts the
+call still in progress). The figures (reconnect time, dialling resumed, spools drained)
 are printed."""
 
 from __future__ import annotations
@@ -38,9 +40,7 @@ from .harness import (
 pytestmark = pytest.mark.asterisk
 
 AGENTS = ["agent177", "agent178"]
-LONG_TALK_S = 14  # goes on through the failover and ends on the new primary
 SHORT_TALK_S = 3  # ends while there is no primary
-NO_PRIMARY_S = 5.0  # from the kill to the promotion
 
 
 @pytest.fixture
@@ -63,8 +63,20 @@ async def _service_sessions_since(conn: asyncpg.Connection, since) -> int:
     )
 
 
-async def test_pg_failover_mid_call(pg_pair: PgPair, product_logging, sandbox, hangup_agents, observer, tmp_path):
+def _calls(app: HitCall) -> dict[str, object]:
+    """The calls the pool's stack follows now (none while the node is fenced: no stack)."""
+    return dict(app.dialer.calls) if app.dialer is not None else {}
+
+
+# From the kill to the promotion: within the node lease (10 s), and beyond it: the node then
+# fences itself (its pool's stack is closed without hanging up calls) and takes the pool back
+# once there is a primary again, adopting the call still in progress.
+@pytest.mark.parametrize("no_primary_s", [5.0, 14.0], ids=["within_lease", "beyond_lease"])
+async def test_pg_failover_mid_call(
+    no_primary_s, pg_pair: PgPair, product_logging, sandbox, hangup_agents, observer, tmp_path
+):
     pair = pg_pair
+    long_talk_s = int(no_primary_s) + 10  # goes on through the failover and ends on the new primary
     service_dsn = await prepare_database(pair)
     owner_dsn = pair.multi_host_dsn("hitcall", OWNER, ROLE_PASSWORDS[OWNER])
     settings = load_settings(
@@ -80,7 +92,7 @@ async def test_pg_failover_mid_call(pg_pair: PgPair, product_logging, sandbox, h
     try:
         async with HitCall(settings, Options(dialer_tick_s=0.05), ari_factory=originates.ari_factory) as app:
             pool = app.db.pool
-            numbers = talkers(1, LONG_TALK_S, 1770) + talkers(1, SHORT_TALK_S, 1771) + quick_calls(3, 1772)
+            numbers = talkers(1, long_talk_s, 1770) + talkers(1, SHORT_TALK_S, 1771) + quick_calls(3, 1772)
             cid, list_id = await live_campaign(
                 pool, "pg-failover", agents=AGENTS, numbers=numbers, first_agent_number=1177
             )
@@ -100,10 +112,10 @@ async def test_pg_failover_mid_call(pg_pair: PgPair, product_logging, sandbox, h
             killed_at = await asyncio.to_thread(pair.kill_primary)
             sent_at_kill = sum(sent.values())
             # The short call ends while there is no primary; the long one goes on.
-            await wait_until(lambda: short_call not in app.dialer.calls, timeout=SHORT_TALK_S + 10, interval=0.05)
+            await wait_until(lambda: short_call in observer.destroyed_at, timeout=SHORT_TALK_S + 10, interval=0.05)
             short_ended_s = time.monotonic() - killed_at
-            await asyncio.sleep(max(0.0, NO_PRIMARY_S - (time.monotonic() - killed_at)))
-            long_call_up = long_call in app.dialer.calls and long_call not in observer.destroyed_at
+            await asyncio.sleep(max(0.0, no_primary_s - (time.monotonic() - killed_at)))
+            long_call_up = long_call not in observer.destroyed_at  # in Asterisk
             dialled_while_down = sum(sent.values()) - sent_at_kill
             spooled = {"cdr": app.cdr.stats.spooled, "journal": app.journal.spilled}
 
@@ -122,10 +134,14 @@ async def test_pg_failover_mid_call(pg_pair: PgPair, product_logging, sandbox, h
                 dialling_resumed_s = time.monotonic() - promote_started
                 await wait_until(lambda: app.cdr.spool_backlog == 0 and app.journal.spool_backlog == 0, timeout=30)
                 spools_drained_s = time.monotonic() - promote_started
-                await wait_until(lambda: long_call not in app.dialer.calls, timeout=LONG_TALK_S + 10)
+                await wait_until(
+                    lambda: long_call in observer.destroyed_at and long_call not in _calls(app),
+                    timeout=long_talk_s + 15,
+                )
                 long_ended_after_promotion_s = time.monotonic() - promote_started
 
                 await wait_settled(pool, list_id, timeout=60)
+                assert app.dialer is not None, "the node drives its pool again"
                 await app.dialer.idle(timeout=10)
                 await app.cdr.flush()
                 await app.journal.flush(timeout=10)
@@ -157,6 +173,8 @@ async def test_pg_failover_mid_call(pg_pair: PgPair, product_logging, sandbox, h
                     "SELECT count(*) FROM contacts WHERE list_id = $1 AND status = 'in_progress'", list_id
                 )
                 in_recovery = await new_primary.fetchval("SELECT pg_is_in_recovery()")
+                # The pool's fencing token: +1 when the node took its pool back after fencing itself.
+                pool_token = await new_primary.fetchval("SELECT token FROM leases WHERE name = 'pool:main'")
             finally:
                 await new_primary.close()
             cdr_stats, journal_dropped = app.cdr.stats, app.journal.dropped
@@ -166,7 +184,7 @@ async def test_pg_failover_mid_call(pg_pair: PgPair, product_logging, sandbox, h
         report(
             "pg_failover",
             injected="primary SIGKILLed (postmaster and every backend) with two calls bridged; standby promoted"
-            f" {NO_PRIMARY_S:.0f} s later",
+            f" {no_primary_s:.0f} s later",
             no_primary_s=round(no_primary_s, 3),
             promotion_took_s=round(promote_s, 3),
             short_call_ended_after_kill_s=round(short_ended_s, 3),
@@ -178,6 +196,7 @@ async def test_pg_failover_mid_call(pg_pair: PgPair, product_logging, sandbox, h
             service_reconnected_after_promotion_completed_s=round(reconnect_s - promote_s, 3),
             spooled_while_no_primary=spooled,
             originates_while_no_primary=dialled_while_down,
+            pool_token_after=pool_token,
             cdrs_replayed=cdr_stats.replayed,
             **counts,
         )
@@ -190,13 +209,14 @@ async def test_pg_failover_mid_call(pg_pair: PgPair, product_logging, sandbox, h
         )
 
         assert in_recovery is False
+        assert pool_token == (1 if no_primary_s < settings.node_lease_s else 2), pool_token
         assert long_call_up, "the call goes on while there is no primary"
         assert dialled_while_down == 0, "nothing is dialled without a stored attempt id"
         assert spooled["cdr"] >= 1 and spooled["journal"] >= 1, spooled
         for aid in in_progress:
             assert by_id[aid]["state"] == "ended" and by_id[aid]["outcome"] == "answered_human", dict(by_id[aid])
         talk = {aid: float(by_id[aid]["talk_s"]) for aid in in_progress}
-        assert talk[short_call] >= SHORT_TALK_S - 1 and talk[long_call] >= LONG_TALK_S - 1, talk
+        assert talk[short_call] >= SHORT_TALK_S - 1 and talk[long_call] >= long_talk_s - 1, talk
         assert counts["orphan_originates"] == 0 and counts["duplicated"] == 0 and counts["lost"] == 0, counts
         assert counts["open_attempts"] == 0 and counts["answered_lost"] == 0 and counts["bridged_lost"] == 0, counts
         assert counts["originated"] == len(numbers), counts
