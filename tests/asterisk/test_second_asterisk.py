@@ -358,3 +358,44 @@ async def test_hitcall_dials_on_the_second_server_to_an_agent_logged_in_there(
         assert (day.hitcall_attempts, day.asterisk_attempts, day.matched) == (3, 3, 3)
     on_server_1 = cdrs1.written().read_text()
     assert not any(str(r["id"]) in on_server_1 for r in rows)
+
+
+async def test_trunk_call_from_server_1_into_hitcalls_application_on_server_2(ari, ari2, sandbox, sandbox2):
+    """Local/hitcall-<token>@hitcall-peer on server 1 arrives in server 2's Stasis application
+    (arguments peer,<token>) unanswered; answered there, it is answered on server 1; hung
+    up on server 1, it ends on server 2."""
+    token = uuid.uuid4().hex[:12]
+    cid = _cid("stasis")
+    t0 = time.monotonic()
+    await ari.rest.originate(f"Local/hitcall-{token}@hitcall-peer", cid, app=ari.app, timeout=20)
+    arrived = await ari2.events_log.wait_for("StasisStart", lambda e: e.args == ["peer", token], timeout=10)
+    assert arrived.channel.name.startswith("PJSIP/peer-") and arrived.channel.state != "Up"
+    await ari2.rest.answer(arrived.channel.id)
+    await ari.events_log.wait_for("StasisStart", lambda e: e.channel.id == cid, timeout=10)
+    answered = next(at for at, e in ari.events_log.events if e.type == "StasisStart" and e.channel.id == cid)
+    print(f"\ntrunk call into server 2's application, answered there: {(answered - t0) * 1000:.0f} ms")
+    assert answered - t0 < 1.0
+    await ari.rest.hangup(cid)
+    far = arrived.channel.id
+    gone = await ari2.events_log.wait_for("ChannelHangupRequest", lambda e: e.channel.id == far, timeout=10)
+    assert gone.cause == 16
+    await ari2.events_log.wait_for("StasisEnd", lambda e: e.channel.id == far, timeout=10)
+
+    async def ended() -> bool:
+        return far not in {c.id for c in await ari2.rest.list_channels()}
+
+    await wait_until(ended, timeout=5)
+
+
+async def test_the_trunk_reaches_only_agent_phones_on_the_far_server(ari, sandbox, sandbox2):
+    """Server 2's [hitcall-peer-in] refuses (cause 21) its carrier trunk, the trunk back and
+    names that are no endpoint; an agent endpoint that is not registered is unavailable."""
+    causes = {}
+    for target in ("trunk", "peer", "nobody", "agent86"):
+        cid = _cid("refused")
+        await ari.rest.originate(f"Local/{target}@hitcall-peer", cid, app=ari.app, timeout=20)
+        gone = await ari.events_log.wait_for("ChannelDestroyed", lambda e, cid=cid: e.channel.id == cid, timeout=10)
+        causes[target] = gone.cause
+    assert causes["trunk"] == causes["peer"] == causes["nobody"] == 21, causes
+    assert causes["agent86"] not in (16, 21), causes  # let through, but no phone registered there
+    assert not any(e.channel.id.startswith("t-refused") for e in ari.events_log.of_type("StasisStart"))
