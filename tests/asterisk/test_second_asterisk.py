@@ -4,7 +4,9 @@ cdr-csv; a channel on server 1 dialled through the trunk (Local/<endpoint>@hitca
 rings a SIPp phone registered on server 2, is answered at once, and carries audio both
 ways once bridged on server 1. The trunk call's set-up time (originate on server 1 →
 answered by the phone on server 2 and back as the channel's answer on server 1) is
-measured over several calls.
+measured over several calls. Local/hitcall-<token>@hitcall-peer reaches HitCall's Stasis
+application on server 2 instead; the trunk reaches nothing else there. HitCall itself,
+driving server 2, dials there for an agent logged in there.
 
 Audio: the customer on server 1 (sim-customer +35847…) plays 1000 Hz and records what
 it hears; the phone on server 2 sends 1400 Hz from the UDP port its SDP names, where
