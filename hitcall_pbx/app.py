@@ -63,6 +63,7 @@ from .web import LiveHub, WallboardSources, WebDeps, setup_web
 log = get_logger("hitcall.app")
 
 DRAIN_HANGUP_WAIT_S = 5.0  # after the grace limit: for the hung-up calls' end events
+SETTLE_S = 1.0  # a command from another node waits this long at most for the journal before it answers
 
 
 @dataclass
@@ -271,8 +272,12 @@ class HitCall:
             self.node.want(name, takeover=name != s.pool)
         self.node.on_taken(self._pool_taken)
         self.node.on_lost(self._pool_lost)
-        # Commands from the other nodes run on this node's pools; on close, taking them stops first.
-        await self.commands.serve(PoolsControl(self.pools), PoolsMonitoring(self.pools))
+        # Commands from the other nodes run on this node's pools (answered once the journal has
+        # written what they changed); on close, taking them stops first.
+        journal = self.journal
+        await self.commands.serve(
+            PoolsControl(self.pools), PoolsMonitoring(self.pools), settle=lambda: journal.flush(SETTLE_S)
+        )
         self._stack.append(self.commands.close)
         if self.alarms is not None:
             await self.alarms.start()

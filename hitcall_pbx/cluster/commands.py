@@ -117,7 +117,7 @@ def decode_error(data: Mapping[str, Any]) -> HitCallError:
 
 def node_unavailable(node_id: str, reason: str, **details: Any) -> Unavailable:
     messages = {
-        "gone": f"node {node_id}, which drives this agent or call, is not running (its lease lapsed)",
+        "gone": f"node {node_id}, which drives this agent or call, is not running (it has no live lease)",
         "no_answer": f"node {node_id}, which drives this agent or call, did not take the request in time",
         "outcome_unknown": f"node {node_id} took the request but did not answer in time; its outcome is unknown",
     }
@@ -235,6 +235,7 @@ class CommandBus:
         self.batch = batch
         self._waiting: dict[uuid.UUID, _Waiter] = {}
         self._local: LocalPorts | None = None
+        self._settle: Callable[[], Awaitable[None]] | None = None
         self._wake = asyncio.Event()
         self._listening = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
@@ -256,10 +257,15 @@ class CommandBus:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), wait_s)
 
-    async def serve(self, control: Any, monitoring: Any = None) -> None:
+    async def serve(
+        self, control: Any, monitoring: Any = None, *, settle: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """Run the commands addressed to this node on `control` (api.deps.DialerControl) and
         `monitoring` (api.deps.MonitoringControl), including those written while it was not
-        listening whose deadline has not passed."""
+        listening whose deadline has not passed. `settle` is awaited after each command,
+        before its answer is written: the node's write-behind writes (agent states go
+        through the call journal), so that what the caller reads next is what the command did."""
+        self._settle = settle
         self._local = LocalPorts(control, monitoring)
         await self.start()
         self._wake.set()
@@ -413,6 +419,11 @@ class CommandBus:
                     details={"error_id": error_id, "node_id": self.node_id},
                 )
             )
+        if self._settle is not None:
+            try:
+                await self._settle()
+            except Exception as exc:  # the answer goes anyway: the writes are spooled, not lost
+                log.warning("node_commands.settle_failed", command_id=str(command_id), error=repr(exc))
         state = "failed" if error is not None else "done"
         log.info(
             "node_commands.ran", command_id=str(command_id), method=method, state=state, from_node=row["from_node"]

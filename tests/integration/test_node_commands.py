@@ -216,6 +216,20 @@ async def test_an_owner_error_comes_back_as_the_same_kind_code_and_status(nodes:
     assert "a bug" not in bug.value.message  # the owner logs it; the caller gets an error id
 
 
+async def test_the_answer_waits_for_what_the_node_settles(nodes: Any) -> None:
+    """A node answers once its write-behind writes are done (serve's `settle`)."""
+    a, b = await nodes(A), await nodes(B)
+    owner, steps = Owner(B), []
+
+    async def settle() -> None:
+        await asyncio.sleep(0.2)  # the journal writing the agent's new state
+        steps.append(("settled", len(owner.calls)))
+
+    await b.bus.serve(owner, settle=settle)
+    await a.bus.call(B, "agent.pause", {"agent_id": 7, "pause_code": "lunch"}, ACTOR)
+    assert steps == [("settled", 1)]  # after the pause ran, before its answer
+
+
 async def test_a_gone_node_is_answered_503_naming_it_at_once(nodes: Any, db: asyncpg.Pool) -> None:
     a = await nodes(A, timeout_s=3.0)
     await _node_row(db, B, live=False)  # its lease lapsed
