@@ -3,7 +3,9 @@
 agent's phone logs in on the second server, so node B follows it. Requests sent to node A's
 API pause and unpause that agent and hang up its customer: node B carries them out on its
 Asterisk (its audit rows name the user who asked node A), and node A answers with node B's
-result. Once node B has stopped, node A answers 503 node_unavailable naming it."""
+result; a supervisor (an admin) listens to and whispers on that call from a phone on the
+second server through node A's API. Once node B has stopped, node A answers 503
+node_unavailable naming it."""
 
 from __future__ import annotations
 
@@ -68,8 +70,11 @@ async def test_node_a_api_controls_an_agent_and_a_call_node_b_drives(
                 pool, "two-nodes", mode="progressive", numbers=sim_numbers(9, 1), wrap_up_s=0, **ALL_DAY
             )
             agent = await create_agent(pool, "1171", "agent171", [cid])
-            with SippAgents(sandbox2, ["agent171"], port=5571):
+            phone = await create_agent(pool, "1172", "agent172", [cid])  # the admin's own phone, to monitor with
+            await pool.execute("UPDATE agents SET user_id = $2 WHERE id = $1", phone, user["id"])
+            with SippAgents(sandbox2, ["agent171", "agent172"], port=5571):
                 await wait_until(lambda: b.sessions is not None and agent in b.sessions.by_agent, timeout=15)
+                await wait_until(lambda: b.sessions.supervisor_of_user(user["id"]) is not None, timeout=15)
 
                 async def followed_by_b() -> bool:
                     row = await pool.fetchrow("SELECT state, node_id, pool FROM agents WHERE id = $1", agent)
@@ -112,6 +117,35 @@ async def test_node_a_api_controls_an_agent_and_a_call_node_b_drives(
                 async with http.get(f"{api_a}/calls", headers=admin) as r:
                     assert r.status == 200
                     assert [c["attempt_id"] for c in (await r.json())["items"]] == [str(attempt)]
+
+                # Monitoring through node A: node B puts the admin's phone on the call and back.
+                monitor_url = f"{api_a}/calls/{attempt}/monitor"
+                async with http.post(monitor_url, json={"mode": "listen"}, headers=admin) as r:
+                    assert r.status == 201, await r.text()
+                    session = await r.json()
+                assert (session["attempt_id"], session["mode"], session["phone_agent_id"]) == (
+                    str(attempt),
+                    "listen",
+                    phone,
+                )
+                assert b.monitor is not None and session["id"] in b.monitor.live
+                async with http.patch(f"{monitor_url}/{session['id']}", json={"mode": "whisper"}, headers=admin) as r:
+                    assert r.status == 200, await r.text()
+                    assert [m["mode"] for m in (await r.json())["modes"]] == ["listen", "whisper"]
+                async with http.delete(f"{monitor_url}/{session['id']}", headers=admin) as r:
+                    assert r.status == 200, await r.text()
+                    assert (await r.json())["end_reason"] == "stopped"
+                stored = await pool.fetchrow("SELECT node_id, ended_at FROM monitoring_sessions")
+                assert stored["node_id"] == "node-b" and stored["ended_at"] is not None
+                audited = await pool.fetch(
+                    "SELECT action, actor FROM audit_log WHERE action LIKE 'monitoring.%' ORDER BY id"
+                )
+                assert [tuple(r) for r in audited] == [
+                    ("monitoring.started", asker),
+                    ("monitoring.changed", asker),
+                    ("monitoring.ended", asker),
+                ]
+
                 async with http.post(f"{api_a}/calls/{attempt}/hangup", headers=admin) as r:
                     assert r.status == 204, await r.text()
 
