@@ -200,8 +200,7 @@ async def prune(pool: asyncpg.Pool) -> int:
 
 @dataclass
 class _Waiter:
-    node_id: str
-    wake: asyncio.Event
+    wake: asyncio.Event  # set by the command's done NOTIFY (and when listening starts again)
 
 
 class CommandBus:
@@ -313,7 +312,7 @@ class CommandBus:
         args = spec.encode_args(kwargs)
         timeout = self.timeout_s if timeout_s is None else timeout_s
         command_id = uuid.uuid4()
-        waiter = _Waiter(node_id, asyncio.Event())
+        waiter = _Waiter(asyncio.Event())
         self._waiting[command_id] = waiter
         try:
             async with self.pool.acquire() as conn, conn.transaction():
@@ -379,7 +378,7 @@ class CommandBus:
                     if pruned:
                         log.info("node_commands.pruned", commands=pruned)
                 attempt = 0
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # the database away, most likely: the loop goes on
                 log.warning("node_commands.take_failed", error=repr(exc))
                 await asyncio.sleep(self._backoff.delay(attempt))
                 attempt += 1
