@@ -11,14 +11,19 @@ Sandbox customers +35841 TT SSSSS answer at once and hang up after TT seconds of
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
 
+from hitcall_pbx.app import HitCall, Options
+from hitcall_pbx.ari import AriClient
 from hitcall_pbx.sandbox import SippAgents
+from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
 from hitcall_pbx.store.db import create_pool
 from tests.asterisk_cdr import AsteriskCdrs
 from tests.reliability.harness import (
@@ -35,7 +40,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.test_sigkill import ServeProcess, serve_env
 
-from ..live import wait_until
+from ..live import ARI_URL, wait_until
 
 pytestmark = pytest.mark.asterisk
 
@@ -163,3 +168,70 @@ async def test_kill_9_the_node_that_holds_the_pool_and_the_other_takes_over(
 
 async def _is(fn: Callable[[], Awaitable[object]], value: object) -> bool:
     return await fn() == value
+
+
+async def test_a_node_cut_off_from_the_database_fences_itself_without_hanging_up_then_takes_its_pool_back(
+    service_settings, sandbox, hangup_agents, observer
+):
+    """node-a loses PostgreSQL while a customer talks to its agent: before its lease can
+    lapse it stops dialling and closes its pool's stack without hanging up (its ARI
+    websocket closes and does not reconnect); once the
+    database is back and nobody took the pool, it takes it again (next token), adopts the
+    call and writes its one CDR."""
+    settings = service_settings.model_copy(update={"node_id": "node-a", "node_lease_s": 3.0})
+    phones = SippAgents(sandbox, [AGENT], port=5292)
+    try:
+        async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
+            pool = app.db.pool
+            node = app.node
+            assert node is not None
+            cid, _ = await live_campaign(
+                pool, "fenced", agents=[AGENT], numbers=talkers(1, 20, 92001), first_agent_number=1192
+            )
+            await app.sessions.refresh_campaigns()
+            phones.start()
+            agent = await pool.fetchval("SELECT id FROM agents WHERE endpoint = $1", AGENT)
+            await wait_until(lambda: agent in app.sessions.by_agent, timeout=15)
+            await run_campaign(pool, cid)
+            talking = await wait_until(
+                lambda: [c for c in app.dialer.live_calls() if c["bridged_at"]], timeout=20, interval=0.05
+            )
+            attempt_id = talking[0]["attempt_id"]
+            stack = app.pools.stacks["main"]
+            assert node.claim("main") is not None and node.claim("main").token == 1
+
+            # Cut off: the registry's connection is killed and it cannot connect again.
+            reconnect = node._connect
+
+            async def refused() -> Any:
+                raise ConnectionRefusedError("cut off from PostgreSQL")
+
+            node._connect = refused
+            await pool.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'hitcall-node node-a'"
+            )
+            await wait_until(lambda: node.fenced, timeout=10, interval=0.02)
+            assert node.last_renewed is not None  # the last renewal that went through, before the cut
+            fenced_after = asyncio.get_running_loop().time() - node.last_renewed
+            assert fenced_after <= settings.node_lease_s - node.margin_s + 0.5, fenced_after
+            await wait_until(lambda: "main" not in app.pools.stacks, timeout=10, interval=0.05)
+            assert not stack.ari.connected.is_set()
+            connects = stack.ari.stats.reconnects
+            async with AriClient(ARI_URL, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall-check") as check:
+                await asyncio.sleep(2.0)  # time for a reconnect, were it trying
+                assert not stack.ari.connected.is_set() and stack.ari.stats.reconnects == connects
+                assert attempt_id in await check.rest.channel_states(), "the customer was not hung up"
+            assert observer.destroyed[attempt_id] == 0
+
+            # Back on the database, nobody took the pool: node-a takes it again and adopts the call.
+            node._connect = reconnect
+            await wait_until(lambda: "main" in app.pools.stacks, timeout=15, interval=0.05)
+            assert node.fenced is None and node.claim("main").token == 2
+            await wait_until(lambda: attempt_id in app.dialer.calls, timeout=15, interval=0.05)
+            cdr = await wait_until(
+                lambda: pool.fetchrow("SELECT * FROM call_attempts WHERE id = $1::uuid", attempt_id), timeout=30
+            )
+            assert cdr["outcome"] == "answered_human" and 18 <= float(cdr["talk_s"]) <= 23, dict(cdr)
+            assert observer.created[attempt_id] == 1
+    finally:
+        phones.stop()
