@@ -261,6 +261,25 @@ async def test_a_node_whose_lease_lapses_while_the_command_waits_is_answered_503
     assert [r["state"] for r in await _commands(db)] == ["expired"]
 
 
+async def test_a_node_gone_while_it_runs_the_command_is_503_with_the_outcome_unknown(
+    nodes: Any, db: asyncpg.Pool
+) -> None:
+    a, b = await nodes(A, timeout_s=2.0, run_grace_s=10.0), await nodes(B)
+    owner = Owner(B)
+    owner.delay_s = 2.0  # the node hangs in the middle of it
+    await b.bus.serve(owner)
+    call = asyncio.ensure_future(a.bus.call(B, "agent.pause", {"agent_id": 7, "pause_code": "x"}, ACTOR))
+    await asyncio.sleep(0.5)
+    assert [r["state"] for r in await _commands(db)] == ["running"]
+    await db.execute("UPDATE nodes SET lease_until = now() - interval '1 second' WHERE node_id = $1", B)
+    started = time.monotonic()
+    with pytest.raises(Unavailable) as caught:
+        await call
+    assert time.monotonic() - started < 1.0  # not the timeout and grace
+    assert caught.value.code == "node_unavailable" and caught.value.details["reason"] == "outcome_unknown"
+    assert "outcome is unknown" in caught.value.message
+
+
 async def test_no_answer_in_time_is_503_and_the_command_never_runs_late(nodes: Any, db: asyncpg.Pool) -> None:
     a, b = await nodes(A, timeout_s=1.0), await nodes(B)  # b is live but not serving yet
     owner = Owner(B)
