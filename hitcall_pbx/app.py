@@ -482,7 +482,13 @@ class HitCall:
         """The pool's lease is lost: its stack closes without hanging up calls (the next
         holder adopts them) and its ARI client stops reconnecting."""
         log.error("app.pool_lost", pool=pool, reason=reason)
-        self._tasks.append(asyncio.create_task(self.stop_pool(pool), name=f"pool-stop-{pool}"))
+        stack = self.pools.stacks.pop(pool, None)  # at once: a stack started for a later lease is not this one
+        if stack is not None:
+            self._tasks.append(asyncio.create_task(self._close_lost(stack), name=f"pool-stop-{pool}"))
+
+    async def _close_lost(self, stack: PoolStack) -> None:
+        await stack.close()
+        log.info("app.pool_stopped", pool=stack.name)
 
     async def stop_pool(self, name: str) -> None:
         """Stop driving the Asterisk server `name`: its stack closes without hanging up calls."""
