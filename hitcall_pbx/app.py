@@ -470,6 +470,11 @@ class HitCall:
         stale = self.pools.stacks.get(claim.pool)
         if stale is not None:  # a stack from a lease lost meanwhile: gone before the new one
             await self.stop_pool(claim.pool)
+        # What this node wrote while the database was away (a node that fenced itself and now
+        # takes its pool back) lands before recovery reads the pool's rows: judged from stale
+        # rows, a call still talking would pass for merely answered, and a CDR still spooled
+        # would be overwritten by recovery's guess.
+        await self._land_spools()
         try:
             await self.start_pool(claim.pool, url, claim=claim)
         except Exception:
@@ -477,6 +482,16 @@ class HitCall:
             assert self.node is not None
             await self.stop_pool(claim.pool)
             await self.node.release(claim.pool)
+
+    async def _land_spools(self, timeout: float = 30.0) -> None:
+        assert self.journal is not None and self.cdr is not None
+        try:
+            await self.journal.flush(timeout)
+            await self.cdr.committed(timeout)
+        except Exception as exc:  # recovery still runs: better late rows than no pool
+            log.warning(
+                "app.spools_not_landed", error=repr(exc), journal=self.journal.backlog, cdr=self.cdr.spool_backlog
+            )
 
     def _pool_lost(self, pool: str, reason: str) -> None:
         """The pool's lease is lost: its stack closes without hanging up calls (the next

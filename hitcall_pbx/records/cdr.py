@@ -595,6 +595,11 @@ class CdrWriter:
             raise Unavailable("the CDR writer is not started", code="cdr_writer_closed")
         await self._wb.wait_durable()
 
+    async def committed(self, timeout: float | None = None) -> None:
+        """Wait until every record submitted so far is in Postgres, also what went through
+        the spool. TimeoutError after `timeout`."""
+        await self._wb.wait_committed(timeout)
+
     async def close(self) -> None:
         """Flush, stop, release the spool. Spooled rows wait there for the next start."""
         if not self._wb.started:
