@@ -256,7 +256,8 @@ class HitCall:
             await self._listen(deps)
         if agi and s.agi_secret is not None:
             secret = s.agi_secret.get_secret_value()
-            self.agi = AgiServer(pool, s.agi_host, s.agi_port, default_handlers(journal=self.journal), secret=secret)
+            handlers = default_handlers(journal=self.journal, home=(s.pool, s.node_id))
+            self.agi = AgiServer(pool, s.agi_host, s.agi_port, handlers, secret=secret)
             await self.agi.start()
             self._stack.append(self.agi.close)
         if o.purge_interval_s:

@@ -406,9 +406,11 @@ async def _menu_arrival(
     started_at: datetime,
     number: str | None,
     state: _MenuState,
+    home: tuple[str, str] | None = None,
 ) -> None:
     """Queue the call's live row: its deadline from the campaign's CDR policy (the
-    default policy when there is none or it cannot be read now)."""
+    default policy when there is none or it cannot be read now); `home`: the pool and
+    node of the process serving the menu (the Asterisk whose dialplan sends it here)."""
     assert agi.uniqueid is not None
     policy, campaign_id = prompts.retention, state.campaign_id
     if campaign_id is not None:
@@ -429,6 +431,8 @@ async def _menu_arrival(
         caller_number=number,
         created_at=started_at,
         retention_until=cdr_deadline(started_at, policy),
+        pool=home[0] if home else None,
+        node_id=home[1] if home else None,
     )
 
 
@@ -501,9 +505,11 @@ async def _serve_menu(
         digit, tries = None, tries + 1
 
 
-def optout_script(prompts: OptOutPrompts = OptOutPrompts(), journal: CallJournal | None = None) -> Handler:
+def optout_script(
+    prompts: OptOutPrompts = OptOutPrompts(), journal: CallJournal | None = None, home: tuple[str, str] | None = None
+) -> Handler:
     """The return-call line handler with the given prompts; with the dialing process's
-    `journal`, each call gets its live row."""
+    `journal`, each call gets its live row (`home`: its pool and node, see `_menu_arrival`)."""
 
     async def optout(agi: AgiSession, pool: asyncpg.Pool) -> None:
         started_at = datetime.now(UTC)
@@ -512,7 +518,7 @@ def optout_script(prompts: OptOutPrompts = OptOutPrompts(), journal: CallJournal
 
         async def arrived() -> None:
             if journal is not None and agi.uniqueid:
-                await _menu_arrival(agi, pool, journal, prompts, started_at, number, state)
+                await _menu_arrival(agi, pool, journal, prompts, started_at, number, state, home)
 
         try:
             await _serve_menu(agi, pool, prompts, number, state, arrived)
@@ -526,8 +532,10 @@ def optout_script(prompts: OptOutPrompts = OptOutPrompts(), journal: CallJournal
 
 
 def default_handlers(
-    prompts: OptOutPrompts = OptOutPrompts(), journal: CallJournal | None = None
+    prompts: OptOutPrompts = OptOutPrompts(), journal: CallJournal | None = None, home: tuple[str, str] | None = None
 ) -> dict[str, Handler]:
     """The scripts served by `AgiServer`: ``lookup`` and ``optout`` (`journal`: the
-    dialing process's call journal, for the return calls' live rows)."""
-    return {"lookup": lookup, "optout": optout_script(prompts, journal)}
+    dialing process's call journal, for the return calls' live rows; `home`: the pool and
+    node they are written with: this node's home pool, the Asterisk whose dialplan points
+    its FastAGI here)."""
+    return {"lookup": lookup, "optout": optout_script(prompts, journal, home)}
