@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ from .ari.client import RestFactory
 from .auth import AuthService
 from .cluster import NodeIdentity, NodeRegistry
 from .cluster.commands import CommandBus
+from .cluster.live import LiveRelay
+from .cluster.peer import PeerFinder, PoolsPeer
 from .cluster.routed import RoutedControl, RoutedMonitoring
 from .core.leases import PoolClaim
 from .core.netpolicy import AddressPolicy
@@ -37,6 +40,7 @@ from .dialer.engine import Dialer
 from .dialer.hopper import Hopper
 from .dialer.inbound import InboundOptions, InboundRouter
 from .dialer.monitor import Monitor
+from .dialer.peer import PeerDesk
 from .dialer.recording_pause import RecordingPauser
 from .dialer.store import DialerStore
 from .errors import ConfigError, HitCallError
@@ -134,6 +138,7 @@ class HitCall:
     node: NodeRegistry | None = None  # this node's row and the pool leases it holds
     bus: LiveBus = field(default_factory=LiveBus)  # the journal's events, as they happen, for live screens
     web_hub: LiveHub | None = None
+    relay: LiveRelay | None = None  # live events to and from the other nodes' screens
     commands: CommandBus | None = None  # live control carried to and from the other nodes
     _stack: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -184,6 +189,7 @@ class HitCall:
         # Closed after the pools' stacks: what they write goes through it.
         self.journal = CallJournal(pool, spool_dir=s.data_dir / "spool" / "journal")
         self.journal.listeners.append(self.bus.publish)
+        self.journal.listeners.append((await self._live_relay()).outgoing)
         await self.journal.start()
         self._stack.append(self.journal.close)
         # The home pool when its lease can be had now (else it is tried at every heartbeat);
@@ -244,7 +250,9 @@ class HitCall:
             deps = ApiDeps(
                 pool=pool,
                 metrics=registry,
-                dialer=RoutedControl(PoolsControl(self.pools), self.commands, pool, s.node_id),
+                dialer=RoutedControl(
+                    PoolsControl(self.pools), self.commands, pool, s.node_id, settle=lambda: journal.flush(SETTLE_S)
+                ),
                 cdrs=ApiCdrs(pool),
                 recordings=ApiRecordings(pool, self.store),
                 privacy=ApiPrivacy(privacy),
@@ -277,7 +285,10 @@ class HitCall:
         # written what they changed); on close, taking them stops first.
         journal = self.journal
         await self.commands.serve(
-            PoolsControl(self.pools), PoolsMonitoring(self.pools), settle=lambda: journal.flush(SETTLE_S)
+            PoolsControl(self.pools),
+            PoolsMonitoring(self.pools),
+            settle=lambda: journal.flush(SETTLE_S),
+            peer=PoolsPeer(self.pools),
         )
         self._stack.append(self.commands.close)
         if self.alarms is not None:
@@ -316,7 +327,10 @@ class HitCall:
 
     def _pacing_changed(self, campaign_id: int, view: PacingView) -> None:
         """A campaign's pacing changed in a way worth showing: to the live screens."""
-        self.bus.publish("pacing.changed", f"campaign:{campaign_id}", {"campaign_id": campaign_id, **view.to_dict()})
+        payload = {"campaign_id": campaign_id, **view.to_dict()}
+        self.bus.publish("pacing.changed", f"campaign:{campaign_id}", payload)
+        if self.relay is not None:
+            self.relay.outgoing("pacing.changed", f"campaign:{campaign_id}", payload)
 
     def _pacing_view(self, campaign_id: int) -> dict[str, Any] | None:
         """The pacer's latest view of a running campaign, for the wallboard."""
@@ -341,6 +355,7 @@ class HitCall:
         privacy = PrivacyService(pool, self.store, export_dir=s.data_dir / "exports")
         self.webhooks = WebhookDispatcher(pool, aiohttp.ClientSession)  # replay and stats only: no delivery loop
         self.commands = await self._command_bus()  # asks the nodes that drive agents and calls; serves none
+        await self._live_relay()  # the nodes' live events, for the screens this process serves
         deps = ApiDeps(
             pool=pool,
             metrics=registry,
@@ -354,6 +369,18 @@ class HitCall:
             monitoring=RoutedMonitoring(None, self.commands, pool, None),
         )
         await self._listen(deps)
+
+    async def _live_relay(self) -> LiveRelay:
+        """This process's live events to the other nodes' screens, theirs to this one's."""
+        assert self.db is not None
+        dsn = self.db.dsn
+        # One id per process (an API-only process may share its host's node id)
+        self.relay = LiveRelay(
+            self.db.pool, lambda: connect(dsn), self.bus, f"{self.settings.node_id}.{uuid.uuid4().hex[:8]}"
+        )
+        await self.relay.start()
+        self._stack.append(self.relay.close)
+        return self.relay
 
     async def _command_bus(self) -> CommandBus:
         """Live control of agents and calls another node drives goes to it through PostgreSQL."""
@@ -404,11 +431,25 @@ class HitCall:
             ari.on_event(dialer.handle_event)
             dialer.pacer.on_view = self._pacing_changed
             # After the dialer: a newly ready agent goes to an answered outbound customer first.
+            # Several servers: a caller no agent here takes may get one on another server over
+            # the trunk between them; this pool's agents take such calls from the others.
+            finder = PeerFinder(pool, self.pools, lambda: self.commands, name, claim.node_id if claim else None)
             inbound = InboundRouter(
-                ari, pool, sessions, o.inbound, cdr=CdrSink(self.cdr, claim), journal=journal, claim=claim
+                ari,
+                pool,
+                sessions,
+                o.inbound,
+                cdr=CdrSink(self.cdr, claim),
+                journal=journal,
+                claim=claim,
+                peer=finder if claim is not None else None,
             )
             ari.on_event(inbound.handle_event)
             ari.on_resync(inbound.handle_resync)
+            peer = PeerDesk(ari, sessions, claim=claim)
+            ari.on_event(peer.handle_event)
+            ari.on_resync(peer.handle_resync)
+            closers.append(peer.close)
             # Inbound calls a stopped process left: adopted or closed before the dialer dials.
             dialer.recovery.on_restart.append(inbound.recover)
             dialer.recovery.on_sweep.append(inbound.sweep_orphans)
@@ -440,6 +481,7 @@ class HitCall:
             monitor,
             EngineControl(dialer, sessions, recording=pauser),
             closers,
+            peer,
         )
         self.pools.stacks[name] = stack
         if connect:

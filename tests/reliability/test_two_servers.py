@@ -20,6 +20,8 @@ Sandbox customers +35841 TT SSSSS answer at once and hang up after TT seconds of
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -58,6 +60,7 @@ pytestmark = pytest.mark.asterisk
 
 LEASE_S = 5.0
 AGENT_1, AGENT_2 = "agent195", "agent196"  # on server 1 and server 2
+PASSWORD = "two servers, one campaign"
 
 
 @pytest.fixture
@@ -102,7 +105,7 @@ async def _admin_headers(pool: asyncpg.Pool) -> dict[str, str]:
         role_scopes=build_registry().role_scopes(),
     )
     actor = Actor("two-servers-test", "system")
-    user = await auth.create_user(username="two-servers-admin", role=Role.ADMIN, password=None, actor=actor)
+    user = await auth.create_user(username="two-servers-admin", role=Role.ADMIN, password=PASSWORD, actor=actor)
     grant = await auth.create_token(
         user_id=user["id"], name="two-servers", scopes=sorted(auth.scopes_for(Role.ADMIN)), expires_at=None, actor=actor
     )
@@ -163,16 +166,33 @@ async def test_two_servers_one_campaign_and_the_node_of_one_killed(
         assert (one["pool"], one["node_id"], two["pool"], two["node_id"]) == ("ast1", "node-a", "ast2", "node-b")
 
         # Live control from either node: node-a's API pauses the agent on server 2, node-b's
-        # API lets it go again (each carried to the node that drives the phone).
-        async with aiohttp.ClientSession(headers=headers) as http:
-            url_a = f"http://127.0.0.1:{node_a.port}/api/v1/agents/{two['id']}"
-            async with http.post(f"{url_a}/pause", json={"pause_code": "break"}) as r:
-                assert r.status == 200, await r.text()
-            # stored through node-b's call journal, a moment later
-            await wait_until(lambda: _ok(_agent(pool, AGENT_2), lambda a: a["state"] == "paused"), timeout=5)
-            url_b = f"http://127.0.0.1:{node_b.port}/api/v1/agents/{two['id']}"
-            async with http.post(f"{url_b}/unpause") as r:
-                assert r.status == 200, await r.text()
+        # API lets it go again (each carried to the node that drives the phone); node-a's
+        # wallboard, open in a supervisor's browser, shows both changes as they happen.
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser,
+        ):
+            base_a = f"http://127.0.0.1:{node_a.port}"
+            page = await (await browser.get(f"{base_a}/web/login")).text()
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+            assert csrf is not None
+            login = {"username": "two-servers-admin", "password": PASSWORD, "csrf_token": csrf[1]}
+            async with browser.post(f"{base_a}/web/login", data=login, allow_redirects=False) as r:
+                assert r.status == 303, await r.text()
+            async with browser.get(f"{base_a}/web/live/wallboard", params={"campaign": str(cid)}) as stream:
+                assert stream.status == 200, await stream.text()
+                await _sse_until(stream, lambda e, d: e == "snapshot")
+                url_a = f"{base_a}/api/v1/agents/{two['id']}"
+                paused_at = time.monotonic()
+                async with http.post(f"{url_a}/pause", json={"pause_code": "break"}) as r:
+                    assert r.status == 200, await r.text()
+                    assert (await r.json())["state"] == "paused"
+                await _sse_until(stream, lambda e, d: _is_state(e, d, two["id"], "paused"))
+                seen_s = time.monotonic() - paused_at
+                url_b = f"http://127.0.0.1:{node_b.port}/api/v1/agents/{two['id']}"
+                async with http.post(f"{url_b}/unpause") as r:
+                    assert r.status == 200, await r.text()
+                await _sse_until(stream, lambda e, d: _is_state(e, d, two["id"], "ready"))
             await wait_until(lambda: _ok(_agent(pool, AGENT_2), lambda a: a["state"] == "ready"), timeout=5)
             audited = await pool.fetch(
                 "SELECT action FROM audit_log WHERE object_type = 'agent' AND object_id = $1 ORDER BY id",
@@ -220,6 +240,7 @@ async def test_two_servers_one_campaign_and_the_node_of_one_killed(
             injected="node-a (driving server 1) killed with SIGKILL while its agent talked; node-b drives server 2",
             lease_s=LEASE_S,
             kill_to_takeover_s=round(takeover_s, 3),
+            pause_via_node_a_on_node_a_wallboard_s=round(seen_s, 3),
             token=token,
             adopted_call={k: str(cdr[k]) for k in ("outcome", "talk_s", "pool", "node_id")},
             after_takeover_by_pool={p: sum(1 for r in after if r["pool"] == p) for p in ("ast1", "ast2")},
@@ -349,6 +370,31 @@ async def test_one_asterisk_killed_and_the_other_servers_agent_keeps_working(
         for p in phones:
             p.stop()
         await pool.close()
+
+
+async def _sse_until(stream: aiohttp.ClientResponse, pred: Any, timeout: float = 5.0) -> dict[str, Any]:
+    """Read the stream's server-sent events until one (event name, data) matches."""
+    event = "message"
+    async with asyncio.timeout(timeout):
+        while True:
+            line = (await stream.content.readline()).decode().rstrip("\n")
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line[5:].strip())
+                if pred(event, data):
+                    return data
+            elif not line:
+                event = "message"
+
+
+def _is_state(event: str, data: Any, agent_id: int, state: str) -> bool:
+    return (
+        event == "live"
+        and data.get("type") == "agent.state_changed"
+        and data.get("agent_id") == agent_id
+        and data.get("state") == state
+    )
 
 
 async def _ok(value: Any, pred: Any) -> Any:
