@@ -336,3 +336,27 @@ async def test_agent_state_changes_write_the_agents_pool_and_node(db: asyncpg.Po
         assert (row["state"], row["pool"], row["node_id"]) == ("logged_out", "ast2", "node-b")
     finally:
         await journal.close()
+
+
+async def test_the_return_call_menus_live_row_carries_the_menus_home_pool_and_node(db: asyncpg.Pool) -> None:
+    from hitcall_pbx.agi import AgiServer, default_handlers
+
+    from .test_agi_menu_cdr import SECRET, press, run_call
+
+    journal = CallJournal(db)
+    await journal.start()
+    server = AgiServer(db, "127.0.0.1", 0, default_handlers(journal=journal, home=("ast2", "node-b")), secret=SECRET)
+    await server.start()
+    try:
+        await run_call(server.port, "1700000000.77", press("2"))  # asks for an agent: handed to the router
+        await journal.flush(5)
+    finally:
+        await server.close()
+        await journal.close()
+    row = await db.fetchrow(
+        "SELECT direction, pool, node_id FROM live_attempts WHERE id = $1", inbound_cdr_id("1700000000.77")
+    )
+    assert row is not None and (row["direction"], row["pool"], row["node_id"]) == ("inbound", "ast2", "node-b")
+    # Not the default pool's: its recovery leaves the row alone; ast2's takes it.
+    assert await open_inbound_calls(db, "main", "node-a", take_over=True) == []
+    assert [r["pool"] for r in await open_inbound_calls(db, "ast2", "node-c", take_over=True)] == ["ast2"]
