@@ -13,6 +13,7 @@ with the original actor.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -24,7 +25,10 @@ from ..core.callbacks import CallbackKind
 from ..core.calls import CallState
 from ..core.outcomes import CallMode
 from ..errors import Unavailable
+from ..logs import get_logger
 from .commands import CommandBus
+
+log = get_logger("hitcall.cluster.routed")
 
 __all__ = ["RoutedControl", "RoutedMonitoring", "agent_node", "attempt_node", "monitor_node"]
 
@@ -69,11 +73,30 @@ class RoutedControl:
     ApiOnlyControl): every agent or call a node follows is asked of that node, even one
     whose node id is the same as this process's (the default node id is the host name)."""
 
-    def __init__(self, local: DialerControl, bus: CommandBus, pool: asyncpg.Pool, node_id: str | None) -> None:
+    def __init__(
+        self,
+        local: DialerControl,
+        bus: CommandBus,
+        pool: asyncpg.Pool,
+        node_id: str | None,
+        *,
+        settle: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.local = local
         self.bus = bus
         self.pool = pool
         self.node_id = node_id
+        # Awaited after this node changed an agent's state itself (the state is written behind,
+        # through the call journal): the API reads the agent's row back for its answer, as it
+        # does after another node's answer (which that node settles before it answers).
+        self.settle = settle
+
+    async def _settled(self) -> None:
+        if self.settle is not None:
+            try:
+                await self.settle()
+            except Exception as exc:  # the answer goes anyway: the write is spooled, not lost
+                log.warning("routed_control.settle_failed", error=repr(exc))
 
     def _elsewhere(self, node: str | None) -> str | None:
         """The other node to ask, or None when this node's control answers."""
@@ -94,24 +117,28 @@ class RoutedControl:
             await self.bus.call(node, "agent.pause", {"agent_id": agent_id, "pause_code": pause_code}, actor)
         else:
             await self.local.pause_agent(agent_id, pause_code, actor=actor)
+            await self._settled()
 
     async def unpause_agent(self, agent_id: int, *, actor: Actor) -> None:
         if node := await self._agent(agent_id):
             await self.bus.call(node, "agent.unpause", {"agent_id": agent_id}, actor)
         else:
             await self.local.unpause_agent(agent_id, actor=actor)
+            await self._settled()
 
     async def end_wrap_up(self, agent_id: int, *, actor: Actor) -> None:
         if node := await self._agent(agent_id):
             await self.bus.call(node, "agent.end_wrap_up", {"agent_id": agent_id}, actor)
         else:
             await self.local.end_wrap_up(agent_id, actor=actor)
+            await self._settled()
 
     async def log_out_agent(self, agent_id: int, *, actor: Actor) -> None:
         if node := await self._agent(agent_id):
             await self.bus.call(node, "agent.log_out", {"agent_id": agent_id}, actor)
         else:
             await self.local.log_out_agent(agent_id, actor=actor)
+            await self._settled()
 
     async def set_disposition(
         self,

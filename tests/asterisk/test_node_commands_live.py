@@ -102,6 +102,14 @@ async def test_node_a_api_controls_an_agent_and_a_call_node_b_drives(
                     assert (await r.json())["state"] == "ready"
                 assert b.sessions.by_agent[agent].state is AgentState.READY
 
+                # The same through node B's own API (its own control): the same answers.
+                api_b = f"http://127.0.0.1:{b.http_port}/api/v1"
+                for action, state in (("pause", "paused"), ("unpause", "ready")) * 3:
+                    body_in = {"pause_code": "break"} if action == "pause" else None
+                    async with http.post(f"{api_b}/agents/{agent}/{action}", json=body_in, headers=admin) as r:
+                        assert r.status == 200, await r.text()
+                        assert (await r.json())["state"] == state
+
                 # A customer dialled by node B on its server; node A lists it and hangs it up.
                 await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
 

@@ -230,6 +230,24 @@ async def test_the_answer_waits_for_what_the_node_settles(nodes: Any) -> None:
     assert steps == [("settled", 1)]  # after the pause ran, before its answer
 
 
+async def test_an_agent_state_this_node_changes_itself_is_settled_before_the_answer(
+    nodes: Any, db: asyncpg.Pool
+) -> None:
+    a = await nodes(A)
+    local, steps = Owner(A), []
+
+    async def settle() -> None:
+        steps.append(len(local.calls))
+
+    routed = RoutedControl(local, a.bus, a.pool, A, settle=settle)
+    agent = await db.fetchval(
+        "INSERT INTO agents (number, name, state, node_id) VALUES ('401', 'On A', 'ready', $1) RETURNING id", A
+    )
+    await routed.pause_agent(agent, "lunch", actor=ACTOR)
+    await routed.unpause_agent(agent, actor=ACTOR)
+    assert steps == [1, 2]  # after each change, before the API reads the agent's row back
+
+
 async def test_a_gone_node_is_answered_503_naming_it_at_once(nodes: Any, db: asyncpg.Pool) -> None:
     a = await nodes(A, timeout_s=3.0)
     await _node_row(db, B, live=False)  # its lease lapsed
