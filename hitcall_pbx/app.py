@@ -210,7 +210,7 @@ class HitCall:
             self._stack.append(self.webhooks.close)
 
         registry = CollectorRegistry()
-        pools, cdr, journal = self.pools, self.cdr, self.journal
+        pools, cdr, journal, node = self.pools, self.cdr, self.journal, self.node
         self.metrics = metrics = ServiceMetrics(
             registry,
             MetricsSources(
@@ -223,6 +223,8 @@ class HitCall:
                 journal_backlog=lambda: journal.backlog,
                 loop_lag=self.looplag,
                 pacing_views=pools.pacing_views,
+                node_pools=lambda: dict(node.held),
+                node_fenced=lambda: node.fenced is not None,
             ),
         )
         if o.alarm_interval_s:

@@ -35,6 +35,8 @@ class MetricsSources:
     journal_backlog: Callable[[], int]  # call journal writes not yet in Postgres (memory + spool)
     loop_lag: LoopLagMonitor | None = None  # None: no event-loop lag metrics
     pacing_views: Callable[[], Mapping[int, PacingView]] = dict  # each running campaign's latest pacing decision
+    node_pools: Callable[[], Mapping[str, int]] = dict  # pools whose lease this node holds -> fencing token
+    node_fenced: Callable[[], bool] = lambda: False  # the node fenced itself (no lease renewal in time)
 
 
 class _Live(Collector):
@@ -75,6 +77,17 @@ class _Live(Collector):
         )
         journal.add_metric([], float(src.journal_backlog()))
         yield journal
+        held = GaugeMetricFamily(
+            "hitcall_node_pool_lease_token", "the fencing token of each pool lease this node holds", labels=["pool"]
+        )
+        for pool, token in list(src.node_pools().items()):
+            held.add_metric([pool], float(token))
+        yield held
+        fenced = GaugeMetricFamily(
+            "hitcall_node_fenced", "1 while this node has fenced itself (its leases could not be renewed in time)"
+        )
+        fenced.add_metric([], 1.0 if src.node_fenced() else 0.0)
+        yield fenced
 
 
 def _pacing(views: Mapping[int, PacingView]) -> Iterator[Metric]:

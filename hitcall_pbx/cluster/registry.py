@@ -280,6 +280,7 @@ class NodeRegistry:
             self._fence_timer.cancel()
             self._fence_timer = None
         held, self.held = dict(self.held), {}
+        await self._drop_conn()  # a heartbeat cancelled mid-statement may have left it unusable
         if self.registered and self.displaced is None:
             try:
                 async with self._lock:

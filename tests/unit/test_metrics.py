@@ -103,3 +103,14 @@ def test_the_pacers_decision_and_figures_are_scraped_per_campaign() -> None:
         (("campaign_id", "7"), ("cause", "")): 0.0,
         (("campaign_id", "8"), ("cause", "today_over_cap")): 1.0,
     }
+
+
+def test_the_node_gauges_read_its_pool_leases_and_fencing() -> None:
+    state = {"pools": {"main": 3, "ast2": 1}, "fenced": False}
+    sources = idle(node_pools=lambda: state["pools"], node_fenced=lambda: state["fenced"])
+    m = scrape(sources)
+    assert m["hitcall_node_pool_lease_token"] == {(("pool", "main"),): 3.0, (("pool", "ast2"),): 1.0}
+    assert m["hitcall_node_fenced"] == {(): 0.0}
+    state["pools"], state["fenced"] = {}, True
+    m = scrape(sources)
+    assert "hitcall_node_pool_lease_token" not in m and m["hitcall_node_fenced"] == {(): 1.0}
