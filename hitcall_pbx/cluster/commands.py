@@ -50,6 +50,7 @@ from ..errors import (
 )
 from ..logs import get_logger
 from ..tasks import TaskSet
+from .listen import Listener
 from .methods import METHODS, LocalPorts, Method
 
 __all__ = [
@@ -236,8 +237,13 @@ class CommandBus:
         self._local: LocalPorts | None = None
         self._settle: Callable[[], Awaitable[None]] | None = None
         self._wake = asyncio.Event()
-        self._listening = asyncio.Event()
-        self._conn: asyncpg.Connection | None = None
+        self._listener = Listener(
+            connect,
+            {DONE_CHANNEL: self._on_done, COMMANDS_CHANNEL: self._on_command},
+            name="node_commands",
+            keepalive_s=sweep_s * 5,
+            on_up=self._listening_again,
+        )
         self._tasks = TaskSet("node_commands")
         self._running = TaskSet("node_commands.run")
         self._closing = False
@@ -251,10 +257,10 @@ class CommandBus:
         if self._started:
             return
         self._started = True
-        self._tasks.spawn(self._listen_loop())
+        self._tasks.spawn(self._listener.run())
         self._tasks.spawn(self._serve_loop())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._listening.wait(), wait_s)
+            await asyncio.wait_for(self._listener.listening.wait(), wait_s)
 
     async def serve(
         self, control: Any, monitoring: Any = None, *, settle: Callable[[], Awaitable[None]] | None = None
@@ -283,10 +289,7 @@ class CommandBus:
         self._wake.set()
         for w in self._waiting.values():
             w.wake.set()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 2.0)
+        await self._listener.close()
         try:
             await asyncio.wait_for(self._running.wait(), self.run_grace_s)
         except TimeoutError:
@@ -445,40 +448,11 @@ class CommandBus:
                 attempt += 1
 
     # ------------------------------------------------------------ listen ---
-    async def _listen_loop(self) -> None:
-        attempt = 0
-        while not self._closing:
-            lost = asyncio.Event()
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await self._connect()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(DONE_CHANNEL, self._on_done)
-                await conn.add_listener(COMMANDS_CHANNEL, self._on_command)
-                self._conn = conn
-                self._listening.set()
-                attempt = 0
-                # whatever was notified while not listening: callers re-read, the owner sweeps
-                for w in self._waiting.values():
-                    w.wake.set()
-                self._wake.set()
-                while not self._closing and not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), self.sweep_s * 5)
-                    if not lost.is_set() and not self._closing:
-                        await asyncio.wait_for(conn.execute("SELECT 1"), self.sweep_s * 5)
-            except Exception as exc:
-                if not self._closing:
-                    log.warning("node_commands.listen_failed", error=repr(exc))
-            finally:
-                self._listening.clear()
-                if conn is not None and conn is self._conn:
-                    self._conn = None
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            if not self._closing:
-                await asyncio.sleep(self._backoff.delay(attempt))
-                attempt += 1
+    def _listening_again(self) -> None:
+        # whatever was notified while not listening: callers re-read, the owner sweeps
+        for w in self._waiting.values():
+            w.wake.set()
+        self._wake.set()
 
     def _on_command(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         if payload == self.node_id:

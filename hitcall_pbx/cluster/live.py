@@ -14,15 +14,14 @@ stays the durable record. Nothing here opens a connection anywhere but to the da
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import asyncpg
 
-from ..core.backoff import Backoff
 from ..logs import get_logger
+from .listen import Listener
 
 log = get_logger("hitcall.cluster.live")
 
@@ -98,19 +97,20 @@ class LiveRelay:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self.listening = asyncio.Event()
+        self._listener = Listener(connect, {LIVE_CHANNEL: self._on_notify}, name="live_relay")
+        self.listening = self._listener.listening
         self.sent = self.received = self.dropped = 0
-        self._backoff = Backoff(base=0.2, cap=5.0)
 
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._send_loop(), name="live-relay-send"),
-            asyncio.create_task(self._listen_loop(), name="live-relay-listen"),
+            asyncio.create_task(self._listener.run(), name="live-relay-listen"),
         ]
 
     async def close(self) -> None:
         self._closing = True
         self._wake.set()
+        await self._listener.close()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -144,33 +144,6 @@ class LiveRelay:
                 log.debug("live_relay.send_failed", error=repr(exc), events=len(events))
 
     # ------------------------------------------------------------------- in ---
-    async def _listen_loop(self) -> None:
-        attempt = 0
-        while not self._closing:
-            lost = asyncio.Event()
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await self._connect()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(LIVE_CHANNEL, self._on_notify)
-                self.listening.set()
-                attempt = 0
-                while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 10.0)
-                    if not lost.is_set():
-                        await asyncio.wait_for(conn.execute("SELECT 1"), 10.0)
-            except Exception as exc:
-                if not self._closing:
-                    log.warning("live_relay.listen_failed", error=repr(exc))
-            finally:
-                self.listening.clear()
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            if not self._closing:
-                await asyncio.sleep(self._backoff.delay(attempt))
-                attempt += 1
-
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         for event_type, subject, body in unpack(str(payload), self.node_id):
             self.received += 1
