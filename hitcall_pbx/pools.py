@@ -31,6 +31,7 @@ from .dialer.control import EngineControl
 from .dialer.engine import Dialer
 from .dialer.inbound import InboundRouter
 from .dialer.monitor import Monitor
+from .dialer.peer import PeerDesk
 from .dialer.recording_pause import RecordingPauser
 from .errors import NotFound, Unavailable
 from .logs import get_logger
@@ -55,6 +56,7 @@ class PoolStack:
     monitor: Monitor
     control: EngineControl
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    peer: PeerDesk | None = None  # calls from the other servers' callers to the agents here
 
     async def close(self) -> None:
         """ARI first (no new events), then the parts that follow calls, newest first."""

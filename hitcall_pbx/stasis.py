@@ -17,6 +17,8 @@ class StasisKind(enum.StrEnum):
     VOICEMAIL = "voicemail"  # a machine back from voicemail drop: voicemail,<WAITSTATUS>,<PLAYBACKSTATUS>
     TRANSFER = "transfer"  # an external transfer target answered: transfer,<attempt id>
     SNOOP = "snoop"  # a supervisor's snoop channel on an agent's phone: snoop,<monitoring session key>
+    PEER = "peer"  # a call from the other server's node for an agent here ([hitcall-peer-in]): peer,<token>
+    PEER_LEG = "peer-leg"  # the trunk leg to the other server answered: peer-leg,<the caller's channel id>
 
 
 def app_args(kind: StasisKind, *values: object) -> str:

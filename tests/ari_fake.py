@@ -63,6 +63,9 @@ class FakeAriRest:
     async def hangup(self, channel_id: str, **kw: Any) -> None:
         self._note("hangup", channel_id, **kw)
 
+    async def answer(self, channel_id: str) -> None:
+        self._note("answer", channel_id)
+
     async def snoop(self, channel_id: str, app: str, **kw: Any) -> Channel:
         self._note("snoop", channel_id, app, **kw)
         snoop_id = kw.get("snoop_id") or f"snoop-{len(self.requests)}"

@@ -45,6 +45,8 @@ class AriRestPort(Protocol):
 
     async def hangup(self, channel_id: str, *, reason: str | None = None, reason_code: str | None = None) -> None: ...
 
+    async def answer(self, channel_id: str) -> None: ...
+
     async def snoop(
         self,
         channel_id: str,

@@ -263,15 +263,21 @@ class CommandBus:
             await asyncio.wait_for(self._listener.listening.wait(), wait_s)
 
     async def serve(
-        self, control: Any, monitoring: Any = None, *, settle: Callable[[], Awaitable[None]] | None = None
+        self,
+        control: Any,
+        monitoring: Any = None,
+        *,
+        settle: Callable[[], Awaitable[None]] | None = None,
+        peer: Any = None,
     ) -> None:
-        """Run the commands addressed to this node on `control` (api.deps.DialerControl) and
-        `monitoring` (api.deps.MonitoringControl), including those written while it was not
+        """Run the commands addressed to this node on `control` (api.deps.DialerControl),
+        `monitoring` (api.deps.MonitoringControl) and `peer` (methods.PeerPort: agents
+        reserved for callers on other servers), including those written while it was not
         listening whose deadline has not passed. `settle` is awaited after each command,
         before its answer is written: the node's write-behind writes (agent states go
         through the call journal), so that what the caller reads next is what the command did."""
         self._settle = settle
-        self._local = LocalPorts(control, monitoring)
+        self._local = LocalPorts(control, monitoring, peer)
         await self.start()
         self._wake.set()
 

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..api.deps import DialerControl, MonitoringControl, RecordingPauseStatus, TransferStatus
 from ..auth import Actor
@@ -32,11 +32,26 @@ class LocalPorts:
 
     control: DialerControl
     monitoring: MonitoringControl | None = None
+    peer: PeerPort | None = None
 
     def monitor(self) -> MonitoringControl:
         if self.monitoring is None:
             raise Unavailable("monitoring does not run on this node", code="monitoring_unavailable")
         return self.monitoring
+
+    def peers(self) -> PeerPort:
+        if self.peer is None:
+            raise Unavailable("peer calls are not taken on this node", code="peer_unavailable")
+        return self.peer
+
+
+class PeerPort(Protocol):
+    """Reserves an agent of one of this node's pools for a caller on another server
+    (`cluster.peer.PoolsPeer`): the token and agent as JSON, or None."""
+
+    async def reserve(
+        self, pool: str, campaign_id: int | None, wrap_up_s: float, from_pool: str
+    ) -> dict[str, Any] | None: ...
 
 
 # ------------------------------------------------------------------ answers
@@ -150,6 +165,13 @@ class MonitorStopArgs(Args):
     role: str
 
 
+class PeerReserveArgs(Args):
+    pool: str
+    campaign_id: int | None = None
+    wrap_up_s: float = Field(ge=0, le=86400)
+    from_pool: str
+
+
 A = TypeVar("A", bound=Args)
 
 
@@ -245,6 +267,12 @@ async def _monitor_stop(p: LocalPorts, a: MonitorStopArgs, actor: Actor) -> dict
     return await p.monitor().stop(a.monitor_id, user_id=a.user_id, role=a.role, actor=actor)
 
 
+async def _peer_reserve(p: LocalPorts, a: PeerReserveArgs, actor: Actor) -> dict[str, Any] | None:
+    return await p.peers().reserve(a.pool, a.campaign_id, a.wrap_up_s, a.from_pool)
+
+
+PEER_OFFER = ResultCodec(lambda value: value, lambda data: data)  # {token, agent_id, pool, node_id} or None
+
 _ALL: tuple[Method[Any], ...] = (
     Method("agent.pause", PauseArgs, NOTHING, _pause),
     Method("agent.unpause", AgentArgs, NOTHING, _unpause),
@@ -262,6 +290,7 @@ _ALL: tuple[Method[Any], ...] = (
     Method("monitor.start", MonitorStartArgs, MONITOR_VIEW, _monitor_start),
     Method("monitor.change", MonitorChangeArgs, MONITOR_VIEW, _monitor_change),
     Method("monitor.stop", MonitorStopArgs, MONITOR_VIEW, _monitor_stop),
+    Method("peer.reserve", PeerReserveArgs, PEER_OFFER, _peer_reserve),
 )
 
 METHODS: Mapping[str, Method[Any]] = {m.name: m for m in _ALL}

@@ -42,10 +42,12 @@ def valid_token(token: str) -> bool:
 
 
 def peer_endpoint(token: str) -> str:
-    """The channel to originate on the caller's server to reach the far node's application."""
+    """The channel to originate on the caller's server to reach the far node's application.
+    ``/n``: the Local channel is never optimised away once bridged (the caller's node follows
+    the leg by its channel id: its end is the far side's end)."""
     if not valid_token(token):
         raise ValueError("not a peer token")
-    return f"Local/hitcall-{token}@{PEER_CONTEXT}"
+    return f"Local/hitcall-{token}@{PEER_CONTEXT}/n"
 
 
 @dataclass(frozen=True)

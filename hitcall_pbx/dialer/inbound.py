@@ -41,13 +41,14 @@ the pool's lease (`cluster`) recovers and sweeps the pool's rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -56,14 +57,15 @@ from ..ari import AriError, AriNotFound, AriPort, Resync
 from ..core.calls import CallState
 from ..core.leases import DEFAULT_POOL, PoolClaim
 from ..core.outcomes import CallDirection, Outcome, inbound_outcome
+from ..core.peer import peer_endpoint
 from ..core.phone import normalize_e164
 from ..core.retention import RetentionPolicy, cdr_deadline
 from ..core.states import AgentState, AgentTransition
-from ..errors import Unavailable, ValidationFailed
+from ..errors import HitCallError, Unavailable, ValidationFailed
 from ..logs import get_logger
 from ..records.cdr import inbound_cdr_id
 from ..records.journal import CallJournal
-from ..stasis import StasisKind, parse_args
+from ..stasis import StasisKind, app_args, parse_args
 from ..tasks import TaskSet
 from .calls import CdrSink, agent_bridges, json_payload
 
@@ -80,6 +82,27 @@ class InboundOptions:
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)  # CDRs of callers of no campaign
     lookup_timeout_s: float = 5.0  # the campaign's look-up at the end of a call whose first one failed
     orphan_check_s: float = 15.0  # how often live rows no one follows are looked for
+    peer_retry_s: float = 2.0  # a waiting caller asks the other servers for an agent this often
+    peer_ring_s: int = 5  # the trunk leg to the other server's agent must be answered within this
+
+
+class PeerOfferView(Protocol):
+    """An agent reserved on another server (`cluster.peer.PeerOffer`)."""
+
+    @property
+    def token(self) -> str: ...
+    @property
+    def agent_id(self) -> int: ...
+    @property
+    def pool(self) -> str: ...
+    @property
+    def node_id(self) -> str | None: ...
+
+
+class PeerPort(Protocol):
+    """Finds an agent on another server for a caller (`cluster.peer.PeerFinder`)."""
+
+    async def find(self, campaign_id: int | None, wrap_up_s: float) -> PeerOfferView | None: ...
 
 
 @dataclass(frozen=True)
@@ -117,6 +140,12 @@ class InboundCall:
     campaign_checked: bool = False  # the campaign look-up answered (`campaign` None: no such campaign)
     playback_id: str | None = None
     timer: asyncio.TimerHandle | None = None
+    # An agent on another server (several servers): the trunk leg to it, while it rings and talks.
+    peer_leg: str | None = None
+    peer_offer: PeerOfferView | None = None
+    peer_bridge: str | None = None
+    peer_asking: bool = False
+    peer_timer: asyncio.TimerHandle | None = None
 
 
 # ------------------------------------------------------------------ pure core ---
@@ -293,10 +322,12 @@ class InboundRouter:
         cdr: CdrSink | None = None,
         journal: CallJournal | None = None,
         claim: PoolClaim | None = None,
+        peer: PeerPort | None = None,
     ) -> None:
         """`claim`: the pool (Asterisk) these callers reach and the node following them,
         written on their live rows; recovery touches only that pool's rows (None: the
-        default pool)."""
+        default pool). `peer`: how a caller no agent here takes gets an agent of another
+        server (None: one server)."""
         self.ari = ari
         self.pool = pool
         self.pool_name = claim.pool if claim is not None else DEFAULT_POOL
@@ -308,6 +339,8 @@ class InboundRouter:
         self.calls: dict[str, InboundCall] = {}
         self.waiting: deque[InboundCall] = deque()
         self._by_agent_channel: dict[str, InboundCall] = {}
+        self.peer = peer
+        self._peer_legs: dict[str, InboundCall] = {}  # trunk legs to other servers' agents
         self._tasks = TaskSet("inbound")
         self._orphan_checked = float("-inf")
         self._orphans: set[uuid.UUID] = set()  # gone at the last orphan check
@@ -358,6 +391,8 @@ class InboundRouter:
             kind, rest = parse_args(ev.args)
             if kind is StasisKind.INBOUND and cid is not None:
                 await self._arrived(cid, parse_request(rest), ev)
+            elif kind is StasisKind.PEER_LEG and cid in self._peer_legs:
+                await self._peer_answered(self._peer_legs[cid], cid)
         elif etype == "ChannelEnteredBridge" and cid in self.calls:
             call = self.calls[cid]
             if not call.bridged:
@@ -380,6 +415,8 @@ class InboundRouter:
             if etype == "ChannelDestroyed":
                 call.hangup_cause, call.hangup_cause_txt = ev.cause, ev.cause_txt
             self._caller_gone(call, _event_time(ev))
+        elif etype in ("ChannelDestroyed", "StasisEnd") and cid in self._peer_legs:
+            await self._peer_leg_gone(self._peer_legs.pop(cid), cid)
         elif etype in ("ChannelDestroyed", "StasisEnd") and cid in self._by_agent_channel:
             # The agent hung up the phone during the call: the caller is not left in silence.
             call = self._by_agent_channel.pop(cid)
@@ -396,6 +433,9 @@ class InboundRouter:
         live = {c.id for c in snap.channels}
         for call in [c for c in self.calls.values() if c.channel_id not in live]:
             self._caller_gone(call, datetime.now(UTC))
+        for leg in list(self._peer_legs):
+            if leg not in live:
+                await self._peer_leg_gone(self._peer_legs.pop(leg), leg)
         for agent_channel, call in list(self._by_agent_channel.items()):
             if agent_channel not in live:
                 del self._by_agent_channel[agent_channel]
@@ -439,6 +479,126 @@ class InboundRouter:
         call.timer = asyncio.get_running_loop().call_later(self.options.max_wait_s, self._give_up, call)
         self._spawn(self._start_moh(call))
         log.info("inbound.waiting", channel_id=channel_id, campaign_id=request.campaign_id)
+        if self.peer is not None:
+            self._spawn(self._try_peer(call))
+
+    # ---------------------------------------------- an agent on another server ---
+    def _ask_peer_later(self, call: InboundCall) -> None:
+        if self.peer is not None and call.waiting and call.peer_timer is None and not self._closing:
+            call.peer_timer = asyncio.get_running_loop().call_later(
+                self.options.peer_retry_s, lambda: self._spawn(self._try_peer(call))
+            )
+
+    async def _try_peer(self, call: InboundCall) -> None:
+        """A waiting caller no agent here takes: ask the other servers for one (at arrival,
+        then every `peer_retry_s` while waiting). Given one, the caller leaves the queue and
+        the trunk leg to that agent is originated; the caller hears music on hold meanwhile."""
+        call.peer_timer = None
+        if self.peer is None or self._closing or not call.waiting or call.peer_asking or call.peer_leg:
+            return
+        call.peer_asking = True
+        try:
+            offer = await self.peer.find(call.request.campaign_id, call.wrap_up_s)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, HitCallError) as exc:
+            log.warning("inbound.peer_find_failed", channel_id=call.channel_id, error=str(exc) or type(exc).__name__)
+            offer = None
+        finally:
+            call.peer_asking = False
+        if offer is None:
+            self._ask_peer_later(call)
+            return
+        if not call.waiting or self.calls.get(call.channel_id) is not call:
+            # Taken by an agent here meanwhile, or gone: the far agent is ready again when the token lapses.
+            log.info("inbound.peer_offer_unused", channel_id=call.channel_id, agent_id=offer.agent_id, pool=offer.pool)
+            return
+        call.waiting = False  # out of the queue while the leg rings; the wait limit runs on
+        self.waiting.remove(call)
+        leg = f"hitcall-peer-{uuid.uuid4().hex}"
+        call.peer_leg, call.peer_offer = leg, offer
+        self._peer_legs[leg] = call
+        log.info(
+            "inbound.peer_dialling",
+            channel_id=call.channel_id,
+            agent_id=offer.agent_id,
+            pool=offer.pool,
+            node_id=offer.node_id,
+            wait_ms=int((time.monotonic() - call.arrived_mono) * 1000),
+        )
+        try:
+            await self.ari.rest.originate(
+                peer_endpoint(offer.token),
+                leg,
+                app=self.ari.app,
+                app_args=app_args(StasisKind.PEER_LEG, call.channel_id),
+                caller_id=call.caller_number,
+                timeout=self.options.peer_ring_s,
+            )
+        except AriError as exc:
+            log.warning("inbound.peer_originate_failed", channel_id=call.channel_id, error=exc.message)
+            if self._peer_legs.pop(leg, None) is not None:
+                self._peer_failed(call, leg)
+
+    async def _peer_answered(self, call: InboundCall, leg: str) -> None:
+        """The far agent's node took the leg: the caller and the leg into a bridge of their own."""
+        if self.calls.get(call.channel_id) is not call or call.service_ended or call.peer_leg != leg:
+            await self._hangup(leg)
+            return
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+        assert call.peer_offer is not None
+        call.agent_id = call.peer_offer.agent_id
+        call.agent_channel_id = leg
+        self._by_agent_channel[leg] = call
+        call.peer_bridge = bridge = f"hitcall-peerbridge-{leg.removeprefix('hitcall-peer-')}"
+        try:
+            await self.ari.rest.create_bridge(bridge, "mixing")
+            with contextlib.suppress(AriError):
+                await self.ari.rest.stop_moh(call.channel_id)
+            await self.ari.rest.add_channel(bridge, [call.channel_id, leg])
+        except AriError as exc:
+            # The caller or the leg is gone: its end events finish the call (the other is hung up then).
+            log.info("inbound.peer_bridge_failed", channel_id=call.channel_id, error=exc.message)
+            await self._hangup(leg)
+            return
+        log.info(
+            "inbound.peer_connected",
+            channel_id=call.channel_id,
+            agent_id=call.agent_id,
+            pool=call.peer_offer.pool,
+            wait_ms=int((time.monotonic() - call.arrived_mono) * 1000),
+        )
+
+    async def _peer_leg_gone(self, call: InboundCall, leg: str) -> None:
+        if call.peer_leg != leg:
+            return
+        if call.agent_channel_id == leg:
+            # The far agent's side ended the call (the phone hung up, key 0): the caller too.
+            self._by_agent_channel.pop(leg, None)
+            await self._hangup(call.channel_id)
+            return
+        log.warning("inbound.peer_leg_failed", channel_id=call.channel_id, pool=getattr(call.peer_offer, "pool", None))
+        self._peer_failed(call, leg)
+
+    def _peer_failed(self, call: InboundCall, leg: str) -> None:
+        """The leg never reached the far agent (refused, not answered, the token lapsed):
+        the caller waits again in its place in the queue (its far agent is released by its
+        own node when the token lapses)."""
+        if call.peer_leg == leg:
+            call.peer_leg, call.peer_offer = None, None
+        if self.calls.get(call.channel_id) is not call or call.service_ended or call.bridged or self._closing:
+            return
+        position = next((i for i, c in enumerate(self.waiting) if c.arrived_mono > call.arrived_mono), None)
+        if position is None:
+            self.waiting.append(call)
+        else:
+            self.waiting.insert(position, call)
+        call.waiting = True
+        agent = choose_agent(call.request.campaign_id, self.sessions.by_agent.values())
+        if agent is not None:
+            self._connect(call, agent)
+            return
+        self._ask_peer_later(call)
 
     # ------------------------------------------------------- live rows ---
     def _journal_arrival(self, call: InboundCall) -> None:
@@ -633,6 +793,11 @@ class InboundRouter:
         self._stop_waiting(call)
         if call.agent_channel_id is not None:
             self._by_agent_channel.pop(call.agent_channel_id, None)
+        if call.peer_leg is not None:
+            self._peer_legs.pop(call.peer_leg, None)
+            self._spawn(self._hangup(call.peer_leg))
+        if call.peer_bridge is not None:
+            self._spawn(self._destroy_bridge(call.peer_bridge))
         session = self.sessions.by_agent.get(call.agent_id) if call.agent_id is not None else None
         if session is not None and session.attempt_id == call.channel_id:
             self.sessions.customer_gone(session, call.wrap_up_s)
@@ -684,7 +849,21 @@ class InboundRouter:
         except (ValidationFailed, Unavailable) as exc:
             log.error("inbound.cdr_refused", channel_id=call.channel_id, error=exc.message, details=exc.details)
         if self.journal is not None:
-            self.journal.event("call.ended", f"attempt:{record['id']}", json_payload(record))
+            payload = json_payload(record)
+            offer = call.peer_offer
+            if offer is not None and record["bridged_at"] is not None:
+                # Put through to an agent on another server: the agent's leg, and where it was.
+                self.journal.leg(
+                    record["id"],
+                    0,
+                    agent_id=offer.agent_id,
+                    number=None,
+                    role="agent",
+                    joined_at=record["bridged_at"],
+                    left_at=record["ended_at"],
+                )
+                payload = {**payload, "agent_pool": offer.pool, "agent_node_id": offer.node_id}
+            self.journal.event("call.ended", f"attempt:{record['id']}", payload)
         log.info(
             "inbound.recorded",
             channel_id=call.channel_id,
@@ -699,6 +878,9 @@ class InboundRouter:
         if call.timer is not None:
             call.timer.cancel()
             call.timer = None
+        if call.peer_timer is not None:
+            call.peer_timer.cancel()
+            call.peer_timer = None
         if call.waiting:
             call.waiting = False
             self.waiting.remove(call)
@@ -711,8 +893,10 @@ class InboundRouter:
 
     def _give_up(self, call: InboundCall) -> None:
         """No agent within the limit (or shutting down): the message, then hang up."""
-        moh = call.waiting
+        moh = call.waiting or call.peer_leg is not None
         self._stop_waiting(call)
+        if call.peer_leg is not None and call.agent_channel_id != call.peer_leg:
+            self._spawn(self._hangup(call.peer_leg))  # still ringing the far agent: given up too
         if call.channel_id in self.calls:
             call.service_ended = True
             log.info("inbound.no_agent", channel_id=call.channel_id, campaign_id=call.request.campaign_id)
@@ -730,6 +914,10 @@ class InboundRouter:
         call.timer = asyncio.get_running_loop().call_later(
             self.options.message_max_s, lambda: self._spawn(self._hangup(call.channel_id))
         )
+
+    async def _destroy_bridge(self, bridge_id: str) -> None:
+        with contextlib.suppress(AriError):
+            await self.ari.rest.destroy_bridge(bridge_id)
 
     async def _hangup(self, channel_id: str) -> None:
         call = self.calls.get(channel_id)

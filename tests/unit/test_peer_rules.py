@@ -62,6 +62,6 @@ def test_token_verdicts():
 
 def test_peer_endpoint_only_for_a_well_formed_token():
     assert valid_token(TOKEN)
-    assert peer_endpoint(TOKEN) == f"Local/hitcall-{TOKEN}@hitcall-peer"
+    assert peer_endpoint(TOKEN) == f"Local/hitcall-{TOKEN}@hitcall-peer/n"
     with pytest.raises(ValueError):
         peer_endpoint("abc@evil")
