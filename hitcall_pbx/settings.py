@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .core.leases import MAX_LEASE_S, MIN_LEASE_S, parse_takeover_pools, valid_name
 from .core.dsn import check_dsn
+from .core.leases import MAX_LEASE_S, MIN_LEASE_S, parse_takeover_pools, valid_name
 from .core.netaddr import IPNetwork, parse_networks
 from .errors import ConfigError
 
