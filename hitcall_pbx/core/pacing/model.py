@@ -3,7 +3,9 @@
 It looks one ring timeout ahead (`_Horizon`): agents becoming free (ready now, wrap-up
 ending, calls ending by the talk-time hazard given each call's elapsed time) against
 calls being answered (calls ringing, given how long they have rung, and the new ones),
-as a step-by-step distribution of idle agents. A new call is placed while the agent
+as a step-by-step distribution of idle agents; an agent still idle at the end counts
+for a tail beyond it that grows with the answer time (`tail_s`), so a call answered
+late is worth about as much as one answered early. A new call is placed while the agent
 idle time it saves is worth the abandons it adds at the current price of an abandon
 (`abandon_price`), and placing it one step later would not cost less (the pacer decides
 again then). The price follows today's abandon count against what the target rate
@@ -51,6 +53,9 @@ _REFERENCE_TARGET: Final = 0.027
 _GAIN: Final = 0.5
 _CAP_GAIN: Final = 1.0
 _CUSHION: Final = 2.0
+# A team smaller than _CUSHION / _CUSHION_PER_AGENT keeps a smaller cushion: its bursts
+# are smaller, and it earns its budget slowly (cap × its few connects).
+_CUSHION_PER_AGENT: Final = 0.5
 _MIN_PRICE: Final = 5.0
 _MAX_PRICE: Final = 1e6
 # Idle-agent distributions: probability below this at the top is folded down.
@@ -61,6 +66,9 @@ _TRIM: Final = 1e-7
 _GAUSSIAN_MIN_AGENTS: Final = 32
 # The model plans with the contact rate estimate plus this many standard deviations.
 _CONTACT_SIGMAS: Final = 2.0
+# Idle agents at the end of the horizon count for this many mean ring-to-answer times more
+# (`tail_s`).
+_TAIL_ANSWERS: Final = 0.5
 # A new call must save at least this much idle agent time (seconds).
 _MIN_SAVING_S: Final = 0.01
 
@@ -72,6 +80,7 @@ def abandon_price(
     settings: PacingSettings,
     pipeline_abandons: float = 0.0,
     pipeline_answers: float = 0.0,
+    agents: int | None = None,
 ) -> tuple[float, str]:
     """How many seconds of agent idle time one more expected abandoned call must save
     to be worth it, and why.
@@ -105,7 +114,8 @@ def abandon_price(
     a = today.effective_abandoned(fp) + pipeline_abandons
     n = today.effective_abandoned(fp) + today.connected + pipeline_answers
     # abandons come in bunches: keep a reserve below the cap for a burst of answers
-    reserve = _CUSHION + math.sqrt(max(0.0, pipeline_answers)) + 2.0 * math.sqrt(max(0.0, pipeline_abandons))
+    cushion = _CUSHION if agents is None else min(_CUSHION, _CUSHION_PER_AGENT * max(1, agents))
+    reserve = cushion + math.sqrt(max(0.0, pipeline_answers)) + 2.0 * math.sqrt(max(0.0, pipeline_abandons))
     to_cap = stats.abandon_budget(cap) - pipeline_abandons
     allowed = min(target * n, a + to_cap - reserve)
     exponent = _GAIN * max(-40.0, min(40.0, (a - allowed) / math.sqrt(max(1.0, target * n))))
@@ -116,6 +126,21 @@ def abandon_price(
     # a lower target needs a higher price from the start (about inversely)
     price = _BASE_PRICE * (_REFERENCE_TARGET / max(target, 1e-6)) * math.exp(min(50.0, exponent))
     return min(_MAX_PRICE, max(_MIN_PRICE, price)), "; ".join(notes)
+
+
+def tail_s(settings: PacingSettings, stats: PacingStats) -> float:
+    """Seconds past the horizon for which an agent still idle at its end is counted
+    idle: `_TAIL_ANSWERS` × the mean ring-to-answer time of answered calls.
+
+    Every call placed now has been answered or has rung out by the end of the
+    horizon (one ring timeout), and an agent it reached is busy long after. Without
+    the tail a connect was worth only the seconds from its answer to the end of the
+    horizon, a few seconds when customers answer 18 s after the call is placed
+    against 20 or more when they answer after 3 s: with slow answers the model
+    undervalued every call placed ahead and spent almost none of its abandon
+    budget. An agent idle at the end of the horizon waits at least for a later
+    call's answer, so the tail grows with the answer time."""
+    return _TAIL_ANSWERS * min(stats.ring_mean_s, settings.ring_timeout_s)
 
 
 def _fallback(snapshot: PacingSnapshot, stats: PacingStats, budget: float) -> PacingDecision:
@@ -147,10 +172,10 @@ def decide(snapshot: PacingSnapshot, stats: PacingStats) -> PacingDecision:
         return PacingDecision(0, "line cap reached", MODE_PREDICTIVE, abandon_budget=budget)
     model = _Horizon(snapshot, stats)
     pipeline_abandons, _ = model.run(0)
-    price, why = abandon_price(stats, settings, pipeline_abandons, model.pipeline_answers())
+    price, why = abandon_price(stats, settings, pipeline_abandons, model.pipeline_answers(), snapshot.active_agents)
     n = model.best(price, room)
     expected, idle_s = model.run(n)
-    horizon = settings.ring_timeout_s
+    horizon = model.span
     return PacingDecision(
         n,
         f"predictive: {n} new calls; expected {expected:.2f} abandons, {idle_s:.0f} idle agent-s "
@@ -164,6 +189,21 @@ def decide(snapshot: PacingSnapshot, stats: PacingStats) -> PacingDecision:
     )
 
 
+def _free_pmf(mean: float, var: float) -> list[float] | None:
+    """Distribution of one step's frees with this mean and (at most the mean)
+    variance: Poisson when they are about equal, else binomial with n trials of
+    mean / n, n chosen so that its variance mean × (1 − mean / n) is closest to
+    `var`. None: no frees."""
+    if mean <= 1e-9:
+        return None
+    if var >= mean * (1.0 - 1e-3):
+        return poisson_pmf(mean)
+    trials = max(math.ceil(mean - 1e-9), round(mean * mean / (mean - var)))
+    if trials > 200:
+        return poisson_pmf(mean)
+    return binomial_pmf(trials, min(1.0, mean / trials))
+
+
 class _Horizon:
     """The next ring-timeout seconds, in steps of about `_STEP_S`.
 
@@ -171,10 +211,12 @@ class _Horizon:
     is free minus the connect limit (an answered call may wait that long), less half
     a step (an answer and a free in the same step are equally likely in either
     order). Each step adds the agents whose wrap-up ends (known) and whose calls end
-    (Poisson with the talk-time hazard given each call's elapsed time), then takes
-    the step's answered calls (calls ringing, given how long they have rung, plus n
-    new ones): answers with no idle agent are abandoned. `run(n)` returns expected
-    abandons and idle agent-seconds over the horizon.
+    (the talk-time hazard given each call's elapsed time; each agent frees up at most
+    once, so the frees up to any step are as spread as a Poisson-binomial count, less
+    than a Poisson one), then takes the step's answered calls (calls ringing, given
+    how long they have rung, plus n new ones): answers with no idle agent are
+    abandoned. `run(n)` returns expected abandons and idle agent-seconds over the
+    horizon, the agents still idle at its end counted for `tail_s` more.
 
     Teams up to `_GAUSSIAN_MIN_AGENTS` agents: the distribution of idle agents step by step,
     answers per step exact (Poisson-binomial of the ringing calls × binomial of the
@@ -188,6 +230,7 @@ class _Horizon:
         "dt",
         "free_k",
         "free_mean",
+        "free_var",
         "gaussian",
         "inflight_k",
         "inflight_probs",
@@ -195,13 +238,17 @@ class _Horizon:
         "new_k",
         "p",
         "pm0",
+        "span",
         "steps",
+        "tail",
         "waiting",
     )
 
     def __init__(self, snapshot: PacingSnapshot, stats: PacingStats) -> None:
         settings = snapshot.settings
         timeout = settings.ring_timeout_s
+        self.tail = tail_s(settings, stats)
+        self.span = timeout + self.tail
         steps = max(1, math.ceil(timeout / _STEP_S - 1e-9))
         dt = timeout / steps
         self.steps = steps
@@ -241,6 +288,7 @@ class _Horizon:
         # conditional probability over the two halves of that window, each spread
         # evenly over its steps (the hazard changes little within seconds).
         free = [0.0] * (steps + 1)
+        free_var = [0.0] * (steps + 1)
         start = lead - wrap  # window position of "now" (talk end + wrap − lead = 0)
         end = steps * dt + start
         if end > 0.0 and snapshot.talk_elapsed_s:
@@ -249,24 +297,35 @@ class _Horizon:
             surv = stats.talk_survival()
             cache = surv.window(lo, mid, end)
             first = second = 0.0
+            sq1 = sq2 = cross = 0.0
             for e in snapshot.talk_elapsed_s:
                 slot = int(e * 2.0 + 0.5)
                 hit = cache.get(slot)
                 if hit is None:
                     hit = cache[slot] = surv.ending(slot, lo, mid, end)
-                first += hit[0]
-                second += hit[1]
+                x, y = hit
+                first += x
+                second += y
+                sq1 += x * x
+                sq2 += y * y
+                cross += x * y
+            # Each agent frees at most once: by step k the frees are Poisson-binomial
+            # with variance Σ F_i(k)(1 − F_i(k)), less than their mean. The steps get
+            # that variance (increments of it), so the count of frees up to any step
+            # is as spread as it really is, not as a Poisson count.
+            mean_prev = var_prev = 0.0
             for k in range(1, steps + 1):
-                a = (k - 1) * dt + start
                 b = k * dt + start
-                share = 0.0
-                if mid > lo:
-                    share += first * max(0.0, min(b, mid) - max(a, lo)) / (mid - lo)
-                if end > mid:
-                    share += second * max(0.0, min(b, end) - max(a, mid)) / (end - mid)
-                free[k] = share
+                c1 = min(1.0, max(0.0, (b - lo) / (mid - lo))) if mid > lo else 0.0
+                c2 = min(1.0, max(0.0, (b - mid) / (end - mid))) if end > mid else 0.0
+                mean_k = first * c1 + second * c2
+                var_k = max(0.0, mean_k - (c1 * c1 * sq1 + 2.0 * c1 * c2 * cross + c2 * c2 * sq2))
+                free[k] = max(0.0, mean_k - mean_prev)
+                free_var[k] = min(free[k], max(0.0, var_k - var_prev))
+                mean_prev, var_prev = mean_k, var_k
         self.free_mean = free
-        self.free_k = [] if self.gaussian else [poisson_pmf(x) if x > 1e-9 else None for x in free]
+        self.free_var = free_var
+        self.free_k = [] if self.gaussian else [_free_pmf(x, v) for x, v in zip(free, free_var)]
 
         # Calls ringing, grouped by elapsed time on the CDF's grid: probability of an
         # answer inside each step given no answer so far.
@@ -319,7 +378,7 @@ class _Horizon:
         mu_z = -0.5 - float(len(self.pm0) - 1)  # continuity: abandons need Z ≥ 1, an integer
         var_z = 0.0
         mu_m = var_m = cov_mz = 0.0
-        idle = 0.0
+        idle = last = 0.0
         erfc = math.erfc
         exp = math.exp
         sqrt = math.sqrt
@@ -327,8 +386,9 @@ class _Horizon:
             g = self.new_k[k]
             h = self.new_k[k - 1]
             f = self.free_mean[k]
+            fv = self.free_var[k]
             mu_z += self.inflight_k[k] + n * g + later * h - f - self.det[k]
-            var_z += self.inflight_var[k] + n * g * (1.0 - g) + later * h * (1.0 - h) + f
+            var_z += self.inflight_var[k] + n * g * (1.0 - g) + later * h * (1.0 - h) + fv
             if k == 1:
                 mu_z += self.waiting
             a2 = var_m + var_z - 2.0 * cov_mz
@@ -346,13 +406,14 @@ class _Horizon:
                 cov_mz = cov_mz * cdf_a + var_z * cdf_b
                 mu_m = mean
                 var_m = max(0.0, second - mean * mean)
-            idle += max(0.0, mu_m - mu_z - 0.5)
-        return mu_m, idle * self.dt
+            last = max(0.0, mu_m - mu_z - 0.5)
+            idle += last
+        return mu_m, idle * self.dt + last * self.tail
 
     def _run_exact(self, n: int, later: int) -> tuple[float, float]:
         pm = self.pm0
         short = 0.0
-        idle = 0.0
+        idle = last = 0.0
         det = self.det
         free_k = self.free_k
         new_k = self.new_k
@@ -414,8 +475,9 @@ class _Horizon:
                     tail = out.pop()
                     out[-1] += tail
                 pm = out
-            idle += sum([r * x for r, x in enumerate(pm)])
-        return short, idle * self.dt
+            last = sum([r * x for r, x in enumerate(pm)])
+            idle += last
+        return short, idle * self.dt + last * self.tail
 
     def _worth(self, n: int, price: float) -> bool:
         """Is the (n+1)-th new call worth placing now: the idle time it saves pays for
