@@ -393,6 +393,10 @@ class InboundRouter:
                 await self._arrived(cid, parse_request(rest), ev)
             elif kind is StasisKind.PEER_LEG and cid in self._peer_legs:
                 await self._peer_answered(self._peer_legs[cid], cid)
+            elif kind is StasisKind.PEER_LEG and cid is not None:
+                # A leg no caller waits for any more (e.g. after a restart): nobody would end it.
+                log.warning("inbound.unknown_peer_leg", channel_id=cid)
+                await self._hangup(cid)
         elif etype == "ChannelEnteredBridge" and cid in self.calls:
             call = self.calls[cid]
             if not call.bridged:

@@ -147,6 +147,14 @@ async def test_a_return_call_on_server_1_reaches_the_agent_logged_in_on_server_2
             await wait_until(lambda: heard.exists() and heard.stat().st_size > 44, timeout=5)
             await wait_until(lambda: _leftovers_gone(caller, server2), timeout=5)
 
+            # ---- a trunk call carrying a token node-b never gave is refused there; the agent stays ready
+            forged = f"t-forged-{uuid.uuid4().hex[:8]}"
+            await caller.rest.originate(f"Local/hitcall-{'0' * 24}@hitcall-peer", forged, app=caller.app, timeout=10)
+            refused = await caller.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == forged, timeout=10)
+            assert not any(e.channel.id == forged for e in caller.events_log.of_type("StasisStart")), "never answered"
+            assert await _state_is(pool, agent, "ready")
+            assert '"verdict": "unknown"' in node_b.log_path.read_text(), "node-b logs the refusal"
+
             # ---- the agent's phone hangs up during the next such call
             phone_channel = next(
                 c.id for c in await server2.rest.list_channels() if c.name.startswith(f"PJSIP/{AGENT}-")
@@ -188,6 +196,7 @@ async def test_a_return_call_on_server_1_reaches_the_agent_logged_in_on_server_2
             caller_tone_at_agent=round(caller_at_agent),
             agent_tone_at_caller_windows=agent_at_caller,
             agent_states=states,
+            forged_token_refused_cause=refused.cause,
         )
         ms = float(cdr["ring_s"]) * 1000
         print(f"\nreturn call on server 1 -> agent on server 2: arrival -> bridged {ms:.0f} ms")

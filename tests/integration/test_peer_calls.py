@@ -1,0 +1,198 @@
+"""Peer calls, one layer at a time (fake ARI, real PostgreSQL for the agents' states): the
+agent's side (`dialer.peer.PeerDesk`: the token it gives is checked when the trunk call
+comes; unknown, used and expired tokens are hung up; a lapsed reservation gives the agent
+back) and the caller's side (`dialer.inbound.InboundRouter` with a peer finder: the leg to
+the far agent, a leg that fails sends the caller back to the queue, the far side's end
+ends the caller). Real Asterisk: tests/reliability/test_peer_call.py."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import pytest
+
+from hitcall_pbx.agents.sessions import AgentSessions
+from hitcall_pbx.core.leases import PoolClaim
+from hitcall_pbx.core.states import AgentState
+from hitcall_pbx.demo.seed import create_agent, create_campaign
+from hitcall_pbx.dialer.inbound import InboundOptions, InboundRouter
+from hitcall_pbx.dialer.peer import PeerDesk
+from hitcall_pbx.records.journal import CallJournal
+from tests.ari_fake import FakeAri
+
+CLAIM_2 = PoolClaim("ast2", "node-b", 1)
+
+
+def _event(etype: str, channel_id: str, *args: str, **extra: Any) -> SimpleNamespace:
+    channel = SimpleNamespace(
+        id=channel_id,
+        caller=SimpleNamespace(number="+358401234567"),
+        dialplan=SimpleNamespace(exten="0201234567", app_name="Stasis"),
+    )
+    return SimpleNamespace(type=etype, channel=channel, args=list(args), cause=16, cause_txt="Normal Clearing", **extra)
+
+
+def _asked(ari: FakeAri, method: str) -> list[tuple[Any, ...]]:
+    return [r.args for r in ari.rest.requests if r.method == method]
+
+
+@pytest.fixture
+async def journal(db: asyncpg.Pool):
+    j = CallJournal(db)
+    await j.start()
+    yield j
+    await j.close()
+
+
+async def _agent_on_server_2(db: asyncpg.Pool, journal: CallJournal) -> tuple[FakeAri, AgentSessions, int, int]:
+    campaign, _ = await create_campaign(db, "return-line", wrap_up_s=3)
+    agent = await create_agent(db, "1301", "agent301", [campaign])
+    ari = FakeAri()
+    sessions = AgentSessions(ari, db, journal=journal, claim=CLAIM_2)
+    session = await sessions.login("phone-1", "agent301")
+    assert session is not None and session.state is AgentState.READY
+    return ari, sessions, agent, campaign
+
+
+async def test_the_far_node_puts_through_only_the_call_carrying_the_token_it_gave(db, journal):
+    ari, sessions, agent, campaign = await _agent_on_server_2(db, journal)
+    desk = PeerDesk(ari, sessions, claim=CLAIM_2)
+    offer = desk.reserve(campaign, 7.5, "ast1")
+    assert offer is not None and (offer["agent_id"], offer["pool"], offer["node_id"]) == (agent, "ast2", "node-b")
+    session = sessions.by_agent[agent]
+    assert session.state is AgentState.RESERVED
+    assert desk.reserve(campaign, 7.5, "ast1") is None, "its only agent is reserved"
+
+    await desk.handle_event(_event("StasisStart", "forged", "peer", "0" * 24))
+    await desk.handle_event(_event("StasisStart", "garbage", "peer", "../etc"))
+    assert _asked(ari, "hangup") == [("forged",), ("garbage",)]
+    assert session.state is AgentState.RESERVED, "a refused call leaves the reservation alone"
+
+    await desk.handle_event(_event("StasisStart", "trunk-1", "peer", offer["token"]))
+    assert ("trunk-1",) in _asked(ari, "answer")
+    assert (session.bridge_id, "trunk-1") in _asked(ari, "add_channel")
+    assert session.state is AgentState.ON_CALL and session.attempt_id == "trunk-1"
+
+    await desk.handle_event(_event("StasisStart", "trunk-2", "peer", offer["token"]))
+    assert ("trunk-2",) in _asked(ari, "hangup"), "a token is used once"
+    assert session.attempt_id == "trunk-1"
+
+    await desk.handle_event(_event("ChannelDestroyed", "trunk-1"))
+    assert session.state is AgentState.WRAP_UP
+    assert session.fsm.wrap_until is not None and session.fsm.since is not None
+    assert round((session.fsm.wrap_until - session.fsm.since).total_seconds(), 1) == 7.5, "the caller's wrap-up"
+    await desk.close()
+
+
+async def test_a_reservation_no_call_comes_for_lapses_and_the_agent_is_ready_again(db, journal):
+    ari, sessions, agent, campaign = await _agent_on_server_2(db, journal)
+    desk = PeerDesk(ari, sessions, claim=CLAIM_2, token_ttl_s=0.2)
+    offer = desk.reserve(None, 3.0, "ast1")
+    assert offer is not None and sessions.by_agent[agent].state is AgentState.RESERVED
+    await asyncio.sleep(0.35)
+    assert sessions.by_agent[agent].state is AgentState.READY
+    await desk.handle_event(_event("StasisStart", "late", "peer", offer["token"]))
+    assert ("late",) in _asked(ari, "hangup")
+    assert sessions.by_agent[agent].state is AgentState.READY
+    await journal.flush(5)
+    states = await db.fetch("SELECT state FROM agent_state_log WHERE agent_id = $1 ORDER BY id", agent)
+    assert [r["state"] for r in states] == ["ready", "reserved", "ready"]
+    assert await db.fetchval("SELECT pool FROM agents WHERE id = $1", agent) == "ast2"
+
+
+async def test_the_agents_phone_hanging_up_ends_the_trunk_call(db, journal):
+    ari, sessions, agent, campaign = await _agent_on_server_2(db, journal)
+    desk = PeerDesk(ari, sessions, claim=CLAIM_2)
+    offer = desk.reserve(campaign, 3.0, "ast1")
+    assert offer is not None
+    await desk.handle_event(_event("StasisStart", "trunk-1", "peer", offer["token"]))
+    await desk.handle_event(_event("StasisEnd", "phone-1"))
+    assert ("trunk-1",) in _asked(ari, "hangup")
+
+
+@dataclass(frozen=True)
+class Offer:
+    token: str
+    agent_id: int
+    pool: str = "ast2"
+    node_id: str | None = "node-b"
+
+
+class Finder:
+    """The other servers, as the caller's router sees them: the offers to hand out in turn."""
+
+    def __init__(self, *offers: Offer | None) -> None:
+        self.offers = list(offers)
+        self.asked = 0
+
+    async def find(self, campaign_id: int | None, wrap_up_s: float) -> Offer | None:
+        self.asked += 1
+        return self.offers.pop(0) if self.offers else None
+
+
+async def test_the_callers_node_dials_the_far_agent_and_a_failed_leg_sends_the_caller_back_to_the_queue(db, journal):
+    ari = FakeAri()
+    sessions = AgentSessions(ari, db, journal=journal, claim=PoolClaim("ast1", "node-a", 1))  # nobody here
+    finder = Finder(Offer("a" * 24, 7), None, Offer("b" * 24, 7))
+    router = InboundRouter(
+        ari,
+        db,
+        sessions,
+        InboundOptions(peer_retry_s=0.05, max_wait_s=30),
+        claim=PoolClaim("ast1", "node-a", 1),
+        peer=finder,
+    )
+    await router.handle_event(_event("StasisStart", "caller", "inbound", "", ""))
+    await asyncio.sleep(0.05)
+    call = router.calls["caller"]
+    [(endpoint, leg)] = _asked(ari, "originate")
+    assert endpoint == f"Local/hitcall-{'a' * 24}@hitcall-peer/n"
+    assert not call.waiting and call not in router.waiting, "out of the queue while the leg rings"
+
+    await router.handle_event(_event("ChannelDestroyed", leg))  # refused by the far node
+    assert call.waiting and list(router.waiting) == [call], "back in the queue"
+    assert call.agent_id is None and call.peer_leg is None
+    await asyncio.sleep(0.3)  # asked again: nobody (None), then agent 7 again
+    assert finder.asked >= 3
+    [_, (endpoint, leg)] = _asked(ari, "originate")
+    assert endpoint == f"Local/hitcall-{'b' * 24}@hitcall-peer/n"
+
+    await router.handle_event(_event("StasisStart", leg, "peer-leg", "caller"))
+    [(bridge, channels)] = _asked(ari, "add_channel")
+    assert channels == ["caller", leg] and bridge.startswith("hitcall-peerbridge-")
+    await router.handle_event(_event("ChannelEnteredBridge", "caller", bridge=SimpleNamespace(id=bridge)))
+    assert call.bridged and call.agent_id == 7
+
+    await router.handle_event(_event("ChannelDestroyed", leg))  # the far agent hung up
+    assert ("caller",) in _asked(ari, "hangup")
+    await router.handle_event(_event("ChannelDestroyed", "caller"))
+    assert not router.calls
+    await asyncio.sleep(0.05)
+    assert (bridge,) in _asked(ari, "destroy_bridge")
+    await router.close()
+
+
+async def test_a_caller_who_hangs_up_while_the_leg_rings_takes_the_leg_down_with_it(db, journal):
+    ari = FakeAri()
+    sessions = AgentSessions(ari, db, journal=journal, claim=PoolClaim("ast1", "node-a", 1))
+    router = InboundRouter(
+        ari,
+        db,
+        sessions,
+        InboundOptions(max_wait_s=30),
+        claim=PoolClaim("ast1", "node-a", 1),
+        peer=Finder(Offer("c" * 24, 7)),
+    )
+    await router.handle_event(_event("StasisStart", "caller", "inbound", "", ""))
+    await asyncio.sleep(0.05)
+    [(_, leg)] = _asked(ari, "originate")
+    await router.handle_event(_event("ChannelDestroyed", "caller"))
+    await asyncio.sleep(0.05)
+    assert (leg,) in _asked(ari, "hangup")
+    await router.handle_event(_event("StasisStart", leg, "peer-leg", "caller"))  # answered too late
+    assert _asked(ari, "hangup").count((leg,)) == 2 and not _asked(ari, "add_channel")
+    await router.close()
