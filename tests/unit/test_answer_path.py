@@ -1,0 +1,124 @@
+"""The answer → agent path without Asterisk: the bridge request of an answered customer
+goes out before the event reader takes the next event."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from hitcall_pbx.core.calls import CallEvent
+from hitcall_pbx.core.compliance import CallingWindow, CampaignMode
+from hitcall_pbx.core.retention import RetentionPolicy
+from hitcall_pbx.core.states import AgentState
+from hitcall_pbx.dialer.calls import LiveCall
+from hitcall_pbx.dialer.connect import AnswerPath
+from hitcall_pbx.dialer.models import Attempt, Campaign
+from hitcall_pbx.stasis import StasisKind
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def _campaign() -> Campaign:
+    return Campaign(
+        id=1,
+        name="c1",
+        mode=CampaignMode.PROGRESSIVE,
+        state="running",
+        caller_id=None,
+        ring_timeout_s=30,
+        max_attempts=2,
+        retry_delays={
+            "busy": 600,
+            "no_answer": 3600,
+            "congestion": 900,
+            "answered_machine": 7200,
+            "abandoned": 3600,
+            "cancelled": 0,
+        },
+        wrap_up_s=0,
+        abandon_cap=0.03,
+        info_message_sound=None,
+        amd_enabled=False,
+        record_calls=False,
+        recording_announcement=None,
+        window=CallingWindow(),
+        priority=0,
+        preview_offer_timeout_s=30,
+        max_lines_per_agent=2.0,
+        retention=RetentionPolicy(),
+    )
+
+
+def _ringing_call(campaign: Campaign) -> LiveCall:
+    attempt = Attempt(
+        id=uuid.uuid4(),
+        campaign_id=campaign.id,
+        contact_id=7,
+        attempt_no=1,
+        number="+358401234567",
+        caller_id="",
+        agent_id=None,
+        mode=campaign.mode,
+        created_at=NOW,
+        retention_until=NOW + timedelta(days=730),
+    )
+    call = LiveCall.placed(attempt, campaign)
+    call.apply(CallEvent.ORIGINATE, NOW)
+    call.apply(CallEvent.RING, NOW + timedelta(seconds=0.5))
+    return call
+
+
+class _Dialer:
+    """What the answer path uses of the dialer: agents, the journal, ARI, task spawning."""
+
+    def __init__(self, agents: int) -> None:
+        self.log: list[str] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.sessions_list = [
+            SimpleNamespace(agent_id=i, bridge_id=f"agent-bridge-{i}", state=AgentState.READY, campaigns={1})
+            for i in range(agents)
+        ]
+        self.sessions = SimpleNamespace(
+            by_agent={s.agent_id: s for s in self.sessions_list},
+            ready_agents=lambda cid: [s for s in self.sessions_list if s.state is AgentState.READY],
+            connect=self._connect_agent,
+        )
+        self.ledger = SimpleNamespace(event=lambda *a: None, progress=lambda *a: None)
+        self.ari = SimpleNamespace(rest=SimpleNamespace(add_channel=self._add_channel))
+        self.waiting: list[LiveCall] = []
+
+    def _connect_agent(self, session: Any, channel_id: str, campaign_id: int) -> None:
+        session.state = AgentState.ON_CALL
+
+    async def _add_channel(self, bridge_id: str, channel_id: str) -> None:
+        self.log.append(f"bridge request {channel_id}")
+        await asyncio.sleep(0.001)  # the HTTP round trip
+
+    def _originated(self, call: LiveCall) -> None:
+        pass
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+async def test_the_bridge_request_goes_out_before_the_next_event_is_handled() -> None:
+    """The event reader hands buffered events over one after the other without giving
+    the loop a turn; each answered customer's bridge request must still go out before
+    the next event, not after the whole backlog."""
+    dialer = _Dialer(agents=3)
+    answers = AnswerPath(dialer)  # type: ignore[arg-type]  # the fake has what the path uses
+    calls = [_ringing_call(_campaign()) for _ in range(3)]
+    for call in calls:
+        ev = SimpleNamespace(timestamp=NOW + timedelta(seconds=5))
+        await answers.answered(call, ev, StasisKind.CUSTOMER, [])
+        dialer.log.append(f"handled {call.channel_id}")
+    assert dialer.log == [
+        line for call in calls for line in (f"bridge request {call.channel_id}", f"handled {call.channel_id}")
+    ]
+    await asyncio.gather(*dialer.tasks)
+    assert [s.state for s in dialer.sessions_list] == [AgentState.ON_CALL] * 3
