@@ -188,8 +188,10 @@ async def test_node_losing_postgres_mid_delivery_other_node_delivers_again_and_n
         # A keeps running after its pass returns (or after close).
         assert not run_a.done()
         agents.hold.set()
-        with pytest.raises((OSError, asyncpg.InterfaceError, asyncpg.PostgresError)):
-            await run_a  # the pass reports that A could not record its results
+        # the pass reports that A could not record its results (asyncpg's error for a
+        # connection cut mid-statement depends on where the cut lands)
+        with pytest.raises((OSError, asyncpg.InterfaceError, asyncpg.PostgresError, asyncpg.InternalClientError)):
+            await run_a
         assert not [
             t for t in asyncio.all_tasks() if not t.done() and "WebhookDispatcher._worker" in repr(t.get_coro())
         ]
