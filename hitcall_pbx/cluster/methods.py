@@ -53,6 +53,8 @@ class PeerPort(Protocol):
         self, pool: str, campaign_id: int | None, wrap_up_s: float, from_pool: str
     ) -> dict[str, Any] | None: ...
 
+    async def release(self, pool: str, token: str) -> bool: ...
+
 
 # ------------------------------------------------------------------ answers
 
@@ -172,6 +174,11 @@ class PeerReserveArgs(Args):
     from_pool: str
 
 
+class PeerReleaseArgs(Args):
+    pool: str
+    token: str = Field(pattern=r"^[0-9a-f]{24}$")
+
+
 A = TypeVar("A", bound=Args)
 
 
@@ -271,7 +278,12 @@ async def _peer_reserve(p: LocalPorts, a: PeerReserveArgs, actor: Actor) -> dict
     return await p.peers().reserve(a.pool, a.campaign_id, a.wrap_up_s, a.from_pool)
 
 
+async def _peer_release(p: LocalPorts, a: PeerReleaseArgs, actor: Actor) -> bool:
+    return await p.peers().release(a.pool, a.token)
+
+
 PEER_OFFER = ResultCodec(lambda value: value, lambda data: data)  # {token, agent_id, pool, node_id} or None
+RELEASED = ResultCodec(bool, bool)
 
 _ALL: tuple[Method[Any], ...] = (
     Method("agent.pause", PauseArgs, NOTHING, _pause),
@@ -291,6 +303,7 @@ _ALL: tuple[Method[Any], ...] = (
     Method("monitor.change", MonitorChangeArgs, MONITOR_VIEW, _monitor_change),
     Method("monitor.stop", MonitorStopArgs, MONITOR_VIEW, _monitor_stop),
     Method("peer.reserve", PeerReserveArgs, PEER_OFFER, _peer_reserve),
+    Method("peer.release", PeerReleaseArgs, RELEASED, _peer_release),
 )
 
 METHODS: Mapping[str, Method[Any]] = {m.name: m for m in _ALL}

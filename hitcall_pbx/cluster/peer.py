@@ -114,6 +114,22 @@ class PeerFinder:
                 return offer
         return None
 
+    async def release(self, offer: PeerOffer) -> None:
+        """Give the reserved agent back at once (the leg failed, or the caller left before
+        it was answered); a node that does not answer lets the token lapse instead."""
+        stack = self.pools.stacks.get(offer.pool)
+        try:
+            if stack is not None and stack.peer is not None:
+                stack.peer.release(offer.token)
+                return
+            bus = self.bus()
+            if bus is None or offer.node_id is None or offer.node_id == self.node_id:
+                return
+            args = {"pool": offer.pool, "token": offer.token}
+            await bus.call(offer.node_id, "peer.release", args, _ACTOR, timeout_s=self.ask_timeout_s)
+        except HitCallError as exc:
+            log.info("peer.release_failed", pool=offer.pool, node_id=offer.node_id, error=exc.message)
+
 
 class PoolsPeer:
     """The peer port this node's command bus serves: the desk of the requested pool."""
@@ -128,3 +144,7 @@ class PoolsPeer:
         if stack is None or stack.peer is None:
             return None  # the pool's lease moved meanwhile: the caller asks again later
         return stack.peer.reserve(campaign_id, wrap_up_s, from_pool)
+
+    async def release(self, pool: str, token: str) -> bool:
+        stack = self.pools.stacks.get(pool)
+        return stack is not None and stack.peer is not None and stack.peer.release(token)

@@ -104,6 +104,8 @@ class PeerPort(Protocol):
 
     async def find(self, campaign_id: int | None, wrap_up_s: float) -> PeerOfferView | None: ...
 
+    async def release(self, offer: Any) -> None: ...
+
 
 @dataclass(frozen=True)
 class InboundRequest:
@@ -584,11 +586,16 @@ class InboundRouter:
         log.warning("inbound.peer_leg_failed", channel_id=call.channel_id, pool=getattr(call.peer_offer, "pool", None))
         self._peer_failed(call, leg)
 
+    def _release_peer(self, offer: PeerOfferView | None) -> None:
+        if self.peer is not None and offer is not None:
+            self._spawn(self.peer.release(offer))
+
     def _peer_failed(self, call: InboundCall, leg: str) -> None:
         """The leg never reached the far agent (refused, not answered, the token lapsed):
         the caller waits again in its place in the queue (its far agent is released by its
         own node when the token lapses)."""
         if call.peer_leg == leg:
+            self._release_peer(call.peer_offer)
             call.peer_leg, call.peer_offer = None, None
         if self.calls.get(call.channel_id) is not call or call.service_ended or call.bridged or self._closing:
             return
@@ -798,7 +805,8 @@ class InboundRouter:
         if call.agent_channel_id is not None:
             self._by_agent_channel.pop(call.agent_channel_id, None)
         if call.peer_leg is not None:
-            self._peer_legs.pop(call.peer_leg, None)
+            if self._peer_legs.pop(call.peer_leg, None) is not None and call.agent_channel_id != call.peer_leg:
+                self._release_peer(call.peer_offer)  # still ringing: the far agent is ready again
             self._spawn(self._hangup(call.peer_leg))
         if call.peer_bridge is not None:
             self._spawn(self._destroy_bridge(call.peer_bridge))

@@ -5,7 +5,8 @@ whose phone is logged in on this pool's Asterisk (see `core.peer`).
 when the caller's pool is driven by this process too) reserves the longest-idle ready
 agent of the caller's campaign, else of any campaign (`dialer.inbound.choose_agent`: the
 rules of a caller of this server) and answers with a one-time token; the reservation
-lapses after `token_ttl_s` if no call comes with it (the agent is ready again). The call
+lapses after `token_ttl_s` if no call comes with it, or is given back by the caller's node
+(`release`: its leg failed, its caller left); the agent is ready again. The call
 comes over the trunk as ``StasisStart(peer, <token>)``: a token this desk did not give,
 already used or expired is refused (the channel is hung up, logged); else the channel is
 answered and added to the agent's holding bridge, the agent goes on_call and, when the
@@ -98,6 +99,18 @@ class PeerDesk:
         self._pending[token] = _Pending(campaign_id, max(0.0, wrap_up_s), from_pool, timer)
         log.info("peer.reserved", agent_id=session.agent_id, campaign_id=campaign_id, from_pool=from_pool)
         return {"token": token, "agent_id": session.agent_id, "pool": self.pool_name, "node_id": self.node_id}
+
+    def release(self, token: str) -> bool:
+        """The caller's node gave up on the token (its leg failed, its caller left): the
+        agent is ready again at once. False when the token is unknown or already used."""
+        pending = self._pending.pop(token, None)
+        found = self.reservations.pop(token, None) if pending is not None else None
+        if pending is None or found is None:
+            return False
+        pending.timer.cancel()
+        log.info("peer.released", agent_id=found.agent_id, from_pool=pending.from_pool)
+        self._release(found)
+        return True
 
     def _expire(self, token: str) -> None:
         """No call came with the token in time: the agent is ready again."""

@@ -104,6 +104,22 @@ async def test_a_reservation_no_call_comes_for_lapses_and_the_agent_is_ready_aga
     assert await db.fetchval("SELECT pool FROM agents WHERE id = $1", agent) == "ast2"
 
 
+async def test_the_callers_node_gives_a_reservation_back_before_it_lapses(db, journal):
+    ari, sessions, agent, campaign = await _agent_on_server_2(db, journal)
+    desk = PeerDesk(ari, sessions, claim=CLAIM_2)
+    offer = desk.reserve(campaign, 3.0, "ast1")
+    assert offer is not None
+    assert desk.release(offer["token"]) is True
+    assert sessions.by_agent[agent].state is AgentState.READY
+    assert desk.release(offer["token"]) is False, "once"
+    again = desk.reserve(campaign, 3.0, "ast1")
+    assert again is not None
+    await desk.handle_event(_event("StasisStart", "trunk-1", "peer", again["token"]))
+    assert desk.release(again["token"]) is False, "a token already used is not released"
+    assert sessions.by_agent[agent].state is AgentState.ON_CALL
+    await desk.close()
+
+
 async def test_the_agents_phone_hanging_up_ends_the_trunk_call(db, journal):
     ari, sessions, agent, campaign = await _agent_on_server_2(db, journal)
     desk = PeerDesk(ari, sessions, claim=CLAIM_2)
@@ -128,10 +144,14 @@ class Finder:
     def __init__(self, *offers: Offer | None) -> None:
         self.offers = list(offers)
         self.asked = 0
+        self.released: list[str] = []
 
     async def find(self, campaign_id: int | None, wrap_up_s: float) -> Offer | None:
         self.asked += 1
         return self.offers.pop(0) if self.offers else None
+
+    async def release(self, offer: Offer) -> None:
+        self.released.append(offer.token)
 
 
 async def test_the_callers_node_dials_the_far_agent_and_a_failed_leg_sends_the_caller_back_to_the_queue(db, journal):
@@ -156,6 +176,8 @@ async def test_the_callers_node_dials_the_far_agent_and_a_failed_leg_sends_the_c
     await router.handle_event(_event("ChannelDestroyed", leg))  # refused by the far node
     assert call.waiting and list(router.waiting) == [call], "back in the queue"
     assert call.agent_id is None and call.peer_leg is None
+    await asyncio.sleep(0.01)
+    assert finder.released == ["a" * 24], "the far agent is given back at once"
     await asyncio.sleep(0.3)  # asked again: nobody (None), then agent 7 again
     assert finder.asked >= 3
     [_, (endpoint, leg)] = _asked(ari, "originate")
@@ -169,6 +191,7 @@ async def test_the_callers_node_dials_the_far_agent_and_a_failed_leg_sends_the_c
 
     await router.handle_event(_event("ChannelDestroyed", leg))  # the far agent hung up
     assert ("caller",) in _asked(ari, "hangup")
+    assert finder.released == ["a" * 24], "a leg that was answered is not released"
     await router.handle_event(_event("ChannelDestroyed", "caller"))
     assert not router.calls
     await asyncio.sleep(0.05)
@@ -185,7 +208,7 @@ async def test_a_caller_who_hangs_up_while_the_leg_rings_takes_the_leg_down_with
         sessions,
         InboundOptions(max_wait_s=30),
         claim=PoolClaim("ast1", "node-a", 1),
-        peer=Finder(Offer("c" * 24, 7)),
+        peer=(finder := Finder(Offer("c" * 24, 7))),
     )
     await router.handle_event(_event("StasisStart", "caller", "inbound", "", ""))
     await asyncio.sleep(0.05)
@@ -193,6 +216,7 @@ async def test_a_caller_who_hangs_up_while_the_leg_rings_takes_the_leg_down_with
     await router.handle_event(_event("ChannelDestroyed", "caller"))
     await asyncio.sleep(0.05)
     assert (leg,) in _asked(ari, "hangup")
+    assert finder.released == ["c" * 24], "the far agent is given back at once"
     await router.handle_event(_event("StasisStart", leg, "peer-leg", "caller"))  # answered too late
     assert _asked(ari, "hangup").count((leg,)) == 2 and not _asked(ari, "add_channel")
     await router.close()

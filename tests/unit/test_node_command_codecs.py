@@ -53,6 +53,7 @@ ARGS: dict[str, dict[str, Any]] = {
     "monitor.change": {"monitor_id": 5, "mode": MonitorMode.BARGE, "user_id": 2, "role": "admin"},
     "monitor.stop": {"monitor_id": 5, "user_id": 2, "role": "admin"},
     "peer.reserve": {"pool": "ast2", "campaign_id": 3, "wrap_up_s": 10.0, "from_pool": "ast1"},
+    "peer.release": {"pool": "ast2", "token": "0123456789abcdef01234567"},
 }
 
 
@@ -119,6 +120,7 @@ def test_answers_travel_as_json_unchanged() -> None:
     offer = {"token": "0123456789abcdef01234567", "agent_id": 7, "pool": "ast2", "node_id": "node-b"}
     assert _answer("peer.reserve", offer) == offer
     assert _answer("peer.reserve", None) is None
+    assert _answer("peer.release", True) is True
 
 
 @pytest.mark.parametrize(
