@@ -100,9 +100,9 @@ class Pools:
 
     # ---------------------------------------------------- figures across stacks ---
     def ari_connected(self) -> bool:
-        """Every stack's ARI is up (False with none: no Asterisk driven here)."""
-        stacks = list(self)
-        return bool(stacks) and all(s.ari.connected.is_set() for s in stacks)
+        """Every Asterisk this process drives has its ARI up. True with none: a node that
+        holds no pool (a standby) serves the API and is ready, and no ARI of its is down."""
+        return all(s.ari.connected.is_set() for s in self)
 
     def ari_reconnects(self) -> int:
         return sum(s.ari.stats.reconnects for s in self)

@@ -60,6 +60,14 @@ ERROR_TIMEOUT = "timeout"
 ERROR_CONNECTION = "connection failed"
 
 _log = get_logger("hitcall.hooks")
+# A pass that fails for these: PostgreSQL is away (or a connection was cut mid-statement).
+DATABASE_AWAY = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InternalClientError,
+)
 
 
 def utc_now() -> datetime:
@@ -286,7 +294,9 @@ class WebhookDispatcher:
         while not self._stop.is_set():
             try:
                 await self.run_once()
-            except Exception:  # the database may be down; the next pass retries
+            except DATABASE_AWAY as exc:  # the next pass retries; no traceback every second
+                _log.warning("webhook_pass_failed", error=repr(exc))
+            except Exception:
                 _log.exception("webhook_pass_failed")
             try:
                 await asyncio.wait_for(self._stop.wait(), self._poll_interval)
