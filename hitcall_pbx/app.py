@@ -451,6 +451,8 @@ class HitCall:
             peer = PeerDesk(ari, sessions, claim=claim)
             ari.on_event(peer.handle_event)
             ari.on_resync(peer.handle_resync)
+            # Trunk calls a stopped process had put through to this pool's agents: followed again.
+            dialer.recovery.on_restart.append(peer.recover)
             closers.append(peer.close)
             # Inbound calls a stopped process left: adopted or closed before the dialer dials.
             dialer.recovery.on_restart.append(inbound.recover)

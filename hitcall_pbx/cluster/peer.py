@@ -117,6 +117,8 @@ class PeerFinder:
     async def release(self, offer: PeerOffer) -> None:
         """Give the reserved agent back at once (the leg failed, or the caller left before
         it was answered); a node that does not answer lets the token lapse instead."""
+        if not valid_token(offer.token):
+            return  # a leg adopted after a restart: its token is spent
         stack = self.pools.stacks.get(offer.pool)
         try:
             if stack is not None and stack.peer is not None:

@@ -88,14 +88,14 @@ class LiveCall:
 def is_agent_phone(channel: Any) -> bool:
     """An agent's phone: a SIP channel that is not a caller the return-call line handed to
     the inbound router (a trunk's caller is a SIP channel too; it is in Stasis with the
-    ``inbound`` arguments)."""
+    ``inbound`` arguments), nor a call from the other server for an agent here (``peer``)."""
     if not channel.name.startswith("PJSIP/"):
         return False
     dialplan = getattr(channel, "dialplan", None)
     if dialplan is None or getattr(dialplan, "app_name", "") != "Stasis":
         return True
     args = [a.strip() for a in (getattr(dialplan, "app_data", "") or "").split(",")]
-    return not (len(args) > 1 and args[1] == StasisKind.INBOUND.value)
+    return not (len(args) > 1 and args[1] in (StasisKind.INBOUND.value, StasisKind.PEER.value))
 
 
 def agent_bridges(bridges: list[Any], live: dict[str, Any]) -> dict[int, tuple[list[str], list[str]]]:

@@ -94,7 +94,7 @@ class PeerOfferView(Protocol):
     @property
     def agent_id(self) -> int: ...
     @property
-    def pool(self) -> str: ...
+    def pool(self) -> str | None: ...
     @property
     def node_id(self) -> str | None: ...
 
@@ -105,6 +105,19 @@ class PeerPort(Protocol):
     async def find(self, campaign_id: int | None, wrap_up_s: float) -> PeerOfferView | None: ...
 
     async def release(self, offer: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class AdoptedLeg:
+    """The far agent of a caller adopted after a restart (its token is spent)."""
+
+    agent_id: int
+    pool: str | None
+    node_id: str | None
+    token: str = ""
+
+
+PEER_BRIDGE_PREFIX = "hitcall-peerbridge-"  # a caller and its trunk leg to an agent on another server
 
 
 @dataclass(frozen=True)
@@ -556,7 +569,7 @@ class InboundRouter:
         call.agent_id = call.peer_offer.agent_id
         call.agent_channel_id = leg
         self._by_agent_channel[leg] = call
-        call.peer_bridge = bridge = f"hitcall-peerbridge-{leg.removeprefix('hitcall-peer-')}"
+        call.peer_bridge = bridge = PEER_BRIDGE_PREFIX + leg.removeprefix("hitcall-peer-")
         try:
             await self.ari.rest.create_bridge(bridge, "mixing")
             with contextlib.suppress(AriError):
@@ -652,6 +665,13 @@ class InboundRouter:
         channels = {c.id: c for c in snap.channels}
         by_row = {inbound_cdr_id(cid): channel for cid, channel in channels.items()}
         talking = {c: agent for agent, (_, others) in agent_bridges(snap.bridges, channels).items() for c in others}
+        # Callers put through to an agent on another server: in a bridge with the trunk leg.
+        through: dict[str, tuple[str, str | None]] = {}
+        for bridge in snap.bridges:
+            if bridge.id.startswith(PEER_BRIDGE_PREFIX):
+                members = [c for c in bridge.channels if c in channels]
+                for c in members:
+                    through[c] = (bridge.id, next((o for o in members if o != c), None))
         now = datetime.now(UTC)
         adopted: list[InboundCall] = []
         for row in rows:
@@ -663,7 +683,9 @@ class InboundRouter:
                 # with it): should it reach the router after all, the router's CDR wins.
                 self._record_untracked(row, now)
                 continue
-            adopted.append(await self._adopt(row, channel.id, talking.get(channel.id), now))
+            adopted.append(
+                await self._adopt(row, channel.id, talking.get(channel.id), now, peer=through.get(channel.id))
+            )
         if adopted:
             # A caller who hung up after the snapshot and before being adopted sent its
             # hangup events to nobody: asked once more, now that its events reach the router.
@@ -714,9 +736,16 @@ class InboundRouter:
             self.journal.event("call.ended", f"attempt:{record['id']}", json_payload(record))
 
     async def _adopt(
-        self, row: Mapping[str, Any] | asyncpg.Record, channel_id: str, agent_id: int | None, now: datetime
+        self,
+        row: Mapping[str, Any] | asyncpg.Record,
+        channel_id: str,
+        agent_id: int | None,
+        now: datetime,
+        *,
+        peer: tuple[str, str | None] | None = None,
     ) -> InboundCall:
-        """A caller a stopped process had, still in Stasis: followed again from here."""
+        """A caller a stopped process had, still in Stasis: followed again from here (`peer`:
+        in a bridge with a trunk leg to an agent on another server, and that leg)."""
         created: datetime = row["created_at"]
         call = InboundCall(
             channel_id=channel_id,
@@ -736,6 +765,9 @@ class InboundRouter:
             if call.campaign is not None:
                 call.wrap_up_s = call.campaign.wrap_up_s
         self.calls[channel_id] = call
+        if peer is not None and row["agent_id"] is not None:
+            await self._adopt_peer(call, row, peer, now)
+            return call
         if agent_id is not None:
             # Talking to an agent: the agent stays on the call, the CDR carries the whole talk.
             call.agent_id, call.bridged = agent_id, True
@@ -763,6 +795,30 @@ class InboundRouter:
             max(0.0, self.options.max_wait_s - waited), self._give_up, call
         )
         return call
+
+    async def _adopt_peer(
+        self, call: InboundCall, row: Mapping[str, Any] | asyncpg.Record, peer: tuple[str, str | None], now: datetime
+    ) -> None:
+        """A caller talking to an agent on another server over the trunk: the leg is followed
+        again (its end ends the caller); the far node follows its agent."""
+        bridge_id, leg = peer
+        agent_id: int = row["agent_id"]
+        call.agent_id, call.bridged = agent_id, True
+        call.bridged_at = row["bridged_at"] or now
+        call.peer_bridge = bridge_id
+        where = None
+        try:
+            where = await self.pool.fetchrow("SELECT pool, node_id FROM agents WHERE id = $1", agent_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("inbound.peer_agent_lookup_failed", channel_id=call.channel_id, error=str(exc))
+        call.peer_offer = AdoptedLeg(agent_id, where["pool"] if where else None, where["node_id"] if where else None)
+        log.warning("inbound.call_adopted", attempt_id=str(row["id"]), agent_id=agent_id, talking=True, peer=True)
+        if leg is None:
+            await self._hangup(call.channel_id)  # the far side is gone: the hangup event ends the call
+            return
+        call.peer_leg = call.agent_channel_id = leg
+        self._peer_legs[leg] = call
+        self._by_agent_channel[leg] = call
 
     # ------------------------------------------------------------ agents ---
     def _agent_changed(self, session: AgentSession, tr: AgentTransition) -> None:

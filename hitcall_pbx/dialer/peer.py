@@ -32,11 +32,14 @@ from ..core.states import AgentState
 from ..logs import get_logger
 from ..stasis import StasisKind, parse_args
 from ..tasks import TaskSet
+from .calls import agent_bridges
 from .inbound import choose_agent
 
 log = get_logger("hitcall.peer")
 
 TOKEN_TTL_S = 5.0  # the caller's node originates within milliseconds of the answer
+RECOVERED_WRAP_S = 10.0  # the wrap-up of a call adopted after a restart (its caller's campaign is not known here)
+PEER_IN_CONTEXT = "hitcall-peer-in"  # dialplan: where the trunk from the other server comes in
 
 
 @dataclass
@@ -56,6 +59,17 @@ class _Pending:
     wrap_up_s: float
     from_pool: str
     timer: asyncio.TimerHandle
+
+
+def _is_peer(channel: Any) -> bool:
+    """A trunk call from the other server's node, in this server's Stasis application."""
+    dialplan = getattr(channel, "dialplan", None)
+    return (
+        dialplan is not None
+        and getattr(dialplan, "context", "") == PEER_IN_CONTEXT
+        and str(getattr(dialplan, "exten", "")).startswith("hitcall-")
+        and getattr(dialplan, "app_name", "") == "Stasis"
+    )
 
 
 def _hold_key(token: str) -> str:
@@ -153,6 +167,32 @@ class PeerDesk:
             if agent_channel not in live:
                 del self._by_agent_channel[agent_channel]
                 await self._hangup(call.channel_id)
+
+    async def recover(self, snap: Resync) -> None:
+        """First connect after a start (a restart hook of the dialer, once the agents' phones
+        are adopted): trunk calls a stopped process had put through to an agent, still in
+        the agent's bridge, are followed again (the agent on the call); one left in Stasis
+        outside an agent's bridge is hung up (its caller's node ends its caller)."""
+        live = {c.id: c for c in snap.channels}
+        talking: set[str] = set()
+        for agent_id, (_, others) in agent_bridges(snap.bridges, live).items():
+            for cid in others:
+                if cid in self.calls or not _is_peer(live[cid]):
+                    continue
+                talking.add(cid)
+                session = self.sessions.by_agent.get(agent_id)
+                if session is None:
+                    await self._hangup(cid)
+                    continue
+                call = PeerCall(cid, agent_id, session.channel_id, None, RECOVERED_WRAP_S)
+                self.calls[cid] = call
+                self._by_agent_channel[session.channel_id] = call
+                self.sessions.connect(session, cid, None)
+                log.warning("peer.call_adopted", channel_id=cid, agent_id=agent_id)
+        for cid, channel in live.items():
+            if cid not in talking and cid not in self.calls and _is_peer(channel):
+                log.warning("peer.stray_channel", channel_id=cid)
+                await self._hangup(cid)
 
     async def _arrived(self, channel_id: str, token: str) -> None:
         verdict = check_token(token, self.reservations, time.monotonic())

@@ -48,7 +48,7 @@ from ..core.transfer import (
 from ..errors import Conflict, NotFound
 from ..logs import get_logger
 from ..stasis import StasisKind, app_args, parse_args
-from .calls import LiveCall
+from .calls import LiveCall, is_agent_phone
 
 if TYPE_CHECKING:
     from .engine import Dialer
@@ -73,11 +73,13 @@ def _now() -> datetime:
 
 
 def _phones(channel_ids: list[str], live: dict[str, Any]) -> list[tuple[str, str]]:
-    """The agents' SIP phones among a bridge's channels: (channel id, endpoint)."""
+    """The agents' SIP phones among a bridge's channels: (channel id, endpoint); a caller
+    from a trunk (the return-call line, the other server's node) is no phone."""
     out = []
     for cid in channel_ids:
-        name = getattr(live.get(cid), "name", "")
-        if name.startswith("PJSIP/"):
+        channel = live.get(cid)
+        name = getattr(channel, "name", "")
+        if name.startswith("PJSIP/") and is_agent_phone(channel):
             out.append((cid, name.removeprefix("PJSIP/").rsplit("-", 1)[0]))
     return out
 

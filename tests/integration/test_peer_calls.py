@@ -220,3 +220,31 @@ async def test_a_caller_who_hangs_up_while_the_leg_rings_takes_the_leg_down_with
     await router.handle_event(_event("StasisStart", leg, "peer-leg", "caller"))  # answered too late
     assert _asked(ari, "hangup").count((leg,)) == 2 and not _asked(ari, "add_channel")
     await router.close()
+
+
+def _channel(cid: str, name: str, context: str, exten: str, app_data: str) -> SimpleNamespace:
+    dialplan = SimpleNamespace(context=context, exten=exten, app_name="Stasis", app_data=app_data)
+    return SimpleNamespace(id=cid, name=name, dialplan=dialplan)
+
+
+async def test_after_a_restart_the_far_node_follows_the_trunk_calls_still_in_its_agents_bridges(db, journal):
+    campaign, _ = await create_campaign(db, "return-line", wrap_up_s=3)
+    agent = await create_agent(db, "1302", "agent302", [campaign])
+    ari = FakeAri()
+    sessions = AgentSessions(ari, db, journal=journal, claim=CLAIM_2)
+    token = "d" * 24
+    phone = _channel("phone-1", "PJSIP/agent302-00000001", "hitcall-agents", "*70", "hitcall,agent-login,agent302")
+    talking = _channel("trunk-1", "PJSIP/peer-00000002", "hitcall-peer-in", f"hitcall-{token}", f"hitcall,peer,{token}")
+    stray = _channel("trunk-2", "PJSIP/peer-00000003", "hitcall-peer-in", "hitcall-" + "e" * 24, "hitcall,peer,x")
+    bridge = SimpleNamespace(id=f"hitcall-agent-{agent}", channels=["phone-1", "trunk-1"])
+    snap = SimpleNamespace(channels=[phone, talking, stray], bridges=[bridge])
+    assert await sessions.adopt("phone-1", agent) is not None  # what the dialer's restart recovery does first
+    desk = PeerDesk(ari, sessions, claim=CLAIM_2)
+    await desk.recover(snap)  # type: ignore[arg-type]  # the snapshot's fields the desk reads
+    session = sessions.by_agent[agent]
+    assert session.state is AgentState.ON_CALL and session.attempt_id == "trunk-1"
+    assert _asked(ari, "hangup") == [("trunk-2",)], "a trunk call in no agent's bridge is hung up"
+    await desk.handle_event(_event("StasisEnd", "phone-1"))
+    assert ("trunk-1",) in _asked(ari, "hangup"), "followed again: the phone's end ends it"
+    await desk.handle_event(_event("ChannelDestroyed", "trunk-1"))
+    assert session.state is AgentState.WRAP_UP

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import uuid
 from pathlib import Path
 
@@ -244,3 +245,80 @@ async def test_a_return_call_on_server_1_reaches_the_agent_logged_in_on_server_2
 
 async def _leftovers_gone(server1, server2) -> bool:
     return not await _peer_leftovers(server1, server2)
+
+
+async def test_both_nodes_killed_during_a_call_across_servers_adopt_their_sides_and_the_call_ends_with_one_cdr(
+    product_logging, service_dsn, service_settings, sandbox, sandbox2, hangup_agents, hangup_agents2, tmp_path
+):
+    """node-a (the caller's) and then node-b (the agent's) are SIGKILLed and started again
+    while the caller talks to the agent over the trunk: each adopts its side (the caller and
+    its leg; the agent on the call), the call goes on, and when the caller hangs up it ends
+    with one CDR carrying the whole talk; the agent goes to wrap-up and ready."""
+    pool = await create_pool(service_dsn, min_size=1, max_size=3)
+    node_a, node_b = _nodes(service_dsn, tmp_path, sandbox, sandbox2)
+    again_a = ServeProcess(node_a.env, tmp_path / "node-a-2.log")
+    again_b = ServeProcess(node_b.env, tmp_path / "node-b-2.log")
+    phone = SippAgents(sandbox2, [AGENT], port=5306)
+    try:
+        cid, list_id = await create_campaign(pool, "return-line", wrap_up_s=WRAP_UP_S)
+        await pool.execute("INSERT INTO contacts (list_id, phone_e164, name) VALUES ($1, $2, 'Maija')", list_id, CALLER)
+        agent = await create_agent(pool, "1198", AGENT, [cid])
+        node_a.start()
+        node_b.start()
+        await wait_until(node_a.ready, timeout=30, interval=0.1)
+        await wait_until(node_b.ready, timeout=30, interval=0.1)
+        phone.start()
+        await wait_until(lambda: _state_is(pool, agent, "ready"), timeout=20)
+
+        async with caller_app(service_settings) as caller, _server2_client(sandbox2) as server2:
+            line = await _call(caller, press_2=True)
+            bridged = await wait_until(lambda: _bridged(pool, line), timeout=10, interval=0.02)
+            await wait_until(lambda: _state_is(pool, agent, "on_call"), timeout=5)
+            for killed, again in ((node_a, again_a), (node_b, again_b)):
+                killed.kill(signal.SIGKILL)
+                await killed.wait(timeout=5)
+                again.start()
+                await wait_until(again.ready, timeout=30, interval=0.1)
+            # node-b adopted its agent on the call; node-a follows the caller and its leg.
+            await asyncio.sleep(2.0)
+            assert await _state_is(pool, agent, "on_call")
+            assert (await _live(pool, line)) is not None
+            assert '"peer": true' in again_a.log_path.read_text(), "node-a adopted the caller with its leg"
+            assert "peer.call_adopted" in again_b.log_path.read_text(), "node-b adopted the trunk call"
+            await caller.rest.hangup(line.removesuffix("-2"))
+            cdr = await wait_until(lambda: _cdr(pool, line), timeout=10)
+            await wait_until(lambda: _state_is(pool, agent, "ready"), timeout=15)
+            await wait_until(lambda: _leftovers_gone(caller, server2), timeout=5)
+
+        again_a.stop()
+        again_b.stop()
+        states = [
+            r["state"]
+            for r in await pool.fetch(
+                "SELECT state FROM agent_state_log WHERE agent_id = $1 AND started_at >= $2 ORDER BY id",
+                agent,
+                cdr["created_at"],
+            )
+        ]
+        report(
+            "peer_call_nodes_killed",
+            talk_s=str(cdr["talk_s"]),
+            outcome=cdr["outcome"],
+            agent_states=states,
+        )
+        assert await pool.fetchval("SELECT count(*) FROM call_attempts WHERE id = $1", cdr["id"]) == 1
+        assert (cdr["outcome"], cdr["agent_id"], cdr["pool"], cdr["node_id"]) == (
+            "answered_human",
+            agent,
+            "ast1",
+            "node-a",
+        )
+        assert cdr["bridged_at"] == bridged["bridged_at"], "the talk counted from the first bridge"
+        assert float(cdr["talk_s"]) >= 2.0, cdr["talk_s"]
+        assert states[-2:] == ["wrap_up", "ready"], states
+        assert not await pool.fetchval("SELECT count(*) FROM live_attempts")
+    finally:
+        for p in (node_a, node_b, again_a, again_b):
+            p.stop()
+        phone.stop()
+        await pool.close()
