@@ -3,7 +3,8 @@ agent's side (`dialer.peer.PeerDesk`: the token it gives is checked when the tru
 comes; unknown, used and expired tokens are hung up; a lapsed reservation gives the agent
 back) and the caller's side (`dialer.inbound.InboundRouter` with a peer finder: the leg to
 the far agent, a leg that fails sends the caller back to the queue, the far side's end
-ends the caller). Real Asterisk: tests/reliability/test_peer_call.py."""
+ends the caller), and the finder (which node to ask, from the agents' and leases' rows).
+Real Asterisk: tests/reliability/test_peer_call.py."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ import asyncpg
 import pytest
 
 from hitcall_pbx.agents.sessions import AgentSessions
+from hitcall_pbx.cluster.peer import PeerFinder, PeerOffer
 from hitcall_pbx.core.leases import PoolClaim
 from hitcall_pbx.core.states import AgentState
 from hitcall_pbx.demo.seed import create_agent, create_campaign
 from hitcall_pbx.dialer.inbound import InboundOptions, InboundRouter
 from hitcall_pbx.dialer.peer import PeerDesk
+from hitcall_pbx.pools import Pools
 from hitcall_pbx.records.journal import CallJournal
 from tests.ari_fake import FakeAri
 
@@ -248,3 +251,82 @@ async def test_after_a_restart_the_far_node_follows_the_trunk_calls_still_in_its
     assert ("trunk-1",) in _asked(ari, "hangup"), "followed again: the phone's end ends it"
     await desk.handle_event(_event("ChannelDestroyed", "trunk-1"))
     assert session.state is AgentState.WRAP_UP
+
+
+async def _node_holding(db: asyncpg.Pool, node_id: str, pool: str, *, live: bool = True) -> None:
+    until = "now() + interval '1 minute'" if live else "now() - interval '1 second'"
+    await db.execute(
+        f"""INSERT INTO nodes (node_id, instance, host, pid, pools, lease_until)
+            VALUES ($1, gen_random_uuid(), 'host', 4242, ARRAY[$2], {until})""",
+        node_id,
+        pool,
+    )
+    await db.execute(
+        f"INSERT INTO leases (name, node_id, token, lease_until) VALUES ('pool:' || $2, $1, 1, {until})", node_id, pool
+    )
+
+
+async def _ready_on(db: asyncpg.Pool, number: str, pool: str, node_id: str, campaigns: list[int]) -> int:
+    agent = await create_agent(db, number, f"agent{number}", campaigns)
+    await db.execute(
+        "UPDATE agents SET state = 'ready', pool = $2, node_id = $3, state_since = now() - interval '1 minute' "
+        "WHERE id = $1",
+        agent,
+        pool,
+        node_id,
+    )
+    return agent
+
+
+class Bus:
+    """The node command bus as the finder uses it: the commands it was asked to send."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def call(self, node_id: str, method: str, kwargs: dict[str, Any], actor: Any, **kw: Any) -> Any:
+        self.sent.append((node_id, method, dict(kwargs)))
+        return self.answer
+
+
+async def test_the_finder_asks_the_node_holding_a_pool_with_a_ready_agent_or_its_own_desk(db):
+    campaign, _ = await create_campaign(db, "return-line")
+    other, _ = await create_campaign(db, "other", caller_id="+358209999999")
+    await _node_holding(db, "node-a", "ast1")
+    await _node_holding(db, "node-b", "ast2")
+    await _node_holding(db, "node-c", "ast3")
+    await _node_holding(db, "node-gone", "ast4", live=False)
+    await _ready_on(db, "1401", "ast1", "node-a", [campaign])  # the caller's own pool: never asked
+    await _ready_on(db, "1402", "ast2", "node-b", [other])
+    mine = await _ready_on(db, "1403", "ast3", "node-c", [campaign])
+    await _ready_on(db, "1404", "ast4", "node-gone", [campaign])  # its node is gone
+    token = "f" * 24
+    bus = Bus({"token": token, "agent_id": mine, "pool": "ast3", "node_id": "node-c"})
+    pools = Pools()
+    finder = PeerFinder(db, pools, lambda: bus, "ast1", "node-a")  # type: ignore[arg-type]  # the fake bus
+    assert await finder.candidates(campaign) == [("ast3", "node-c"), ("ast2", "node-b")]
+    offer = await finder.find(campaign, 4.0)
+    assert offer == PeerOffer(token, mine, "ast3", "node-c")
+    assert bus.sent == [
+        ("node-c", "peer.reserve", {"pool": "ast3", "campaign_id": campaign, "wrap_up_s": 4.0, "from_pool": "ast1"})
+    ]
+    await finder.release(offer)
+    assert bus.sent[-1] == ("node-c", "peer.release", {"pool": "ast3", "token": token})
+
+    # The same process drives ast3 too: its desk is asked directly, nothing goes through the bus.
+    desk_asked: list[tuple[Any, ...]] = []
+    desk = SimpleNamespace(
+        reserve=lambda *a: desk_asked.append(a) or {"token": token, "agent_id": mine, "pool": "ast3", "node_id": "a"},
+        release=lambda t: desk_asked.append((t,)) or True,
+    )
+    pools.stacks["ast3"] = SimpleNamespace(peer=desk)  # type: ignore[assignment]  # the desk is all the finder reads
+    sent = len(bus.sent)
+    offer = await finder.find(campaign, 4.0)
+    assert offer is not None and offer.agent_id == mine and len(bus.sent) == sent
+    await finder.release(offer)
+    assert desk_asked == [(campaign, 4.0, "ast1"), (token,)]
+
+    # Nobody answers with a token: None, and the caller keeps waiting.
+    none = PeerFinder(db, Pools(), lambda: Bus(None), "ast1", "node-a")  # type: ignore[arg-type]
+    assert await none.find(campaign, 4.0) is None
