@@ -14,6 +14,7 @@ pool named in the request.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = ["PeerFinder", "PeerOffer", "PoolsPeer"]
 
 log = get_logger("hitcall.cluster.peer")
 
+NONE_S = 1.0  # how long a look that found nobody ready on the other pools holds
 ASK_TIMEOUT_S = 1.5  # per node asked: within the 2-second rule, or the caller keeps waiting here
 _ACTOR = Actor("peer-call", "system")
 
@@ -76,6 +78,7 @@ class PeerFinder:
         node_id: str | None,
         *,
         ask_timeout_s: float = ASK_TIMEOUT_S,
+        none_s: float = NONE_S,
     ) -> None:
         self.db = db
         self.pools = pools
@@ -83,9 +86,18 @@ class PeerFinder:
         self.own_pool = own_pool
         self.node_id = node_id
         self.ask_timeout_s = ask_timeout_s
+        self.none_s = none_s
+        self._none_until = float("-inf")  # nobody ready elsewhere at the last look: not read again before
 
     async def candidates(self, campaign_id: int | None) -> list[tuple[str, str]]:
+        """The (pool, node) pairs to ask; none for `none_s` after a look that found nobody
+        ready elsewhere (waiting callers ask every few seconds: one read serves them all)."""
+        now = time.monotonic()
+        if now < self._none_until:
+            return []
         rows = await self.db.fetch(_READY_ELSEWHERE, self.own_pool)
+        if not rows:
+            self._none_until = now + self.none_s
         ready = [
             ReadyElsewhere(r["id"], r["pool"], r["node_id"], frozenset(r["campaigns"]), float(r["idle_s"]))
             for r in rows

@@ -330,3 +330,14 @@ async def test_the_finder_asks_the_node_holding_a_pool_with_a_ready_agent_or_its
     # Nobody answers with a token: None, and the caller keeps waiting.
     none = PeerFinder(db, Pools(), lambda: Bus(None), "ast1", "node-a")  # type: ignore[arg-type]
     assert await none.find(campaign, 4.0) is None
+
+
+async def test_a_look_that_found_nobody_ready_elsewhere_holds_for_a_moment(db):
+    campaign, _ = await create_campaign(db, "return-line")
+    await _node_holding(db, "node-b", "ast2")
+    finder = PeerFinder(db, Pools(), lambda: None, "ast1", "node-a", none_s=0.3)
+    assert await finder.candidates(campaign) == []
+    await _ready_on(db, "1501", "ast2", "node-b", [campaign])
+    assert await finder.candidates(campaign) == [], "not read again at once"
+    await asyncio.sleep(0.35)
+    assert await finder.candidates(campaign) == [("ast2", "node-b")]
