@@ -33,7 +33,7 @@ __all__ = ["PeerFinder", "PeerOffer", "PoolsPeer"]
 
 log = get_logger("hitcall.cluster.peer")
 
-NONE_S = 1.0  # how long a look that found nobody ready on the other pools holds
+NONE_S = 0.5  # how long a look that found nobody ready on the other pools holds
 ASK_TIMEOUT_S = 1.5  # per node asked: within the 2-second rule, or the caller keeps waiting here
 _ACTOR = Actor("peer-call", "system")
 

@@ -12,7 +12,11 @@ and puts the channel into its agent's bridge; node-a bridges the caller to the l
   its talk time and an agent leg; call.ended says the agent was on pool ast2; the agent goes
   reserved -> on_call -> wrap_up -> ready on ast2.
 - The agent's phone hangs up during such a call: the caller is hung up, one CDR, nothing
-  left on either server (channels, bridges, live rows).
+  left on either server (channels, bridges, live rows). A trunk call with a forged token is
+  refused by node-b.
+- Both nodes SIGKILLed and started again mid-call: each adopts its side, one CDR.
+- Nobody ready anywhere: the caller waits on hold; an agent logging in on server 2 takes it
+  at the caller's next look at the other servers.
 """
 
 from __future__ import annotations
@@ -322,3 +326,51 @@ async def test_both_nodes_killed_during_a_call_across_servers_adopt_their_sides_
             p.stop()
         phone.stop()
         await pool.close()
+
+
+async def test_a_caller_waiting_on_server_1_gets_the_agent_who_logs_in_on_server_2(
+    product_logging, service_dsn, service_settings, sandbox, sandbox2, hangup_agents, hangup_agents2, tmp_path
+):
+    """Nobody ready anywhere: the caller waits on hold as on one server; an agent logging in
+    on server 2 then takes the caller within the caller's next look at the other servers."""
+    pool = await create_pool(service_dsn, min_size=1, max_size=3)
+    node_a, node_b = _nodes(service_dsn, tmp_path, sandbox, sandbox2)
+    phone = SippAgents(sandbox2, [AGENT], port=5307)
+    try:
+        cid, list_id = await create_campaign(pool, "return-line", wrap_up_s=WRAP_UP_S)
+        await pool.execute("INSERT INTO contacts (list_id, phone_e164, name) VALUES ($1, $2, 'Maija')", list_id, CALLER)
+        agent = await create_agent(pool, "1198", AGENT, [cid])
+        node_a.start()
+        node_b.start()
+        await wait_until(node_a.ready, timeout=30, interval=0.1)
+        await wait_until(node_b.ready, timeout=30, interval=0.1)
+        async with caller_app(service_settings) as caller:
+            line = await _call(caller, press_2=True)
+            await wait_until(lambda: _in_log(node_a, "inbound.waiting", line), timeout=10)
+            await asyncio.sleep(3.0)  # waiting on hold: nobody to ask anywhere
+            assert (await _live(pool, line))["bridged_at"] is None
+            phone.start()
+            ready_at = await wait_until(
+                lambda: pool.fetchval("SELECT state_since FROM agents WHERE id = $1 AND state <> 'logged_out'", agent),
+                timeout=20,
+                interval=0.02,
+            )
+            bridged = await wait_until(lambda: _bridged(pool, line), timeout=10, interval=0.02)
+            await caller.rest.hangup(line.removesuffix("-2"))
+            cdr = await wait_until(lambda: _cdr(pool, line), timeout=10)
+        node_a.stop()
+        node_b.stop()
+        took_s = (bridged["bridged_at"] - ready_at).total_seconds()
+        report("peer_call_waiting_caller", agent_ready_to_bridged_s=round(took_s, 3), waited_s=str(cdr["ring_s"]))
+        assert 0 < took_s < 3.5, took_s  # the next look (every 2 s) finds the agent
+        assert (cdr["outcome"], cdr["agent_id"]) == ("answered_human", agent)
+        assert float(cdr["ring_s"]) > 3.0, "the caller waited on hold first"
+    finally:
+        node_a.stop()
+        node_b.stop()
+        phone.stop()
+        await pool.close()
+
+
+async def _in_log(node: ServeProcess, event: str, channel_id: str) -> bool:
+    return any(event in line and channel_id in line for line in node.log_path.read_text().splitlines())
