@@ -610,7 +610,10 @@ class InboundRouter:
         if call.peer_leg == leg:
             self._release_peer(call.peer_offer)
             call.peer_leg, call.peer_offer = None, None
-        if self.calls.get(call.channel_id) is not call or call.service_ended or call.bridged or self._closing:
+        if self.calls.get(call.channel_id) is not call or call.service_ended or call.bridged:
+            return
+        if self._closing:
+            self._give_up(call)  # shutting down: the message, as for the callers in the queue
             return
         position = next((i for i, c in enumerate(self.waiting) if c.arrived_mono > call.arrived_mono), None)
         if position is None:

@@ -241,14 +241,15 @@ class PeerDesk:
 
     # ------------------------------------------------------------ life ---
     async def close(self) -> None:
-        """Take no more peer calls; reservations not used yet are given back."""
+        """Take no more peer calls and forget the tokens not used yet (a trunk call that
+        comes with one later is hung up by whoever drives the pool then). Agents' states are
+        left alone: the pool's stack may close because its lease is lost, and the next holder
+        adopts the agents."""
         self._closing = True
-        for token, pending in list(self._pending.items()):
+        for pending in self._pending.values():
             pending.timer.cancel()
-            found = self.reservations.pop(token, None)
-            if found is not None:
-                self._release(found)
         self._pending.clear()
+        self.reservations.clear()
         await self._tasks.wait()
 
     def live_calls(self) -> list[dict[str, Any]]:
