@@ -527,8 +527,9 @@ class InboundRouter:
             self._ask_peer_later(call)
             return
         if not call.waiting or self.calls.get(call.channel_id) is not call:
-            # Taken by an agent here meanwhile, or gone: the far agent is ready again when the token lapses.
+            # Taken by an agent here meanwhile, or gone: the far agent is given back.
             log.info("inbound.peer_offer_unused", channel_id=call.channel_id, agent_id=offer.agent_id, pool=offer.pool)
+            self._release_peer(offer)
             return
         call.waiting = False  # out of the queue while the leg rings; the wait limit runs on
         self.waiting.remove(call)
@@ -605,8 +606,8 @@ class InboundRouter:
 
     def _peer_failed(self, call: InboundCall, leg: str) -> None:
         """The leg never reached the far agent (refused, not answered, the token lapsed):
-        the caller waits again in its place in the queue (its far agent is released by its
-        own node when the token lapses)."""
+        the far agent is given back (or its token lapses) and the caller waits again in its
+        place in the queue, or takes an agent of this server who became ready meanwhile."""
         if call.peer_leg == leg:
             self._release_peer(call.peer_offer)
             call.peer_leg, call.peer_offer = None, None
