@@ -14,6 +14,19 @@ from .asterisk import REPO_ROOT, Sandbox, SandboxError, _pid_alive
 SCENARIO_DIR = REPO_ROOT / "tests" / "sipp"
 
 
+def _terminate(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the SIPp process (by its pid), SIGKILL it after `timeout` s."""
+    pid = proc.pid
+    if proc.poll() is None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None and _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            proc.wait()
+
+
 class SippAgents:
     """One SIPp process that dials the login extension once per agent and keeps
     each call up until Asterisk hangs it up (the agent is logged out). The agents log in
@@ -97,15 +110,7 @@ class SippAgents:
     def stop(self, timeout: float = 5.0) -> None:
         if self.proc is None:
             return
-        pid = self.proc.pid
-        if self.proc.poll() is None:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.proc.poll() is None and _pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-                self.proc.wait()
+        _terminate(self.proc, timeout)
         self.proc = None
 
     def __enter__(self) -> SippAgents:
@@ -202,15 +207,7 @@ class SippPhone:
                 self.register(expires=0)
             except (SandboxError, subprocess.TimeoutExpired):
                 pass  # the server went away; its contact expires on its own
-        pid = self.proc.pid
-        if self.proc.poll() is None:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if self.proc.poll() is None and _pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-                self.proc.wait()
+        _terminate(self.proc, timeout)
         self.proc = None
 
     def __enter__(self) -> SippPhone:

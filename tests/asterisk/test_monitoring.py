@@ -29,6 +29,7 @@ from hitcall_pbx.auth import Actor, AuthService, Passwords, Role
 from hitcall_pbx.core.monitoring import MonitorMode
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.sandbox import SippAgents
+from tests.audio import ulaw_decode, ulaw_encode
 from tests.live import free_port
 
 from .conftest import wait_until
@@ -43,33 +44,13 @@ MODE_S = 4.0
 
 
 # ----------------------------------------------------------------- audio ---
-def _ulaw_encode(sample: int) -> int:
-    bias, clip = 0x84, 32635
-    sign = 0x80 if sample < 0 else 0
-    sample = min(abs(sample), clip) + bias
-    exponent = 7
-    for e in range(7, -1, -1):
-        if sample & (0x80 << e):
-            exponent = e
-            break
-    mantissa = (sample >> (exponent + 3)) & 0x0F
-    return ~(sign | (exponent << 4) | mantissa) & 0xFF
-
-
-def _ulaw_decode(byte: int) -> int:
-    byte = ~byte & 0xFF
-    sign, exponent, mantissa = byte & 0x80, (byte >> 4) & 0x07, byte & 0x0F
-    sample = (((mantissa << 3) + 0x84) << exponent) - 0x84
-    return -sample if sign else sample
-
-
-_ULAW = [_ulaw_decode(b) for b in range(256)]
+_ULAW = [ulaw_decode(b) for b in range(256)]
 
 
 def write_tone_wav(path: Path, freq: float, seconds: float = 2.0, amplitude: int = 8000) -> None:
     """A mu-law (format 7) 8 kHz mono WAV of a sine tone: what SIPp's rtp_stream sends."""
     n = int(8000 * seconds)
-    data = bytes(_ulaw_encode(int(amplitude * math.sin(2 * math.pi * freq * i / 8000))) for i in range(n))
+    data = bytes(ulaw_encode(int(amplitude * math.sin(2 * math.pi * freq * i / 8000))) for i in range(n))
     fmt = struct.pack("<HHIIHH", 7, 1, 8000, 8000, 1, 8)
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)

@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from hitcall_pbx.api.app import build_registry
+from hitcall_pbx.auth import Actor, AuthService, Passwords, Role
 from hitcall_pbx.core.reconcile import DifferenceKind
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.sandbox.asterisk import ARI_URL
@@ -244,3 +246,19 @@ async def reconcile_with_asterisk(pool: asyncpg.Pool, cdrs: AsteriskCdrs) -> dic
         "differences": [d.as_dict() for d in differences],
         "by_kind": {k.value: sorted(d.attempt_id for d in differences if d.kind is k) for k in DifferenceKind},
     }
+
+
+async def admin_headers(pool: asyncpg.Pool, username: str, password: str | None = None) -> dict[str, str]:
+    """An admin user (with `password` for the web login, if given) and the bearer header of an
+    API token of theirs."""
+    auth = AuthService(
+        pool,
+        passwords=Passwords(time_cost=1, memory_cost=1024, parallelism=1),
+        role_scopes=build_registry().role_scopes(),
+    )
+    actor = Actor("reliability-test", "system")
+    user = await auth.create_user(username=username, role=Role.ADMIN, password=password, actor=actor)
+    grant = await auth.create_token(
+        user_id=user["id"], name=username, scopes=sorted(auth.scopes_for(Role.ADMIN)), expires_at=None, actor=actor
+    )
+    return {"Authorization": f"Bearer {grant.token}"}

@@ -28,15 +28,14 @@ from aiohttp import web
 from structlog.testing import capture_logs
 from yarl import URL
 
-from hitcall_pbx.api.app import build_registry
 from hitcall_pbx.api.registry import JSON_LIMIT
 from hitcall_pbx.app import HitCall, Options
-from hitcall_pbx.auth import Actor, AuthService, Passwords, Role
 from hitcall_pbx.sandbox import SippAgents
 from hitcall_pbx.settings import SANDBOX_AGI_SECRET
 from tests.live import OriginateCounter
 
 from .harness import (
+    admin_headers,
     attempts,
     live_campaign,
     loss_and_duplicates,
@@ -209,20 +208,6 @@ ARI_BINARY = b"\x00\xff\xfe binary garbage \x81"
 
 
 # --------------------------------------------------------------------- REST ---
-async def _admin_headers(pool) -> dict[str, str]:
-    auth = AuthService(
-        pool,
-        passwords=Passwords(time_cost=1, memory_cost=1024, parallelism=1),
-        role_scopes=build_registry().role_scopes(),
-    )
-    actor = Actor("reliability-test", "system")
-    user = await auth.create_user(username="bad-input-admin", role=Role.ADMIN, password=None, actor=actor)
-    grant = await auth.create_token(
-        user_id=user["id"], name="bad-input", scopes=sorted(auth.scopes_for(Role.ADMIN)), expires_at=None, actor=actor
-    )
-    return {"Authorization": f"Bearer {grant.token}"}
-
-
 async def _chunks(total: int, size: int = 256 * 1024):
     sent = 0
     yield b'{"name": "'
@@ -486,7 +471,7 @@ async def _exercise(
     while len(app.sessions.by_agent) < 1:
         assert time.monotonic() < deadline, "agent did not log in through the proxy"
         await asyncio.sleep(0.05)
-    headers = await _admin_headers(pool)
+    headers = await admin_headers(pool, "bad-input-admin")
     async with (
         aiohttp.ClientSession() as http,
         http.post(f"{base}/api/v1/lists", json={"name": "bad input target"}, headers=headers) as r,

@@ -33,8 +33,6 @@ import aiohttp
 import asyncpg
 import pytest
 
-from hitcall_pbx.api.app import build_registry
-from hitcall_pbx.auth import Actor, AuthService, Passwords, Role
 from hitcall_pbx.demo.seed import add_contacts
 from hitcall_pbx.sandbox import Sandbox, SippAgents
 from hitcall_pbx.store.db import create_pool
@@ -43,6 +41,7 @@ from tests.asterisk_cdr import AsteriskCdrs
 from ..live import wait_until
 from .harness import (
     ChannelObserver,
+    admin_headers,
     attempts,
     crash_asterisk,
     live_campaign,
@@ -98,20 +97,6 @@ async def _holders(pool: asyncpg.Pool) -> dict[str, str]:
     return {r["name"]: r["node_id"] for r in rows}
 
 
-async def _admin_headers(pool: asyncpg.Pool) -> dict[str, str]:
-    auth = AuthService(
-        pool,
-        passwords=Passwords(time_cost=1, memory_cost=1024, parallelism=1),
-        role_scopes=build_registry().role_scopes(),
-    )
-    actor = Actor("two-servers-test", "system")
-    user = await auth.create_user(username="two-servers-admin", role=Role.ADMIN, password=PASSWORD, actor=actor)
-    grant = await auth.create_token(
-        user_id=user["id"], name="two-servers", scopes=sorted(auth.scopes_for(Role.ADMIN)), expires_at=None, actor=actor
-    )
-    return {"Authorization": f"Bearer {grant.token}"}
-
-
 async def _agent(pool: asyncpg.Pool, endpoint: str) -> asyncpg.Record:
     return await pool.fetchrow("SELECT id, state, pool, node_id FROM agents WHERE endpoint = $1", endpoint)
 
@@ -160,7 +145,7 @@ async def test_two_servers_one_campaign_and_the_node_of_one_killed(
             numbers=talkers(2, talk_s, 95001) + quick_calls(more, 95100),
             first_agent_number=1195,
         )
-        headers = await _admin_headers(pool)
+        headers = await admin_headers(pool, "two-servers-admin", PASSWORD)
         await _start(pool, node_a, node_b, phones)
         one, two = await _agent(pool, AGENT_1), await _agent(pool, AGENT_2)
         assert (one["pool"], one["node_id"], two["pool"], two["node_id"]) == ("ast1", "node-a", "ast2", "node-b")
@@ -290,7 +275,7 @@ async def test_one_asterisk_killed_and_the_other_servers_agent_keeps_working(
             numbers=talkers(1, 60, 96001),
             first_agent_number=1197,
         )
-        headers = await _admin_headers(pool)
+        headers = await admin_headers(pool, "two-servers-admin", PASSWORD)
         await _start(pool, node_a, node_b, phones)
         one = await _agent(pool, AGENT_1)
         async with aiohttp.ClientSession(headers=headers) as http:
