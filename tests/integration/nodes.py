@@ -5,7 +5,9 @@ until `restore()`; the other nodes' sessions are untouched."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -69,3 +71,15 @@ async def _json_codecs(conn: asyncpg.Connection) -> None:
     """json/jsonb as Python objects, as the service's pools have them (store.db)."""
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text")
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(pg_dsn: str, db: asyncpg.Pool) -> AsyncIterator[tuple[NodeDb, NodeDb]]:
+    """node-a and node-b on the database `db` is connected to, closed afterwards."""
+    a = await NodeDb.open(pg_dsn, db, "node-a")
+    b = await NodeDb.open(pg_dsn, db, "node-b")
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from hitcall_pbx.alarms import AlarmMonitor, AlarmSources, service_inputs
 from hitcall_pbx.core.alarms import AlarmInputs
 from hitcall_pbx.hooks import WebhookDispatcher, generate_secret
-from tests.integration.nodes import NodeDb
+from tests.integration.nodes import NodeDb, two_nodes
 from tests.webhook_receiver import ALLOW_LOOPBACK, Receiver
 
 HEALTHY = AlarmInputs()
@@ -34,13 +34,8 @@ class Inputs:
 
 @pytest.fixture
 async def nodes(pg_dsn, db) -> AsyncIterator[tuple[NodeDb, NodeDb]]:
-    a = await NodeDb.open(pg_dsn, db, "node-a")
-    b = await NodeDb.open(pg_dsn, db, "node-b")
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    async with two_nodes(pg_dsn, db) as pair:
+        yield pair
 
 
 def monitor(node: NodeDb, inputs: Inputs) -> AlarmMonitor:

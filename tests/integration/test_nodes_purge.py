@@ -24,7 +24,7 @@ from hitcall_pbx.records.purge import PURGE_LOCK_KEY, PurgeWorker
 from hitcall_pbx.records.recordings import RecordingStore
 from hitcall_pbx.settings import Settings
 from hitcall_pbx.store.db import dsn_with_database
-from tests.integration.nodes import NodeDb
+from tests.integration.nodes import NodeDb, two_nodes
 from tests.integration.test_purge import NOW, make_attempt, make_campaign, make_recording
 
 RECORDINGS = 6
@@ -56,13 +56,8 @@ class CountingStore(RecordingStore):
 
 @pytest.fixture
 async def nodes(pg_dsn, db) -> AsyncIterator[tuple[NodeDb, NodeDb]]:
-    a = await NodeDb.open(pg_dsn, db, "node-a")
-    b = await NodeDb.open(pg_dsn, db, "node-b")
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    async with two_nodes(pg_dsn, db) as pair:
+        yield pair
 
 
 async def expired(db, store: RecordingStore) -> list[uuid.UUID]:

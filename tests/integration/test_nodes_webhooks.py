@@ -26,7 +26,7 @@ import pytest
 
 from hitcall_pbx.hooks import WebhookDispatcher, enqueue, generate_secret
 from hitcall_pbx.hooks.dispatcher import DatabaseClock
-from tests.integration.nodes import NodeDb
+from tests.integration.nodes import NodeDb, two_nodes
 from tests.webhook_receiver import ALLOW_LOOPBACK, Receiver
 
 REQUEST_TIMEOUT = 5.0
@@ -46,13 +46,8 @@ class Clock:
 
 @pytest.fixture
 async def nodes(pg_dsn, db) -> AsyncIterator[tuple[NodeDb, NodeDb]]:
-    a = await NodeDb.open(pg_dsn, db, "node-a")
-    b = await NodeDb.open(pg_dsn, db, "node-b")
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    async with two_nodes(pg_dsn, db) as pair:
+        yield pair
 
 
 @pytest.fixture
