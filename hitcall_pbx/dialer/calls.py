@@ -31,6 +31,7 @@ class LiveCall:
     reserved: bool = False
     placed_mono: float = field(default_factory=time.monotonic)
     answered_mono: float | None = None
+    answer_observed: bool = False  # the answer is in the pacing statistics (counted at the answer)
     disposition: str | None = None
     info_playback: str | None = None
     timer: asyncio.TimerHandle | None = None

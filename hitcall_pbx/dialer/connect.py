@@ -67,6 +67,12 @@ class AnswerPath:
         self.d._originated(call)
         call.apply(CallEvent.ANSWER, at)
         call.answered_mono = time.monotonic()
+        # The call stopped ringing: the contact rate counts it now, not when the call ends
+        # (minutes later), or a fresh campaign's early busy lines would read as no contacts.
+        start = call.fsm.originated_at or call.fsm.created_at
+        ring_s = max(0.0, (at - start).total_seconds())
+        self.d.pacer.stats_for(call.campaign).observe_attempt(call.answered_mono, ring_s, True)
+        call.answer_observed = True
         self.d.ledger.event("call.answered", call)
         self.d.ledger.progress(call)
 

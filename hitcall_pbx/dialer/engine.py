@@ -496,7 +496,8 @@ class Dialer:
             # Answered but gone before the 2 s were up (or AMD undecided): it still counts.
             stats.observe_abandon()
             self.ledger.event("call.abandoned", call)
-        stats.observe_attempt(time.monotonic(), ended.metrics.ring_s, ended.answered)
+        if not call.answer_observed:  # an answer is counted when it happens (dialer.connect)
+            stats.observe_attempt(time.monotonic(), ended.metrics.ring_s, ended.answered)
         if outcome is Outcome.ANSWERED_MACHINE:
             stats.observe_amd_machine()
         session = self.sessions.by_agent.get(call.agent_id) if call.agent_id is not None else None
