@@ -162,6 +162,8 @@ class PacingStats:
         self.ring_timeout_s = ring_timeout_s
         self._pending: list[tuple[float, int, bool, float]] = []
         self._pending_yes = 0
+        # pending failures by elapsed ring time (slots of _AnswerCdf.SLOT seconds)
+        self._pending_no_slots: dict[int, int] = {}
         self._seq = itertools.count()
         self._clock = -math.inf
         self._c_decay = 0.5 ** (1.0 / contact_halflife)
@@ -193,7 +195,11 @@ class PacingStats:
         read as all answered, and quickly, at first."""
         due = now - ring_s + self.ring_timeout_s
         heapq.heappush(self._pending, (due, next(self._seq), answered, ring_s))
-        self._pending_yes += 1 if answered else 0
+        if answered:
+            self._pending_yes += 1
+        else:
+            slot = self._no_slot(ring_s)
+            self._pending_no_slots[slot] = self._pending_no_slots.get(slot, 0) + 1
         if now > self._clock:
             self._clock = now
         pending = self._pending
@@ -203,8 +209,18 @@ class PacingStats:
             if yes:
                 self._pending_yes -= 1
                 self._ring_log.add(math.log(max(rang, 0.05)))
+            else:
+                slot = self._no_slot(rang)
+                left = self._pending_no_slots[slot] - 1
+                if left:
+                    self._pending_no_slots[slot] = left
+                else:
+                    del self._pending_no_slots[slot]
             self._c_yes = self._c_yes * d + (1.0 if yes else 0.0)
             self._c_no = self._c_no * d + (0.0 if yes else 1.0)
+
+    def _no_slot(self, ring_s: float) -> int:
+        return int(min(ring_s, self.ring_timeout_s) / _AnswerCdf.SLOT + 0.5)
 
     def observe_talk(self, seconds: float) -> None:
         self._talk.add(max(0.0, seconds))
@@ -233,6 +249,7 @@ class PacingStats:
             self._c_yes += 1.0 if yes else 0.0
             self._c_no += 0.0 if yes else 1.0
         self._pending_yes = 0
+        self._pending_no_slots.clear()
         total = self._c_yes + self._c_no
         if total > self._c_weight:
             scale = self._c_weight / total
@@ -268,13 +285,29 @@ class PacingStats:
 
     def contact_estimate(self, ringing: Sequence[tuple[float, int]]) -> tuple[float, float]:
         """(contact rate, its sd) using also the calls of the last ring timeout: the
-        answers already in, the early failures, and `ringing` = (P(answered by now |
+        answers already in, the failures, and `ringing` = (P(answered by now |
         answered at all), count) for calls still ringing. Maximum likelihood with the
-        finished attempts as the prior; without recent calls this is `contact_rate`."""
+        finished attempts as the prior; without recent calls this is `contact_rate`.
+
+        A failure of the last ring timeout counts as a call that rang that long without
+        an answer (no more) until its cohort has finished: busy lines end after a second,
+        answers come later, so a fresh campaign's first busy lines must not read as a
+        contact rate near zero while the answers of the same calls are still to come
+        (the pacer would dial to its line cap). A no-answer rang the whole timeout, so it
+        counts as a non-contact at once."""
         yes = self._c_yes + self._pending_yes
-        no = self._c_no + (len(self._pending) - self._pending_yes)
+        no = self._c_no
         p = min(1.0 - 1e-6, max(1e-6, yes / (yes + no)))
         groups = [(g, c) for g, c in ringing if g > 1e-9]
+        if self._pending_no_slots:
+            cdf = self.answer_cdf(self.ring_timeout_s)
+            for slot, count in self._pending_no_slots.items():
+                g = cdf(slot * _AnswerCdf.SLOT)
+                if g >= 1.0 - 1e-9:
+                    no += count
+                elif g > 1e-9:
+                    groups.append((g, count))
+            p = min(1.0 - 1e-6, max(1e-6, yes / (yes + no)))
         info = yes / (p * p) + no / ((1.0 - p) ** 2)
         if groups:
             # score(p) = yes/p − no/(1−p) − Σ c·g/(1 − p·g) is decreasing: Newton with a bracket
