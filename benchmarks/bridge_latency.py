@@ -12,7 +12,10 @@ agent, until `--calls` calls were bridged.
   outbox) running a progressive campaign.
 
 Latency = ChannelEnteredBridge.timestamp - StasisStart.timestamp of the customer
-channel (Asterisk's own event clock, ms). Prints one JSON object.
+channel (Asterisk's own event clock, ms). The product's part is split in
+`product_breakdown`: `to_request_ms` from StasisStart to the bridge request being
+sent (event delivery, the answer path, anything queued on the event loop before it)
+and `request_ms` the request's round trip. Prints one JSON object.
 
     python benchmarks/bridge_latency.py --agents 50 --calls 500 [--runs 3]
 
@@ -34,6 +37,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -143,10 +147,38 @@ async def floor_run(box: Sandbox, agents: int, calls: int, port: int) -> list[fl
 
 
 async def product_run(
-    box: Sandbox, agents: int, calls: int, port: int, dsn: str, data_dir: Path, run: int = 0
+    box: Sandbox,
+    agents: int,
+    calls: int,
+    port: int,
+    dsn: str,
+    data_dir: Path,
+    run: int = 0,
+    breakdown: dict[str, list[float]] | None = None,
 ) -> list[float]:
+    if breakdown is None:
+        breakdown = {}
+    breakdown.setdefault("to_request_ms", [])
+    breakdown.setdefault("request_ms", [])
     settings = load_settings(database_url=dsn, data_dir=data_dir, ari_url=ARI, ari_app="hitcall")
     async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
+        # Where the product's time goes: StasisStart (Asterisk's clock) → the bridge request
+        # sent, and the request's round trip (this machine's clock, the same as Asterisk's).
+        assert app.ari is not None and app.dialer is not None
+        rest, dialer = app.ari.rest, app.dialer
+        plain_add = rest.add_channel
+
+        async def timed_add(bridge_id: str, channel: Any, **kw: Any) -> Any:
+            sent = time.time()
+            call = dialer.calls.get(channel) if isinstance(channel, str) else None
+            try:
+                return await plain_add(bridge_id, channel, **kw)
+            finally:
+                if call is not None and call.answered_at is not None:
+                    breakdown["to_request_ms"].append((sent - call.answered_at.timestamp()) * 1000.0)
+                    breakdown["request_ms"].append((time.time() - sent) * 1000.0)
+
+        rest.add_channel = timed_add  # type: ignore[method-assign]  # timing wrapper, same signature
         pool = app.db.pool
         cid, list_id = await create_campaign(
             pool,
@@ -237,9 +269,13 @@ async def main() -> int:
     async with live_environment("hitcall-bench-") as (box, tmp, dsn):
         for i in range(args.runs):
             floor = await floor_run(box, args.agents, args.calls, port=5301)
-            product = await product_run(box, args.agents, args.calls, 5302, dsn, tmp / f"data{i}", run=i)
+            breakdown: dict[str, list[float]] = {}
+            product = await product_run(
+                box, args.agents, args.calls, 5302, dsn, tmp / f"data{i}", run=i, breakdown=breakdown
+            )
             f, p = _summary(floor), _summary(product)
-            runs.append({"floor": f, "product": p, "targets": _targets(f, p)})
+            parts = {name: _summary(ms) for name, ms in breakdown.items() if ms}
+            runs.append({"floor": f, "product": p, "product_breakdown": parts, "targets": _targets(f, p)})
     out = {
         "benchmark": "bridge_latency",
         "agents": args.agents,
