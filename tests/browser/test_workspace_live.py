@@ -129,9 +129,13 @@ async def test_agent_and_supervisor_work_a_call_in_the_browser(service_settings,
                 await sup.click("button[data-campaign-action='start']")
                 await agent.wait_for_selector("#card[data-kind='call']", timeout=20000)
                 shown = await agent.evaluate("window.hcCardShown")
-                bridged = await pool.fetchval(
-                    "SELECT bridged_at FROM all_attempts WHERE contact_id = $1 AND bridged_at IS NOT NULL",
-                    ids["contact_id"],
+                # The row is written through the call journal, a moment after the page is told.
+                bridged = await wait_until(
+                    lambda: pool.fetchval(
+                        "SELECT bridged_at FROM all_attempts WHERE contact_id = $1 AND bridged_at IS NOT NULL",
+                        ids["contact_id"],
+                    ),
+                    timeout=5,
                 )
                 assert bridged is not None and shown["attempt"]
                 figures["bridge_to_card_ms"] = shown["at"] - bridged.timestamp() * 1000
