@@ -253,8 +253,12 @@ async def test_a_campaign_added_on_the_wallboard_brings_its_calls_to_the_agent(
                 await sup.check(f"#campaigns-dialog input[value='{second}']")
                 await sup.click("#campaigns-dialog button[type=submit]")
                 await desk.wait_for_selector("#card[data-kind='call']", timeout=15000)
-                call = await pool.fetchrow(
-                    "SELECT campaign_id, agent_id, dialled_number FROM all_attempts WHERE bridged_at IS NOT NULL"
+                # written through the call journal, a moment after the agent's page is told
+                call = await wait_until(
+                    lambda: pool.fetchrow(
+                        "SELECT campaign_id, agent_id, dialled_number FROM all_attempts WHERE bridged_at IS NOT NULL"
+                    ),
+                    timeout=5,
                 )
                 assert dict(call) == {"campaign_id": second, "agent_id": agent, "dialled_number": "+358401770031"}
                 for c in app.dialer.live_calls():
