@@ -15,46 +15,19 @@ import pytest
 
 from hitcall_pbx.core import pacing
 from hitcall_pbx.core.calls import CallEvent
-from hitcall_pbx.core.compliance import CallingWindow, CampaignMode
-from hitcall_pbx.core.retention import RetentionPolicy
+from hitcall_pbx.core.compliance import CampaignMode
 from hitcall_pbx.core.states import AgentState
 from hitcall_pbx.dialer.calls import LiveCall
 from hitcall_pbx.dialer.connect import AnswerPath
 from hitcall_pbx.dialer.models import Attempt, Campaign
 from hitcall_pbx.stasis import StasisKind
+from tests.unit.campaigns import make_campaign
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def _campaign() -> Campaign:
-    return Campaign(
-        id=1,
-        name="c1",
-        mode=CampaignMode.PROGRESSIVE,
-        state="running",
-        caller_id=None,
-        ring_timeout_s=30,
-        max_attempts=2,
-        retry_delays={
-            "busy": 600,
-            "no_answer": 3600,
-            "congestion": 900,
-            "answered_machine": 7200,
-            "abandoned": 3600,
-            "cancelled": 0,
-        },
-        wrap_up_s=0,
-        abandon_cap=0.03,
-        info_message_sound=None,
-        amd_enabled=False,
-        record_calls=False,
-        recording_announcement=None,
-        window=CallingWindow(),
-        priority=0,
-        preview_offer_timeout_s=30,
-        max_lines_per_agent=2.0,
-        retention=RetentionPolicy(),
-    )
+    return make_campaign(mode=CampaignMode.PROGRESSIVE)
 
 
 def _ringing_call(campaign: Campaign) -> LiveCall:

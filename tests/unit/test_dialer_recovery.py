@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 
 from hitcall_pbx.core.calls import CallEvent, call_transition, new_call
-from hitcall_pbx.core.compliance import CallingWindow, CampaignMode
 from hitcall_pbx.core.outcomes import Outcome, next_retry
-from hitcall_pbx.core.retention import RetentionPolicy
 from hitcall_pbx.core.states import AgentState
 from hitcall_pbx.dialer.calls import LiveCall, agent_bridges
 from hitcall_pbx.dialer.engine import Dialer
 from hitcall_pbx.dialer.models import Attempt, Campaign
 from hitcall_pbx.errors import Conflict
+from tests.unit.campaigns import make_campaign
 
 from ..ari_fake import FakeAri
 
@@ -28,34 +27,7 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def _campaign(cid: int = 1, priority: int = 0) -> Campaign:
-    return Campaign(
-        id=cid,
-        name=f"c{cid}",
-        mode=CampaignMode.PREDICTIVE,
-        state="running",
-        caller_id=None,
-        ring_timeout_s=30,
-        max_attempts=2,
-        retry_delays={
-            "busy": 600,
-            "no_answer": 3600,
-            "congestion": 900,
-            "answered_machine": 7200,
-            "abandoned": 3600,
-            "cancelled": 0,
-        },
-        wrap_up_s=0,
-        abandon_cap=0.03,
-        info_message_sound=None,
-        amd_enabled=False,
-        record_calls=False,
-        recording_announcement=None,
-        window=CallingWindow(),
-        priority=priority,
-        preview_offer_timeout_s=30,
-        max_lines_per_agent=2.0,
-        retention=RetentionPolicy(),
-    )
+    return make_campaign(cid, priority=priority)
 
 
 def _call(campaign: Campaign | None = None, *path: CallEvent, answered_mono: float | None = None) -> LiveCall:
