@@ -1,10 +1,13 @@
-"""A running campaign as the dialer holds it, for unit tests of the dialer's parts."""
+"""A running campaign and an attempt of it as the dialer holds them, for unit tests of the dialer's parts."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime, timedelta
+
 from hitcall_pbx.core.compliance import CallingWindow, CampaignMode
 from hitcall_pbx.core.retention import RetentionPolicy
-from hitcall_pbx.dialer.models import Campaign
+from hitcall_pbx.dialer.models import Attempt, Campaign
 
 
 def make_campaign(cid: int = 1, *, priority: int = 0, mode: CampaignMode = CampaignMode.PREDICTIVE) -> Campaign:
@@ -35,4 +38,20 @@ def make_campaign(cid: int = 1, *, priority: int = 0, mode: CampaignMode = Campa
         preview_offer_timeout_s=30,
         max_lines_per_agent=2.0,
         retention=RetentionPolicy(),
+    )
+
+
+def make_attempt(campaign: Campaign, created_at: datetime) -> Attempt:
+    """A new attempt of `campaign` to a Finnish mobile number, not yet with an agent."""
+    return Attempt(
+        id=uuid.uuid4(),
+        campaign_id=campaign.id,
+        contact_id=7,
+        attempt_no=1,
+        number="+358401234567",
+        caller_id="",
+        agent_id=None,
+        mode=campaign.mode,
+        created_at=created_at,
+        retention_until=created_at + timedelta(days=730),
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -19,9 +18,9 @@ from hitcall_pbx.core.compliance import CampaignMode
 from hitcall_pbx.core.states import AgentState
 from hitcall_pbx.dialer.calls import LiveCall
 from hitcall_pbx.dialer.connect import AnswerPath
-from hitcall_pbx.dialer.models import Attempt, Campaign
+from hitcall_pbx.dialer.models import Campaign
 from hitcall_pbx.stasis import StasisKind
-from tests.unit.campaigns import make_campaign
+from tests.unit.campaigns import make_attempt, make_campaign
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -31,18 +30,7 @@ def _campaign() -> Campaign:
 
 
 def _ringing_call(campaign: Campaign) -> LiveCall:
-    attempt = Attempt(
-        id=uuid.uuid4(),
-        campaign_id=campaign.id,
-        contact_id=7,
-        attempt_no=1,
-        number="+358401234567",
-        caller_id="",
-        agent_id=None,
-        mode=campaign.mode,
-        created_at=NOW,
-        retention_until=NOW + timedelta(days=730),
-    )
+    attempt = make_attempt(campaign, NOW)
     call = LiveCall.placed(attempt, campaign)
     call.apply(CallEvent.ORIGINATE, NOW)
     call.apply(CallEvent.RING, NOW + timedelta(seconds=0.5))

@@ -17,9 +17,9 @@ from hitcall_pbx.core.outcomes import Outcome, next_retry
 from hitcall_pbx.core.states import AgentState
 from hitcall_pbx.dialer.calls import LiveCall, agent_bridges
 from hitcall_pbx.dialer.engine import Dialer
-from hitcall_pbx.dialer.models import Attempt, Campaign
+from hitcall_pbx.dialer.models import Campaign
 from hitcall_pbx.errors import Conflict
-from tests.unit.campaigns import make_campaign
+from tests.unit.campaigns import make_attempt, make_campaign
 
 from ..ari_fake import FakeAri
 
@@ -33,18 +33,7 @@ def _campaign(cid: int = 1, priority: int = 0) -> Campaign:
 def _call(campaign: Campaign | None = None, *path: CallEvent, answered_mono: float | None = None) -> LiveCall:
     """A live call taken through `path` (after originate) by the core lifecycle."""
     campaign = campaign or _campaign()
-    attempt = Attempt(
-        id=uuid.uuid4(),
-        campaign_id=campaign.id,
-        contact_id=7,
-        attempt_no=1,
-        number="+358401234567",
-        caller_id="",
-        agent_id=None,
-        mode=campaign.mode,
-        created_at=NOW,
-        retention_until=NOW + timedelta(days=730),
-    )
+    attempt = make_attempt(campaign, NOW)
     call = LiveCall.placed(attempt, campaign)
     call.answered_mono = answered_mono
     for i, event in enumerate((CallEvent.ORIGINATE, *path)):
