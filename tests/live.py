@@ -132,9 +132,15 @@ class CountingRest(AriRest):
     channel (attempt) id before they go to Asterisk."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], *, sent: Counter[str]
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        sent: Counter[str],
+        urgent: aiohttp.ClientSession | None = None,
     ) -> None:
-        super().__init__(session, base_url, headers)
+        super().__init__(session, base_url, headers, urgent=urgent)
         self.sent = sent
 
     async def originate(self, endpoint: str, channel_id: str, **kw: Any) -> Channel:

@@ -6,8 +6,11 @@ to the resync handler before any new event is dispatched. Events are dispatched
 one at a time, in the order Asterisk sent them; the types in `ignore_events` (by
 default `NOT_HANDLED`, the ones no part of the service handles: variable sets,
 dialplan steps, dial progress, caller-id and connected-line updates, most of the
-stream) are counted and dropped before they are validated or handed to a handler,
-so that the events that matter (a customer's StasisStart) are not queued behind them.
+stream) are not sent at all: after every connect the client sets the application's
+event filter in Asterisk (`PUT /applications/{app}/eventFilter`), so Asterisk neither
+serialises nor writes them and a customer's StasisStart is not queued behind them, in
+Asterisk or here. Should the filter fail (it is logged), the same types are counted and
+dropped here before they are validated or handed to a handler.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -51,9 +54,19 @@ class Resync:
 
 ResyncHandler = Callable[[Resync], Awaitable[None] | None]
 
-RestFactory = Callable[[aiohttp.ClientSession, str, Mapping[str, str]], AriRest]
-"""Builds the REST half from the client's session, base URL and extra headers: `AriRest`, or a
-subclass of it that observes or fails requests."""
+
+class RestFactory(Protocol):
+    """Builds the REST half from the client's session, base URL, extra headers and the session
+    for urgent requests: `AriRest`, or a subclass of it that observes or fails requests."""
+
+    def __call__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        urgent: aiohttp.ClientSession | None = None,
+    ) -> AriRest: ...
 
 
 @dataclass
@@ -101,6 +114,7 @@ class AriClient:
         self._rng = rng or random.Random()
         self._rest_factory = rest_factory
         self._session: aiohttp.ClientSession | None = None
+        self._urgent_session: aiohttp.ClientSession | None = None
         self._ws_session: aiohttp.ClientSession | None = None
         self._rest: AriRest | None = None
         self._task: asyncio.Task[None] | None = None
@@ -136,7 +150,12 @@ class AriClient:
             return
         connector = aiohttp.TCPConnector(limit=self._pool_limit, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
-        self._rest = self._rest_factory(self._session, self.base_url, {})
+        # The answer path's bridge requests get connections of their own: a wave of answers
+        # must not wait for connections held by a burst of originates (which Asterisk answers
+        # only once the channel exists), nor the originates for them.
+        urgent = aiohttp.TCPConnector(limit=self._pool_limit, keepalive_timeout=30)
+        self._urgent_session = aiohttp.ClientSession(connector=urgent, timeout=self._timeout, headers=self._headers)
+        self._rest = self._rest_factory(self._session, self.base_url, {}, urgent=self._urgent_session)
 
     async def start_events(self, *, wait: float | None = None) -> None:
         """Start the events loop (registers the Stasis app); optionally wait for the first connect."""
@@ -159,7 +178,7 @@ class AriClient:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        for sess in (self._session, self._ws_session):
+        for sess in (self._session, self._urgent_session, self._ws_session):
             if sess is not None:
                 await sess.close()
         self.connected.clear()
@@ -212,6 +231,7 @@ class AriClient:
                 self.stats.last_reconnect_s = downtime
                 if downtime is not None:
                     self.stats.reconnect_times.append(downtime)
+            await self._filter_events()
             try:
                 await self._resync(reconnect=ever_connected, downtime=downtime)
             except AriError as exc:
@@ -241,6 +261,15 @@ class AriClient:
                 if not self._closing:
                     down_since = time.monotonic()
                     log.warning("ari.disconnected", app=self.app)
+
+    async def _filter_events(self) -> None:
+        if not self.ignore_events:
+            return
+        try:
+            await self.rest.filter_events(self.app, disallowed=sorted(self.ignore_events))
+        except AriError as exc:
+            # Not fatal: the same types are still dropped here, at a cost per event.
+            log.warning("ari.event_filter_failed", error=str(exc))
 
     async def _resync(self, *, reconnect: bool, downtime: float | None) -> None:
         channels = await self.rest.list_channels()

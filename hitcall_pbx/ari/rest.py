@@ -41,6 +41,12 @@ class Endpoint:
     path: str
     query: frozenset[str] = frozenset()
     body: frozenset[str] = frozenset()
+    whole_body: bool = False
+    """The one declared body parameter is the JSON body itself (a swagger body param of type
+    `object`, e.g. eventFilter's `filter`), not a key in it."""
+    urgent: bool = False
+    """Sent over the client's own connections for the answer path, never queued for a
+    connection behind a burst of originates."""
 
     @property
     def placeholders(self) -> frozenset[str]:
@@ -52,8 +58,10 @@ class Endpoint:
         return _PLACEHOLDER.sub(lambda match: quote(str(path_params[match[1]]), safe=""), self.path)
 
 
-def _ep(method: str, path: str, query: str = "", body: str = "") -> Endpoint:
-    return Endpoint(method, path, frozenset(query.split()), frozenset(body.split()))
+def _ep(
+    method: str, path: str, query: str = "", body: str = "", *, whole_body: bool = False, urgent: bool = False
+) -> Endpoint:
+    return Endpoint(method, path, frozenset(query.split()), frozenset(body.split()), whole_body, urgent)
 
 
 _ORIGINATE = "endpoint extension context priority label app appArgs callerId timeout otherChannelId originator formats"
@@ -89,7 +97,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "bridges.create_with_id": _ep("POST", "/bridges/{bridgeId}", "type name"),
     "bridges.destroy": _ep("DELETE", "/bridges/{bridgeId}"),
     "bridges.add_channel": _ep(
-        "POST", "/bridges/{bridgeId}/addChannel", "channel role absorbDTMF mute inhibitConnectedLineUpdates"
+        "POST",
+        "/bridges/{bridgeId}/addChannel",
+        "channel role absorbDTMF mute inhibitConnectedLineUpdates",
+        urgent=True,
     ),
     "bridges.remove_channel": _ep("POST", "/bridges/{bridgeId}/removeChannel", "channel"),
     "bridges.play": _ep("POST", "/bridges/{bridgeId}/play", "media lang offsetms skipms playbackId"),
@@ -118,6 +129,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "applications.get": _ep("GET", "/applications/{applicationName}"),
     "applications.subscribe": _ep("POST", "/applications/{applicationName}/subscription", "eventSource"),
     "applications.unsubscribe": _ep("DELETE", "/applications/{applicationName}/subscription", "eventSource"),
+    "applications.filter": _ep("PUT", "/applications/{applicationName}/eventFilter", body="filter", whole_body=True),
     "endpoints.get": _ep("GET", "/endpoints/{tech}/{resource}"),
 }
 
@@ -146,8 +158,16 @@ _ERRORS: dict[int, type[AriHttpError]] = {400: AriBadRequest, 422: AriBadRequest
 class AriRest:
     """Typed ARI REST calls. `base_url` ends in /ari; `headers` carry Authorization (aiohttp.encode_basic_auth)."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        urgent: aiohttp.ClientSession | None = None,
+    ) -> None:
         self._session = session
+        self._urgent = urgent or session
         self._base_url = base_url.rstrip("/")
         self._headers = dict(headers)
 
@@ -167,9 +187,11 @@ class AriRest:
             raise ValueError(f"{name}: undeclared body keys {sorted(unknown)}")
         url = URL(self._base_url + endpoint.render(path_params), encoded=True)
         params = {k: _encode(v) for k, v in query.items() if v is not None}
+        payload_json = next(iter(body.values()), None) if endpoint.whole_body else body or None
         try:
-            async with self._session.request(
-                endpoint.method, url, params=params, json=body or None, headers=self._headers
+            session = self._urgent if endpoint.urgent else self._session
+            async with session.request(
+                endpoint.method, url, params=params, json=payload_json, headers=self._headers
             ) as response:
                 payload = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -538,6 +560,11 @@ class AriRest:
     async def unsubscribe(self, app: str, event_source: str | Sequence[str]) -> models.Application:
         query = {"eventSource": event_source}
         return await self._one(models.Application, "applications.unsubscribe", {"applicationName": app}, query=query)
+
+    async def filter_events(self, app: str, *, disallowed: Sequence[str]) -> models.Application:
+        """Asterisk stops sending the app these event types (it never serialises or writes them)."""
+        body = {"filter": {"disallowed": [{"type": t} for t in disallowed]}}
+        return await self._one(models.Application, "applications.filter", {"applicationName": app}, body=body)
 
     # endpoints
 

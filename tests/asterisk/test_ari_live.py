@@ -9,6 +9,9 @@ import uuid
 import pytest
 
 from hitcall_pbx.ari import AriNotFound
+from hitcall_pbx.ari.client import NOT_HANDLED, AriClient
+from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER
+from tests.live import ARI_URL
 
 pytestmark = pytest.mark.asterisk
 
@@ -119,3 +122,37 @@ async def test_resync_after_socket_cut_sees_live_channels(ari):
     # And events flow again on the new socket.
     await ari.rest.hangup(cid)
     await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id == cid)
+
+
+async def test_asterisk_does_not_send_the_event_types_no_handler_uses(ari):
+    """The client sets the app's event filter in Asterisk at every connect: a call through the
+    product's outbound context reaches the app without a single variable-set, dialplan, dial or
+    caller-id event, while an app that asked for everything gets them for the same kind of call."""
+    everything = AriClient(ARI_URL, SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD, "hitcall-all", ignore_events=frozenset())
+    seen: list[str] = []
+    everything.on_event(lambda e: seen.append(getattr(e, "type", "")))
+    await everything.start(wait=15)
+    try:
+        app = await ari.rest.get_application(ari.app)
+        assert {f["type"] for f in app.events_disallowed} == NOT_HANDLED
+        for client in (ari, everything):
+            cid = _cid()
+            await client.rest.originate("Local/+358401000001@hitcall-outbound", cid, app=client.app, timeout=20)
+            await asyncio.sleep(0.5)
+            await client.rest.hangup(cid)
+        await ari.events_log.wait_for("ChannelDestroyed", lambda e: e.channel.id.startswith("t-"))
+        deadline = time.monotonic() + 10
+        while "ChannelDestroyed" not in seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert NOT_HANDLED & set(seen), seen  # the call does produce them ...
+        assert ari.stats.ignored_events == 0  # ... and none reached the filtered app
+        assert ari.events_log.of_type("StasisStart")
+        # The filter is set again on a new socket (Asterisk keeps it per app; a restarted Asterisk does not).
+        await ari.rest.filter_events(ari.app, disallowed=[])
+        await ari.drop_connection()
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(ari.connected.wait(), 5)
+        app = await ari.rest.get_application(ari.app)
+        assert {f["type"] for f in app.events_disallowed} == NOT_HANDLED
+    finally:
+        await everything.close()

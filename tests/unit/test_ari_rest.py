@@ -61,8 +61,11 @@ class FakeAri:
     replies: dict[tuple[str, str], tuple[int, Any]] = field(default_factory=dict)
     delay: float = 0.0
     url: str = ""
+    originates_wait: asyncio.Event | None = None  # set: originates are answered only once it is
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.originates_wait is not None and request.method == "POST" and request.path.count("/") == 3:
+            await self.originates_wait.wait()  # POST /ari/channels/{id}
         raw = await request.read()
         self.requests.append(
             Recorded(
@@ -252,3 +255,40 @@ def test_the_service_client_follows_the_settings() -> None:
     settings = load_settings(ari_url="http://127.0.0.1:8088/ari/", ari_user="u", ari_password="p", ari_app="app-2")
     client = ari_client(settings)
     assert (client.base_url, client.app) == ("http://127.0.0.1:8088/ari", "app-2")
+
+
+async def test_bridge_requests_do_not_wait_for_connections_held_by_originates(ari: tuple[AriRest, FakeAri]) -> None:
+    """Every connection of the client's pool is held by an originate Asterisk has not answered
+    yet: a customer's add-to-bridge still goes out at once, over the answer path's own connections."""
+    _, fake = ari
+    gate = fake.originates_wait = asyncio.Event()
+    for i in range(4):
+        fake.replies[("POST", f"/ari/channels/att-{i}")] = (200, {**CHANNEL, "id": f"att-{i}"})
+    client = AriClient(fake.url, "hitcall", "secret", "hitcall", pool_limit=2)
+    await client.start_rest()
+    try:
+        held = [
+            asyncio.create_task(client.rest.originate("Local/+358401234567@hitcall-outbound", f"att-{i}", app="h"))
+            for i in range(4)
+        ]
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(client.rest.add_channel("agent-7", "att-9"), 2)
+        assert not any(t.done() for t in held)
+        gate.set()
+        await asyncio.gather(*held)
+    finally:
+        gate.set()
+        await client.close()
+
+
+async def test_the_event_filter_is_the_whole_body(ari: tuple[AriRest, FakeAri]) -> None:
+    rest, fake = ari
+    app = {"name": "hitcall", "channel_ids": [], "bridge_ids": [], "endpoint_ids": [], "device_names": []}
+    disallowed = [{"type": "ChannelVarset"}, {"type": "Dial"}]
+    reply = {**app, "events_allowed": [], "events_disallowed": disallowed}
+    fake.replies[("PUT", "/ari/applications/hitcall/eventFilter")] = (200, reply)
+    got = await rest.filter_events("hitcall", disallowed=["ChannelVarset", "Dial"])
+    assert got.events_disallowed == disallowed
+    [req] = fake.requests
+    assert (req.method, req.raw_path) == ("PUT", "/ari/applications/hitcall/eventFilter")
+    assert req.body == {"disallowed": disallowed}
