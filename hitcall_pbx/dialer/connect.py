@@ -179,10 +179,8 @@ class AnswerPath:
         call.timer = None
         if call.state is not CallState.ANSWERED or call.channel_id not in self.d.calls:
             return
-        try:
+        if call in self.d.waiting:
             self.d.waiting.remove(call)
-        except ValueError:
-            pass
         call.apply(CallEvent.ABANDON, _now())
         self.d.pacer.stats_for(call.campaign).observe_abandon()
         self.d.ledger.event("call.abandoned", call)

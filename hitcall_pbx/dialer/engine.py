@@ -72,6 +72,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+PASS_SHARE = 0.2
+
+
+def pass_gap(last_pass_s: float, *, lo: float, hi: float, share: float = PASS_SHARE) -> float:
+    """Seconds from one pacing pass to the next when wake-ups keep coming: short while passes
+    are quick, so a freed agent's next call goes out within `lo` and the calls of agents freed
+    a moment apart are not gathered into one wave (customers who answer alike would then all
+    reach agents in the same few milliseconds); long enough under load that passes take at most
+    `share` of the time, up to `hi`."""
+    return min(hi, max(lo, last_pass_s / share))
+
+
 class Dialer:
     def __init__(
         self,
@@ -82,7 +94,8 @@ class Dialer:
         cdr: CdrSink,
         *,
         tick_s: float = 0.25,
-        min_tick_gap_s: float = 0.05,
+        min_tick_gap_s: float = 0.01,
+        max_tick_gap_s: float = 0.05,
         campaign_refresh_s: float = 1.0,
         outbound_context: str = "hitcall-outbound",
         amd_context: str = "hitcall-amd",
@@ -102,8 +115,10 @@ class Dialer:
         self.fenced = fenced  # why this process may not dial any more (None: it may)
         self.tick_s = tick_s
         # Wake-ups (a call ended, an agent is ready) come in bursts under load: at most one
-        # pacing pass per gap, so a pass costs O(agents + calls) a few times a second, not per event.
+        # pacing pass per gap (see `pass_gap`), so a pass costs O(agents + calls) a few times a
+        # second, not per event.
         self.min_tick_gap_s = min_tick_gap_s
+        self.max_tick_gap_s = max_tick_gap_s
         self.campaign_refresh_s = campaign_refresh_s
         self.outbound_context = outbound_context
         self.amd_context = amd_context
@@ -215,14 +230,16 @@ class Dialer:
     # ------------------------------------------------------------ loop ---
     async def _loop(self) -> None:
         last_refresh = last_tick = time.monotonic()
+        last_pass_s = 0.0
         while not self._closing:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.tick_s)
             except TimeoutError:
                 pass
-            gap = self.min_tick_gap_s - (time.monotonic() - last_tick)
-            if gap > 0:
-                await asyncio.sleep(gap)
+            gap = pass_gap(last_pass_s, lo=self.min_tick_gap_s, hi=self.max_tick_gap_s)
+            wait = gap - (time.monotonic() - last_tick)
+            if wait > 0:
+                await asyncio.sleep(wait)
             self._wake.clear()
             last_tick = time.monotonic()
             try:
@@ -230,7 +247,9 @@ class Dialer:
                     await self.refresh_campaigns()
                     await self.sessions.refresh_campaigns()
                     last_refresh = time.monotonic()
+                started = time.monotonic()
                 await self.tick()
+                last_pass_s = time.monotonic() - started
                 if self.fenced() is None:
                     self._dialing_paused_reason = None
             except StaleLease as exc:
@@ -481,10 +500,8 @@ class Dialer:
             self.slots.give_back(call.slot)
         if call.timer:
             call.timer.cancel()
-        try:
+        if call in self.waiting:  # deque.remove of a missing item formats its repr: costly
             self.waiting.remove(call)
-        except ValueError:
-            pass
         counted = call.abandoned
         ended = call.apply(
             CallEvent.END, at or _now(), cause=cause, cause_txt=cause_txt, vanished=vanished, cancelled=cancelled

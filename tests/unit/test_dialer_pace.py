@@ -1,4 +1,4 @@
-"""The engine's pacing choice per campaign mode (pure)."""
+"""The engine's pacing choice per campaign mode, and how often it paces (pure)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from hitcall_pbx.core import pacing
 from hitcall_pbx.core.compliance import CampaignMode
+from hitcall_pbx.dialer.engine import PASS_SHARE, pass_gap
 
 
 def _snap(
@@ -45,3 +46,14 @@ def test_no_agent_logged_in_dials_nothing():
 def test_progressive_reserves_one_agent_per_call():
     d = pacing.pace_decision(CampaignMode.PROGRESSIVE, _snap(3, dialling=1), None)
     assert (d.dial_now, d.reserve_agents) == (2, True)
+
+
+def test_a_quick_pass_lets_the_next_call_go_out_within_the_short_gap():
+    assert pass_gap(0.0005, lo=0.01, hi=0.05) == 0.01
+    assert pass_gap(0.0, lo=0.01, hi=0.05) == 0.01
+
+
+def test_slow_passes_space_out_so_pacing_takes_at_most_a_fifth_of_the_time():
+    gap = pass_gap(0.006, lo=0.01, hi=0.05)
+    assert gap == pytest.approx(0.03) and 0.006 / gap == pytest.approx(PASS_SHARE)
+    assert pass_gap(0.5, lo=0.01, hi=0.05) == 0.05  # never longer than the longest gap
