@@ -87,17 +87,22 @@ class _AnswerCdf:
 
     STEP = 0.25
     SLOT = 0.5  # ringing calls are grouped by elapsed time in slots of this many seconds
+    EARLIEST_S = 2.0
 
-    def __init__(self, mu: float, sigma: float, timeout: float) -> None:
+    def __init__(self, mu: float, sigma: float, timeout: float, uniform: float = 0.0) -> None:
+        """Log-normal(mu, sigma) truncated at `timeout`, mixed with a share `uniform` of
+        answers spread evenly from `EARLIEST_S` (nobody answers at once) to the timeout."""
         self.timeout = timeout
         self.inv_step = 1.0 / self.STEP
         inv = _SQRT1_2 / sigma
         norm = max(0.5 * math.erfc(-(math.log(timeout) - mu) * inv), 1e-12)
         n = int(timeout * self.inv_step) + 1
+        lo = min(self.EARLIEST_S, timeout / 2.0)
         table = [0.0]
         for i in range(1, n + 1):
             x = min(i * self.STEP, timeout)
-            table.append(min(1.0, 0.5 * math.erfc(-(math.log(x) - mu) * inv) / norm))
+            lognormal = min(1.0, 0.5 * math.erfc(-(math.log(x) - mu) * inv) / norm)
+            table.append((1.0 - uniform) * lognormal + uniform * max(0.0, x - lo) / (timeout - lo))
         table[-1] = 1.0
         self.table = table
         self._steps: dict[tuple[int, float, int], tuple[float, tuple[float, ...]]] = {}

@@ -334,9 +334,12 @@ class _Horizon:
         inflight_var = [0.0] * (steps + 1)
         # exact: answers per step, the calls of one slot binomial (same probability)
         kernels: list[list[float]] = [[1.0] for _ in range(steps + 1)]
+        # still ringing after r: answered later (p (1 − G(r))) or unanswered and not yet
+        # ended (busy lines end early: (1 − p) S_no(r)), so past them an answer is likelier
+        no_surv = stats.no_answer_survival()
         for slot, count in groups.items():
             g_r, incs = cdf.steps(slot, dt, steps)
-            rest = 1.0 - p * g_r
+            rest = p * (1.0 - g_r) + (1.0 - p) * no_surv[min(slot, len(no_surv) - 1)]
             if rest <= 1e-12:
                 continue
             scale = p / rest

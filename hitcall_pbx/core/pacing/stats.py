@@ -19,6 +19,14 @@ __all__ = ["AbandonTally", "PacingStats", "effective_abandoned"]
 
 # Fitted log-normal parameters are rounded to this (tables are rebuilt when they move).
 _PARAM_QUANTUM: Final = 0.02
+# How long unanswered calls rang: the last this many of them (their cohort finished), and
+# the weight of the prior that every one rings to the timeout.
+_NO_END_WINDOW: Final = 400
+_NO_END_PRIOR: Final = 20
+# Until this many answers have been seen, about half of the planning ring-to-answer CDF is
+# spread evenly over the ring time (see `answer_cdf`).
+_RING_TRUST: Final = 20
+_UNIFORM_QUANTUM: Final = 0.05
 
 
 # --------------------------------------------------------------------------- abandon accounting
@@ -164,6 +172,10 @@ class PacingStats:
         self._pending_yes = 0
         # pending failures by elapsed ring time (slots of _AnswerCdf.SLOT seconds)
         self._pending_no_slots: dict[int, int] = {}
+        # finished unanswered calls by ring-time slot: busy lines end early, no-answers at the timeout
+        self._no_ends: deque[int] = deque()
+        self._no_end_counts: dict[int, int] = {}
+        self._no_surv: list[float] | None = None
         self._seq = itertools.count()
         self._clock = -math.inf
         self._c_decay = 0.5 ** (1.0 / contact_halflife)
@@ -181,7 +193,8 @@ class PacingStats:
         self._today_peak_rate = 0.0
         self.day_index = 0
         self._answer_cdf: _AnswerCdf | None = None
-        self._answer_key: tuple[float, float, float] | None = None
+        self._answer_key: tuple[float, float, float, float] | None = None
+        self._ring_seen = 0  # answered calls whose ring time was learned (their cohort finished)
         self._talk_surv: _TalkSurvival | None = None
         self._talk_key: tuple[float, ...] | None = None
 
@@ -209,6 +222,7 @@ class PacingStats:
             if yes:
                 self._pending_yes -= 1
                 self._ring_log.add(math.log(max(rang, 0.05)))
+                self._ring_seen += 1
             else:
                 slot = self._no_slot(rang)
                 left = self._pending_no_slots[slot] - 1
@@ -216,11 +230,43 @@ class PacingStats:
                     self._pending_no_slots[slot] = left
                 else:
                     del self._pending_no_slots[slot]
+                self._note_no_end(slot)
             self._c_yes = self._c_yes * d + (1.0 if yes else 0.0)
             self._c_no = self._c_no * d + (0.0 if yes else 1.0)
 
     def _no_slot(self, ring_s: float) -> int:
         return int(min(ring_s, self.ring_timeout_s) / _AnswerCdf.SLOT + 0.5)
+
+    def _note_no_end(self, slot: int) -> None:
+        ends, counts = self._no_ends, self._no_end_counts
+        ends.append(slot)
+        counts[slot] = counts.get(slot, 0) + 1
+        if len(ends) > _NO_END_WINDOW:
+            old = ends.popleft()
+            left = counts[old] - 1
+            if left:
+                counts[old] = left
+            else:
+                del counts[old]
+        self._no_surv = None
+
+    def no_answer_survival(self) -> list[float]:
+        """By ring-time slot (`_AnswerCdf.SLOT` seconds): the share of unanswered calls
+        still ringing after that long. A busy line ends after a second or so, a no-answer
+        at the ring timeout: a call that has rung past the busy lines' time is more
+        likely to be answered than the contact rate says. From the last `_NO_END_WINDOW`
+        unanswered calls whose cohort has finished, with a prior of `_NO_END_PRIOR` calls
+        that rang to the timeout (so no data means no early ends)."""
+        if self._no_surv is None:
+            top = self._no_slot(self.ring_timeout_s)
+            total = len(self._no_ends) + _NO_END_PRIOR
+            ended = 0
+            table = []
+            for slot in range(top + 1):
+                ended += self._no_end_counts.get(slot, 0) if slot < top else 0
+                table.append((total - ended) / total)
+            self._no_surv = table
+        return self._no_surv
 
     def observe_talk(self, seconds: float) -> None:
         self._talk.add(max(0.0, seconds))
@@ -294,19 +340,25 @@ class PacingStats:
         answers come later, so a fresh campaign's first busy lines must not read as a
         contact rate near zero while the answers of the same calls are still to come
         (the pacer would dial to its line cap). A no-answer rang the whole timeout, so it
-        counts as a non-contact at once."""
+        counts as a non-contact at once.
+
+        A call's silence so far counts only as far as the answer times are known: with no
+        answer seen yet, not at all (a fresh campaign's customers may answer later than the
+        prior says; reading their silence as a low contact rate would keep it dialling until
+        the late answers all come at once)."""
         yes = self._c_yes + self._pending_yes
         no = self._c_no
         p = min(1.0 - 1e-6, max(1e-6, yes / (yes + no)))
-        groups = [(g, c) for g, c in ringing if g > 1e-9]
+        trust = 1.0 - self._ring_doubt()
+        groups = [(g * trust, c) for g, c in ringing if g * trust > 1e-9]
         if self._pending_no_slots:
             cdf = self.answer_cdf(self.ring_timeout_s)
             for slot, count in self._pending_no_slots.items():
                 g = cdf(slot * _AnswerCdf.SLOT)
                 if g >= 1.0 - 1e-9:
                     no += count
-                elif g > 1e-9:
-                    groups.append((g, count))
+                elif g * trust > 1e-9:
+                    groups.append((g * trust, count))
             p = min(1.0 - 1e-6, max(1e-6, yes / (yes + no)))
         info = yes / (p * p) + no / ((1.0 - p) ** 2)
         if groups:
@@ -358,15 +410,32 @@ class PacingStats:
     def wrap_mean_s(self) -> float:
         return max(self._wrap.mean, 0.0)
 
+    def _ring_doubt(self) -> float:
+        """How little the ring-to-answer estimate is trusted yet: 1 with no answer seen."""
+        return round(_RING_TRUST / (self._ring_seen + _RING_TRUST) / _UNIFORM_QUANTUM) * _UNIFORM_QUANTUM
+
     def answer_cdf(self, timeout: float) -> _AnswerCdf:
         """CDF of ring-to-answer seconds of answered calls (answered before `timeout`),
         tabulated; the table follows the estimate once it moves by `_PARAM_QUANTUM`
-        (in log seconds)."""
+        (in log seconds).
+
+        While few answers have been seen, a share `_RING_TRUST / (seen + _RING_TRUST)`
+        of it is spread evenly from 2 s to the timeout: a fresh campaign does not know when its
+        customers answer, and the prior's early answers would make a call that has rung
+        past them look unlikely to be answered (and its silence a low contact rate), so
+        the pacer would keep placing calls until the late answers all come at once."""
         mu, sigma = self.ring_log_params
+        uniform = self._ring_doubt()
         key = self._answer_key
-        if self._answer_cdf is None or key is None or key[2] != timeout or _moved(key, mu, sigma):
-            key = (_quantize(mu), _quantize(sigma), timeout)
-            self._answer_cdf = _AnswerCdf(key[0], max(key[1], 0.05), timeout)
+        if (
+            self._answer_cdf is None
+            or key is None
+            or key[2] != timeout
+            or key[3] != uniform
+            or _moved(key[:2], mu, sigma)
+        ):
+            key = (_quantize(mu), _quantize(sigma), timeout, uniform)
+            self._answer_cdf = _AnswerCdf(key[0], max(key[1], 0.05), timeout, uniform)
             self._answer_key = key
         return self._answer_cdf
 
