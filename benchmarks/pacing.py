@@ -9,7 +9,8 @@ free at its known talk end (+ wrap-up): the distance to it is what better talk-t
 prediction could still buy.
 
 Day types (each a multi-day run per seed; talk log-normal 120/90 s, wrap-up 10 s,
-ring-to-answer log-normal 8/4 s, ring timeout 25 s, cap 3 % unless the type changes it):
+ring-to-answer log-normal 8/4 s, ring timeout 25 s, cap 3 %, and --busy (default 15 %) of
+the calls placed meeting a busy line after a log-normal 1.0/0.5 s, unless the type changes it):
 
 * flat          contact rate --contact (default 0.2) all day
 * by-hour       contact 0.45 in the morning, 0.12 at midday, rising to 0.40 in the evening
@@ -64,6 +65,8 @@ def scenario_for(job: dict[str, Any]) -> Scenario:
         days=job["days"],
         seed=job["seed"],
         abandon_cap=CAP,
+        busy_rate=job["busy"],
+        busy_time=Distribution("lognormal", 1.0, 0.5),
     )
     if kind == "by-hour":
         kw["contact_rate_by_hour"] = tuple(
@@ -169,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agents", default="2,5,20,50")
     ap.add_argument("--types", default=",".join(DAY_TYPES))
     ap.add_argument("--contact", type=float, default=0.2, help="contact rate of the day types that keep it fixed")
+    ap.add_argument("--busy", type=float, default=0.15, help="share of calls placed that meet a busy line")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--days", type=int, default=2, help="simulated days per seed (the stats carry over)")
     ap.add_argument("--hours", type=float, default=8.0)
@@ -182,7 +186,16 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--types: unknown day type {kind!r}; expected some of {', '.join(DAY_TYPES)}")
     started = time.time()
     jobs = [
-        dict(variant=v, type=kind, agents=a, contact=args.contact, hours=args.hours, days=args.days, seed=1000 * a + s)
+        dict(
+            variant=v,
+            type=kind,
+            agents=a,
+            contact=args.contact,
+            busy=args.busy,
+            hours=args.hours,
+            days=args.days,
+            seed=1000 * a + s,
+        )
         for a in sorted(teams, reverse=True)  # largest first so the pool stays busy
         for kind in types
         for v in VARIANTS
@@ -223,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 "agents": teams,
                 "types": types,
                 "contact": args.contact,
+                "busy": args.busy,
                 "seeds": args.seeds,
                 "days_per_seed": args.days,
                 "hours": args.hours,
