@@ -102,8 +102,9 @@ def test_a_call_ringing_past_the_busy_lines_is_a_likelier_answer() -> None:
         dialling_elapsed_s=(5.0,) * 10,
         settings=pacing.PacingSettings(ring_timeout_s=TIMEOUT),
     )
-    expected = {name: _Horizon(snap, s).pipeline_answers() for name, s in (("plain", plain), ("busy", busy))}
-    p = _Horizon(snap, plain).p
+    models = {"plain": _Horizon(snap, plain), "busy": _Horizon(snap, busy)}
+    expected = {name: model.pipeline_answers() for name, model in models.items()}
+    p = models["plain"].p
     # each call: p (1 − G) / (p (1 − G) + (1 − p) S_no) of an answer still to come
     assert expected["busy"] > expected["plain"] * 1.3
     assert expected["plain"] < 10 * p

@@ -348,7 +348,6 @@ class PacingStats:
         the late answers all come at once)."""
         yes = self._c_yes + self._pending_yes
         no = self._c_no
-        p = min(1.0 - 1e-6, max(1e-6, yes / (yes + no)))
         trust = 1.0 - self._ring_doubt()
         groups = [(g * trust, c) for g, c in ringing if g * trust > 1e-9]
         if self._pending_no_slots:
@@ -359,7 +358,7 @@ class PacingStats:
                     no += count
                 elif g * trust > 1e-9:
                     groups.append((g * trust, count))
-            p = min(1.0 - 1e-6, max(1e-6, yes / (yes + no)))
+        p = min(1.0 - 1e-6, max(1e-6, yes / (yes + no)))
         info = yes / (p * p) + no / ((1.0 - p) ** 2)
         if groups:
             # score(p) = yes/p − no/(1−p) − Σ c·g/(1 − p·g) is decreasing: Newton with a bracket
