@@ -45,7 +45,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hitcall_pbx.app import HitCall, Options
+from hitcall_pbx.app import HitCall, Options, settle_heap
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.logs import configure_logging
 from hitcall_pbx.sandbox import Sandbox, SippAgents
@@ -165,6 +165,7 @@ async def product_run(
     breakdown.setdefault("request_ms", [])
     settings = load_settings(database_url=dsn, data_dir=data_dir, ari_url=ARI, ari_app="hitcall")
     async with HitCall(settings, Options(dialer_tick_s=0.05)) as app:
+        settle_heap()  # as `hitcall serve` does once started
         # Where the product's time goes: StasisStart (Asterisk's clock) → the bridge request
         # sent, and the request's round trip (this machine's clock, the same as Asterisk's).
         assert app.ari is not None and app.dialer is not None
