@@ -45,7 +45,7 @@ from ..hooks.events import enqueue
 from ..hooks.retention import prune_outbox
 from ..logs import get_logger
 from ..store import audit
-from ..store.db import Connection
+from ..store.db import Connection, unlock_or_drop
 from .recordings import RecordingStore
 from .spool import expire_rejected
 
@@ -177,12 +177,7 @@ class PurgeWorker:
             try:
                 return await self._run(started, now, dry_run=False)
             finally:
-                try:
-                    await lock.fetchval("SELECT pg_advisory_unlock($1)", PURGE_LOCK_KEY)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    # A broken session took the lock with it; a live one is reset (every
-                    # advisory lock released) when it goes back to the pool.
-                    _log.debug("purge.unlock_failed", error=str(exc) or type(exc).__name__)
+                await unlock_or_drop(lock, PURGE_LOCK_KEY)
 
     async def _run(self, started: datetime, now: datetime, *, dry_run: bool) -> PurgeReport:
         t0 = time.monotonic()

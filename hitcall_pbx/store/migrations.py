@@ -29,7 +29,7 @@ import asyncpg
 
 from ..errors import HitCallError
 from ..logs import get_logger
-from .db import Connection, Executor
+from .db import Connection, Executor, unlock_or_drop
 
 _log = get_logger("hitcall.store.migrations")
 
@@ -201,11 +201,8 @@ async def apply(target: Executor, directory: Path | str | None = None) -> list[s
                 done.append(mig.name)
                 _log.info("migration_applied", version=mig.version, migration=mig.name)
         finally:
-            # The lock is session-level: it also ends with the connection if this fails.
-            try:
-                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                _log.warning("migration_unlock_failed", error=str(exc))
+            # The lock is session-level: the session ends if it cannot be given back.
+            await unlock_or_drop(conn, MIGRATION_LOCK_KEY)
     return done
 
 
