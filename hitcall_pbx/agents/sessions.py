@@ -98,6 +98,7 @@ class AgentSession:
     entry: asyncio.Future[None] | None = None  # the last agent number / PIN being checked
     prompt_playback: str | None = None
     user_id: int | None = None  # the user linked to the agent row
+    leaving: bool = False  # its phone hung up: logging out, never given a call again
     supervisor: bool = False  # a supervisor's phone (the linked user's role is supervisor or admin)
 
     @property
@@ -562,7 +563,7 @@ class AgentSessions:
         found = [
             s
             for s in self.by_agent.values()
-            if s.state is AgentState.READY and campaign_id in s.campaigns and not s.pin_pending
+            if s.state is AgentState.READY and campaign_id in s.campaigns and not s.pin_pending and not s.leaving
         ]
         return sorted(found, key=lambda s: s.ready_since)
 

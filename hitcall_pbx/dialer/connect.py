@@ -41,10 +41,6 @@ class AnswerPath:
         if kind is StasisKind.CUSTOMER:
             if call.answered_at is None:  # else already found answered by a resync or sweep
                 await self._answer(call, ev.timestamp or _now())
-                # Let the bridge request just spawned go out now. The event reader does not
-                # yield while more events are buffered, so under load the request would
-                # otherwise wait behind every event already received.
-                await asyncio.sleep(0)
             return
         if call.answered_at is None:
             self.mark_answered(call, ev.timestamp or _now())
@@ -61,7 +57,6 @@ class AnswerPath:
                 await self.d.hangup(call.channel_id)
             return
         self._connect_or_wait(call)
-        await asyncio.sleep(0)  # the bridge request goes out before the next event (see above)
 
     def mark_answered(self, call: LiveCall, at: datetime) -> None:
         self.d._originated(call)
@@ -126,7 +121,7 @@ class AnswerPath:
     def _agent_for(self, call: LiveCall) -> AgentSession | None:
         if call.agent_id is not None:
             session = self.d.sessions.by_agent.get(call.agent_id)
-            if session is not None and session.state is AgentState.RESERVED:
+            if session is not None and session.state is AgentState.RESERVED and not session.leaving:
                 return session
             call.agent_id = None
             call.reserved = False

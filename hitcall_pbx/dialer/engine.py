@@ -417,11 +417,16 @@ class Dialer:
         session = self.sessions.by_channel.get(channel_id)
         if session is None:
             return
+        # At once, before anything is awaited: no answer or pacing pass takes this agent now.
+        session.leaving = True
         if await self.transfers.agent_gone(session):
             pass  # a transfer keeps the customer: see dialer.transfer
         elif session.attempt_id and session.attempt_id in self.calls:
             call = self.calls[session.attempt_id]
-            if call.state is CallState.BRIDGED:
+            if call.state is CallState.BRIDGED or (
+                call.state is CallState.ANSWERED and session.state is AgentState.ON_CALL
+            ):
+                # Talking to the agent, or put through to it as it left: the customer goes too.
                 await self.hangup(call.channel_id)
             elif call.reserved:
                 call.reserved = False
