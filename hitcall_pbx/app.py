@@ -61,7 +61,6 @@ from .records.purge import PurgeWorker
 from .records.recorder import Recorder
 from .records.recordings import RecordingStore
 from .settings import Settings
-from .stasis import answer_overtakes, is_answer
 from .store.db import Database, connect
 from .web import LiveHub, WallboardSources, WebDeps, setup_web
 
@@ -114,13 +113,7 @@ def ari_client(settings: Settings, *, rest_factory: RestFactory = AriRest) -> Ar
     """The service's ARI client for `settings`: what `HitCall` runs unless given another factory."""
     assert settings.ari_password is not None  # Settings fills it in on loopback, else requires it
     return AriClient(
-        settings.ari_url,
-        settings.ari_user,
-        settings.ari_password,
-        settings.ari_app,
-        rest_factory=rest_factory,
-        urgent=is_answer,
-        overtakes=answer_overtakes,
+        settings.ari_url, settings.ari_user, settings.ari_password, settings.ari_app, rest_factory=rest_factory
     )
 
 

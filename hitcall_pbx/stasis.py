@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Any
 
-__all__ = ["StasisKind", "answer_overtakes", "app_args", "is_answer", "parse_args"]
+__all__ = ["StasisKind", "app_args", "parse_args"]
 
 
 class StasisKind(enum.StrEnum):
@@ -36,25 +35,3 @@ def parse_args(args: Sequence[str] | None) -> tuple[StasisKind | None, list[str]
         return StasisKind(items[0]), items[1:]
     except ValueError:
         return None, items[1:]
-
-
-_ANSWERS = frozenset({StasisKind.CUSTOMER.value, StasisKind.AMD.value})
-
-
-def is_answer(event: dict[str, Any]) -> bool:
-    """A decoded event is an outbound customer's answer (straight, or back from AMD): the
-    StasisStart someone on the line waits on, dispatched ahead of the events queued before
-    it (`ari.backlog`)."""
-    if event.get("type") != "StasisStart":
-        return False
-    args = event.get("args")
-    return isinstance(args, list) and bool(args) and args[0] in _ANSWERS
-
-
-def answer_overtakes(event: dict[str, Any]) -> bool:
-    """An event of an answering channel that its answer may pass while both wait: the
-    channel's change to Up, the same news (the dialer acts only on Ringing)."""
-    if event.get("type") != "ChannelStateChange":
-        return False
-    channel = event.get("channel")
-    return isinstance(channel, dict) and channel.get("state") == "Up"

@@ -3,9 +3,7 @@
 Asterisk does not buffer events while the socket is down, so after every
 (re)connect the client reads `GET /channels` and `GET /bridges` and hands them
 to the resync handler before any new event is dispatched. Events are dispatched
-one at a time, in the order Asterisk sent them, except that an event the `urgent` test
-picks (the service's: a customer's answer) goes ahead of those queued before it that
-name other channels (`ari.backlog`); the types in `ignore_events` (by
+one at a time, in the order Asterisk sent them; the types in `ignore_events` (by
 default `NOT_HANDLED`, the ones no part of the service handles: variable sets,
 dialplan steps, dial progress, caller-id and connected-line updates, most of the
 stream) are not sent at all: after every connect the client sets the application's
@@ -30,7 +28,6 @@ import aiohttp
 
 from ..core.backoff import Backoff
 from ..logs import get_logger
-from .backlog import EventBacklog, Overtakes, Urgent
 from .errors import AriError
 from .events import AriEvent, UnknownEvent, parse_event
 from .models import Bridge, Channel
@@ -43,8 +40,6 @@ EventHandler = Callable[[AriEvent | UnknownEvent], Awaitable[None] | None]
 NOT_HANDLED: frozenset[str] = frozenset(
     {"ChannelVarset", "ChannelDialplan", "Dial", "ChannelCallerId", "ChannelConnectedLine"}
 )
-
-_NOT_JSON = object()
 
 
 @dataclass(frozen=True)
@@ -107,13 +102,9 @@ class AriClient:
         rng: random.Random | None = None,
         rest_factory: RestFactory = AriRest,
         ignore_events: frozenset[str] = NOT_HANDLED,
-        urgent: Urgent | None = None,
-        overtakes: Overtakes | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.ignore_events = ignore_events
-        self._urgent = urgent
-        self._overtakes = overtakes
         self.app = app
         self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)}
         self._pool_limit = pool_limit
@@ -292,74 +283,19 @@ class AriClient:
                 log.exception("ari.resync_handler_failed")
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        """Receive here and dispatch in a task of its own (see ari.backlog): what arrives
-        while a handler runs is queued at once, and an urgent event is dispatched here, as
-        soon as it is received, without waiting for the main lane. Returns once the socket
-        has ended and every event received on it has been dispatched."""
-        backlog = EventBacklog(self._urgent, self._overtakes)
-        wake = asyncio.Event()
-        ended = False
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await self._dispatch_text(msg.data)
+            elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                break
 
-        async def main_lane() -> None:
-            while True:
-                item = backlog.take()
-                if item is None:
-                    if ended and not backlog:
-                        return
-                    await wake.wait()
-                    wake.clear()
-                    continue
-                try:
-                    await self._dispatch(item.data)
-                finally:
-                    backlog.done(item)
-                if backlog:
-                    # Let what arrived meanwhile in (and let what the handler spawned run)
-                    # before the next event.
-                    await asyncio.sleep(0)
-
-        lane = asyncio.create_task(main_lane(), name="ari-dispatch")
+    async def _dispatch_text(self, text: str) -> None:
         try:
-            async for msg in ws:
-                if lane.done():
-                    break  # it failed: raised below, and the reconnect resyncs
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    data = self._decode(msg.data)
-                    if data is _NOT_JSON:
-                        continue
-                    if backlog.push(data):
-                        urgent = backlog.take_urgent()
-                        assert urgent is not None
-                        try:
-                            await self._dispatch(urgent.data)
-                        finally:
-                            backlog.done(urgent)
-                    wake.set()
-                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
-                    break
-        except BaseException:
-            lane.cancel()
-            raise
-        finally:
-            ended = True
-            wake.set()
-        await lane
-
-    def _decode(self, text: str) -> Any:
-        try:
-            return json.loads(text)
+            data: Any = json.loads(text)
         except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
             self.stats.unknown_events += 1
             log.warning("ari.event_not_json", size=len(text))
-            return _NOT_JSON
-
-    async def _dispatch_text(self, text: str) -> None:
-        """One message as received (decoded, then dispatched)."""
-        data = self._decode(text)
-        if data is not _NOT_JSON:
-            await self._dispatch(data)
-
-    async def _dispatch(self, data: Any) -> None:
+            return
         if isinstance(data, dict) and data.get("type") in self.ignore_events:
             self.stats.ignored_events += 1
             return

@@ -41,6 +41,10 @@ class AnswerPath:
         if kind is StasisKind.CUSTOMER:
             if call.answered_at is None:  # else already found answered by a resync or sweep
                 await self._answer(call, ev.timestamp or _now())
+                # Let the bridge request just spawned go out now. The event reader does not
+                # yield while more events are buffered, so under load the request would
+                # otherwise wait behind every event already received.
+                await asyncio.sleep(0)
             return
         if call.answered_at is None:
             self.mark_answered(call, ev.timestamp or _now())
@@ -57,6 +61,7 @@ class AnswerPath:
                 await self.d.hangup(call.channel_id)
             return
         self._connect_or_wait(call)
+        await asyncio.sleep(0)  # the bridge request goes out before the next event (see above)
 
     def mark_answered(self, call: LiveCall, at: datetime) -> None:
         self.d._originated(call)

@@ -1,7 +1,8 @@
 """An agent whose phone hung up is never given a customer while its logout is under way
-(the answer path runs beside a handler that waits), and a customer put through to an agent
-as it left is hung up, not left alone on the line. Real agent sessions on PostgreSQL, the
-fake ARI."""
+(the logout awaits requests; meanwhile a pacing pass or the watchdog's recovered answer
+may look for a ready agent), and a customer put through to an agent as it left (the
+answer and the hang-up crossing in Asterisk) is hung up, not left alone on the line. Real
+agent sessions on PostgreSQL, the fake ARI."""
 
 from __future__ import annotations
 

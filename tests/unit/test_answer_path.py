@@ -74,14 +74,21 @@ class _Dialer:
         task.add_done_callback(self.tasks.discard)
 
 
-async def test_each_answered_customer_gets_its_bridge_request() -> None:
+async def test_the_bridge_request_goes_out_before_the_next_event_is_handled() -> None:
+    """The event reader hands buffered events over one after the other without giving
+    the loop a turn; each answered customer's bridge request must still go out before
+    the next event, not after the whole backlog."""
     dialer = _Dialer(agents=3)
     answers = AnswerPath(dialer)  # type: ignore[arg-type]  # the fake has what the path uses
     calls = [_ringing_call(_campaign()) for _ in range(3)]
     for call in calls:
-        await answers.answered(call, SimpleNamespace(timestamp=NOW + timedelta(seconds=5)), StasisKind.CUSTOMER, [])
+        ev = SimpleNamespace(timestamp=NOW + timedelta(seconds=5))
+        await answers.answered(call, ev, StasisKind.CUSTOMER, [])
+        dialer.log.append(f"handled {call.channel_id}")
+    assert dialer.log == [
+        line for call in calls for line in (f"bridge request {call.channel_id}", f"handled {call.channel_id}")
+    ]
     await asyncio.gather(*dialer.tasks)
-    assert dialer.log == [f"bridge request {call.channel_id}" for call in calls]
     assert [s.state for s in dialer.sessions_list] == [AgentState.ON_CALL] * 3
 
 
