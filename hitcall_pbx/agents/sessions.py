@@ -507,6 +507,13 @@ class AgentSessions:
     def _wrap_timeout(self, session: AgentSession) -> None:
         session.wrap_timer = None
         if session.state is AgentState.WRAP_UP and self.by_agent.get(session.agent_id) is session:
+            until = session.fsm.wrap_until
+            early = (until - _now()).total_seconds() if until is not None else 0.0
+            if early > 0:
+                # The loop's timer ran before the clock reached the end of wrap-up (uvloop
+                # rounds timers to the millisecond): the rest of it, then ready.
+                session.wrap_timer = asyncio.get_running_loop().call_later(early, self._wrap_timeout, session)
+                return
             reason = self._not_ready_reason(session)
             if reason is not None:
                 log.info("agent.wrap_up_kept", agent_id=session.agent_id, reason=reason)
