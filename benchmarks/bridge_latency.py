@@ -48,7 +48,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hitcall_pbx.app import HitCall, Options, settle_heap
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
 from hitcall_pbx.logs import configure_logging
-from hitcall_pbx.runner import run
 from hitcall_pbx.sandbox import Sandbox, SippAgents
 from hitcall_pbx.settings import SANDBOX_ARI_PASSWORD, SANDBOX_ARI_USER, load_settings
 from hitcall_pbx.store.embedded import EmbeddedPostgres
@@ -317,4 +316,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main()))  # the event loop `hitcall serve` runs on
+    sys.exit(asyncio.run(main()))

@@ -57,7 +57,6 @@ from benchmarks.load import (
 )
 from hitcall_pbx.demo.seed import ALL_DAY, create_campaign
 from hitcall_pbx.logs import configure_logging
-from hitcall_pbx.runner import run
 from hitcall_pbx.store import migrations
 from hitcall_pbx.store.embedded import EmbeddedPostgres
 
@@ -316,4 +315,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main()))  # the event loop `hitcall serve` runs on
+    sys.exit(asyncio.run(main()))

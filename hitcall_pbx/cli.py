@@ -13,7 +13,6 @@ from collections.abc import Callable
 from . import __version__
 from .errors import ConfigError, HitCallError
 from .logs import configure_logging
-from .runner import run
 from .settings import Settings, load_settings
 
 
@@ -197,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             return _sandbox(args)
         result = args.handler(settings, args)
         if asyncio.iscoroutine(result):
-            result = run(result)
+            result = asyncio.run(result)
         return int(result)
     except ConfigError as exc:
         sys.stderr.write(f"hitcall: {exc.message}\n")

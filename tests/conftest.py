@@ -19,11 +19,9 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
-import uvloop
 
 from hitcall_pbx.settings import Settings, load_settings
 from hitcall_pbx.store import migrations, roles
@@ -32,11 +30,6 @@ from hitcall_pbx.store.embedded import EmbeddedPostgres
 
 OWNER, SERVICE = roles.EMBEDDED_OWNER, roles.EMBEDDED_SERVICE
 ROLE_PASSWORDS = {OWNER: "test-owner-password", SERVICE: "test-service-password"}
-
-
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """The tests run on the event loop the service runs on (`hitcall_pbx.runner`): uvloop."""
-    return {"uvloop": uvloop.new_event_loop}
 
 
 def as_owner(server_dsn: str, database: str) -> str:

@@ -510,8 +510,8 @@ class AgentSessions:
             until = session.fsm.wrap_until
             early = (until - _now()).total_seconds() if until is not None else 0.0
             if early > 0:
-                # The loop's timer ran before the clock reached the end of wrap-up (uvloop
-                # rounds timers to the millisecond): the rest of it, then ready.
+                # The loop's timer (its own monotonic clock) ran before the wall clock reached
+                # the end of wrap-up: the rest of it, then ready.
                 session.wrap_timer = asyncio.get_running_loop().call_later(early, self._wrap_timeout, session)
                 return
             reason = self._not_ready_reason(session)

@@ -1,6 +1,6 @@
-"""An agent's wrap-up ends when the clock reaches its end, even when the event loop's
-timer runs a little before it (uvloop rounds timers to the millisecond): the agent is
-then made ready for the rest of it, not left in wrap-up by a refused transition."""
+"""An agent's wrap-up ends when the wall clock reaches its end, even when the event loop's
+timer (its own monotonic clock, rounded to the millisecond by some loops) runs a little
+before it: the rest is timed, and the agent is not left in wrap-up by a refused transition."""
 
 from __future__ import annotations
 
