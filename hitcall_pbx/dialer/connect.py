@@ -202,7 +202,10 @@ class AnswerPath:
 
     def agent_ready(self, session: AgentSession) -> bool:
         """A newly ready agent takes a waiting answered call first: highest campaign
-        priority, then the oldest. False when none waits for the agent's campaigns."""
+        priority, then the oldest. False when none waits for the agent's campaigns, or when
+        the agent's phone has hung up (its wrap-up can end while its logout runs)."""
+        if session.leaving:
+            return False
         mine = [c for c in self.d.waiting if c.campaign.id in session.campaigns]
         if not mine:
             return False

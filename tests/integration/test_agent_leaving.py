@@ -89,3 +89,35 @@ async def test_a_customer_put_through_to_an_agent_as_it_left_is_hung_up(db: asyn
     await dialer.agent_gone("phone-2702")
     assert ("hangup", call.channel_id) in [(r.method, r.args[0]) for r in ari.rest.requests if r.args]
     assert agent not in sessions.by_agent
+
+
+async def test_a_waiting_customer_is_not_given_to_an_agent_whose_wrap_up_ends_as_it_leaves(db: asyncpg.Pool) -> None:
+    dialer, sessions, ari, agent = await _desk(db, "2703")
+    session = sessions.by_agent[agent]
+    sessions.connect(session, "earlier-call", 1)
+    sessions.customer_gone(session, 30)
+    assert session.state is AgentState.WRAP_UP
+    waiting = _ringing_call()
+    dialer.calls[waiting.channel_id] = waiting
+    await dialer.answers.answered(waiting, SimpleNamespace(timestamp=None), StasisKind.CUSTOMER, [])
+    assert waiting in dialer.waiting  # nobody ready
+
+    gate = asyncio.Event()
+    plain = dialer.transfers.agent_gone
+
+    async def slow_agent_gone(s: Any) -> bool:
+        await gate.wait()
+        return await plain(s)
+
+    dialer.transfers.agent_gone = slow_agent_gone  # type: ignore[method-assign]  # held open by the test
+    leaving = asyncio.create_task(dialer.agent_gone("phone-2703"))
+    await asyncio.sleep(0.01)
+    sessions.end_wrap(agent)  # the wrap-up ends while the logout runs (the agent pressed ready)
+    assert session.state is AgentState.READY
+    assert waiting in dialer.waiting and waiting.agent_id is None and "add_channel" not in ari.rest.methods()
+
+    gate.set()
+    await leaving
+    if waiting.timer:
+        waiting.timer.cancel()
+    await dialer._tasks.wait()

@@ -146,7 +146,7 @@ async def test_a_ready_agent_takes_the_waiting_call_of_the_highest_priority_camp
     for c in (oldest_low, high_new, high_old):
         dialer.calls[c.channel_id] = c
         dialer.waiting.append(c)
-    agent = SimpleNamespace(agent_id=9, campaigns=frozenset({1, 2}), bridge_id="hitcall-agent-9")
+    agent = SimpleNamespace(agent_id=9, campaigns=frozenset({1, 2}), bridge_id="hitcall-agent-9", leaving=False)
     ready = SimpleNamespace(agent=SimpleNamespace(state=AgentState.READY))
     dialer._agent_changed(agent, ready)
     dialer._agent_changed(agent, ready)
