@@ -99,6 +99,7 @@ class AgentSession:
     prompt_playback: str | None = None
     user_id: int | None = None  # the user linked to the agent row
     leaving: bool = False  # its phone hung up: logging out, never given a call again
+    held: bool = False  # a pacing decision's contact is being taken for it (dialer.pacer.Flight)
     supervisor: bool = False  # a supervisor's phone (the linked user's role is supervisor or admin)
 
     @property

@@ -56,7 +56,7 @@ from .hopper import Hopper, StaleLease
 from .ledger import CallLedger
 from .manual import ManualDial
 from .models import Attempt, Campaign
-from .pacer import CampaignPacer
+from .pacer import CampaignPacer, Flight
 from .preview import Offer, PreviewOffers
 from .recovery import Recovery
 from .store import CallStore
@@ -73,6 +73,10 @@ def _now() -> datetime:
 
 
 PASS_SHARE = 0.2
+# Flights (pacing decisions whose contacts are being taken, see dialer.pacer) per campaign
+# at once: each holds a pooled connection for a transaction of a few milliseconds.
+MAX_FLIGHTS = 4
+FAILURE_BACKOFF_S = 0.5
 
 
 def pass_gap(last_pass_s: float, *, lo: float, hi: float, share: float = PASS_SHARE) -> float:
@@ -132,6 +136,9 @@ class Dialer:
         self._wake = asyncio.Event()
         self._closing = False
         self._dialing_paused_reason: str | None = None
+        self._flights: dict[int, int] = {}  # campaign id → flights in the air
+        self._retry_at = 0.0  # after a failed pass or flight, no pass before this (monotonic)
+        self._failing_flights = False  # the last flight failed: a quick pass does not clear the pause
         self.previews = PreviewOffers(store, sessions, self._originate, self._spawn)
         self.recovery = Recovery(self)
         self.answers = AnswerPath(self)
@@ -237,7 +244,7 @@ class Dialer:
             except TimeoutError:
                 pass
             gap = pass_gap(last_pass_s, lo=self.min_tick_gap_s, hi=self.max_tick_gap_s)
-            wait = gap - (time.monotonic() - last_tick)
+            wait = max(gap - (time.monotonic() - last_tick), self._retry_at - time.monotonic())
             if wait > 0:
                 await asyncio.sleep(wait)
             self._wake.clear()
@@ -250,23 +257,26 @@ class Dialer:
                 started = time.monotonic()
                 await self.tick()
                 last_pass_s = time.monotonic() - started
-                if self.fenced() is None:
+                if self.fenced() is None and not self._failing_flights:
                     self._dialing_paused_reason = None
-            except StaleLease as exc:
-                # Another node took the pool: its attempts were refused before any originate.
-                if self._dialing_paused_reason != exc.message:
-                    log.error("dialer.fenced", reason=exc.message)
-                self._dialing_paused_reason = exc.message
-                await asyncio.sleep(0.5)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                # Postgres down: no attempt can get its stored id, so nothing is dialled.
-                if self._dialing_paused_reason is None:
-                    log.warning("dialer.paused_db_unavailable", error=str(exc))
-                self._dialing_paused_reason = f"database unavailable: {exc}"
-                await asyncio.sleep(0.5)
-            except Exception:
-                log.exception("dialer.tick_failed")
-                await asyncio.sleep(0.5)
+            except Exception as exc:  # every failure pauses the passes a while
+                self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        """A pacing pass or flight failed: why dialling is paused, and no pass for a while."""
+        self._retry_at = time.monotonic() + FAILURE_BACKOFF_S
+        if isinstance(exc, StaleLease):
+            # Another node took the pool: its attempts were refused before any originate.
+            if self._dialing_paused_reason != exc.message:
+                log.error("dialer.fenced", reason=exc.message)
+            self._dialing_paused_reason = exc.message
+        elif isinstance(exc, (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)):
+            # Postgres down: no attempt can get its stored id, so nothing is dialled.
+            if self._dialing_paused_reason is None:
+                log.warning("dialer.paused_db_unavailable", error=str(exc))
+            self._dialing_paused_reason = f"database unavailable: {exc}"
+        else:
+            log.error("dialer.tick_failed", exc_info=exc)
 
     def wake(self) -> None:
         self._wake.set()
@@ -288,7 +298,35 @@ class Dialer:
                 await self._pace(campaign)
 
     async def _pace(self, campaign: Campaign) -> None:
-        for p in await self.pacer.due(campaign):
+        """Decide now; take the contacts and dial in a flight of its own, so that this pass
+        (and the next, for an agent freed meanwhile) does not wait for Postgres."""
+        if self._flights.get(campaign.id, 0) >= MAX_FLIGHTS:
+            return  # the pass after a flight lands decides again
+        flight = self.pacer.plan(campaign)
+        if flight is None:
+            return
+        self._flights[campaign.id] = self._flights.get(campaign.id, 0) + 1
+        self._spawn(self._fly(flight))
+
+    async def _fly(self, flight: Flight) -> None:
+        campaign = flight.campaign
+        try:
+            placements = await self.pacer.take(flight)
+        except Exception as exc:  # handled as a failed pass
+            self._failing_flights = True
+            self._failed(exc)
+            return
+        finally:
+            self._flights[campaign.id] -= 1
+            self.wake()  # decide again: for agents freed meanwhile, or with its holds back
+        self._failing_flights = False
+        if self.fenced() is None:
+            self._dialing_paused_reason = None
+        if self._closing:  # stopped while the contacts were taken: none is dialled
+            for p in placements:
+                self._cancel_undialled(campaign, p.attempt, "the dialer stopped before it was dialled")
+            return
+        for p in placements:
             if not p.for_agent:
                 self._originate(campaign, p.attempt, None)
             elif p.agent is None:
@@ -297,10 +335,10 @@ class Dialer:
             else:
                 self._place(campaign, p.attempt, p.agent)
 
-    def _cancel_undialled(self, campaign: Campaign, attempt: Attempt) -> None:
+    def _cancel_undialled(self, campaign: Campaign, attempt: Attempt, why: str = "no agent left to reserve") -> None:
         call = LiveCall.placed(attempt, campaign)
         self.calls[call.channel_id] = call
-        self.finish(call, cause=None, cause_txt="no agent left to reserve", cancelled=True)
+        self.finish(call, cause=None, cause_txt=why, cancelled=True)
 
     # --------------------------------------------------------- originate ---
     def _place(self, campaign: Campaign, attempt: Attempt, agent: AgentSession) -> None:

@@ -1,7 +1,15 @@
 """Pacing adapter: the running campaigns, their pacing statistics (seeded from the
 CDRs, rolled over at midnight), the snapshot the pure pacer (`core.pacing`) decides
 on, and the contacts the hopper hands out for that decision, each with the agent it
-is placed for."""
+is placed for.
+
+A decision is made at once (`plan`, no I/O) and its contacts are taken from Postgres
+afterwards (`take`): a `Flight`. While a flight's contacts are being taken, its lines
+count as placed and the agents it will reserve are held (`AgentSession.held`), so the
+next decision, made before that flight lands, neither dials for the same agents nor
+over the line cap. The dialer lets several flights run at once: an agent freed while
+another agent's contact is being taken gets its own call at once, not with the next
+batch (calls placed together are answered together and reach their agents together)."""
 
 from __future__ import annotations
 
@@ -38,6 +46,17 @@ async def load_stats(store: CallStore, campaign: Campaign, today: datetime) -> p
     return stats
 
 
+@dataclass
+class Flight:
+    """A decision whose contacts are being taken: `lines` calls, for `agents` (held for
+    them) when the decision reserves agents."""
+
+    campaign: Campaign
+    lines: int
+    reserve: bool
+    agents: list[AgentSession]
+
+
 @dataclass(frozen=True)
 class Placement:
     """A contact to dial now. `agent`: the agent it is reserved for (progressive, personal
@@ -66,6 +85,8 @@ class CampaignPacer:
         self.views: dict[int, pacing.PacingView] = {}
         self.on_view: Callable[[int, pacing.PacingView], None] | None = None
         self._told: dict[int, pacing.PacingView] = {}
+        # lines of flights not landed yet, by campaign: (reserved for held agents, unreserved)
+        self._flying: dict[int, tuple[int, int]] = {}
 
     async def refresh(self) -> None:
         fresh = await self.store.running_campaigns()
@@ -96,6 +117,10 @@ class CampaignPacer:
             self._stats_day[campaign.id] = today
         return stats
 
+    def free_agents(self, campaign_id: int) -> list[AgentSession]:
+        """Ready agents of a campaign that no flight holds, longest idle first."""
+        return [s for s in self.sessions.ready_agents(campaign_id) if not s.held]
+
     def snapshot(self, campaign: Campaign) -> pacing.PacingSnapshot:
         now = time.monotonic()
         agents = [s for s in self.sessions.by_agent.values() if campaign.id in s.campaigns and not s.pin_pending]
@@ -117,10 +142,15 @@ class CampaignPacer:
                     dialling.append(now - c.placed_mono)
             elif c.state is CallState.ANSWERED and c.agent_id is None:
                 waiting += 1
+        # A flight's lines are placed as far as pacing goes: its held agents are not ready,
+        # its unreserved lines dial from now.
+        held_lines, free_lines = self._flying.get(campaign.id, (0, 0))
+        reserved_calls += held_lines
+        dialling.extend([0.0] * free_lines)
         return pacing.PacingSnapshot(
             now=now,
             agents_logged_in=len(agents),
-            agents_ready=len(self.sessions.ready_agents(campaign.id)),
+            agents_ready=len(self.free_agents(campaign.id)),
             wrap_remaining_s=tuple(wrap),
             talk_elapsed_s=tuple(talk),
             dialling_elapsed_s=tuple(dialling),
@@ -136,17 +166,46 @@ class CampaignPacer:
             self._told[campaign_id] = view
             self.on_view(campaign_id, view)
 
-    async def due(self, campaign: Campaign) -> list[Placement]:
-        """The calls to place now for a progressive or predictive campaign."""
+    def plan(self, campaign: Campaign) -> Flight | None:
+        """Decide the calls to place now for a progressive or predictive campaign; when there
+        are any, hold the agents they reserve and count their lines as placed until `take`
+        lands (or fails)."""
         stats = self.stats_for(campaign) if campaign.mode is CampaignMode.PREDICTIVE else None
         snapshot = self.snapshot(campaign)
         decision = pacing.pace_decision(campaign.mode, snapshot, stats)
         self._show(campaign.id, pacing.pacing_view(decision, snapshot, stats))
         if decision.dial_now <= 0 or time.monotonic() < self._empty_until.get(campaign.id, 0.0):
-            return []
-        # Personal callbacks are not taken here: they are offered to their agent as preview
-        # offers (dialer.preview), or go to anyone once the agent's grace has passed.
-        result = await self.hopper.take(campaign, decision.dial_now, _now(), ready_agents=())
+            return None
+        agents = self.free_agents(campaign.id)[: decision.dial_now] if decision.reserve_agents else []
+        for agent in agents:
+            agent.held = True
+        flight = Flight(campaign, decision.dial_now, decision.reserve_agents, agents)
+        self._fly(flight, +1)
+        return flight
+
+    def _fly(self, flight: Flight, sign: int) -> None:
+        held, free = self._flying.get(flight.campaign.id, (0, 0))
+        if flight.reserve:
+            held += sign * flight.lines
+        else:
+            free += sign * flight.lines
+        if held or free:
+            self._flying[flight.campaign.id] = (held, free)
+        else:
+            self._flying.pop(flight.campaign.id, None)
+
+    async def take(self, flight: Flight) -> list[Placement]:
+        """The contacts for a planned flight (attempt rows committed), each with the agent it
+        is placed for; the flight's holds end with it, landed or failed."""
+        campaign = flight.campaign
+        try:
+            # Personal callbacks are not taken here: they are offered to their agent as
+            # preview offers (dialer.preview), or go to anyone once the agent's grace has passed.
+            result = await self.hopper.take(campaign, flight.lines, _now(), ready_agents=())
+        finally:
+            for held in flight.agents:
+                held.held = False
+            self._fly(flight, -1)
         mine = self.blocked.setdefault(campaign.id, {})
         for k, v in result.blocked.items():
             mine[k] = mine.get(k, 0) + v
@@ -155,16 +214,27 @@ class CampaignPacer:
             self._empty_until[campaign.id] = time.monotonic() + HOPPER_EMPTY_BACKOFF_S
             return []
         # A callback for one agent is placed for that agent, reserved now (in every mode);
-        # progressive reserves one ready agent for each other call too.
-        named = {a.agent_id for a in result.attempts}
-        free = [s for s in self.sessions.ready_agents(campaign.id) if s.agent_id not in named]
+        # progressive reserves one ready agent for each other call too: the agents held for
+        # the flight while they are still ready (one may have taken a waiting customer, been
+        # paused or left meanwhile), then any other free one.
+        named: set[int | None] = {a.agent_id for a in result.attempts}
+        ready = [
+            s
+            for s in flight.agents
+            if s.state is AgentState.READY and not s.leaving and self.sessions.by_agent.get(s.agent_id) is s
+        ]
+        free: list[AgentSession] = []
+        for s in ready + self.free_agents(campaign.id):
+            if s.agent_id not in named:
+                named.add(s.agent_id)
+                free.append(s)
         out = []
         for attempt in result.attempts:
             if attempt.agent_id is not None:
                 agent = self.sessions.by_agent.get(attempt.agent_id)
                 ready_agent = agent if agent is not None and agent.state is AgentState.READY else None
                 out.append(Placement(attempt, ready_agent, for_agent=True))
-            elif decision.reserve_agents:
+            elif flight.reserve:
                 out.append(Placement(attempt, free.pop(0) if free else None, for_agent=True))
             else:
                 out.append(Placement(attempt, None, for_agent=False))

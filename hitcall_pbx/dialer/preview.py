@@ -60,7 +60,7 @@ class PreviewOffers:
     async def offer_callbacks(self, campaign: Campaign) -> None:
         """Progressive and predictive campaigns: a ready agent with a personal callback due
         is offered it (accept dials it for that agent, as in a preview campaign)."""
-        ready = [a for a in self.sessions.ready_agents(campaign.id) if a.agent_id not in self.offers]
+        ready = [a for a in self.sessions.ready_agents(campaign.id) if a.agent_id not in self.offers and not a.held]
         if not ready:
             return
         # at once when an agent became ready, else at most every CALLBACK_CHECK_S (the loop
