@@ -205,8 +205,7 @@ async def product_run(
         # customer answers after the same 0.5 s and talks the same 1.5 s, that wave comes back
         # round after round (a load the floor never sees).
         if not burst_start:
-            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
-            app.dialer.wake()
+            await start_campaign(app, cid)
         sipp = SippAgents(box, [f"agent{i}" for i in range(1, agents + 1)], port=port)
         sipp.start()
         try:
@@ -214,7 +213,7 @@ async def product_run(
                 deadline = time.monotonic() + 30
                 while len(app.sessions.by_agent) < agents and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
-                await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+                await start_campaign(app, cid)
             deadline = time.monotonic() + max(120, calls / 5)
             while time.monotonic() < deadline:
                 done = await pool.fetchval(
@@ -242,6 +241,14 @@ async def product_run(
     if errors:
         print(json.dumps({"warning": f"{errors} attempts did not reach an agent"}), file=sys.stderr)
     return [float(r["answer_to_bridge_ms"]) for r in rows]
+
+
+async def start_campaign(app: HitCall, campaign_id: int) -> None:
+    """Run the campaign, known to the dialer at once (as the API's start does)."""
+    assert app.dialer is not None
+    await app.db.pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", campaign_id)
+    await app.dialer.refresh_campaigns()
+    app.dialer.wake()
 
 
 @contextlib.asynccontextmanager
