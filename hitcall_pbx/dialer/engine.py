@@ -254,6 +254,7 @@ class Dialer:
                     await self.refresh_campaigns()
                     await self.sessions.refresh_campaigns()
                     last_refresh = time.monotonic()
+                    self._failing_flights = False  # PostgreSQL answers again
                 started = time.monotonic()
                 await self.tick()
                 last_pass_s = time.monotonic() - started

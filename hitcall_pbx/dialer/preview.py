@@ -52,7 +52,7 @@ class PreviewOffers:
     async def offer(self, campaign: Campaign) -> None:
         """An offer to every ready agent of the campaign that has none, while contacts are due."""
         for agent in self.sessions.ready_agents(campaign.id):
-            if agent.agent_id in self.offers:
+            if agent.agent_id in self.offers or agent.held:  # held: a call of another campaign is on its way
                 continue
             if not await self._offer_to(campaign, agent, personal_only=False):
                 return

@@ -178,3 +178,9 @@ async def test_a_failed_take_gives_back_its_agents_and_pauses_the_passes(db: asy
     assert dialer._dialing_paused_reason is not None and "database unavailable" in dialer._dialing_paused_reason
     assert dialer._retry_at > 0 and _originated(ari) == []
     assert dialer.pacer.snapshot(dialer.pacer.campaigns[1]).agents_ready == 1
+
+    del hopper.take  # PostgreSQL is back: the next flight lands and the pause ends
+    await dialer.tick()
+    await dialer._tasks.wait()
+    assert agent.state is AgentState.RESERVED and _originated(ari) == [agent.attempt_id]
+    assert dialer._dialing_paused_reason is None
