@@ -73,8 +73,9 @@ def _now() -> datetime:
 
 
 PASS_SHARE = 0.2
-# Flights (pacing decisions whose contacts are being taken, see dialer.pacer) per campaign
-# at once: each holds a pooled connection for a transaction of a few milliseconds.
+# Flights (pacing decisions whose contacts are being taken, see dialer.pacer) at once, all
+# campaigns together: each holds one of the pool's connections (20, shared with the journal,
+# the API and the webhooks) for a transaction of a few milliseconds.
 MAX_FLIGHTS = 4
 FAILURE_BACKOFF_S = 0.5
 
@@ -136,7 +137,7 @@ class Dialer:
         self._wake = asyncio.Event()
         self._closing = False
         self._dialing_paused_reason: str | None = None
-        self._flights: dict[int, int] = {}  # campaign id → flights in the air
+        self._flights = 0  # flights in the air
         self._retry_at = 0.0  # after a failed pass or flight, no pass before this (monotonic)
         self._failing_flights = False  # the last flight failed: a quick pass does not clear the pause
         self.previews = PreviewOffers(store, sessions, self._originate, self._spawn)
@@ -301,12 +302,12 @@ class Dialer:
     async def _pace(self, campaign: Campaign) -> None:
         """Decide now; take the contacts and dial in a flight of its own, so that this pass
         (and the next, for an agent freed meanwhile) does not wait for Postgres."""
-        if self._flights.get(campaign.id, 0) >= MAX_FLIGHTS:
+        if self._flights >= MAX_FLIGHTS:
             return  # the pass after a flight lands decides again
         flight = self.pacer.plan(campaign)
         if flight is None:
             return
-        self._flights[campaign.id] = self._flights.get(campaign.id, 0) + 1
+        self._flights += 1
         self._spawn(self._fly(flight))
 
     async def _fly(self, flight: Flight) -> None:
@@ -318,7 +319,7 @@ class Dialer:
             self._failed(exc)
             return
         finally:
-            self._flights[campaign.id] -= 1
+            self._flights -= 1
             self.wake()  # decide again: for agents freed meanwhile, or with its holds back
         self._failing_flights = False
         if self.fenced() is None:

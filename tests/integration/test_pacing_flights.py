@@ -184,3 +184,43 @@ async def test_a_failed_take_gives_back_its_agents_and_pauses_the_passes(db: asy
     await dialer._tasks.wait()
     assert agent.state is AgentState.RESERVED and _originated(ari) == [agent.attempt_id]
     assert dialer._dialing_paused_reason is None
+
+
+async def test_at_most_four_flights_are_out_at_once_across_campaigns(db: asyncpg.Pool) -> None:
+    dialer, sessions, ari, hopper, _ = await _desk(db, ["2841", "2842", "2843", "2844", "2845", "2846"])
+    agents = [sessions.by_agent[a] for a in sorted(sessions.by_agent)]
+    other = make_campaign(2, mode=CampaignMode.PROGRESSIVE)
+    dialer.pacer.campaigns[other.id] = other
+    dialer.pacer.stats[other.id] = PacingStats(ring_timeout_s=float(other.ring_timeout_s))
+    agents[5].campaigns = frozenset({other.id})  # the only agent of a second campaign
+    for agent in agents[1:]:
+        sessions.pause(agent.agent_id, "break")
+    gates = {n: asyncio.Event() for n in range(1, 7)}
+    hopper.gates.update(gates)
+
+    for agent in agents[1:4]:  # one agent freed at a time: a flight each, all held open
+        await dialer.tick()
+        await _settle()
+        sessions.unpause(agent.agent_id)
+    await dialer.tick()
+    await _settle()
+    assert hopper.takes == [1, 1, 1, 1] and all(a.held for a in agents[:4])
+
+    sessions.unpause(agents[4].agent_id)
+    sessions.unpause(agents[5].agent_id)  # the other campaign's agent
+    await dialer.tick()
+    await _settle()
+    assert hopper.takes == [1, 1, 1, 1], "a fifth flight waits, whichever campaign it is for"
+    assert not agents[4].held and not agents[5].held
+
+    gates[1].set()  # one lands: the next pass sends the others' flights
+    await _settle()
+    await dialer.tick()
+    await _settle()
+    assert len(hopper.takes) == 5
+    for gate in gates.values():
+        gate.set()
+    await dialer._tasks.wait()
+    await dialer.tick()
+    await dialer._tasks.wait()
+    assert len(_originated(ari)) == 6 and all(a.state is AgentState.RESERVED for a in agents)
