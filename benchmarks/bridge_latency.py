@@ -17,7 +17,10 @@ Latency = ChannelEnteredBridge.timestamp - StasisStart.timestamp of the customer
 channel (Asterisk's own event clock, ms). The product's part is split in
 `product_breakdown`: `to_request_ms` from StasisStart to the bridge request being
 sent (event delivery, the answer path, anything queued on the event loop before it)
-and `request_ms` the request's round trip. Prints one JSON object.
+and `request_ms` the request's round trip. `answered_within_2ms_of_each` shows how bunched
+the answers came, in both runs (p50 / p90 / max of the other customers answered within
+±2 ms of each): calls placed together are answered together and queue for their agents
+together; the floor's stay spread. Prints one JSON object.
 
     python benchmarks/bridge_latency.py --agents 50 --calls 500 [--runs 3]
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import json
 import statistics
@@ -74,7 +78,18 @@ def _summary(ms: list[float]) -> dict[str, float]:
     }
 
 
-async def floor_run(box: Sandbox, agents: int, calls: int, port: int) -> list[float]:
+def _bunching(answers: list[float], window_s: float = 0.002) -> dict[str, float]:
+    """How many other customers answered within ±`window_s` of each one (Asterisk's
+    millisecond clock): calls placed together are answered together, and their bridge
+    requests queue behind each other."""
+    s = sorted(answers)
+    near = [bisect.bisect_right(s, a + window_s) - bisect.bisect_left(s, a - window_s) - 1 for a in s]
+    return {"p50": _pct(near, 0.5), "p90": _pct(near, 0.9), "max": max(near)}
+
+
+async def floor_run(
+    box: Sandbox, agents: int, calls: int, port: int, answers: list[float] | None = None
+) -> list[float]:
     """The raw floor: park agents, add each answered customer to a free bridge."""
     headers = {"Authorization": aiohttp.encode_basic_auth(SANDBOX_ARI_USER, SANDBOX_ARI_PASSWORD)}
     latencies: list[float] = []
@@ -126,7 +141,10 @@ async def floor_run(box: Sandbox, agents: int, calls: int, port: int) -> list[fl
                     started[cid] = _ts(ev["timestamp"])
                     await http.post(f"{ARI}/bridges/{owner[cid]}/addChannel", params={"channel": cid})
                 elif t == "ChannelEnteredBridge" and cid in started:
-                    latencies.append((_ts(ev["timestamp"]) - started.pop(cid)).total_seconds() * 1000)
+                    answered = started.pop(cid)
+                    latencies.append((_ts(ev["timestamp"]) - answered).total_seconds() * 1000)
+                    if answers is not None:
+                        answers.append(answered.timestamp())
                     if len(latencies) >= calls:
                         break
                 elif t == "ChannelDestroyed" and cid in owner:
@@ -158,6 +176,7 @@ async def product_run(
     run: int = 0,
     breakdown: dict[str, list[float]] | None = None,
     burst_start: bool = False,
+    answers: list[float] | None = None,
 ) -> list[float]:
     if breakdown is None:
         breakdown = {}
@@ -226,7 +245,9 @@ async def product_run(
             await app.dialer.idle(30)
             await app.cdr.flush()
             rows = await pool.fetch(
-                "SELECT answer_to_bridge_ms FROM all_attempts WHERE campaign_id = $1 AND bridged_at IS NOT NULL", cid
+                "SELECT answer_to_bridge_ms, answered_at FROM all_attempts"
+                " WHERE campaign_id = $1 AND bridged_at IS NOT NULL",
+                cid,
             )
             errors = await pool.fetchval(
                 "SELECT count(*) FROM all_attempts WHERE campaign_id = $1 AND outcome <> 'answered_human'", cid
@@ -240,6 +261,8 @@ async def product_run(
             sipp.stop()
     if errors:
         print(json.dumps({"warning": f"{errors} attempts did not reach an agent"}), file=sys.stderr)
+    if answers is not None:
+        answers.extend(r["answered_at"].timestamp() for r in rows)
     return [float(r["answer_to_bridge_ms"]) for r in rows]
 
 
@@ -291,7 +314,9 @@ async def main() -> int:
     runs = []
     async with live_environment("hitcall-bench-") as (box, tmp, dsn):
         for i in range(args.runs):
-            floor = await floor_run(box, args.agents, args.calls, port=5301)
+            floor_answers: list[float] = []
+            product_answers: list[float] = []
+            floor = await floor_run(box, args.agents, args.calls, port=5301, answers=floor_answers)
             breakdown: dict[str, list[float]] = {}
             product = await product_run(
                 box,
@@ -303,10 +328,20 @@ async def main() -> int:
                 run=i,
                 breakdown=breakdown,
                 burst_start=args.burst_start,
+                answers=product_answers,
             )
             f, p = _summary(floor), _summary(product)
             parts = {name: _summary(ms) for name, ms in breakdown.items() if ms}
-            runs.append({"floor": f, "product": p, "product_breakdown": parts, "targets": _targets(f, p)})
+            bunching = {"floor": _bunching(floor_answers), "product": _bunching(product_answers)}
+            runs.append(
+                {
+                    "floor": f,
+                    "product": p,
+                    "product_breakdown": parts,
+                    "answered_within_2ms_of_each": bunching,
+                    "targets": _targets(f, p),
+                }
+            )
     out = {
         "benchmark": "bridge_latency",
         "agents": args.agents,
