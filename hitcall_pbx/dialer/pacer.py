@@ -7,9 +7,10 @@ A decision is made at once (`plan`, no I/O) and its contacts are taken from Post
 afterwards (`take`): a `Flight`. While a flight's contacts are being taken, its lines
 count as placed and the agents it will reserve are held (`AgentSession.held`), so the
 next decision, made before that flight lands, neither dials for the same agents nor
-over the line cap. The dialer lets a few flights run at once (all campaigns together): an agent freed while
-another agent's contact is being taken gets its own call at once, not with the next
-batch (calls placed together are answered together and reach their agents together)."""
+over the line cap. The dialer lets a few flights run at once (all campaigns together):
+an agent freed while another agent's contact is being taken gets its own call at once,
+not with the next batch (calls placed together are answered together and reach their
+agents together)."""
 
 from __future__ import annotations
 
