@@ -137,7 +137,6 @@ class Dialer:
         self._wake = asyncio.Event()
         self._closing = False
         self._dialing_paused_reason: str | None = None
-        self._flights = 0  # flights in the air
         self._retry_at = 0.0  # after a failed pass or flight, no pass before this (monotonic)
         self._failing_flights = False  # the last flight failed: a quick pass does not clear the pause
         self.previews = PreviewOffers(store, sessions, self._originate, self._spawn)
@@ -302,13 +301,11 @@ class Dialer:
     async def _pace(self, campaign: Campaign) -> None:
         """Decide now; take the contacts and dial in a flight of its own, so that this pass
         (and the next, for an agent freed meanwhile) does not wait for Postgres."""
-        if self._flights >= MAX_FLIGHTS:
+        if len(self.pacer.in_air) >= MAX_FLIGHTS:
             return  # the pass after a flight lands decides again
         flight = self.pacer.plan(campaign)
-        if flight is None:
-            return
-        self._flights += 1
-        self._spawn(self._fly(flight))
+        if flight is not None:
+            self._spawn(self._fly(flight))
 
     async def _fly(self, flight: Flight) -> None:
         campaign = flight.campaign
@@ -319,7 +316,6 @@ class Dialer:
             self._failed(exc)
             return
         finally:
-            self._flights -= 1
             self.wake()  # decide again: for agents freed meanwhile, or with its holds back
         self._failing_flights = False
         if self.fenced() is None:

@@ -47,7 +47,7 @@ async def load_stats(store: CallStore, campaign: Campaign, today: datetime) -> p
     return stats
 
 
-@dataclass
+@dataclass(eq=False)
 class Flight:
     """A decision whose contacts are being taken: `lines` calls, for `agents` (held for
     them) when the decision reserves agents."""
@@ -86,8 +86,7 @@ class CampaignPacer:
         self.views: dict[int, pacing.PacingView] = {}
         self.on_view: Callable[[int, pacing.PacingView], None] | None = None
         self._told: dict[int, pacing.PacingView] = {}
-        # lines of flights not landed yet, by campaign: (reserved for held agents, unreserved)
-        self._flying: dict[int, tuple[int, int]] = {}
+        self.in_air: list[Flight] = []  # planned, contacts not taken yet
 
     async def refresh(self) -> None:
         fresh = await self.store.running_campaigns()
@@ -145,9 +144,13 @@ class CampaignPacer:
                 waiting += 1
         # A flight's lines are placed as far as pacing goes: its held agents are not ready,
         # its unreserved lines dial from now.
-        held_lines, free_lines = self._flying.get(campaign.id, (0, 0))
-        reserved_calls += held_lines
-        dialling.extend([0.0] * free_lines)
+        for flight in self.in_air:
+            if flight.campaign.id != campaign.id:
+                continue
+            if flight.reserve:
+                reserved_calls += flight.lines
+            else:
+                dialling.extend([0.0] * flight.lines)
         return pacing.PacingSnapshot(
             now=now,
             agents_logged_in=len(agents),
@@ -181,19 +184,8 @@ class CampaignPacer:
         for agent in agents:
             agent.held = True
         flight = Flight(campaign, decision.dial_now, decision.reserve_agents, agents)
-        self._fly(flight, +1)
+        self.in_air.append(flight)
         return flight
-
-    def _fly(self, flight: Flight, sign: int) -> None:
-        held, free = self._flying.get(flight.campaign.id, (0, 0))
-        if flight.reserve:
-            held += sign * flight.lines
-        else:
-            free += sign * flight.lines
-        if held or free:
-            self._flying[flight.campaign.id] = (held, free)
-        else:
-            self._flying.pop(flight.campaign.id, None)
 
     async def take(self, flight: Flight) -> list[Placement]:
         """The contacts for a planned flight (attempt rows committed), each with the agent it
@@ -206,7 +198,7 @@ class CampaignPacer:
         finally:
             for held in flight.agents:
                 held.held = False
-            self._fly(flight, -1)
+            self.in_air.remove(flight)
         mine = self.blocked.setdefault(campaign.id, {})
         for k, v in result.blocked.items():
             mine[k] = mine.get(k, 0) + v
