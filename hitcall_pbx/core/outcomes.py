@@ -86,6 +86,9 @@ _O = Outcome
 # in ChannelDestroyed / ChannelHangupRequest). Causes not listed map to FAILED.
 CAUSE_OUTCOMES: Mapping[int, Outcome] = MappingProxyType(
     {
+        # Not defined: Asterisk ended the call itself with no network reason (its own
+        # shutdown hangs up every ringing call so). Not the number's fault: retried.
+        0: _O.CONGESTION,
         1: _O.FAILED,  # unallocated (unassigned) number
         2: _O.FAILED,  # no route to specified transit network
         3: _O.FAILED,  # no route to destination

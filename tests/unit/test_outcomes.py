@@ -59,7 +59,7 @@ def test_outcome_values_are_stable() -> None:
         (38, "congestion"),
         (41, "congestion"),
         (42, "congestion"),
-        (0, "failed"),
+        (0, "congestion"),
         (None, "failed"),
         (127, "failed"),
         (999, "failed"),
