@@ -320,9 +320,16 @@ class Dialer:
         self._failing_flights = False
         if self.fenced() is None:
             self._dialing_paused_reason = None
-        if self._closing:  # stopped while the contacts were taken: none is dialled
+        # Stopped, or Asterisk gone, while the contacts were taken: none is dialled (an
+        # originate now would fail and spend the contact's attempt; given back, it is retried).
+        why = None
+        if self._closing:
+            why = "the dialer stopped before it was dialled"
+        elif not self.ari.connected.is_set():
+            why = "Asterisk went away before it was dialled"
+        if why is not None:
             for p in placements:
-                self._cancel_undialled(campaign, p.attempt, "the dialer stopped before it was dialled")
+                self._cancel_undialled(campaign, p.attempt, why)
             return
         for p in placements:
             if not p.for_agent:

@@ -164,6 +164,23 @@ async def test_a_dialer_stopped_while_contacts_are_taken_dials_none_of_them(db: 
     assert all(s.state is AgentState.READY and not s.held for s in sessions.by_agent.values())
 
 
+async def test_contacts_taken_while_asterisk_went_away_are_given_back_undialled(db: asyncpg.Pool) -> None:
+    dialer, sessions, ari, hopper, cdrs = await _desk(db, ["2825", "2826"])
+    hopper.gates[1] = gate = asyncio.Event()
+    await dialer.tick()
+    await _settle()
+    assert hopper.takes == [2]
+
+    ari.connected.clear()  # Asterisk stopped while the transaction was open
+    gate.set()
+    await dialer._tasks.wait()
+    assert _originated(ari) == []
+    assert [(r["outcome"], r["hangup_cause_txt"]) for r in cdrs.records] == [
+        ("cancelled", "Asterisk went away before it was dialled")
+    ] * 2, "cancelled: retried at once, the attempt not spent"
+    assert all(s.state is AgentState.READY and not s.held for s in sessions.by_agent.values())
+
+
 async def test_a_failed_take_gives_back_its_agents_and_pauses_the_passes(db: asyncpg.Pool) -> None:
     dialer, sessions, ari, hopper, _ = await _desk(db, ["2831"])
     (agent,) = sessions.by_agent.values()
