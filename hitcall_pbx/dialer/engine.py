@@ -436,7 +436,12 @@ class Dialer:
             self.bridged(self.calls[cid], ev.timestamp or _now())
         elif etype == "ChannelDestroyed":
             if cid in self.calls:
-                self.finish(self.calls[cid], cause=ev.cause, cause_txt=ev.cause_txt, at=ev.timestamp)
+                call = self.calls[cid]
+                if channel.state == "Up" and call.answered_at is None:
+                    # Answered, and gone before it reached Stasis (Asterisk stopping at that
+                    # moment): the customer picked up and nobody was there. Abandoned, counted.
+                    self.answers.mark_answered(call, ev.timestamp or _now())
+                self.finish(call, cause=ev.cause, cause_txt=ev.cause_txt, at=ev.timestamp)
             elif cid in self.sessions.by_channel:
                 await self.agent_gone(cid)
         elif etype == "StasisEnd" and cid in self.sessions.by_channel:
