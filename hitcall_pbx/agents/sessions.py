@@ -39,7 +39,7 @@ import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from ..ari import AriError, AriNotFound, AriPort
+from ..ari import BRIDGE_SIDE_GONE, AriError, AriPort
 from ..core.dispositions import DEFAULT_DISPOSITIONS
 from ..core.leases import DEFAULT_POOL, PoolClaim
 from ..core.states import Agent, AgentEffect, AgentEvent, AgentState, AgentTransition, agent_transition
@@ -314,7 +314,7 @@ class AgentSessions:
             except AriError:
                 pass  # left over from before a restart: reuse it
             await self.ari.rest.add_channel(session.bridge_id, session.channel_id)
-        except AriNotFound:
+        except BRIDGE_SIDE_GONE:  # the phone hung up meanwhile
             self.by_channel.pop(session.channel_id, None)
             return None
         if self.by_channel.get(session.channel_id) is not session:

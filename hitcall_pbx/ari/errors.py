@@ -38,6 +38,11 @@ class AriNotFound(AriHttpError):
     code = "ari_not_found"
 
 
+# What `POST /bridges/{id}/addChannel` answers when a side is no longer there: 400 for a
+# channel gone, 404 for a bridge gone, 422 for a channel that has left Stasis (hung up).
+BRIDGE_SIDE_GONE: tuple[type[AriHttpError], ...] = (AriBadRequest, AriNotFound)
+
+
 class AriConflict(AriHttpError):
     """409: the resource exists already or is in the wrong state."""
 

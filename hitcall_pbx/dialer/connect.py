@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..agents.sessions import AgentSession
-from ..ari import AriError, AriNotFound
+from ..ari import BRIDGE_SIDE_GONE, AriError
 from ..core.calls import CallEvent, CallState
 from ..core.states import AgentState
 from ..logs import get_logger
@@ -149,7 +149,7 @@ class AnswerPath:
         try:
             await self.d.ari.rest.add_channel(agent.bridge_id, call.channel_id)
             call.added_at = _now()
-        except AriNotFound:
+        except BRIDGE_SIDE_GONE:
             # The customer (or the agent's bridge) is gone: the destroy event finishes the call.
             log.info("dialer.bridge_target_gone", attempt_id=str(call.attempt.id), agent_id=agent.agent_id)
 

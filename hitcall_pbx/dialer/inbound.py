@@ -53,7 +53,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from ..agents.sessions import AgentSession, AgentSessions
-from ..ari import AriError, AriNotFound, AriPort, Resync
+from ..ari import BRIDGE_SIDE_GONE, AriError, AriPort, Resync
 from ..core.calls import CallState
 from ..core.leases import DEFAULT_POOL, PoolClaim
 from ..core.outcomes import CallDirection, Outcome, inbound_outcome
@@ -855,7 +855,7 @@ class InboundRouter:
             if moh:
                 await self.ari.rest.stop_moh(call.channel_id)
             await self.ari.rest.add_channel(bridge_id, call.channel_id)
-        except AriNotFound:
+        except BRIDGE_SIDE_GONE:
             # The caller (or the agent's bridge) is gone: the destroy events end the call.
             log.info("inbound.bridge_target_gone", channel_id=call.channel_id, agent_id=call.agent_id)
 

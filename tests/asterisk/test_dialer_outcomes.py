@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from structlog.testing import capture_logs
 
 from hitcall_pbx.app import HitCall, Options
 from hitcall_pbx.demo.seed import ALL_DAY, create_agent, create_campaign, sim_numbers
@@ -91,3 +92,47 @@ async def test_busy_no_answer_congestion_machine(service_settings, sandbox, hang
         assert r["answered_at"] is not None and r["bridged_at"] is None and not r["abandoned"], "not a connect"
         retry_in(r, 300)
         assert app.dialer.stats[amd].today.connected == 0
+
+
+async def test_a_customer_gone_as_they_answer_is_abandoned_and_nothing_fails(service_settings, sandbox, hangup_agents):
+    """The customer answers and hangs up before the call reaches its agent: Asterisk still hands
+    the call to Stasis (StasisStart after the hangup request), and refuses to bridge a channel
+    that is gone (400 "Channel not found"). An abandon, counted; no task of the dialer fails."""
+    async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
+        pool = app.db.pool
+        cid, _ = await create_campaign(
+            pool, "gone-at-answer", mode="progressive", wrap_up_s=0, numbers=sim_numbers(9, 3, start=4700), **ALL_DAY
+        )
+        agent = await create_agent(pool, "1190", "agent190", [cid])
+        dialer = app.dialer
+        handlers = app.ari._handlers
+        i = handlers.index(dialer.handle_event)
+        hung: list[str] = []
+
+        async def customer_hangs_up_at_answer(ev):
+            channel = getattr(ev, "channel", None)
+            if ev.type == "ChannelStateChange" and channel.id in dialer.calls and channel.state == "Up":
+                hung.append(channel.id)
+                await app.ari.rest.hangup(channel.id)
+            await dialer.handle_event(ev)
+
+        handlers[i] = customer_hangs_up_at_answer
+        with capture_logs() as logs, SippAgents(sandbox, ["agent190"], port=5611):
+            await wait_until(lambda: agent in app.sessions.by_agent, timeout=15)
+            await pool.execute("UPDATE campaigns SET state = 'running' WHERE id = $1", cid)
+            await dialer.refresh_campaigns()
+            await wait_until(
+                lambda: pool.fetchval(
+                    "SELECT count(*) = 3 FROM all_attempts WHERE campaign_id = $1 AND outcome IS NOT NULL", cid
+                ),
+                timeout=20,
+            )
+            await dialer.idle(5)
+        rows = await pool.fetch("SELECT id, outcome FROM all_attempts WHERE campaign_id = $1", cid)
+        assert sorted(str(r["id"]) for r in rows) == sorted(hung)
+        # Bridged before the hangup took effect, a call is a (very short) conversation.
+        outcomes = [r["outcome"] for r in rows]
+        assert set(outcomes) <= {"abandoned", "answered_human"} and "abandoned" in outcomes, outcomes
+        assert dialer.pacer.stats_for(dialer.campaigns[cid]).today.abandoned == outcomes.count("abandoned")
+        assert [e for e in logs if e["event"].endswith("task_failed")] == []
+        assert any(e["event"] == "dialer.bridge_target_gone" for e in logs), "the 400 was met and handled"
