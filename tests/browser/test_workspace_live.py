@@ -184,6 +184,10 @@ async def test_agent_and_supervisor_work_a_call_in_the_browser(service_settings,
                 )
                 await agent.select_option("#disposition", "callback")
                 await agent.fill("#callback-at", local.strftime("%Y-%m-%dT%H:%M"))
+                # Written out in Finnish under the field, whatever format the browser's date field uses.
+                picked = await agent.text_content("#callback-zone") or ""
+                assert f"{local.day}.{local.month}.{local.year}" in picked and "11.30" in picked, picked
+                assert picked.endswith("· Europe/Helsinki"), picked
                 await agent.click("#btn-disposition")
                 await wait_until(
                     lambda: pool.fetchval(
@@ -233,6 +237,8 @@ async def test_agent_and_supervisor_work_a_call_in_the_browser(service_settings,
                 assert await agent.text_content("#card-title") == "Customer card"
                 assert await agent.input_value("#disposition") == "callback", "the call's disposition is shown"
                 assert await agent.input_value("#callback-at") == local.strftime("%Y-%m-%dT%H:%M")
+                picked = await agent.text_content("#callback-zone") or ""
+                assert local.strftime("%d/%m/%Y") in picked and "11:30" in picked, picked
                 assert len(await agent.locator("#c-history tr").all_text_contents()) == 1, "this call is not history"
                 await shot(agent, "agent-wrap-up-en")
                 await sup.reload()

@@ -118,7 +118,7 @@
     if (fresh || !$("callback-at").value) $("callback-at").value = card.callback_at ? localInput(card.callback_at, card.timezone) : "";
     $("callback-at").required = view.rules[select.value] === "callback";
     view.shownAttempt = card.attempt_id || `offer:${card.offer_id}`;
-    $("callback-zone").textContent = card.timezone;
+    showCallbackTime();
     $("btn-hangup").disabled = card.kind !== "call";
     setDispositionEnabled(card.kind !== "offer" && Boolean(card.attempt_id));
     if (!window.hcCardShown || window.hcCardShown.attempt !== (card.attempt_id || `offer:${card.offer_id}`)) {
@@ -126,6 +126,14 @@
     }
     tick();
   }
+
+  // The picked callback time written out in the user's language, and whose clock it is.
+  function showCallbackTime() {
+    const zone = view.card?.timezone || "";
+    const when = HC.formatWallTime($("callback-at").value);
+    $("callback-zone").textContent = when ? `${when} · ${zone}` : zone;
+  }
+  $("callback-at").addEventListener("input", showCallbackTime);
 
   // An instant as the value of a datetime-local input in `zone` (the customer's local time).
   function localInput(iso, zone) {

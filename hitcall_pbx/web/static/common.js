@@ -53,6 +53,16 @@ const HC = (() => {
   });
   const timeOnly = new Intl.DateTimeFormat(intlLocale, { timeZone, hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
+  // A wall time ("2026-12-07T11:30", no zone) spelled out in the user's language, whatever
+  // format the browser's own date field uses.
+  const wallTime = new Intl.DateTimeFormat(intlLocale, {
+    timeZone: "UTC", weekday: "short", year: "numeric", month: "numeric", day: "numeric", hour: "2-digit", minute: "2-digit",
+  });
+  function formatWallTime(local) {
+    const at = local ? new Date(`${local.slice(0, 16)}:00Z`) : null;
+    return at && !Number.isNaN(at.getTime()) ? wallTime.format(at) : "";
+  }
+
   function formatDateTime(iso) {
     return iso ? dateTime.format(new Date(iso)) : "–";
   }
@@ -106,6 +116,6 @@ const HC = (() => {
     return source;
   }
 
-  return { t, api, ApiError, formatDateTime, formatTime, formatDuration, formatPercent, toast, failed, el, stream, locale, timeZone };
+  return { t, api, ApiError, formatDateTime, formatWallTime, formatTime, formatDuration, formatPercent, toast, failed, el, stream, locale, timeZone };
 })();
 window.HC = HC;
