@@ -148,9 +148,22 @@ async def test_asterisk_restart_mid_campaign(
         # Asterisk's own CDRs. A crash takes the records of the calls still up with it: Asterisk
         # writes a call's record when it ends, and these never ended in that process. They are
         # the only difference, and HitCall holds them right (closed by the resync, above).
-        # A clean stop hangs every call up first and writes all records: no difference.
+        # A clean stop hangs every call up first and writes all records: no difference but one.
+        # A call still ringing may be answered by the customer in the very moment Asterisk hangs
+        # everything up: the dialling leg's record says ANSWERED, while the answer never reached
+        # the service's side of the call (congestion, retried). Only such calls may differ.
         lost_by_asterisk = set(reconciled["by_kind"]["missing_in_asterisk"])
-        others = [d for d in reconciled["differences"] if d["kind"] != "missing_in_asterisk"]
+        others = [
+            d
+            for d in reconciled["differences"]
+            if d["kind"] != "missing_in_asterisk"
+            and not (
+                how == "stop"
+                and d["kind"] == "outcome"
+                and (d["hitcall"]["outcome"], d["asterisk"]["disposition"]) == ("congestion", "ANSWERED")
+                and d["hitcall"]["answered_at"] is None
+            )
+        ]
         assert others == [], reconciled
         if how == "crash":
             assert lost_by_asterisk and lost_by_asterisk <= up_in_asterisk, (lost_by_asterisk, up_in_asterisk)
