@@ -304,6 +304,7 @@ class HitCall:
         deps.metrics_token = token
         deps.metrics_on_api = s.metrics_port is None
         deps.webhook_targets = WebhookTargets(AddressPolicy(s.webhook_allow_networks))
+        deps.announce = self._announce
         if s.metrics_port is not None:
             runner = web.AppRunner(create_metrics_app(deps.metrics, token=token), handle_signals=False)
             await runner.setup()
@@ -330,10 +331,13 @@ class HitCall:
 
     def _pacing_changed(self, campaign_id: int, view: PacingView) -> None:
         """A campaign's pacing changed in a way worth showing: to the live screens."""
-        payload = {"campaign_id": campaign_id, **view.to_dict()}
-        self.bus.publish("pacing.changed", f"campaign:{campaign_id}", payload)
+        self._announce("pacing.changed", f"campaign:{campaign_id}", {"campaign_id": campaign_id, **view.to_dict()})
+
+    def _announce(self, event_type: str, subject: str, payload: dict[str, Any]) -> None:
+        """An event for the live screens: this node's, and the other nodes' through the relay."""
+        self.bus.publish(event_type, subject, payload)
         if self.relay is not None:
-            self.relay.outgoing("pacing.changed", f"campaign:{campaign_id}", payload)
+            self.relay.outgoing(event_type, subject, payload)
 
     def _pacing_view(self, campaign_id: int) -> dict[str, Any] | None:
         """The pacer's latest view of a running campaign, for the wallboard."""

@@ -422,3 +422,5 @@ class ApiDeps:
     # checks a webhook URL when a subscription is created or changed (default: public addresses only)
     webhook_targets: WebhookTargetCheck = field(default_factory=default_webhook_targets)
     monitoring: MonitoringControl | None = None  # None: monitoring runs in another process (503)
+    # a committed change, to the live screens of every node: (event type, subject, payload)
+    announce: Callable[[str, str, dict[str, Any]], None] = lambda _type, _subject, _payload: None

@@ -105,12 +105,13 @@ class LiveHub:
         return self._track(self.bus.subscribe(mine))
 
     def campaign_events(self, board: CampaignBoard) -> Subscription:
-        """Agent-state changes of the campaign's agents, its calls' events, alarms."""
+        """Agent-state changes of the campaign's agents, its calls' events, its state and
+        pacing, alarms."""
 
         def relevant(e: LiveEvent) -> bool:
             if e.type == "agent.state_changed":
                 return e.payload.get("agent_id") in board.agent_ids
-            if e.type.startswith("call.") or e.type == "pacing.changed":
+            if e.type.startswith("call.") or e.type in ("pacing.changed", "campaign.state_changed"):
                 return e.payload.get("campaign_id") == board.campaign_id
             return e.type.startswith("alarm.")
 
@@ -136,12 +137,18 @@ class LiveHub:
         return board
 
     def apply(self, board: CampaignBoard, event: LiveEvent) -> None:
-        """A pushed agent-state change or pacing decision, into the board's figures (its next
-        snapshot is current; a new decision is shown at once)."""
+        """A pushed agent-state change, campaign state or pacing decision, into the board's
+        figures (its next snapshot is current; a new state or decision is shown at once, not
+        at the next read of the database)."""
         p = event.payload
         if event.type == "pacing.changed":
             board.mem = {**board.mem, "pacing": pacing_figures(p)}
             board.version += 1
+            return
+        if event.type == "campaign.state_changed":
+            if board.db and not board.db.get("missing"):
+                board.db = {**board.db, "state": p.get("state")}
+                board.version += 1
             return
         if event.type != "agent.state_changed":
             return

@@ -86,6 +86,7 @@ async def workspace(db: asyncpg.Pool, tmp_path: Path) -> AsyncIterator[Workspace
 async def make_workspace(db: asyncpg.Pool, tmp_path: Path, *, trusted: str) -> AsyncIterator[Workspace]:
     """The workspace on the API; `trusted`: the reverse proxies it trusts."""
     dialer = FakeDialer()
+    bus = LiveBus()
     deps = ApiDeps(
         pool=db,
         metrics=CollectorRegistry(),
@@ -98,10 +99,10 @@ async def make_workspace(db: asyncpg.Pool, tmp_path: Path, *, trusted: str) -> A
         passwords=FAST_PASSWORDS,
         throttle=ThrottlePolicy(),
         webhook_targets=WebhookTargets(resolve=public_dns),
+        announce=bus.publish,
     )
     registry = build_registry()
     app = create_app(deps, registry=registry, trusted_proxies=_networks(trusted))
-    bus = LiveBus()
     hub = LiveHub(db, bus, WallboardSources(dialer.live_calls), interval=0.2, db_interval=0.5)
     await hub.start()
     auth = AuthService(db, passwords=FAST_PASSWORDS, role_scopes=registry.role_scopes())

@@ -7,7 +7,9 @@ import re
 
 from hitcall_pbx.auth import Role
 from hitcall_pbx.auth.tokens import csrf_token
+from hitcall_pbx.demo.seed import create_campaign
 from hitcall_pbx.web.i18n import MESSAGES
+from hitcall_pbx.web.live import LiveHub, WallboardSources
 
 from .conftest import LOGIN_CSRF, PASSWORD, Workspace, make_workspace
 
@@ -205,3 +207,34 @@ async def test_language_and_time_zone_are_the_users_own(workspace: Workspace):
     assert '<html lang="en">' in en and "Wallboard" in en and 'data-timezone="America/New_York"' in en
     row = await workspace.pool.fetchrow("SELECT details FROM audit_log WHERE action = 'user.preferences'")
     assert row["details"] == {"locale": "en", "timezone": "America/New_York"}
+
+
+async def test_a_campaign_started_shows_on_its_wallboard_before_the_next_database_read(
+    workspace: Workspace, db, tmp_path
+) -> None:
+    """The wallboard re-reads the database every few seconds; a start (or pause) made
+    through the API is on the board at once, so the page does not flip back to the old state
+    with its next snapshot."""
+    cid, _ = await create_campaign(workspace.pool, "Talvikampanja")
+    other, _ = await create_campaign(workspace.pool, "Kevätkampanja")
+    hub = LiveHub(db, workspace.bus, WallboardSources(workspace.dialer.live_calls), interval=0.05, db_interval=3600)
+    await hub.start()
+    try:
+        board = await hub.watch(cid)
+        assert board.snapshot()["state"] == "draft"
+        events = hub.campaign_events(board)
+        await workspace.user("admin1", Role.ADMIN)
+        session = await workspace.login_cookie("admin1")
+        for campaign in (other, cid):
+            resp = await workspace.client.post(
+                f"/api/v1/campaigns/{campaign}/start", headers={"X-CSRF-Token": csrf_token(session)}
+            )
+            assert resp.status == 200, await resp.text()
+        event = await events.get(timeout=2)
+        assert event is not None and (event.type, event.payload["campaign_id"]) == ("campaign.state_changed", cid)
+        version = board.version
+        hub.apply(board, event)
+        assert board.snapshot()["state"] == "running" and board.version > version
+        assert await events.get(timeout=0.2) is None, "the other campaign's start is not this board's"
+    finally:
+        await hub.close()

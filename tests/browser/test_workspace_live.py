@@ -150,6 +150,9 @@ async def test_agent_and_supervisor_work_a_call_in_the_browser(service_settings,
                 await sup.wait_for_selector(f"tr[data-agent-id='{agent_id}'][data-state='on_call']", timeout=3000)
                 await sup.wait_for_selector("#f-bridged:text-is('1')", timeout=5000)
                 await agent.wait_for_timeout(1200)  # the call timer runs
+                # Still shown as started: the snapshots pushed since (calls, agents) carry the new state.
+                assert await sup.text_content("#camp-state") == "Käynnissä"
+                assert await sup.is_disabled("button[data-campaign-action='start']")
                 await shot(agent, "agent-on-call-fi")
                 await shot(sup, "wallboard-on-call-fi")
 

@@ -399,14 +399,11 @@ def _register_transition(reg: Registry, action: str, sources: frozenset[str], ta
                 )
             await repo.set_state(conn, campaign_id, target)
             await ctx.audit(conn, f"campaign.{action}", "campaign", campaign_id, {"from": previous, "to": target})
-            await enqueue(
-                conn,
-                "campaign.state_changed",
-                f"campaign:{campaign_id}",
-                {"campaign_id": campaign_id, "state": target, "previous_state": previous},
-            )
+            change = {"campaign_id": campaign_id, "state": target, "previous_state": previous}
+            await enqueue(conn, "campaign.state_changed", f"campaign:{campaign_id}", change)
             row = await load(conn, campaign_id)
         await ctx.notify_dialer(ctx.deps.dialer.campaign_changed(campaign_id))
+        ctx.deps.announce("campaign.state_changed", f"campaign:{campaign_id}", change)
         return _out(row)
 
     handler.__name__ = f"{action}_campaign"
