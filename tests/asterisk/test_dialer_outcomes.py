@@ -101,7 +101,7 @@ async def test_a_customer_gone_as_they_answer_is_abandoned_and_nothing_fails(ser
     async with HitCall(service_settings, Options(dialer_tick_s=0.05)) as app:
         pool = app.db.pool
         cid, _ = await create_campaign(
-            pool, "gone-at-answer", mode="progressive", wrap_up_s=0, numbers=sim_numbers(9, 3, start=4700), **ALL_DAY
+            pool, "gone-at-answer", mode="progressive", wrap_up_s=0, numbers=sim_numbers(9, 5, start=4700), **ALL_DAY
         )
         agent = await create_agent(pool, "1190", "agent190", [cid])
         dialer = app.dialer
@@ -123,7 +123,7 @@ async def test_a_customer_gone_as_they_answer_is_abandoned_and_nothing_fails(ser
             await dialer.refresh_campaigns()
             await wait_until(
                 lambda: pool.fetchval(
-                    "SELECT count(*) = 3 FROM all_attempts WHERE campaign_id = $1 AND outcome IS NOT NULL", cid
+                    "SELECT count(*) = 5 FROM all_attempts WHERE campaign_id = $1 AND outcome IS NOT NULL", cid
                 ),
                 timeout=20,
             )
